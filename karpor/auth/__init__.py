@@ -1,0 +1,1 @@
+"""Identity, authentication, authorization, the gateway CA and user kubeconfigs."""

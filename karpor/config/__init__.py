@@ -1,0 +1,1 @@
+"""Gateway settings and the cluster directory: parsing, validation, the registry snapshot."""

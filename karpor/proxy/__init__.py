@@ -1,0 +1,1 @@
+"""The request path: routing, header rewriting, upstream pools, streaming and splicing."""

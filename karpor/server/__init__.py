@@ -1,0 +1,1 @@
+"""Serving: the front protocol, TLS, the twistd service."""

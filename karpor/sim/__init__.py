@@ -1,0 +1,1 @@
+"""A kube-apiserver simulator: the test double for the demo, the tests and the benchmarks."""

@@ -1,0 +1,1 @@
+"""Shared test support: processes on loopback, kubectl, the simulator, the gateway."""
