@@ -10,8 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_wheel_contains_the_twistd_plugin(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
         check=True,
         capture_output=True,
     )
