@@ -60,8 +60,8 @@ class Cluster:
     insecure: bool = False
     tls_server_name: str | None = None
     impersonate: bool = False
-    labels: Mapping[str, str] = _EMPTY
-    annotations: Mapping[str, str] = _EMPTY
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     provider: str = ""
     display_name: str = ""
     description: str = ""

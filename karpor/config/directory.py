@@ -1,0 +1,312 @@
+"""Cluster files and the clusters directory.
+
+The rules of ``--clusters-dir`` (what ``karpor check`` checks and the
+gateway loads):
+
+* Every ``*.yaml`` / ``*.yml`` file directly in the directory is read.  The
+  walk is **not recursive**: subdirectories are ignored, which is what a
+  Kubernetes ConfigMap or Secret volume needs (its files sit at the top,
+  its ``..data`` and timestamped directories below).
+* Entries whose name starts with ``.`` are skipped (``..data``, editor
+  swap files, ``.hidden.yaml``).  Symbolic links are followed (ConfigMap
+  volume files are links through ``..data``); a dangling link is reported.
+* A file holds one or more YAML documents separated by ``---``; empty
+  documents are skipped but still counted, so ``document N`` is the Nth
+  ``---`` section as a reader counts them.  Each document is a Karpor
+  ``Cluster`` (or a ``List``/``ClusterList`` of them: what ``kubectl get
+  clusters -o yaml`` exports; see :mod:`karpor.config.clusters`) or a
+  kubeconfig (:mod:`karpor.config.kubeconfig`).
+* A bad document is reported and skipped; the rest of the file, and the
+  other files, load.  A YAML syntax error is confined to its document.
+* Files are read in sorted name order (code-point order).  When two
+  definitions share a name, **the first wins**: the first in sorted file
+  order, then in document order; every later one is reported.
+
+Splitting and parsing are sans-IO (:func:`parse_file` takes bytes and a
+:class:`~karpor.config.clusters.FileReader`); :func:`load_directory` is the
+thin I/O layer on top.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from karpor.config.clusters import (
+    CLUSTER_API_VERSION,
+    Definition,
+    DocumentContext,
+    FileReader,
+    Problem,
+    describe,
+    parse_cluster,
+    quote,
+)
+from karpor.config.kubeconfig import parse_kubeconfig
+from karpor.config.model import Cluster
+
+#: file name suffixes of cluster files
+SUFFIXES = (".yaml", ".yml")
+
+# The C loader (libyaml) is an order of magnitude faster than the pure one.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DOC_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What one file defines: clusters in document order, and its problems."""
+
+    source: str
+    definitions: tuple[Definition, ...] = ()
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def clusters(self) -> tuple[Cluster, ...]:
+        """The clusters, in document order."""
+        return tuple(d.cluster for d in self.definitions)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What a set of files defines, duplicates resolved (see :func:`combine`)."""
+
+    clusters: tuple[Cluster, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    #: the files read, in the order read
+    sources: tuple[str, ...] = ()
+
+
+class LocalFiles:
+    """The :class:`~karpor.config.clusters.FileReader` of the local file system."""
+
+    def read(self, path: str) -> bytes:
+        """The content of ``path``."""
+        with open(path, "rb") as f:
+            return f.read()
+
+    def executable(self, path: str) -> bool:
+        """Whether ``path`` is a regular file this process may execute."""
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def split_documents(text: str) -> list[tuple[int, str]]:
+    """The documents of a YAML stream as ``(first line, text)`` pairs.
+
+    Splitting at ``---`` lines (column 0, where YAML forbids them inside
+    content) lets each document parse on its own: a syntax error in one
+    does not hide the documents after it.  Comments, blank lines and
+    directives before the first ``---`` belong to the first document.
+    """
+    starts = [m.start() for m in _DOC_START.finditer(text)]
+    if not starts:
+        return [(1, text)]
+    head = text[: starts[0]]
+    bounds = [*starts, len(text)]
+    chunks = [
+        (text.count("\n", 0, start) + 1, text[start:end])
+        for start, end in itertools.pairwise(bounds)
+    ]
+    if _has_content(head):
+        chunks.insert(0, (1, head))
+    elif head:
+        chunks[0] = (1, head + chunks[0][1])
+    return chunks
+
+
+def _has_content(text: str) -> bool:
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith(("#", "%")):
+            return True
+    return False
+
+
+def _yaml_message(exc: yaml.YAMLError, first_line: int) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        problem = exc.problem or exc.context or "syntax error"
+        mark = exc.problem_mark or exc.context_mark
+        if mark is not None:
+            return f"{problem} (line {first_line + mark.line})"
+        return problem
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def parse_documents(
+    text: str,
+    source: str,
+    files: FileReader,
+    *,
+    base_dir: str | None = None,
+    created: str = "",
+) -> FileResult:
+    """Parse the text of a cluster file named ``source`` (sans-IO).
+
+    ``base_dir`` (default: the directory of ``source``) resolves the
+    relative paths the documents name; ``created`` is stamped on each
+    cluster.
+    """
+    if base_dir is None:
+        base_dir = os.path.dirname(source)
+    definitions: list[Definition] = []
+    problems: list[Problem] = []
+    for number, (first_line, chunk) in enumerate(split_documents(text), start=1):
+        ctx = DocumentContext(source, number, base_dir, files, created)
+        try:
+            obj = yaml.load(chunk, Loader=_Loader)  # noqa: S506 (a safe loader)
+        except yaml.YAMLError as exc:
+            ctx.fail("yaml", _yaml_message(exc, first_line), None)
+        else:
+            parse_document(obj, ctx)
+        definitions.extend(ctx.definitions)
+        problems.extend(ctx.problems)
+    return FileResult(source, tuple(definitions), tuple(problems))
+
+
+def parse_document(obj: Any, ctx: DocumentContext) -> None:
+    """Parse one loaded YAML document into ``ctx``, by its ``kind``."""
+    if obj is None:
+        return
+    if not isinstance(obj, Mapping):
+        ctx.fail("", f"must be a mapping (a Cluster or a kubeconfig), not {describe(obj)}", None)
+        return
+    kind = obj.get("kind")
+    if kind == "Cluster":
+        parse_cluster(obj, "", ctx)
+    elif kind == "Config":
+        parse_kubeconfig(obj, ctx)
+    elif kind in ("List", "ClusterList"):
+        items = obj.get("items")
+        if not isinstance(items, list):
+            ctx.fail("items", f"must be a list, not {describe(items)}", None)
+            return
+        for i, item in enumerate(items):
+            path = f"items[{i}]"
+            if not isinstance(item, Mapping) or item.get("kind") != "Cluster":
+                ctx.fail(f"{path}.kind", "must be Cluster", None)
+            else:
+                parse_cluster(item, path, ctx)
+    else:
+        shown = quote(kind) if isinstance(kind, str) else "missing"
+        ctx.fail(
+            "kind",
+            f"{shown}: expected Cluster ({CLUSTER_API_VERSION}) or Config (a kubeconfig)",
+            None,
+        )
+
+
+def parse_file(
+    data: bytes,
+    source: str,
+    files: FileReader,
+    *,
+    base_dir: str | None = None,
+    created: str = "",
+) -> FileResult:
+    """Parse the bytes of a cluster file: UTF-8 (a BOM is allowed), then documents."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        problem = Problem(source, 0, "", f"not UTF-8 text (byte {exc.start})", None)
+        return FileResult(source, (), (problem,))
+    return parse_documents(text, source, files, base_dir=base_dir, created=created)
+
+
+def combine(results: Iterable[FileResult]) -> LoadResult:
+    """Merge file results in the given order; the first definition of a name wins.
+
+    Give the files in sorted order (as :func:`load_directory` does): the
+    winner of a duplicate is then the first in sorted file order, then in
+    document order; every later definition is reported and dropped.
+    """
+    seen: dict[str, Cluster] = {}
+    problems: list[Problem] = []
+    sources: list[str] = []
+    for result in results:
+        sources.append(result.source)
+        problems.extend(result.problems)
+        for cluster, name_field in result.definitions:
+            first = seen.get(cluster.name)
+            if first is None:
+                seen[cluster.name] = cluster
+                continue
+            problems.append(
+                Problem(
+                    cluster.source,
+                    cluster.document,
+                    name_field,
+                    f"duplicate cluster name {quote(cluster.name)}: already defined in "
+                    f"{first.source}: document {first.document} (the first definition wins)",
+                    (),
+                )
+            )
+    return LoadResult(tuple(seen.values()), tuple(problems), tuple(sources))
+
+
+def is_cluster_file(name: str) -> bool:
+    """Whether a directory entry named ``name`` is read as a cluster file."""
+    return not name.startswith(".") and name.lower().endswith(SUFFIXES)
+
+
+def cluster_files(directory: str) -> tuple[list[str], list[Problem]]:
+    """The cluster files of ``directory`` in sorted order, and problems listing it."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as exc:
+        return [], [Problem(directory, 0, "", f"cannot list: {exc.strerror or exc}", None)]
+    paths: list[str] = []
+    problems: list[Problem] = []
+    for entry in entries:
+        if not is_cluster_file(entry.name):
+            continue
+        try:
+            if entry.is_file():  # follows symbolic links
+                paths.append(entry.path)
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                problems.append(Problem(entry.path, 0, "", "dangling symbolic link", None))
+        except OSError as exc:
+            problems.append(Problem(entry.path, 0, "", exc.strerror or str(exc), None))
+    return paths, problems
+
+
+def _rfc3339(timestamp: float) -> str:
+    when = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_cluster_file(path: str, files: FileReader | None = None) -> FileResult:
+    """Read and parse one cluster file; ``created`` is the file's mtime."""
+    files = files or LocalFiles()
+    try:
+        with open(path, "rb") as f:
+            created = _rfc3339(os.fstat(f.fileno()).st_mtime)
+            data = f.read()
+    except OSError as exc:
+        problem = Problem(path, 0, "", f"cannot read: {exc.strerror or exc}", None)
+        return FileResult(path, (), (problem,))
+    return parse_file(data, path, files, created=created)
+
+
+def load_directory(directory: str, files: FileReader | None = None) -> LoadResult:
+    """Load every cluster file of ``directory`` (see the module's rules)."""
+    files = files or LocalFiles()
+    paths, problems = cluster_files(directory)
+    result = combine(read_cluster_file(p, files) for p in paths)
+    if problems:
+        result = LoadResult(result.clusters, (*problems, *result.problems), result.sources)
+    return result
+
+
+def load_path(path: str, files: FileReader | None = None) -> LoadResult:
+    """Load a clusters directory, or a single cluster file."""
+    if os.path.isdir(path):
+        return load_directory(path, files)
+    return combine([read_cluster_file(path, files)])

@@ -1,0 +1,244 @@
+"""The gateway's settings: the ``--config`` YAML file, then command-line flags.
+
+Keys of the file (all optional; see ``etc/karpor.yaml``):
+
+========== ============== ===========================================
+key        default        meaning
+========== ============== ===========================================
+port       8443           TCP port to serve HTTPS on
+host       127.0.0.1      address to bind; loopback by default, so a
+                          gateway is never exposed by accident (give
+                          ``0.0.0.0`` or ``::`` to serve the network)
+workers    number of CPUs worker processes
+clustersDir (none)        the clusters directory
+stateDir   (none)         the gateway's state: CA, serving certificate
+========== ============== ===========================================
+
+Relative paths in the file resolve against the file's directory; relative
+paths given as flags against the working directory.  An unknown key is an
+error naming the file and the key (typos never pass silently).  Flags win
+over the file (:func:`merge`).
+
+Adding a key: a field on :class:`Settings` and one :class:`Key` in
+:data:`KEYS`.  A later section with keys of its own (``auditLog``,
+``authentication``, ``authorization``…) is a frozen dataclass with its own
+key table, parsed by :func:`parse_section` from the key's ``parse``
+function (see :func:`section_parser`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypeVar
+
+import yaml
+
+from karpor.config.clusters import describe, quote
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+DEFAULT_PORT = 8443
+DEFAULT_HOST = "127.0.0.1"
+
+
+def default_workers() -> int:
+    """The default worker count: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the gateway runs with."""
+
+    port: int = DEFAULT_PORT
+    host: str = DEFAULT_HOST
+    workers: int = field(default_factory=default_workers)
+    clusters_dir: str | None = None
+    state_dir: str | None = None
+    #: the ``--config`` file these came from ("" for none)
+    source: str = ""
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; ``problems`` holds ``where: field: message`` lines."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
+
+
+class Key(NamedTuple):
+    """One settings key: its name in the file, its attribute, its parser.
+
+    ``parse(value, base_dir)`` returns the typed value or raises
+    :class:`ValueError` with a message; ``base_dir`` resolves relative paths.
+    """
+
+    name: str
+    attribute: str
+    parse: Callable[[Any, str], Any]
+    flag: str
+
+
+def _port(value: Any, base_dir: str) -> int:
+    number = _integer(value, base_dir)
+    if not 1 <= number <= 65535:
+        raise ValueError("must be a port number from 1 to 65535")
+    return number
+
+
+def _integer(value: Any, base_dir: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be an integer, not {describe(value)}")
+    return value
+
+
+def _workers(value: Any, base_dir: str) -> int:
+    number = _integer(value, base_dir)
+    if not 1 <= number <= 1024:
+        raise ValueError("must be from 1 to 1024")
+    return number
+
+
+def _host(value: Any, base_dir: str) -> str:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ValueError("must be an address or host name")
+    return value
+
+
+def _directory(value: Any, base_dir: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a path, not {describe(value)}")
+    return os.path.join(base_dir, value)
+
+
+#: the top-level keys of the settings file
+KEYS: tuple[Key, ...] = (
+    Key("port", "port", _port, "--port"),
+    Key("host", "host", _host, "--host"),
+    Key("workers", "workers", _workers, "--workers"),
+    Key("clustersDir", "clusters_dir", _directory, "--clusters-dir"),
+    Key("stateDir", "state_dir", _directory, "--state-dir"),
+)
+
+_T = TypeVar("_T")
+
+
+def parse_section(
+    obj: Any, keys: Sequence[Key], path: str, base_dir: str, errors: list[str]
+) -> dict[str, Any]:
+    """The attributes a mapping of settings sets, by attribute name.
+
+    Problems are appended to ``errors`` as ``path.key: message``.
+    """
+    prefix = f"{path}." if path else ""
+    if not isinstance(obj, Mapping):
+        errors.append(f"{path or 'settings'}: must be a mapping, not {describe(obj)}")
+        return {}
+    by_name = {k.name: k for k in keys}
+    out: dict[str, Any] = {}
+    for name, value in obj.items():
+        key = by_name.get(name) if isinstance(name, str) else None
+        if key is None:
+            shown = quote(name) if isinstance(name, str) else repr(name)
+            errors.append(f"{prefix}{shown[1:-1]}: unknown key (known: {', '.join(by_name)})")
+            continue
+        if value is None:
+            continue
+        try:
+            out[key.attribute] = key.parse(value, base_dir)
+        except ValueError as exc:
+            errors.append(f"{prefix}{name}: {exc}")
+    return out
+
+
+def section_parser(
+    cls: Callable[..., _T], keys: Sequence[Key], path: str
+) -> Callable[[Any, str], _T]:
+    """A :class:`Key` parser for a nested section built as ``cls(**attributes)``."""
+
+    def parse(value: Any, base_dir: str) -> _T:
+        errors: list[str] = []
+        values = parse_section(value, keys, path, base_dir, errors)
+        if errors:
+            # the outer key adds its own name; inner lines keep theirs
+            raise ValueError("; ".join(e.removeprefix(f"{path}.") for e in errors))
+        return cls(**values)
+
+    return parse
+
+
+def parse_settings(text: str, source: str, base_dir: str | None = None) -> Settings:
+    """Settings from the YAML text of a file named ``source`` (sans-IO).
+
+    An empty file gives the defaults.  Raises :class:`SettingsError` with
+    one ``source: field: message`` line per problem.
+    """
+    if base_dir is None:
+        base_dir = os.path.dirname(source)
+    try:
+        obj = yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise SettingsError([f"{source}: yaml: {problem}{where}"]) from None
+    if obj is None:
+        return Settings(source=source)
+    errors: list[str] = []
+    values = parse_section(obj, KEYS, "", base_dir, errors)
+    if errors:
+        raise SettingsError([f"{source}: {e}" for e in errors])
+    return Settings(source=source, **values)
+
+
+def load_settings(path: str) -> Settings:
+    """Settings from the ``--config`` file at ``path``."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise SettingsError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise SettingsError([f"{path}: not UTF-8 text"]) from None
+    return parse_settings(text, path)
+
+
+def merge(
+    file_settings: Settings, flag_overrides: Mapping[str, Any], base_dir: str = ""
+) -> Settings:
+    """``file_settings`` with the flags given on the command line.
+
+    ``flag_overrides`` maps :class:`Settings` attribute names
+    (``clusters_dir``) to flag values, typed or as strings (``"8443"``);
+    ``None`` means the flag was not given.  Relative paths resolve against
+    ``base_dir`` (the working directory when empty).  Raises
+    :class:`SettingsError` with ``--flag: message`` lines.
+    """
+    by_attribute = {k.attribute: k for k in KEYS}
+    errors: list[str] = []
+    values: dict[str, Any] = {}
+    for attribute, value in flag_overrides.items():
+        key = by_attribute.get(attribute)
+        if key is None:
+            errors.append(f"{attribute}: not a setting")
+            continue
+        if value is None:
+            continue
+        try:
+            values[attribute] = key.parse(value, base_dir)
+        except ValueError as exc:
+            errors.append(f"{key.flag}: {exc}")
+    if errors:
+        raise SettingsError(errors)
+    return dataclasses.replace(file_settings, **values)

@@ -1,0 +1,242 @@
+"""The official ``kubernetes`` Python client against a simulated cluster, and raw 401s."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from support.sim import SimCluster, SimRun, start_sim
+
+
+@pytest.fixture(scope="module")
+def short_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimRun]:
+    """A cluster whose store keeps only 5 changes, to reach a 410 quickly."""
+    run = start_sim(tmp_path_factory.mktemp("sim-short"), 1, "--history", "5")
+    try:
+        yield run
+    finally:
+        run.stop()
+
+
+def _core(cluster: SimCluster, kubeconfig: Path | None = None) -> Any:
+    # Any: the client's models type every field Optional
+    api_client = config.new_client_from_config(config_file=str(kubeconfig or cluster.kubeconfig))
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture
+def core(sim_clusters: SimRun) -> Any:
+    return _core(sim_clusters["sim-1"])
+
+
+@pytest.fixture
+def namespace(core: Any) -> Iterator[str]:
+    name = f"py-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+def _configmap(name: str, **data: str) -> client.V1ConfigMap:
+    return client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data=data)
+
+
+def test_list_and_create(core: Any, namespace: str) -> None:
+    names = [ns.metadata.name for ns in core.list_namespace().items]
+    assert {"default", "kube-system", namespace} <= set(names)
+    created = core.create_namespaced_config_map(namespace, _configmap("one", a="1"))
+    assert created.metadata.uid
+    assert created.metadata.resource_version
+    listed = core.list_namespaced_config_map(namespace, label_selector="")
+    assert "one" in [cm.metadata.name for cm in listed.items]
+    with pytest.raises(ApiException) as exists:
+        core.create_namespaced_config_map(namespace, _configmap("one"))
+    assert exists.value.status == 409
+    assert json.loads(str(exists.value.body))["reason"] == "AlreadyExists"
+
+
+def test_replace_with_stale_resource_version_conflicts(core: Any, namespace: str) -> None:
+    created = core.create_namespaced_config_map(namespace, _configmap("racy", a="1"))
+    stale = created.metadata.resource_version
+    created.data = {"a": "2"}
+    core.replace_namespaced_config_map("racy", namespace, created)
+    created.data = {"a": "3"}
+    created.metadata.resource_version = stale
+    with pytest.raises(ApiException) as conflict:
+        core.replace_namespaced_config_map("racy", namespace, created)
+    assert conflict.value.status == 409
+    body = json.loads(str(conflict.value.body))
+    assert body["kind"] == "Status"
+    assert body["reason"] == "Conflict"
+    assert "the object has been modified" in body["message"]
+
+
+def test_watch_stream_and_resume(core: Any, namespace: str) -> None:
+    start = core.list_namespaced_config_map(namespace).metadata.resource_version
+    core.create_namespaced_config_map(namespace, _configmap("w1"))
+    core.patch_namespaced_config_map("w1", namespace, {"data": {"k": "v"}})
+    core.delete_namespaced_config_map("w1", namespace)
+    seen: list[tuple[str, str]] = []
+    stream = watch.Watch().stream(
+        core.list_namespaced_config_map,
+        namespace,
+        resource_version=start,
+        timeout_seconds=2,
+    )
+    for event in stream:
+        seen.append((event["type"], event["object"].metadata.name))
+    assert seen == [("ADDED", "w1"), ("MODIFIED", "w1"), ("DELETED", "w1")]
+    # resuming from the ADDED event's resourceVersion replays only what followed
+    resumed = []
+    added_rv = None
+    for event in watch.Watch().stream(
+        core.list_namespaced_config_map, namespace, resource_version=start, timeout_seconds=1
+    ):
+        if added_rv is None:
+            added_rv = event["object"].metadata.resource_version
+    assert added_rv is not None
+    for event in watch.Watch().stream(
+        core.list_namespaced_config_map, namespace, resource_version=added_rv, timeout_seconds=1
+    ):
+        resumed.append(event["type"])
+    assert resumed == ["MODIFIED", "DELETED"]
+
+
+def test_watch_without_resource_version_sends_current_objects(core: Any, namespace: str) -> None:
+    core.create_namespaced_config_map(namespace, _configmap("present"))
+    names = [
+        (e["type"], e["object"].metadata.name)
+        for e in watch.Watch().stream(core.list_namespaced_config_map, namespace, timeout_seconds=1)
+    ]
+    assert ("ADDED", "present") in names
+
+
+def test_watch_too_old_resource_version_is_410(short_history: SimRun) -> None:
+    core = _core(short_history.clusters[0])
+    name = f"old-{uuid.uuid4().hex[:6]}"
+    first = core.create_namespaced_config_map("default", _configmap(name, n="0"))
+    for index in range(1, 10):
+        core.patch_namespaced_config_map(name, "default", {"data": {"n": str(index)}})
+    stream = watch.Watch().stream(
+        core.list_namespaced_config_map,
+        "default",
+        resource_version=first.metadata.resource_version,
+        timeout_seconds=2,
+    )
+    with pytest.raises(ApiException) as gone:
+        for _ in stream:
+            pass
+    assert gone.value.status == 410
+    assert "Expired" in str(gone.value.reason)
+
+
+def test_raw_410_error_event(short_history: SimRun) -> None:
+    cluster = short_history.clusters[0]
+    status, headers, body = _request(
+        cluster,
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=1&timeoutSeconds=1",
+        token=cluster.token,
+    )
+    assert status == 200
+    assert headers["transfer-encoding"] == "chunked"
+    event = json.loads(body.splitlines()[0])
+    assert event["type"] == "ERROR"
+    assert event["object"]["kind"] == "Status"
+    assert event["object"]["code"] == 410
+    assert event["object"]["reason"] == "Expired"
+
+
+def _request(
+    cluster: SimCluster,
+    path: str,
+    *,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    context = ssl.create_default_context(cadata=cluster.ca_pem.decode())
+    conn = http.client.HTTPSConnection(cluster.host, cluster.port, context=context, timeout=30)
+    sent = dict(headers or {})
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    try:
+        conn.request("GET", path, headers=sent)
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+    finally:
+        conn.close()
+
+
+UNAUTHORIZED: dict[str, Any] = {
+    "kind": "Status",
+    "apiVersion": "v1",
+    "metadata": {},
+    "status": "Failure",
+    "message": "Unauthorized",
+    "reason": "Unauthorized",
+    "code": 401,
+}
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+def test_without_valid_credential_401(sim_clusters: SimRun, token: str | None) -> None:
+    status, headers, body = _request(sim_clusters["sim-1"], "/api/v1/namespaces", token=token)
+    assert status == 401
+    assert headers["content-type"] == "application/json"
+    assert headers["cache-control"] == "no-cache, private"
+    assert headers["audit-id"]
+    assert json.loads(body) == UNAUTHORIZED
+
+
+def test_token_of_another_cluster_is_refused(sim_clusters: SimRun) -> None:
+    status, _, _ = _request(sim_clusters["sim-1"], "/version", token=sim_clusters["sim-2"].token)
+    assert status == 401
+
+
+def test_token_auth_headers_and_version(sim_clusters: SimRun) -> None:
+    cluster = sim_clusters["sim-1"]
+    status, headers, body = _request(cluster, "/version", token=cluster.token)
+    assert status == 200
+    assert headers["content-type"] == "application/json"
+    assert headers["cache-control"] == "no-cache, private"
+    assert "server" not in headers
+    version = json.loads(body)
+    assert version["gitVersion"].startswith("v1.")
+    assert version["platform"] == "linux/amd64"
+    status, headers, body = _request(cluster, "/healthz", token=cluster.token)
+    assert (status, body) == (200, b"ok")
+
+
+def test_client_certificate_auth_with_python_client(sim_clusters: SimRun) -> None:
+    cluster = sim_clusters["sim-1"]
+    api_client = config.new_client_from_config(config_file=str(cluster.cert_kubeconfig))
+    auth: Any = client.AuthenticationV1Api(api_client)
+    review = auth.create_self_subject_review(client.V1SelfSubjectReview())
+    assert review.status.user_info.username == "sim-admin"
+    assert "system:masters" in review.status.user_info.groups
+
+
+def test_aggregated_discovery(sim_clusters: SimRun) -> None:
+    cluster = sim_clusters["sim-1"]
+    accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    status, headers, body = _request(
+        cluster, "/apis", token=cluster.token, headers={"Accept": accept + ",application/json"}
+    )
+    assert status == 200
+    assert headers["content-type"] == accept
+    doc = json.loads(body)
+    assert doc["kind"] == "APIGroupDiscoveryList"
+    groups = {item["metadata"]["name"] for item in doc["items"]}
+    assert {"apps", "authentication.k8s.io"} <= groups
+    for item in doc["items"]:
+        for version in item["versions"]:
+            for resource in version["resources"]:
+                assert resource["responseKind"]["kind"]

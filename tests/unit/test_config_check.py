@@ -1,0 +1,76 @@
+"""``karpor check``: output, exit status, and the shipped examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from karpor.cli import main
+from karpor.config.directory import load_directory
+from karpor.config.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+GOOD = """\
+apiVersion: cluster.karpor.io/v1beta1
+kind: Cluster
+metadata: {name: good}
+spec:
+  access:
+    endpoint: https://10.0.0.1:6443
+    insecure: true
+    credential: {type: ServiceAccountToken, serviceAccountToken: SECRET-TOKEN}
+"""
+
+
+def test_clean_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "good.yaml").write_text(GOOD)
+    assert main(["check", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "NAME   ENDPOINT                CREDENTIAL            DOCUMENT   FILE",
+        f"good   https://10.0.0.1:6443   ServiceAccountToken   1          {tmp_path}/good.yaml",
+    ]
+    assert err == ""
+    assert "SECRET" not in out
+
+
+def test_problems_go_to_stderr_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.yaml").write_text(GOOD + "---\n" + GOOD.replace("https://10", "http://10"))
+    assert main(["check", "-q", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"{tmp_path}/a.yaml: document 2: spec.access.endpoint: must be an https:// URL (found http://)"
+    ]
+
+
+def test_empty_directory_is_clean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-q", str(tmp_path)]) == 0
+    assert "no *.yaml or *.yml files" in capsys.readouterr().err
+
+
+def test_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "clusters").mkdir()
+    (tmp_path / "clusters" / "good.yaml").write_text(GOOD)
+    (tmp_path / "karpor.yaml").write_text("clustersDir: clusters\n")
+    assert main(["check", "-q", "--config", str(tmp_path / "karpor.yaml")]) == 0
+    (tmp_path / "bad.yaml").write_text("prot: 1\n")
+    assert (
+        main(["check", "-q", "--config", str(tmp_path / "bad.yaml"), str(tmp_path / "clusters")])
+        == 1
+    )
+    assert "bad.yaml: prot: unknown key" in capsys.readouterr().err
+    assert main(["check"]) == 2
+
+
+def test_shipped_examples_are_valid() -> None:
+    result = load_directory(str(REPO / "etc" / "clusters"))
+    assert [str(p) for p in result.problems] == []
+    assert {c.name for c in result.clusters} >= {"example-prod", "example-staging"}
+    settings = load_settings(str(REPO / "etc" / "karpor.yaml"))
+    assert settings.clusters_dir == str(REPO / "etc" / "clusters")
+    assert settings.host == "127.0.0.1"

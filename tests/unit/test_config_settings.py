@@ -1,0 +1,142 @@
+"""Gateway settings: the ``--config`` file and flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from karpor.config.settings import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Key,
+    Settings,
+    SettingsError,
+    default_workers,
+    load_settings,
+    merge,
+    parse_section,
+    parse_settings,
+    section_parser,
+)
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(SettingsError) as info:
+        parse_settings(text, "/etc/karpor/karpor.yaml")
+    return list(info.value.problems)
+
+
+def test_defaults() -> None:
+    s = parse_settings("", "/etc/karpor.yaml")
+    assert (s.port, s.host, s.workers) == (DEFAULT_PORT, DEFAULT_HOST, default_workers())
+    assert (s.clusters_dir, s.state_dir, s.source) == (None, None, "/etc/karpor.yaml")
+    assert DEFAULT_HOST == "127.0.0.1"
+    assert default_workers() >= 1
+
+
+def test_every_key() -> None:
+    text = (
+        "port: 9443\nhost: 0.0.0.0\nworkers: 3\nclustersDir: clusters\nstateDir: /var/lib/karpor\n"
+    )
+    s = parse_settings(text, "/etc/karpor/karpor.yaml")
+    assert s == Settings(
+        9443, "0.0.0.0", 3, "/etc/karpor/clusters", "/var/lib/karpor", "/etc/karpor/karpor.yaml"
+    )
+
+
+def test_errors_name_file_and_key() -> None:
+    assert problems("port: 0\nworkers: many\nclusterDir: x\nhost: ''\n") == [
+        "/etc/karpor/karpor.yaml: port: must be a port number from 1 to 65535",
+        "/etc/karpor/karpor.yaml: workers: must be an integer, not a string",
+        "/etc/karpor/karpor.yaml: clusterDir: unknown key "
+        "(known: port, host, workers, clustersDir, stateDir)",
+        "/etc/karpor/karpor.yaml: host: must be an address or host name",
+    ]
+    assert problems("- a list\n") == [
+        "/etc/karpor/karpor.yaml: settings: must be a mapping, not a list"
+    ]
+    assert problems("port: [\n") == [
+        "/etc/karpor/karpor.yaml: yaml: did not find expected node content (line 2)"
+    ]
+    assert problems("port: true\n") == [
+        "/etc/karpor/karpor.yaml: port: must be an integer, not a boolean"
+    ]
+
+
+def test_flags_win(tmp_path: Path) -> None:
+    f = tmp_path / "karpor.yaml"
+    f.write_text("port: 9443\nhost: 0.0.0.0\nstateDir: state\n")
+    from_file = load_settings(str(f))
+    assert from_file.state_dir == str(tmp_path / "state")
+    s = merge(from_file, {"port": "10443", "host": None, "clusters_dir": "c", "workers": 2})
+    assert (s.port, s.host, s.workers, s.clusters_dir, s.state_dir) == (
+        10443,
+        "0.0.0.0",
+        2,
+        "c",
+        str(tmp_path / "state"),
+    )
+    with pytest.raises(SettingsError) as info:
+        merge(from_file, {"port": "http", "workers": "0", "colour": "blue"})
+    assert info.value.problems == (
+        "--port: must be an integer, not a string",
+        "--workers: must be from 1 to 1024",
+        "colour: not a setting",
+    )
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"nope\.yaml: cannot read: No such file"):
+        load_settings(str(tmp_path / "nope.yaml"))
+
+
+@given(port=st.integers(-10, 70000))
+def test_port_range(port: int) -> None:
+    if 1 <= port <= 65535:
+        assert parse_settings(f"port: {port}", "f").port == port
+    else:
+        assert problems(f"port: {port}") == [
+            "/etc/karpor/karpor.yaml: port: must be a port number from 1 to 65535"
+        ]
+
+
+def test_a_later_section_slots_in() -> None:
+    """How a nested section (say ``auditLog``) is declared and parsed."""
+
+    @dataclass(frozen=True)
+    class AuditLog:
+        path: str = ""
+        max_size: int = 100
+
+    def text(value: object, base_dir: str) -> str:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        return value
+
+    def number(value: object, base_dir: str) -> int:
+        if not isinstance(value, int):
+            raise ValueError("must be an integer")
+        return value
+
+    audit_keys = (
+        Key("path", "path", text, "--audit-path"),
+        Key("maxSize", "max_size", number, "--audit-max-size"),
+    )
+    keys = (
+        Key(
+            "auditLog", "audit_log", section_parser(AuditLog, audit_keys, "auditLog"), "--audit-log"
+        ),
+    )
+    errors: list[str] = []
+    assert parse_section({"auditLog": {"path": "/a", "maxSize": 5}}, keys, "", "/", errors) == {
+        "audit_log": AuditLog("/a", 5)
+    }
+    assert errors == []
+    parse_section({"auditLog": {"path": 1, "colour": 2}}, keys, "", "/", errors)
+    assert errors == [
+        "auditLog: path: must be a string; colour: unknown key (known: path, maxSize)"
+    ]
