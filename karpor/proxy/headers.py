@@ -1,0 +1,185 @@
+"""Header rewriting between a caller and a cluster (sans-IO).
+
+Requests: hop-by-hop headers (``Connection`` and every header it names,
+``Keep-Alive``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade`` unless
+the request upgrades, ``Proxy-*``), ``Host``, the caller's ``Authorization``
+and the caller's identity headers (``Impersonate-*``, ``X-Remote-*``) are
+dropped; the cluster's header block (``Host`` and its credential), the
+identity headers the gateway decides on, and ``X-Forwarded-For`` are added;
+the body framing is restated by the gateway.  Responses lose their
+hop-by-hop headers in the same way.
+
+Any header whose name is not an HTTP token or whose value holds CR, LF or NUL
+(or any control character but HTAB) is dropped: nothing a caller sends can
+split a header line upstream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Header = tuple[bytes, bytes]
+
+#: Hop-by-hop headers (lower-case), dropped in both directions.
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+#: Request headers the gateway always drops (besides hop-by-hop ones).
+_REQUEST_DROP = HOP_BY_HOP | {b"host", b"authorization", b"x-forwarded-for"}
+#: Header name prefixes dropped from requests: proxy hop-by-hop headers and
+#: the caller's own identity claims.
+_REQUEST_DROP_PREFIXES = (b"proxy-", b"impersonate-", b"x-remote-")
+_RESPONSE_DROP_PREFIXES = (b"proxy-",)
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Control characters other than HTAB never belong in a field value.
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def valid_header(name: bytes, value: bytes) -> bool:
+    """Whether ``name: value`` can be written as one safe header line."""
+    return _BAD_VALUE.search(value) is None and _TOKEN.fullmatch(name) is not None
+
+
+def _connection_tokens(values: list[bytes]) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for value in values:
+        for raw in value.split(b","):
+            token = raw.strip().lower()
+            if token:
+                tokens.add(token)
+    return tokens
+
+
+@dataclass(slots=True)
+class RequestHeaders:
+    """The result of one pass over a caller's request headers."""
+
+    #: headers to forward, in order, original case
+    forward: list[Header]
+    #: the caller's ``X-Forwarded-For`` values, joined
+    forwarded_for: bytes
+    #: ``Content-Length`` as sent (``None`` when absent)
+    content_length: int | None
+    #: whether the body was sent chunked
+    chunked: bool
+    #: the ``Upgrade`` value when ``Connection`` asks for an upgrade
+    upgrade: bytes | None
+
+
+def split_request(headers: Sequence[Header]) -> RequestHeaders:
+    """Sort a caller's request headers into what is forwarded and what the
+    gateway restates (framing, ``X-Forwarded-For``, upgrade)."""
+    lowered = [(name.lower(), name, value) for name, value in headers]
+    connection = [v for lname, _, v in lowered if lname == b"connection"]
+    named = _connection_tokens(connection) if connection else set()
+    upgrade_value: bytes | None = None
+    if b"upgrade" in named:
+        ups = [v for lname, _, v in lowered if lname == b"upgrade"]
+        if ups and valid_header(b"Upgrade", ups[0]) and ups[0].strip():
+            upgrade_value = ups[0].strip()
+    forward: list[Header] = []
+    xff: list[bytes] = []
+    content_length: int | None = None
+    chunked = False
+    for lname, name, value in lowered:
+        if lname in _REQUEST_DROP or lname in named or lname.startswith(_REQUEST_DROP_PREFIXES):
+            if lname == b"transfer-encoding":
+                chunked = chunked or b"chunked" in value.lower()
+            elif lname == b"x-forwarded-for" and valid_header(name, value):
+                xff.append(value.strip())
+            continue
+        if not valid_header(name, value):
+            continue
+        if lname == b"content-length":
+            content_length = int(value) if value.strip().isdigit() else None
+        forward.append((name, value))
+    if chunked:
+        forward = [(n, v) for n, v in forward if n.lower() != b"content-length"]
+        content_length = None
+    return RequestHeaders(forward, b", ".join(xff), content_length, chunked, upgrade_value)
+
+
+def request_head(
+    method: bytes,
+    target: bytes,
+    request: RequestHeaders,
+    cluster_block: bytes,
+    client_address: bytes,
+    identity: Sequence[Header] = (),
+) -> bytes:
+    """The upstream request head, in one piece.
+
+    ``cluster_block`` holds the cluster's ``Host`` and credential header
+    lines (each ending in CRLF); ``identity`` the headers the gateway adds
+    for the caller (impersonation), validated here all the same.
+    """
+    parts: list[bytes] = [method, b" ", target, b" HTTP/1.1\r\n", cluster_block]
+    for name, value in request.forward:
+        parts += (name, b": ", value, b"\r\n")
+    for name, value in identity:
+        if valid_header(name, value):
+            parts += (name, b": ", value, b"\r\n")
+    parts += (b"X-Forwarded-For: ",)
+    if request.forwarded_for:
+        parts += (request.forwarded_for, b", ")
+    parts += (client_address, b"\r\n")
+    if request.upgrade is not None:
+        parts += (b"Connection: Upgrade\r\nUpgrade: ", request.upgrade, b"\r\n")
+    if request.chunked:
+        parts += (b"Transfer-Encoding: chunked\r\n",)
+    parts += (b"\r\n",)
+    return b"".join(parts)
+
+
+@dataclass(slots=True)
+class ResponseHeaders:
+    """The result of one pass over a cluster's response headers."""
+
+    #: headers to forward, in order, original case (``Content-Length`` kept)
+    forward: list[Header]
+    #: ``Content-Length`` as sent (``None`` when absent)
+    content_length: int | None
+    #: whether the upstream sent the body chunked
+    chunked: bool
+    #: whether the upstream asked to close its connection
+    close: bool
+
+
+def split_response(headers: Sequence[Header], upgrade: bool = False) -> ResponseHeaders:
+    """Drop hop-by-hop headers from a cluster's response; for a ``101``
+    (``upgrade``), ``Connection: Upgrade`` and ``Upgrade`` are kept."""
+    lowered = [(name.lower(), name, value) for name, value in headers]
+    connection = [v for lname, _, v in lowered if lname == b"connection"]
+    named = _connection_tokens(connection) if connection else set()
+    forward: list[Header] = []
+    content_length: int | None = None
+    chunked = False
+    for lname, name, value in lowered:
+        if lname in HOP_BY_HOP or lname in named or lname.startswith(_RESPONSE_DROP_PREFIXES):
+            if lname == b"transfer-encoding":
+                chunked = chunked or b"chunked" in value.lower()
+            elif upgrade and lname == b"upgrade" and valid_header(name, value):
+                forward.append((name, value))
+            continue
+        if not valid_header(name, value):
+            continue
+        if lname == b"content-length":
+            content_length = int(value) if value.strip().isdigit() else None
+        forward.append((name, value))
+    if chunked:
+        forward = [(n, v) for n, v in forward if n.lower() != b"content-length"]
+        content_length = None
+    if upgrade:
+        forward.append((b"Connection", b"Upgrade"))
+    return ResponseHeaders(forward, content_length, chunked, b"close" in named)
+
+
+def lines(headers: Sequence[Header]) -> list[bytes]:
+    """``headers`` as the pieces of header lines, ready for ``b"".join``."""
+    parts: list[bytes] = []
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    return parts

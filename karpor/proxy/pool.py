@@ -1,0 +1,339 @@
+"""Per-cluster pools of persistent upstream connections.
+
+:class:`UpstreamPools` keeps one :class:`ClusterPool` per cluster name.  A
+pool is built for one cluster *definition*: its TLS options and header
+block are made once (:class:`~karpor.proxy.credentials.ClusterCredentials`);
+when the definition changes (a different, unequal ``Cluster``), the next
+request gets a fresh pool while the old one drains (its connections close
+when their exchanges end).
+
+A pool hands an exchange an idle connection (most recently used first),
+opens a new one (connect and TLS handshake bounded by ``connect_timeout``:
+503 when the cluster cannot be reached, 502 naming the TLS failure), or
+queues the exchange when ``max_connections`` are open.  Idle connections
+expire after ``idle_timeout``; at most ``max_idle`` are kept.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from karpor.api.status import ApiError
+from karpor.config.model import Cluster
+from karpor.proxy.credentials import ClusterCredentials, CredentialError
+from karpor.proxy.upstream import Exchange, UpstreamConnection, describe_failure
+
+log = Logger()
+
+DEFAULT_CONNECT_TIMEOUT = 3.0
+DEFAULT_IDLE_TIMEOUT = 90.0
+DEFAULT_MAX_IDLE = 64
+DEFAULT_MAX_CONNECTIONS = 1024
+
+#: Builds the endpoint a pool connects with (tests pass their own).
+EndpointFactory = Callable[[ClusterCredentials], IStreamClientEndpoint]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """Limits shared by every cluster pool."""
+
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_idle: int = DEFAULT_MAX_IDLE
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+
+class _Attempt:
+    """A connection being opened for an exchange."""
+
+    __slots__ = ("deferred", "exchange", "timed_out", "timer")
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.deferred: Deferred[UpstreamConnection] | None = None
+        self.timer: IDelayedCall | None = None
+        self.timed_out = False
+
+
+class ClusterPool:
+    """Persistent connections to one cluster definition."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        reactor: IReactorTime,
+        settings: PoolSettings,
+        endpoint_factory: EndpointFactory | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self._reactor = reactor
+        self._settings = settings
+        self.error: ApiError | None = None
+        self.credentials: ClusterCredentials | None = None
+        self._endpoint: IStreamClientEndpoint | None = None
+        try:
+            self.credentials = ClusterCredentials(cluster, reactor)
+        except CredentialError as e:
+            self.error = ApiError(502, f"cluster {cluster.name!r}: {e}")
+        else:
+            factory = endpoint_factory or self._default_endpoint
+            self._endpoint = factory(self.credentials)
+        self._idle: list[UpstreamConnection] = []
+        self._open = 0
+        self._waiting: deque[Exchange] = deque()
+        self._connecting: dict[UpstreamConnection, _Attempt] = {}
+        self._sweeper: IDelayedCall | None = None
+        self.draining = False
+
+    def __repr__(self) -> str:
+        return f"<ClusterPool {self.cluster.name} open={self._open} idle={len(self._idle)}>"
+
+    def _default_endpoint(self, credentials: ClusterCredentials) -> IStreamClientEndpoint:
+        ep = credentials.endpoint
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            self._reactor, ep.host, ep.port, timeout=self._settings.connect_timeout
+        )
+        if credentials.tls is not None:
+            endpoint = wrapClientTLS(credentials.tls, endpoint)
+        return endpoint
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open or being opened."""
+        return self._open
+
+    @property
+    def idle_connections(self) -> int:
+        """Connections waiting in the pool for an exchange."""
+        return sum(1 for c in self._idle if not c.closed)
+
+    # -- exchanges -------------------------------------------------------------
+
+    def submit(self, exchange: Exchange) -> None:
+        """Carry ``exchange`` on a pooled, new or (when full) the next free
+        connection; failures reach ``exchange.upstream_failed``."""
+        if self.error is not None:
+            exchange.upstream_failed(self.error)
+            return
+        idle = self._idle
+        if idle:
+            horizon = self._reactor.seconds() - self._settings.idle_timeout
+            while idle:
+                conn = idle.pop()
+                if conn.closed:
+                    continue
+                if conn.idle_since < horizon:
+                    conn.close()
+                    continue
+                self._give(conn, exchange)
+                return
+        if self._open < self._settings.max_connections:
+            self._connect(exchange)
+        else:
+            self._waiting.append(exchange)
+
+    def retry(self, exchange: Exchange) -> None:
+        """Carry ``exchange`` again, on a fresh connection (its pooled one
+        was stale)."""
+        self._connect(exchange)
+
+    def _give(self, conn: UpstreamConnection, exchange: Exchange) -> None:
+        conn.start(exchange)
+        exchange.attach(conn)
+
+    def _next_waiting(self) -> Exchange | None:
+        while self._waiting:
+            exchange = self._waiting.popleft()
+            if not exchange.cancelled:
+                return exchange
+        return None
+
+    # -- connections -------------------------------------------------------------
+
+    def _connect(self, exchange: Exchange) -> None:
+        assert self._endpoint is not None and self.credentials is not None
+        self._open += 1
+        conn = UpstreamConnection(self, tls=self.credentials.tls is not None)
+        attempt = _Attempt(exchange)
+        self._connecting[conn] = attempt
+        attempt.timer = self._reactor.callLater(
+            self._settings.connect_timeout, self._timed_out, conn, attempt
+        )
+        d = connectProtocol(self._endpoint, conn)
+        attempt.deferred = d
+        d.addCallbacks(self._connected, self._connect_failed, errbackArgs=(conn, attempt))
+
+    def _connected(self, conn: UpstreamConnection) -> None:
+        attempt = self._connecting.get(conn)
+        if attempt is not None:
+            attempt.deferred = None
+
+    def _timed_out(self, conn: UpstreamConnection, attempt: _Attempt) -> None:
+        attempt.timer = None
+        attempt.timed_out = True
+        if attempt.deferred is not None:
+            attempt.deferred.cancel()
+        elif not conn.closed and conn.transport is not None:
+            conn.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _unreachable(self, attempt: _Attempt, reason: str) -> ApiError:
+        if attempt.timed_out:
+            reason = f"connection timed out after {self._settings.connect_timeout:g}s"
+        return ApiError(503, f"cluster {self.cluster.name!r} is unreachable: {reason}")
+
+    def _connect_failed(
+        self, failure: Failure, conn: UpstreamConnection, attempt: _Attempt
+    ) -> None:
+        self._connecting.pop(conn, None)
+        if attempt.timer is not None:
+            attempt.timer.cancel()
+        self._open -= 1
+        reason = (
+            "connection timed out" if failure.check(CancelledError) else describe_failure(failure)
+        )
+        if not attempt.exchange.cancelled:
+            attempt.exchange.upstream_failed(self._unreachable(attempt, reason))
+        self._fill()
+
+    def connection_ready(self, conn: UpstreamConnection) -> None:
+        """``conn`` is connected (and its TLS handshake verified)."""
+        attempt = self._connecting.pop(conn, None)
+        if attempt is None:
+            return
+        if attempt.timer is not None:
+            attempt.timer.cancel()
+        exchange = attempt.exchange
+        if exchange.cancelled:
+            self.release(conn)
+        else:
+            self._give(conn, exchange)
+
+    def connection_lost(self, conn: UpstreamConnection, reason: Failure, was_ready: bool) -> None:
+        """``conn`` closed (the connection itself then settles its exchange)."""
+        attempt = self._connecting.pop(conn, None)
+        self._open -= 1
+        if attempt is not None:
+            if attempt.timer is not None:
+                attempt.timer.cancel()
+            if not attempt.exchange.cancelled:
+                if attempt.timed_out:
+                    error = self._unreachable(attempt, "")
+                else:
+                    error = ApiError(
+                        502,
+                        f"cluster {self.cluster.name!r}: TLS handshake failed: "
+                        f"{describe_failure(reason)}",
+                    )
+                attempt.exchange.upstream_failed(error)
+        self._fill()
+
+    def _fill(self) -> None:
+        """Open connections for queued exchanges while there is room."""
+        while self._waiting and self._open < self._settings.max_connections:
+            exchange = self._next_waiting()
+            if exchange is None:
+                return
+            self._connect(exchange)
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """``conn`` finished an exchange and may carry another."""
+        if conn.closed:
+            return
+        exchange = self._next_waiting()
+        if exchange is not None:
+            self._give(conn, exchange)
+            return
+        if self.draining or len(self._idle) >= self._settings.max_idle:
+            conn.close()
+            return
+        conn.idle_since = self._reactor.seconds()
+        self._idle.append(conn)
+        if self._sweeper is None:
+            self._sweeper = self._reactor.callLater(self._settings.idle_timeout, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        horizon = self._reactor.seconds() - self._settings.idle_timeout
+        keep: list[UpstreamConnection] = []
+        for conn in self._idle:
+            if conn.closed:
+                continue
+            if conn.idle_since <= horizon:
+                conn.close()
+            else:
+                keep.append(conn)
+        self._idle = keep
+        if keep:
+            delay = keep[0].idle_since + self._settings.idle_timeout - self._reactor.seconds()
+            self._sweeper = self._reactor.callLater(max(delay, 1.0), self._sweep)
+
+    def drain(self) -> None:
+        """Stop pooling: close idle connections now, busy ones when done."""
+        self.draining = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+
+class UpstreamPools:
+    """The connection pools of every cluster, one per definition in use.
+
+    Built once per worker; :meth:`get` is called once per proxied request
+    with the ``Cluster`` of the registry snapshot the request started with.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_idle: int = DEFAULT_MAX_IDLE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        endpoint_factory: EndpointFactory | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self.settings = PoolSettings(connect_timeout, idle_timeout, max_idle, max_connections)
+        self._endpoint_factory = endpoint_factory
+        self._pools: dict[str, ClusterPool] = {}
+
+    def get(self, cluster: Cluster) -> ClusterPool:
+        """The pool for ``cluster``'s current definition (made on first use;
+        a changed definition replaces the pool, the old one draining)."""
+        pool = self._pools.get(cluster.name)
+        if pool is not None:
+            if pool.cluster is cluster:
+                return pool
+            if pool.cluster == cluster:
+                pool.cluster = cluster  # the next lookup takes the fast path
+                return pool
+            pool.drain()
+        pool = ClusterPool(cluster, self._reactor, self.settings, self._endpoint_factory)
+        if pool.error is not None:
+            log.warn("{pool}: {error}", pool=pool, error=pool.error.message)
+        self._pools[cluster.name] = pool
+        return pool
+
+    def forget(self, names: set[str]) -> None:
+        """Drain the pools of clusters no longer defined."""
+        for name in names:
+            pool = self._pools.pop(name, None)
+            if pool is not None:
+                pool.drain()
+
+    def close(self) -> None:
+        """Drain every pool (on shutdown)."""
+        for pool in self._pools.values():
+            pool.drain()
+        self._pools.clear()

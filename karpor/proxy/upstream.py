@@ -1,0 +1,308 @@
+"""The upstream side: one persistent HTTP/1.1 connection to a cluster.
+
+An :class:`UpstreamConnection` carries one :class:`Exchange` at a time: it
+writes the request head and body the exchange gives it, parses the response
+with llhttp (``httptools.HttpResponseParser``) and hands the pieces to the
+exchange as they arrive (never accumulating a body).  When a response ends
+and both sides allow it, the connection goes back to its pool
+(:mod:`karpor.proxy.pool`).
+
+Reading can be paused per exchange (:meth:`UpstreamConnection.valve`): the
+client side registers the valve as the producer of its transport, so a slow
+client stops reads from the cluster.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from typing import Protocol as TypingProtocol
+
+import httptools
+from OpenSSL import SSL
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from karpor.api.status import ApiError
+from karpor.proxy.headers import Header, ResponseHeaders, split_response
+
+if TYPE_CHECKING:
+    from karpor.proxy.pool import ClusterPool
+
+
+class Exchange(TypingProtocol):
+    """One request travelling to a cluster, as the upstream side sees it."""
+
+    #: the request head, ready to write
+    head: bytes
+    #: whether the request is ``HEAD`` (its response has no body)
+    head_only: bool
+    #: whether a stale pooled connection may be retried (idempotent, no body)
+    retriable: bool
+    #: whether the client went away (the pool then skips the exchange)
+    cancelled: bool
+
+    def attach(self, connection: UpstreamConnection) -> None:
+        """The pool hands the exchange a connection; it writes its request."""
+
+    def upstream_interim(self, code: int, reason: bytes, headers: list[Header]) -> None:
+        """An interim (1xx, not 101) response arrived."""
+
+    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
+        """The final response head arrived."""
+
+    def upstream_body(self, data: bytes) -> None:
+        """A piece of the response body arrived."""
+
+    def upstream_end(self) -> None:
+        """The response is complete."""
+
+    def upstream_failed(self, error: ApiError) -> None:
+        """The request failed before or during the response."""
+
+
+class _Stop(Exception):
+    """Raised inside a parser callback to stop parsing (HEAD responses)."""
+
+
+def describe_failure(reason: Failure) -> str:
+    """A short, credential-free description of why a connection failed."""
+    value = reason.value
+    if isinstance(value, SSL.Error):
+        args = value.args[0] if value.args else None
+        if isinstance(args, list) and args and isinstance(args[-1], tuple):
+            return str(args[-1][-1]) or "TLS error"
+        return "TLS error"
+    name = type(value).__name__
+    if name == "VerificationError":
+        return f"certificate verify failed: {value}"
+    text = str(value).strip()
+    return text or name
+
+
+@implementer(IPushProducer)
+class Valve:
+    """Pauses and resumes reading from one upstream connection on behalf of
+    one exchange; inert once that exchange is over."""
+
+    def __init__(self, connection: UpstreamConnection, exchange: Exchange) -> None:
+        self._connection = connection
+        self._exchange = exchange
+
+    def pauseProducing(self) -> None:
+        """Stop reading from the cluster."""
+        if self._connection.exchange is self._exchange:
+            self._connection.pause_reading()
+
+    def resumeProducing(self) -> None:
+        """Read from the cluster again."""
+        if self._connection.exchange is self._exchange:
+            self._connection.resume_reading()
+
+    def stopProducing(self) -> None:
+        """The client went away: close the upstream connection."""
+        if self._connection.exchange is self._exchange:
+            self._connection.abort()
+
+
+@implementer(IHandshakeListener)
+class UpstreamConnection(Protocol):
+    """An HTTP/1.1 client connection to one cluster, used by one exchange at
+    a time and returned to its pool between exchanges."""
+
+    def __init__(self, pool: ClusterPool, tls: bool) -> None:
+        self.pool = pool
+        self._tls = tls
+        self.exchange: Exchange | None = None
+        #: whether this connection already carried an exchange
+        self.reused = False
+        self.ready = False
+        self.closed = False
+        #: reactor time the connection became idle
+        self.idle_since = 0.0
+        self._paused = False
+        self._request_done = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._reset_response()
+
+    def _reset_response(self) -> None:
+        self._received = False
+        self._reason = b""
+        self._headers: list[Header] = []
+        self._interim = False
+        self._eof_body = False
+        self._keep_alive = True
+
+    # -- connection events -------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Plain TCP: ready now.  TLS: ready after the handshake."""
+        if not self._tls:
+            self._become_ready()
+
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake (and hostname check) succeeded."""
+        if not self.transport.disconnecting:  # type: ignore[union-attr]
+            self._become_ready()
+
+    def _become_ready(self) -> None:
+        self.ready = True
+        self.pool.connection_ready(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Fail, finish or retry the exchange in flight; leave the pool."""
+        self.closed = True
+        exchange, self.exchange = self.exchange, None
+        was_ready = self.ready
+        self.ready = False
+        self.pool.connection_lost(self, reason, was_ready)
+        if exchange is None:
+            return
+        if self._eof_body:
+            exchange.upstream_end()
+            return
+        if not self._received and self.reused and exchange.retriable:
+            self.pool.retry(exchange)
+            return
+        name = self.pool.cluster.name
+        if self._received:
+            message = f"cluster {name!r} closed the connection mid-response"
+        else:
+            message = f"cluster {name!r} closed the connection: {describe_failure(reason)}"
+        exchange.upstream_failed(ApiError(502, message))
+
+    # -- request side --------------------------------------------------------
+
+    def start(self, exchange: Exchange) -> None:
+        """Carry ``exchange``: write its head (the exchange then writes its body)."""
+        self.exchange = exchange
+        self._request_done = False
+        self._reset_response()
+        self.transport.write(exchange.head)  # type: ignore[union-attr]
+
+    def finish_request(self) -> None:
+        """The exchange wrote its whole request (head and body)."""
+        self._request_done = True
+
+    def write(self, data: bytes) -> None:
+        """Write request body bytes (already framed by the caller)."""
+        if not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def valve(self, exchange: Exchange) -> Valve:
+        """A producer that pauses reads on behalf of ``exchange``."""
+        return Valve(self, exchange)
+
+    def pause_reading(self) -> None:
+        """Stop reading from the cluster (the client is slow)."""
+        if not self._paused and not self.closed:
+            self._paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resume_reading(self) -> None:
+        """Read from the cluster again."""
+        if self._paused and not self.closed:
+            self._paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def abort(self) -> None:
+        """Drop the connection at once, forgetting the exchange (the client
+        went away)."""
+        self.exchange = None
+        self._eof_body = False
+        if not self.closed:
+            self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        """Close an idle connection."""
+        if not self.closed:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    # -- response side -------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Parse response bytes."""
+        if self.exchange is None:
+            # bytes nobody asked for: the connection is unusable
+            self.abort()
+            return
+        self._received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as e:
+            if not isinstance(e.__context__, _Stop):
+                self._protocol_error(e)
+        except httptools.HttpParserUpgrade:
+            self._protocol_error(ValueError("unexpected upgrade"))
+        except httptools.HttpParserError as e:
+            self._protocol_error(e)
+
+    def _protocol_error(self, error: Exception) -> None:
+        exchange = self.exchange
+        self.abort()
+        if exchange is not None:
+            exchange.upstream_failed(
+                ApiError(
+                    502, f"cluster {self.pool.cluster.name!r} sent an invalid response: {error}"
+                )
+            )
+
+    def on_status(self, reason: bytes) -> None:
+        """Parser callback: the reason phrase (maybe in pieces)."""
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Parser callback: one header."""
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        """Parser callback: the head is complete."""
+        exchange = self.exchange
+        assert exchange is not None
+        code = self._parser.get_status_code()
+        if 100 <= code < 200:
+            self._interim = True
+            headers, self._headers = self._headers, []
+            reason, self._reason = self._reason, b""
+            exchange.upstream_interim(code, reason, headers)
+            return
+        response = split_response(self._headers)
+        self._keep_alive = self._parser.should_keep_alive() and not response.close
+        body_possible = not exchange.head_only and code not in (204, 304)
+        if body_possible and response.content_length is None and not response.chunked:
+            self._eof_body = True
+            self._keep_alive = False
+        exchange.upstream_head(code, self._reason, response)
+        if exchange.head_only:
+            # llhttp cannot be told a HEAD response has no body: finish here.
+            self._parser = httptools.HttpResponseParser(self)
+            self._complete()
+            raise _Stop
+
+    def on_body(self, data: bytes) -> None:
+        """Parser callback: response body bytes."""
+        if self.exchange is not None:
+            self.exchange.upstream_body(data)
+
+    def on_message_complete(self) -> None:
+        """Parser callback: the response is complete."""
+        if self._interim:
+            self._interim = False
+            return
+        self._complete()
+
+    def _complete(self) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        self.exchange = None
+        self._eof_body = False
+        self.reused = True
+        if self._paused:
+            self.resume_reading()
+        if self._keep_alive and self._request_done:
+            self.pool.release(self)
+        else:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        exchange.upstream_end()

@@ -1,0 +1,646 @@
+"""The request path without sockets: front protocol, forwarder, pool and
+upstream protocol wired to StringTransports and a MemoryReactorClock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httptools
+import pytest
+from OpenSSL import SSL
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from karpor.api.request import ApiRequest, Responder
+from karpor.auth.authenticate import CertificateAuthenticator
+from karpor.auth.identity import Identity
+from karpor.config.model import Cluster, ExecCredential, TokenCredential
+from karpor.proxy.pool import UpstreamPools
+from karpor.proxy.upstream import UpstreamConnection
+from karpor.server.front import GatewayFactory, GatewayProtocol
+
+TOKEN = "s3cr3t-cluster-token"
+ALICE = Identity("alice", ("dev",))
+CLUSTER = Cluster(
+    name="a", endpoint="http://10.0.0.9:6443", credential=TokenCredential(token=TOKEN)
+)
+TLS_CLUSTER = Cluster(
+    name="t",
+    endpoint="https://10.0.0.8:6443",
+    credential=TokenCredential(token=TOKEN),
+    insecure=True,
+)
+PREFIX = b"/apis/cluster.karpor.io/v1beta1/clusters/"
+
+
+class FakeAuth(CertificateAuthenticator):
+    def __init__(self, identity: Identity | None) -> None:
+        self._identity = identity
+
+    def identify(self, peer: Any) -> Identity | None:
+        return self._identity
+
+
+class RecordingApi:
+    def __init__(self) -> None:
+        self.requests: list[tuple[ApiRequest, Responder]] = []
+        self.answer: Callable[[ApiRequest, Responder], None] | None = lambda req, r: r.respond(
+            200, [(b"Content-Type", b"text/plain")], b"ok"
+        )
+
+    def handle(self, request: ApiRequest, responder: Responder) -> None:
+        self.requests.append((request, responder))
+        if self.answer is not None:
+            self.answer(request, responder)
+
+
+@implementer(IStreamClientEndpoint)
+class FakeEndpoint:
+    """Records connection attempts; the test completes or fails them."""
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[Deferred[Any], Any]] = []
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.attempts.append((d, factory))
+        return d
+
+
+class Upstream:
+    def __init__(self, proto: UpstreamConnection, transport: StringTransport) -> None:
+        self.proto = proto
+        self.transport = transport
+
+    def respond(self, data: bytes) -> None:
+        self.proto.dataReceived(data)
+
+    def lose(self, reason: Failure | None = None) -> None:
+        self.proto.connectionLost(reason or Failure(ConnectionDone()))
+
+
+class Harness:
+    def __init__(
+        self,
+        identity: Identity | None = ALICE,
+        clusters: Sequence[Cluster] = (CLUSTER, TLS_CLUSTER),
+    ):
+        self.clock = MemoryReactorClock()
+        self.endpoint = FakeEndpoint()
+        self.pools = UpstreamPools(self.clock, endpoint_factory=lambda creds: self.endpoint)
+        self.api = RecordingApi()
+        self.clusters = {c.name: c for c in clusters}
+        self.factory = GatewayFactory(
+            lambda: self.clusters, self.api, FakeAuth(identity), self.pools, reactor=self.clock
+        )
+        self.client, self.proto = self.connect()
+        self.upstreams: list[Upstream] = []
+
+    def connect(self) -> tuple[StringTransport, GatewayProtocol]:
+        proto = self.factory.buildProtocol(None)
+        client = StringTransport(lenient=True)
+        proto.makeConnection(client)
+        return client, proto
+
+    def send(self, data: bytes) -> None:
+        self.proto.dataReceived(data)
+
+    def accept(self, index: int = -1, handshake: bool = True) -> Upstream:
+        """Complete a pending upstream connection attempt."""
+        d, factory = self.endpoint.attempts.pop(index)
+        proto = factory.buildProtocol(None)
+        transport = StringTransport(lenient=True)
+        proto.makeConnection(transport)
+        if handshake and proto._tls:
+            proto.handshakeCompleted()
+        d.callback(proto)
+        up = Upstream(proto, transport)
+        self.upstreams.append(up)
+        return up
+
+    def responses(self) -> list[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+        return parse_responses(self.client.value())
+
+
+def parse_responses(
+    data: bytes, head: bool = False
+) -> list[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+    out: list[tuple[int, list[tuple[bytes, bytes]], bytes]] = []
+
+    class P:
+        def on_message_begin(self) -> None:
+            self.headers: list[tuple[bytes, bytes]] = []
+            self.body = b""
+
+        def on_header(self, n: bytes, v: bytes) -> None:
+            self.headers.append((n, v))
+
+        def on_body(self, b: bytes) -> None:
+            self.body += b
+
+        def on_message_complete(self) -> None:
+            out.append((parser.get_status_code(), self.headers, self.body))
+
+    parser = httptools.HttpResponseParser(P())
+    parser.feed_data(data)
+    return out
+
+
+def header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for n, v in headers:
+        if n.lower() == name.lower():
+            return v
+    return None
+
+
+def get(path: bytes, extra: bytes = b"", cluster: bytes = b"a") -> bytes:
+    return (
+        b"GET "
+        + PREFIX
+        + cluster
+        + b"/proxy"
+        + path
+        + b" HTTP/1.1\r\nHost: gw\r\n"
+        + extra
+        + b"\r\n"
+    )
+
+
+def status_of(body: bytes) -> dict[str, Any]:
+    obj: dict[str, Any] = json.loads(body)
+    assert obj["kind"] == "Status"
+    return obj
+
+
+# -- plain requests -----------------------------------------------------------------
+
+
+def test_get_is_forwarded_with_cluster_credential_and_pooled() -> None:
+    h = Harness()
+    h.send(
+        get(b"/api/v1/pods?limit=1", b"Authorization: Bearer caller\r\nImpersonate-User: root\r\n")
+    )
+    up = h.accept()
+    sent = up.transport.value()
+    assert sent.startswith(b"GET /api/v1/pods?limit=1 HTTP/1.1\r\n")
+    assert b"Host: 10.0.0.9:6443\r\n" in sent
+    assert f"Authorization: Bearer {TOKEN}\r\n".encode() in sent
+    assert b"caller" not in sent and b"Impersonate" not in sent
+    assert b"X-Forwarded-For: 192.168.1.1\r\n" in sent
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    [(code, headers, body)] = h.responses()
+    assert (code, body) == (200, b"{}")
+    assert header(headers, b"Content-Length") == b"2"
+    assert header(headers, b"Transfer-Encoding") is None
+    pool = h.pools.get(CLUSTER)
+    assert pool.idle_connections == 1
+    # the next request reuses the connection: no new attempt
+    up.transport.clear()
+    h.send(get(b"/version"))
+    assert h.endpoint.attempts == []
+    assert up.transport.value().startswith(b"GET /version HTTP/1.1\r\n")
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
+    assert [r[2] for r in h.responses()] == [b"{}", b"x"]
+    assert not h.client.disconnecting
+
+
+def test_chunked_response_streams_each_piece() -> None:
+    h = Harness()
+    h.send(get(b"/api/v1/pods?watch=1"))
+    up = h.accept()
+    up.respond(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
+    )
+    assert b"Transfer-Encoding: chunked\r\n" in h.client.value()
+    h.client.clear()
+    up.respond(b'd\r\n{"type":"A"}\n\r\n')
+    assert h.client.value() == b'd\r\n{"type":"A"}\n\r\n'
+    h.client.clear()
+    up.respond(b"5\r\nhello\r\n")
+    assert h.client.value() == b"5\r\nhello\r\n"
+    up.respond(b"0\r\n\r\n")
+    assert h.client.value().endswith(b"0\r\n\r\n")
+    assert h.pools.get(CLUSTER).idle_connections == 1
+
+
+def test_eof_delimited_response_is_rechunked_and_not_pooled() -> None:
+    h = Harness()
+    h.send(get(b"/logs"))
+    up = h.accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nline1\n")
+    up.respond(b"line2\n")
+    up.lose()
+    [(code, _, body)] = h.responses()
+    assert (code, body) == (200, b"line1\nline2\n")
+    assert h.pools.get(CLUSTER).idle_connections == 0
+
+
+def test_head_and_204_have_no_body() -> None:
+    h = Harness()
+    h.send(b"HEAD " + PREFIX + b"a/proxy/x HTTP/1.1\r\nHost: gw\r\n\r\n")
+    up = h.accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+    assert h.client.value().endswith(b"Content-Length: 1234\r\n\r\n")
+    assert h.pools.get(CLUSTER).idle_connections == 1
+    h.client.clear()
+    up.transport.clear()
+    h.send(b"DELETE " + PREFIX + b"a/proxy/x HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert up.transport.value().startswith(b"DELETE /x HTTP/1.1")
+    up.respond(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert h.client.value() == b"HTTP/1.1 204 No Content\r\n\r\n"
+    assert h.pools.get(CLUSTER).idle_connections == 1
+
+
+def test_pipelined_requests_answered_in_order() -> None:
+    h = Harness()
+    h.send(get(b"/one") + get(b"/two") + get(b"/three"))
+    assert h.client.producerState == "paused"
+    up = h.accept()
+    assert up.transport.value().count(b"GET ") == 1
+    up.transport.clear()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+    # the second request goes out on the same connection only now
+    assert up.transport.value().startswith(b"GET /two ")
+    up.transport.clear()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
+    assert up.transport.value().startswith(b"GET /three ")
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nthree")
+    assert [r[2] for r in h.responses()] == [b"one", b"two", b"three"]
+    assert h.client.producerState == "producing"
+    assert h.endpoint.attempts == []
+
+
+def test_pipelined_own_api_and_errors_in_order() -> None:
+    h = Harness()
+    h.api.answer = None
+    h.send(
+        b"GET /version HTTP/1.1\r\n\r\n"
+        + get(b"/x", cluster=b"nope")
+        + b"GET /healthz HTTP/1.1\r\n\r\n"
+    )
+    assert h.responses() == []
+    (_, responder) = h.api.requests[0]
+    responder.respond(200, [], b"v1")
+    # the 404 is answered, then /healthz reaches the API
+    codes = [r[0] for r in h.responses()]
+    assert codes == [200, 404]
+    assert [r.path for r, _ in h.api.requests] == ["/version", "/healthz"]
+    h.api.requests[1][1].respond(200, [], b"ok")
+    assert [r[0] for r in h.responses()] == [200, 404, 200]
+    assert h.client.producerState == "producing"
+
+
+def test_chunked_request_body_streams_upstream() -> None:
+    h = Harness()
+    h.send(
+        b"POST "
+        + PREFIX
+        + b"a/proxy/api/v1/namespaces HTTP/1.1\r\nHost: gw\r\n"
+        + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    )
+    # no connection yet: reading pauses, the piece waits
+    assert h.client.producerState == "paused"
+    up = h.accept()
+    assert h.client.producerState == "producing"
+    assert up.transport.value().endswith(b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    # the client side is the producer of the upstream transport
+    assert up.transport.producer is not None
+    up.transport.producer.pauseProducing()
+    assert h.client.producerState == "paused"
+    up.transport.producer.resumeProducing()
+    assert h.client.producerState == "producing"
+    h.send(b"6\r\n world\r\n0\r\n\r\n")
+    assert up.transport.value().endswith(b"6\r\n world\r\n0\r\n\r\n")
+    assert up.transport.producer is None
+    up.respond(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+    assert h.responses()[0][0] == 201
+    assert h.pools.get(CLUSTER).idle_connections == 1
+
+
+def test_content_length_body_passes_through() -> None:
+    h = Harness()
+    h.send(b"PUT " + PREFIX + b"a/proxy/x HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234")
+    up = h.accept()
+    h.send(b"56789")
+    assert up.transport.value().endswith(
+        b"Content-Length: 10\r\nX-Forwarded-For: 192.168.1.1\r\n\r\n0123456789"
+    )
+
+
+def test_expect_continue_is_relayed() -> None:
+    h = Harness()
+    h.send(
+        b"POST "
+        + PREFIX
+        + b"a/proxy/x HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+    )
+    up = h.accept()
+    assert b"Expect: 100-continue\r\n" in up.transport.value()
+    up.respond(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert h.client.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    h.send(b"ok")
+    assert up.transport.value().endswith(b"\r\n\r\nok")
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert h.client.value().endswith(b"Content-Length: 0\r\n\r\n")
+
+
+def test_response_backpressure_pauses_upstream() -> None:
+    h = Harness()
+    h.send(get(b"/big"))
+    up = h.accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+    producer = h.client.producer
+    assert producer is not None
+    producer.pauseProducing()  # the client's transport buffer is full
+    assert up.transport.producerState == "paused"
+    producer.resumeProducing()
+    assert up.transport.producerState == "producing"
+    up.respond(b"x" * 90)
+    assert h.client.producer is None
+    assert h.responses()[0][2] == b"x" * 100
+
+
+def test_client_disconnect_closes_upstream() -> None:
+    h = Harness()
+    h.send(get(b"/api/v1/pods?watch=1"))
+    up = h.accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    h.proto.connectionLost(Failure(ConnectionLost()))
+    assert up.transport.disconnecting
+    up.lose()
+    pool = h.pools.get(CLUSTER)
+    assert pool.idle_connections == 0 and pool.open_connections == 0
+
+
+def test_client_disconnect_while_connecting() -> None:
+    h = Harness()
+    h.send(get(b"/x"))
+    h.proto.connectionLost(Failure(ConnectionLost()))
+    up = h.accept()
+    # the connection is not wasted: it goes idle in the pool
+    assert up.transport.value() == b""
+    assert h.pools.get(CLUSTER).idle_connections == 1
+
+
+def test_stale_pooled_connection_is_retried_once_for_get() -> None:
+    h = Harness()
+    h.send(get(b"/one"))
+    up = h.accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+    h.send(get(b"/two"))
+    up.lose()  # closed before any response byte
+    fresh = h.accept()
+    assert fresh.transport.value().startswith(b"GET /two ")
+    fresh.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
+    assert [r[2] for r in h.responses()] == [b"1", b"2"]
+
+
+def test_stale_pooled_connection_is_not_retried_for_post() -> None:
+    h = Harness()
+    h.send(get(b"/one"))
+    up = h.accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+    h.send(b"POST " + PREFIX + b"a/proxy/x HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    up.lose()
+    assert h.endpoint.attempts == []
+    code, _, body = h.responses()[1]
+    assert code == 502
+    assert "closed the connection" in status_of(body)["message"]
+
+
+def test_mid_response_failure_aborts_client() -> None:
+    h = Harness()
+    h.send(get(b"/big"))
+    up = h.accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nxx")
+    up.lose(Failure(ConnectionLost()))
+    assert h.client.disconnecting
+
+
+def test_invalid_upstream_response_is_502() -> None:
+    h = Harness()
+    h.send(get(b"/x"))
+    up = h.accept()
+    up.respond(b"garbage\r\n\r\n")
+    code, _, body = h.responses()[0]
+    assert code == 502 and "invalid response" in status_of(body)["message"]
+    assert up.transport.disconnecting
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+def test_no_identity_is_401_but_public_paths_pass() -> None:
+    h = Harness(identity=None)
+    h.send(get(b"/api"))
+    code, _, body = h.responses()[0]
+    assert code == 401 and status_of(body)["reason"] == "Unauthorized"
+    h.send(b"GET /apis HTTP/1.1\r\n\r\n")
+    assert h.responses()[1][0] == 401
+    h.send(b"GET /healthz HTTP/1.1\r\n\r\n")
+    assert h.responses()[2] == (200, h.responses()[2][1], b"ok")
+    assert h.api.requests[0][0].identity is None
+    assert h.endpoint.attempts == []
+
+
+def test_unknown_cluster_is_404_like_kube() -> None:
+    h = Harness()
+    h.send(get(b"/x", cluster=b"nope"))
+    code, headers, body = h.responses()[0]
+    assert code == 404
+    assert header(headers, b"Content-Type") == b"application/json"
+    status = status_of(body)
+    assert status["reason"] == "NotFound"
+    assert status["message"] == 'clusters.cluster.karpor.io "nope" not found'
+    assert status["details"] == {"name": "nope", "group": "cluster.karpor.io", "kind": "clusters"}
+
+
+def test_bad_path_is_400() -> None:
+    h = Harness()
+    h.send(b"GET " + PREFIX + b"a/proxy/../../b/proxy/ HTTP/1.1\r\n\r\n")
+    code, _, body = h.responses()[0]
+    assert code == 400 and status_of(body)["code"] == 400
+    assert not h.client.disconnecting
+
+
+def test_unreachable_cluster_is_503() -> None:
+    h = Harness()
+    h.send(get(b"/x"))
+    d, _ = h.endpoint.attempts.pop()
+    d.errback(Failure(ConnectionRefusedError("10.0.0.9")))
+    code, _, body = h.responses()[0]
+    assert code == 503
+    message = status_of(body)["message"]
+    assert "'a' is unreachable" in message and TOKEN not in message
+    assert h.pools.get(CLUSTER).open_connections == 0
+
+
+def test_connect_timeout_is_503() -> None:
+    h = Harness()
+    h.send(get(b"/x"))
+    h.clock.advance(3.0)
+    code, _, body = h.responses()[0]
+    assert code == 503
+    assert "timed out after 3s" in status_of(body)["message"]
+
+
+def test_tls_handshake_timeout_is_503() -> None:
+    h = Harness()
+    h.send(get(b"/x", cluster=b"t"))
+    up = h.accept(handshake=False)
+    h.clock.advance(3.0)
+    assert up.transport.disconnecting
+    up.lose(Failure(ConnectionLost()))
+    assert h.responses()[0][0] == 503
+
+
+def test_tls_failure_is_502_naming_cluster_and_reason() -> None:
+    h = Harness()
+    h.send(get(b"/x", cluster=b"t"))
+    up = h.accept(handshake=False)
+    up.lose(Failure(SSL.Error([("SSL routines", "", "certificate verify failed")])))
+    code, _, body = h.responses()[0]
+    assert code == 502
+    message = status_of(body)["message"]
+    assert message == "cluster 't': TLS handshake failed: certificate verify failed"
+
+
+def test_exec_credentials_are_502_for_now() -> None:
+    cluster = Cluster(name="e", endpoint="https://10.0.0.1", credential=ExecCredential(command="x"))
+    h = Harness(clusters=[cluster])
+    h.send(get(b"/x", cluster=b"e"))
+    code, _, body = h.responses()[0]
+    assert code == 502
+    assert "exec credentials not supported yet" in status_of(body)["message"]
+
+
+def test_upgrade_is_501_and_closes() -> None:
+    h = Harness()
+    h.send(
+        b"POST " + PREFIX + b"a/proxy/api/v1/namespaces/d/pods/p/exec?command=sh HTTP/1.1\r\n"
+        b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\nSPDYBYTES"
+    )
+    code, _, body = h.responses()[0]
+    assert code == 501
+    assert "not supported yet" in status_of(body)["message"]
+    assert h.client.disconnecting
+
+
+def test_malformed_request_is_400_and_closes() -> None:
+    h = Harness()
+    h.send(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+    code, headers, _ = h.responses()[0]
+    assert code == 400 and header(headers, b"Connection") == b"close"
+    assert h.client.disconnecting
+
+
+def test_http10_client_gets_close_delimited_stream() -> None:
+    h = Harness()
+    h.send(b"GET " + PREFIX + b"a/proxy/logs HTTP/1.0\r\n\r\n")
+    up = h.accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert h.client.value() == b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc"
+    assert h.client.disconnecting
+
+
+def test_changed_cluster_definition_gets_a_fresh_pool() -> None:
+    h = Harness()
+    h.send(get(b"/one"))
+    up = h.accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    old = h.pools.get(CLUSTER)
+    assert old.idle_connections == 1
+    # an equal definition keeps the pool
+    same = Cluster(
+        name="a", endpoint="http://10.0.0.9:6443", credential=TokenCredential(token=TOKEN)
+    )
+    assert h.pools.get(same) is old
+    changed = Cluster(
+        name="a", endpoint="http://10.0.0.10:6443", credential=TokenCredential(token="new")
+    )
+    h.clusters["a"] = changed
+    h.send(get(b"/two"))
+    assert up.transport.disconnecting  # the old pool drained
+    fresh = h.accept()
+    assert b"Host: 10.0.0.10:6443\r\nAuthorization: Bearer new\r\n" in fresh.transport.value()
+
+
+def test_idle_connections_expire() -> None:
+    h = Harness()
+    h.send(get(b"/one"))
+    up = h.accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    h.clock.advance(90.0)
+    assert up.transport.disconnecting
+
+
+# -- the own API ------------------------------------------------------------------
+
+
+def test_own_api_request_and_complete_response() -> None:
+    h = Harness()
+    h.send(
+        b"POST /apis/x?y=1 HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 5\r\n\r\n{"a"'
+    )
+    assert h.api.requests == []
+    h.send(b"}")
+    [(request, _)] = h.api.requests
+    assert request.method == "POST"
+    assert (request.path, request.query) == ("/apis/x", "y=1")
+    assert request.headers["content-type"] == "application/json"
+    assert request.body == b'{"a"}'
+    assert request.identity == ALICE
+    [(code, headers, body)] = h.responses()
+    assert (code, body) == (200, b"ok")
+    assert header(headers, b"Content-Length") == b"2"
+
+
+def test_own_api_streaming_and_on_close() -> None:
+    h = Harness()
+    h.api.answer = None
+    h.send(b"GET /apis/cluster.karpor.io/v1beta1/clusters?watch=1 HTTP/1.1\r\n\r\n")
+    _, responder = h.api.requests[0]
+    responder.start(200, [(b"Content-Type", b"application/json")])
+    responder.write(b'{"type":"ADDED"}\n')
+    assert h.client.value().endswith(b'11\r\n{"type":"ADDED"}\n\r\n')
+    closed: list[bool] = []
+    responder.on_close(lambda: closed.append(True))
+    h.proto.connectionLost(Failure(ConnectionLost()))
+    assert closed == [True]
+
+
+def test_own_api_handler_crash_is_500_without_detail() -> None:
+    h = Harness()
+
+    def crash(request: ApiRequest, responder: Responder) -> None:
+        raise RuntimeError(f"boom {TOKEN}")
+
+    h.api.answer = crash
+    h.send(b"GET /apis HTTP/1.1\r\n\r\n")
+    code, _, body = h.responses()[0]
+    assert code == 500 and TOKEN.encode() not in body
+
+
+def test_own_api_body_limit() -> None:
+    h = Harness()
+    h.factory.max_api_body = 4
+    h.send(b"POST /apis HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789")
+    assert h.responses()[0][0] == 413
+    assert h.api.requests == []
+    h.send(b"GET /version HTTP/1.1\r\n\r\n")
+    assert h.responses()[1][0] == 200
+
+
+@pytest.mark.parametrize("connection", [b"close", None])
+def test_connection_close_is_honoured(connection: bytes | None) -> None:
+    h = Harness()
+    extra = b"Connection: close\r\n" if connection else b""
+    h.send(b"GET /version HTTP/1.1\r\n" + extra + b"\r\n")
+    assert h.client.disconnecting == bool(connection)

@@ -1,0 +1,213 @@
+"""Header rewriting (sans-IO), with hypothesis for what must never be forwarded."""
+
+from __future__ import annotations
+
+import contextlib
+
+import httptools
+from hypothesis import given
+from hypothesis import strategies as st
+
+from karpor.proxy.headers import request_head, split_request, split_response, valid_header
+
+BLOCK = b"Host: cluster.example:6443\r\nAuthorization: Bearer cluster-token\r\n"
+
+
+def _parse_head(head: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """Parse a request head with llhttp, as a cluster would."""
+
+    class P:
+        def __init__(self) -> None:
+            self.url = b""
+            self.headers: list[tuple[bytes, bytes]] = []
+
+        def on_url(self, url: bytes) -> None:
+            self.url += url
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers.append((name, value))
+
+    p = P()
+    parser = httptools.HttpRequestParser(p)
+    with contextlib.suppress(httptools.HttpParserUpgrade):  # a well-formed upgrade
+        parser.feed_data(head)
+    return p.url, p.headers
+
+
+def test_request_rewrite() -> None:
+    req = split_request(
+        [
+            (b"Host", b"gateway:8443"),
+            (b"Authorization", b"Bearer caller"),
+            (b"Accept", b"application/json"),
+            (b"Connection", b"keep-alive, X-Secret"),
+            (b"X-Secret", b"1"),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"TE", b"trailers"),
+            (b"Proxy-Authorization", b"Basic x"),
+            (b"Impersonate-User", b"admin"),
+            (b"impersonate-group", b"system:masters"),
+            (b"X-Remote-User", b"admin"),
+            (b"Upgrade", b"h2c"),
+            (b"X-Forwarded-For", b"10.0.0.1"),
+            (b"User-Agent", b"kubectl"),
+        ]
+    )
+    head = request_head(b"GET", b"/api/v1/pods?watch=1", req, BLOCK, b"127.0.0.1")
+    url, headers = _parse_head(head)
+    assert url == b"/api/v1/pods?watch=1"
+    assert headers == [
+        (b"Host", b"cluster.example:6443"),
+        (b"Authorization", b"Bearer cluster-token"),
+        (b"Accept", b"application/json"),
+        (b"User-Agent", b"kubectl"),
+        (b"X-Forwarded-For", b"10.0.0.1, 127.0.0.1"),
+    ]
+    assert not req.chunked and req.content_length is None and req.upgrade is None
+
+
+def test_identity_headers_are_added_after_stripping() -> None:
+    req = split_request([(b"Impersonate-User", b"root")])
+    head = request_head(
+        b"GET", b"/", req, BLOCK, b"::1", identity=[(b"Impersonate-User", b"alice")]
+    )
+    _, headers = _parse_head(head)
+    assert (b"Impersonate-User", b"alice") in headers
+    assert (b"Impersonate-User", b"root") not in headers
+
+
+def test_chunked_body_is_restated() -> None:
+    req = split_request([(b"Transfer-Encoding", b"chunked"), (b"Content-Type", b"x/y")])
+    assert req.chunked
+    head = request_head(b"POST", b"/", req, BLOCK, b"1.2.3.4")
+    assert head.endswith(b"Transfer-Encoding: chunked\r\n\r\n")
+    assert head.count(b"Transfer-Encoding") == 1
+
+
+def test_content_length_is_kept() -> None:
+    req = split_request([(b"Content-Length", b"12")])
+    assert req.content_length == 12
+    assert b"Content-Length: 12\r\n" in request_head(b"PUT", b"/", req, BLOCK, b"h")
+
+
+def test_upgrade_request_keeps_upgrade() -> None:
+    req = split_request([(b"Connection", b"Upgrade"), (b"Upgrade", b"SPDY/3.1")])
+    assert req.upgrade == b"SPDY/3.1"
+    head = request_head(b"POST", b"/exec?command=sh", req, BLOCK, b"h")
+    assert b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n" in head
+
+
+def test_response_rewrite() -> None:
+    resp = split_response(
+        [
+            (b"Content-Type", b"application/json"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Connection", b"close, X-Hop"),
+            (b"X-Hop", b"1"),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"Proxy-Authenticate", b"Basic"),
+            (b"Audit-Id", b"abc"),
+        ]
+    )
+    assert resp.forward == [(b"Content-Type", b"application/json"), (b"Audit-Id", b"abc")]
+    assert resp.chunked and resp.close and resp.content_length is None
+
+
+def test_response_upgrade() -> None:
+    resp = split_response(
+        [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket"), (b"Sec-WebSocket-Accept", b"x")],
+        upgrade=True,
+    )
+    assert (b"Upgrade", b"websocket") in resp.forward
+    assert (b"Connection", b"Upgrade") in resp.forward
+
+
+# -- generated header sets --------------------------------------------------------
+
+_FORBIDDEN_NAMES = [
+    b"Authorization",
+    b"Impersonate-User",
+    b"Impersonate-Group",
+    b"Impersonate-Uid",
+    b"Impersonate-Extra-Scopes",
+    b"X-Remote-User",
+    b"X-Remote-Group",
+    b"X-Remote-Extra-Foo",
+    b"Proxy-Authorization",
+    b"Proxy-Connection",
+    b"Keep-Alive",
+    b"TE",
+    b"Trailer",
+    b"Transfer-Encoding",
+    b"Upgrade",
+    b"Host",
+]
+
+
+def _case_variants(name: bytes) -> st.SearchStrategy[bytes]:
+    return st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(
+        lambda flips: bytes(
+            (c ^ 0x20) if flip and chr(c).isalpha() else c
+            for c, flip in zip(name, flips, strict=True)
+        )
+    )
+
+
+_forbidden = st.sampled_from(_FORBIDDEN_NAMES).flatmap(_case_variants)
+_ordinary = st.sampled_from([b"Accept", b"User-Agent", b"X-Custom", b"Content-Type", b"Audit-Id"])
+_value = st.one_of(
+    st.sampled_from([b"v", b"Bearer stolen", b"admin", b"system:masters"]),
+    st.binary(max_size=20),
+    st.builds(
+        lambda a, b: a + b"\r\nAuthorization: Bearer smuggled" + b,
+        st.binary(max_size=5),
+        st.binary(max_size=5),
+    ),
+)
+_headers = st.lists(
+    st.tuples(st.one_of(_forbidden, _ordinary, st.binary(min_size=1, max_size=12)), _value),
+    max_size=14,
+)
+
+
+@given(_headers, st.booleans())
+def test_forbidden_headers_never_forwarded(headers: list[tuple[bytes, bytes]], conn: bool) -> None:
+    if conn:
+        headers = [*headers, (b"Connection", b"x-custom, upgrade")]
+    req = split_request(headers)
+    head = request_head(b"GET", b"/api", req, BLOCK, b"10.1.1.1")
+    url, parsed = _parse_head(head)  # never a parse error: every line is well formed
+    assert url == b"/api"
+    names = [n.lower() for n, _ in parsed]
+    assert names.count(b"authorization") == 1
+    assert (b"Authorization", b"Bearer cluster-token") in parsed
+    assert names.count(b"host") == 1
+    for lname in names:
+        assert not lname.startswith((b"impersonate-", b"x-remote-", b"proxy-"))
+        assert lname not in {b"keep-alive", b"te", b"trailer", b"transfer-encoding"}
+        if req.upgrade is None:
+            assert lname not in {b"upgrade", b"connection"}
+    if conn:
+        assert b"x-custom" not in names
+    if req.upgrade is not None:
+        assert (b"Connection", b"Upgrade") in parsed
+        assert names.count(b"upgrade") == 1
+    for _, value in parsed:
+        assert b"smuggled" not in value or b"\r" not in value
+    assert head.count(b"\r\n\r\n") == 1 and head.endswith(b"\r\n\r\n")
+
+
+@given(_headers)
+def test_response_headers_are_safe(headers: list[tuple[bytes, bytes]]) -> None:
+    resp = split_response(headers)
+    for name, value in resp.forward:
+        assert valid_header(name, value)
+        assert name.lower() not in {
+            b"connection",
+            b"keep-alive",
+            b"transfer-encoding",
+            b"te",
+            b"trailer",
+            b"upgrade",
+        }
+        assert not name.lower().startswith(b"proxy-")
