@@ -2,15 +2,22 @@
 
 A cluster has its own CA, a serving certificate for ``127.0.0.1``, ``::1``
 and ``localhost``, a bearer token, an in-memory :class:`~karpor.sim.store.Store`
-with its :class:`~karpor.sim.kubelet.Kubelet`, and listens with TLS on a
-given or free port.  It is embeddable (``twistd karpor --demo`` runs two in
-process under a ``MultiService``) and is what ``karpor sim`` runs.
+with its :class:`~karpor.sim.kubelet.Kubelet` and
+:class:`~karpor.sim.controllers.DeploymentController`, and listens with TLS on
+a given or free port.  While running it owns a
+:class:`~karpor.sim.streaming.StreamServer` for ``exec``, ``attach`` and
+``port-forward``, whose pods' scratch directories live in a temporary
+directory created on start and removed on stop (with every child process).
+It is embeddable (``twistd karpor --demo`` runs two in process under a
+``MultiService``) and is what ``karpor sim`` runs.
 
 It binds loopback addresses only.  Binding anything else needs
 ``allow_non_loopback=True``: the simulator is a test double whose every
-authenticated caller may do anything (impersonation included), and the
-later exec support runs real local processes, so exposing it to a network
-hands out a shell.  Do not set the flag unless the network is yours alone.
+authenticated caller may do anything (impersonation included), and
+``kubectl exec`` runs real local processes, so exposing it to a network
+hands out a shell.  The same flag lets ``sim.karpor.io/port-<N>`` pod
+annotations send port-forwards to non-loopback addresses.  Do not set it
+unless the network is yours alone.
 
 :meth:`SimulatedCluster.cluster_manifest` renders the karpor ``Cluster``
 document (DESIGN.md §1, form 1) the gateway reads;
@@ -23,6 +30,8 @@ from __future__ import annotations
 import base64
 import ipaddress
 import secrets
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +46,12 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from karpor.auth.ca import CertificateAuthority, IssuedCertificate, write_private
 from karpor.auth.identity import Identity
 from karpor.sim.auth import DEFAULT_TOKEN_IDENTITY, Authenticator
+from karpor.sim.controllers import DeploymentController
 from karpor.sim.kubelet import DEFAULT_NODE, Kubelet
 from karpor.sim.logs import DEFAULT_INTERVAL
 from karpor.sim.server import ApiServer, ServerVersion, SimulatorSite
 from karpor.sim.store import Store
+from karpor.sim.streaming import StreamServer
 from karpor.tls import server_options
 
 CLUSTER_API_VERSION = "cluster.karpor.io/v1beta1"
@@ -156,6 +167,7 @@ class SimulatedCluster(Service):
             node_name=self.options.node_name,
             start_delay=self.options.start_delay,
         )
+        self.deployments = DeploymentController(self.store, reactor)
         self.authenticator = Authenticator(
             self._token, [self.ca.cert_pem], self.options.token_identity
         )
@@ -168,8 +180,11 @@ class SimulatedCluster(Service):
             log_interval=self.options.log_interval,
             bookmark_interval=self.options.bookmark_interval,
         )
-        self.site = SimulatorSite(self.api, access_log=self.options.access_log)
+        self.site = SimulatorSite(self.api, access_log=self.options.access_log, reactor=reactor)
         self._listening: IListeningPort | None = None
+        #: the exec/attach/port-forward server while running
+        self.streams: StreamServer | None = None
+        self._scratch: Path | None = None
 
     def __repr__(self) -> str:
         return f"SimulatedCluster({self.name!r}, endpoint={self.endpoint!r})"
@@ -199,7 +214,7 @@ class SimulatedCluster(Service):
         return self.ca.cert_pem
 
     def startService(self) -> None:
-        """Listen, then start the kubelet."""
+        """Listen, then start the stream server, the kubelet and the controllers."""
         if not is_loopback(self.host):
             self.log.warn(
                 "SIMULATED CLUSTER {name} BINDS THE NON-LOOPBACK ADDRESS {host}: anyone who "
@@ -218,13 +233,30 @@ class SimulatedCluster(Service):
             interface=self.host,
         )
         self.api.server_address = f"{_url_host(self.host)}:{self.port}"
+        self._scratch = Path(tempfile.mkdtemp(prefix=f"karpor-sim-{self.name}-"))
+        self.streams = StreamServer(
+            self.reactor,
+            workdir=self._scratch / "pods",
+            allow_remote_targets=self.allow_non_loopback,
+        )
+        self.api.streams = self.streams
         self.kubelet.startService()
+        self.deployments.startService()
         super().startService()
 
     def stopService(self) -> Any:
-        """Stop the kubelet and stop listening (a Deferred firing when closed)."""
+        """Stop the controllers and the kubelet, end every stream and child process,
+        remove the scratch directory and stop listening (a Deferred firing when closed)."""
         super().stopService()
+        self.deployments.stopService()
         self.kubelet.stopService()
+        streams, self.streams = self.streams, None
+        self.api.streams = None
+        if streams is not None:
+            streams.stop()
+        scratch, self._scratch = self._scratch, None
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         listening, self._listening = self._listening, None
         if listening is not None:
             return listening.stopListening()

@@ -56,7 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--allow-non-loopback",
         action="store_true",
         help="DANGEROUS: allow binding a non-loopback --host (anyone reaching it with the "
-        "token or a CA certificate controls the simulator)",
+        "token or a CA certificate controls the simulator and runs commands on this machine "
+        "with kubectl exec) and let sim.karpor.io/port-N pod annotations forward to "
+        "non-loopback addresses",
     )
     parser.add_argument(
         "--log-interval", type=float, default=1.0, help="seconds between pod log lines (1)"

@@ -9,9 +9,16 @@ authenticator, clocks) and answers one request at a time:
    discovery (``/api``, ``/apis``, legacy and aggregated), ``/openapi/v3``;
 3. resource paths, parsed into a :class:`~karpor.api.requestinfo.RequestInfo`:
    get, list, watch (streamed), create, update, patch, delete,
-   deletecollection, the ``status`` subresource, ``pods/log`` (streamed with
-   ``follow``), ``selfsubjectreviews``; ``exec``/``attach``/``portforward``
-   answer a 400 ``Status`` until the streaming-upgrade work lands.
+   deletecollection, the ``status`` and ``deployments/scale`` subresources,
+   ``pods/log`` (streamed with ``follow``), ``selfsubjectreviews``;
+   ``pods/exec``, ``pods/attach`` and ``pods/portforward`` (GET for
+   WebSocket, POST for SPDY) go, once the pod is found, to the cluster's
+   :class:`~karpor.sim.streaming.StreamServer`, which upgrades the connection.
+
+Long-running responses (watches, ``logs -f``, upgraded streams) are not cut by
+twisted.web's idle timeout: ``HTTPChannel`` suspends it while a request is
+being answered, and :func:`~karpor.sim.streaming.StreamServer.handle` cancels
+it for good on the connections it takes over.
 
 Every response carries kube's ``Audit-Id`` and ``Cache-Control: no-cache,
 private`` headers; errors are ``Status`` objects with kube's codes, reasons
@@ -41,17 +48,24 @@ from karpor.auth.identity import Identity
 from karpor.sim import discovery, negotiate, openapi, protobuf
 from karpor.sim import patch as patches
 from karpor.sim.auth import Authenticator, impersonate, self_subject_review
+from karpor.sim.channels import Kind
 from karpor.sim.logs import DEFAULT_INTERVAL, LogFollower, LogOptions, render_lines, resolve
 from karpor.sim.negotiate import JSON, YAML, Negotiated, Representation
 from karpor.sim.resources import CATALOG, Catalog, ResourceType
-from karpor.sim.store import Store
+from karpor.sim.selectors import label_selector_from_object
+from karpor.sim.store import FieldError, Store, invalid
+from karpor.sim.streaming import StreamServer
 from karpor.sim.tables import to_table
 from karpor.sim.watch import DEFAULT_BOOKMARK_INTERVAL, WatchParams, WatchStream
 
 NOT_FOUND_MESSAGE = "the server could not find the requested resource"
 METHOD_NOT_ALLOWED_MESSAGE = "the server does not allow this method on the requested resource"
-#: subresources served through upgraded connections, not yet simulated
-UPGRADE_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
+#: subresources served through upgraded connections (by the StreamServer)
+UPGRADE_SUBRESOURCES: dict[str, Kind] = {
+    "exec": "exec",
+    "attach": "attach",
+    "portforward": "portforward",
+}
 _HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
 
 
@@ -116,7 +130,12 @@ class _Call:
 
 
 class ApiServer:
-    """The request handler of one simulated cluster."""
+    """The request handler of one simulated cluster.
+
+    ``streams`` serves ``pods/exec``, ``pods/attach`` and ``pods/portforward``;
+    without one (``None``, the default for embedders that need no processes)
+    those answer a 400 ``Status``.
+    """
 
     log = Logger()
 
@@ -131,8 +150,10 @@ class ApiServer:
         server_address: str = "127.0.0.1:6443",
         log_interval: float = DEFAULT_INTERVAL,
         bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL,
+        streams: StreamServer | None = None,
     ) -> None:
         self.store = store
+        self.streams = streams
         self.authenticator = authenticator
         self.reactor = reactor
         self.catalog = catalog
@@ -578,20 +599,69 @@ class ApiServer:
         sub = rt.subresource(info.subresource)
         if sub is None or not name or (rt.namespaced and not namespace):
             raise ApiError(404, NOT_FOUND_MESSAGE)
-        if info.subresource in UPGRADE_SUBRESOURCES:
-            self.store.get(rt, namespace, name)
-            raise ApiError(
-                400,
-                f"{rt.plural}/{info.subresource} is not supported by the karpor simulator yet: "
-                "streaming upgrades (exec, attach, port-forward) are not implemented",
-            )
         if info.verb not in sub.verbs:
             raise ApiError(405, METHOD_NOT_ALLOWED_MESSAGE)
+        stream_kind = UPGRADE_SUBRESOURCES.get(info.subresource)
+        if stream_kind is not None:
+            pod = self.store.get(rt, namespace, name)
+            if self.streams is None:
+                raise ApiError(
+                    400,
+                    f"{rt.plural}/{info.subresource} is not served by this simulated cluster: "
+                    "it has no stream server",
+                )
+            return self.streams.handle(call.request, stream_kind, pod)
         if info.subresource == "log":
             return self._log(call, rt, namespace, name)
         if info.subresource == "status":
             return self._status(call, info.verb, rt, namespace, name)
+        if info.subresource == "scale" and (rt.group, rt.plural) == ("apps", "deployments"):
+            return self._scale(call, info.verb, rt, namespace, name)
         raise ApiError(404, NOT_FOUND_MESSAGE)
+
+    def _scale(self, call: _Call, verb: str, rt: ResourceType, namespace: str, name: str) -> bytes:
+        """``deployments/scale``: an ``autoscaling/v1`` ``Scale`` over ``spec.replicas``."""
+        current = self.store.get(rt, namespace, name)
+        if verb == "get":
+            return self._respond(call.request, 200, scale_of(current))
+        if verb == "update":
+            body = self._json_or_none(call.body())
+            if not isinstance(body, dict):
+                raise ApiError(400, "Object 'Kind' is missing in the request body")
+            if body.get("kind") not in (None, "Scale"):
+                raise ApiError(
+                    400,
+                    "the object provided is unrecognized (must be of type Scale): "
+                    f"kind {body.get('kind')!r} does not match",
+                )
+            wanted = body
+        else:
+            wanted = patches.apply(self._patch_type(call), scale_of(current), call.body())
+        spec = wanted.get("spec") if isinstance(wanted.get("spec"), dict) else {}
+        replicas = (spec or {}).get("replicas", 0)
+        if not isinstance(replicas, int) or isinstance(replicas, bool):
+            raise ApiError(400, f"unable to decode the Scale: spec.replicas: {replicas!r}")
+        if replicas < 0:
+            raise invalid(
+                _SCALE_TYPE,
+                name,
+                [
+                    FieldError(
+                        "spec.replicas",
+                        "FieldValueInvalid",
+                        f"Invalid value: {replicas}: must be greater than or equal to 0",
+                    )
+                ],
+            )
+        wanted_meta = wanted.get("metadata") if isinstance(wanted.get("metadata"), dict) else {}
+        updated = dict(current)
+        updated["metadata"] = {
+            **current["metadata"],
+            "resourceVersion": (wanted_meta or {}).get("resourceVersion") or "",
+        }
+        updated["spec"] = {**current.get("spec", {}), "replicas": replicas}
+        result = self.store.update(rt, namespace, name, updated, dry_run=self._dry_run(call))
+        return self._respond(call.request, 200, scale_of(result))
 
     def _status(self, call: _Call, verb: str, rt: ResourceType, namespace: str, name: str) -> bytes:
         if verb == "get":
@@ -647,6 +717,37 @@ class ApiServer:
         return data
 
 
+#: how ``Scale`` objects are named in errors (``Scale.autoscaling "web" is invalid``)
+_SCALE_TYPE = ResourceType("autoscaling", "v1", "scale", "scale", "Scale", True)
+
+
+def scale_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The ``autoscaling/v1`` ``Scale`` of a Deployment, as kube's scale subresource answers."""
+    meta = deployment.get("metadata") or {}
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    scale_meta = {
+        k: meta[k]
+        for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+        if k in meta
+    }
+    scale_spec = {"replicas": spec["replicas"]} if spec.get("replicas") else {}
+    scale_status: dict[str, Any] = {"replicas": int(status.get("replicas") or 0)}
+    try:
+        selector = str(label_selector_from_object(spec.get("selector")))
+    except ValueError:
+        selector = ""
+    if selector:
+        scale_status["selector"] = selector
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": scale_meta,
+        "spec": scale_spec,
+        "status": scale_status,
+    }
+
+
 def _peer_certificate(request: Request) -> crypto.X509 | None:
     transport = getattr(getattr(request, "channel", None), "transport", None)
     get_peer = getattr(transport, "getPeerCertificate", None)
@@ -694,8 +795,10 @@ class SimulatorResource(Resource):
 class SimulatorSite(Site):
     """A ``Site`` serving :class:`SimulatorResource`, quiet unless ``access_log``."""
 
-    def __init__(self, api: ApiServer, *, access_log: bool = False) -> None:
-        super().__init__(SimulatorResource(api))
+    def __init__(
+        self, api: ApiServer, *, access_log: bool = False, reactor: IReactorTime | None = None
+    ) -> None:
+        super().__init__(SimulatorResource(api), reactor=reactor)
         self.displayTracebacks = False
         self._access_log = access_log
 

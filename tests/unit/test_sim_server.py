@@ -6,13 +6,17 @@ import io
 import json
 from typing import Any, cast
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.test.requesthelper import DummyRequest
 
 from karpor.sim.auth import Authenticator
+from karpor.sim.cluster import SimulatedCluster
 from karpor.sim.kubelet import Kubelet
-from karpor.sim.server import ApiServer
+from karpor.sim.server import ApiServer, SimulatorSite
 from karpor.sim.store import Store
 
 TOKEN = "unit-token"
@@ -182,5 +186,138 @@ def test_logs_and_upgrade_subresources() -> None:
     sim.clock.advance(1)
     assert b"".join(request.written).endswith(b"default/p/c line 3\n")
     code, status = sim.json("POST", "/api/v1/namespaces/default/pods/p/exec?command=ls")
-    assert code == 400 and "not supported" in status["message"]
+    assert code == 400 and "no stream server" in status["message"]
     kubelet.stopService()
+
+
+class _FakeStreams:
+    """Records what the server hands to the stream server."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def handle(self, request: Request, kind: str, pod: dict[str, Any]) -> int:
+        self.calls.append((kind, pod["metadata"]["name"]))
+        return NOT_DONE_YET
+
+
+def test_streaming_subresources_go_to_the_stream_server() -> None:
+    sim = Sim()
+    streams = _FakeStreams()
+    sim.api.streams = streams  # type: ignore[assignment]
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    sim.json("POST", "/api/v1/namespaces/default/pods", pod)
+    for method, kind in (("GET", "exec"), ("POST", "attach"), ("GET", "portforward")):
+        _, result = sim.call(method, f"/api/v1/namespaces/default/pods/p/{kind}?command=ls")
+        assert result == NOT_DONE_YET
+    assert streams.calls == [("exec", "p"), ("attach", "p"), ("portforward", "p")]
+    code, status = sim.json("POST", "/api/v1/namespaces/default/pods/missing/exec?command=ls")
+    assert (code, status["reason"], status["message"]) == (
+        404,
+        "NotFound",
+        'pods "missing" not found',
+    )
+    code, _ = sim.json("PUT", "/api/v1/namespaces/default/pods/p/exec?command=ls")
+    assert code == 405
+    code, status = sim.json("GET", "/api/v1/namespaces/default/pods/p/exec", token="bad")
+    assert code == 401
+    assert len(streams.calls) == 3
+
+
+def _create_deployment(sim: Sim, replicas: int = 2) -> None:
+    sim.json(
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+                },
+            },
+        },
+    )
+
+
+def test_deployment_scale_subresource() -> None:
+    sim = Sim()
+    _create_deployment(sim)
+    uri = "/apis/apps/v1/namespaces/default/deployments/web/scale"
+    code, scale = sim.json("GET", uri)
+    assert code == 200
+    assert scale["kind"] == "Scale" and scale["apiVersion"] == "autoscaling/v1"
+    assert scale["spec"] == {"replicas": 2}
+    assert scale["status"] == {"replicas": 0, "selector": "app=web"}
+    code, patched = sim.json(
+        "PATCH",
+        uri,
+        {"spec": {"replicas": 5}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert (code, patched["spec"]) == (200, {"replicas": 5})
+    _, deployment = sim.json("GET", "/apis/apps/v1/namespaces/default/deployments/web")
+    assert deployment["spec"]["replicas"] == 5
+    assert deployment["metadata"]["generation"] == 2
+    stale = {**scale, "spec": {"replicas": 1}}
+    code, status = sim.json("PUT", uri, stale)
+    assert (code, status["reason"]) == (409, "Conflict")
+    fresh = {**patched, "spec": {}}
+    code, updated = sim.json("PUT", uri, fresh)
+    assert (code, updated["spec"]) == (200, {})
+    negative = {**updated, "spec": {"replicas": -1}}
+    code, status = sim.json("PUT", uri, negative)
+    assert code == 422
+    assert status["message"] == (
+        'Scale.autoscaling "web" is invalid: spec.replicas: Invalid value: -1: '
+        "must be greater than or equal to 0"
+    )
+    code, _ = sim.json("GET", "/apis/apps/v1/namespaces/default/deployments/nope/scale")
+    assert code == 404
+
+
+def test_long_running_responses_outlive_the_idle_timeout() -> None:
+    sim = Sim()
+    site = SimulatorSite(sim.api, reactor=sim.clock)
+    protocol = site.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(
+        b"GET /api/v1/namespaces/default/configmaps?watch=true HTTP/1.1\r\n"
+        b"Host: sim\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n"
+    )
+    assert transport.value().startswith(b"HTTP/1.1 200 ")
+    sim.clock.advance(site.timeOut * 3)  # type: ignore[operator]
+    assert not transport.disconnecting
+    sim.json("POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "late"}})
+    assert b'"name":"late"' in transport.value()
+    protocol.connectionLost(Failure(ConnectionDone()))
+    # while an idle connection (no request) is closed by the same timeout
+    idle = site.buildProtocol(None)
+    idle_transport = StringTransport()
+    idle.makeConnection(idle_transport)
+    sim.clock.advance(site.timeOut + 1)  # type: ignore[operator]
+    assert idle_transport.disconnecting
+
+
+def test_simulated_cluster_owns_its_stream_server() -> None:
+    reactor = MemoryReactorClock()
+    cluster = SimulatedCluster("unit", reactor=reactor)
+    assert cluster.streams is None and cluster.api.streams is None
+    cluster.startService()
+    streams = cluster.streams
+    assert streams is not None and cluster.api.streams is streams
+    assert streams.allow_remote_targets is False
+    scratch = streams.workdir.parent
+    assert scratch.is_dir()
+    pod = {"metadata": {"namespace": "default", "name": "p"}}
+    (streams.pod_dir(pod) / "file").write_text("x")
+    cluster.stopService()
+    assert cluster.streams is None and cluster.api.streams is None
+    assert not scratch.exists()
+    remote = SimulatedCluster("remote", host="127.0.0.2", reactor=reactor, allow_non_loopback=True)
+    remote.startService()
+    assert remote.streams is not None and remote.streams.allow_remote_targets is True
+    remote.stopService()
