@@ -1,0 +1,688 @@
+"""Who may do what on which cluster: the policy file (sans-IO).
+
+The file (``authorization.policyFile``) is YAML::
+
+    rules:
+    - users: [alice]              # and/or groups: [dev]
+      clusters: ["sim-*"]         # names or globs (fnmatch: * ? [..])
+      clusterSelector:            # and/or a label selector on the Cluster
+        matchLabels: {env: dev}
+        matchExpressions:
+        - {key: tier, operator: In, values: [web]}   # In NotIn Exists DoesNotExist
+      verbs: [get, list, watch]   # or "*"
+      namespaces: [team-a]        # optional (names or globs)
+
+    identityExchange:             # optional; first match wins
+    - name: ops-are-admins        # optional, shown in the audit log
+      type: StaticMapping         # or Privileged (KubeVela's names
+                                  # StaticMappingIdentityExchanger and
+                                  # PrivilegedIdentityExchanger work too)
+      source:                     # every field given must match; none: everyone
+        group: ops                # user, group, uid: exact
+        # userPattern, groupPattern, clusterPattern: regular expressions (full match)
+        cluster: "prod-*"         # a glob; or clusterSelector as above
+      target:                     # StaticMapping only
+        user: cluster-admin
+        groups: [system:masters]
+        uid: ""
+
+**Rules.** A rule applies to a caller whose user is in ``users`` or who is
+in one of ``groups`` (every authenticated caller is in
+``system:authenticated``, an anonymous one in ``system:unauthenticated``),
+and to a cluster named by ``clusters`` *and* selected by
+``clusterSelector`` (when both are given; at least one is required: write
+``clusters: ["*"]`` for every cluster).  ``verbs`` are Kubernetes verbs
+(``get list watch create update patch delete deletecollection``) plus
+``exec``, ``attach``, ``portforward``, ``proxy`` and ``impersonate``, or
+``*`` for all.  With ``namespaces`` a rule grants only requests for
+resources in those namespaces: never cluster-scoped resources, never
+non-resource paths other than discovery.
+
+Once a policy file exists, whatever no rule grants is denied.  Without one
+(:data:`ALLOW_ALL`), every authenticated caller may do everything.
+
+**Verbs of a request** (:func:`attributes`) are kube-apiserver's
+(:func:`karpor.api.requestinfo.parse_request_info`: ``GET`` on a collection
+is ``list``, with ``?watch=true`` ``watch``, ``DELETE`` on a collection
+``deletecollection``) except for the subresources that open a stream into a
+workload, which are verbs of their own here: ``pods/exec`` is ``exec``,
+``pods/attach`` ``attach``, ``pods/portforward`` ``portforward``, and any
+``*/proxy`` subresource (``services/proxy``, ``nodes/proxy``...) ``proxy``.
+
+**Non-resource paths** (``/version``, ``/api``, ``/apis``, ``/apis/{group}``,
+``/healthz``, ``/openapi/...``): ``GET`` and ``HEAD`` are allowed to anyone
+some rule lets reach the cluster with any verb (kubectl needs discovery
+whatever it is allowed to do); other methods on them need a rule granting
+``*`` without ``namespaces``.
+
+**Identity exchange.** Rules are tried in order and the first whose
+``source`` matches the caller and the cluster decides what the cluster sees:
+``StaticMapping`` impersonates ``target`` (whatever the cluster's
+``impersonate`` flag says), ``Privileged`` sends the request with the
+gateway's own credential, unimpersonated.  A rule with a cluster condition
+is a per-cluster rule, one without a global rule; put per-cluster rules
+first.  When no rule matches, the cluster's ``impersonate`` flag decides
+(see :mod:`karpor.auth.impersonation`).  Exchange never changes what the
+caller is *allowed* to do: rules above are always checked for the caller.
+
+Errors read ``file: rules[N].field: message``.  A denial's
+:attr:`Decision.reason` is worded as kube-apiserver words its 403s, with the
+cluster appended: ``User "alice" cannot create resource "pods" in API group
+"" in the namespace "team-b" on cluster "sim-1"``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+import yaml
+
+from karpor.api.requestinfo import RequestInfo
+from karpor.api.status import ApiError
+from karpor.auth.identity import ANONYMOUS_USER, AUTHENTICATED, UNAUTHENTICATED, Identity
+from karpor.config.clusters import describe, quote
+from karpor.config.model import Cluster
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: the verbs a rule may name ("*" besides)
+VERBS = frozenset(
+    {
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+        "exec",
+        "attach",
+        "portforward",
+        "proxy",
+        "impersonate",
+    }
+)
+#: subresources of pods that are verbs of their own
+STREAM_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
+#: label selector operators (``metav1.LabelSelectorOperator``)
+OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+_EXCHANGE_TYPES = {
+    "StaticMapping": "StaticMapping",
+    "StaticMappingIdentityExchanger": "StaticMapping",
+    "Privileged": "Privileged",
+    "PrivilegedIdentityExchanger": "Privileged",
+}
+_READ_METHODS = frozenset({"get", "head"})
+
+_RULE_KEYS = ("users", "groups", "clusters", "clusterSelector", "verbs", "namespaces")
+_SELECTOR_KEYS = ("matchLabels", "matchExpressions")
+_EXPRESSION_KEYS = ("key", "operator", "values")
+_EXCHANGE_KEYS = ("name", "type", "source", "target")
+_SOURCE_KEYS = (
+    "user",
+    "group",
+    "uid",
+    "cluster",
+    "userPattern",
+    "groupPattern",
+    "clusterPattern",
+    "clusterSelector",
+)
+_TARGET_KEYS = ("user", "groups", "uid")
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; ``problems`` holds ``file: field: message`` lines."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
+
+
+# -- request attributes -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What a request asks, in the policy's terms (kube's ``authorizer.Attributes``)."""
+
+    verb: str
+    is_resource_request: bool = True
+    namespace: str = ""
+    resource: str = ""
+    subresource: str = ""
+    api_group: str = ""
+    name: str = ""
+    #: the path of a non-resource request
+    path: str = ""
+
+
+def attributes(info: RequestInfo) -> Attributes:
+    """The policy attributes of a request (see the module docstring for verbs)."""
+    if not info.is_resource_request:
+        return Attributes(verb=info.verb, is_resource_request=False, path=info.path or "/")
+    verb = info.verb
+    if info.resource == "pods" and info.subresource in STREAM_SUBRESOURCES:
+        verb = info.subresource
+    elif info.subresource == "proxy" or verb == "proxy":
+        verb = "proxy"
+    return Attributes(
+        verb=verb,
+        namespace=info.namespace,
+        resource=info.resource,
+        subresource=info.subresource,
+        api_group=info.api_group,
+        name=info.name,
+    )
+
+
+# -- selectors ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One ``matchExpressions`` entry."""
+
+    key: str
+    operator: str
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether ``labels`` satisfy the requirement."""
+        present = self.key in labels
+        if self.operator == "Exists":
+            return present
+        if self.operator == "DoesNotExist":
+            return not present
+        if self.operator == "In":
+            return present and labels[self.key] in self.values
+        return not present or labels[self.key] not in self.values  # NotIn
+
+
+@dataclass(frozen=True)
+class ClusterSelector:
+    """A label selector over a Cluster's ``metadata.labels``."""
+
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    match_expressions: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether a cluster with ``labels`` is selected (an empty selector selects all)."""
+        return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
+            r.matches(labels) for r in self.match_expressions
+        )
+
+
+# -- rules ---------------------------------------------------------------------
+
+
+def _groups_of(identity: Identity) -> frozenset[str]:
+    implied = UNAUTHENTICATED if identity.user == ANONYMOUS_USER else AUTHENTICATED
+    return frozenset((*identity.groups, implied))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ``rules`` entry."""
+
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    #: names or globs; ``None`` when the rule names none (selector only)
+    clusters: tuple[str, ...] | None = None
+    selector: ClusterSelector | None = None
+    verbs: frozenset[str] = frozenset()
+    #: names or globs; ``None``: every namespace and cluster-scoped resources
+    namespaces: tuple[str, ...] | None = None
+
+    def applies_to(self, user: str, groups: frozenset[str]) -> bool:
+        """Whether the rule is about this caller."""
+        return user in self.users or not self.groups.isdisjoint(groups)
+
+    def covers(self, cluster: Cluster) -> bool:
+        """Whether the rule is about this cluster."""
+        if self.clusters is not None and not any(
+            fnmatchcase(cluster.name, p) for p in self.clusters
+        ):
+            return False
+        return self.selector is None or self.selector.matches(cluster.labels)
+
+    def grants(self, attrs: Attributes) -> bool:
+        """Whether the rule grants ``attrs`` (caller and cluster already match)."""
+        every_verb = "*" in self.verbs
+        if not attrs.is_resource_request:
+            if attrs.verb in _READ_METHODS:
+                return True  # discovery: anyone who reaches the cluster
+            return every_verb and self.namespaces is None
+        if not every_verb and attrs.verb not in self.verbs:
+            return False
+        if self.namespaces is None:
+            return True
+        return bool(attrs.namespace) and any(
+            fnmatchcase(attrs.namespace, p) for p in self.namespaces
+        )
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """The outcome of the identity-exchange rule that matched."""
+
+    #: the rule's ``name``, else ``identityExchange[N]``
+    rule: str
+    #: send the request with the gateway's own credential, unimpersonated
+    privileged: bool = False
+    #: the identity to impersonate (``StaticMapping``)
+    target: Identity | None = None
+
+
+@dataclass(frozen=True)
+class ExchangeRule:
+    """One ``identityExchange`` entry."""
+
+    name: str
+    kind: str
+    user: str | None = None
+    group: str | None = None
+    uid: str | None = None
+    cluster: str | None = None
+    user_pattern: re.Pattern[str] | None = None
+    group_pattern: re.Pattern[str] | None = None
+    cluster_pattern: re.Pattern[str] | None = None
+    selector: ClusterSelector | None = None
+    target: Identity | None = None
+
+    def matches(self, identity: Identity, cluster: Cluster) -> bool:
+        """Whether the rule's source matches this caller on this cluster."""
+        groups = _groups_of(identity)
+        return (
+            (self.user is None or identity.user == self.user)
+            and (self.group is None or self.group in groups)
+            and (self.uid is None or identity.uid == self.uid)
+            and (self.cluster is None or fnmatchcase(cluster.name, self.cluster))
+            and (
+                self.user_pattern is None or self.user_pattern.fullmatch(identity.user) is not None
+            )
+            and (self.group_pattern is None or any(self.group_pattern.fullmatch(g) for g in groups))
+            and (
+                self.cluster_pattern is None
+                or self.cluster_pattern.fullmatch(cluster.name) is not None
+            )
+            and (self.selector is None or self.selector.matches(cluster.labels))
+        )
+
+    def outcome(self) -> Exchange:
+        """What the rule decides."""
+        if self.kind == "Privileged":
+            return Exchange(self.name, privileged=True)
+        return Exchange(self.name, target=self.target)
+
+
+# -- decisions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to one authorization question."""
+
+    allowed: bool
+    #: for a denial, why, worded as kube-apiserver words it; "" when allowed
+    reason: str = ""
+    #: the index of the granting rule (``None``: no policy, or denied)
+    rule: int | None = None
+    attrs: Attributes | None = None
+
+    def error(self) -> ApiError:
+        """The 403 ``Status`` of a denial, shaped as kube-apiserver's
+        (``pods "x" is forbidden: User ...``, details group/kind/name)."""
+        attrs = self.attrs or Attributes(verb="")
+        if not attrs.is_resource_request or not attrs.resource:
+            return ApiError(403, f"forbidden: {self.reason}", "Forbidden")
+        qualified = attrs.resource + (f".{attrs.api_group}" if attrs.api_group else "")
+        if attrs.name:
+            message = f'{qualified} "{attrs.name}" is forbidden: {self.reason}'
+        else:
+            message = f"{qualified} is forbidden: {self.reason}"
+        details = {"group": attrs.api_group, "kind": attrs.resource}
+        if attrs.name:
+            details["name"] = attrs.name
+        return ApiError(403, message, "Forbidden", details)
+
+
+def forbidden_message(user: str, attrs: Attributes, cluster: str) -> str:
+    """kube-apiserver's ``forbiddenMessage``, with the cluster appended."""
+    if not attrs.is_resource_request:
+        text = f'User "{user}" cannot {attrs.verb} path "{attrs.path}"'
+    else:
+        resource = attrs.resource
+        if attrs.subresource:
+            resource = f"{resource}/{attrs.subresource}"
+        where = (
+            f'in the namespace "{attrs.namespace}"' if attrs.namespace else "at the cluster scope"
+        )
+        text = (
+            f'User "{user}" cannot {attrs.verb} resource "{resource}" '
+            f'in API group "{attrs.api_group}" {where}'
+        )
+    return f'{text} on cluster "{cluster}"'
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The parsed policy file (or, with ``enforcing=False``, its absence)."""
+
+    rules: tuple[Rule, ...] = ()
+    exchange_rules: tuple[ExchangeRule, ...] = ()
+    #: whether a policy file exists (deny by default); ``False``: allow all
+    enforcing: bool = True
+    source: str = ""
+
+    def allows(self, identity: Identity, cluster: Cluster, attrs: Attributes) -> Decision:
+        """Whether ``identity`` may do ``attrs`` on ``cluster``."""
+        if not self.enforcing:
+            return Decision(True, attrs=attrs)
+        groups = _groups_of(identity)
+        for index, rule in enumerate(self.rules):
+            if (
+                rule.applies_to(identity.user, groups)
+                and rule.covers(cluster)
+                and rule.grants(attrs)
+            ):
+                return Decision(True, rule=index, attrs=attrs)
+        return Decision(False, forbidden_message(identity.user, attrs, cluster.name), attrs=attrs)
+
+    def reaches(self, identity: Identity, cluster: Cluster) -> bool:
+        """Whether some rule lets ``identity`` do anything on ``cluster``."""
+        if not self.enforcing:
+            return True
+        groups = _groups_of(identity)
+        return any(r.applies_to(identity.user, groups) and r.covers(cluster) for r in self.rules)
+
+    def visible_clusters(self, identity: Identity, clusters: Iterable[Cluster]) -> list[Cluster]:
+        """The clusters ``identity`` may reach (``kubectl get clusters``,
+        ``karpor kubeconfig``), in the given order."""
+        return [c for c in clusters if self.reaches(identity, c)]
+
+    def exchange(self, identity: Identity, cluster: Cluster) -> Exchange | None:
+        """The first identity-exchange rule matching the caller on ``cluster``, if any."""
+        for rule in self.exchange_rules:
+            if rule.matches(identity, cluster):
+                return rule.outcome()
+        return None
+
+
+#: no policy file: every authenticated caller may do everything
+ALLOW_ALL = Policy(enforcing=False)
+
+
+# -- parsing -------------------------------------------------------------------
+
+
+class _Checker:
+    """Typed reads of YAML values, collecting ``field: message`` errors."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(f"{path}: {message}")
+
+    def mapping(self, value: Any, path: str, keys: Sequence[str]) -> Mapping[str, Any] | None:
+        if not isinstance(value, Mapping):
+            self.error(path or "policy", f"must be a mapping, not {describe(value)}")
+            return None
+        prefix = f"{path}." if path else ""
+        for key in value:
+            if key not in keys:
+                shown = quote(key)[1:-1] if isinstance(key, str) else repr(key)
+                self.error(f"{prefix}{shown}", f"unknown key (known: {', '.join(keys)})")
+        return value
+
+    def string(self, obj: Mapping[str, Any], key: str, path: str) -> str | None:
+        value = obj.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            self.error(f"{path}.{key}", f"must be a non-empty string, not {describe(value)}")
+            return None
+        return value
+
+    def strings(
+        self, obj: Mapping[str, Any], key: str, path: str, *, allow_empty_list: bool = False
+    ) -> tuple[str, ...] | None:
+        value = obj.get(key)
+        if value is None:
+            return None
+        where = f"{path}.{key}"
+        if not isinstance(value, list):
+            self.error(where, f"must be a list of strings, not {describe(value)}")
+            return None
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                self.error(f"{where}[{i}]", f"must be a non-empty string, not {describe(item)}")
+            else:
+                out.append(item)
+        if not value and not allow_empty_list:
+            self.error(where, "must not be empty (leave the key out instead)")
+            return None
+        return tuple(out)
+
+    def pattern(self, obj: Mapping[str, Any], key: str, path: str) -> re.Pattern[str] | None:
+        text = self.string(obj, key, path)
+        if text is None:
+            return None
+        try:
+            return re.compile(text)
+        except re.error as exc:
+            self.error(f"{path}.{key}", f"invalid regular expression: {exc}")
+            return None
+
+    def selector(self, value: Any, path: str) -> ClusterSelector | None:
+        obj = self.mapping(value, path, _SELECTOR_KEYS)
+        if obj is None:
+            return None
+        labels: dict[str, str] = {}
+        raw_labels = obj.get("matchLabels")
+        if raw_labels is not None:
+            where = f"{path}.matchLabels"
+            if not isinstance(raw_labels, Mapping):
+                self.error(where, f"must be a mapping, not {describe(raw_labels)}")
+            else:
+                for k, v in raw_labels.items():
+                    if not isinstance(k, str) or not isinstance(v, str):
+                        self.error(where, "keys and values must be strings")
+                    else:
+                        labels[k] = v
+        expressions: list[Requirement] = []
+        raw_exprs = obj.get("matchExpressions")
+        if raw_exprs is not None:
+            where = f"{path}.matchExpressions"
+            if not isinstance(raw_exprs, list):
+                self.error(where, f"must be a list, not {describe(raw_exprs)}")
+            else:
+                for i, item in enumerate(raw_exprs):
+                    req = self.requirement(item, f"{where}[{i}]")
+                    if req is not None:
+                        expressions.append(req)
+        return ClusterSelector(labels, tuple(expressions))
+
+    def requirement(self, value: Any, path: str) -> Requirement | None:
+        obj = self.mapping(value, path, _EXPRESSION_KEYS)
+        if obj is None:
+            return None
+        key = self.string(obj, "key", path)
+        if key is None and "key" not in obj:
+            self.error(f"{path}.key", "required")
+        operator = self.string(obj, "operator", path)
+        if operator is None and "operator" not in obj:
+            self.error(f"{path}.operator", "required")
+        elif operator is not None and operator not in OPERATORS:
+            self.error(f"{path}.operator", f"must be one of {', '.join(OPERATORS)}")
+            operator = None
+        values = self.strings(obj, "values", path, allow_empty_list=True) or ()
+        if operator in ("In", "NotIn") and not values:
+            self.error(f"{path}.values", f"must not be empty with operator {operator}")
+            return None
+        if operator in ("Exists", "DoesNotExist") and values:
+            self.error(f"{path}.values", f"must be empty with operator {operator}")
+            return None
+        if key is None or operator is None:
+            return None
+        return Requirement(key, operator, values)
+
+
+def _rule(c: _Checker, value: Any, path: str) -> Rule | None:
+    obj = c.mapping(value, path, _RULE_KEYS)
+    if obj is None:
+        return None
+    before = len(c.errors)
+    users = c.strings(obj, "users", path)
+    groups = c.strings(obj, "groups", path)
+    if users is None and groups is None:
+        c.error(path, "needs users or groups (groups: [system:authenticated] for everyone)")
+    clusters = c.strings(obj, "clusters", path)
+    selector = None
+    if obj.get("clusterSelector") is not None:
+        selector = c.selector(obj["clusterSelector"], f"{path}.clusterSelector")
+    if clusters is None and selector is None:
+        c.error(path, 'needs clusters or clusterSelector (clusters: ["*"] for every cluster)')
+    verbs = c.strings(obj, "verbs", path)
+    if verbs is None and "verbs" not in obj:
+        c.error(f"{path}.verbs", "required")
+    for i, verb in enumerate(verbs or ()):
+        if verb != "*" and verb not in VERBS:
+            c.error(
+                f"{path}.verbs[{i}]",
+                f"unknown verb {quote(verb)} (known: *, {', '.join(sorted(VERBS))})",
+            )
+    namespaces = c.strings(obj, "namespaces", path)
+    if len(c.errors) > before:
+        return None
+    return Rule(
+        users=frozenset(users or ()),
+        groups=frozenset(groups or ()),
+        clusters=clusters,
+        selector=selector,
+        verbs=frozenset(verbs or ()),
+        namespaces=namespaces,
+    )
+
+
+def _exchange_rule(c: _Checker, value: Any, path: str, index: int) -> ExchangeRule | None:
+    obj = c.mapping(value, path, _EXCHANGE_KEYS)
+    if obj is None:
+        return None
+    before = len(c.errors)
+    name = c.string(obj, "name", path) or f"identityExchange[{index}]"
+    raw_type = obj.get("type")
+    kind = _EXCHANGE_TYPES.get(raw_type) if isinstance(raw_type, str) else None
+    if raw_type is None:
+        c.error(f"{path}.type", "required (StaticMapping or Privileged)")
+    elif kind is None:
+        shown = quote(raw_type) if isinstance(raw_type, str) else describe(raw_type)
+        c.error(f"{path}.type", f"unsupported {shown}: use StaticMapping or Privileged")
+    source: Mapping[str, Any] = {}
+    if obj.get("source") is not None:
+        source = c.mapping(obj["source"], f"{path}.source", _SOURCE_KEYS) or {}
+    spath = f"{path}.source"
+    selector = None
+    if source.get("clusterSelector") is not None:
+        selector = c.selector(source["clusterSelector"], f"{spath}.clusterSelector")
+    target: Identity | None = None
+    if kind == "StaticMapping":
+        raw_target = obj.get("target")
+        if raw_target is None:
+            c.error(f"{path}.target", "required with type StaticMapping")
+        else:
+            t = c.mapping(raw_target, f"{path}.target", _TARGET_KEYS)
+            if t is not None:
+                user = c.string(t, "user", f"{path}.target")
+                if user is None:
+                    c.error(f"{path}.target.user", "required")
+                groups = c.strings(t, "groups", f"{path}.target", allow_empty_list=True) or ()
+                uid = t.get("uid") or ""
+                if not isinstance(uid, str):
+                    c.error(f"{path}.target.uid", f"must be a string, not {describe(uid)}")
+                    uid = ""
+                if user is not None:
+                    target = Identity(user=user, groups=groups, uid=uid)
+    elif obj.get("target") is not None:
+        c.error(f"{path}.target", "only with type StaticMapping")
+    rule = ExchangeRule(
+        name=name,
+        kind=kind or "",
+        user=c.string(source, "user", spath),
+        group=c.string(source, "group", spath),
+        uid=c.string(source, "uid", spath),
+        cluster=c.string(source, "cluster", spath),
+        user_pattern=c.pattern(source, "userPattern", spath),
+        group_pattern=c.pattern(source, "groupPattern", spath),
+        cluster_pattern=c.pattern(source, "clusterPattern", spath),
+        selector=selector,
+        target=target,
+    )
+    return None if len(c.errors) > before else rule
+
+
+def parse_policy(text: str, source: str) -> Policy:
+    """Parse the YAML ``text`` of the policy file named ``source``.
+
+    Raises :class:`PolicyError` with one ``source: field: message`` line per
+    problem; an empty file is an error (to allow everything, remove the
+    ``policyFile`` setting).
+    """
+    try:
+        obj = yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise PolicyError([f"{source}: yaml: {problem}{where}"]) from None
+    c = _Checker()
+    top = c.mapping(obj, "", ("rules", "identityExchange")) if obj is not None else None
+    if obj is None:
+        c.error("rules", "required (the policy file is empty)")
+    rules: list[Rule] = []
+    exchange: list[ExchangeRule] = []
+    if top is not None:
+        raw_rules = top.get("rules")
+        if raw_rules is None:
+            c.error("rules", "required")
+        elif not isinstance(raw_rules, list):
+            c.error("rules", f"must be a list, not {describe(raw_rules)}")
+        else:
+            for i, item in enumerate(raw_rules):
+                rule = _rule(c, item, f"rules[{i}]")
+                if rule is not None:
+                    rules.append(rule)
+        raw_exchange = top.get("identityExchange")
+        if raw_exchange is not None:
+            if not isinstance(raw_exchange, list):
+                c.error("identityExchange", f"must be a list, not {describe(raw_exchange)}")
+            else:
+                for i, item in enumerate(raw_exchange):
+                    ex = _exchange_rule(c, item, f"identityExchange[{i}]", i)
+                    if ex is not None:
+                        exchange.append(ex)
+    if c.errors:
+        raise PolicyError([f"{source}: {e}" for e in c.errors])
+    return Policy(tuple(rules), tuple(exchange), enforcing=True, source=source)
+
+
+def load_policy(path: str) -> Policy:
+    """Read and parse the policy file at ``path`` (blocking).  Raises :class:`PolicyError`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise PolicyError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PolicyError([f"{path}: not UTF-8 text"]) from None
+    return parse_policy(text, path)

@@ -1,0 +1,307 @@
+"""The policy file: rules, verbs from request info, denials, identity exchange."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from karpor.api.requestinfo import parse_request_info
+from karpor.auth.identity import Identity
+from karpor.auth.policy import (
+    ALLOW_ALL,
+    Attributes,
+    Exchange,
+    PolicyError,
+    attributes,
+    load_policy,
+    parse_policy,
+)
+from karpor.config.model import Cluster
+
+ALICE = Identity("alice", ("dev",))
+BOB = Identity("bob", ("ops",))
+SIM1 = Cluster("sim-1", "https://127.0.0.1:1", labels={"env": "dev"})
+SIM2 = Cluster("sim-2", "https://127.0.0.1:2", labels={"env": "prod", "tier": "web"})
+PROD = Cluster("prod-east", "https://10.0.0.1", labels={"env": "prod"})
+
+POLICY = parse_policy(
+    """
+rules:
+- users: [alice]
+  clusters: ["sim-*"]
+  verbs: [get, list, watch]
+- users: [alice]
+  clusters: [sim-1]
+  verbs: ["*"]
+  namespaces: [team-a]
+- groups: [ops]
+  clusterSelector: {matchLabels: {env: prod}}
+  verbs: [exec, portforward]
+- groups: [ops]
+  clusterSelector:
+    matchExpressions: [{key: tier, operator: In, values: [web]}]
+  verbs: [impersonate]
+""",
+    "policy.yaml",
+)
+
+
+def attrs(method: str, path: str, query: str = "") -> Attributes:
+    return attributes(parse_request_info(method, path, query))
+
+
+def test_verbs_from_request_info():
+    assert attrs("GET", "/api/v1/namespaces/a/pods").verb == "list"
+    assert attrs("GET", "/api/v1/namespaces/a/pods", "watch=true").verb == "watch"
+    assert attrs("GET", "/api/v1/namespaces/a/pods/p").verb == "get"
+    assert attrs("DELETE", "/api/v1/namespaces/a/pods").verb == "deletecollection"
+    assert attrs("POST", "/api/v1/namespaces/a/pods/p/exec").verb == "exec"
+    assert attrs("GET", "/api/v1/namespaces/a/pods/p/exec").verb == "exec"
+    assert attrs("POST", "/api/v1/namespaces/a/pods/p/attach").verb == "attach"
+    assert attrs("POST", "/api/v1/namespaces/a/pods/p/portforward").verb == "portforward"
+    assert attrs("GET", "/api/v1/namespaces/a/services/s/proxy/x").verb == "proxy"
+    assert attrs("GET", "/api/v1/nodes/n/proxy/metrics").verb == "proxy"
+    assert attrs("GET", "/api/v1/namespaces/a/pods/p/log").verb == "get"
+    version = attrs("GET", "/version")
+    assert not version.is_resource_request and version.path == "/version"
+
+
+def test_read_only_user_cannot_create():
+    assert POLICY.allows(ALICE, SIM2, attrs("GET", "/api/v1/namespaces/x/pods")).allowed
+    denied = POLICY.allows(ALICE, SIM2, attrs("POST", "/api/v1/namespaces/team-b/pods"))
+    assert not denied.allowed
+    assert denied.reason == (
+        'User "alice" cannot create resource "pods" in API group "" '
+        'in the namespace "team-b" on cluster "sim-2"'
+    )
+    error = denied.error()
+    assert error.code == 403 and error.reason == "Forbidden"
+    assert error.message == f"pods is forbidden: {denied.reason}"
+    assert error.details == {"group": "", "kind": "pods"}
+
+
+def test_namespace_limited_rule():
+    # full rights in team-a on sim-1, nothing else beyond reading
+    assert POLICY.allows(ALICE, SIM1, attrs("POST", "/api/v1/namespaces/team-a/pods")).allowed
+    assert POLICY.allows(ALICE, SIM1, attrs("GET", "/api/v1/namespaces/team-a")).allowed
+    denied = POLICY.allows(
+        ALICE, SIM1, attrs("DELETE", "/apis/apps/v1/namespaces/team-b/deployments/d")
+    )
+    assert not denied.allowed
+    assert denied.error().message == (
+        'deployments.apps "d" is forbidden: User "alice" cannot delete resource "deployments" '
+        'in API group "apps" in the namespace "team-b" on cluster "sim-1"'
+    )
+    cluster_scoped = POLICY.allows(ALICE, SIM1, attrs("POST", "/api/v1/namespaces"))
+    assert cluster_scoped.reason == (
+        'User "alice" cannot create resource "namespaces" in API group "" at the cluster scope '
+        'on cluster "sim-1"'
+    )
+
+
+def test_exec_and_portforward_are_separate_verbs_on_label_selected_clusters():
+    exec_ = attrs("POST", "/api/v1/namespaces/a/pods/p/exec")
+    assert POLICY.allows(BOB, PROD, exec_).allowed
+    assert POLICY.allows(
+        BOB, PROD, attrs("POST", "/api/v1/namespaces/a/pods/p/portforward")
+    ).allowed
+    attach = POLICY.allows(BOB, PROD, attrs("POST", "/api/v1/namespaces/a/pods/p/attach"))
+    assert not attach.allowed
+    assert 'cannot attach resource "pods/attach"' in attach.reason
+    assert not POLICY.allows(BOB, SIM1, exec_).allowed  # env=dev
+    assert not POLICY.allows(ALICE, PROD, exec_).allowed  # not her rule
+
+
+def test_discovery_for_anyone_who_reaches_the_cluster():
+    for path in ("/version", "/api", "/apis", "/apis/apps", "/openapi/v3", "/healthz"):
+        assert POLICY.allows(BOB, PROD, attrs("GET", path)).allowed
+        assert not POLICY.allows(ALICE, PROD, attrs("GET", path)).allowed
+    post = POLICY.allows(BOB, PROD, attrs("POST", "/logs"))
+    assert not post.allowed
+    assert post.reason == 'User "bob" cannot post path "/logs" on cluster "prod-east"'
+    assert post.error().message == f"forbidden: {post.reason}"
+
+
+def test_deny_by_default_and_absent_policy_allows_all():
+    stranger = Identity("mallory")
+    create = attrs("POST", "/api/v1/namespaces/a/pods")
+    assert not POLICY.allows(stranger, SIM1, create).allowed
+    assert ALLOW_ALL.allows(stranger, SIM1, create).allowed
+    assert ALLOW_ALL.visible_clusters(stranger, [SIM1, SIM2]) == [SIM1, SIM2]
+    assert POLICY.visible_clusters(stranger, [SIM1, SIM2, PROD]) == []
+    assert POLICY.visible_clusters(ALICE, [SIM1, SIM2, PROD]) == [SIM1, SIM2]
+    assert POLICY.visible_clusters(BOB, [SIM1, SIM2, PROD]) == [SIM2, PROD]
+
+
+def test_system_groups_are_implied():
+    policy = parse_policy(
+        "rules:\n- groups: [system:authenticated]\n  clusters: ['*']\n  verbs: [get]\n"
+        "- groups: [system:unauthenticated]\n  clusters: [sim-1]\n  verbs: [list]\n",
+        "p",
+    )
+    assert policy.allows(Identity("x"), SIM2, attrs("GET", "/api/v1/nodes/n")).allowed
+    anonymous = Identity("system:anonymous")
+    assert not policy.allows(anonymous, SIM2, attrs("GET", "/api/v1/nodes/n")).allowed
+    assert policy.allows(anonymous, SIM1, attrs("GET", "/api/v1/nodes")).allowed
+
+
+def test_identity_exchange_first_match_wins():
+    policy = parse_policy(
+        """
+rules:
+- groups: [system:authenticated]
+  clusters: ["*"]
+  verbs: ["*"]
+identityExchange:
+- name: ops-admin-on-prod
+  type: StaticMapping
+  source: {group: ops, cluster: "prod-*"}
+  target: {user: cluster-admin, groups: [system:masters]}
+- type: PrivilegedIdentityExchanger
+  source: {userPattern: "svc-.*", clusterSelector: {matchLabels: {env: prod}}}
+- type: StaticMappingIdentityExchanger
+  source: {}
+  target: {user: everyone}
+""",
+        "p",
+    )
+    assert policy.exchange(BOB, PROD) == Exchange(
+        "ops-admin-on-prod", target=Identity("cluster-admin", ("system:masters",))
+    )
+    assert policy.exchange(Identity("svc-ci"), SIM2) == Exchange(
+        "identityExchange[1]", privileged=True
+    )
+    assert policy.exchange(Identity("svc-ci"), SIM1) == Exchange(
+        "identityExchange[2]", target=Identity("everyone")
+    )
+    assert POLICY.exchange(BOB, PROD) is None
+
+
+def test_parse_errors_name_the_field():
+    text = """
+rules:
+- users: [alice]
+  verbs: [get, lst]
+- groups: []
+  clusters: [x]
+  verbs: ["*"]
+  namespace: [a]
+- users: [a]
+  clusterSelector:
+    matchExpressions: [{key: env, operator: In}, {key: t, operator: Has}]
+  verbs: [get]
+identityExchange:
+- type: External
+  source: {userPattern: "("}
+- type: StaticMapping
+oops: 1
+"""
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "policy.yaml")
+    assert info.value.problems == (
+        "policy.yaml: oops: unknown key (known: rules, identityExchange)",
+        "policy.yaml: rules[0]: needs clusters or clusterSelector "
+        '(clusters: ["*"] for every cluster)',
+        'policy.yaml: rules[0].verbs[1]: unknown verb "lst" (known: *, attach, create, delete, '
+        "deletecollection, exec, get, impersonate, list, patch, portforward, proxy, update, watch)",
+        "policy.yaml: rules[1].namespace: unknown key (known: users, groups, clusters, "
+        "clusterSelector, verbs, namespaces)",
+        "policy.yaml: rules[1].groups: must not be empty (leave the key out instead)",
+        "policy.yaml: rules[1]: needs users or groups "
+        "(groups: [system:authenticated] for everyone)",
+        "policy.yaml: rules[2].clusterSelector.matchExpressions[0].values: must not be empty "
+        "with operator In",
+        "policy.yaml: rules[2].clusterSelector.matchExpressions[1].operator: must be one of "
+        "In, NotIn, Exists, DoesNotExist",
+        'policy.yaml: identityExchange[0].type: unsupported "External": use StaticMapping or '
+        "Privileged",
+        "policy.yaml: identityExchange[0].source.userPattern: invalid regular expression: "
+        "missing ), unterminated subpattern at position 0",
+        "policy.yaml: identityExchange[1].target: required with type StaticMapping",
+    )
+
+
+def test_yaml_and_file_errors(tmp_path):
+    with pytest.raises(PolicyError, match=r"^p: yaml: .* \(line 3\)$"):
+        parse_policy("rules:\n  - [\n", "p")
+    with pytest.raises(PolicyError, match="p: rules: required"):
+        parse_policy("", "p")
+    path = tmp_path / "policy.yaml"
+    path.write_text("rules: []\n")
+    policy = load_policy(str(path))
+    assert policy.enforcing and policy.rules == ()
+    with pytest.raises(PolicyError, match="cannot read"):
+        load_policy(str(tmp_path / "none.yaml"))
+
+
+# -- properties -----------------------------------------------------------------
+
+USERS = ["alice", "bob", "carol"]
+GROUPS = ["dev", "ops"]
+CLUSTER_NAMES = ["sim-1", "sim-2", "prod-1"]
+NAMESPACES = ["team-a", "team-b"]
+ALL_VERBS = ["get", "list", "watch", "create", "delete", "exec", "portforward", "proxy"]
+
+rule_strategy = st.fixed_dictionaries(
+    {
+        "users": st.lists(st.sampled_from(USERS), min_size=1, max_size=2),
+        "clusters": st.lists(
+            st.sampled_from([*CLUSTER_NAMES, "sim-*", "*"]), min_size=1, max_size=2
+        ),
+        "verbs": st.lists(st.sampled_from([*ALL_VERBS, "*"]), min_size=1, max_size=3),
+    },
+    optional={
+        "groups": st.lists(st.sampled_from(GROUPS), min_size=1, max_size=2),
+        "namespaces": st.lists(st.sampled_from(NAMESPACES), min_size=1, max_size=2),
+    },
+)
+request_strategy = st.tuples(
+    st.sampled_from(USERS),
+    st.lists(st.sampled_from(GROUPS), max_size=2),
+    st.sampled_from(CLUSTER_NAMES),
+    st.sampled_from(ALL_VERBS),
+    st.sampled_from(["", *NAMESPACES, "other"]),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(rule_strategy, max_size=4), request_strategy)
+def test_never_grants_what_no_rule_names(rules, request):
+    policy = parse_policy(yaml.safe_dump({"rules": rules}), "p")
+    user, groups, cluster, verb, namespace = request
+    decision = policy.allows(
+        Identity(user, tuple(groups)),
+        Cluster(cluster, "https://h"),
+        Attributes(verb=verb, namespace=namespace, resource="pods"),
+    )
+    named = any(
+        (user in r["users"] or set(groups) & set(r.get("groups", ())))
+        and any(fnmatchcase(cluster, c) for c in r["clusters"])
+        and (verb in r["verbs"] or "*" in r["verbs"])
+        and ("namespaces" not in r or namespace in r["namespaces"])
+        for r in rules
+    )
+    assert decision.allowed == named
+    if not decision.allowed:
+        assert f'User "{user}" cannot {verb} resource "pods"' in decision.reason
+
+
+@given(
+    st.lists(rule_strategy.filter(lambda r: "namespaces" in r), min_size=1, max_size=4),
+    request_strategy,
+    st.sampled_from(["nodes", "namespaces", "clusterroles"]),
+)
+def test_namespace_restriction_blocks_cluster_scoped_resources(rules, request, resource):
+    policy = parse_policy(yaml.safe_dump({"rules": rules}), "p")
+    user, groups, cluster, verb, _ = request
+    decision = policy.allows(
+        Identity(user, tuple(groups)),
+        Cluster(cluster, "https://h"),
+        Attributes(verb=verb, resource=resource),
+    )
+    assert not decision.allowed
+    assert decision.reason.endswith(f'at the cluster scope on cluster "{cluster}"')
