@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IPushProducer, ITransport
 
 from karpor.api.status import ApiError
 from karpor.proxy.headers import Header, ResponseHeaders, lines
-from karpor.proxy.upstream import UpstreamConnection
+from karpor.proxy.upstream import Tunnel, UpstreamConnection
 
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 _LAST_CHUNK = b"0\r\n\r\n"
@@ -191,6 +191,11 @@ class Forwarder:
         if body_possible and self._conn is not None:
             client.registerProducer(self._conn.valve(self), True)  # type: ignore[attr-defined]
             self._streaming = True
+
+    def upstream_switch(self, reason: bytes, response: ResponseHeaders) -> Tunnel | None:
+        """A plain request never switches protocols (see
+        :class:`karpor.proxy.splice.UpgradeForwarder` for those that do)."""
+        return None
 
     def upstream_body(self, data: bytes) -> None:
         """Pass a piece of the response body on."""

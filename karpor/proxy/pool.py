@@ -12,6 +12,11 @@ opens a new one (connect and TLS handshake bounded by ``connect_timeout``:
 503 when the cluster cannot be reached, 502 naming the TLS failure), or
 queues the exchange when ``max_connections`` are open.  Idle connections
 expire after ``idle_timeout``; at most ``max_idle`` are kept.
+
+An upgrade request gets a connection of its own
+(:meth:`ClusterPool.connect_dedicated`): opened the same way (same TLS
+options, same timeouts and errors), never pooled, not counted against
+``max_connections`` (an exec session may last for hours).
 """
 
 from __future__ import annotations
@@ -29,7 +34,12 @@ from twisted.python.failure import Failure
 from karpor.api.status import ApiError
 from karpor.config.model import Cluster
 from karpor.proxy.credentials import ClusterCredentials, CredentialError
-from karpor.proxy.upstream import Exchange, UpstreamConnection, describe_failure
+from karpor.proxy.upstream import (
+    DedicatedConnection,
+    Exchange,
+    UpstreamConnection,
+    describe_failure,
+)
 
 log = Logger()
 
@@ -89,6 +99,7 @@ class ClusterPool:
             self._endpoint = factory(self.credentials)
         self._idle: list[UpstreamConnection] = []
         self._open = 0
+        self._dedicated = 0
         self._waiting: deque[Exchange] = deque()
         self._connecting: dict[UpstreamConnection, _Attempt] = {}
         self._sweeper: IDelayedCall | None = None
@@ -107,9 +118,19 @@ class ClusterPool:
         return endpoint
 
     @property
+    def reactor(self) -> IReactorTime:
+        """The clock the pool (and the connections it opens) runs on."""
+        return self._reactor
+
+    @property
     def open_connections(self) -> int:
-        """Connections open or being opened."""
+        """Pooled connections open or being opened."""
         return self._open
+
+    @property
+    def dedicated_connections(self) -> int:
+        """Connections of upgrade requests open or being opened."""
+        return self._dedicated
 
     @property
     def idle_connections(self) -> int:
@@ -141,6 +162,15 @@ class ClusterPool:
         else:
             self._waiting.append(exchange)
 
+    def connect_dedicated(self, exchange: Exchange) -> None:
+        """Carry ``exchange`` (an upgrade request) on a new connection of its
+        own, closed when the exchange ends; failures reach
+        ``exchange.upstream_failed`` as for pooled ones."""
+        if self.error is not None:
+            exchange.upstream_failed(self.error)
+            return
+        self._connect(exchange, dedicated=True)
+
     def retry(self, exchange: Exchange) -> None:
         """Carry ``exchange`` again, on a fresh connection (its pooled one
         was stale)."""
@@ -159,10 +189,14 @@ class ClusterPool:
 
     # -- connections -------------------------------------------------------------
 
-    def _connect(self, exchange: Exchange) -> None:
+    def _connect(self, exchange: Exchange, dedicated: bool = False) -> None:
         assert self._endpoint is not None and self.credentials is not None
-        self._open += 1
-        conn = UpstreamConnection(self, tls=self.credentials.tls is not None)
+        kind = DedicatedConnection if dedicated else UpstreamConnection
+        if dedicated:
+            self._dedicated += 1
+        else:
+            self._open += 1
+        conn = kind(self, tls=self.credentials.tls is not None)
         attempt = _Attempt(exchange)
         self._connecting[conn] = attempt
         attempt.timer = self._reactor.callLater(
@@ -190,13 +224,19 @@ class ClusterPool:
             reason = f"connection timed out after {self._settings.connect_timeout:g}s"
         return ApiError(503, f"cluster {self.cluster.name!r} is unreachable: {reason}")
 
+    def _closed(self, conn: UpstreamConnection) -> None:
+        if conn.dedicated:
+            self._dedicated -= 1
+        else:
+            self._open -= 1
+
     def _connect_failed(
         self, failure: Failure, conn: UpstreamConnection, attempt: _Attempt
     ) -> None:
         self._connecting.pop(conn, None)
         if attempt.timer is not None:
             attempt.timer.cancel()
-        self._open -= 1
+        self._closed(conn)
         reason = (
             "connection timed out" if failure.check(CancelledError) else describe_failure(failure)
         )
@@ -220,7 +260,7 @@ class ClusterPool:
     def connection_lost(self, conn: UpstreamConnection, reason: Failure, was_ready: bool) -> None:
         """``conn`` closed (the connection itself then settles its exchange)."""
         attempt = self._connecting.pop(conn, None)
-        self._open -= 1
+        self._closed(conn)
         if attempt is not None:
             if attempt.timer is not None:
                 attempt.timer.cancel()
@@ -245,8 +285,12 @@ class ClusterPool:
             self._connect(exchange)
 
     def release(self, conn: UpstreamConnection) -> None:
-        """``conn`` finished an exchange and may carry another."""
+        """``conn`` finished an exchange and may carry another (a dedicated
+        connection closes)."""
         if conn.closed:
+            return
+        if conn.dedicated:
+            conn.close()
             return
         exchange = self._next_waiting()
         if exchange is not None:

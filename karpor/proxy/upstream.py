@@ -10,6 +10,13 @@ and both sides allow it, the connection goes back to its pool
 Reading can be paused per exchange (:meth:`UpstreamConnection.valve`): the
 client side registers the valve as the producer of its transport, so a slow
 client stops reads from the cluster.
+
+An upgrade request (exec, attach, port-forward) travels on a
+:class:`DedicatedConnection` of its own.  When the cluster answers ``101
+Switching Protocols`` the exchange returns a :class:`Tunnel`
+(:meth:`Exchange.upstream_switch`); from then on the connection parses
+nothing: every byte read (starting with those that followed the ``101`` head
+in the same read) goes to the tunnel as it is.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Protocol as TypingProtocol
 
 import httptools
 from OpenSSL import SSL
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -29,6 +36,20 @@ from karpor.proxy.headers import Header, ResponseHeaders, split_response
 
 if TYPE_CHECKING:
     from karpor.proxy.pool import ClusterPool
+
+
+class Tunnel(TypingProtocol):
+    """Where a switched (``101``) upstream connection sends what it reads."""
+
+    def upstream_data(self, data: bytes) -> None:
+        """Bytes from the cluster, exactly as read."""
+
+    def upstream_eof(self) -> None:
+        """The cluster will send no more (TCP half-close; the connection stays
+        open for writing)."""
+
+    def upstream_lost(self) -> None:
+        """The connection to the cluster is closed."""
 
 
 class Exchange(TypingProtocol):
@@ -52,6 +73,12 @@ class Exchange(TypingProtocol):
     def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
         """The final response head arrived."""
 
+    def upstream_switch(self, reason: bytes, response: ResponseHeaders) -> Tunnel | None:
+        """A ``101 Switching Protocols`` head arrived (``response`` keeps
+        ``Connection: Upgrade`` and ``Upgrade``): the tunnel that takes the
+        connection's bytes from now on, or ``None`` when the exchange did
+        not ask for an upgrade (the response is then invalid)."""
+
     def upstream_body(self, data: bytes) -> None:
         """A piece of the response body arrived."""
 
@@ -60,6 +87,15 @@ class Exchange(TypingProtocol):
 
     def upstream_failed(self, error: ApiError) -> None:
         """The request failed before or during the response."""
+
+
+def no_delay(transport: object) -> None:
+    """Turn Nagle's algorithm off on a TCP (or TLS-over-TCP) transport: a
+    request head and its body, or the small frames of an interactive
+    stream, must not wait for the peer's delayed ACK."""
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        set_no_delay(True)
 
 
 class _Stop(Exception):
@@ -111,6 +147,9 @@ class UpstreamConnection(Protocol):
     """An HTTP/1.1 client connection to one cluster, used by one exchange at
     a time and returned to its pool between exchanges."""
 
+    #: whether the connection carries one exchange and is never pooled
+    dedicated = False
+
     def __init__(self, pool: ClusterPool, tls: bool) -> None:
         self.pool = pool
         self._tls = tls
@@ -123,6 +162,7 @@ class UpstreamConnection(Protocol):
         self.idle_since = 0.0
         self._paused = False
         self._request_done = False
+        self._tunnel: Tunnel | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._reset_response()
 
@@ -138,6 +178,7 @@ class UpstreamConnection(Protocol):
 
     def connectionMade(self) -> None:
         """Plain TCP: ready now.  TLS: ready after the handshake."""
+        no_delay(self.transport)
         if not self._tls:
             self._become_ready()
 
@@ -151,8 +192,15 @@ class UpstreamConnection(Protocol):
         self.pool.connection_ready(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Fail, finish or retry the exchange in flight; leave the pool."""
+        """Fail, finish or retry the exchange in flight (or end the tunnel);
+        leave the pool."""
         self.closed = True
+        tunnel, self._tunnel = self._tunnel, None
+        if tunnel is not None:
+            self.ready = False
+            self.pool.connection_lost(self, reason, True)
+            tunnel.upstream_lost()
+            return
         exchange, self.exchange = self.exchange, None
         was_ready = self.ready
         self.ready = False
@@ -222,7 +270,11 @@ class UpstreamConnection(Protocol):
     # -- response side -------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        """Parse response bytes."""
+        """Parse response bytes (or pass them to the tunnel, once switched)."""
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.upstream_data(data)
+            return
         if self.exchange is None:
             # bytes nobody asked for: the connection is unusable
             self.abort()
@@ -233,8 +285,15 @@ class UpstreamConnection(Protocol):
         except httptools.HttpParserCallbackError as e:
             if not isinstance(e.__context__, _Stop):
                 self._protocol_error(e)
-        except httptools.HttpParserUpgrade:
-            self._protocol_error(ValueError("unexpected upgrade"))
+        except httptools.HttpParserUpgrade as e:
+            tunnel = self._tunnel
+            if tunnel is None:
+                self._protocol_error(ValueError("unexpected upgrade"))
+                return
+            # the 101 head ended inside this read: the rest is tunnel bytes
+            rest = data[e.args[0] :]
+            if rest:
+                tunnel.upstream_data(rest)
         except httptools.HttpParserError as e:
             self._protocol_error(e)
 
@@ -261,6 +320,9 @@ class UpstreamConnection(Protocol):
         exchange = self.exchange
         assert exchange is not None
         code = self._parser.get_status_code()
+        if code == 101:
+            self._switch(exchange)
+            return
         if 100 <= code < 200:
             self._interim = True
             headers, self._headers = self._headers, []
@@ -279,6 +341,18 @@ class UpstreamConnection(Protocol):
             self._parser = httptools.HttpResponseParser(self)
             self._complete()
             raise _Stop
+
+    def _switch(self, exchange: Exchange) -> None:
+        if not self._parser.should_upgrade():
+            raise ValueError("101 Switching Protocols without Connection: Upgrade and Upgrade")
+        response = split_response(self._headers, upgrade=True)
+        tunnel = exchange.upstream_switch(self._reason, response)
+        if tunnel is None:
+            raise ValueError("unexpected 101 Switching Protocols")
+        # llhttp now completes the message and stops at the upgrade: with no
+        # exchange, the completion is a no-op; dataReceived hands on the rest.
+        self.exchange = None
+        self._tunnel = tunnel
 
     def on_body(self, data: bytes) -> None:
         """Parser callback: response body bytes."""
@@ -306,3 +380,24 @@ class UpstreamConnection(Protocol):
         else:
             self.transport.loseConnection()  # type: ignore[union-attr]
         exchange.upstream_end()
+
+
+@implementer(IHalfCloseableProtocol)
+class DedicatedConnection(UpstreamConnection):
+    """The connection of one upgrade request (exec, attach, port-forward):
+    never pooled, closed after a non-``101`` answer.  Once switched, a
+    half-close by the cluster (plain TCP only: TLS has none) goes to the
+    tunnel."""
+
+    dedicated = True
+
+    def readConnectionLost(self) -> None:
+        """The cluster shut its side of the connection down."""
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.upstream_eof()
+        elif not self.closed:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        """Our side is shut down for writing (after the client's half-close)."""

@@ -14,6 +14,14 @@ reading pauses and the parsed pieces of what was already read wait in a
 small queue until that response is done.  A connection that is not
 pipelining keeps reading, so a client that goes away is noticed at once and
 its upstream connection closed.
+
+An upgrade request (``Connection: Upgrade``) stops the parser: what the
+client sends after its head is not HTTP until the request is answered, so
+those bytes are held (and reading paused).  A cluster's ``101`` hands them,
+and the connection, to a :class:`~karpor.proxy.splice.Splice`
+(:class:`~karpor.proxy.splice.UpgradeForwarder`); any other answer (the
+cluster's, an error of the gateway's, the own API's) is an ordinary
+response, after which a fresh parser reads the held bytes as HTTP again.
 """
 
 from __future__ import annotations
@@ -25,7 +33,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httptools
-from twisted.internet.interfaces import IPushProducer, IReactorTime, ITransport
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+    ITransport,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -37,9 +50,11 @@ from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
 from karpor.config.model import Cluster
 from karpor.proxy.forward import Forwarder, chunk
-from karpor.proxy.headers import Header, lines, request_head, split_request
-from karpor.proxy.pool import UpstreamPools
+from karpor.proxy.headers import Header, RequestHeaders, lines, request_head, split_request
+from karpor.proxy.pool import ClusterPool, UpstreamPools
 from karpor.proxy.route import ApiRoute, ClusterRoute, route
+from karpor.proxy.splice import Splice, UpgradeForwarder
+from karpor.proxy.upstream import no_delay
 
 log = Logger()
 
@@ -55,6 +70,8 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _PIPELINE = 1
 _UPSTREAM = 2
 _BODY = 3
+_RAW = 4  # bytes after an upgrade request's head wait for its answer
+_SPLICE = 5  # the cluster side of a splice is slow
 
 # kinds of queued parser events
 _BEGIN = 0
@@ -190,6 +207,7 @@ class Responder:
                 log.failure("on_close callback failed")
 
 
+@implementer(IHalfCloseableProtocol)
 class GatewayProtocol(Protocol):
     """One client connection (see the module docstring)."""
 
@@ -212,6 +230,9 @@ class GatewayProtocol(Protocol):
         self._on_body: Callable[[bytes], None] | None = None
         self._on_end: Callable[[], None] | None = None
         self._forwarder: Forwarder | None = None
+        self._splice: Splice | None = None
+        self._raw = False
+        self._held: list[bytes] = []
         self._responder: Responder | None = None
         self._api_body: list[bytes] = []
         self._api_size = 0
@@ -219,14 +240,21 @@ class GatewayProtocol(Protocol):
     # -- connection ---------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        """Note the caller's address (for ``X-Forwarded-For``)."""
+        """Note the caller's address (for ``X-Forwarded-For``); no Nagle
+        delays (streams and interactive sessions write small pieces)."""
+        no_delay(self.transport)
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self._client_address = str(getattr(peer, "host", "")).encode()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Close what the current request holds upstream."""
+        """Close what the current request (or the splice) holds upstream."""
         self.disconnected = True
+        splice, self._splice = self._splice, None
+        if splice is not None:
+            splice.client_lost()
+            return
         self._queue = None
+        self._held = []
         forwarder, self._forwarder = self._forwarder, None
         if forwarder is not None:
             forwarder.client_lost()
@@ -252,21 +280,64 @@ class GatewayProtocol(Protocol):
             if not self._pauses and not self.disconnected:
                 self.transport.resumeProducing()  # type: ignore[union-attr]
 
+    def readConnectionLost(self) -> None:
+        """The client shut down its sending side (plain TCP only: over TLS
+        the connection just closes): passed on by a splice; otherwise the
+        client is gone, as if it had closed."""
+        if self._splice is not None:
+            self._splice.client_eof()
+        elif not self.disconnected:
+            self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        """Our sending side is shut down (a splice passed on a half-close)."""
+
     def dataReceived(self, data: bytes) -> None:
-        """Parse request bytes."""
+        """Parse request bytes (or pass them to the splice)."""
+        splice = self._splice
+        if splice is not None:
+            splice.client_data(data)
+            return
         if self._failed or self._closing:
+            return
+        if self._raw:
+            self._hold(data)
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # The upgrade request was dispatched (and refused); what follows
-            # is not HTTP: close once the answer is out.
-            self._failed = True
-            if not self._busy and self._queue is None:
-                self._close()
+        except httptools.HttpParserUpgrade as e:
+            self._upgrade_parsed(data[e.args[0] :])
         except httptools.HttpParserError as e:
             self._failed = True
             self._bad_request(e)
+
+    # -- after an upgrade request's head ------------------------------------------
+
+    def _upgrade_parsed(self, rest: bytes) -> None:
+        """The parser stopped after an upgrade request's head; ``rest`` is
+        what followed it in the same read."""
+        self._parser = httptools.HttpRequestParser(self)
+        if self._closing:
+            return
+        self._raw = True
+        if rest:
+            self._hold(rest)
+        if not self._busy and self._queue is None:
+            self._end_raw()  # already answered (an error, the own API)
+
+    def _hold(self, data: bytes) -> None:
+        self._held.append(data)
+        self._pause(_RAW)
+
+    def _end_raw(self) -> None:
+        """The upgrade request was answered without switching: what the
+        client sent after it is HTTP again."""
+        self._raw = False
+        held = b"".join(self._held)
+        self._held = []
+        self._resume(_RAW)
+        if held:
+            self.dataReceived(held)
 
     def _bad_request(self, error: Exception) -> None:
         cause = error.__context__ if isinstance(error, httptools.HttpParserCallbackError) else None
@@ -382,6 +453,8 @@ class GatewayProtocol(Protocol):
             self._resume(_PIPELINE)
             if self._failed and not self._busy:
                 self._close()
+            elif self._raw and not self._busy:
+                self._end_raw()
 
     # -- requests -----------------------------------------------------------------
 
@@ -431,18 +504,12 @@ class GatewayProtocol(Protocol):
             raise pool.error
         assert pool.credentials is not None
         request = split_request(self._headers)
-        if head.upgrade or request.upgrade is not None:
-            raise ApiError(
-                501, "upgrade requests (exec, attach, port-forward) are not supported yet"
-            )
+        if head.upgrade:
+            self._proxy_upgrade(target, head, pool, request)
+            return
+        request.upgrade = None  # the parser saw no upgrade: none is asked upstream
         has_body = request.chunked or bool(request.content_length)
-        upstream_head = request_head(
-            head.method,
-            pool.credentials.endpoint.prefix + target.target,
-            request,
-            pool.credentials.block(),
-            self._client_address,
-        )
+        upstream_head = self._upstream_head(target, head, pool, request)
         forwarder = Forwarder(
             self,
             head.method,
@@ -457,6 +524,42 @@ class GatewayProtocol(Protocol):
             self._on_body = forwarder.body
             self._on_end = forwarder.body_end
         pool.submit(forwarder)
+
+    def _upstream_head(
+        self, target: ClusterRoute, head: _Head, pool: ClusterPool, request: RequestHeaders
+    ) -> bytes:
+        """The request head for the cluster: the same for plain and upgrade
+        requests (the cluster's credential in, the caller's out)."""
+        assert pool.credentials is not None
+        return request_head(
+            head.method,
+            pool.credentials.endpoint.prefix + target.target,
+            request,
+            pool.credentials.block(),
+            self._client_address,
+        )
+
+    def _proxy_upgrade(
+        self, target: ClusterRoute, head: _Head, pool: ClusterPool, request: RequestHeaders
+    ) -> None:
+        """Send an upgrade request over a dedicated connection."""
+        if request.upgrade is None:
+            self._failed = True
+            raise ApiError(400, "invalid Upgrade header")
+        if request.chunked or request.content_length:
+            # the body would be read as tunnel bytes: nothing sane can follow
+            self._failed = True
+            raise ApiError(400, "an upgrade request cannot carry a body")
+        forwarder = UpgradeForwarder(
+            self,
+            head.method,
+            self._upstream_head(target, head, pool, request),
+            http11=head.http11,
+            keep_alive=head.keep_alive,
+            clock=pool.reactor,
+        )
+        self._forwarder = forwarder
+        pool.connect_dedicated(forwarder)
 
     def _api(self, target: ApiRoute, head: _Head) -> None:
         identity = self._identify()
@@ -535,6 +638,9 @@ class GatewayProtocol(Protocol):
         if close or (self._failed and self._queue is None):
             self._close()
             return
+        if self._raw and self._queue is None:
+            self._end_raw()  # the upgrade request, answered without switching
+            return
         self._replay()
 
     # -- Channel (for the forwarder) ------------------------------------------------
@@ -569,6 +675,31 @@ class GatewayProtocol(Protocol):
         """Drop the client connection."""
         self._forwarder = None
         self.transport.abortConnection()  # type: ignore[union-attr]
+
+    # -- TunnelChannel (for an upgrade) ----------------------------------------------
+
+    def spliced(self, splice: Splice) -> bytes:
+        """The request switched protocols: from now on the connection
+        belongs to ``splice``; returns the bytes held since the request head."""
+        self._splice = splice
+        self._forwarder = None
+        self._raw = False
+        self._queue = None
+        held = b"".join(self._held)
+        self._held = []
+        if self._pauses:
+            self._pauses.clear()
+            if not self.disconnected:
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+        return held
+
+    def pause_reading(self) -> None:
+        """Stop reading from the client (the cluster side of a splice is slow)."""
+        self._pause(_SPLICE)
+
+    def resume_reading(self) -> None:
+        """Read from the client again."""
+        self._resume(_SPLICE)
 
 
 class GatewayFactory(Factory):

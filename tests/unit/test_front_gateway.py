@@ -22,7 +22,8 @@ from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
 from karpor.config.model import Cluster, ExecCredential, TokenCredential
 from karpor.proxy.pool import UpstreamPools
-from karpor.proxy.upstream import UpstreamConnection
+from karpor.proxy.splice import CLOSE_GRACE
+from karpor.proxy.upstream import DedicatedConnection, UpstreamConnection
 from karpor.server.front import GatewayFactory, GatewayProtocol
 
 TOKEN = "s3cr3t-cluster-token"
@@ -520,18 +521,6 @@ def test_exec_credentials_are_502_for_now() -> None:
     assert "exec credentials not supported yet" in status_of(body)["message"]
 
 
-def test_upgrade_is_501_and_closes() -> None:
-    h = Harness()
-    h.send(
-        b"POST " + PREFIX + b"a/proxy/api/v1/namespaces/d/pods/p/exec?command=sh HTTP/1.1\r\n"
-        b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\nSPDYBYTES"
-    )
-    code, _, body = h.responses()[0]
-    assert code == 501
-    assert "not supported yet" in status_of(body)["message"]
-    assert h.client.disconnecting
-
-
 def test_malformed_request_is_400_and_closes() -> None:
     h = Harness()
     h.send(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
@@ -644,3 +633,366 @@ def test_connection_close_is_honoured(connection: bytes | None) -> None:
     extra = b"Connection: close\r\n" if connection else b""
     h.send(b"GET /version HTTP/1.1\r\n" + extra + b"\r\n")
     assert h.client.disconnecting == bool(connection)
+
+
+# -- upgrades (exec, attach, port-forward) -------------------------------------------
+
+EXEC = b"/api/v1/namespaces/d/pods/p/exec?command=sh&command=-c&command=echo%20hi&stdin=true"
+SWITCH = (
+    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+    b"X-Stream-Protocol-Version: v4.channel.k8s.io\r\nKeep-Alive: timeout=5\r\n\r\n"
+)
+
+
+def spdy_exec(extra: bytes = b"", path: bytes = EXEC, cluster: bytes = b"a") -> bytes:
+    return (
+        b"POST " + PREFIX + cluster + b"/proxy" + path + b" HTTP/1.1\r\nHost: gw\r\n"
+        b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+        b"X-Stream-Protocol-Version: v4.channel.k8s.io\r\n"
+        b"X-Stream-Protocol-Version: v3.channel.k8s.io\r\nContent-Length: 0\r\n" + extra + b"\r\n"
+    )
+
+
+def websocket_exec(extra: bytes = b"") -> bytes:
+    return (
+        b"GET " + PREFIX + b"a/proxy" + EXEC + b" HTTP/1.1\r\nHost: gw\r\n"
+        b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Protocol: v5.channel.k8s.io, v4.channel.k8s.io\r\n" + extra + b"\r\n"
+    )
+
+
+def switched(h: Harness, request: bytes = b"") -> Upstream:
+    """Send an exec upgrade, accept its connection and answer 101."""
+    h.send(request or spdy_exec())
+    up = h.accept()
+    up.respond(SWITCH)
+    assert h.client.value().startswith(b"HTTP/1.1 101 ")
+    h.client.clear()
+    up.transport.clear()
+    return up
+
+
+def test_upgrade_goes_on_a_dedicated_connection_with_cluster_credential() -> None:
+    h = Harness()
+    h.send(
+        spdy_exec(
+            b"Authorization: Bearer caller\r\nImpersonate-User: root\r\n"
+            b"Impersonate-Group: system:masters\r\nX-Remote-User: mallory\r\n"
+        )
+    )
+    pool = h.pools.get(CLUSTER)
+    assert (pool.open_connections, pool.dedicated_connections) == (0, 1)
+    up = h.accept()
+    assert isinstance(up.proto, DedicatedConnection)
+    sent = up.transport.value()
+    assert sent.startswith(b"POST " + EXEC + b" HTTP/1.1\r\n")
+    assert b"Host: 10.0.0.9:6443\r\n" in sent
+    assert f"Authorization: Bearer {TOKEN}\r\n".encode() in sent
+    assert b"caller" not in sent and b"mallory" not in sent
+    assert b"Impersonate" not in sent and b"X-Remote" not in sent
+    assert b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n" in sent
+    assert b"X-Stream-Protocol-Version: v4.channel.k8s.io\r\n" in sent
+    assert b"X-Stream-Protocol-Version: v3.channel.k8s.io\r\n" in sent
+    assert b"Content-Length: 0\r\n" in sent
+    assert sent.endswith(b"\r\n\r\n")
+
+
+def test_101_is_relayed_then_bytes_flow_raw_both_ways() -> None:
+    h = Harness()
+    # bytes the client sends right after its head wait for the 101
+    h.send(spdy_exec() + b"EARLY-SPDY-FRAME")
+    assert h.client.producerState == "paused"
+    up = h.accept()
+    assert b"EARLY" not in up.transport.value()
+    head_sent = len(up.transport.value())
+    # the cluster's first frame arrives in the same read as the 101 head
+    up.respond(SWITCH + b"\x80\x03\x00\x02first-frame")
+    assert h.client.value() == (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: SPDY/3.1\r\n"
+        b"X-Stream-Protocol-Version: v4.channel.k8s.io\r\nConnection: Upgrade\r\n\r\n"
+        b"\x80\x03\x00\x02first-frame"
+    )
+    assert up.transport.value()[head_sent:] == b"EARLY-SPDY-FRAME"
+    assert h.client.producerState == "producing"
+    # from now on nothing is parsed: not even bytes that look like HTTP
+    h.client.clear()
+    up.transport.clear()
+    h.send(b"GET / HTTP/1.1\r\n\r\n\x00\xff")
+    assert up.transport.value() == b"GET / HTTP/1.1\r\n\r\n\x00\xff"
+    up.respond(b"HTTP/1.1 200 OK\r\n\r\n\x00\x01")
+    assert h.client.value() == b"HTTP/1.1 200 OK\r\n\r\n\x00\x01"
+    # a dedicated connection never joins the pool
+    pool = h.pools.get(CLUSTER)
+    assert pool.idle_connections == 0 and pool.dedicated_connections == 1
+
+
+def test_101_head_split_across_reads_and_after_100_continue() -> None:
+    h = Harness()
+    h.send(spdy_exec())
+    up = h.accept()
+    up.respond(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n")
+    up.respond(b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n")
+    assert b"101" not in h.client.value()
+    up.respond(b"\r\nraw")
+    assert h.client.value().endswith(b"Connection: Upgrade\r\n\r\nraw")
+    up.respond(b"more")
+    assert h.client.value().endswith(b"\r\n\r\nrawmore")
+
+
+def test_websocket_upgrade_keeps_end_to_end_headers() -> None:
+    h = Harness()
+    h.send(websocket_exec())
+    up = h.accept()
+    sent = up.transport.value()
+    assert sent.startswith(b"GET " + EXEC + b" HTTP/1.1\r\n")
+    assert b"Connection: Upgrade\r\nUpgrade: websocket\r\n" in sent
+    assert b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" in sent
+    assert b"Sec-WebSocket-Version: 13\r\n" in sent
+    assert b"Sec-WebSocket-Protocol: v5.channel.k8s.io, v4.channel.k8s.io\r\n" in sent
+    up.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        b"Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n\x82\x02\x01a"
+    )
+    assert h.client.value() == (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        b"Sec-WebSocket-Protocol: v5.channel.k8s.io\r\nConnection: Upgrade\r\n\r\n\x82\x02\x01a"
+    )
+
+
+def test_splice_backpressure_both_ways() -> None:
+    h = Harness()
+    up = switched(h)
+    # the client's transport is full: stop reading the cluster
+    assert h.client.producer is not None
+    h.client.producer.pauseProducing()
+    assert up.transport.producerState == "paused"
+    h.client.producer.resumeProducing()
+    assert up.transport.producerState == "producing"
+    # the cluster's transport is full: stop reading the client
+    assert up.transport.producer is not None
+    up.transport.producer.pauseProducing()
+    assert h.client.producerState == "paused"
+    up.transport.producer.resumeProducing()
+    assert h.client.producerState == "producing"
+
+
+def test_client_disconnect_closes_the_spliced_upstream() -> None:
+    h = Harness()
+    up = switched(h)
+    up.transport.producer.pauseProducing()  # type: ignore[union-attr]
+    h.send(b"last bytes")
+    h.proto.connectionLost(Failure(ConnectionLost()))
+    assert up.transport.value() == b"last bytes"
+    assert up.transport.disconnecting and not up.transport.disconnected
+    assert up.transport.producer is None
+    up.lose()
+    assert h.pools.get(CLUSTER).dedicated_connections == 0
+    h.clock.advance(CLOSE_GRACE)
+    assert not up.transport.disconnected  # gone already: no abort
+
+
+def test_cluster_close_closes_the_client_after_its_bytes() -> None:
+    h = Harness()
+    up = switched(h)
+    up.respond(b"final frame")
+    up.lose()
+    assert h.client.value() == b"final frame"
+    assert h.client.disconnecting and h.client.producer is None
+    assert h.pools.get(CLUSTER).dedicated_connections == 0
+    # a client that never finishes closing is aborted after the grace period
+    h.clock.advance(CLOSE_GRACE)
+    assert h.client.disconnected
+
+
+def test_client_half_close_is_passed_on_over_tls() -> None:
+    h = Harness()
+    up = switched(h)
+    h.proto.readConnectionLost()
+    # the upstream transport cannot half-close (TLS): both sides close
+    assert up.transport.disconnecting and h.client.disconnecting
+
+
+def test_no_timeout_cuts_a_live_splice() -> None:
+    h = Harness()
+    up = switched(h)
+    h.clock.advance(24 * 3600)
+    h.send(b"still")
+    up.respond(b"alive")
+    assert up.transport.value() == b"still" and h.client.value() == b"alive"
+    assert not up.transport.disconnecting and not h.client.disconnecting
+
+
+@pytest.mark.parametrize("code", [400, 403, 404])
+def test_non_101_is_relayed_unchanged_and_connection_kept(code: int) -> None:
+    h = Harness()
+    body = json.dumps({"kind": "Status", "code": code, "message": "upgrade refused"}).encode()
+    # a pipelined plain request waits behind the upgrade request
+    h.send(websocket_exec() + get(b"/after"))
+    up = h.accept()
+    up.respond(
+        b"HTTP/1.1 %d Refused\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+        % (code, len(body), body)
+    )
+    [(got, headers, got_body)] = h.responses()
+    assert (got, got_body) == (code, body)
+    assert header(headers, b"Content-Type") == b"application/json"
+    assert header(headers, b"Upgrade") is None
+    # the dedicated connection is closed, not pooled
+    assert up.transport.disconnecting
+    up.lose()
+    pool = h.pools.get(CLUSTER)
+    assert pool.idle_connections == 0 and pool.dedicated_connections == 0
+    # the client connection goes on: the pipelined request is read as HTTP
+    assert not h.client.disconnecting
+    plain = h.accept()
+    assert plain.transport.value().startswith(b"GET /after HTTP/1.1\r\n")
+    plain.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert [r[0] for r in h.responses()] == [code, 200]
+    assert h.client.producerState == "producing"
+    # and kubectl's fallback, SPDY, can follow on the same connection
+    h.send(spdy_exec())
+    spdy = h.accept()
+    assert isinstance(spdy.proto, DedicatedConnection)
+
+
+def test_non_101_with_connection_close_closes_the_client() -> None:
+    h = Harness()
+    h.send(websocket_exec(b"Connection: close\r\n"))
+    up = h.accept()
+    up.respond(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+    assert h.responses()[0][0] == 400
+    assert h.client.disconnecting
+
+
+def test_upgrade_pipelined_behind_a_request() -> None:
+    h = Harness()
+    h.send(get(b"/one") + spdy_exec() + b"EARLY")
+    first = h.accept()
+    assert h.endpoint.attempts == []  # the upgrade waits its turn
+    first.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+    assert h.client.producerState == "paused"  # still holding EARLY
+    up = h.accept()
+    assert up.transport.value().startswith(b"POST " + EXEC)
+    up.respond(SWITCH)
+    assert up.transport.value().endswith(b"\r\n\r\nEARLY")
+    assert h.client.producerState == "producing"
+    assert h.client.value().endswith(b"Connection: Upgrade\r\n\r\n")
+
+
+def test_upgrade_errors_are_the_plain_statuses() -> None:
+    h = Harness()
+    h.send(spdy_exec(cluster=b"nope"))
+    code, _, body = h.responses()[0]
+    assert code == 404
+    assert status_of(body)["message"] == 'clusters.cluster.karpor.io "nope" not found'
+    assert not h.client.disconnecting  # the connection goes on
+    h.send(spdy_exec())
+    d, _ = h.endpoint.attempts.pop()
+    d.errback(Failure(ConnectionRefusedError("10.0.0.9")))
+    code, _, body = h.responses()[1]
+    assert code == 503 and "'a' is unreachable" in status_of(body)["message"]
+    h.send(spdy_exec(cluster=b"t"))
+    up = h.accept(handshake=False)
+    up.lose(Failure(SSL.Error([("SSL routines", "", "certificate verify failed")])))
+    code, _, body = h.responses()[2]
+    assert code == 502
+    assert status_of(body)["message"] == (
+        "cluster 't': TLS handshake failed: certificate verify failed"
+    )
+    assert h.pools.get(TLS_CLUSTER).dedicated_connections == 0
+
+
+def test_upgrade_connect_timeout_is_503() -> None:
+    h = Harness()
+    h.send(spdy_exec())
+    h.clock.advance(3.0)
+    code, _, body = h.responses()[0]
+    assert code == 503 and "timed out after 3s" in status_of(body)["message"]
+
+
+def test_upgrade_with_a_body_is_refused_and_closes() -> None:
+    h = Harness()
+    request = spdy_exec().replace(b"Content-Length: 0", b"Content-Length: 4") + b"body"
+    h.send(request)
+    code, headers, body = h.responses()[0]
+    assert code == 400 and "cannot carry a body" in status_of(body)["message"]
+    assert header(headers, b"Connection") == b"close"
+    assert h.client.disconnecting
+    assert h.endpoint.attempts == []
+
+
+def test_101_without_upgrade_headers_is_502() -> None:
+    h = Harness()
+    h.send(spdy_exec())
+    up = h.accept()
+    up.respond(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+    code, _, body = h.responses()[0]
+    assert code == 502 and "invalid response" in status_of(body)["message"]
+    assert up.transport.disconnecting
+
+
+def test_101_to_a_plain_request_is_502() -> None:
+    h = Harness()
+    h.send(get(b"/x"))
+    up = h.accept()
+    up.respond(SWITCH + b"raw")
+    code, _, body = h.responses()[0]
+    assert code == 502 and "invalid response" in status_of(body)["message"]
+    assert up.transport.disconnecting
+    assert b"101" not in h.client.value()
+
+
+def test_client_gone_before_the_101_closes_the_dedicated_connection() -> None:
+    h = Harness()
+    h.send(spdy_exec())
+    up = h.accept()
+    h.proto.connectionLost(Failure(ConnectionLost()))
+    assert up.transport.disconnected  # aborted
+    up.respond(SWITCH)
+    assert h.client.value() == b""
+
+
+def test_client_gone_while_connecting_drops_the_dedicated_connection() -> None:
+    h = Harness()
+    h.send(spdy_exec())
+    h.proto.connectionLost(Failure(ConnectionLost()))
+    up = h.accept()
+    assert up.transport.value() == b"" and up.transport.disconnecting
+    up.lose()
+    pool = h.pools.get(CLUSTER)
+    assert pool.idle_connections == 0 and pool.dedicated_connections == 0
+
+
+def test_own_api_upgrade_request_is_answered_and_connection_goes_on() -> None:
+    h = Harness()
+    h.send(
+        b"GET /version HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\n\r\n"
+    )
+    assert [r.path for r, _ in h.api.requests] == ["/version", "/healthz"]
+    assert [r[0] for r in h.responses()] == [200, 200]
+    assert not h.client.disconnecting
+
+
+class NoDelayTransport(StringTransport):
+    no_delay: bool | None = None
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+
+def test_nagle_is_off_on_client_and_upstream_connections() -> None:
+    h = Harness()
+    proto = h.factory.buildProtocol(None)
+    client = NoDelayTransport()
+    proto.makeConnection(client)
+    assert client.no_delay is True
+    h.send(spdy_exec())
+    _, factory = h.endpoint.attempts.pop()
+    upstream = factory.buildProtocol(None)
+    transport = NoDelayTransport()
+    upstream.makeConnection(transport)
+    assert transport.no_delay is True
