@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 #: modules providing the subcommands, in the order ``--help`` lists them
 SUBCOMMANDS = (
+    "karpor.auth.command",  # karpor kubeconfig
     "karpor.config.check",  # karpor check DIR
     "karpor.sim.command",  # karpor sim
 )

@@ -1,0 +1,130 @@
+"""User kubeconfigs for the gateway (sans-IO): what ``karpor kubeconfig`` writes.
+
+One context per cluster the user may reach, named after the cluster, whose
+server is the cluster's proxy path on the gateway
+(``https://HOST:PORT/apis/cluster.karpor.io/v1beta1/clusters/NAME/proxy``),
+plus a context ``karpor`` for the gateway's own API (``https://HOST:PORT``).
+Every context trusts the gateway CA and authenticates with the same client
+certificate (inline, so the file is self-contained).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from karpor.api.discovery import GROUP_VERSION
+
+#: the context (and kubeconfig cluster) of the gateway's own API
+GATEWAY_CONTEXT = "karpor"
+
+_DURATION_PART = re.compile(r"(\d+)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def normalize_server(server: str) -> str:
+    """The gateway URL as ``https://HOST[:PORT]``; ``ValueError`` when it is not one.
+
+    The gateway serves HTTPS only, at the root of its address: a path, query
+    or fragment is refused rather than silently dropped.
+    """
+    parts = urlsplit(server.strip())
+    if parts.scheme != "https":
+        raise ValueError(f"{server!r}: the gateway URL must start with https://")
+    if not parts.hostname:
+        raise ValueError(f"{server!r}: the gateway URL has no host")
+    try:
+        parts.port  # noqa: B018 (validates the port)
+    except ValueError:
+        raise ValueError(f"{server!r}: invalid port") from None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{server!r}: give the gateway's address only (https://HOST:PORT)")
+    if parts.username or parts.password:
+        raise ValueError("the gateway URL must not contain credentials")
+    return f"https://{parts.netloc}"
+
+
+def cluster_server(server: str, cluster: str) -> str:
+    """The URL of ``cluster`` through the gateway at ``server``."""
+    return f"{normalize_server(server)}/apis/{GROUP_VERSION}/clusters/{cluster}/proxy"
+
+
+def build_kubeconfig(
+    server: str,
+    ca_pem: bytes,
+    user: str,
+    cert_pem: bytes,
+    key_pem: bytes,
+    clusters: Iterable[str],
+) -> dict[str, Any]:
+    """A kubeconfig for ``user`` reaching ``clusters`` through the gateway.
+
+    Contexts are sorted by cluster name, then ``karpor``; the current context
+    is the first cluster, or ``karpor`` when there is none.
+    """
+    base = normalize_server(server)
+    names = sorted(set(clusters))
+    if GATEWAY_CONTEXT in names:
+        raise ValueError(
+            f"a cluster is named {GATEWAY_CONTEXT!r}, the name of the gateway's own context"
+        )
+    ca = _b64(ca_pem)
+    entries = [(name, cluster_server(base, name)) for name in names]
+    entries.append((GATEWAY_CONTEXT, base))
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "clusters": [
+            {"name": name, "cluster": {"server": url, "certificate-authority-data": ca}}
+            for name, url in entries
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": _b64(cert_pem),
+                    "client-key-data": _b64(key_pem),
+                },
+            }
+        ],
+        "contexts": [
+            {"name": name, "context": {"cluster": name, "user": user}} for name, _ in entries
+        ],
+        "current-context": names[0] if names else GATEWAY_CONTEXT,
+    }
+
+
+def dump_kubeconfig(config: dict[str, Any]) -> bytes:
+    """The kubeconfig as YAML (keys in the order built, as kubectl writes them)."""
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False).encode()
+
+
+def parse_duration(text: str) -> int:
+    """A duration like ``90d``, ``12h``, ``1h30m`` or ``2160h`` in seconds.
+
+    Units: ``s``, ``m``, ``h``, ``d`` (days) and ``w`` (weeks); ``ValueError``
+    for anything else or a zero duration.
+    """
+    text = text.strip()
+    pos = 0
+    total = 0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(f"invalid duration {text!r} (examples: 90d, 12h, 1h30m)")
+    if total <= 0:
+        raise ValueError(f"invalid duration {text!r}: must be positive")
+    return total

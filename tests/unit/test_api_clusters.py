@@ -1,0 +1,211 @@
+"""The clusters resource: objects without secrets, the Table, the catalog's events."""
+
+import json
+from types import MappingProxyType
+
+from karpor.api.clusters import (
+    ClusterCatalog,
+    Entry,
+    Event,
+    cluster_list,
+    cluster_object,
+    cluster_table,
+    not_found,
+    wants_table,
+)
+from karpor.config.model import Cluster, ExecCredential, TokenCredential, X509Credential
+from karpor.sim.humanize import parse_timestamp
+
+SECRET_TOKEN = "s3cr3t-t0ken-value"
+SECRET_KEY = b"-----BEGIN PRIVATE KEY-----\nsecret-key-bytes\n-----END PRIVATE KEY-----\n"
+
+CREATED = "2025-01-02T03:04:05Z"
+
+
+def cluster(name="sim-1", **kw):
+    kw.setdefault("endpoint", "https://127.0.0.1:6443")
+    kw.setdefault("created", CREATED)
+    return Cluster(name=name, **kw)
+
+
+def get(catalog: ClusterCatalog, name: str) -> Entry:
+    entry = catalog.get(name)
+    assert entry is not None
+    return entry
+
+
+def since(catalog: ClusterCatalog, rv: int) -> list[Event]:
+    events = catalog.since(rv)
+    assert events is not None
+    return events
+
+
+def snapshot(*clusters):
+    return MappingProxyType({c.name: c for c in clusters})
+
+
+def test_object_shows_the_credential_type_only():
+    c = cluster(
+        credential=TokenCredential(token=SECRET_TOKEN, token_file="/etc/secret/token"),
+        ca_pem=b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        labels=MappingProxyType({"env": "dev"}),
+        provider="kind",
+        display_name="Sim One",
+        description="the first",
+        impersonate=True,
+    )
+    catalog = ClusterCatalog()
+    catalog.update(snapshot(c))
+    obj = cluster_object(get(catalog, "sim-1"))
+    text = json.dumps(obj)
+    assert SECRET_TOKEN not in text
+    assert "/etc/secret" not in text
+    assert obj["apiVersion"] == "cluster.karpor.io/v1beta1"
+    assert obj["kind"] == "Cluster"
+    meta = obj["metadata"]
+    assert meta["name"] == "sim-1"
+    assert meta["labels"] == {"env": "dev"}
+    assert meta["creationTimestamp"] == CREATED
+    assert meta["resourceVersion"] == "1"
+    assert meta["uid"]
+    spec = obj["spec"]
+    assert spec["provider"] == "kind"
+    assert spec["displayName"] == "Sim One"
+    assert spec["description"] == "the first"
+    assert spec["impersonate"] is True
+    assert spec["access"]["endpoint"] == "https://127.0.0.1:6443"
+    assert spec["access"]["insecure"] is False
+    assert spec["access"]["credential"] == {"type": "ServiceAccountToken"}
+    assert spec["access"]["caBundle"]
+
+
+def test_x509_and_exec_credentials_show_their_type_only():
+    x509 = cluster("a", credential=X509Credential(certificate=b"CERT", private_key=SECRET_KEY))
+    exe = cluster("b", credential=ExecCredential("aws", ("eks", "get-token"), (("K", "secret"),)))
+    catalog = ClusterCatalog()
+    catalog.update(snapshot(x509, exe))
+    a, b = (cluster_object(e) for e in catalog.entries())
+    assert a["spec"]["access"]["credential"] == {"type": "X509Certificate"}
+    assert b["spec"]["access"]["credential"] == {"type": "OIDC"}
+    text = json.dumps([a, b])
+    assert "secret" not in text
+    assert "aws" not in text
+
+
+def test_uid_is_stable_for_a_definition():
+    first, second = ClusterCatalog(), ClusterCatalog()
+    first.update(snapshot(cluster()))
+    second.update(snapshot(cluster()))
+    assert get(first, "sim-1").uid == get(second, "sim-1").uid
+    third = ClusterCatalog()
+    third.update(snapshot(cluster(created="2025-02-02T00:00:00Z")))
+    assert get(third, "sim-1").uid != get(first, "sim-1").uid
+
+
+def test_catalog_events_and_history():
+    catalog = ClusterCatalog()
+    seen: list[Event] = []
+    catalog.subscribe(seen.append)
+    one = snapshot(cluster("a"), cluster("b"))
+    assert [(e.type, e.entry.cluster.name) for e in catalog.update(one)] == [
+        ("ADDED", "a"),
+        ("ADDED", "b"),
+    ]
+    assert catalog.update(one) == []  # the same snapshot: nothing
+    assert catalog.resource_version == 2
+    two = snapshot(cluster("a", endpoint="https://10.0.0.1:6443"), cluster("c"))
+    events = catalog.update(two)
+    assert [(e.type, e.entry.cluster.name, e.entry.resource_version) for e in events] == [
+        ("DELETED", "b", 3),
+        ("MODIFIED", "a", 4),
+        ("ADDED", "c", 5),
+    ]
+    assert [e.type for e in seen] == ["ADDED", "ADDED", "DELETED", "MODIFIED", "ADDED"]
+    # a modification keeps uid and creation time
+    assert get(catalog, "a").uid == cluster_object(get(catalog, "a"))["metadata"]["uid"]
+    assert [e.entry.cluster.name for e in since(catalog, 3)] == ["a", "c"]
+    assert since(catalog, 5) == []
+    assert len(since(catalog, 0)) == 5
+
+
+def test_moving_a_definition_to_another_file_is_no_change():
+    catalog = ClusterCatalog()
+    catalog.update(snapshot(cluster(source="a.yaml")))
+    assert catalog.update(snapshot(cluster(source="b.yaml", document=2))) == []
+    assert get(catalog, "sim-1").cluster.source == "b.yaml"
+
+
+def test_history_runs_out():
+    catalog = ClusterCatalog(history=2)
+    for i in range(4):
+        catalog.update(snapshot(cluster(endpoint=f"https://10.0.0.{i}:6443")))
+    assert catalog.resource_version == 4
+    assert catalog.since(0) is None
+    assert [e.entry.resource_version for e in since(catalog, 2)] == [3, 4]
+
+
+def test_unsubscribe():
+    catalog = ClusterCatalog()
+    seen: list[Event] = []
+    unsubscribe = catalog.subscribe(seen.append)
+    unsubscribe()
+    catalog.update(snapshot(cluster()))
+    assert seen == []
+
+
+def test_table():
+    catalog = ClusterCatalog()
+    catalog.update(snapshot(cluster("sim-1", display_name="Sim", provider="kind"), cluster("x")))
+    now = parse_timestamp(CREATED) + 3 * 3600 + 60
+    table = cluster_table(catalog.entries(), 2, now)
+    assert table["kind"] == "Table"
+    assert table["apiVersion"] == "meta.k8s.io/v1"
+    assert table["metadata"] == {"resourceVersion": "2"}
+    assert [c["name"] for c in table["columnDefinitions"]] == [
+        "Name",
+        "Display Name",
+        "Provider",
+        "Endpoint",
+        "Age",
+    ]
+    assert table["rows"][0]["cells"] == ["sim-1", "Sim", "kind", "https://127.0.0.1:6443", "3h1m"]
+    assert table["rows"][1]["cells"][1:3] == ["<none>", "<none>"]
+    obj = table["rows"][0]["object"]
+    assert obj["kind"] == "PartialObjectMetadata"
+    assert obj["metadata"]["name"] == "sim-1"
+    assert cluster_table(catalog.entries(), 2, now, headers=False)["columnDefinitions"] == []
+    bare = cluster_table(catalog.entries(), 2, now, include_object="None")
+    assert "object" not in bare["rows"][0]
+    full = cluster_table(catalog.entries(), 2, now, include_object="Object")
+    assert full["rows"][0]["object"]["kind"] == "Cluster"
+
+
+def test_list():
+    catalog = ClusterCatalog()
+    catalog.update(snapshot(cluster("b"), cluster("a")))
+    doc = cluster_list(catalog.entries(), catalog.resource_version)
+    assert doc["kind"] == "ClusterList"
+    assert doc["metadata"]["resourceVersion"] == "2"
+    assert [i["metadata"]["name"] for i in doc["items"]] == ["a", "b"]
+
+
+def test_wants_table():
+    kubectl = (
+        "application/json;as=Table;v=v1;g=meta.k8s.io,"
+        "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+    )
+    assert wants_table(kubectl)
+    assert not wants_table("application/json")
+    assert not wants_table("")
+    assert not wants_table("application/json, application/json;as=Table;v=v1;g=meta.k8s.io")
+
+
+def test_not_found_status():
+    error = not_found("nope")
+    assert error.code == 404
+    assert error.status()["message"] == 'clusters.cluster.karpor.io "nope" not found'
+    assert error.status()["details"] == {
+        "name": "nope",
+        "group": "cluster.karpor.io",
+        "kind": "clusters",
+    }

@@ -1,0 +1,346 @@
+"""The own-API handler, driven with a fake Responder and a fake clock."""
+
+import json
+from types import MappingProxyType
+
+import pytest
+from twisted.internet.task import Clock
+
+from karpor.api.handler import GatewayApi
+from karpor.api.request import ApiRequest
+from karpor.auth.identity import Identity
+from karpor.config.model import Cluster, TokenCredential
+from karpor.sim.humanize import parse_timestamp
+
+ALICE = Identity("alice", ("dev",))
+TABLE = (
+    "application/json;as=Table;v=v1;g=meta.k8s.io,"
+    "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+)
+CREATED = "2025-01-02T03:04:05Z"
+SECRET = "tok-do-not-show"
+
+
+class FakeResponder:
+    """Records what the handler answers."""
+
+    def __init__(self):
+        self.code = None
+        self.headers = []
+        self.body = b""
+        self.chunks = []
+        self.started = False
+        self.finished = False
+        self.close_callbacks = []
+
+    def respond(self, code, headers, body):
+        assert self.code is None
+        self.code, self.headers, self.body = code, list(headers), body
+        self.finished = True
+
+    def start(self, code, headers):
+        assert self.code is None
+        self.code, self.headers, self.started = code, list(headers), True
+
+    def write(self, data):
+        assert self.started and not self.finished
+        self.chunks.append(data)
+
+    def finish(self):
+        assert self.started and not self.finished
+        self.finished = True
+
+    def on_close(self, callback):
+        self.close_callbacks.append(callback)
+
+    def header(self, name):
+        values = [v for k, v in self.headers if k.lower() == name]
+        return values[-1].decode() if values else None
+
+    def json(self):
+        return json.loads(self.body)
+
+    def events(self):
+        return [json.loads(line) for c in self.chunks for line in c.splitlines()]
+
+
+def cluster(name, **kw):
+    kw.setdefault("endpoint", f"https://{name}.example:6443")
+    kw.setdefault("created", CREATED)
+    return Cluster(name=name, **kw)
+
+
+class World:
+    def __init__(self, *clusters):
+        self.clusters = MappingProxyType({c.name: c for c in clusters})
+        self.clock = Clock()
+        self.clock.advance(parse_timestamp(CREATED) + 600)
+        self.visible = lambda identity, c: True
+        self.api = GatewayApi(
+            lambda: self.clusters,
+            self.clock,
+            visible=lambda i, c: self.visible(i, c),
+            now=self.clock.seconds,
+        )
+
+    def set(self, *clusters):
+        self.clusters = MappingProxyType({c.name: c for c in clusters})
+
+    def call(self, path, query="", method="GET", accept="application/json", identity=ALICE):
+        responder = FakeResponder()
+        request = ApiRequest(method, path, query, {"accept": accept}, identity)
+        self.api.handle(request, responder)
+        return responder
+
+
+@pytest.fixture
+def world():
+    return World(
+        cluster("sim-1", provider="sim", display_name="Sim 1", labels={"env": "dev"}),
+        cluster("sim-2", credential=TokenCredential(token=SECRET)),
+    )
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/livez", "/readyz", "/readyz/ping", "/healthz/"])
+def test_health_needs_no_identity(world, path):
+    r = world.call(path, identity=None)
+    assert (r.code, r.body) == (200, b"ok")
+    assert r.header(b"content-type").startswith("text/plain")
+
+
+def test_health_verbose(world):
+    r = world.call("/readyz", query="verbose", identity=None)
+    assert r.body == b"[+]ping ok\nreadyz check passed\n"
+
+
+def test_version_needs_no_identity(world):
+    r = world.call("/version", identity=None)
+    assert r.code == 200
+    info = r.json()
+    assert info["major"] == "1"
+    assert info["gitVersion"].startswith(f"v1.{info['minor']}.0-karpor.")
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/api", "/apis", "/apis/cluster.karpor.io/v1beta1/clusters", "/nope"]
+)
+def test_anything_else_needs_an_identity(world, path):
+    r = world.call(path, identity=None)
+    assert r.code == 401
+    assert r.json() == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "Unauthorized",
+        "reason": "Unauthorized",
+        "code": 401,
+    }
+
+
+def test_unknown_path_is_404(world):
+    r = world.call("/apis/apps/v1")
+    assert r.code == 404
+    assert r.json()["reason"] == "NotFound"
+    assert world.call("/api/v1").code == 404
+    assert world.call("/apis/cluster.karpor.io/v2").code == 404
+    assert world.call("/apis/cluster.karpor.io/v1beta1/clusters/a/b/c").code == 404
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_writes_are_405(world, method):
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters/sim-1", method=method)
+    assert r.code == 405
+    assert r.json()["reason"] == "MethodNotAllowed"
+
+
+def test_aggregated_discovery(world):
+    accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+    r = world.call("/apis", accept=accept)
+    assert r.code == 200
+    assert r.header(b"content-type") == (
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    )
+    assert r.json()["items"][0]["metadata"]["name"] == "cluster.karpor.io"
+    r = world.call("/api", accept=accept.replace("v=v2", "v=v2beta1"))
+    assert "v=v2beta1" in r.header(b"content-type")
+    assert r.json()["items"] == []
+
+
+def test_legacy_discovery(world):
+    assert world.call("/api").json()["kind"] == "APIVersions"
+    assert world.call("/apis").json()["kind"] == "APIGroupList"
+    assert world.call("/apis/cluster.karpor.io").json()["kind"] == "APIGroup"
+    r = world.call("/apis/cluster.karpor.io/v1beta1")
+    assert r.header(b"content-type") == "application/json"
+    assert r.json()["kind"] == "APIResourceList"
+    assert world.call("/apis", accept="application/vnd.kubernetes.protobuf").code == 406
+
+
+def test_root_paths(world):
+    assert "/apis/cluster.karpor.io/v1beta1" in world.call("/").json()["paths"]
+
+
+def test_list_get_and_no_secret(world):
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters")
+    assert r.code == 200
+    doc = r.json()
+    assert doc["kind"] == "ClusterList"
+    assert [i["metadata"]["name"] for i in doc["items"]] == ["sim-1", "sim-2"]
+    assert SECRET.encode() not in r.body
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters/sim-2")
+    assert r.json()["spec"]["access"]["credential"] == {"type": "ServiceAccountToken"}
+    assert SECRET.encode() not in r.body
+
+
+def test_get_unknown_is_404(world):
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters/nope")
+    assert r.code == 404
+    assert r.json()["message"] == 'clusters.cluster.karpor.io "nope" not found'
+
+
+def test_table_list_and_get(world):
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query="limit=500", accept=TABLE)
+    table = r.json()
+    assert table["kind"] == "Table"
+    assert [row["cells"][0] for row in table["rows"]] == ["sim-1", "sim-2"]
+    assert table["rows"][0]["cells"][1:] == ["Sim 1", "sim", "https://sim-1.example:6443", "10m"]
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters/sim-2", accept=TABLE)
+    assert [row["cells"][0] for row in r.json()["rows"]] == ["sim-2"]
+
+
+def test_selectors(world):
+    path = "/apis/cluster.karpor.io/v1beta1/clusters"
+    names = lambda r: [i["metadata"]["name"] for i in r.json()["items"]]  # noqa: E731
+    assert names(world.call(path, query="labelSelector=env%3Ddev")) == ["sim-1"]
+    assert names(world.call(path, query="labelSelector=env%21%3Ddev")) == ["sim-2"]
+    assert names(world.call(path, query="fieldSelector=metadata.name%3Dsim-2")) == ["sim-2"]
+    r = world.call(path, query="fieldSelector=spec.provider%3Dx")
+    assert r.code == 400
+    assert "field label not supported" in r.json()["message"]
+    assert world.call(path, query="labelSelector=a%20in").code == 400
+
+
+def test_visibility_filters(world):
+    world.visible = lambda identity, c: c.name != "sim-2"
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters")
+    assert [i["metadata"]["name"] for i in r.json()["items"]] == ["sim-1"]
+    assert world.call("/apis/cluster.karpor.io/v1beta1/clusters/sim-2").code == 404
+
+
+def test_watch_from_scratch_then_changes_then_timeout(world):
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query="watch=true&timeoutSeconds=30")
+    assert r.code == 200
+    assert r.header(b"content-type") == "application/json;stream=watch"
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in r.events()] == [
+        ("ADDED", "sim-1"),
+        ("ADDED", "sim-2"),
+    ]
+    world.set(cluster("sim-1", endpoint="https://moved:6443"), cluster("sim-3"))
+    world.api.refresh()
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in r.events()[2:]] == [
+        ("DELETED", "sim-2"),
+        ("MODIFIED", "sim-1"),
+        ("ADDED", "sim-3"),
+    ]
+    assert not r.finished
+    world.clock.advance(30)
+    assert r.finished
+
+
+def test_watch_resumes_from_a_list(world):
+    listed = world.call("/apis/cluster.karpor.io/v1beta1/clusters").json()
+    rv = listed["metadata"]["resourceVersion"]
+    r = world.call(
+        "/apis/cluster.karpor.io/v1beta1/clusters", query=f"watch=1&resourceVersion={rv}"
+    )
+    assert r.events() == []
+    world.set(world.clusters["sim-1"])
+    world.call("/apis/cluster.karpor.io/v1beta1/clusters")  # any request refreshes
+    [event] = r.events()
+    assert event["type"] == "DELETED"
+    assert event["object"]["metadata"]["name"] == "sim-2"
+
+
+def test_watch_with_a_table_sends_headers_once(world):
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query="watch=true", accept=TABLE)
+    first, second = r.events()
+    assert first["object"]["kind"] == "Table"
+    assert len(first["object"]["columnDefinitions"]) == 5
+    assert second["object"]["columnDefinitions"] == []
+    assert second["object"]["rows"][0]["cells"][0] == "sim-2"
+
+
+def test_watch_one_by_field_selector_reports_leaving_the_selection(world):
+    r = world.call(
+        "/apis/cluster.karpor.io/v1beta1/clusters",
+        query="watch=true&labelSelector=env%3Ddev",
+    )
+    assert [e["object"]["metadata"]["name"] for e in r.events()] == ["sim-1"]
+    world.set(cluster("sim-1"), world.clusters["sim-2"])  # label gone
+    world.api.refresh()
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in r.events()[1:]] == [
+        ("DELETED", "sim-1")
+    ]
+
+
+def test_legacy_watch_path(world):
+    r = world.call("/apis/cluster.karpor.io/v1beta1/watch/clusters/sim-2")
+    assert [e["object"]["metadata"]["name"] for e in r.events()] == ["sim-2"]
+
+
+def test_watch_too_old(world):
+    world.set(cluster("a"))
+    world.api.refresh()
+    api = world.api
+    api.catalog._history.clear()
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query="watch=1&resourceVersion=1")
+    [event] = r.events()
+    assert event["type"] == "ERROR"
+    assert event["object"]["code"] == 410
+    assert event["object"]["reason"] == "Expired"
+    assert r.finished
+
+
+def test_watch_send_initial_events_ends_with_a_bookmark(world):
+    r = world.call(
+        "/apis/cluster.karpor.io/v1beta1/clusters",
+        query="watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan",
+    )
+    events = r.events()
+    assert [e["type"] for e in events] == ["ADDED", "ADDED", "BOOKMARK"]
+    assert events[-1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
+def test_client_leaving_stops_the_watch(world):
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query="watch=1")
+    for callback in r.close_callbacks:
+        callback()
+    world.set()
+    world.api.refresh()
+    assert len(r.events()) == 2
+    assert not world.api.catalog._subscribers
+    assert not world.clock.getDelayedCalls()
+
+
+def test_bad_query_is_400(world):
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query="watch=1&timeoutSeconds=x")
+    assert r.code == 400
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query="watch=1&resourceVersion=x")
+    assert r.code == 400
+
+
+def test_watch_resumes_from_history_knowing_what_the_client_saw(world):
+    rv = world.call("/apis/cluster.karpor.io/v1beta1/clusters").json()["metadata"][
+        "resourceVersion"
+    ]
+    world.set(cluster("sim-1"), world.clusters["sim-2"])  # sim-1 loses its label
+    world.api.refresh()
+    r = world.call(
+        "/apis/cluster.karpor.io/v1beta1/clusters",
+        query=f"watch=1&resourceVersion={rv}&labelSelector=env%3Ddev",
+    )
+    # the client listed sim-1 (it matched then): it now learns it left the selection
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in r.events()] == [
+        ("DELETED", "sim-1")
+    ]

@@ -1,0 +1,136 @@
+"""``karpor kubeconfig``: the command, against a state directory in a temp dir."""
+
+import base64
+import datetime
+import io
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from karpor.auth.ca import CertificateAuthority
+from karpor.cli import build_parser
+from karpor.server import state
+
+CLUSTER = """\
+apiVersion: cluster.karpor.io/v1beta1
+kind: Cluster
+metadata: {{name: {name}}}
+spec:
+  access:
+    endpoint: https://127.0.0.1:6443
+    insecure: true
+    credential: {{type: ServiceAccountToken, serviceAccountToken: secret-token}}
+"""
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "state"
+    state.GatewayState.prepare(directory, "127.0.0.1")
+    return directory
+
+
+@pytest.fixture
+def clusters_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "clusters"
+    directory.mkdir()
+    (directory / "b.yaml").write_text(CLUSTER.format(name="beta"))
+    (directory / "a.yaml").write_text(CLUSTER.format(name="alpha") + "---\nkind: Nonsense\n")
+    return directory
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    args = build_parser().parse_args(["kubeconfig", *argv])
+    out, err = io.StringIO(), io.StringIO()
+    code = args.handler(args, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_writes_a_kubeconfig_file(state_dir, clusters_dir, tmp_path):
+    target = tmp_path / "alice.kubeconfig"
+    code, out, err = run(
+        "--state-dir", str(state_dir), "--user", "alice", "--group", "dev", "--group", "ops",
+        "--server", "https://127.0.0.1:8443", "--clusters-dir", str(clusters_dir),
+        "-o", str(target), "--ttl", "2d",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out == ""
+    assert os.stat(target).st_mode & 0o777 == 0o600
+    config = yaml.safe_load(target.read_text())
+    assert [c["name"] for c in config["contexts"]] == ["alpha", "beta", "karpor"]
+    assert config["current-context"] == "alpha"
+    [user] = config["users"]
+    cert = x509.load_pem_x509_certificate(base64.b64decode(user["user"]["client-certificate-data"]))
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "alice"
+    assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == [
+        "dev",
+        "ops",
+    ]
+    cert.verify_directly_issued_by(CertificateAuthority.load(state_dir).cert)
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert datetime.timedelta(days=2) <= lifetime <= datetime.timedelta(days=2, minutes=10)
+    # the bad document is a warning; the summary names the contexts
+    assert "a.yaml: document 2" in err
+    assert "contexts alpha, beta, karpor" in err
+    assert "secret-token" not in err + target.read_text()
+
+
+def test_prints_to_stdout_and_uses_the_recorded_clusters_dir(state_dir, clusters_dir):
+    state.write_record(state_dir, state.GatewayRecord(str(clusters_dir), "https://localhost:9443"))
+    code, out, err = run("--state-dir", str(state_dir), "--user", "bob")
+    assert code == 0, err
+    config = yaml.safe_load(out)
+    assert [c["name"] for c in config["contexts"]] == ["alpha", "beta", "karpor"]
+    servers = {c["name"]: c["cluster"]["server"] for c in config["clusters"]}
+    assert servers["karpor"] == "https://localhost:9443"
+
+
+def test_without_a_clusters_dir_only_the_karpor_context(state_dir):
+    code, out, err = run(
+        "--state-dir", str(state_dir), "--user", "bob", "--server", "https://127.0.0.1:1", "-o", "-"
+    )
+    assert code == 0
+    assert [c["name"] for c in yaml.safe_load(out)["contexts"]] == ["karpor"]
+    assert "warning: no clusters directory known" in err
+
+
+def test_default_ttl_is_90_days(state_dir):
+    code, out, _ = run("--state-dir", str(state_dir), "--user", "u", "--server", "https://h:1")
+    assert code == 0
+    user = yaml.safe_load(out)["users"][0]["user"]
+    cert = x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 90
+
+
+def test_warns_when_the_server_is_not_covered(state_dir):
+    code, _, err = run(
+        "--state-dir", str(state_dir), "--user", "u", "--server", "https://gw.example:8443"
+    )
+    assert code == 0
+    assert "does not cover 'gw.example'" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--server", "http://h:1"], "must start with https://"),
+        (["--server", "https://h:1", "--ttl", "soon"], "invalid duration"),
+        (["--server", "https://h:1", "--clusters-dir", "/nonexistent"], "not a directory"),
+        ([], "--server https://HOST:PORT is required"),
+    ],
+)
+def test_errors(state_dir, args, message):
+    code, out, err = run("--state-dir", str(state_dir), "--user", "u", *args)
+    assert code == 1
+    assert out == ""
+    assert message in err
+
+
+def test_a_state_dir_without_ca(tmp_path):
+    code, _, err = run("--state-dir", str(tmp_path), "--user", "u", "--server", "https://h:1")
+    assert code == 1
+    assert "holds no gateway CA" in err
