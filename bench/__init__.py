@@ -1,1 +1,1 @@
-"""Benchmarks: karpor side by side with its peers (the bench issue fills this in)."""
+"""Benchmarks: karpor side by side with its peers; ``python -m bench`` (see bench/README.md)."""

@@ -1,0 +1,457 @@
+"""RESULTS.md, the PNG plots, and the targets of the bench issue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.machine import have_matplotlib
+from bench.results import Results, Row, Target
+
+
+@dataclass(frozen=True)
+class Column:
+    """A metric column: key in :attr:`Row.values`, header, format."""
+
+    key: str
+    header: str
+    fmt: str = "{:.2f}"
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio column: ``metric`` of the row ÷ the same of ``against`` at the same params."""
+
+    metric: str
+    against: str  # a peer key, or "first" (the first row of the same peer)
+    header: str
+
+
+@dataclass(frozen=True)
+class Section:
+    """How one workload is shown."""
+
+    key: str
+    title: str
+    intro: str
+    columns: tuple[Column, ...]
+    ratios: tuple[Ratio, ...]
+
+
+def sections(karpor: str) -> list[Section]:
+    """The workloads in report order; ``karpor`` is the reference karpor peer key."""
+    ms = "{:.2f}"
+    rps = "{:,.0f}"
+    return [
+        Section(
+            "latency",
+            "1. Latency of a small GET at concurrency 1",
+            "wrk -t1 -c1, one keep-alive connection; milliseconds.",
+            (
+                Column("p50", "p50 ms", ms),
+                Column("p90", "p90 ms", ms),
+                Column("p99", "p99 ms", ms),
+                Column("p99.9", "p99.9 ms", ms),
+                Column("rps", "req/s", rps),
+            ),
+            (Ratio("p50", karpor, "p50 ÷ karpor"), Ratio("p50", "direct", "p50 ÷ direct")),
+        ),
+        Section(
+            "latency-py",
+            "1b. Latency at concurrency 1, one Python client",
+            "Sequential GETs on one keep-alive connection from the bench's own Python "
+            "client (the same client for every peer; karpor reached with a client "
+            "certificate, which wrk cannot present). Slower than wrk by the client's own "
+            "cost: compare the ratios, not the figures with table 1.",
+            (
+                Column("p50", "p50 ms", ms),
+                Column("p90", "p90 ms", ms),
+                Column("p99", "p99 ms", ms),
+                Column("p99.9", "p99.9 ms", ms),
+            ),
+            (Ratio("p50", karpor, "p50 ÷ karpor"), Ratio("p50", "direct", "p50 ÷ direct")),
+        ),
+        Section(
+            "throughput",
+            "2. Throughput and p99 by concurrency",
+            "wrk -t2 -cC (keep-alive connections); the pod JSON, ~3 KB.",
+            (
+                Column("rps", "req/s", rps),
+                Column("p50", "p50 ms", ms),
+                Column("p99", "p99 ms", ms),
+                Column("errors", "errors", "{:.0f}"),
+            ),
+            (
+                Ratio("rps", karpor, "req/s ÷ karpor"),
+                Ratio("rps", "direct", "req/s ÷ direct"),
+                Ratio("p99", karpor, "p99 ÷ karpor"),
+            ),
+        ),
+        Section(
+            "watch",
+            "3. Concurrent watches through one worker",
+            "N watch streams of ConfigMaps held open at once, then a ConfigMap is updated "
+            "repeatedly; RSS is the peer's process tree (VmRSS), upstream connections are "
+            "those to the simulator opened while the watches were open.",
+            (
+                Column("open_s", "open all s", ms),
+                Column("kib_per_stream", "KiB/stream", "{:.1f}"),
+                Column("rss_mib", "RSS MiB", "{:.1f}"),
+                Column("upstream_conns", "upstream conns", "{:.0f}"),
+                Column("ev_p50", "event p50 ms", ms),
+                Column("ev_p99", "event p99 ms", ms),
+                Column("delivered", "delivered", "{:.0%}"),
+            ),
+            (
+                Ratio("kib_per_stream", "karpor-1", "KiB/stream ÷ karpor"),
+                Ratio("ev_p99", "direct", "event p99 ÷ direct"),
+            ),
+        ),
+        Section(
+            "exec",
+            "4. exec stream throughput",
+            "stdout of `head -c SIZE /dev/zero` in a simulated pod, read by kubectl.",
+            (Column("mb_s", "MB/s", "{:.1f}"), Column("seconds", "seconds", ms)),
+            (Ratio("mb_s", "direct", "MB/s ÷ direct"),),
+        ),
+        Section(
+            "list",
+            "5. A large LIST",
+            "One LIST of ConfigMaps from the simulator; time to last byte and the peer's RSS.",
+            (
+                Column("seconds", "to last byte s", ms),
+                Column("mb_s", "MB/s", "{:.1f}"),
+                Column("rss_growth_mib", "RSS growth MiB", "{:.1f}"),
+                Column("rss_peak_mib", "RSS peak MiB", "{:.1f}"),
+            ),
+            (
+                Ratio("seconds", "karpor-1", "time ÷ karpor"),
+                Ratio("seconds", "direct", "time ÷ direct"),
+            ),
+        ),
+        Section(
+            "workers",
+            "6. Worker scaling",
+            "karpor with 1 and N workers (from workload 2's runs).",
+            (Column("rps", "req/s", rps), Column("p99", "p99 ms", ms)),
+            (Ratio("rps", "karpor-1", "req/s ÷ 1 worker"),),
+        ),
+        Section(
+            "clusters",
+            "7. Cluster count sweep",
+            "A fresh gateway (1 worker) per count; every Cluster points at the same upstream.",
+            (
+                Column("startup_s", "start-up s", ms),
+                Column("reload_s", "reload s", "{:.3f}"),
+                Column("rss_mib", "RSS MiB", "{:.1f}"),
+                Column("p50", "GET p50 ms", ms),
+                Column("p99", "GET p99 ms", ms),
+            ),
+            (Ratio("p50", "first", "p50 ÷ fewest"),),
+        ),
+    ]
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def _ratio(results: Results, section: Section, row: Row, ratio: Ratio) -> str:
+    mine = row.values.get(ratio.metric)
+    if ratio.against == "first":
+        peers = [r for r in results.rows if r.workload == row.workload and r.peer == row.peer]
+        ref = peers[0].values.get(ratio.metric) if peers else None
+    else:
+        ref = results.value(section.key, ratio.against, row.params, ratio.metric)
+    if mine is None or not ref:
+        return "—"
+    return f"{mine / ref:.2f}x"
+
+
+def table(results: Results, section: Section) -> list[str]:
+    """The Markdown table of one workload (empty when it was not run)."""
+    rows = [r for r in results.rows if r.workload == section.key]
+    if not rows:
+        return []
+    headers = [
+        "peer",
+        "setting",
+        *(c.header for c in section.columns),
+        *(r.header for r in section.ratios),
+    ]
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        if not row.values:
+            cells = [
+                row.label,
+                row.params,
+                row.note.replace("|", "\\|"),
+                *([""] * (len(headers) - 3)),
+            ]
+        else:
+            cells = [
+                row.label,
+                row.params,
+                *(_cell(row.values.get(c.key), c.fmt) for c in section.columns),
+                *(_ratio(results, section, row, r) for r in section.ratios),
+            ]
+        out.append("| " + " | ".join(cells) + " |")
+    notes = [r for r in rows if r.values and r.note]
+    for row in notes:
+        out.append(f"\n- {row.label} {row.params}: {row.note}")
+    return out
+
+
+# ---- targets -----------------------------------------------------------------------------
+
+
+def _fmt(x: float | None, unit: str = "") -> str:
+    return "—" if x is None else f"{x:,.2f}{unit}"
+
+
+def targets(results: Results, karpor: str, sweep_counts: Sequence[int]) -> list[Target]:
+    """The targets of the bench issue against what was measured."""
+    out: list[Target] = []
+
+    def check(
+        name: str, limit: str, measured: float | None, ok: bool | None, shown: str = ""
+    ) -> None:
+        if measured is None or ok is None:
+            out.append(Target(name, limit, shown or "—", "not measured"))
+        else:
+            out.append(Target(name, limit, shown or _fmt(measured), "met" if ok else "missed"))
+
+    v = results.value
+    k64 = v("throughput", karpor, "c=64", "rps")
+    kp64 = v("throughput", "kubectl-proxy", "c=64", "rps")
+    ng64 = v("throughput", "nginx-proxy", "c=64", "rps")
+    r = k64 / kp64 if k64 and kp64 else None
+    check(
+        "throughput at c=64 vs kubectl proxy",
+        "≥ 4x",
+        r,
+        None if r is None else r >= 4,
+        f"{r:.2f}x" if r else "",
+    )
+    r = k64 / ng64 if k64 and ng64 else None
+    check(
+        "throughput at c=64 vs nginx",
+        "≥ 0.6x",
+        r,
+        None if r is None else r >= 0.6,
+        f"{r:.2f}x" if r else "",
+    )
+    k99 = v("throughput", karpor, "c=64", "p99")
+    kp99 = v("throughput", "kubectl-proxy", "c=64", "p99")
+    r = k99 / kp99 if k99 and kp99 else None
+    check(
+        "p99 at c=64 vs kubectl proxy",
+        "≤ 0.25x",
+        r,
+        None if r is None else r <= 0.25,
+        f"{r:.2f}x" if r else "",
+    )
+    k50 = v("latency", karpor, "c=1", "p50")
+    kp50 = v("latency", "kubectl-proxy", "c=1", "p50")
+    how = "wrk"
+    if not k50:
+        k50 = v("latency-py", karpor, "c=1", "p50")
+        kp50 = v("latency-py", "kubectl-proxy", "c=1", "p50")
+        how = "Python client, karpor with a client certificate"
+    r = k50 / kp50 if k50 and kp50 else None
+    check(
+        "p50 at c=1 vs kubectl proxy",
+        "≤ 1x",
+        r,
+        None if r is None else r <= 1,
+        f"{r:.2f}x ({k50:.2f} vs {kp50:.2f} ms, {how})" if r and k50 and kp50 else "",
+    )
+    watch = [
+        row
+        for row in results.rows
+        if row.workload == "watch" and row.peer == "karpor-1" and row.values
+    ]
+    if watch:
+        big = max(watch, key=lambda row: int(row.params.split("=")[1]))
+        kib = big.values.get("kib_per_stream")
+        check(
+            f"watch RSS per stream ({big.params})",
+            "≤ 48 KiB",
+            kib,
+            None if kib is None else kib <= 48,
+            _fmt(kib, " KiB"),
+        )
+        p99 = big.values.get("ev_p99")
+        check(
+            f"watch event p99 ({big.params})",
+            "≤ 50 ms",
+            p99,
+            None if p99 is None else p99 <= 50,
+            _fmt(p99, " ms"),
+        )
+        conns = big.values.get("upstream_conns")
+        check(
+            f"upstream connections for the watches ({big.params})",
+            "≤ 100",
+            conns,
+            None if conns is None else conns <= 100,
+            _fmt(conns),
+        )
+    else:
+        check(
+            "watch RSS per stream / event p99 / upstream connections",
+            "≤ 48 KiB, ≤ 50 ms, ≤ 100",
+            None,
+            None,
+        )
+    ex = [row for row in results.rows if row.workload == "exec" and row.peer == "karpor-1"]
+    mb = ex[0].values.get("mb_s") if ex else None
+    check("exec stream", "≥ 200 MB/s", mb, None if mb is None else mb >= 200, _fmt(mb, " MB/s"))
+    li = [row for row in results.rows if row.workload == "list" and row.peer == "karpor-1"]
+    growth = li[0].values.get("rss_growth_mib") if li else None
+    check(
+        f"LIST ({li[0].params if li else '100 MB'}) RSS growth",
+        "≤ 32 MiB",
+        growth,
+        None if growth is None else growth <= 32,
+        _fmt(growth, " MiB"),
+    )
+    sweep = {row.params: row for row in results.rows if row.workload == "clusters"}
+    if sweep_counts:
+        most = f"{max(sweep_counts)} clusters"
+        fewest = f"{min(sweep_counts)} clusters"
+        row = sweep.get(most)
+        reload = row.values.get("reload_s") if row else None
+        check(
+            f"reload with {most}",
+            "≤ 1 s",
+            reload,
+            None if reload is None else reload <= 1,
+            _fmt(reload, " s"),
+        )
+        p_most = row.values.get("p50") if row else None
+        first = sweep.get(fewest)
+        p_few = first.values.get("p50") if first else None
+        r = p_most / p_few if p_most and p_few and most != fewest else None
+        check(
+            f"per-request p50, {most} vs {fewest}",
+            "≤ 1.2x (no growth; shared machine)",
+            r,
+            None if r is None else r <= 1.2,
+            f"{r:.2f}x" if r else "",
+        )
+    return out
+
+
+# ---- plots -------------------------------------------------------------------------------
+
+
+def plots(results: Results, directory: Path) -> list[str]:
+    """Write the PNG plots; their file names ([] when matplotlib is missing or no data)."""
+    if not have_matplotlib():
+        return []
+    import importlib  # noqa: PLC0415
+
+    matplotlib: Any = importlib.import_module("matplotlib")
+    matplotlib.use("Agg")
+    plt: Any = importlib.import_module("matplotlib.pyplot")
+
+    written: list[str] = []
+    lat = [r for r in results.rows if r.workload == "latency" and r.values]
+    if lat:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        qs = ["p50", "p90", "p99", "p99.9"]
+        width = 0.8 / len(lat)
+        for i, row in enumerate(lat):
+            xs = [j + i * width for j in range(len(qs))]
+            ax.bar(xs, [row.values.get(q, 0.0) for q in qs], width, label=row.label)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(qs))], qs)
+        ax.set_ylabel("latency, ms (log)")
+        ax.set_yscale("log")
+        ax.set_title("Small GET at concurrency 1")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(directory / "latency.png", dpi=100)
+        plt.close(fig)
+        written.append("latency.png")
+    thr = [r for r in results.rows if r.workload == "throughput" and r.values]
+    if thr:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+        for peer in dict.fromkeys(r.peer for r in thr):
+            rows = [r for r in thr if r.peer == peer]
+            cs = [int(r.params.split("=")[1]) for r in rows]
+            ax1.plot(cs, [r.values["rps"] for r in rows], marker="o", label=rows[0].label)
+            ax2.plot(cs, [r.values["p99"] for r in rows], marker="o", label=rows[0].label)
+        for ax in (ax1, ax2):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrent connections")
+        ax1.set_ylabel("requests/s")
+        ax2.set_ylabel("p99 latency, ms (log)")
+        ax2.set_yscale("log")
+        ax1.set_title("Throughput against concurrency")
+        ax2.set_title("p99 against concurrency")
+        ax1.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(directory / "throughput.png", dpi=100)
+        plt.close(fig)
+        written.append("throughput.png")
+    return written
+
+
+# ---- RESULTS.md --------------------------------------------------------------------------
+
+
+def write(
+    results: Results,
+    facts: dict[str, str],
+    karpor: str,
+    path: Path,
+    images: list[str],
+    plots_note: str,
+) -> None:
+    """Write RESULTS.md."""
+    lines = [
+        "# karpor bench results",
+        "",
+        "Written by `python -m bench` (see `bench/README.md`). Ratios divide the row's figure "
+        f"by the reference peer's at the same setting (`{karpor}` for karpor unless the column "
+        "says otherwise); `—` where either is missing.",
+        "",
+        "## Machine",
+        "",
+        "| fact | value |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in facts.items()),
+        "",
+        "## Run",
+        "",
+        *(f"- {k}: {v}" for k, v in results.settings.items()),
+        "",
+        "## Peers",
+        "",
+        *(f"- **{k}**: {v}" for k, v in results.peers.items()),
+        "",
+        "## Targets (bench issue; karpor with N workers)",
+        "",
+        "| target | limit | measured | status |",
+        "|---|---|---|---|",
+        *(f"| {t.name} | {t.limit} | {t.measured} | {t.status} |" for t in results.targets),
+        "",
+    ]
+    for section in sections(karpor):
+        body = table(results, section)
+        if not body:
+            continue
+        lines += [f"## {section.title}", "", section.intro, "", *body, ""]
+        lines += [f"- {note}" for note in results.notes.get(section.key, [])]
+        if results.notes.get(section.key):
+            lines.append("")
+    lines += ["## Plots", ""]
+    if images:
+        lines += [f"![{name}]({name})" for name in images]
+    else:
+        lines.append(plots_note or "No plot data.")
+    lines.append("")
+    path.write_text("\n".join(lines))

@@ -1,0 +1,143 @@
+"""Workloads 1, 2 and 6: a small GET through every peer, driven by wrk.
+
+1. ``latency``: concurrency 1, p50 / p90 / p99 / p99.9;
+2. ``throughput``: requests/s and p99 at each concurrency (1, 16, 64, 256);
+6. ``workers``: karpor's throughput with 1 and N workers (from workload 2's
+   runs when they were made, else its own runs at concurrency 64).
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import wrk
+from bench.peers import Peer
+from bench.procs import LOOPBACK
+from bench.results import Results, Row
+
+LATENCY = "latency"
+LATENCY_PY = "latency-py"
+THROUGHPUT = "throughput"
+WORKERS = "workers"
+
+
+def _values(result: wrk.WrkResult) -> dict[str, float]:
+    values = {
+        "rps": result.rps,
+        "requests": float(result.requests),
+        "errors": float(result.errors + result.non_2xx),
+    }
+    for q, ms in result.percentiles_ms.items():
+        values[f"p{q:g}"] = ms
+    return values
+
+
+def measure_peer(
+    results: Results,
+    wrk_bin: str,
+    workdir: Path,
+    peer: Peer,
+    concurrencies: Sequence[int],
+    duration: float,
+    workloads: Sequence[str],
+) -> None:
+    """Run wrk against ``peer`` at each concurrency; rows for ``workloads``."""
+    if peer.unavailable:
+        for workload in workloads:
+            params = "c=1" if workload == LATENCY else "all"
+            results.add(Row(workload, peer.key, peer.label, params, note=peer.unavailable))
+        return
+    script = wrk.lua_script(workdir / f"wrk-{peer.key}.lua", peer.headers())
+    # warm up: connections, TLS sessions, upstream pools, caches
+    try:
+        wrk.run(wrk_bin, peer.url, script, 16, 1)
+    except (ValueError, OSError) as exc:
+        for workload in workloads:
+            results.add(Row(workload, peer.key, peer.label, "", note=f"not measured: {exc}"))
+        return
+    for c in concurrencies:
+        try:
+            result = wrk.run(wrk_bin, peer.url, script, c, duration)
+        except (ValueError, OSError) as exc:
+            note = f"not measured: {exc}"
+            values: dict[str, float] = {}
+        else:
+            values = _values(result)
+            note = ""
+            if not result.ok:
+                note = (
+                    f"{result.errors} socket errors/timeouts and {result.non_2xx} non-2xx "
+                    f"answers of {result.requests} requests"
+                )
+        for workload in workloads:
+            if workload == LATENCY and c != 1:
+                continue
+            results.add(Row(workload, peer.key, peer.label, f"c={c}", dict(values), note))
+        print(
+            f"  {peer.label:32} c={c:<4} "
+            + (
+                f"{values['rps']:9.0f} req/s  p50 {values['p50']:7.2f} ms  "
+                f"p99 {values['p99']:7.2f} ms"
+                if values
+                else note
+            ),
+            flush=True,
+        )
+
+
+def worker_rows(results: Results, peers: Sequence[Peer]) -> None:
+    """Workload 6 from workload 2's karpor rows (every concurrency measured)."""
+    for peer in peers:
+        if not peer.key.startswith("karpor"):
+            continue
+        for row in [r for r in results.rows if r.workload == THROUGHPUT and r.peer == peer.key]:
+            results.add(Row(WORKERS, peer.key, peer.label, row.params, dict(row.values), row.note))
+
+
+def python_latency(results: Results, peers: Sequence[Peer], requests: int) -> None:
+    """Workload 1 again with one Python client: sequential GETs on one keep-alive connection.
+
+    The same client for every peer, so its own cost cancels in the ratios;
+    karpor is reached with the bench user's client certificate, which wrk
+    cannot present: a karpor figure before token authentication lands.
+    """
+    for peer in peers:
+        if not peer.port:
+            continue
+        context = peer.cert_context or peer.context
+        headers = {} if peer.cert_context is not None else peer.headers()
+        conn: http.client.HTTPConnection
+        if context is None:
+            conn = http.client.HTTPConnection(LOOPBACK, peer.port, timeout=10)
+        else:
+            conn = http.client.HTTPSConnection(LOOPBACK, peer.port, timeout=10, context=context)
+        samples: list[float] = []
+        note = ""
+        try:
+            for i in range(requests + requests // 10):
+                started = time.perf_counter()
+                conn.request("GET", peer.path, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    note = f"not measured: answered {response.status}"
+                    break
+                if i >= requests // 10:  # the first tenth warms up
+                    samples.append(time.perf_counter() - started)
+        except OSError as exc:
+            note = f"not measured: {exc}"
+        finally:
+            conn.close()
+        values: dict[str, float] = {}
+        if samples and not note:
+            samples.sort()
+            for q in (50.0, 90.0, 99.0, 99.9):
+                index = min(len(samples) - 1, int(len(samples) * q / 100))
+                values[f"p{q:g}"] = samples[index] * 1000
+            values["rps"] = len(samples) / sum(samples)
+        label = peer.label + (" (client certificate)" if peer.cert_context is not None else "")
+        results.add(Row(LATENCY_PY, peer.key, label, "c=1", values, note))
+        print(f"  {label:32} python c=1 " + (f"p50 {values['p50']:.2f} ms" if values else note))
