@@ -3,7 +3,9 @@
 Both sides pin ALPN to ``http/1.1`` by default: with Twisted 26 and
 pyOpenSSL 26 a server that sets no ``acceptableProtocols`` fails the
 handshake of clients that offer ALPN (kubectl, curl), and an upgrade
-connection must never negotiate HTTP/2.
+connection must never negotiate HTTP/2.  :data:`H2` offers ``h2`` first:
+the gateway's HTTP/2 stream connections to clusters and the simulator's
+listener use it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from twisted.internet.interfaces import (
 )
 
 HTTP11: tuple[bytes, ...] = (b"http/1.1",)
+#: HTTP/2 preferred, HTTP/1.1 accepted (a cluster's stream connections; a
+#: server that serves both, as kube-apiserver does)
+H2: tuple[bytes, ...] = (b"h2", b"http/1.1")
 
 
 def load_certificates(pem: bytes) -> list[crypto.X509]:

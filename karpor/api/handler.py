@@ -45,6 +45,7 @@ from karpor.api.clusters import (
     wants_table,
     watch_event,
 )
+from karpor.api.health import Health
 from karpor.api.request import ApiRequest, Header, Responder
 from karpor.api.requestinfo import parse_query, query_bool
 from karpor.api.status import ApiError
@@ -148,8 +149,10 @@ class GatewayApi:
         visible: Visibility = everyone,
         now: Callable[[], float] = time.time,
         watch_timeout: float = DEFAULT_WATCH_TIMEOUT,
+        health: Health | None = None,
     ) -> None:
         self._clusters = clusters
+        self.health = health if health is not None else Health(loaded=True)
         self._reactor = reactor
         self._visible = visible
         self._now = now
@@ -207,11 +210,8 @@ class GatewayApi:
         responder.respond(200, [(b"content-type", _JSON), *headers], _dumps(obj))
 
     def _health(self, request: ApiRequest, responder: Responder, check: str) -> None:
-        if "verbose" in parse_query(request.query):
-            body = f"[+]ping ok\n{check} check passed\n".encode()
-        else:
-            body = b"ok"
-        responder.respond(200, [(b"content-type", _TEXT), _NOSNIFF], body)
+        code, body = self.health.report(check, "verbose" in parse_query(request.query))
+        responder.respond(code, [(b"content-type", _TEXT), _NOSNIFF], body)
 
     @staticmethod
     def _root_paths() -> list[str]:

@@ -70,3 +70,14 @@ class Cluster:
     document: int = 0
     #: RFC 3339 time the definition was first seen (the file's mtime)
     created: str = ""
+
+    def files(self) -> tuple[str, ...]:
+        """The files this definition names (CA, token, certificate, key):
+        their contents are read when connecting, and re-read when they change."""
+        named = [self.ca_file]
+        credential = self.credential
+        if isinstance(credential, TokenCredential):
+            named.append(credential.token_file)
+        elif isinstance(credential, X509Credential):
+            named += [credential.certificate_file, credential.private_key_file]
+        return tuple(f for f in named if f)

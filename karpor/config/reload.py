@@ -60,7 +60,7 @@ class ChangeWatcher:
         self,
         reactor: Any,
         directory: str,
-        on_change: Callable[[], None],
+        on_change: Callable[[], object],
         *,
         debounce: float = 0.05,
         poll_interval: float = 2.0,

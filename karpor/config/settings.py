@@ -36,6 +36,13 @@ from typing import Any, NamedTuple, TypeVar
 
 import yaml
 
+from karpor.auth.sections import (
+    AuthenticationSettings,
+    AuthorizationSettings,
+    parse_audit_log,
+    parse_authentication,
+    parse_authorization,
+)
 from karpor.config.clusters import describe, quote
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -52,6 +59,10 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+DEFAULT_DRAIN_TIMEOUT = 30.0
+LOG_FORMATS = ("text", "json")
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the gateway runs with."""
@@ -61,6 +72,14 @@ class Settings:
     workers: int = field(default_factory=default_workers)
     clusters_dir: str | None = None
     state_dir: str | None = None
+    #: seconds a draining worker gives long-running streams before ending them
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    #: ``text`` (human-readable lines) or ``json`` (one JSON object per line)
+    log_format: str = "text"
+    #: where the audit log goes (a file, ``-`` for standard output, ``None``: none)
+    audit_log: str | None = None
+    authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
+    authorization: AuthorizationSettings = field(default_factory=AuthorizationSettings)
     #: the ``--config`` file these came from ("" for none)
     source: str = ""
 
@@ -103,9 +122,25 @@ def _integer(value: Any, base_dir: str) -> int:
 
 def _workers(value: Any, base_dir: str) -> int:
     number = _integer(value, base_dir)
-    if not 1 <= number <= 1024:
-        raise ValueError("must be from 1 to 1024")
+    if not 0 <= number <= 1024:
+        raise ValueError("must be from 0 (serve in the twistd process) to 1024")
     return number
+
+
+def _seconds(value: Any, base_dir: str) -> float:
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        number = None
+    if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
+        raise ValueError(f"must be a positive number of seconds, not {describe(value)}")
+    return float(number)
+
+
+def _log_format(value: Any, base_dir: str) -> str:
+    if value not in LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
+    return str(value)
 
 
 def _host(value: Any, base_dir: str) -> str:
@@ -127,6 +162,11 @@ KEYS: tuple[Key, ...] = (
     Key("workers", "workers", _workers, "--workers"),
     Key("clustersDir", "clusters_dir", _directory, "--clusters-dir"),
     Key("stateDir", "state_dir", _directory, "--state-dir"),
+    Key("drainTimeout", "drain_timeout", _seconds, "--drain-timeout"),
+    Key("logFormat", "log_format", _log_format, "--log-format"),
+    Key("auditLog", "audit_log", parse_audit_log, "--audit-log"),
+    Key("authentication", "authentication", parse_authentication, "authentication"),
+    Key("authorization", "authorization", parse_authorization, "authorization"),
 )
 
 _T = TypeVar("_T")

@@ -115,6 +115,10 @@ class ClusterCredentials:
         self._next_check = 0.0
         self._host_line = b"Host: " + self.endpoint.authority + b"\r\n"
         self._auth_line = b""
+        self._h2_base: list[tuple[bytes, bytes]] = [
+            (b":scheme", self.endpoint.scheme.encode()),
+            (b":authority", self.endpoint.authority),
+        ]
         cred = cluster.credential
         cert_pem: bytes | None = None
         key_pem: bytes | None = None
@@ -142,18 +146,25 @@ class ClusterCredentials:
                     "the client certificate credential needs both a certificate and a key"
                 )
         self._block = self._host_line + self._auth_line
+        self._h2 = self._h2_headers()
         self.tls: IOpenSSLClientConnectionCreator | None = None
+        #: the same TLS options offering ALPN ``h2`` first (HTTP/2 streams)
+        self.tls_h2: IOpenSSLClientConnectionCreator | None = None
         if self.endpoint.scheme == "https":
             ca_pem = cluster.ca_pem or (
                 _read(cluster.ca_file, "CA file") if cluster.ca_file else None
             )
             try:
-                self.tls = tls.client_options(
-                    cluster.tls_server_name or self.endpoint.host,
-                    ca_pem,
-                    cert_pem,
-                    key_pem,
-                    insecure=cluster.insecure,
+                self.tls, self.tls_h2 = (
+                    tls.client_options(
+                        cluster.tls_server_name or self.endpoint.host,
+                        ca_pem,
+                        cert_pem,
+                        key_pem,
+                        insecure=cluster.insecure,
+                        alpn=alpn,
+                    )
+                    for alpn in (tls.HTTP11, tls.H2)
                 )
             except Exception as e:  # pyOpenSSL raises several types for bad PEM
                 raise CredentialError(f"invalid TLS configuration: {type(e).__name__}") from None
@@ -171,8 +182,13 @@ class ClusterCredentials:
             self._auth_line = _token_line(_read(self._token_file, "token file"))
             self._token_stat = stamp
 
-    def block(self) -> bytes:
-        """The header lines every request to the cluster carries (CRLF-ended)."""
+    def _h2_headers(self) -> list[tuple[bytes, bytes]]:
+        if not self._auth_line:
+            return self._h2_base
+        # "Authorization: Bearer <token>\r\n" -> the value
+        return [*self._h2_base, (b"authorization", self._auth_line[15:-2])]
+
+    def _refresh(self) -> None:
         if self._token_file is not None:
             now = self._clock.seconds()
             if now >= self._next_check:
@@ -180,7 +196,18 @@ class ClusterCredentials:
                 with contextlib.suppress(CredentialError):  # keep the last good token
                     self._load_token_file()
                 self._block = self._host_line + self._auth_line
+                self._h2 = self._h2_headers()
+
+    def block(self) -> bytes:
+        """The header lines every request to the cluster carries (CRLF-ended)."""
+        self._refresh()
         return self._block
+
+    def h2_headers(self) -> list[tuple[bytes, bytes]]:
+        """The same for an HTTP/2 request: ``:scheme``, ``:authority`` and
+        the credential (``authorization``), shared: do not modify."""
+        self._refresh()
+        return self._h2
 
     def __repr__(self) -> str:
         return f"<ClusterCredentials {self.endpoint.scheme}://{self.endpoint.host}:{self.endpoint.port}>"

@@ -8,6 +8,9 @@ client as it arrives.  Nothing is accumulated:
 
 - while the response streams, the upstream connection's :class:`Valve` is
   the producer of the client transport (a slow client pauses the cluster);
+  for a request carried as an HTTP/2 stream
+  (:mod:`karpor.proxy.h2upstream`) the stream is, and a slow client stops
+  the stream's flow-control credit instead of the whole connection;
 - while the request body streams, the channel's read producer is the
   producer of the upstream transport (a slow cluster pauses the client);
 - before a connection is attached, client reads are paused, so at most the
@@ -26,7 +29,7 @@ from twisted.internet.interfaces import IPushProducer, ITransport
 
 from karpor.api.status import ApiError
 from karpor.proxy.headers import Header, ResponseHeaders, lines
-from karpor.proxy.upstream import Tunnel, UpstreamConnection
+from karpor.proxy.upstream import Carrier, Tunnel
 
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 _LAST_CHUNK = b"0\r\n\r\n"
@@ -65,7 +68,36 @@ def chunk(data: bytes) -> bytes:
 
 
 class Forwarder:
-    """The exchange of one proxied request (see the module docstring)."""
+    """The exchange of one proxied request (see the module docstring).
+
+    ``head`` is the HTTP/1.1 request head; ``h2_headers``, when given, the
+    same request as an HTTP/2 header list (a long-running request the pool
+    may carry as a stream, :mod:`karpor.proxy.h2upstream`).  Whichever
+    carries it (an :class:`~karpor.proxy.upstream.UpstreamConnection` or an
+    HTTP/2 stream) is its *carrier*.
+    """
+
+    __slots__ = (
+        "_body_done",
+        "_body_producer",
+        "_channel",
+        "_chunked_down",
+        "_chunked_up",
+        "_close",
+        "_conn",
+        "_finished",
+        "_http11",
+        "_keep_alive",
+        "_pending",
+        "_started",
+        "_streaming",
+        "cancelled",
+        "h2_headers",
+        "has_body",
+        "head",
+        "head_only",
+        "retriable",
+    )
 
     def __init__(
         self,
@@ -77,20 +109,22 @@ class Forwarder:
         chunked: bool,
         http11: bool,
         keep_alive: bool,
+        h2_headers: list[Header] | None = None,
     ) -> None:
         self._channel = channel
         self.head = head
+        self.h2_headers = h2_headers
         self.head_only = method == b"HEAD"
         self.retriable = not body and method in _IDEMPOTENT
         self.cancelled = False
-        self._has_body = body
+        self.has_body = body
         self._chunked_up = chunked
         self._http11 = http11
         self._keep_alive = keep_alive
-        self._conn: UpstreamConnection | None = None
+        self._conn: Carrier | None = None
         self._pending: list[bytes] = []
         self._body_done = not body
-        self._body_producer = False
+        self._body_producer: IPushProducer | None = None
         self._started = False
         self._finished = False
         self._chunked_down = False
@@ -101,55 +135,64 @@ class Forwarder:
 
     # -- the request, from the client -------------------------------------------
 
-    def attach(self, connection: UpstreamConnection) -> None:
+    def attach(self, connection: Carrier) -> None:
         """Write the request body (so far) to ``connection`` (its head is written)."""
         self._conn = connection
-        if not self._has_body:
+        if connection.transport is None:
+            self.head = b""  # an HTTP/2 stream: the HTTP/1.1 head is not needed
+        if not self.has_body:
             connection.finish_request()
             return
         pending, self._pending = self._pending, []
         for data in pending:
-            connection.write(data)
+            self._send_body(connection, data)
         if self._body_done:
-            connection.finish_request()
+            self._send_body_end(connection)
         else:
-            connection.transport.registerProducer(self._channel.reading(), True)  # type: ignore[union-attr]
-            self._body_producer = True
+            reading = self._channel.reading()
+            connection.register_body_producer(reading)
+            self._body_producer = reading
         self._channel.resume_for_upstream()
+
+    def _send_body(self, connection: Carrier, data: bytes) -> None:
+        # HTTP/2 frames the body itself; HTTP/1.1 re-chunks a chunked one
+        if self._chunked_up and connection.transport is not None:
+            data = chunk(data)
+        connection.write(data)
+
+    def _send_body_end(self, connection: Carrier) -> None:
+        if self._chunked_up and connection.transport is not None:
+            connection.write(_LAST_CHUNK)
+        connection.finish_request()
 
     def body(self, data: bytes) -> None:
         """A piece of the request body arrived from the client."""
         if self._body_done or self._finished:
             return
-        if self._chunked_up:
-            data = chunk(data)
         if self._conn is None:
             self._pending.append(data)
         else:
-            self._conn.write(data)
+            self._send_body(self._conn, data)
 
     def body_end(self) -> None:
         """The request body is complete."""
         if self._body_done:
             return
         self._body_done = True
-        if self._finished:
+        if self._finished or self._conn is None:
             return
-        if self._chunked_up:
-            if self._conn is None:
-                self._pending.append(_LAST_CHUNK)
-            else:
-                self._conn.write(_LAST_CHUNK)
-        if self._conn is not None:
-            self._stop_body_producer()
-            self._conn.finish_request()
+        self._stop_body_producer()
+        self._send_body_end(self._conn)
 
     def _stop_body_producer(self) -> None:
-        if self._body_producer:
-            self._body_producer = False
+        reading, self._body_producer = self._body_producer, None
+        if reading is not None:
             conn = self._conn
-            if conn is not None and not conn.closed and conn.transport is not None:
-                conn.transport.unregisterProducer()  # type: ignore[attr-defined]
+            if conn is not None:
+                conn.unregister_body_producer()
+            # unregistering never resumes: a pause the upstream transport
+            # asked for must not outlive the body (the client's next request)
+            reading.resumeProducing()
 
     def client_lost(self) -> None:
         """The client went away: close the upstream connection (never pooled)."""
@@ -175,6 +218,8 @@ class Forwarder:
         if self._finished:
             return
         self._started = True
+        self.head = b""  # nothing is retried once a response began
+        self.h2_headers = None
         parts = [b"HTTP/1.1 %d %b\r\n" % (code, reason), *lines(response.forward)]
         body_possible = not self.head_only and code not in (204, 304)
         if body_possible and response.content_length is None:
@@ -220,6 +265,29 @@ class Forwarder:
         self._conn = None
         self._channel.resume_for_upstream()
         self._channel.response_finished(self._close)
+
+    def end_stream(self) -> None:
+        """End the response now (a drain deadline): cleanly where the framing
+        allows — a chunked response gets its last chunk, so a watching client
+        sees the stream end — else the client connection is dropped.  The
+        upstream connection is closed, never pooled."""
+        if self._finished:
+            return
+        if not (self._started and self._chunked_down):
+            self._channel.abort()
+            self.client_lost()
+            return
+        self._finished = True
+        self.cancelled = True
+        client = self._channel.client
+        client.write(_LAST_CHUNK)
+        if self._streaming:
+            client.unregisterProducer()  # type: ignore[attr-defined]
+        self._stop_body_producer()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
+        self._channel.response_finished(True)
 
     def upstream_failed(self, error: ApiError) -> None:
         """Answer the error, or break the client connection if the response

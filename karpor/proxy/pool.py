@@ -13,6 +13,14 @@ opens a new one (connect and TLS handshake bounded by ``connect_timeout``:
 queues the exchange when ``max_connections`` are open.  Idle connections
 expire after ``idle_timeout``; at most ``max_idle`` are kept.
 
+Long-running requests (watches, ``logs -f``: the policy is
+:func:`karpor.proxy.h2upstream.multiplexed`) go through
+:meth:`ClusterPool.submit_stream` to the pool's
+:class:`~karpor.proxy.h2upstream.Multiplexer`: HTTP/2 streams, many per
+connection.  A cluster that answers ALPN ``http/1.1`` (remembered per
+definition: per pool) or a plain-HTTP endpoint gets them on the HTTP/1.1
+connections like any request.
+
 An upgrade request gets a connection of its own
 (:meth:`ClusterPool.connect_dedicated`): opened the same way (same TLS
 options, same timeouts and errors), never pooled, not counted against
@@ -34,6 +42,7 @@ from twisted.python.failure import Failure
 from karpor.api.status import ApiError
 from karpor.config.model import Cluster
 from karpor.proxy.credentials import ClusterCredentials, CredentialError
+from karpor.proxy.h2upstream import Multiplexer, StreamExchange
 from karpor.proxy.upstream import (
     DedicatedConnection,
     Exchange,
@@ -50,6 +59,8 @@ DEFAULT_MAX_CONNECTIONS = 1024
 
 #: Builds the endpoint a pool connects with (tests pass their own).
 EndpointFactory = Callable[[ClusterCredentials], IStreamClientEndpoint]
+#: Builds the endpoint of a pool's HTTP/2 connections (ALPN ``h2`` offered).
+H2EndpointFactory = Callable[[ClusterCredentials], IStreamClientEndpoint | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +94,7 @@ class ClusterPool:
         reactor: IReactorTime,
         settings: PoolSettings,
         endpoint_factory: EndpointFactory | None = None,
+        h2_endpoint_factory: H2EndpointFactory | None = None,
     ) -> None:
         self.cluster = cluster
         self._reactor = reactor
@@ -94,9 +106,25 @@ class ClusterPool:
             self.credentials = ClusterCredentials(cluster, reactor)
         except CredentialError as e:
             self.error = ApiError(502, f"cluster {cluster.name!r}: {e}")
-        else:
+        #: the HTTP/2 connections (``None``: HTTP/1.1 only)
+        self.multiplexer: Multiplexer | None = None
+        if self.credentials is not None:
             factory = endpoint_factory or self._default_endpoint
             self._endpoint = factory(self.credentials)
+            if h2_endpoint_factory is None and endpoint_factory is None:
+                h2_endpoint_factory = self._default_h2_endpoint
+            h2_endpoint = h2_endpoint_factory(self.credentials) if h2_endpoint_factory else None
+            if h2_endpoint is not None:
+                self.multiplexer = Multiplexer(
+                    cluster.name,
+                    self,
+                    h2_endpoint,
+                    reactor,
+                    connect_timeout=settings.connect_timeout,
+                    idle_timeout=settings.idle_timeout,
+                    max_connections=settings.max_connections,
+                    tls=self.credentials.tls is not None,
+                )
         self._idle: list[UpstreamConnection] = []
         self._open = 0
         self._dedicated = 0
@@ -116,6 +144,29 @@ class ClusterPool:
         if credentials.tls is not None:
             endpoint = wrapClientTLS(credentials.tls, endpoint)
         return endpoint
+
+    def _default_h2_endpoint(self, credentials: ClusterCredentials) -> IStreamClientEndpoint | None:
+        if credentials.tls_h2 is None:
+            return None  # plain HTTP: no ALPN, HTTP/1.1 only
+        ep = credentials.endpoint
+        return wrapClientTLS(
+            credentials.tls_h2,
+            HostnameEndpoint(
+                self._reactor, ep.host, ep.port, timeout=self._settings.connect_timeout
+            ),
+        )
+
+    @property
+    def multiplexes(self) -> bool:
+        """Whether long-running requests may go as HTTP/2 streams (the
+        cluster speaks h2, or has not said yet)."""
+        mux = self.multiplexer
+        return mux is not None and mux.speaks_h2 is not False and not self.draining
+
+    @property
+    def h2_connections(self) -> int:
+        """HTTP/2 connections open or being opened."""
+        return len(self.multiplexer.connections) if self.multiplexer is not None else 0
 
     @property
     def reactor(self) -> IReactorTime:
@@ -161,6 +212,22 @@ class ClusterPool:
             self._connect(exchange)
         else:
             self._waiting.append(exchange)
+
+    def submit_stream(self, exchange: StreamExchange) -> None:
+        """Carry ``exchange`` (built with ``h2_headers``) as an HTTP/2
+        stream, or as any request when the cluster speaks HTTP/1.1 only."""
+        if self.error is not None:
+            exchange.upstream_failed(self.error)
+            return
+        if self.multiplexer is None or self.draining or exchange.h2_headers is None:
+            self.submit(exchange)
+            return
+        self.multiplexer.submit(exchange)
+
+    def fallback(self, exchange: StreamExchange) -> None:
+        """The cluster answered ALPN ``http/1.1``: HTTP/1.1 it is."""
+        exchange.h2_headers = None
+        self.submit(exchange)
 
     def connect_dedicated(self, exchange: Exchange) -> None:
         """Carry ``exchange`` (an upgrade request) on a new connection of its
@@ -323,6 +390,8 @@ class ClusterPool:
     def drain(self) -> None:
         """Stop pooling: close idle connections now, busy ones when done."""
         self.draining = True
+        if self.multiplexer is not None:
+            self.multiplexer.drain()
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
@@ -346,10 +415,12 @@ class UpstreamPools:
         max_idle: int = DEFAULT_MAX_IDLE,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         endpoint_factory: EndpointFactory | None = None,
+        h2_endpoint_factory: H2EndpointFactory | None = None,
     ) -> None:
         self._reactor = reactor
         self.settings = PoolSettings(connect_timeout, idle_timeout, max_idle, max_connections)
         self._endpoint_factory = endpoint_factory
+        self._h2_endpoint_factory = h2_endpoint_factory
         self._pools: dict[str, ClusterPool] = {}
 
     def get(self, cluster: Cluster) -> ClusterPool:
@@ -363,7 +434,13 @@ class UpstreamPools:
                 pool.cluster = cluster  # the next lookup takes the fast path
                 return pool
             pool.drain()
-        pool = ClusterPool(cluster, self._reactor, self.settings, self._endpoint_factory)
+        pool = ClusterPool(
+            cluster,
+            self._reactor,
+            self.settings,
+            self._endpoint_factory,
+            self._h2_endpoint_factory,
+        )
         if pool.error is not None:
             log.warn("{pool}: {error}", pool=pool, error=pool.error.message)
         self._pools[cluster.name] = pool

@@ -26,7 +26,12 @@ from typing import Protocol as TypingProtocol
 
 import httptools
 from OpenSSL import SSL
-from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, IPushProducer
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IPushProducer,
+    ITransport,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -52,6 +57,44 @@ class Tunnel(TypingProtocol):
         """The connection to the cluster is closed."""
 
 
+class Carrier(TypingProtocol):
+    """What carries one exchange's request to the cluster: an
+    :class:`UpstreamConnection` (HTTP/1.1) or an HTTP/2 stream
+    (:class:`karpor.proxy.h2upstream.H2Stream`)."""
+
+    #: whether the carrier is gone
+    closed: bool
+
+    @property
+    def transport(self) -> ITransport | None:
+        """The connection's own transport (``None`` for an HTTP/2 stream)."""
+
+    def write(self, data: bytes) -> None:
+        """Write request body bytes (already framed for HTTP/1.1)."""
+
+    def finish_request(self) -> None:
+        """The whole request is written."""
+
+    def valve(self, exchange: Exchange) -> IPushProducer:
+        """A producer (for the client's transport) pausing the response."""
+
+    def abort(self) -> None:
+        """The client went away: drop what carries the exchange."""
+
+    def register_body_producer(self, producer: IPushProducer) -> None:
+        """Pause ``producer`` (the client's body reading) while the cluster
+        side cannot take more."""
+
+    def unregister_body_producer(self) -> None:
+        """Undo :meth:`register_body_producer`."""
+
+    def pause_reading(self) -> None:
+        """Stop reading the response."""
+
+    def resume_reading(self) -> None:
+        """Read the response again."""
+
+
 class Exchange(TypingProtocol):
     """One request travelling to a cluster, as the upstream side sees it."""
 
@@ -64,8 +107,9 @@ class Exchange(TypingProtocol):
     #: whether the client went away (the pool then skips the exchange)
     cancelled: bool
 
-    def attach(self, connection: UpstreamConnection) -> None:
-        """The pool hands the exchange a connection; it writes its request."""
+    def attach(self, connection: Carrier) -> None:
+        """The pool hands the exchange a connection (or an HTTP/2 stream); it
+        writes its request."""
 
     def upstream_interim(self, code: int, reason: bytes, headers: list[Header]) -> None:
         """An interim (1xx, not 101) response arrived."""
@@ -241,6 +285,17 @@ class UpstreamConnection(Protocol):
     def valve(self, exchange: Exchange) -> Valve:
         """A producer that pauses reads on behalf of ``exchange``."""
         return Valve(self, exchange)
+
+    def register_body_producer(self, producer: IPushProducer) -> None:
+        """Pause ``producer`` (the client's body reading) while the
+        connection's transport is full."""
+        if not self.closed and self.transport is not None:
+            self.transport.registerProducer(producer, True)  # type: ignore[attr-defined]
+
+    def unregister_body_producer(self) -> None:
+        """Undo :meth:`register_body_producer`."""
+        if not self.closed and self.transport is not None:
+            self.transport.unregisterProducer()  # type: ignore[attr-defined]
 
     def pause_reading(self) -> None:
         """Stop reading from the cluster (the client is slow)."""

@@ -5,7 +5,8 @@ One :class:`GatewayProtocol` per client connection: it parses requests with
 llhttp (``httptools.HttpRequestParser``), authenticates the connection once
 from its TLS peer certificate, routes each request
 (:func:`karpor.proxy.route.route`) and either forwards it to its cluster
-(:class:`karpor.proxy.forward.Forwarder`) or hands it to the gateway's own
+(:class:`karpor.proxy.forward.Forwarder`; long-running requests as
+HTTP/2 streams, :mod:`karpor.proxy.h2upstream`) or hands it to the gateway's own
 API (:class:`karpor.api.request.ApiHandler`) with a :class:`Responder`.
 
 Requests on a connection are answered in order, one at a time: when a
@@ -33,7 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httptools
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IHalfCloseableProtocol,
     IPushProducer,
     IReactorTime,
@@ -50,6 +53,8 @@ from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
 from karpor.config.model import Cluster
 from karpor.proxy.forward import Forwarder, chunk
+from karpor.proxy.h2upstream import multiplexed
+from karpor.proxy.h2upstream import request_headers as h2_request_headers
 from karpor.proxy.headers import Header, RequestHeaders, lines, request_head, split_request
 from karpor.proxy.pool import ClusterPool, UpstreamPools
 from karpor.proxy.route import ApiRoute, ClusterRoute, route
@@ -60,6 +65,9 @@ log = Logger()
 
 #: Largest request body the gateway's own API reads (kube-apiserver's limit).
 MAX_API_BODY = 3 * 1024 * 1024
+#: After the drain deadline, how long ended streams get to flush before the
+#: remaining connections are aborted.
+DRAIN_GRACE = 2.0
 
 _PHRASES: dict[int, bytes] = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 _JSON: list[Header] = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache")]
@@ -236,6 +244,8 @@ class GatewayProtocol(Protocol):
         self._responder: Responder | None = None
         self._api_body: list[bytes] = []
         self._api_size = 0
+        self._draining = False
+        self._answered = 0
 
     # -- connection ---------------------------------------------------------------
 
@@ -245,10 +255,12 @@ class GatewayProtocol(Protocol):
         no_delay(self.transport)
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self._client_address = str(getattr(peer, "host", "")).encode()
+        self._factory.connection_opened(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Close what the current request (or the splice) holds upstream."""
         self.disconnected = True
+        self._factory.connection_closed(self)
         splice, self._splice = self._splice, None
         if splice is not None:
             splice.client_lost()
@@ -510,6 +522,7 @@ class GatewayProtocol(Protocol):
         request.upgrade = None  # the parser saw no upgrade: none is asked upstream
         has_body = request.chunked or bool(request.content_length)
         upstream_head = self._upstream_head(target, head, pool, request)
+        stream = pool.multiplexes and multiplexed(head.method, target.target)
         forwarder = Forwarder(
             self,
             head.method,
@@ -518,12 +531,26 @@ class GatewayProtocol(Protocol):
             chunked=request.chunked,
             http11=head.http11,
             keep_alive=head.keep_alive,
+            h2_headers=(
+                h2_request_headers(
+                    head.method,
+                    pool.credentials.endpoint.prefix + target.target,
+                    request,
+                    pool.credentials.h2_headers(),
+                    self._client_address,
+                )
+                if stream
+                else None
+            ),
         )
         self._forwarder = forwarder
         if has_body:
             self._on_body = forwarder.body
             self._on_end = forwarder.body_end
-        pool.submit(forwarder)
+        if stream:
+            pool.submit_stream(forwarder)
+        else:
+            pool.submit(forwarder)
 
     def _upstream_head(
         self, target: ClusterRoute, head: _Head, pool: ClusterPool, request: RequestHeaders
@@ -635,13 +662,44 @@ class GatewayProtocol(Protocol):
         self._busy = False
         self._forwarder = None
         self._responder = None
-        if close or (self._failed and self._queue is None):
+        self._answered += 1
+        if close or self._draining or (self._failed and self._queue is None):
             self._close()
             return
         if self._raw and self._queue is None:
             self._end_raw()  # the upgrade request, answered without switching
             return
         self._replay()
+
+    # -- draining (the worker is stopping) ------------------------------------------
+
+    def drain(self) -> None:
+        """Close now if idle between requests, else right after the current
+        response.  A connection that has not sent its first request yet gets it
+        answered first (it was accepted to be served: closing it now would fail
+        a request no client retries), or waits for the drain deadline."""
+        self._draining = True
+        idle = not self._busy and self._queue is None and self._splice is None and not self._raw
+        if idle and self._answered:
+            self._close()
+
+    def end_streams(self) -> None:
+        """The drain deadline: end what is still going, cleanly where the
+        framing allows (a chunked stream gets its last chunk, so a watching
+        client sees the stream end and watches again elsewhere)."""
+        self._draining = True
+        splice, self._splice = self._splice, None
+        if splice is not None:
+            splice.client_lost()
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        forwarder = self._forwarder
+        if forwarder is not None:
+            forwarder.end_stream()
+        responder = self._responder
+        if responder is not None:
+            responder.finish()
+        self._close()
 
     # -- Channel (for the forwarder) ------------------------------------------------
 
@@ -727,7 +785,63 @@ class GatewayFactory(Factory):
         self.pools = pools
         self.reactor = reactor
         self.max_api_body = max_api_body
+        self.protocols: set[GatewayProtocol] = set()
+        self.draining = False
+        self._drained: Deferred[None] | None = None
+        self._timers: list[IDelayedCall] = []
 
     def buildProtocol(self, addr: Any) -> GatewayProtocol:
         """A protocol for one client connection."""
         return GatewayProtocol(self)
+
+    def connection_opened(self, protocol: GatewayProtocol) -> None:
+        """Track an open client connection (drained on stop)."""
+        self.protocols.add(protocol)
+        if self.draining:
+            protocol.drain()
+
+    def connection_closed(self, protocol: GatewayProtocol) -> None:
+        """Forget a closed client connection."""
+        self.protocols.discard(protocol)
+        self._check_drained()
+
+    def drain(self, deadline: float) -> Deferred[None]:
+        """Close idle connections now and the others after their current
+        response; at ``deadline`` seconds end long-running streams (watch,
+        ``logs -f``, exec) cleanly; fire once every connection is closed.
+
+        Call it after the listener stopped accepting.
+        """
+        if self._drained is None:
+            self.draining = True
+            self._drained = Deferred()
+            clock: Any = self.reactor
+            if clock is None:
+                from twisted.internet import reactor as clock  # noqa: PLC0415
+            self._timers = [
+                clock.callLater(deadline, self._deadline),
+                clock.callLater(deadline + DRAIN_GRACE, self._abort_all),
+            ]
+            for protocol in list(self.protocols):
+                protocol.drain()
+            self._check_drained()
+        return self._drained
+
+    def _deadline(self) -> None:
+        for protocol in list(self.protocols):
+            protocol.end_streams()
+
+    def _abort_all(self) -> None:
+        for protocol in list(self.protocols):
+            if protocol.transport is not None:
+                protocol.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _check_drained(self) -> None:
+        drained = self._drained
+        if drained is None or self.protocols or drained.called:
+            return
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        self._timers = []
+        drained.callback(None)

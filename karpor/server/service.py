@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
 from twisted.logger import Logger
@@ -38,10 +39,12 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
 from karpor.api.handler import GatewayApi
+from karpor.api.health import Health
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.config.directory import load_directory
 from karpor.config.model import Cluster
-from karpor.config.registry import Registry, Snapshot
+from karpor.config.registry import Registry, Snapshot, changes
+from karpor.config.reload import ChangeWatcher
 from karpor.config.settings import Settings, SettingsError, load_settings, merge
 from karpor.proxy.pool import UpstreamPools
 from karpor.server import state
@@ -57,6 +60,8 @@ _FLAGS = {
     "workers": "workers",
     "clusters-dir": "clusters_dir",
     "state-dir": "state_dir",
+    "drain-timeout": "drain_timeout",
+    "log-format": "log_format",
 }
 
 
@@ -84,7 +89,21 @@ class Options(usage.Options):
         ["state-dir", None, None, "Directory of the gateway CA and serving certificate."],
         ["port", "p", None, "HTTPS port to serve on [default: 8443]."],
         ["host", None, None, "Address to bind [default: 127.0.0.1]."],
-        ["workers", None, None, "Worker processes (accepted; this version serves in one)."],
+        [
+            "workers",
+            None,
+            None,
+            "Worker processes [default: the number of CPUs]; 0 serves in the twistd "
+            "process itself (no supervisor).",
+        ],
+        [
+            "drain-timeout",
+            None,
+            None,
+            "Seconds a draining worker gives long-running streams (watch, logs -f, exec) "
+            "before ending them [default: 30].",
+        ],
+        ["log-format", None, None, "Worker log lines: text or json [default: text]."],
         [
             "config",
             "c",
@@ -97,9 +116,21 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         """Merge the ``--config`` file and the flags; check what the mode needs."""
-        self.settings = resolve_settings(
-            self["config"], {attr: self[flag] for flag, attr in _FLAGS.items()}, self["demo"]
-        )
+        self.settings = resolve_settings(self["config"], self.flags(), self["demo"])
+
+    def flags(self) -> dict[str, Any]:
+        """The settings given as flags (``None`` where not given)."""
+        return {attr: self[flag] for flag, attr in _FLAGS.items()}
+
+    def worker_arguments(self) -> list[str]:
+        """The options a worker process is started with: these, as given."""
+        args: list[str] = []
+        if self["config"]:
+            args += ["--config", os.path.abspath(self["config"])]
+        for flag in _FLAGS:
+            if self[flag] is not None:
+                args += [f"--{flag}", str(self[flag])]
+        return args
 
 
 def resolve_settings(
@@ -162,6 +193,8 @@ class GatewayService(Service):
         settings: Settings,
         reactor: Any = None,
         on_serving: Callable[[Serving], None] | None = None,
+        *,
+        listen: bool = True,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor  # noqa: PLC0415
@@ -172,25 +205,73 @@ class GatewayService(Service):
         self.reactor = reactor
         self.on_serving = on_serving
         self.registry = Registry()
+        self.health = Health()
         self.serving: Serving | None = None
+        #: the TLS-wrapped front factory, once built (a worker adopts its socket with it)
+        self.factory: TLSMemoryBIOFactory | None = None
+        self.front: GatewayFactory | None = None
+        self._listen_here = listen
         self._pools: UpstreamPools | None = None
         self._port: IListeningPort | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._watcher: ChangeWatcher | None = None
+        self._file_state: dict[str, tuple[tuple[str, int, int, int, int], ...]] = {}
 
     def clusters(self) -> Mapping[str, Cluster]:
         """The current snapshot's clusters by name."""
         return self.registry.current.clusters
 
     def load(self) -> Snapshot:
-        """Load the clusters directory into the registry, logging every problem."""
+        """Load the clusters directory into the registry, logging every problem.
+
+        On a reload the last good definition of a cluster whose document
+        broke keeps serving (:func:`karpor.config.registry.merge`).
+        """
         assert self.settings.clusters_dir is not None
         result = load_directory(self.settings.clusters_dir)
         for problem in result.problems:
             self.log.warn("{problem}", problem=str(problem))
         return self.registry.load(result)
 
+    def reload(self) -> Snapshot:
+        """Reload after a change in the clusters directory or a file it names."""
+        old = self.registry.current
+        snapshot = self.load()
+        diff = changes(old, snapshot)
+        stale = self._files_changed(snapshot)
+        if self._pools is not None:
+            # removed clusters' pools drain; a definition whose named files
+            # (CA, token, certificate) changed gets fresh connections
+            self._pools.forget(set(diff.removed) | stale)
+        if self._watcher is not None:
+            self._watcher.watch_files(f for c in snapshot.clusters.values() for f in c.files())
+        self.log.info(
+            "clusters reloaded (generation {gen}): {n} serving; added {added}, removed "
+            "{removed}, changed {changed}, files changed {files}; {problems} problem(s)",
+            gen=snapshot.generation,
+            n=len(snapshot.clusters),
+            added=sorted(diff.added) or "none",
+            removed=sorted(diff.removed) or "none",
+            changed=sorted(diff.changed) or "none",
+            files=sorted(stale) or "none",
+            problems=len(snapshot.errors),
+        )
+        return snapshot
+
+    def _files_changed(self, snapshot: Snapshot) -> set[str]:
+        """Names of clusters whose named files changed since last seen."""
+        state = {
+            name: fingerprint_files(cluster.files()) for name, cluster in snapshot.clusters.items()
+        }
+        changed = {
+            name for name, prints in state.items() if self._file_state.get(name, prints) != prints
+        }
+        self._file_state = state
+        return changed
+
     def startService(self) -> None:
-        """Prepare the state, load the clusters, listen."""
+        """Prepare the state, load the clusters, watch them, listen (unless a
+        worker adopts an inherited socket with :attr:`factory`)."""
         settings = self.settings
         assert settings.clusters_dir is not None and settings.state_dir is not None
         prepared = state.GatewayState.prepare(Path(settings.state_dir), settings.host)
@@ -201,8 +282,11 @@ class GatewayService(Service):
                 reason=prepared.serving.issued_because,
             )
         snapshot = self.load()
+        self._files_changed(snapshot)
+        self.health.loaded = True
+        self.health.notes["clusters-loaded"] = f"{len(snapshot.clusters)} cluster(s)"
         reactor = self.reactor
-        api = GatewayApi(self.clusters, reactor)
+        api = GatewayApi(self.clusters, reactor, health=self.health)
         self._unsubscribe = self.registry.subscribe(
             lambda old, new: reactor.callFromThread(api.refresh)
         )
@@ -218,19 +302,20 @@ class GatewayService(Service):
         tls = TLSMemoryBIOFactory(
             server_options(prepared.serving.cert_pem, prepared.serving.key_pem), False, factory
         )
-        self._port = self._listen(tls)
-        address = self._port.getHost()
-        port = int(getattr(address, "port", settings.port))
+        self.front = factory
+        self.factory = tls
+        self._watcher = ChangeWatcher(reactor, settings.clusters_dir, self.reload)
+        self._watcher.watch_files(f for c in snapshot.clusters.values() for f in c.files())
+        self._watcher.start()
+        port = settings.port
+        if self._listen_here:
+            self._port = self._listen(tls)
+            port = int(getattr(self._port.getHost(), "port", settings.port))
         url = state.default_server(settings.host, port)
         state.write_record(
             prepared.directory,
             state.GatewayRecord(state.absolute(settings.clusters_dir), url),
         )
-        if settings.workers != 1:
-            self.log.info(
-                "workers={workers} requested: this version serves in one process",
-                workers=settings.workers,
-            )
         count = len(snapshot.clusters)
         problems = len(snapshot.errors)
         self.log.info(
@@ -270,9 +355,20 @@ class GatewayService(Service):
                 f"{reason}{hint}"
             ) from None
 
+    def drain(self, deadline: float) -> defer.Deferred[None]:
+        """Turn not ready, then finish in-flight requests; long-running
+        streams end cleanly at ``deadline`` seconds (see the front)."""
+        self.health.draining = True
+        if self.front is None:
+            return defer.succeed(None)
+        return self.front.drain(deadline)
+
     def stopService(self) -> Any:
-        """Stop listening; close the upstream pools."""
+        """Stop watching and listening; close the upstream pools."""
         super().stopService()
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -284,6 +380,18 @@ class GatewayService(Service):
         return None
 
 
+def fingerprint_files(paths: Sequence[str]) -> tuple[tuple[str, int, int, int, int], ...]:
+    """``stat`` facts (device, inode, size, mtime) of each file, for change detection."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append((path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((path, 0, 0, -1, 0))
+    return tuple(out)
+
+
 def makeService(options: Options) -> IService:
     """Build the service tree for ``twistd karpor``."""
     settings = options.settings
@@ -292,5 +400,15 @@ def makeService(options: Options) -> IService:
 
         return make_demo_service(settings)
     service = MultiService()
-    GatewayService(settings).setServiceParent(service)
+    if settings.workers == 0:
+        GatewayService(settings).setServiceParent(service)
+        return service
+    from karpor.server.processes import ProcessPoolService  # noqa: PLC0415
+
+    config, flags = options["config"], options.flags()
+    ProcessPoolService(
+        settings,
+        options.worker_arguments(),
+        lambda: resolve_settings(config, flags, demo=False),
+    ).setServiceParent(service)
     return service

@@ -102,6 +102,10 @@ class _WorkerProcess(ProcessProtocol):
         self._supervisor._worker_exited(self._worker, reason)
 
 
+def _close_socket(_: object, sock: socket.socket) -> None:
+    sock.close()
+
+
 def describe_exit(reason: Failure) -> str:
     """``exit status N`` or ``killed by signal N`` for a process-ended reason."""
     value = reason.value
@@ -193,6 +197,28 @@ class Supervisor(Service):
 
         d.addCallback(closed)
         return d
+
+    def resize(self, workers: int) -> None:
+        """Serve with ``workers`` slots: new slots start at once; surplus
+        slots' workers drain, and their sockets close once they have exited."""
+        if workers == self.workers or self._stopping or workers < 1:
+            return
+        log.info("worker count {old} -> {new}", old=self.workers, new=workers)
+        while len(self._sockets) < workers:
+            self._sockets.append(open_listener(self.host, self.port))
+            slot = len(self._sockets) - 1
+            self._current[slot] = self._spawn(slot)
+        for slot in range(workers, self.workers):
+            worker = self._current.pop(slot, None)
+            sock = self._sockets[slot]
+            if worker is None or worker.state == "exited":
+                sock.close()
+                continue
+            self._drain(worker)
+            worker.ended.addCallback(_close_socket, sock)
+        del self._sockets[workers:]
+        self.workers = workers
+        self._publish()
 
     def roll(self) -> defer.Deferred[None]:
         """Rolling restart: replace the workers one slot at a time."""

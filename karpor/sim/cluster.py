@@ -4,7 +4,8 @@ A cluster has its own CA, a serving certificate for ``127.0.0.1``, ``::1``
 and ``localhost``, a bearer token, an in-memory :class:`~karpor.sim.store.Store`
 with its :class:`~karpor.sim.kubelet.Kubelet` and
 :class:`~karpor.sim.controllers.DeploymentController`, and listens with TLS on
-a given or free port.  While running it owns a
+a given or free port, speaking HTTP/2 (ALPN ``h2``) and HTTP/1.1 as
+kube-apiserver does.  While running it owns a
 :class:`~karpor.sim.streaming.StreamServer` for ``exec``, ``attach`` and
 ``port-forward``, whose pods' scratch directories live in a temporary
 directory created on start and removed on stop (with every child process).
@@ -52,7 +53,7 @@ from karpor.sim.logs import DEFAULT_INTERVAL
 from karpor.sim.server import ApiServer, ServerVersion, SimulatorSite
 from karpor.sim.store import Store
 from karpor.sim.streaming import StreamServer
-from karpor.tls import server_options
+from karpor.tls import H2, server_options
 
 CLUSTER_API_VERSION = "cluster.karpor.io/v1beta1"
 #: the label the simulator puts on the Cluster documents it writes
@@ -224,7 +225,9 @@ class SimulatedCluster(Service):
             )
         tcp: IReactorTCP = self.reactor  # type: ignore[assignment]
         tls = TLSMemoryBIOFactory(
-            server_options(self.serving.cert_pem, self.serving.key_pem), False, self.site
+            server_options(self.serving.cert_pem, self.serving.key_pem, alpn=H2),
+            False,
+            self.site,
         )
         # TLSMemoryBIOFactory is a WrappingFactory; its type parameters do not line up
         self._listening = tcp.listenTCP(

@@ -15,6 +15,10 @@ authenticator, clocks) and answers one request at a time:
    WebSocket, POST for SPDY) go, once the pod is found, to the cluster's
    :class:`~karpor.sim.streaming.StreamServer`, which upgrades the connection.
 
+:class:`SimulatorSite` serves HTTP/2 (ALPN ``h2``, :mod:`karpor.sim.http2`)
+and HTTP/1.1 alike; upgrades need HTTP/1.1 (an exec request over HTTP/2 gets
+a 400 ``Status`` saying so).
+
 Long-running responses (watches, ``logs -f``, upgraded streams) are not cut by
 twisted.web's idle timeout: ``HTTPChannel`` suspends it while a request is
 being answered, and :func:`~karpor.sim.streaming.StreamServer.handle` cancels
@@ -35,7 +39,8 @@ from typing import Any
 
 import yaml
 from OpenSSL import crypto
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import Request as HTTPRequest
@@ -49,6 +54,7 @@ from karpor.sim import discovery, negotiate, openapi, protobuf
 from karpor.sim import patch as patches
 from karpor.sim.auth import Authenticator, impersonate, self_subject_review
 from karpor.sim.channels import Kind
+from karpor.sim.http2 import NegotiatingChannel
 from karpor.sim.logs import DEFAULT_INTERVAL, LogFollower, LogOptions, render_lines, resolve
 from karpor.sim.negotiate import JSON, YAML, Negotiated, Representation
 from karpor.sim.resources import CATALOG, Catalog, ResourceType
@@ -604,6 +610,12 @@ class ApiServer:
         stream_kind = UPGRADE_SUBRESOURCES.get(info.subresource)
         if stream_kind is not None:
             pod = self.store.get(rt, namespace, name)
+            if call.request.clientproto == b"HTTP/2":
+                raise ApiError(
+                    400,
+                    f"{rt.plural}/{info.subresource} needs an HTTP/1.1 connection: SPDY and "
+                    "WebSocket upgrades are not possible over HTTP/2 (offer ALPN http/1.1 only)",
+                )
             if self.streams is None:
                 raise ApiError(
                     400,
@@ -749,7 +761,8 @@ def scale_of(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def _peer_certificate(request: Request) -> crypto.X509 | None:
-    transport = getattr(getattr(request, "channel", None), "transport", None)
+    channel = getattr(request, "channel", None)
+    transport = getattr(channel, "transport", None) or getattr(channel, "peer_transport", None)
     get_peer = getattr(transport, "getPeerCertificate", None)
     if get_peer is None:
         return None
@@ -801,6 +814,16 @@ class SimulatorSite(Site):
         super().__init__(SimulatorResource(api), reactor=reactor)
         self.displayTracebacks = False
         self._access_log = access_log
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """ALPN, preferred first (Twisted asks the wrapped factory)."""
+        return [b"h2", b"http/1.1"]
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:  # type: ignore[override]
+        """HTTP/2 or HTTP/1.1, as the connection's ALPN says."""
+        channel = NegotiatingChannel(self, addr)
+        channel.factory = self
+        return channel
 
     def log(self, request: HTTPRequest) -> None:
         """Write an access log line only when asked to."""

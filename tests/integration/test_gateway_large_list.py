@@ -144,13 +144,14 @@ def test_100_mb_list_streams_through(
     get_streamed(
         gateway.port, "/apis/cluster.karpor.io/v1beta1/clusters/sim-1/proxy/api", context, {}
     )
-    peak_reset = reset_peak(gateway.pid)
-    baseline = rss_bytes(gateway.pid)
-    sampler = Sampler(gateway.pid)
+    pid = gateway.serving_pid
+    peak_reset = reset_peak(pid)
+    baseline = rss_bytes(pid)
+    sampler = Sampler(pid)
     status, got, got_size = get_streamed(gateway.port, proxied, context, {})
     peak = sampler.stop()
     if peak_reset:
-        peak = max(peak, rss_bytes(gateway.pid, "VmHWM"))
+        peak = max(peak, rss_bytes(pid, "VmHWM"))
 
     assert status == 200
     assert (got, got_size) == (want, size)

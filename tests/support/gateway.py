@@ -74,6 +74,18 @@ class GatewayRun:
         """The gateway's process id."""
         return self.process.popen.pid
 
+    def worker_pids(self) -> list[int]:
+        """The pids of the worker processes (the supervisor's children)."""
+        return children(self.pid)
+
+    @property
+    def serving_pid(self) -> int:
+        """The process serving requests: the only worker (or the process itself)."""
+        workers = self.worker_pids()
+        if len(workers) > 1:
+            raise AssertionError(f"several workers serve: {workers}")
+        return workers[0] if workers else self.pid
+
     @property
     def ca_pem(self) -> bytes:
         """The gateway CA certificate."""
@@ -231,6 +243,15 @@ def request(
         conn.close()
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid``."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(c) for c in text]
+    return sorted(found)
+
+
 def rss_bytes(pid: int, field: str = "VmRSS") -> int:
     """A memory figure of a process from ``/proc/PID/status`` (``VmRSS``, ``VmHWM``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -259,7 +280,8 @@ def gateway(
 ) -> Iterator[GatewayRun]:
     """The gateway serving ``gateway_clusters_dir`` (one process for the session)."""
     state_dir = tmp_path_factory.mktemp("gateway") / "state"
-    run = start_gateway(gateway_clusters_dir, state_dir)
+    # a supervisor and one worker: the production shape, one serving process to measure
+    run = start_gateway(gateway_clusters_dir, state_dir, "--workers", "1")
     try:
         yield run
     finally:

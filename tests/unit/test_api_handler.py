@@ -110,7 +110,7 @@ def test_health_needs_no_identity(world, path):
 
 def test_health_verbose(world):
     r = world.call("/readyz", query="verbose", identity=None)
-    assert r.body == b"[+]ping ok\nreadyz check passed\n"
+    assert r.body == (b"[+]ping ok\n[+]clusters-loaded ok\n[+]shutdown ok\nreadyz check passed\n")
 
 
 def test_version_needs_no_identity(world):

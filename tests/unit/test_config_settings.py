@@ -41,10 +41,18 @@ def test_defaults() -> None:
 def test_every_key() -> None:
     text = (
         "port: 9443\nhost: 0.0.0.0\nworkers: 3\nclustersDir: clusters\nstateDir: /var/lib/karpor\n"
+        "drainTimeout: 5\nlogFormat: json\n"
     )
     s = parse_settings(text, "/etc/karpor/karpor.yaml")
     assert s == Settings(
-        9443, "0.0.0.0", 3, "/etc/karpor/clusters", "/var/lib/karpor", "/etc/karpor/karpor.yaml"
+        port=9443,
+        host="0.0.0.0",
+        workers=3,
+        clusters_dir="/etc/karpor/clusters",
+        state_dir="/var/lib/karpor",
+        drain_timeout=5.0,
+        log_format="json",
+        source="/etc/karpor/karpor.yaml",
     )
 
 
@@ -53,7 +61,8 @@ def test_errors_name_file_and_key() -> None:
         "/etc/karpor/karpor.yaml: port: must be a port number from 1 to 65535",
         "/etc/karpor/karpor.yaml: workers: must be an integer, not a string",
         "/etc/karpor/karpor.yaml: clusterDir: unknown key "
-        "(known: port, host, workers, clustersDir, stateDir)",
+        "(known: port, host, workers, clustersDir, stateDir, drainTimeout, logFormat, "
+        "auditLog, authentication, authorization)",
         "/etc/karpor/karpor.yaml: host: must be an address or host name",
     ]
     assert problems("- a list\n") == [
@@ -81,10 +90,10 @@ def test_flags_win(tmp_path: Path) -> None:
         str(tmp_path / "state"),
     )
     with pytest.raises(SettingsError) as info:
-        merge(from_file, {"port": "http", "workers": "0", "colour": "blue"})
+        merge(from_file, {"port": "http", "workers": "-1", "colour": "blue"})
     assert info.value.problems == (
         "--port: must be an integer, not a string",
-        "--workers: must be from 1 to 1024",
+        "--workers: must be an integer, not a string",
         "colour: not a setting",
     )
 

@@ -12,6 +12,7 @@ from twisted.python import usage
 
 from karpor.server import state
 from karpor.server.front import GatewayFactory
+from karpor.server.processes import ProcessPoolService, worker_command
 from karpor.server.service import (
     GatewayService,
     Options,
@@ -92,11 +93,35 @@ def test_demo_defaults_to_karpor_demo_in_the_working_directory(tmp_path):
     assert settings.state_dir == str(tmp_path / "karpor-demo")
 
 
-def test_make_service_builds_a_gateway(tmp_path):
-    options = parse("--clusters-dir", str(tmp_path), "--state-dir", str(tmp_path / "s"))
+def test_make_service_builds_a_gateway_in_process_with_zero_workers(tmp_path):
+    options = parse(
+        "--clusters-dir", str(tmp_path), "--state-dir", str(tmp_path / "s"), "--workers", "0"
+    )
     service = makeService(options)
     [gateway] = list(service)  # type: ignore[call-overload]
     assert isinstance(gateway, GatewayService)
+
+
+def test_make_service_builds_a_supervisor_with_workers(tmp_path):
+    options = parse(
+        "--clusters-dir", str(tmp_path), "--state-dir", str(tmp_path / "s"), "--workers", "3"
+    )
+    service = makeService(options)
+    [pool] = list(service)  # type: ignore[call-overload]
+    assert isinstance(pool, ProcessPoolService)
+    assert pool.settings.workers == 3
+    argv = worker_command(options.worker_arguments(), python="py")(1, 7)
+    assert argv[:8] == [
+        "py",
+        "-m",
+        "karpor.server.gatewayworker",
+        "--slot",
+        "1",
+        "--generation",
+        "7",
+        "--",
+    ]
+    assert "--workers" in argv and "--clusters-dir" in argv
 
 
 def test_start_loads_listens_and_records(tmp_path):

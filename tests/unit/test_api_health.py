@@ -1,0 +1,38 @@
+"""/readyz fails until loaded and while draining; the supervisor shows in verbose output."""
+
+from karpor.api.health import Health
+
+
+def test_not_ready_until_loaded():
+    health = Health()
+    code, body = health.report("readyz", verbose=False)
+    assert code == 500
+    assert b"[-]clusters-loaded failed" in body
+    assert health.report("livez", verbose=False) == (200, b"ok")
+    health.loaded = True
+    assert health.report("readyz", verbose=False) == (200, b"ok")
+
+
+def test_draining_fails_readyz_first():
+    health = Health(loaded=True)
+    health.draining = True
+    code, body = health.report("readyz", verbose=False)
+    assert code == 500
+    assert b"[-]shutdown failed: draining" in body
+    assert health.report("healthz", verbose=False) == (200, b"ok")
+
+
+def test_supervisor_state_in_verbose_output():
+    health = Health(loaded=True)
+    health.supervisor = {
+        "pid": 10,
+        "workers": [{"slot": 0, "pid": 11, "generation": 3, "state": "ready"}],
+        "restarts": 2,
+        "rolls": 1,
+        "crashLooping": [],
+    }
+    code, body = health.report("healthz", verbose=True)
+    assert code == 200
+    text = body.decode()
+    assert "[+]supervisor ok: supervisor pid 10; workers: slot 0 pid 11 gen 3 ready" in text
+    assert "restarts 2" in text
