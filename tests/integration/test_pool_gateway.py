@@ -179,6 +179,8 @@ def test_add_change_remove_and_break_a_cluster_file(pool: Pool, sim_clusters: Si
     extra = dict(source, metadata={"name": "extra", "labels": {"v": "1"}})
     (clusters / "extra.yaml").write_text(yaml.safe_dump(extra))
     pool.wait_for(lambda: "extra" in pool.cluster_names(), "the added cluster")
+    # every worker has it (fresh connections spread over both)
+    assert all("extra" in pool.cluster_names() for _ in range(20))
 
     changed = dict(extra, metadata={"name": "extra", "labels": {"v": "2"}})
     (clusters / "extra.yaml").write_text(yaml.safe_dump(changed))
@@ -290,3 +292,21 @@ def _ready(pool: Pool) -> bool:
         return pool.get("/readyz")[0] == 200
     except (OSError, ssl.SSLError, http.client.HTTPException):
         return False
+
+
+def test_sighup_rereads_the_config_file(sim_clusters: SimRun, tmp_path: Path) -> None:
+    clusters = tmp_path / "clusters"
+    clusters.mkdir()
+    shutil.copy(sim_clusters["sim-1"].cluster_file, clusters / "sim-1.yaml")
+    config = tmp_path / "karpor.yaml"
+    config.write_text("workers: 1\ndrainTimeout: 2\n")
+    run = start_gateway(clusters, tmp_path / "state", "--config", str(config))
+    try:
+        pool = Pool(run, write_kubeconfig(run.state_dir, tmp_path / "k", run.url))
+        pool.wait_for(lambda: len(run.worker_pids()) == 1 and _ready(pool), "one worker")
+        config.write_text("workers: 2\ndrainTimeout: 2\n")
+        os.kill(run.pid, signal.SIGHUP)
+        pool.wait_for(lambda: len(run.worker_pids()) == 2, "two workers after SIGHUP")
+        pool.wait_for(lambda: len({pool.worker_pid() for _ in range(40)}) == 2, "both serving")
+    finally:
+        assert run.stop() == 0, run.process.output[-3000:]

@@ -159,10 +159,10 @@ def test_killed_worker_is_replaced_without_failed_new_connections(pool):
     after = pool.worker_pids()
     assert victim not in after
     assert len(after) == 2
-    # Requests on connections the dead worker held may fail; they are retried by
-    # the load once. New connections queue on the slot's socket until the
-    # replacement adopts it, so none of them fails.
-    assert load.failures == [], load.failures
+    # Only connections the dead worker held may fail: at most the one each load
+    # thread had in flight at the kill. Connections arriving afterwards queue on
+    # the slot's socket until the replacement adopts it, so none of them fails.
+    assert len(load.failures) <= 2, load.failures
     assert any("killed by signal 9" in line for line in pool.lines)
 
 
