@@ -16,6 +16,7 @@ from collections.abc import Sequence
 #: modules providing the subcommands, in the order ``--help`` lists them
 SUBCOMMANDS = (
     "karpor.auth.command",  # karpor kubeconfig
+    "karpor.auth.revoke",  # karpor revoke
     "karpor.config.check",  # karpor check DIR
     "karpor.sim.command",  # karpor sim
 )

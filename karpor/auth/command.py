@@ -3,7 +3,8 @@
 ::
 
     karpor kubeconfig --state-dir DIR --user U [--group G]... --server https://HOST:PORT
-                      [-o FILE] [--clusters-dir DIR] [--ttl 90d]
+                      [-o FILE] [--clusters-dir DIR] [--ttl 90d] [--config FILE]
+    karpor kubeconfig --state-dir DIR --token TOKEN [...]
 
 The client certificate is signed by the gateway CA kept in ``--state-dir``
 (CN = user, one O per group).  The kubeconfig
@@ -12,6 +13,14 @@ cluster of the clusters directory (``--clusters-dir``, else the one the
 gateway recorded in the state directory when it last started) and the
 ``karpor`` context.  It is written with mode 0600 to ``-o FILE``, or to
 standard output (no ``-o``, or ``-o -``); a summary goes to standard error.
+
+Contexts are written only for the clusters the user may reach under the
+gateway's access policy: the ``authorization.policyFile`` of ``--config``,
+else the one the gateway recorded in the state directory
+(:func:`karpor.auth.access.read_access_record`); without a policy, every
+cluster.  ``--token TOKEN`` writes a kubeconfig for a user of the token file
+instead (no certificate is issued; the identity, looked up in the token
+file, decides the contexts).  The token never appears in a message.
 """
 
 from __future__ import annotations
@@ -26,9 +35,12 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
+from karpor.auth.access import read_access_record
 from karpor.auth.ca import CertificateAuthority, write_private
 from karpor.auth.identity import Identity
 from karpor.auth.kubeconfig import build_kubeconfig, dump_kubeconfig, parse_duration
+from karpor.auth.policy import PolicyError, load_policy
+from karpor.auth.tokens import TokenFileError, load_token_file
 from karpor.config.directory import load_directory
 from karpor.config.model import Cluster
 from karpor.server import state
@@ -60,7 +72,13 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         ),
     )
     parser.add_argument("--state-dir", required=True, type=Path, help="the gateway's state dir")
-    parser.add_argument("--user", required=True, help="the user name (certificate CN)")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="the user name (certificate CN)")
+    who.add_argument(
+        "--token",
+        help="write a kubeconfig with this bearer token of the gateway's token file "
+        "(no certificate is issued)",
+    )
     parser.add_argument(
         "--group",
         action="append",
@@ -84,6 +102,12 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--ttl", default=DEFAULT_TTL, help="certificate lifetime, e.g. 90d, 12h (default: 90d)"
     )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="the gateway's settings file, for its policy and token files "
+        "(default: as the gateway recorded them in the state dir)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -92,6 +116,46 @@ def cluster_names(
 ) -> list[str]:
     """The names of the clusters ``identity`` may reach, sorted."""
     return sorted(c.name for c in clusters if reachable(identity, c))
+
+
+def access_files(state_dir: Path, config: Path | None) -> tuple[str | None, str | None]:
+    """``(token file, policy file)`` of ``config``, else as the gateway recorded them."""
+    if config is None:
+        return read_access_record(state_dir)
+    from karpor.config.settings import SettingsError, load_settings  # noqa: PLC0415
+
+    try:
+        settings = load_settings(str(config))
+    except SettingsError as exc:
+        raise CommandError("; ".join(exc.problems)) from None
+    return settings.authentication.token_file, settings.authorization.policy_file
+
+
+def policy_reachable(policy_file: str | None) -> Reachable:
+    """Who may reach which cluster under the policy file (everyone without one)."""
+    if policy_file is None:
+        return everyone
+    try:
+        policy = load_policy(policy_file)
+    except PolicyError as exc:
+        raise CommandError("; ".join(exc.problems)) from None
+    return policy.reaches
+
+
+def token_identity(token_file: str | None, token: str) -> Identity:
+    """The identity of ``token`` in the token file (never quoting the token)."""
+    if token_file is None:
+        raise CommandError(
+            "--token needs the gateway's token file (authentication.tokenFile): give "
+            "--config, or start the gateway with it once"
+        )
+    try:
+        identity = load_token_file(token_file).authenticator.identify(token)
+    except TokenFileError as exc:
+        raise CommandError("; ".join(exc.problems)) from None
+    if identity is None:
+        raise CommandError(f"the token is not in the token file {token_file}")
+    return identity
 
 
 def _load_clusters(directory: Path | None, err: TextIO) -> list[Cluster]:
@@ -140,8 +204,10 @@ def generate(
     ttl: datetime.timedelta,
     err: TextIO,
     reachable: Reachable = everyone,
-) -> tuple[bytes, list[str], datetime.datetime]:
-    """The kubeconfig for ``user``; also the cluster names and the certificate's expiry."""
+    token: str | None = None,
+) -> tuple[bytes, list[str], datetime.datetime | None]:
+    """The kubeconfig for ``user`` (with ``token``: a token user, no
+    certificate); also the cluster names and the certificate's expiry."""
     if not user:
         raise CommandError("--user must not be empty")
     if not state.has_ca(state_dir):
@@ -158,13 +224,19 @@ def generate(
     ca = CertificateAuthority.load(state_dir)
     identity = Identity(user, tuple(groups))
     names = cluster_names(_load_clusters(clusters_dir, err), identity, reachable)
-    issued = ca.issue_client(user, groups, ttl)
+    expiry: datetime.datetime | None = None
     try:
-        config = build_kubeconfig(server, ca.cert_pem, user, issued.cert_pem, issued.key_pem, names)
+        if token is not None:
+            config = build_kubeconfig(server, ca.cert_pem, user, None, None, names, token=token)
+        else:
+            issued = ca.issue_client(user, groups, ttl)
+            config = build_kubeconfig(
+                server, ca.cert_pem, user, issued.cert_pem, issued.key_pem, names
+            )
+            expiry = datetime.datetime.now(datetime.UTC) + ttl
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     _check_server_covered(state_dir, server, err)
-    expiry = datetime.datetime.now(datetime.UTC) + ttl
     return dump_kubeconfig(config), names, expiry
 
 
@@ -172,10 +244,29 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     """Run ``karpor kubeconfig``; returns the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
+    token: str | None = getattr(args, "token", None)
+    user: str = args.user or ""
+    groups: list[str] = list(args.groups)
     try:
         ttl = datetime.timedelta(seconds=parse_duration(args.ttl))
+        token_file, policy_file = access_files(args.state_dir, getattr(args, "config", None))
+        if token is not None:
+            if groups:
+                raise CommandError(
+                    "--group goes with --user; a token user's groups are in the token file"
+                )
+            identity = token_identity(token_file, token)
+            user, groups = identity.user, list(identity.groups)
         data, names, expiry = generate(
-            args.state_dir, args.user, args.groups, args.server, args.clusters_dir, ttl, err
+            args.state_dir,
+            user,
+            groups,
+            args.server,
+            args.clusters_dir,
+            ttl,
+            err,
+            policy_reachable(policy_file),
+            token,
         )
     except (CommandError, ValueError, OSError) as exc:
         print(f"karpor kubeconfig: error: {exc}", file=err)
@@ -192,11 +283,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             return 1
         where = args.output
     contexts = [*names, "karpor"]
-    groups = f" (groups: {', '.join(args.groups)})" if args.groups else ""
+    shown = f" (groups: {', '.join(groups)})" if groups else ""
+    credential = (
+        f"certificate for {user}{shown} valid until {expiry:%Y-%m-%d %H:%M} UTC"
+        if expiry is not None
+        else f"token of {user}{shown} (no certificate issued)"
+    )
     print(
         f"karpor kubeconfig: wrote {where}: contexts {', '.join(contexts)} "
-        f"(current: {contexts[0]}); certificate for {args.user}{groups} valid until "
-        f"{expiry:%Y-%m-%d %H:%M} UTC",
+        f"(current: {contexts[0]}); {credential}",
         file=err,
     )
     return 0

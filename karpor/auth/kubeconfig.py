@@ -62,11 +62,14 @@ def build_kubeconfig(
     server: str,
     ca_pem: bytes,
     user: str,
-    cert_pem: bytes,
-    key_pem: bytes,
+    cert_pem: bytes | None,
+    key_pem: bytes | None,
     clusters: Iterable[str],
+    token: str | None = None,
 ) -> dict[str, Any]:
-    """A kubeconfig for ``user`` reaching ``clusters`` through the gateway.
+    """A kubeconfig for ``user`` reaching ``clusters`` through the gateway,
+    authenticated by a client certificate and key or, with ``token``, by that
+    bearer token (a user of the gateway's token file).
 
     Contexts are sorted by cluster name, then ``karpor``; the current context
     is the first cluster, or ``karpor`` when there is none.
@@ -78,6 +81,13 @@ def build_kubeconfig(
             f"a cluster is named {GATEWAY_CONTEXT!r}, the name of the gateway's own context"
         )
     ca = _b64(ca_pem)
+    credential: dict[str, str]
+    if token is not None:
+        credential = {"token": token}
+    elif cert_pem is not None and key_pem is not None:
+        credential = {"client-certificate-data": _b64(cert_pem), "client-key-data": _b64(key_pem)}
+    else:
+        raise ValueError("a kubeconfig needs a client certificate and key, or a token")
     entries = [(name, cluster_server(base, name)) for name in names]
     entries.append((GATEWAY_CONTEXT, base))
     return {
@@ -88,15 +98,7 @@ def build_kubeconfig(
             {"name": name, "cluster": {"server": url, "certificate-authority-data": ca}}
             for name, url in entries
         ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": _b64(cert_pem),
-                    "client-key-data": _b64(key_pem),
-                },
-            }
-        ],
+        "users": [{"name": user, "user": credential}],
         "contexts": [
             {"name": name, "context": {"cluster": name, "user": user}} for name, _ in entries
         ],

@@ -244,6 +244,12 @@ class ReloadingFile(Generic[_T]):
         self.error: str | None = None
         self._fresh_error = False
 
+    @property
+    def value(self) -> _T:
+        """The last good value, without checking the file (the request path
+        reads this; a timer calls :meth:`poll`)."""
+        return self._value
+
     def current(self, now: float) -> _T:
         """The value, reloaded first if due and the file changed."""
         if now >= self._next_check:

@@ -4,7 +4,11 @@ Built once per cluster definition (never per request): the TLS client
 options (the cluster's CA, ``insecure``, a client certificate for an
 :class:`~karpor.config.model.X509Credential`, ``tls_server_name``) and the
 header lines every upstream request carries (``Host`` and, for a
-:class:`~karpor.config.model.TokenCredential`, ``Authorization``).  A token
+:class:`~karpor.config.model.TokenCredential`, ``Authorization``).  For an
+:class:`~karpor.config.model.ExecCredential` the token comes from the exec
+plugin (:class:`~karpor.proxy.execcredential.ExecCredentialCache`, asked by
+the front per request): :meth:`ClusterCredentials.with_token` adds it to the
+header block, remembering the block of the last token.  A token
 read from ``token_file`` is re-read when the file changes, checked at most
 once per ``reread_interval``: swapping it is replacing one bytes object.
 
@@ -98,7 +102,7 @@ class ClusterCredentials:
     """TLS options and request header block for one cluster definition.
 
     Raises :class:`CredentialError` when the definition cannot be used
-    (unreadable files, bad PEM, exec credentials, which are not supported yet).
+    (unreadable files, bad PEM).
     """
 
     def __init__(
@@ -122,9 +126,13 @@ class ClusterCredentials:
         cred = cluster.credential
         cert_pem: bytes | None = None
         key_pem: bytes | None = None
+        #: the exec plugin giving this cluster's token (``None``: none)
+        self.exec_credential: ExecCredential | None = None
+        self._exec_token: str | None = None
+        self._exec_pair: tuple[bytes, list[tuple[bytes, bytes]]] = (b"", [])
         if isinstance(cred, ExecCredential):
-            raise CredentialError("exec credentials not supported yet")
-        if isinstance(cred, TokenCredential):
+            self.exec_credential = cred
+        elif isinstance(cred, TokenCredential):
             if cred.token_file:
                 self._token_file = cred.token_file
                 self._load_token_file()
@@ -197,6 +205,19 @@ class ClusterCredentials:
                     self._load_token_file()
                 self._block = self._host_line + self._auth_line
                 self._h2 = self._h2_headers()
+
+    def with_token(self, token: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """The header block and HTTP/2 headers carrying ``token`` (an exec
+        plugin's): built once per token, shared: do not modify.  Raises
+        :class:`CredentialError` for a token that cannot be a header value."""
+        if token is not self._exec_token:
+            line = _token_line(token.encode("latin-1", "replace"))
+            self._exec_pair = (
+                self._host_line + line,
+                [*self._h2_base, (b"authorization", line[15:-2])],
+            )
+            self._exec_token = token
+        return self._exec_pair
 
     def block(self) -> bytes:
         """The header lines every request to the cluster carries (CRLF-ended)."""

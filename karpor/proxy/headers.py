@@ -3,10 +3,11 @@
 Requests: hop-by-hop headers (``Connection`` and every header it names,
 ``Keep-Alive``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade`` unless
 the request upgrades, ``Proxy-*``), ``Host``, the caller's ``Authorization``
-and the caller's identity headers (``Impersonate-*``, ``X-Remote-*``) are
-dropped; the cluster's header block (``Host`` and its credential), the
-identity headers the gateway decides on, and ``X-Forwarded-For`` are added;
-the body framing is restated by the gateway.  Responses lose their
+and the caller's identity headers (``Impersonate-*``, ``X-Remote-*`` and the
+configured front-proxy header names, :func:`request_drops`) are dropped;
+the cluster's header block (``Host`` and its credential), the identity
+headers the gateway decides on, and ``X-Forwarded-For`` are added; the body
+framing is restated by the gateway.  Responses lose their
 hop-by-hop headers in the same way.
 
 Any header whose name is not an HTTP token or whose value holds CR, LF or NUL
@@ -17,7 +18,7 @@ split a header line upstream.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 Header = tuple[bytes, bytes]
@@ -69,9 +70,27 @@ class RequestHeaders:
     upgrade: bytes | None
 
 
-def split_request(headers: Sequence[Header]) -> RequestHeaders:
+def request_drops(
+    names: Iterable[bytes] = (), prefixes: Iterable[bytes] = ()
+) -> tuple[frozenset[bytes], tuple[bytes, ...]]:
+    """The request header names and name prefixes :func:`split_request`
+    drops, plus ``names`` and ``prefixes`` (lower-case; the configured
+    front-proxy headers): build once, pass to every call."""
+    return (
+        _REQUEST_DROP | frozenset(n.lower() for n in names),
+        _REQUEST_DROP_PREFIXES + tuple(p.lower() for p in prefixes),
+    )
+
+
+def split_request(
+    headers: Sequence[Header],
+    drop: frozenset[bytes] = _REQUEST_DROP,
+    drop_prefixes: tuple[bytes, ...] = _REQUEST_DROP_PREFIXES,
+) -> RequestHeaders:
     """Sort a caller's request headers into what is forwarded and what the
-    gateway restates (framing, ``X-Forwarded-For``, upgrade)."""
+    gateway restates (framing, ``X-Forwarded-For``, upgrade).  ``drop`` and
+    ``drop_prefixes`` (from :func:`request_drops`) name what never goes
+    upstream; they must include the built-in ones."""
     lowered = [(name.lower(), name, value) for name, value in headers]
     connection = [v for lname, _, v in lowered if lname == b"connection"]
     named = _connection_tokens(connection) if connection else set()
@@ -85,7 +104,7 @@ def split_request(headers: Sequence[Header]) -> RequestHeaders:
     content_length: int | None = None
     chunked = False
     for lname, name, value in lowered:
-        if lname in _REQUEST_DROP or lname in named or lname.startswith(_REQUEST_DROP_PREFIXES):
+        if lname in drop or lname in named or lname.startswith(drop_prefixes):
             if lname == b"transfer-encoding":
                 chunked = chunked or b"chunked" in value.lower()
             elif lname == b"x-forwarded-for" and valid_header(name, value):

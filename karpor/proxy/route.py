@@ -28,7 +28,18 @@ ALIAS_PREFIX = b"/apis/cluster.core.oam.dev/v1alpha1/clustergateways/"
 _PREFIXES = (KARPOR_PREFIX, ALIAS_PREFIX)
 
 #: Paths a caller without credentials may reach (kube's public-info-viewer).
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version", "/version/"})
+PUBLIC_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/livez",
+        "/healthz/ping",
+        "/readyz/ping",
+        "/livez/ping",
+        "/version",
+        "/version/",
+    }
+)
 
 _MAX_NAME = 63
 _NAME = re.compile(rb"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")

@@ -2,12 +2,24 @@
 request path.
 
 One :class:`GatewayProtocol` per client connection: it parses requests with
-llhttp (``httptools.HttpRequestParser``), authenticates the connection once
-from its TLS peer certificate, routes each request
+llhttp (``httptools.HttpRequestParser``), routes each request
 (:func:`karpor.proxy.route.route`) and either forwards it to its cluster
 (:class:`karpor.proxy.forward.Forwarder`; long-running requests as
 HTTP/2 streams, :mod:`karpor.proxy.h2upstream`) or hands it to the gateway's own
 API (:class:`karpor.api.request.ApiHandler`) with a :class:`Responder`.
+
+Access (:class:`karpor.auth.access.Access`): the TLS peer certificate is
+checked once per connection (:meth:`~karpor.auth.access.Access.peer`); each
+request is authenticated from that and its headers (client certificate,
+front-proxy headers, bearer token: a 401 ``Status`` otherwise, but on the
+public paths), a cluster request is authorized by the policy (403), and the
+identity the cluster must see goes upstream as ``Impersonate-*`` headers
+while the caller's own credential and identity headers never do.  A cluster
+whose credential is an exec plugin gets the plugin's token from the
+:class:`~karpor.proxy.execcredential.ExecCredentialCache` (502 naming the
+cluster when the plugin fails; a 401 from the cluster drops the cached
+token).  With an audit log, one :class:`~karpor.auth.audit.AuditRecord` is
+written per request when it ends (a splice when it closes).
 
 Requests on a connection are answered in order, one at a time: when a
 request begins while the previous response is still going (pipelining),
@@ -28,6 +40,8 @@ response, after which a fresh parser reads the held bytes as HTTP again.
 from __future__ import annotations
 
 import http
+import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,17 +59,30 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer, providedBy
 
 from karpor.api.request import ApiHandler, ApiRequest
 from karpor.api.status import ApiError
+from karpor.auth.access import Access, Authorized, Forbidden, Peer
+from karpor.auth.audit import AuditRecord, AuditWriter
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
+from karpor.auth.impersonation import impersonation_headers
 from karpor.config.model import Cluster
+from karpor.proxy.credentials import CredentialError
+from karpor.proxy.execcredential import ExecCredentialCache, ExecPluginError, ExecResult
 from karpor.proxy.forward import Forwarder, chunk
 from karpor.proxy.h2upstream import multiplexed
 from karpor.proxy.h2upstream import request_headers as h2_request_headers
-from karpor.proxy.headers import Header, RequestHeaders, lines, request_head, split_request
+from karpor.proxy.headers import (
+    Header,
+    RequestHeaders,
+    ResponseHeaders,
+    lines,
+    request_drops,
+    request_head,
+    split_request,
+)
 from karpor.proxy.pool import ClusterPool, UpstreamPools
 from karpor.proxy.route import ApiRoute, ClusterRoute, route
 from karpor.proxy.splice import Splice, UpgradeForwarder
@@ -91,6 +118,108 @@ _DONE = 5
 _BAD = 6
 
 _UNKNOWN: Any = object()
+_NO_PEER: Any = object()
+
+
+class _Counting:
+    """The client transport, counting the bytes written (for the audit log);
+    everything else is the transport's own."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.written = 0
+        directlyProvides(self, *providedBy(transport))
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        self._transport.write(data)
+
+    def writeSequence(self, data: Sequence[bytes]) -> None:
+        self.written += sum(len(d) for d in data)
+        self._transport.writeSequence(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _Audit:
+    """What the audit log will say of the current request."""
+
+    __slots__ = (
+        "authorized",
+        "cluster",
+        "identity",
+        "in_mark",
+        "out_mark",
+        "reason",
+        "request_id",
+        "started",
+    )
+
+    def __init__(self, started: float, in_mark: int, out_mark: int) -> None:
+        self.started = started
+        self.request_id = str(uuid.uuid4())
+        self.in_mark = in_mark
+        self.out_mark = out_mark
+        self.identity: Identity | None = None
+        self.cluster = ""
+        self.authorized: Authorized | None = None
+        self.reason = ""
+
+
+class _ExecWait:
+    """A request waiting for its cluster's exec-plugin token: what the
+    client sends meanwhile is kept (reading is paused, so at most a read)."""
+
+    __slots__ = ("body", "ended", "failed")
+
+    def __init__(self) -> None:
+        self.body: list[bytes] = []
+        self.ended = False
+        self.failed = False
+
+    def data(self, data: bytes) -> None:
+        if not self.failed:
+            self.body.append(data)
+
+    def end(self) -> None:
+        self.ended = True
+
+
+class _ClusterForwarder(Forwarder):
+    """A :class:`Forwarder` telling the front the cluster's status code."""
+
+    __slots__ = ("_front",)
+
+    def __init__(self, front: GatewayProtocol, *args: Any, **kwargs: Any) -> None:
+        super().__init__(front, *args, **kwargs)
+        self._front = front
+
+    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
+        """Note the status, then relay the head."""
+        if not self._finished:
+            self._front._upstream_status(code)
+        super().upstream_head(code, reason, response)
+
+
+class _ClusterUpgradeForwarder(UpgradeForwarder):
+    """An :class:`UpgradeForwarder` telling the front the cluster's status code."""
+
+    def __init__(self, front: GatewayProtocol, *args: Any, **kwargs: Any) -> None:
+        super().__init__(front, *args, **kwargs)
+        self._front = front
+
+    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
+        """Note the status, then relay the head."""
+        if not self._finished:
+            self._front._upstream_status(code)
+        super().upstream_head(code, reason, response)
+
+    def upstream_switch(self, reason: bytes, response: ResponseHeaders) -> Splice | None:
+        """Note the ``101``, then splice."""
+        if not self._finished:
+            self._front._upstream_status(101)
+        return super().upstream_switch(reason, response)
 
 
 def status_line(code: int) -> bytes:
@@ -158,6 +287,7 @@ class Responder:
         if self._started or self._lost:
             return
         self._started = self._done = True
+        self._protocol._status = code
         close = not self._head.keep_alive
         parts = self._head_bytes(code, headers)
         parts.append(b"Content-Length: %d\r\n" % len(body))
@@ -172,6 +302,7 @@ class Responder:
         if self._started or self._lost:
             return
         self._started = True
+        self._protocol._status = code
         parts = self._head_bytes(code, headers)
         if self._head.http11:
             self._chunked = True
@@ -222,8 +353,16 @@ class GatewayProtocol(Protocol):
     def __init__(self, factory: GatewayFactory) -> None:
         self._factory = factory
         self._parser = httptools.HttpRequestParser(self)
-        self._identity: Identity | None = _UNKNOWN
+        self._peer: Peer = _NO_PEER
         self._client_address = b""
+        self._status = 0
+        self._audit: _Audit | None = None
+        self._received = 0
+        self._read_start = 0
+        self._in_mark = 0
+        self._counting: _Counting | None = None
+        self._exec_wait: _ExecWait | None = None
+        self._exec_cluster = ""
         self._pauses: set[int] = set()
         self._queue: deque[tuple[int, Any]] | None = None
         self._replaying = False
@@ -255,12 +394,18 @@ class GatewayProtocol(Protocol):
         no_delay(self.transport)
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self._client_address = str(getattr(peer, "host", "")).encode()
+        if self._factory.audit is not None:
+            self._counting = _Counting(self.transport)
+            self.transport = self._counting  # type: ignore[assignment]
         self._factory.connection_opened(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Close what the current request (or the splice) holds upstream."""
         self.disconnected = True
         self._factory.connection_closed(self)
+        self._exec_wait = None
+        if self._audit is not None:
+            self._audit_done()
         splice, self._splice = self._splice, None
         if splice is not None:
             splice.client_lost()
@@ -274,12 +419,20 @@ class GatewayProtocol(Protocol):
         if responder is not None:
             responder._connection_lost()
 
-    def _identify(self) -> Identity | None:
-        if self._identity is _UNKNOWN:
+    def _peer_of(self) -> Peer:
+        """What the connection's client certificate proves (decided once)."""
+        if self._peer is _NO_PEER:
             get_peer = getattr(self.transport, "getPeerCertificate", None)
-            peer = get_peer() if get_peer is not None else None
-            self._identity = self._factory.authenticator.identify(peer)
-        return self._identity
+            cert = get_peer() if get_peer is not None else None
+            self._peer = self._factory.access.peer(cert)
+        return self._peer
+
+    def _authenticate(self) -> Identity:
+        """The caller of the current request; raises the 401."""
+        identity = self._factory.access.authenticate(self._peer_of(), self._headers)
+        if self._audit is not None:
+            self._audit.identity = identity
+        return identity
 
     def _pause(self, reason: int) -> None:
         if not self._pauses and not self.disconnected:
@@ -306,6 +459,8 @@ class GatewayProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Parse request bytes (or pass them to the splice)."""
+        self._read_start = self._received
+        self._received += len(data)
         splice = self._splice
         if splice is not None:
             splice.client_data(data)
@@ -371,6 +526,7 @@ class GatewayProtocol(Protocol):
     def _reject_malformed(self) -> None:
         self._head = _Head(b"GET", True, False, False)
         self._busy = True
+        self._start_audit()
         self._send_error(ApiError(400, "malformed HTTP request"))
 
     def _close(self) -> None:
@@ -471,6 +627,7 @@ class GatewayProtocol(Protocol):
     # -- requests -----------------------------------------------------------------
 
     def _begin(self) -> None:
+        self._in_mark = self._read_start
         self._in_message = True
         self._head = None
         self._url = b""
@@ -485,9 +642,66 @@ class GatewayProtocol(Protocol):
         if on_end is not None:
             on_end()
 
+    def _start_audit(self) -> None:
+        self._status = 0
+        if self._factory.audit is not None:
+            counting = self._counting
+            self._audit = _Audit(
+                time.time(), self._in_mark, counting.written if counting is not None else 0
+            )
+
+    def _audit_done(self) -> None:
+        """Write the audit record of the request that just ended."""
+        audit, self._audit = self._audit, None
+        writer = self._factory.audit
+        if audit is None or writer is None:
+            return
+        identity = audit.identity
+        authorized = audit.authorized
+        attrs = authorized.attrs if authorized is not None else None
+        upstream = authorized.upstream if authorized is not None else None
+        head = self._head
+        counting = self._counting
+        writer.write(
+            AuditRecord(
+                time=audit.started,
+                request_id=audit.request_id,
+                user=identity.user if identity is not None else "",
+                groups=identity.groups if identity is not None else (),
+                source=self._client_address.decode("latin-1"),
+                cluster=audit.cluster,
+                verb=attrs.verb if attrs is not None else "",
+                namespace=attrs.namespace if attrs is not None else "",
+                resource=attrs.resource if attrs is not None else "",
+                subresource=attrs.subresource if attrs is not None else "",
+                path=self._url.decode("latin-1"),
+                method=head.method.decode("latin-1") if head is not None else "",
+                status=self._status,
+                bytes_in=max(0, self._received - audit.in_mark),
+                bytes_out=(counting.written - audit.out_mark) if counting is not None else 0,
+                duration=time.time() - audit.started,
+                impersonated_user=upstream.user if upstream is not None else None,
+                impersonated_groups=tuple(g for g in upstream.groups if g != "system:authenticated")
+                if upstream is not None
+                else (),
+                exchange_rule=authorized.exchange_rule if authorized is not None else "",
+                reason=audit.reason,
+            )
+        )
+
+    def _upstream_status(self, code: int) -> None:
+        """The cluster answered ``code`` (a 401 drops an exec-plugin token)."""
+        self._status = code
+        if code == 401 and self._exec_cluster:
+            cache = self._factory.exec_credentials
+            if cache is not None:
+                cache.invalidate(self._exec_cluster)
+
     def _dispatch(self, head: _Head) -> None:
         self._head = head
         self._busy = True
+        self._exec_cluster = ""
+        self._start_audit()
         try:
             target = route(self._url)
             if isinstance(target, ClusterRoute):
@@ -501,29 +715,72 @@ class GatewayProtocol(Protocol):
             self._send_error(ApiError(500, "internal error"))
 
     def _proxy(self, target: ClusterRoute, head: _Head) -> None:
-        identity = self._identify()
-        if identity is None:
-            raise ApiError(401, "Unauthorized")
-        cluster = self._factory.clusters().get(target.name)
+        factory = self._factory
+        identity = self._authenticate()
+        audit = self._audit
+        if audit is not None:
+            audit.cluster = target.name
+        cluster = factory.clusters().get(target.name)
         if cluster is None:
             raise ApiError(
                 404,
                 f'clusters.cluster.karpor.io "{target.name}" not found',
                 details={"name": target.name, "group": "cluster.karpor.io", "kind": "clusters"},
             )
-        pool = self._factory.pools.get(cluster)
+        try:
+            authorized = factory.access.authorize(
+                identity, cluster, head.method, target.target, self._headers
+            )
+        except Forbidden as denied:
+            if audit is not None:
+                audit.authorized = Authorized(denied.attrs, None)
+            raise
+        if audit is not None:
+            audit.authorized = authorized
+        pool = factory.pools.get(cluster)
         if pool.error is not None:
             raise pool.error
+        credentials = pool.credentials
+        assert credentials is not None
+        request = split_request(self._headers, factory.drop, factory.drop_prefixes)
+        identity_headers = impersonation_headers(authorized.upstream)
+        if credentials.exec_credential is not None:
+            self._proxy_exec(cluster, target, head, pool, request, identity_headers)
+            return
+        self._forward(
+            target,
+            head,
+            pool,
+            request,
+            identity_headers,
+            credentials.block(),
+            credentials.h2_headers,
+        )
+
+    def _forward(
+        self,
+        target: ClusterRoute,
+        head: _Head,
+        pool: ClusterPool,
+        request: RequestHeaders,
+        identity_headers: Sequence[Header],
+        block: bytes,
+        h2_headers: Callable[[], list[Header]],
+    ) -> None:
+        """Send the request to the cluster with ``block`` (its ``Host`` and
+        credential) and the identity headers the gateway decided on."""
         assert pool.credentials is not None
-        request = split_request(self._headers)
+        path = pool.credentials.endpoint.prefix + target.target
         if head.upgrade:
-            self._proxy_upgrade(target, head, pool, request)
+            self._proxy_upgrade(head, pool, request, identity_headers, block, path)
             return
         request.upgrade = None  # the parser saw no upgrade: none is asked upstream
         has_body = request.chunked or bool(request.content_length)
-        upstream_head = self._upstream_head(target, head, pool, request)
+        upstream_head = request_head(
+            head.method, path, request, block, self._client_address, identity_headers
+        )
         stream = pool.multiplexes and multiplexed(head.method, target.target)
-        forwarder = Forwarder(
+        forwarder = _ClusterForwarder(
             self,
             head.method,
             upstream_head,
@@ -534,10 +791,11 @@ class GatewayProtocol(Protocol):
             h2_headers=(
                 h2_request_headers(
                     head.method,
-                    pool.credentials.endpoint.prefix + target.target,
+                    path,
                     request,
-                    pool.credentials.h2_headers(),
+                    h2_headers(),
                     self._client_address,
+                    identity_headers,
                 )
                 if stream
                 else None
@@ -552,22 +810,89 @@ class GatewayProtocol(Protocol):
         else:
             pool.submit(forwarder)
 
-    def _upstream_head(
-        self, target: ClusterRoute, head: _Head, pool: ClusterPool, request: RequestHeaders
-    ) -> bytes:
-        """The request head for the cluster: the same for plain and upgrade
-        requests (the cluster's credential in, the caller's out)."""
-        assert pool.credentials is not None
-        return request_head(
-            head.method,
-            pool.credentials.endpoint.prefix + target.target,
-            request,
-            pool.credentials.block(),
-            self._client_address,
-        )
+    def _proxy_exec(
+        self,
+        cluster: Cluster,
+        target: ClusterRoute,
+        head: _Head,
+        pool: ClusterPool,
+        request: RequestHeaders,
+        identity_headers: Sequence[Header],
+    ) -> None:
+        """Forward once the cluster's exec plugin gave a token (at once when
+        it is cached; else reading pauses until the plugin has run)."""
+        cache = self._factory.exec_credentials
+        if cache is None:
+            raise ApiError(502, f'cluster "{cluster.name}": exec credentials are not enabled')
+        self._exec_cluster = cluster.name
+        wait = _ExecWait()
+        self._exec_wait = wait
+        self._on_body = wait.data
+        self._on_end = wait.end
+        credentials = pool.credentials
+        assert credentials is not None
+
+        def got(result: ExecResult) -> None:
+            if self._exec_wait is not wait:
+                return  # the client went away meanwhile
+            self._exec_wait = None
+            self._resume(_UPSTREAM)
+            try:
+                if result.token is None:
+                    raise ApiError(
+                        502,
+                        f'cluster "{cluster.name}": the exec plugin gave a client certificate; '
+                        "the gateway supports exec plugins giving tokens only",
+                        "BadGateway",
+                    )
+                try:
+                    block, h2 = credentials.with_token(result.token)
+                except CredentialError as exc:
+                    raise ApiError(502, f'cluster "{cluster.name}": {exc}', "BadGateway") from None
+                self._forward(target, head, pool, request, identity_headers, block, lambda: h2)
+            except ApiError as exc:
+                wait.failed = True
+                self._send_error(exc)
+                return
+            except Exception:
+                log.failure("forwarding after the exec credential failed")
+                wait.failed = True
+                self._send_error(ApiError(500, "internal error"))
+                return
+            forwarder = self._forwarder
+            if forwarder is None or not isinstance(forwarder, Forwarder):
+                return
+            for data in wait.body:
+                forwarder.body(data)
+            wait.body = []
+            if wait.ended:
+                forwarder.body_end()
+
+        def failed(failure: Failure) -> None:
+            if self._exec_wait is not wait:
+                return
+            self._exec_wait = None
+            self._resume(_UPSTREAM)
+            wait.failed = True
+            exc = failure.value
+            if isinstance(exc, ExecPluginError):
+                log.warn("{error} {detail}", error=str(exc), detail=exc.detail)
+                self._send_error(exc.api_error())
+            else:
+                log.failure("exec credential failed", failure)
+                self._send_error(ApiError(502, f'cluster "{cluster.name}": exec plugin failed'))
+
+        self._pause(_UPSTREAM)
+        cache.get(cluster).addCallbacks(got, failed)
 
     def _proxy_upgrade(
-        self, target: ClusterRoute, head: _Head, pool: ClusterPool, request: RequestHeaders
+        self,
+        head: _Head,
+        pool: ClusterPool,
+        request: RequestHeaders,
+        identity_headers: Sequence[Header],
+        block: bytes,
+        path: bytes,
     ) -> None:
         """Send an upgrade request over a dedicated connection."""
         if request.upgrade is None:
@@ -577,10 +902,17 @@ class GatewayProtocol(Protocol):
             # the body would be read as tunnel bytes: nothing sane can follow
             self._failed = True
             raise ApiError(400, "an upgrade request cannot carry a body")
-        forwarder = UpgradeForwarder(
+        forwarder = _ClusterUpgradeForwarder(
             self,
             head.method,
-            self._upstream_head(target, head, pool, request),
+            request_head(
+                head.method,
+                path,
+                request,
+                block,
+                self._client_address,
+                identity_headers,
+            ),
             http11=head.http11,
             keep_alive=head.keep_alive,
             clock=pool.reactor,
@@ -589,9 +921,14 @@ class GatewayProtocol(Protocol):
         pool.connect_dedicated(forwarder)
 
     def _api(self, target: ApiRoute, head: _Head) -> None:
-        identity = self._identify()
-        if identity is None and not target.public:
-            raise ApiError(401, "Unauthorized")
+        identity: Identity | None
+        if target.public:
+            access = self._factory.access
+            identity = access.try_authenticate(self._peer_of(), self._headers)
+            if self._audit is not None:
+                self._audit.identity = identity
+        else:
+            identity = self._authenticate()
         self._api_body = []
         self._api_size = 0
         self._on_body = self._api_data
@@ -645,6 +982,9 @@ class GatewayProtocol(Protocol):
                 self.transport.abortConnection()  # type: ignore[union-attr]
 
     def _send_error(self, error: ApiError) -> None:
+        self._status = error.code
+        if self._audit is not None and error.code in (401, 403):
+            self._audit.reason = error.message
         head = self._head
         close = head is None or not head.keep_alive or self._failed
         body = error.body()
@@ -659,6 +999,8 @@ class GatewayProtocol(Protocol):
 
     def _finish_response(self, close: bool) -> None:
         """The response to the current request is complete."""
+        if self._audit is not None:
+            self._audit_done()
         self._busy = False
         self._forwarder = None
         self._responder = None
@@ -765,7 +1107,9 @@ class GatewayFactory(Factory):
 
     ``clusters()`` returns the current registry snapshot's clusters by name
     (looked up once per request); ``pools`` holds the upstream connections;
-    wrap this factory in TLS (``karpor.tls.server_options``) to serve it.
+    ``access`` authenticates and authorizes, ``audit`` writes the audit
+    log, ``exec_credentials`` runs clusters' exec plugins; wrap this factory
+    in TLS (``karpor.tls.server_options``) to serve it.
     """
 
     noisy = False
@@ -774,14 +1118,27 @@ class GatewayFactory(Factory):
         self,
         clusters: Callable[[], Mapping[str, Cluster]],
         api: ApiHandler,
-        authenticator: CertificateAuthenticator,
+        authenticator: CertificateAuthenticator | None,
         pools: UpstreamPools,
         reactor: IReactorTime | None = None,
         max_api_body: int = MAX_API_BODY,
+        *,
+        access: Access | None = None,
+        audit: AuditWriter | None = None,
+        exec_credentials: ExecCredentialCache | None = None,
     ) -> None:
         self.clusters = clusters
         self.api = api
-        self.authenticator = authenticator
+        #: authentication and authorization (client certificates of
+        #: ``authenticator`` only, no policy, when not given)
+        self.access = access if access is not None else Access(certificates=authenticator)
+        #: where each request's audit record goes (``None``: no audit log)
+        self.audit = audit
+        #: exec-plugin tokens of clusters with such credentials
+        self.exec_credentials = exec_credentials
+        self.drop, self.drop_prefixes = request_drops(
+            self.access.drop_names, self.access.drop_prefixes
+        )
         self.pools = pools
         self.reactor = reactor
         self.max_api_body = max_api_body

@@ -17,8 +17,22 @@ certificate), loads the clusters directory into a
 ``file: document N: field: message`` and skipped), builds the own API
 (:class:`~karpor.api.handler.GatewayApi`), the upstream pools and the front
 (:class:`~karpor.server.front.GatewayFactory`), and listens with TLS (ALPN
-``http/1.1``).  ``--workers`` is accepted; this version serves in one
-process.  ``--demo`` is :mod:`karpor.server.demo`.
+``http/1.1``).
+
+Access (issue 6): :class:`~karpor.auth.access.Access` is built from the
+``authentication`` and ``authorization`` settings (a token, policy,
+requestheader CA or revocation file that cannot be used at start is a fatal
+error); a timer re-checks the token file, the policy file and the state
+directory's ``revoked.json`` every half second (a change holds within 1 s;
+a bad file is logged and the last good one stays).  ``auditLog`` opens an
+:class:`~karpor.auth.audit.AuditWriter`; clusters with exec-plugin
+credentials share one :class:`~karpor.proxy.execcredential.ExecCredentialCache`
+(plugins run in the reactor's thread pool, never blocking the reactor: a
+worker runs without signal handlers, so ``spawnProcess`` children would
+never be reaped).
+
+``--workers`` is accepted; this version serves in one process.
+``--demo`` is :mod:`karpor.server.demo`.
 """
 
 from __future__ import annotations
@@ -31,21 +45,30 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
 from karpor.api.handler import GatewayApi
 from karpor.api.health import Health
-from karpor.auth.authenticate import CertificateAuthenticator
+from karpor.auth.access import Access, AccessError, write_access_record
+from karpor.auth.audit import AuditWriter
+from karpor.auth.revocation import RELOAD_INTERVAL
 from karpor.config.directory import load_directory
 from karpor.config.model import Cluster
 from karpor.config.registry import Registry, Snapshot, changes
 from karpor.config.reload import ChangeWatcher
 from karpor.config.settings import Settings, SettingsError, load_settings, merge
+from karpor.proxy.execcredential import (
+    ExecCredentialCache,
+    ProcessResult,
+    Runner,
+    subprocess_runner,
+)
 from karpor.proxy.pool import UpstreamPools
 from karpor.server import state
 from karpor.server.front import GatewayFactory
@@ -216,6 +239,10 @@ class GatewayService(Service):
         self._unsubscribe: Callable[[], None] | None = None
         self._watcher: ChangeWatcher | None = None
         self._file_state: dict[str, tuple[tuple[str, int, int, int, int], ...]] = {}
+        self.access: Access | None = None
+        self.audit: AuditWriter | None = None
+        self._exec: ExecCredentialCache | None = None
+        self._access_timer: LoopingCall | None = None
 
     def clusters(self) -> Mapping[str, Cluster]:
         """The current snapshot's clusters by name."""
@@ -243,6 +270,8 @@ class GatewayService(Service):
             # removed clusters' pools drain; a definition whose named files
             # (CA, token, certificate) changed gets fresh connections
             self._pools.forget(set(diff.removed) | stale)
+        if self._exec is not None:
+            self._exec.forget(sorted(set(diff.removed) | stale))
         if self._watcher is not None:
             self._watcher.watch_files(f for c in snapshot.clusters.values() for f in c.files())
         self.log.info(
@@ -281,12 +310,32 @@ class GatewayService(Service):
                 hosts=", ".join(prepared.serving.hosts),
                 reason=prepared.serving.issued_because,
             )
+        try:
+            access = Access.from_settings(
+                settings.authentication,
+                settings.authorization,
+                prepared.ca.cert_pem,
+                prepared.directory,
+                audit=settings.audit_log is not None,
+            )
+        except AccessError as exc:
+            raise SystemExit(f"karpor: {exc}") from None
+        if settings.audit_log is not None:
+            try:
+                self.audit = AuditWriter(settings.audit_log)
+            except OSError as exc:
+                raise SystemExit(
+                    f"karpor: auditLog {settings.audit_log}: {exc.strerror or exc}"
+                ) from None
+        self.access = access
+        write_access_record(prepared.directory, settings.authentication, settings.authorization)
         snapshot = self.load()
         self._files_changed(snapshot)
         self.health.loaded = True
         self.health.notes["clusters-loaded"] = f"{len(snapshot.clusters)} cluster(s)"
         reactor = self.reactor
-        api = GatewayApi(self.clusters, reactor, health=self.health)
+        self._exec = ExecCredentialCache(reactor, thread_runner(reactor))
+        api = GatewayApi(self.clusters, reactor, health=self.health, visible=access.reaches)
         self._unsubscribe = self.registry.subscribe(
             lambda old, new: reactor.callFromThread(api.refresh)
         )
@@ -295,9 +344,12 @@ class GatewayService(Service):
         factory = GatewayFactory(
             self.clusters,
             api,
-            CertificateAuthenticator([prepared.ca.cert_pem]),
+            None,
             pools,
             reactor=reactor,
+            access=access,
+            audit=self.audit,
+            exec_credentials=self._exec,
         )
         tls = TLSMemoryBIOFactory(
             server_options(prepared.serving.cert_pem, prepared.serving.key_pem), False, factory
@@ -307,6 +359,10 @@ class GatewayService(Service):
         self._watcher = ChangeWatcher(reactor, settings.clusters_dir, self.reload)
         self._watcher.watch_files(f for c in snapshot.clusters.values() for f in c.files())
         self._watcher.start()
+        timer = LoopingCall(self._poll_access)
+        timer.clock = reactor
+        timer.start(RELOAD_INTERVAL, now=False)
+        self._access_timer = timer
         port = settings.port
         if self._listen_here:
             self._port = self._listen(tls)
@@ -337,6 +393,16 @@ class GatewayService(Service):
         if self.on_serving is not None:
             self.on_serving(self.serving)
 
+    def _poll_access(self) -> None:
+        """Re-check the token, policy and revocation files (a timer)."""
+        if self.access is None:
+            return
+        for level, message in self.access.poll(self.reactor.seconds()):
+            if level == "warn":
+                self.log.warn("{message}", message=message)
+            else:
+                self.log.info("{message}", message=message)
+
     def _listen(self, factory: TLSMemoryBIOFactory) -> IListeningPort:
         tcp: IReactorTCP = self.reactor
         try:
@@ -366,6 +432,12 @@ class GatewayService(Service):
     def stopService(self) -> Any:
         """Stop watching and listening; close the upstream pools."""
         super().stopService()
+        timer, self._access_timer = self._access_timer, None
+        if timer is not None and timer.running:
+            timer.stop()
+        audit, self.audit = self.audit, None
+        if audit is not None:
+            audit.close()
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
@@ -378,6 +450,26 @@ class GatewayService(Service):
         if port is not None:
             return port.stopListening()
         return None
+
+
+def thread_runner(reactor: Any) -> Runner:
+    """An exec-plugin runner that runs each plugin with :mod:`subprocess`
+    in the reactor's thread pool (never in the reactor thread)."""
+    blocking = subprocess_runner()
+
+    def call(argv: Sequence[str], env: Mapping[str, str]) -> ProcessResult:
+        box: list[Any] = []
+        blocking(argv, env).addBoth(box.append)
+        result = box[0]
+        if not isinstance(result, ProcessResult):
+            result.raiseException()
+        done: ProcessResult = result
+        return done
+
+    def run(argv: Sequence[str], env: Mapping[str, str]) -> defer.Deferred[ProcessResult]:
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), call, argv, env)
+
+    return run
 
 
 def fingerprint_files(paths: Sequence[str]) -> tuple[tuple[str, int, int, int, int], ...]:

@@ -4,7 +4,7 @@ upstream protocol wired to StringTransports and a MemoryReactorClock."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httptools
@@ -21,6 +21,7 @@ from karpor.api.request import ApiRequest, Responder
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
 from karpor.config.model import Cluster, ExecCredential, TokenCredential
+from karpor.proxy.execcredential import ExecCredentialCache, ProcessResult
 from karpor.proxy.pool import UpstreamPools
 from karpor.proxy.splice import CLOSE_GRACE
 from karpor.proxy.upstream import DedicatedConnection, UpstreamConnection
@@ -91,6 +92,7 @@ class Harness:
         self,
         identity: Identity | None = ALICE,
         clusters: Sequence[Cluster] = (CLUSTER, TLS_CLUSTER),
+        **options: Any,
     ):
         self.clock = MemoryReactorClock()
         self.endpoint = FakeEndpoint()
@@ -98,7 +100,12 @@ class Harness:
         self.api = RecordingApi()
         self.clusters = {c.name: c for c in clusters}
         self.factory = GatewayFactory(
-            lambda: self.clusters, self.api, FakeAuth(identity), self.pools, reactor=self.clock
+            lambda: self.clusters,
+            self.api,
+            FakeAuth(identity),
+            self.pools,
+            reactor=self.clock,
+            **options,
         )
         self.client, self.proto = self.connect()
         self.upstreams: list[Upstream] = []
@@ -184,15 +191,13 @@ def status_of(body: bytes) -> dict[str, Any]:
 
 def test_get_is_forwarded_with_cluster_credential_and_pooled() -> None:
     h = Harness()
-    h.send(
-        get(b"/api/v1/pods?limit=1", b"Authorization: Bearer caller\r\nImpersonate-User: root\r\n")
-    )
+    h.send(get(b"/api/v1/pods?limit=1", b"Authorization: Bearer caller\r\nX-Remote-User: root\r\n"))
     up = h.accept()
     sent = up.transport.value()
     assert sent.startswith(b"GET /api/v1/pods?limit=1 HTTP/1.1\r\n")
     assert b"Host: 10.0.0.9:6443\r\n" in sent
     assert f"Authorization: Bearer {TOKEN}\r\n".encode() in sent
-    assert b"caller" not in sent and b"Impersonate" not in sent
+    assert b"caller" not in sent and b"X-Remote" not in sent
     assert b"X-Forwarded-For: 192.168.1.1\r\n" in sent
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
     [(code, headers, body)] = h.responses()
@@ -512,13 +517,13 @@ def test_tls_failure_is_502_naming_cluster_and_reason() -> None:
     assert message == "cluster 't': TLS handshake failed: certificate verify failed"
 
 
-def test_exec_credentials_are_502_for_now() -> None:
+def test_exec_credentials_without_a_cache_are_502() -> None:
     cluster = Cluster(name="e", endpoint="https://10.0.0.1", credential=ExecCredential(command="x"))
     h = Harness(clusters=[cluster])
     h.send(get(b"/x", cluster=b"e"))
     code, _, body = h.responses()[0]
     assert code == 502
-    assert "exec credentials not supported yet" in status_of(body)["message"]
+    assert status_of(body)["message"] == 'cluster "e": exec credentials are not enabled'
 
 
 def test_malformed_request_is_400_and_closes() -> None:
@@ -677,8 +682,8 @@ def test_upgrade_goes_on_a_dedicated_connection_with_cluster_credential() -> Non
     h = Harness()
     h.send(
         spdy_exec(
-            b"Authorization: Bearer caller\r\nImpersonate-User: root\r\n"
-            b"Impersonate-Group: system:masters\r\nX-Remote-User: mallory\r\n"
+            b"Authorization: Bearer caller\r\nX-Remote-Group: system:masters\r\n"
+            b"X-Remote-User: mallory\r\n"
         )
     )
     pool = h.pools.get(CLUSTER)
@@ -996,3 +1001,60 @@ def test_nagle_is_off_on_client_and_upstream_connections() -> None:
     transport = NoDelayTransport()
     upstream.makeConnection(transport)
     assert transport.no_delay is True
+
+
+# -- exec-plugin credentials ---------------------------------------------------------
+
+
+def _exec_harness() -> tuple[Harness, list[Deferred[ProcessResult]]]:
+    runs: list[Deferred[ProcessResult]] = []
+
+    def runner(argv: Sequence[str], env: Mapping[str, str]) -> Deferred[ProcessResult]:
+        runs.append(Deferred())
+        return runs[-1]
+
+    cluster = Cluster(
+        name="e", endpoint="http://10.0.0.7:6443", credential=ExecCredential(command="/bin/true")
+    )
+    clock = MemoryReactorClock()
+    cache = ExecCredentialCache(clock, runner)
+    h = Harness(clusters=[cluster], exec_credentials=cache)
+    return h, runs
+
+
+def _credential(token: str) -> ProcessResult:
+    out = {
+        "kind": "ExecCredential",
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "status": {"token": token},
+    }
+    return ProcessResult(0, json.dumps(out).encode())
+
+
+def test_exec_token_is_awaited_then_carried_and_a_401_drops_it() -> None:
+    h, runs = _exec_harness()
+    h.send(
+        b"POST " + PREFIX + b"e/proxy/api/v1/x HTTP/1.1\r\nHost: gw\r\nContent-Length: 4\r\n\r\nbo"
+    )
+    assert len(runs) == 1 and not h.endpoint.attempts
+    h.send(b"dy")
+    runs[0].callback(_credential("plugin-token"))
+    up = h.accept()
+    sent = up.transport.value()
+    assert b"Authorization: Bearer plugin-token\r\n" in sent
+    assert sent.endswith(b"\r\n\r\nbody")
+    up.respond(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+    assert h.responses()[0][0] == 401
+    h.send(get(b"/again", cluster=b"e"))
+    assert len(runs) == 2  # the refused token is not used again
+
+
+def test_failing_exec_plugin_is_502_naming_the_cluster() -> None:
+    h, runs = _exec_harness()
+    h.send(get(b"/x", cluster=b"e"))
+    runs[0].callback(ProcessResult(1, b"", b"no credentials here"))
+    code, _, body = h.responses()[0]
+    assert code == 502
+    message = status_of(body)["message"]
+    assert message.startswith('cluster "e": exec plugin "true" failed')
+    assert "no credentials here" not in message

@@ -1,0 +1,436 @@
+"""Who is calling and what they may do: authentication and authorization
+assembled for the front (sans-IO but for the files it reloads).
+
+:class:`Access` is built once per worker from the settings
+(:meth:`Access.from_settings`) and asked by the front protocol:
+
+- :meth:`Access.peer`, once per connection, with the TLS peer certificate:
+  verified against the gateway CA (when ``clientCertificates`` is on) and
+  against the requestheader (front-proxy) CA; the result, a :class:`Peer`,
+  is kept by the connection;
+- :meth:`Access.authenticate`, per request, with the :class:`Peer` and the
+  request headers, in this order: the gateway-CA certificate (refused when
+  revoked or expired since the handshake); the front-proxy headers, only on
+  a connection whose certificate verified against the requestheader CA with
+  an allowed CN; the bearer token of the token file.  When nothing
+  succeeded, a credential that was presented and refused is a 401; no
+  credential at all is ``system:anonymous`` (group
+  ``system:unauthenticated``) with ``anonymous: true``, else a 401.  Only
+  dict lookups and a SHA-256 of a presented token happen here;
+- :meth:`Access.authorize`, per cluster request: the policy
+  (:mod:`karpor.auth.policy`), the caller's own ``Impersonate-*`` headers
+  (403 unless the policy grants ``impersonate`` on the cluster; then the
+  request is authorized as the impersonated identity) and the identity sent
+  upstream (:func:`karpor.auth.impersonation.upstream_identity`).
+
+Without a policy file every *authenticated* caller may do everything, but
+nobody may impersonate (a caller's ``Impersonate-*`` headers are ignored and
+dropped, never forwarded) and ``system:anonymous`` reaches no cluster.
+
+The token file, the policy file and the revocation list are
+:class:`~karpor.auth.revocation.ReloadingFile` objects: :meth:`Access.poll`
+(a timer of the service, every half second) re-checks them and returns
+what to log; a bad file keeps the last good one.  A file that is bad at
+start-up is an :class:`AccessError`: the gateway does not start.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from OpenSSL import crypto
+
+from karpor.api.requestinfo import RequestInfoError, parse_request_info
+from karpor.api.status import ApiError
+from karpor.auth.authenticate import CertificateAuthenticator
+from karpor.auth.identity import ANONYMOUS_USER, UNAUTHENTICATED, Identity
+from karpor.auth.impersonation import (
+    authorize_impersonation,
+    requested_identity,
+    upstream_identity,
+)
+from karpor.auth.policy import ALLOW_ALL, Attributes, Policy, attributes, load_policy
+from karpor.auth.requestheader import RequestHeaderConfig, authenticate_headers
+from karpor.auth.revocation import (
+    REVOKED_FILE,
+    ReloadingFile,
+    RevocationList,
+    load_revocations,
+    write_atomically,
+)
+from karpor.auth.sections import AuthenticationSettings, AuthorizationSettings
+from karpor.auth.tokens import TokenAuthenticator, TokenFile, load_token_file
+from karpor.config.model import Cluster
+
+Header = tuple[bytes, bytes]
+
+#: the identity of a caller without credentials, when ``anonymous`` is on
+ANONYMOUS = Identity(ANONYMOUS_USER, (UNAUTHENTICATED,))
+
+_BEARER = b"bearer "
+_EMPTY_TOKENS = TokenFile(TokenAuthenticator())
+_T = TypeVar("_T")
+
+
+class AccessError(Exception):
+    """Access settings that cannot be used at start-up (the message is safe to log)."""
+
+
+class Forbidden(ApiError):
+    """A 403 of :meth:`Access.authorize`, with the request's attributes (for the audit log)."""
+
+    def __init__(self, error: ApiError, attrs: Attributes | None) -> None:
+        super().__init__(error.code, error.message, error.reason, error.details)
+        self.attrs = attrs
+
+
+def unauthorized() -> ApiError:
+    """kube-apiserver's 401 ``Status``."""
+    return ApiError(401, "Unauthorized", "Unauthorized")
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """What a connection's client certificate proves (decided once per connection)."""
+
+    #: the identity of a valid gateway-CA certificate (``None``: none)
+    identity: Identity | None = None
+    serial: int = 0
+    not_before: datetime.datetime | None = None
+    #: the certificate's ``notAfter`` (seconds since the epoch)
+    not_after: float = 0.0
+    #: a certificate was presented that no enabled authenticator accepts
+    rejected: bool = False
+    #: the CN of a certificate from the requestheader CA (``None``: none)
+    front_proxy: str | None = None
+
+
+NO_PEER = Peer()
+
+
+@dataclass(frozen=True, slots=True)
+class Authorized:
+    """The outcome of :meth:`Access.authorize` for one cluster request."""
+
+    #: the request's policy attributes (``None`` when nobody needed them)
+    attrs: Attributes | None
+    #: the identity sent upstream in ``Impersonate-*`` headers (``None``: none)
+    upstream: Identity | None
+    #: the identity-exchange rule that decided, if any
+    exchange_rule: str = ""
+
+
+def _common_name(cert: x509.Certificate) -> str | None:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
+
+
+def _load_initial(path: str, load: Callable[[str], _T], initial: _T) -> ReloadingFile[_T]:
+    file = ReloadingFile(path, load, initial)
+    error = file.poll(float("-inf"))
+    if error is not None:
+        raise AccessError(error)
+    return file
+
+
+class Access:
+    """Authentication and authorization of the front (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        certificates: CertificateAuthenticator | None = None,
+        revocations: ReloadingFile[RevocationList] | None = None,
+        tokens: ReloadingFile[TokenFile] | None = None,
+        front_proxy_ca: Sequence[bytes] = (),
+        request_header: RequestHeaderConfig | None = None,
+        anonymous: bool = False,
+        policy: ReloadingFile[Policy] | None = None,
+        clock: Callable[[], float] | None = None,
+        audit: bool = False,
+    ) -> None:
+        import time  # noqa: PLC0415
+
+        self._certificates = certificates
+        self._revocations = revocations
+        self._tokens = tokens
+        self._front_proxy = (
+            CertificateAuthenticator(front_proxy_ca)
+            if request_header is not None and front_proxy_ca
+            else None
+        )
+        self._request_header = request_header or RequestHeaderConfig()
+        self.anonymous = anonymous
+        self._policy = policy
+        self._clock = clock or time.time
+        #: whether the audit log needs every request's attributes
+        self.audit = audit
+        names, prefixes = self._request_header.header_names() if request_header else ((), ())
+        #: request header names (lower-case bytes) never forwarded besides the built-in ones
+        self.drop_names = frozenset(n.encode("latin-1") for n in names)
+        #: request header name prefixes never forwarded besides the built-in ones
+        self.drop_prefixes = tuple(p.encode("latin-1") for p in prefixes)
+
+    @classmethod
+    def from_settings(
+        cls,
+        authentication: AuthenticationSettings,
+        authorization: AuthorizationSettings,
+        gateway_ca_pem: bytes,
+        state_dir: Path,
+        audit: bool = False,
+    ) -> Access:
+        """Build from the settings, loading every file once (blocking; at
+        start-up).  Raises :class:`AccessError` for a file that cannot be used."""
+        tokens = None
+        if authentication.token_file:
+            tokens = _load_initial(authentication.token_file, load_token_file, _EMPTY_TOKENS)
+        policy = None
+        if authorization.policy_file:
+            policy = _load_initial(authorization.policy_file, load_policy, ALLOW_ALL)
+        revocations = _load_initial(
+            str(state_dir / REVOKED_FILE), load_revocations, RevocationList()
+        )
+        front_ca: list[bytes] = []
+        header = authentication.request_header
+        if header is not None:
+            try:
+                front_ca = [Path(header.client_ca_file).read_bytes()]
+                CertificateAuthenticator(front_ca)
+            except OSError as exc:
+                raise AccessError(
+                    f"requestHeader.clientCAFile {header.client_ca_file}: cannot read: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            except ValueError:
+                raise AccessError(
+                    f"requestHeader.clientCAFile {header.client_ca_file}: no PEM certificate"
+                ) from None
+        return cls(
+            certificates=(
+                CertificateAuthenticator([gateway_ca_pem])
+                if authentication.client_certificates
+                else None
+            ),
+            revocations=revocations,
+            tokens=tokens,
+            front_proxy_ca=front_ca,
+            request_header=header.config if header is not None else None,
+            anonymous=authentication.anonymous,
+            policy=policy,
+            audit=audit,
+        )
+
+    # -- reloading ------------------------------------------------------------------
+
+    def files(self) -> list[ReloadingFile[Any]]:
+        """The files this access reloads."""
+        return [f for f in (self._tokens, self._policy, self._revocations) if f is not None]
+
+    def poll(self, now: float) -> list[tuple[str, str]]:
+        """Re-check the files; ``(level, message)`` pairs to log: a file
+        that failed to load (the last good one stays) or was reloaded."""
+        notes: list[tuple[str, str]] = []
+        for file in self.files():
+            before = file.value
+            error = file.poll(now)
+            if error is not None:
+                notes.append(("warn", f"{error} (keeping the last good version)"))
+            elif file.value is not before:
+                notes.append(("info", f"reloaded {file.path}"))
+        return notes
+
+    @property
+    def policy(self) -> Policy:
+        """The current policy (:data:`ALLOW_ALL` without a policy file)."""
+        return self._policy.value if self._policy is not None else ALLOW_ALL
+
+    # -- authentication -----------------------------------------------------------
+
+    def peer(self, cert: crypto.X509 | None) -> Peer:
+        """What the connection's client certificate proves (once per connection)."""
+        certificates = self._certificates
+        identity = certificates.identify(cert) if certificates is not None else None
+        if cert is None:
+            return NO_PEER if identity is None else Peer(identity, not_after=float("inf"))
+        parsed = cert.to_cryptography()
+        front_proxy = None
+        if self._front_proxy is not None and self._front_proxy.identify_certificate(parsed):
+            front_proxy = _common_name(parsed) or ""
+        return Peer(
+            identity=identity,
+            serial=parsed.serial_number,
+            not_before=parsed.not_valid_before_utc,
+            not_after=parsed.not_valid_after_utc.timestamp(),
+            rejected=identity is None and front_proxy is None and certificates is not None,
+            front_proxy=front_proxy,
+        )
+
+    def authenticate(self, peer: Peer, headers: Sequence[Header]) -> Identity:
+        """The caller of one request (see the module docstring); raises a 401."""
+        rejected = peer.rejected
+        identity = peer.identity
+        if identity is not None:
+            revocations = self._revocations
+            if self._clock() <= peer.not_after and (
+                revocations is None
+                or not revocations.value.is_revoked(peer.serial, identity.user, peer.not_before)
+            ):
+                return identity
+            rejected = True
+        if peer.front_proxy is not None:
+            asserted = authenticate_headers(self._request_header, peer.front_proxy, headers)
+            if asserted is not None:
+                return asserted
+        bearer = _bearer(headers)
+        if bearer is not None:
+            tokens = self._tokens
+            found = tokens.value.authenticator.identify(bearer) if tokens is not None else None
+            if found is not None:
+                return found
+            rejected = True
+        if rejected or not self.anonymous:
+            raise unauthorized()
+        return ANONYMOUS
+
+    def try_authenticate(self, peer: Peer, headers: Sequence[Header]) -> Identity | None:
+        """As :meth:`authenticate`, ``None`` instead of a 401 (public paths)."""
+        try:
+            return self.authenticate(peer, headers)
+        except ApiError:
+            return None
+
+    def identify_token(self, token: str) -> Identity | None:
+        """The identity of a token of the token file (``karpor kubeconfig --token``)."""
+        return self._tokens.value.authenticator.identify(token) if self._tokens else None
+
+    # -- authorization ------------------------------------------------------------
+
+    def reaches(self, identity: Identity, cluster: Cluster) -> bool:
+        """Whether ``identity`` may reach ``cluster`` at all (``kubectl get clusters``)."""
+        policy = self.policy
+        if not policy.enforcing:
+            return identity.user != ANONYMOUS_USER
+        return policy.reaches(identity, cluster)
+
+    def authorize(
+        self,
+        caller: Identity,
+        cluster: Cluster,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[Header],
+    ) -> Authorized:
+        """Authorize one request for ``cluster`` (``target``: the upstream
+        path and query, raw); raises the 403 (or 400) ``Status``."""
+        policy = self.policy
+        # without a policy nobody is granted "impersonate": a caller's
+        # Impersonate-* headers are ignored (and, as always, not forwarded)
+        requested = _impersonation(headers) if policy.enforcing else None
+        attrs: Attributes | None = None
+        if policy.enforcing or requested is not None or self.audit:
+            attrs = request_attributes(method, target)
+        if requested is not None:
+            assert attrs is not None
+            granted = authorize_impersonation(policy, caller, cluster, requested)
+            if not granted.allowed:
+                raise Forbidden(granted.error(), attrs)
+            decision = policy.allows(requested, cluster, attrs)
+            if not decision.allowed:
+                raise Forbidden(decision.error(), attrs)
+            return Authorized(attrs, upstream_identity(caller, cluster, None, requested))
+        if policy.enforcing:
+            assert attrs is not None
+            decision = policy.allows(caller, cluster, attrs)
+            if not decision.allowed:
+                raise Forbidden(decision.error(), attrs)
+        elif caller.user == ANONYMOUS_USER:
+            raise Forbidden(
+                ApiError(
+                    403,
+                    f'forbidden: User "{ANONYMOUS_USER}" cannot reach cluster "{cluster.name}" '
+                    "(no access policy)",
+                    "Forbidden",
+                ),
+                attrs,
+            )
+        exchange = policy.exchange(caller, cluster) if policy.exchange_rules else None
+        return Authorized(
+            attrs,
+            upstream_identity(caller, cluster, exchange),
+            exchange.rule if exchange is not None else "",
+        )
+
+
+#: the access settings' record in the state directory (for ``karpor kubeconfig``)
+ACCESS_RECORD_FILE = "access.json"
+
+
+def write_access_record(
+    state_dir: Path,
+    authentication: AuthenticationSettings,
+    authorization: AuthorizationSettings,
+) -> None:
+    """Record where the token and policy files are (absolute paths), so
+    ``karpor kubeconfig`` filters contexts as the gateway authorizes."""
+    doc = {
+        "tokenFile": os.path.abspath(authentication.token_file)
+        if authentication.token_file
+        else None,
+        "policyFile": os.path.abspath(authorization.policy_file)
+        if authorization.policy_file
+        else None,
+    }
+    write_atomically(str(state_dir / ACCESS_RECORD_FILE), json.dumps(doc, indent=2) + "\n")
+
+
+def read_access_record(state_dir: Path) -> tuple[str | None, str | None]:
+    """``(token file, policy file)`` as the gateway recorded them (``None``: none)."""
+    try:
+        doc = json.loads((state_dir / ACCESS_RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    tokens, policy = doc.get("tokenFile"), doc.get("policyFile")
+    return (
+        tokens if isinstance(tokens, str) else None,
+        policy if isinstance(policy, str) else None,
+    )
+
+
+def request_attributes(method: bytes, target: bytes) -> Attributes:
+    """The policy attributes of a request for a cluster (raw upstream target)."""
+    path, _, query = target.partition(b"?")
+    try:
+        info = parse_request_info(
+            method.decode("latin-1"), path.decode("latin-1"), query.decode("latin-1")
+        )
+    except RequestInfoError as exc:
+        raise ApiError(400, str(exc), "BadRequest") from None
+    return attributes(info)
+
+
+def _bearer(headers: Sequence[Header]) -> str | None:
+    """The bearer token of the first ``Authorization`` header (``None``: none)."""
+    for name, value in headers:
+        if len(name) == 13 and name.lower() == b"authorization":
+            if value[:7].lower() != _BEARER:
+                return ""  # another scheme: a credential no authenticator accepts
+            return value[7:].strip().decode("latin-1")
+    return None
+
+
+def _impersonation(headers: Sequence[Header]) -> Identity | None:
+    for name, _ in headers:
+        if name[:12].lower() == b"impersonate-":
+            return requested_identity(headers)
+    return None

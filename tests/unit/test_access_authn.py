@@ -1,0 +1,102 @@
+"""Authentication order and authorization outcomes of :class:`karpor.auth.access.Access`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from karpor.api.status import ApiError
+from karpor.auth.access import ANONYMOUS, Access, Forbidden, Peer
+from karpor.auth.identity import Identity
+from karpor.auth.policy import Policy, parse_policy
+from karpor.auth.requestheader import RequestHeaderConfig
+from karpor.auth.revocation import ReloadingFile, RevocationList
+from karpor.auth.tokens import TokenFile, load_token_file, parse_token_file
+from karpor.config.model import Cluster
+
+ALICE = Identity("alice", ("dev",))
+CLUSTER = Cluster(name="c", endpoint="https://10.0.0.1", impersonate=True)
+TOKENS = parse_token_file('tok-1,bob,7,"ops,dev"\n', "tokens.csv")
+
+
+def fixed(value: object) -> ReloadingFile:  # type: ignore[type-arg]
+    return ReloadingFile("/nonexistent", lambda p: value, value)
+
+
+def access(**kwargs: object) -> Access:
+    return Access(tokens=fixed(TOKENS), request_header=RequestHeaderConfig(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_token_then_nothing() -> None:
+    a = access()
+    assert a.authenticate(Peer(), [(b"Authorization", b"Bearer tok-1")]) == Identity(
+        "bob", ("ops", "dev"), "7"
+    )
+    with pytest.raises(ApiError) as denied:
+        a.authenticate(Peer(), [])
+    assert denied.value.code == 401
+
+
+def test_anonymous_only_without_a_refused_credential() -> None:
+    a = access(anonymous=True)
+    assert a.authenticate(Peer(), []) == ANONYMOUS
+    with pytest.raises(ApiError):
+        a.authenticate(Peer(), [(b"authorization", b"Bearer wrong")])
+    with pytest.raises(ApiError):
+        a.authenticate(Peer(rejected=True), [])
+
+
+def test_certificate_first_unless_revoked_or_expired() -> None:
+    peer = Peer(identity=ALICE, serial=5, not_after=float("inf"))
+    revoked = fixed(RevocationList(frozenset({5})))
+    assert access().authenticate(peer, [(b"Authorization", b"Bearer tok-1")]) == ALICE
+    with pytest.raises(ApiError):
+        access(revocations=revoked).authenticate(peer, [])
+    late = Peer(identity=ALICE, serial=6, not_after=1.0)
+    with pytest.raises(ApiError):
+        access().authenticate(late, [])
+
+
+def test_front_proxy_headers_only_on_a_front_proxy_connection() -> None:
+    headers = [(b"X-Remote-User", b"carol"), (b"X-Remote-Group", b"g")]
+    assert access().authenticate(Peer(front_proxy="front"), headers) == Identity("carol", ("g",))
+    with pytest.raises(ApiError):
+        access().authenticate(Peer(), headers)
+
+
+def test_without_a_policy_nobody_impersonates_and_anonymous_reaches_nothing() -> None:
+    a = access()
+    assert a.authorize(ALICE, CLUSTER, b"GET", b"/api", []).upstream == ALICE
+    ignored = a.authorize(ALICE, CLUSTER, b"GET", b"/api", [(b"Impersonate-User", b"root")])
+    assert ignored.upstream == ALICE
+    with pytest.raises(Forbidden):
+        a.authorize(ANONYMOUS, CLUSTER, b"GET", b"/api", [])
+    assert not a.reaches(ANONYMOUS, CLUSTER) and a.reaches(ALICE, CLUSTER)
+
+
+def test_policy_denial_carries_the_attributes() -> None:
+    policy: Policy = parse_policy(
+        "rules:\n- users: [alice]\n  clusters: [c]\n  verbs: [get, list]\n", "p"
+    )
+    a = access(policy=fixed(policy))
+    ok = a.authorize(ALICE, CLUSTER, b"GET", b"/api/v1/namespaces/x/pods", [])
+    assert ok.attrs is not None and ok.attrs.verb == "list"
+    with pytest.raises(Forbidden) as denied:
+        a.authorize(ALICE, CLUSTER, b"DELETE", b"/api/v1/namespaces/x/pods/p", [])
+    assert denied.value.attrs is not None and denied.value.attrs.verb == "delete"
+    assert 'User "alice" cannot delete resource "pods"' in denied.value.message
+    assert 'on cluster "c"' in denied.value.message
+
+
+def test_token_file_reload_keeps_the_last_good(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.csv"
+    path.write_text("t1,u1,1\n")
+    file: ReloadingFile[TokenFile] = ReloadingFile(str(path), load_token_file, TOKENS)
+    a = Access(tokens=file)
+    assert a.poll(0.0) == [("info", f"reloaded {path}")]
+    assert a.identify_token("t1") == Identity("u1", (), "1")
+    path.write_text("broken\n")
+    notes = a.poll(10.0)
+    assert notes and notes[0][0] == "warn" and "t1" not in notes[0][1]
+    assert a.identify_token("t1") == Identity("u1", (), "1")
