@@ -384,6 +384,8 @@ class GatewayProtocol(Protocol):
         self._api_body: list[bytes] = []
         self._api_size = 0
         self._draining = False
+        #: the cluster the request in progress goes to (its streams end if it is removed)
+        self._cluster_name: str | None = None
         self._answered = 0
 
     # -- connection ---------------------------------------------------------------
@@ -727,6 +729,7 @@ class GatewayProtocol(Protocol):
                 f'clusters.cluster.karpor.io "{target.name}" not found',
                 details={"name": target.name, "group": "cluster.karpor.io", "kind": "clusters"},
             )
+        self._cluster_name = cluster.name
         try:
             authorized = factory.access.authorize(
                 identity, cluster, head.method, target.target, self._headers
@@ -1004,6 +1007,7 @@ class GatewayProtocol(Protocol):
         self._busy = False
         self._forwarder = None
         self._responder = None
+        self._cluster_name = None
         self._answered += 1
         if close or self._draining or (self._failed and self._queue is None):
             self._close()
@@ -1024,6 +1028,13 @@ class GatewayProtocol(Protocol):
         idle = not self._busy and self._queue is None and self._splice is None and not self._raw
         if idle and self._answered:
             self._close()
+
+    def cluster_removed(self, names: frozenset[str]) -> None:
+        """End the stream in progress (watch, ``logs -f``, exec) if it goes
+        to one of the removed clusters ``names``: cleanly, as at a drain."""
+        busy = self._busy or self._splice is not None
+        if busy and self._cluster_name in names:
+            self.end_streams()
 
     def end_streams(self) -> None:
         """The drain deadline: end what is still going, cleanly where the
@@ -1156,6 +1167,12 @@ class GatewayFactory(Factory):
         self.protocols.add(protocol)
         if self.draining:
             protocol.drain()
+
+    def end_cluster_streams(self, names: frozenset[str]) -> None:
+        """End every open stream to the removed clusters ``names``."""
+        if names:
+            for protocol in list(self.protocols):
+                protocol.cluster_removed(names)
 
     def connection_closed(self, protocol: GatewayProtocol) -> None:
         """Forget a closed client connection."""

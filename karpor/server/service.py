@@ -272,6 +272,9 @@ class GatewayService(Service):
             self._pools.forget(set(diff.removed) | stale)
         if self._exec is not None:
             self._exec.forget(sorted(set(diff.removed) | stale))
+        if self.front is not None:
+            # a removed cluster's open watches (and exec sessions) end cleanly
+            self.front.end_cluster_streams(frozenset(diff.removed))
         if self._watcher is not None:
             self._watcher.watch_files(f for c in snapshot.clusters.values() for f in c.files())
         self.log.info(

@@ -310,3 +310,29 @@ def test_sighup_rereads_the_config_file(sim_clusters: SimRun, tmp_path: Path) ->
         pool.wait_for(lambda: len({pool.worker_pid() for _ in range(40)}) == 2, "both serving")
     finally:
         assert run.stop() == 0, run.process.output[-3000:]
+
+
+def test_removed_cluster_ends_its_open_watch_cleanly(pool: Pool, sim_clusters: SimRun):
+    clusters = pool.run.clusters_dir
+    doc = yaml.safe_load(sim_clusters["sim-1"].cluster_file.read_text())
+    doc["metadata"] = {"name": "leaving"}
+    (clusters / "leaving.yaml").write_text(yaml.safe_dump(doc))
+    pool.wait_for(
+        lambda: all("leaving" in pool.cluster_names() for _ in range(10)), "the cluster added"
+    )
+    conn = pool.conn()
+    conn.request(
+        "GET",
+        "/apis/cluster.karpor.io/v1beta1/clusters/leaving/proxy/api/v1/namespaces"
+        "?watch=true&timeoutSeconds=600",
+    )
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert b'"type":"ADDED"' in resp.readline()
+    (clusters / "leaving.yaml").unlink()
+    # the stream ends with its last chunk (http.client raises IncompleteRead
+    # on a stream cut short), long before its 600 s timeout
+    assert isinstance(resp.read(), bytes)
+    conn.close()
+    status, _ = pool.get("/apis/cluster.karpor.io/v1beta1/clusters/leaving/proxy/api")
+    assert status == 404
