@@ -70,6 +70,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from karpor.api.status import ApiError
+from karpor.h2window import send_within_window
 from karpor.proxy.headers import (
     Header,
     RequestHeaders,
@@ -451,17 +452,7 @@ class H2UpstreamConnection(Protocol):
 
     def send_data(self, stream_id: int, data: bytes) -> int:
         """Send as much of ``data`` as the send windows allow; how much went."""
-        conn = self.h2
-        try:
-            room = min(conn.local_flow_control_window(stream_id), len(data))
-            sent = 0
-            size = conn.max_outbound_frame_size
-            while sent < room:
-                piece = data[sent : sent + min(size, room - sent)]
-                conn.send_data(stream_id, piece)
-                sent += len(piece)
-        except h2.exceptions.ProtocolError:
-            return len(data)  # the stream is gone: drop the rest
+        sent = send_within_window(self.h2, stream_id, data)
         self.flush()
         return sent
 

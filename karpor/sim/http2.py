@@ -38,6 +38,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
+from karpor.h2window import send_within_window
+
 #: Streams one client connection may have open (kube-apiserver: 250).
 MAX_CONCURRENT_STREAMS = 250
 
@@ -284,17 +286,7 @@ class H2ServerConnection(Protocol):
 
     def send_data(self, stream_id: int, data: bytes) -> int:
         """Send what the windows allow of ``data``; how much went."""
-        conn = self.h2
-        try:
-            room = min(conn.local_flow_control_window(stream_id), len(data))
-            sent = 0
-            size = conn.max_outbound_frame_size
-            while sent < room:
-                piece = data[sent : sent + min(size, room - sent)]
-                conn.send_data(stream_id, piece)
-                sent += len(piece)
-        except h2.exceptions.ProtocolError:
-            return len(data)
+        sent = send_within_window(self.h2, stream_id, data)
         self._flush()
         return sent
 
