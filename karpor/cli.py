@@ -18,6 +18,7 @@ SUBCOMMANDS = (
     "karpor.auth.command",  # karpor kubeconfig
     "karpor.auth.revoke",  # karpor revoke
     "karpor.config.check",  # karpor check DIR
+    "karpor.server.certificates",  # karpor certificates DIR
     "karpor.sim.command",  # karpor sim
 )
 

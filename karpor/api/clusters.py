@@ -7,17 +7,24 @@ Pure building blocks of ``GET /apis/cluster.karpor.io/v1beta1/clusters``:
   ``spec.provider``/``displayName``/``description``/``impersonate`` and
   ``spec.access`` with the endpoint, the CA (public: ``caBundle`` or
   ``caFile``), ``insecure`` and the credential's *type* only; a token, key or
-  credential file path never appears;
+  credential file path never appears; ``status`` is what this process's
+  last health probe found (:mod:`karpor.health.probe`): ``healthy``,
+  ``version`` (the server's gitVersion), ``lastProbeTime`` and ``message``
+  (only ``message: not probed yet`` before the first probe);
 * :func:`cluster_table` builds the ``meta.k8s.io/v1`` ``Table`` kubectl prints
-  (Name, Display Name, Provider, Endpoint, Age);
+  (Name, Display Name, Provider, Endpoint, Ready, Version, Age; Ready is
+  ``True``, ``False`` or ``Unknown`` before the first probe);
 * :class:`ClusterCatalog` gives the objects their ``resourceVersion`` and
-  ``uid`` and turns successive registry snapshots into watch events
+  ``uid`` and turns successive registry snapshots and health verdicts
+  (:meth:`ClusterCatalog.set_status`) into watch events
   (ADDED/MODIFIED/DELETED), keeping a short history so a watch may resume
   from a resourceVersion it was given.
 
 Resource versions are a counter per catalog (one per process): every change
-of a cluster's definition takes the next value; a list's resourceVersion is
-the latest.  The ``uid`` derives from the name and creation time, so it is
+of a cluster's definition or of its health, version or probe message takes
+the next value (a probe that only moves ``lastProbeTime`` does not: watches
+are told of changes, not of every probe); a list's resourceVersion is the
+latest.  The ``uid`` derives from the name and creation time, so it is
 stable for a definition across restarts.
 """
 
@@ -38,6 +45,7 @@ from karpor.api.status import ApiError
 from karpor.config.clusters import credential_type
 from karpor.config.model import Cluster
 from karpor.config.registry import same_definition
+from karpor.health.probe import ClusterStatus
 from karpor.sim.humanize import age, format_timestamp
 
 KIND = "Cluster"
@@ -69,6 +77,8 @@ class Entry:
     resource_version: int
     #: RFC 3339 creation time (the definition's, else when first seen)
     created: str
+    #: the last health probe's verdict (``None``: never probed)
+    status: ClusterStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -90,8 +100,9 @@ class ClusterCatalog:
 
     :meth:`update` takes each new snapshot of the registry (a mapping of name
     to :class:`Cluster`); calling it with the same mapping object again is a
-    no-op, so callers may call it on every request.  Subscribers are told of
-    every change as it is found.
+    no-op, so callers may call it on every request.  :meth:`set_status`
+    takes each health verdict.  Subscribers are told of every change as it
+    is found.
     """
 
     def __init__(self, now: Callable[[], float] = time.time, history: int = 256) -> None:
@@ -101,6 +112,7 @@ class ClusterCatalog:
         self._version = 0
         self._history: deque[tuple[int, Event]] = deque(maxlen=history)
         self._subscribers: list[Callable[[Event], None]] = []
+        self._statuses: dict[str, ClusterStatus] = {}
 
     @property
     def resource_version(self) -> int:
@@ -121,10 +133,12 @@ class ClusterCatalog:
             return []
         self._snapshot = clusters
         events: list[Event] = []
+        for name in [n for n in self._statuses if n not in clusters]:
+            del self._statuses[name]  # removed (perhaps before the catalog ever saw it)
         for name in sorted(self._entries.keys() - clusters.keys()):
             old = self._entries.pop(name)
             self._version += 1
-            gone = Entry(old.cluster, old.uid, self._version, old.created)
+            gone = Entry(old.cluster, old.uid, self._version, old.created, old.status)
             events.append(Event("DELETED", gone))
         for name in sorted(clusters):
             cluster = clusters[name]
@@ -136,19 +150,49 @@ class ClusterCatalog:
             self._version += 1
             if previous is not None:
                 # an edited definition: the same object, modified
-                entry = Entry(cluster, previous.uid, self._version, previous.created)
+                entry = Entry(
+                    cluster, previous.uid, self._version, previous.created, previous.status
+                )
                 events.append(Event("MODIFIED", entry, previous))
             else:
                 created = cluster.created or format_timestamp(self._now())
-                entry = Entry(cluster, _uid(name, created), self._version, created)
+                status = self._statuses.get(name)
+                entry = Entry(cluster, _uid(name, created), self._version, created, status)
                 events.append(Event("ADDED", entry))
             self._entries[name] = entry
+        self._publish(events)
+        return events
+
+    def set_status(self, name: str, status: ClusterStatus | None) -> Event | None:
+        """Take a health verdict on cluster ``name`` (``None``: unknown
+        again); return (and publish) the MODIFIED event when the health,
+        version or message changed.  A verdict on a cluster not in the
+        catalog yet is kept for when it arrives."""
+        if status is None:
+            self._statuses.pop(name, None)
+        else:
+            self._statuses[name] = status
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        old = entry.status
+        if old is status or (status is not None and status.same_as(old)):
+            # the probe time only: the same object, no event
+            self._entries[name] = dataclasses.replace(entry, status=status)
+            return None
+        self._version += 1
+        changed = dataclasses.replace(entry, resource_version=self._version, status=status)
+        self._entries[name] = changed
+        event = Event("MODIFIED", changed, entry)
+        self._publish([event])
+        return event
+
+    def _publish(self, events: list[Event]) -> None:
         for event in events:
             self._history.append((event.entry.resource_version, event))
         for event in events:
             for subscriber in list(self._subscribers):
                 subscriber(event)
-        return events
 
     def since(self, resource_version: int) -> list[Event] | None:
         """The events after ``resource_version``, or ``None`` when the history
@@ -216,6 +260,23 @@ def _access(cluster: Cluster) -> dict[str, Any]:
     return access
 
 
+#: ``status.message`` of a cluster never probed
+NOT_PROBED = "not probed yet"
+
+
+def cluster_status(status: ClusterStatus | None) -> dict[str, Any]:
+    """The ``status`` of a Cluster object (Karpor's ``healthy``, plus the
+    server version, the probe time and what the probe found)."""
+    if status is None:
+        return {"message": NOT_PROBED}
+    out: dict[str, Any] = {"healthy": status.healthy}
+    if status.version:
+        out["version"] = status.version
+    out["lastProbeTime"] = status.probe_time
+    out["message"] = status.message
+    return out
+
+
 def cluster_object(entry: Entry) -> dict[str, Any]:
     """The ``Cluster`` object of an entry (no credential but its type)."""
     cluster = entry.cluster
@@ -233,6 +294,7 @@ def cluster_object(entry: Entry) -> dict[str, Any]:
         "kind": KIND,
         "metadata": _metadata(entry),
         "spec": spec,
+        "status": cluster_status(entry.status),
     }
 
 
@@ -268,6 +330,18 @@ COLUMNS: tuple[dict[str, Any], ...] = (
     {"name": "Display Name", "type": "string", "format": "", "description": "Display name."},
     {"name": "Provider", "type": "string", "format": "", "description": "Provider."},
     {"name": "Endpoint", "type": "string", "format": "", "description": "API server URL."},
+    {
+        "name": "Ready",
+        "type": "string",
+        "format": "",
+        "description": "Whether the last health probe passed (True, False, Unknown).",
+    },
+    {
+        "name": "Version",
+        "type": "string",
+        "format": "",
+        "description": "The cluster's Kubernetes version (gitVersion).",
+    },
     {"name": "Age", "type": "date", "format": "", "description": _AGE_DESCRIPTION},
 )
 
@@ -302,12 +376,15 @@ def cluster_table(
     rows = []
     for entry in entries:
         cluster = entry.cluster
+        status = entry.status
         row: dict[str, Any] = {
             "cells": [
                 cluster.name,
                 cluster.display_name or "<none>",
                 cluster.provider or "<none>",
                 cluster.endpoint,
+                "Unknown" if status is None else str(status.healthy),
+                (status.version if status is not None else "") or "<unknown>",
                 age(entry.created, now),
             ]
         }

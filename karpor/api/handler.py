@@ -11,6 +11,9 @@ Routes every path that is not a cluster proxy path:
 * ``/apis/cluster.karpor.io/v1beta1/clusters[/NAME]``: list, get and watch of
   the virtual ``clusters`` resource (:mod:`karpor.api.clusters`), as JSON or
   as a Table, with label and field selectors;
+* ``/metrics``: the Prometheus metrics of every gateway process
+  (:mod:`karpor.metrics.exposition`), for a caller the policy grants
+  ``get`` on it (a ``nonResourceURLs`` rule; 403 otherwise);
 * anything else: 404; a method other than GET/HEAD: 405; no identity: 401.
 
 Which clusters a caller sees is decided by ``visible`` (every cluster until
@@ -49,7 +52,7 @@ from karpor.api.health import Health
 from karpor.api.request import ApiRequest, Header, Responder
 from karpor.api.requestinfo import parse_query, query_bool
 from karpor.api.status import ApiError
-from karpor.auth.identity import Identity
+from karpor.auth.identity import ANONYMOUS_USER, Identity
 from karpor.config.model import Cluster
 from karpor.sim.selectors import (
     FieldSelector,
@@ -77,11 +80,28 @@ _CLUSTERS_PREFIX = ("apis", discovery.GROUP, discovery.VERSION)
 
 #: who may see which cluster: (caller, cluster) -> bool
 Visibility = Callable[[Identity, Cluster], bool]
+#: whether a caller may use one of the gateway's own paths: (caller, verb,
+#: path); raises the 403 ``ApiError``
+PathAuthorizer = Callable[[Identity, str, str], None]
+#: the metrics for a scraper's ``Accept`` header: (content type, body)
+MetricsRenderer = Callable[[str], tuple[bytes, bytes]]
+
+#: where the metrics are served
+METRICS_PATH = "/metrics"
 
 
 def everyone(identity: Identity, cluster: Cluster) -> bool:
     """The visibility without an access policy: every caller sees every cluster."""
     return True
+
+
+def authenticated(identity: Identity, verb: str, path: str) -> None:
+    """The own paths' authorization without an access policy: any caller
+    but ``system:anonymous``."""
+    if identity.user == ANONYMOUS_USER:
+        raise ApiError(
+            403, f'forbidden: User "{identity.user}" cannot {verb} path "{path}"', "Forbidden"
+        )
 
 
 _log = Logger()
@@ -150,8 +170,13 @@ class GatewayApi:
         now: Callable[[], float] = time.time,
         watch_timeout: float = DEFAULT_WATCH_TIMEOUT,
         health: Health | None = None,
+        metrics: MetricsRenderer | None = None,
+        authorize_path: PathAuthorizer = authenticated,
     ) -> None:
         self._clusters = clusters
+        #: renders ``/metrics`` (``None``: not served, 404)
+        self.metrics = metrics
+        self._authorize_path = authorize_path
         self.health = health if health is not None else Health(loaded=True)
         self._reactor = reactor
         self._visible = visible
@@ -173,7 +198,10 @@ class GatewayApi:
             responder.respond(error.code, [(b"content-type", _JSON)], error.body() + b"\n")
         except Exception:
             _log.failure(
-                "own API request {method} {path} failed", method=request.method, path=request.path
+                "own API request {method} {path} failed (Audit-Id {auditID})",
+                method=request.method,
+                path=request.path,
+                auditID=request.headers.get("audit-id", ""),
             )
             internal = ApiError(500, "Internal error occurred: see the gateway's log")
             responder.respond(500, [(b"content-type", _JSON)], internal.body() + b"\n")
@@ -193,6 +221,11 @@ class GatewayApi:
             return
         identity = request.identity
         assert identity is not None
+        if parts == ["metrics"] and self.metrics is not None:
+            self._authorize_path(identity, request.method.lower(), METRICS_PATH)
+            content_type, body = self.metrics(request.headers.get("accept", ""))
+            responder.respond(200, [(b"content-type", content_type), _NO_CACHE], body)
+            return
         if not parts:
             self._json(responder, {"paths": self._root_paths()})
             return
@@ -213,9 +246,8 @@ class GatewayApi:
         code, body = self.health.report(check, "verbose" in parse_query(request.query))
         responder.respond(code, [(b"content-type", _TEXT), _NOSNIFF], body)
 
-    @staticmethod
-    def _root_paths() -> list[str]:
-        return [
+    def _root_paths(self) -> list[str]:
+        paths = [
             "/api",
             "/apis",
             f"/apis/{discovery.GROUP}",
@@ -228,6 +260,9 @@ class GatewayApi:
             "/readyz/ping",
             "/version",
         ]
+        if self.metrics is not None:
+            paths.insert(paths.index("/readyz"), METRICS_PATH)
+        return paths
 
     def _discovery(self, request: ApiRequest, responder: Responder, core: bool) -> None:
         negotiated = discovery.negotiate(request.headers.get("accept", ""))

@@ -21,7 +21,9 @@ assembled for the front (sans-IO but for the files it reloads).
   (:mod:`karpor.auth.policy`), the caller's own ``Impersonate-*`` headers
   (403 unless the policy grants ``impersonate`` on the cluster; then the
   request is authorized as the impersonated identity) and the identity sent
-  upstream (:func:`karpor.auth.impersonation.upstream_identity`).
+  upstream (:func:`karpor.auth.impersonation.upstream_identity`);
+- :meth:`Access.authorize_path`, for the gateway's own paths that need a
+  grant (``/metrics``): the policy's ``nonResourceURLs`` rules (403).
 
 Without a policy file every *authenticated* caller may do everything, but
 nobody may impersonate (a caller's ``Impersonate-*`` headers are ignored and
@@ -201,7 +203,8 @@ class Access:
         )
         front_ca: list[bytes] = []
         header = authentication.request_header
-        if header is not None:
+        # fromCluster: the CA comes later (set_front_proxy; karpor.auth.frontproxysource)
+        if header is not None and header.from_cluster is None:
             try:
                 front_ca = [Path(header.client_ca_file).read_bytes()]
                 CertificateAuthenticator(front_ca)
@@ -228,6 +231,16 @@ class Access:
             policy=policy,
             audit=audit,
         )
+
+    def set_front_proxy(self, ca_pems: Sequence[bytes], config: RequestHeaderConfig) -> None:
+        """Trust front-proxy certificates of ``ca_pems`` asserting identities as
+        ``config`` says, from now on (``requestHeader.fromCluster``).  Set it
+        before the front is built: the front strips the header names it had then."""
+        self._front_proxy = CertificateAuthenticator(ca_pems)
+        self._request_header = config
+        names, prefixes = config.header_names()
+        self.drop_names = frozenset(n.encode("latin-1") for n in names)
+        self.drop_prefixes = tuple(p.encode("latin-1") for p in prefixes)
 
     # -- reloading ------------------------------------------------------------------
 
@@ -313,6 +326,13 @@ class Access:
         return self._tokens.value.authenticator.identify(token) if self._tokens else None
 
     # -- authorization ------------------------------------------------------------
+
+    def authorize_path(self, identity: Identity, verb: str, path: str) -> None:
+        """Whether ``identity`` may ``verb`` the gateway's own ``path``
+        (:meth:`karpor.auth.policy.Policy.allows_path`); raises the 403."""
+        decision = self.policy.allows_path(identity, verb, path)
+        if not decision.allowed:
+            raise Forbidden(decision.error(), decision.attrs)
 
     def reaches(self, identity: Identity, cluster: Cluster) -> bool:
         """Whether ``identity`` may reach ``cluster`` at all (``kubectl get clusters``)."""

@@ -55,6 +55,20 @@ some rule lets reach the cluster with any verb (kubectl needs discovery
 whatever it is allowed to do); other methods on them need a rule granting
 ``*`` without ``namespaces``.
 
+**The gateway's own paths** (``/metrics``): a rule with ``nonResourceURLs``
+is about the gateway itself, as kube RBAC's ``nonResourceURLs`` rules are
+about the apiserver: it grants its ``verbs`` (the lower-cased HTTP method:
+``get``, ``head``…, or ``*``) on those paths (exact, or a prefix ending in
+``*``; ``"*"`` for every path) and nothing on any cluster, so it names no
+``clusters``, ``clusterSelector`` or ``namespaces``::
+
+    - users: [prometheus]
+      nonResourceURLs: ["/metrics"]
+      verbs: [get]
+
+:meth:`Policy.allows_path` decides; without a policy file every
+authenticated caller but ``system:anonymous`` may read them.
+
 **Identity exchange.** Rules are tried in order and the first whose
 ``source`` matches the caller and the cluster decides what the cluster sees:
 ``StaticMapping`` impersonates ``target`` (whatever the cluster's
@@ -107,6 +121,8 @@ VERBS = frozenset(
         "impersonate",
     }
 )
+#: the verbs a ``nonResourceURLs`` rule may name ("*" besides)
+PATH_VERBS = frozenset({"get", "head", "post", "put", "patch", "delete", "options"})
 #: subresources of pods that are verbs of their own
 STREAM_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
 #: label selector operators (``metav1.LabelSelectorOperator``)
@@ -120,7 +136,15 @@ _EXCHANGE_TYPES = {
 }
 _READ_METHODS = frozenset({"get", "head"})
 
-_RULE_KEYS = ("users", "groups", "clusters", "clusterSelector", "verbs", "namespaces")
+_RULE_KEYS = (
+    "users",
+    "groups",
+    "clusters",
+    "clusterSelector",
+    "verbs",
+    "namespaces",
+    "nonResourceURLs",
+)
 _SELECTOR_KEYS = ("matchLabels", "matchExpressions")
 _EXPRESSION_KEYS = ("key", "operator", "values")
 _EXCHANGE_KEYS = ("name", "type", "source", "target")
@@ -239,6 +263,8 @@ class Rule:
     verbs: frozenset[str] = frozenset()
     #: names or globs; ``None``: every namespace and cluster-scoped resources
     namespaces: tuple[str, ...] | None = None
+    #: the gateway's own paths (``None``: a rule about clusters)
+    non_resource_urls: tuple[str, ...] | None = None
 
     def applies_to(self, user: str, groups: frozenset[str]) -> bool:
         """Whether the rule is about this caller."""
@@ -246,11 +272,22 @@ class Rule:
 
     def covers(self, cluster: Cluster) -> bool:
         """Whether the rule is about this cluster."""
+        if self.non_resource_urls is not None:
+            return False  # about the gateway's own paths only
         if self.clusters is not None and not any(
             fnmatchcase(cluster.name, p) for p in self.clusters
         ):
             return False
         return self.selector is None or self.selector.matches(cluster.labels)
+
+    def grants_path(self, verb: str, path: str) -> bool:
+        """Whether the rule grants ``verb`` on the gateway's own ``path``."""
+        if self.non_resource_urls is None or ("*" not in self.verbs and verb not in self.verbs):
+            return False
+        return any(
+            url == path or (url.endswith("*") and path.startswith(url[:-1]))
+            for url in self.non_resource_urls
+        )
 
     def grants(self, attrs: Attributes) -> bool:
         """Whether the rule grants ``attrs`` (caller and cluster already match)."""
@@ -353,8 +390,9 @@ class Decision:
         return ApiError(403, message, "Forbidden", details)
 
 
-def forbidden_message(user: str, attrs: Attributes, cluster: str) -> str:
-    """kube-apiserver's ``forbiddenMessage``, with the cluster appended."""
+def forbidden_message(user: str, attrs: Attributes, cluster: str | None) -> str:
+    """kube-apiserver's ``forbiddenMessage``, with the cluster appended
+    (``None``: the gateway's own path)."""
     if not attrs.is_resource_request:
         text = f'User "{user}" cannot {attrs.verb} path "{attrs.path}"'
     else:
@@ -368,7 +406,7 @@ def forbidden_message(user: str, attrs: Attributes, cluster: str) -> str:
             f'User "{user}" cannot {attrs.verb} resource "{resource}" '
             f'in API group "{attrs.api_group}" {where}'
         )
-    return f'{text} on cluster "{cluster}"'
+    return text if cluster is None else f'{text} on cluster "{cluster}"'
 
 
 @dataclass(frozen=True)
@@ -394,6 +432,22 @@ class Policy:
             ):
                 return Decision(True, rule=index, attrs=attrs)
         return Decision(False, forbidden_message(identity.user, attrs, cluster.name), attrs=attrs)
+
+    def allows_path(self, identity: Identity, verb: str, path: str) -> Decision:
+        """Whether ``identity`` may ``verb`` (the lower-cased method) the
+        gateway's own ``path`` (``/metrics``): a ``nonResourceURLs`` rule must
+        grant it; without a policy file anyone authenticated but
+        ``system:anonymous`` may."""
+        attrs = Attributes(verb=verb, is_resource_request=False, path=path)
+        if not self.enforcing:
+            if identity.user == ANONYMOUS_USER:
+                return Decision(False, forbidden_message(identity.user, attrs, None), attrs=attrs)
+            return Decision(True, attrs=attrs)
+        groups = _groups_of(identity)
+        for index, rule in enumerate(self.rules):
+            if rule.applies_to(identity.user, groups) and rule.grants_path(verb, path):
+                return Decision(True, rule=index, attrs=attrs)
+        return Decision(False, forbidden_message(identity.user, attrs, None), attrs=attrs)
 
     def reaches(self, identity: Identity, cluster: Cluster) -> bool:
         """Whether some rule lets ``identity`` do anything on ``cluster``."""
@@ -545,6 +599,9 @@ def _rule(c: _Checker, value: Any, path: str) -> Rule | None:
     groups = c.strings(obj, "groups", path)
     if users is None and groups is None:
         c.error(path, "needs users or groups (groups: [system:authenticated] for everyone)")
+    urls = c.strings(obj, "nonResourceURLs", path)
+    if urls is not None or "nonResourceURLs" in obj:
+        return _path_rule(c, obj, path, before, users, groups, urls)
     clusters = c.strings(obj, "clusters", path)
     selector = None
     if obj.get("clusterSelector") is not None:
@@ -570,6 +627,50 @@ def _rule(c: _Checker, value: Any, path: str) -> Rule | None:
         selector=selector,
         verbs=frozenset(verbs or ()),
         namespaces=namespaces,
+    )
+
+
+def _path_rule(
+    c: _Checker,
+    obj: Mapping[str, Any],
+    path: str,
+    before: int,
+    users: tuple[str, ...] | None,
+    groups: tuple[str, ...] | None,
+    urls: tuple[str, ...] | None,
+) -> Rule | None:
+    """A rule about the gateway's own paths (``nonResourceURLs``)."""
+    for key in ("clusters", "clusterSelector", "namespaces"):
+        if key in obj:
+            c.error(
+                f"{path}.{key}",
+                "not with nonResourceURLs (a rule is about the gateway's own paths or "
+                "about clusters: write two rules)",
+            )
+    for i, url in enumerate(urls or ()):
+        if url != "*" and (not url.startswith("/") or "*" in url[:-1]):
+            c.error(
+                f"{path}.nonResourceURLs[{i}]",
+                "must be a path (/metrics), a prefix ending in * (/debug/*) or *, "
+                f"not {quote(url)}",
+            )
+    verbs = c.strings(obj, "verbs", path)
+    if verbs is None and "verbs" not in obj:
+        c.error(f"{path}.verbs", "required")
+    for i, verb in enumerate(verbs or ()):
+        if verb != "*" and verb not in PATH_VERBS:
+            c.error(
+                f"{path}.verbs[{i}]",
+                f"unknown verb {quote(verb)} for nonResourceURLs "
+                f"(known: *, {', '.join(sorted(PATH_VERBS))})",
+            )
+    if len(c.errors) > before:
+        return None
+    return Rule(
+        users=frozenset(users or ()),
+        groups=frozenset(groups or ()),
+        verbs=frozenset(verbs or ()),
+        non_resource_urls=urls,
     )
 
 

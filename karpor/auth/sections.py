@@ -7,7 +7,7 @@
       clientCertificates: true                 # default true
       tokenFile: /etc/karpor/tokens.csv
       requestHeader:
-        clientCAFile: /etc/karpor/front-proxy-ca.crt     # required
+        clientCAFile: /etc/karpor/front-proxy-ca.crt     # required (or fromCluster)
         allowedNames: [front-proxy-client]               # default []: any CN
         usernameHeaders: [X-Remote-User]                 # the defaults shown
         groupHeaders: [X-Remote-Group]
@@ -16,6 +16,23 @@
       anonymous: false
     authorization:
       policyFile: /etc/karpor/policy.yaml
+
+In a pod serving an aggregated ``APIService``, the host cluster publishes the
+front-proxy CA, allowed names and header names in the ConfigMap
+``kube-system/extension-apiserver-authentication``; ``fromCluster`` reads
+them from there instead (:mod:`karpor.auth.frontproxy`), and no other
+``requestHeader`` key may be given::
+
+    authentication:
+      requestHeader:
+        fromCluster: true          # or a mapping, for tests and unusual setups:
+        # fromCluster:
+        #   server: https://10.96.0.1:443    # default: $KUBERNETES_SERVICE_HOST:_PORT
+        #   tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token  # defaults
+        #   caFile: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt
+        #   refreshInterval: 60              # seconds between re-reads
+
+The ConfigMap is read by :mod:`karpor.auth.frontproxysource`.
 
 :func:`parse_audit_log`, :func:`parse_authentication` and
 :func:`parse_authorization` are :class:`karpor.config.settings.Key` parsers
@@ -33,8 +50,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from karpor.auth.frontproxy import (
+    DEFAULT_REFRESH_INTERVAL,
+    SERVICE_ACCOUNT_CA_FILE,
+    SERVICE_ACCOUNT_TOKEN_FILE,
+)
 from karpor.auth.requestheader import RequestHeaderConfig
 from karpor.config.clusters import describe, quote
+
+
+@dataclass(frozen=True)
+class FromClusterSettings:
+    """``authentication.requestHeader.fromCluster``: where the host cluster is."""
+
+    #: the host apiserver's URL (``None``: from ``KUBERNETES_SERVICE_HOST``/``_PORT``)
+    server: str | None = None
+    token_file: str = SERVICE_ACCOUNT_TOKEN_FILE
+    ca_file: str = SERVICE_ACCOUNT_CA_FILE
+    #: seconds between re-reads of the ConfigMap
+    refresh_interval: float = DEFAULT_REFRESH_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -47,6 +81,8 @@ class RequestHeaderSettings:
     group_headers: tuple[str, ...] = ("X-Remote-Group",)
     extra_headers_prefix: tuple[str, ...] = ("X-Remote-Extra-",)
     uid_headers: tuple[str, ...] = ()
+    #: read the CA, names and headers from the host cluster (``None``: from these settings)
+    from_cluster: FromClusterSettings | None = None
 
     @property
     def config(self) -> RequestHeaderConfig:
@@ -153,6 +189,41 @@ def _section(
     return parse
 
 
+def parse_server(value: Any, base_dir: str) -> str:
+    """An ``https://`` URL."""
+    if not isinstance(value, str) or not value.startswith("https://") or len(value) <= 8:
+        raise ValueError(f"must be an https:// URL, not {describe(value)}")
+    return value.rstrip("/")
+
+
+def parse_seconds(value: Any, base_dir: str) -> float:
+    """A positive number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"must be a positive number of seconds, not {describe(value)}")
+    return float(value)
+
+
+_parse_from_cluster_section = _section(
+    FromClusterSettings,
+    {
+        "server": ("server", parse_server),
+        "tokenFile": ("token_file", parse_path),
+        "caFile": ("ca_file", parse_path),
+        "refreshInterval": ("refresh_interval", parse_seconds),
+    },
+)
+
+
+def parse_from_cluster(value: Any, base_dir: str) -> FromClusterSettings | None:
+    """``requestHeader.fromCluster``: ``true`` (the in-cluster defaults),
+    ``false`` (off) or a mapping of overrides."""
+    if isinstance(value, bool):
+        return FromClusterSettings() if value else None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be true, false or a mapping, not {describe(value)}")
+    return _parse_from_cluster_section(value, base_dir)
+
+
 _parse_request_header_section = _section(
     RequestHeaderSettings,
     {
@@ -162,13 +233,32 @@ _parse_request_header_section = _section(
         "groupHeaders": ("group_headers", parse_header_names),
         "extraHeadersPrefix": ("extra_headers_prefix", parse_header_names),
         "uidHeaders": ("uid_headers", parse_header_names),
+        "fromCluster": ("from_cluster", parse_from_cluster),
     },
+)
+
+#: the ``requestHeader`` keys the host cluster's ConfigMap sets with ``fromCluster``
+_FROM_CLUSTER_SETS = (
+    "clientCAFile",
+    "allowedNames",
+    "usernameHeaders",
+    "groupHeaders",
+    "extraHeadersPrefix",
+    "uidHeaders",
 )
 
 
 def parse_request_header(value: Any, base_dir: str) -> RequestHeaderSettings:
     """``authentication.requestHeader``."""
     settings = _parse_request_header_section(value, base_dir)
+    if settings.from_cluster is not None:
+        given = [k for k in _FROM_CLUSTER_SETS if value.get(k) is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: not with fromCluster (the host cluster's ConfigMap "
+                "kube-system/extension-apiserver-authentication sets them)"
+            )
+        return settings
     if not settings.client_ca_file:
         raise ValueError("clientCAFile: required")
     if not settings.username_headers:

@@ -12,7 +12,26 @@ host       127.0.0.1      address to bind; loopback by default, so a
 workers    number of CPUs worker processes
 clustersDir (none)        the clusters directory
 stateDir   (none)         the gateway's state: CA, serving certificate
+servingNames []           extra DNS names / IP addresses the serving
+                          certificate covers (flag ``--serving-names
+                          a,b``)
+stateReadOnly false       use the state directory as it is (replicas
+                          sharing a Secret; see
+                          :mod:`karpor.server.state`); a directory the
+                          gateway cannot write to is read-only anyway
+healthProbe (see below)   cluster health probes: ``interval`` (10 s),
+                          ``timeout`` (4 s, less than the interval),
+                          ``failFast`` (true; false: try anyway)
+metricsAddress (none)     ``HOST:PORT`` where the supervisor serves
+                          ``/metrics`` in plain HTTP without
+                          authentication, for a scraper (``[::1]:9090``
+                          for IPv6)
 ========== ============== ===========================================
+
+``healthProbe`` fields have flags of their own (``--health-probe-interval``,
+``--health-probe-timeout``, ``--health-fail-fast true|false``): a flag's
+attribute is ``section.field`` (``health_probe.interval``, see
+:data:`SECTION_FIELDS`) and overrides that one field of the file's section.
 
 Relative paths in the file resolve against the file's directory; relative
 paths given as flags against the working directory.  An unknown key is an
@@ -42,8 +61,11 @@ from karpor.auth.sections import (
     parse_audit_log,
     parse_authentication,
     parse_authorization,
+    parse_bool,
 )
 from karpor.config.clusters import describe, quote
+from karpor.config.hostnames import parse_host_names
+from karpor.health.probe import ProbeSettings
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -80,6 +102,14 @@ class Settings:
     audit_log: str | None = None
     authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
     authorization: AuthorizationSettings = field(default_factory=AuthorizationSettings)
+    #: extra names the serving certificate covers (``servingNames``)
+    serving_names: tuple[str, ...] = ()
+    #: never write to the state directory (``stateReadOnly``)
+    state_read_only: bool = False
+    #: cluster health probes (``healthProbe``)
+    health_probe: ProbeSettings = field(default_factory=ProbeSettings)
+    #: ``HOST:PORT`` of the plain-HTTP ``/metrics`` listener (``None``: none)
+    metrics_address: str | None = None
     #: the ``--config`` file these came from ("" for none)
     source: str = ""
 
@@ -149,10 +179,48 @@ def _host(value: Any, base_dir: str) -> str:
     return value
 
 
+def _address(value: Any, base_dir: str) -> str:
+    text = value if isinstance(value, str) else ""
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or any(c.isspace() for c in host) or not port.isdigit():
+        shown = quote(value) if isinstance(value, str) else describe(value)
+        raise ValueError(f"must be HOST:PORT ([::1]:9090 for IPv6), not {shown}")
+    _port(port, base_dir)
+    return text
+
+
 def _directory(value: Any, base_dir: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"must be a path, not {describe(value)}")
     return os.path.join(base_dir, value)
+
+
+def _boolean(value: Any, base_dir: str) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"  # as a flag gives it
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {describe(value)}")
+    return value
+
+
+#: the keys of ``healthProbe``
+HEALTH_PROBE_KEYS: tuple[Key, ...] = (
+    Key("interval", "interval", _seconds, "--health-probe-interval"),
+    Key("timeout", "timeout", _seconds, "--health-probe-timeout"),
+    Key("failFast", "fail_fast", _boolean, "--health-fail-fast"),
+)
+
+
+def _health_probe(value: Any, base_dir: str) -> ProbeSettings:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a mapping, not {describe(value)}")
+    return section_parser(ProbeSettings, HEALTH_PROBE_KEYS, "healthProbe")(value, base_dir)
+
+
+#: sections whose fields have flags of their own: attribute -> the fields' keys
+SECTION_FIELDS: dict[str, tuple[Key, ...]] = {"health_probe": HEALTH_PROBE_KEYS}
 
 
 #: the top-level keys of the settings file
@@ -167,6 +235,10 @@ KEYS: tuple[Key, ...] = (
     Key("auditLog", "audit_log", parse_audit_log, "--audit-log"),
     Key("authentication", "authentication", parse_authentication, "authentication"),
     Key("authorization", "authorization", parse_authorization, "authorization"),
+    Key("servingNames", "serving_names", parse_host_names, "--serving-names"),
+    Key("stateReadOnly", "state_read_only", parse_bool, "stateReadOnly"),
+    Key("healthProbe", "health_probe", _health_probe, "healthProbe"),
+    Key("metricsAddress", "metrics_address", _address, "--metrics-address"),
 )
 
 _T = TypeVar("_T")
@@ -261,14 +333,29 @@ def merge(
 
     ``flag_overrides`` maps :class:`Settings` attribute names
     (``clusters_dir``) to flag values, typed or as strings (``"8443"``);
-    ``None`` means the flag was not given.  Relative paths resolve against
-    ``base_dir`` (the working directory when empty).  Raises
+    ``None`` means the flag was not given; ``section.field`` names one
+    field of a section (:data:`SECTION_FIELDS`).  Relative paths resolve
+    against ``base_dir`` (the working directory when empty).  Raises
     :class:`SettingsError` with ``--flag: message`` lines.
     """
     by_attribute = {k.attribute: k for k in KEYS}
     errors: list[str] = []
     values: dict[str, Any] = {}
+    fields: dict[str, dict[str, Any]] = {}
     for attribute, value in flag_overrides.items():
+        section, dot, name = attribute.partition(".")
+        if dot:
+            field_key = next(
+                (k for k in SECTION_FIELDS.get(section, ()) if k.attribute == name), None
+            )
+            if field_key is None:
+                errors.append(f"{attribute}: not a setting")
+            elif value is not None:
+                try:
+                    fields.setdefault(section, {})[name] = field_key.parse(value, base_dir)
+                except ValueError as exc:
+                    errors.append(f"{field_key.flag}: {exc}")
+            continue
         key = by_attribute.get(attribute)
         if key is None:
             errors.append(f"{attribute}: not a setting")
@@ -279,6 +366,13 @@ def merge(
             values[attribute] = key.parse(value, base_dir)
         except ValueError as exc:
             errors.append(f"{key.flag}: {exc}")
+    for section, changed in fields.items():
+        base = values.get(section, getattr(file_settings, section))
+        try:
+            values[section] = dataclasses.replace(base, **changed)
+        except ValueError as exc:  # the fields disagree (a timeout above the interval)
+            flags = {k.attribute: k.flag for k in SECTION_FIELDS[section]}
+            errors.append(f"{', '.join(flags[n] for n in changed)}: {exc}")
     if errors:
         raise SettingsError(errors)
     return dataclasses.replace(file_settings, **values)

@@ -47,8 +47,9 @@ from __future__ import annotations
 import contextlib
 import http
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol as TypingProtocol
+from typing import TypeVar
 
 import h2.config
 import h2.connection
@@ -57,7 +58,6 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHandshakeListener,
@@ -65,7 +65,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -94,6 +94,29 @@ _PHRASES: dict[int, bytes] = {s.value: s.phrase.encode() for s in http.HTTPStatu
 _TRUE = frozenset({b"true", b"1", b"t", b"True", b"TRUE", b"T"})
 _CANCEL = h2.errors.ErrorCodes.CANCEL
 _REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
+
+
+# -- connecting -----------------------------------------------------------------
+
+_P = TypeVar("_P", bound=Protocol)
+
+
+class _Quiet(Factory):
+    """Builds the one protocol it was given, without Twisted's per-connection
+    ``Starting factory`` log lines (``connectProtocol``'s factory is noisy)."""
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        return self._protocol
+
+
+def connect(endpoint: IStreamClientEndpoint, protocol: _P) -> Deferred[_P]:
+    """Connect ``protocol`` through ``endpoint`` (as ``connectProtocol``, quietly)."""
+    return endpoint.connect(_Quiet(protocol))  # type: ignore[return-value]
 
 
 # -- policy -------------------------------------------------------------------
@@ -133,6 +156,7 @@ def request_headers(
     cluster_headers: Sequence[Header],
     client_address: bytes,
     identity: Sequence[Header] = (),
+    audit_id: bytes = b"",
 ) -> list[Header]:
     """The HTTP/2 header list of one upstream request: the same rewrite as
     :func:`~karpor.proxy.headers.request_head` (``request`` already lost
@@ -140,7 +164,8 @@ def request_headers(
     pseudo-headers and the cluster's ``:authority``/credential
     (``cluster_headers``, see
     :meth:`~karpor.proxy.credentials.ClusterCredentials.h2_headers`) first.
-    ``Transfer-Encoding``, ``Connection`` and ``TE`` never appear."""
+    ``Transfer-Encoding``, ``Connection`` and ``TE`` never appear;
+    ``audit-id`` comes last when given."""
     out: list[Header] = [(b":method", method), (b":path", path)]
     out += cluster_headers
     for name, value in request.forward:
@@ -152,6 +177,8 @@ def request_headers(
     if request.forwarded_for:
         xff = request.forwarded_for + b", " + client_address
     out.append((b"x-forwarded-for", xff))
+    if audit_id:
+        out.append((b"audit-id", audit_id))
     return out
 
 
@@ -672,8 +699,11 @@ class Multiplexer:
         idle_timeout: float,
         max_connections: int,
         tls: bool = True,
+        on_failure: Callable[[bool], None] | None = None,
     ) -> None:
         self.name = name
+        #: told of each failed connection attempt: ``True`` for a TLS handshake failure
+        self._on_failure = on_failure
         self._pool = pool
         self._endpoint = endpoint
         self._reactor = reactor
@@ -733,7 +763,7 @@ class Multiplexer:
         attempt = _Attempt()
         self._connecting[conn] = attempt
         attempt.timer = self._reactor.callLater(self._connect_timeout, self._timed_out, conn)
-        d = connectProtocol(self._endpoint, conn)
+        d = connect(self._endpoint, conn)
         attempt.deferred = d
         d.addCallbacks(self._connected, self._connect_failed, errbackArgs=(conn,))
         return conn
@@ -771,6 +801,8 @@ class Multiplexer:
             if timed_out or failure.check(CancelledError)
             else describe_failure(failure)
         )
+        if self._on_failure is not None:
+            self._on_failure(False)
         self._fail_waiting(ApiError(503, f"cluster {self.name!r} is unreachable: {reason}"))
 
     def _fail_waiting(self, error: ApiError) -> None:
@@ -832,6 +864,8 @@ class Multiplexer:
         attempt = self._settle(conn)
         if conn in self.connections:
             self.connections.remove(conn)
+        if attempt is not None and self._on_failure is not None:
+            self._on_failure(not attempt.timed_out)
         if attempt is not None and self.speaks_h2 is not False:
             if attempt.timed_out:
                 error = ApiError(

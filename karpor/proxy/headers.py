@@ -13,10 +13,20 @@ hop-by-hop headers in the same way.
 Any header whose name is not an HTTP token or whose value holds CR, LF or NUL
 (or any control character but HTAB) is dropped: nothing a caller sends can
 split a header line upstream.
+
+``Audit-Id`` (kube's request correlation id): every request gets one, the
+caller's when it sent a sane one (:func:`caller_audit_id`), else a fresh
+UUID (:func:`new_audit_id`).  The caller's header is never forwarded as
+sent: the gateway states the id itself upstream (``audit_id`` of
+:func:`request_head`), and drops the cluster's ``Audit-Id`` from the
+response (:func:`split_response`) so that the caller sees exactly one, the
+gateway's, which is also the id the cluster received.
 """
 
 from __future__ import annotations
 
+import binascii
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,14 +37,22 @@ Header = tuple[bytes, bytes]
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
+#: The request correlation header (kube-apiserver's name for it).
+AUDIT_ID = b"Audit-Id"
 #: Request headers the gateway always drops (besides hop-by-hop ones).
-_REQUEST_DROP = HOP_BY_HOP | {b"host", b"authorization", b"x-forwarded-for"}
+_REQUEST_DROP = HOP_BY_HOP | {b"host", b"authorization", b"x-forwarded-for", b"audit-id"}
+#: Response headers dropped besides hop-by-hop ones (the gateway states its own).
+_RESPONSE_DROP = HOP_BY_HOP | {b"audit-id"}
 #: Header name prefixes dropped from requests: proxy hop-by-hop headers and
 #: the caller's own identity claims.
 _REQUEST_DROP_PREFIXES = (b"proxy-", b"impersonate-", b"x-remote-")
 _RESPONSE_DROP_PREFIXES = (b"proxy-",)
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: What a caller's ``Audit-Id`` may be: a UUID, or any id of letters, digits
+#: and ``-._:`` up to 128 bytes (nothing that could confuse a log reader).
+_SANE_AUDIT_ID = re.compile(rb"[0-9A-Za-z][-._:0-9A-Za-z]{0,127}")
+_VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
 # Control characters other than HTAB never belong in a field value.
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -42,6 +60,23 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 def valid_header(name: bytes, value: bytes) -> bool:
     """Whether ``name: value`` can be written as one safe header line."""
     return _BAD_VALUE.search(value) is None and _TOKEN.fullmatch(name) is not None
+
+
+def caller_audit_id(headers: Sequence[Header]) -> bytes | None:
+    """The caller's ``Audit-Id`` when it sent a sane one (the first such
+    header, surrounding blanks stripped), else ``None``."""
+    for name, value in headers:
+        if len(name) == 8 and name.lower() == b"audit-id":
+            found = value.strip()
+            return found if _SANE_AUDIT_ID.fullmatch(found) is not None else None
+    return None
+
+
+def new_audit_id() -> bytes:
+    """A fresh random (version 4) UUID, as kube-apiserver makes its ``Audit-Id``."""
+    h = binascii.hexlify(os.urandom(16))
+    variant = h[16:17].translate(_VARIANT)
+    return b"%b-%b-4%b-%b%b-%b" % (h[:8], h[8:12], h[13:16], variant, h[17:20], h[20:])
 
 
 def _connection_tokens(values: list[bytes]) -> set[bytes]:
@@ -128,14 +163,19 @@ def request_head(
     cluster_block: bytes,
     client_address: bytes,
     identity: Sequence[Header] = (),
+    audit_id: bytes = b"",
 ) -> bytes:
     """The upstream request head, in one piece.
 
     ``cluster_block`` holds the cluster's ``Host`` and credential header
     lines (each ending in CRLF); ``identity`` the headers the gateway adds
-    for the caller (impersonation), validated here all the same.
+    for the caller (impersonation), validated here all the same;
+    ``audit_id`` (from :func:`caller_audit_id` or :func:`new_audit_id`,
+    so already safe) goes as ``Audit-Id`` when given.
     """
     parts: list[bytes] = [method, b" ", target, b" HTTP/1.1\r\n", cluster_block]
+    if audit_id:
+        parts += (b"Audit-Id: ", audit_id, b"\r\n")
     for name, value in request.forward:
         parts += (name, b": ", value, b"\r\n")
     for name, value in identity:
@@ -168,8 +208,9 @@ class ResponseHeaders:
 
 
 def split_response(headers: Sequence[Header], upgrade: bool = False) -> ResponseHeaders:
-    """Drop hop-by-hop headers from a cluster's response; for a ``101``
-    (``upgrade``), ``Connection: Upgrade`` and ``Upgrade`` are kept."""
+    """Drop hop-by-hop headers and the cluster's ``Audit-Id`` (the gateway
+    adds its own) from a cluster's response; for a ``101`` (``upgrade``),
+    ``Connection: Upgrade`` and ``Upgrade`` are kept."""
     lowered = [(name.lower(), name, value) for name, value in headers]
     connection = [v for lname, _, v in lowered if lname == b"connection"]
     named = _connection_tokens(connection) if connection else set()
@@ -177,7 +218,7 @@ def split_response(headers: Sequence[Header], upgrade: bool = False) -> Response
     content_length: int | None = None
     chunked = False
     for lname, name, value in lowered:
-        if lname in HOP_BY_HOP or lname in named or lname.startswith(_RESPONSE_DROP_PREFIXES):
+        if lname in _RESPONSE_DROP or lname in named or lname.startswith(_RESPONSE_DROP_PREFIXES):
             if lname == b"transfer-encoding":
                 chunked = chunked or b"chunked" in value.lower()
             elif upgrade and lname == b"upgrade" and valid_header(name, value):

@@ -25,6 +25,11 @@ An upgrade request gets a connection of its own
 (:meth:`ClusterPool.connect_dedicated`): opened the same way (same TLS
 options, same timeouts and errors), never pooled, not counted against
 ``max_connections`` (an exec session may last for hours).
+
+Connections that cannot be opened and TLS handshakes that fail are reported
+to the pools' :class:`UpstreamErrors` (the metrics), HTTP/2 ones included;
+:meth:`UpstreamPools.pools` lists every pool still holding connections, for
+the periodic sampling of their sizes (:mod:`karpor.metrics.sampling`).
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -42,7 +48,7 @@ from twisted.python.failure import Failure
 from karpor.api.status import ApiError
 from karpor.config.model import Cluster
 from karpor.proxy.credentials import ClusterCredentials, CredentialError
-from karpor.proxy.h2upstream import Multiplexer, StreamExchange
+from karpor.proxy.h2upstream import Multiplexer, StreamExchange, connect
 from karpor.proxy.upstream import (
     DedicatedConnection,
     Exchange,
@@ -61,6 +67,16 @@ DEFAULT_MAX_CONNECTIONS = 1024
 EndpointFactory = Callable[[ClusterCredentials], IStreamClientEndpoint]
 #: Builds the endpoint of a pool's HTTP/2 connections (ALPN ``h2`` offered).
 H2EndpointFactory = Callable[[ClusterCredentials], IStreamClientEndpoint | None]
+
+
+class UpstreamErrors(Protocol):
+    """Where failed connection attempts are reported (the metrics)."""
+
+    def connect_error(self, cluster: str) -> None:
+        """A connection to ``cluster`` could not be opened (refused, timed out)."""
+
+    def tls_error(self, cluster: str) -> None:
+        """A TLS handshake with ``cluster`` failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +111,12 @@ class ClusterPool:
         settings: PoolSettings,
         endpoint_factory: EndpointFactory | None = None,
         h2_endpoint_factory: H2EndpointFactory | None = None,
+        errors: UpstreamErrors | None = None,
     ) -> None:
         self.cluster = cluster
         self._reactor = reactor
         self._settings = settings
+        self._errors = errors
         self.error: ApiError | None = None
         self.credentials: ClusterCredentials | None = None
         self._endpoint: IStreamClientEndpoint | None = None
@@ -124,6 +142,7 @@ class ClusterPool:
                     idle_timeout=settings.idle_timeout,
                     max_connections=settings.max_connections,
                     tls=self.credentials.tls is not None,
+                    on_failure=self._failed_attempt if errors is not None else None,
                 )
         self._idle: list[UpstreamConnection] = []
         self._open = 0
@@ -164,9 +183,24 @@ class ClusterPool:
         return mux is not None and mux.speaks_h2 is not False and not self.draining
 
     @property
+    def name(self) -> str:
+        """The cluster's name."""
+        return self.cluster.name
+
+    @property
     def h2_connections(self) -> int:
         """HTTP/2 connections open or being opened."""
         return len(self.multiplexer.connections) if self.multiplexer is not None else 0
+
+    @property
+    def h2_streams(self) -> int:
+        """Streams open on the HTTP/2 connections."""
+        return self.multiplexer.streams if self.multiplexer is not None else 0
+
+    @property
+    def empty(self) -> bool:
+        """Whether no connection of any kind is open (or being opened)."""
+        return not (self._open or self._dedicated or self.h2_connections)
 
     @property
     def reactor(self) -> IReactorTime:
@@ -269,7 +303,7 @@ class ClusterPool:
         attempt.timer = self._reactor.callLater(
             self._settings.connect_timeout, self._timed_out, conn, attempt
         )
-        d = connectProtocol(self._endpoint, conn)
+        d = connect(self._endpoint, conn)
         attempt.deferred = d
         d.addCallbacks(self._connected, self._connect_failed, errbackArgs=(conn, attempt))
 
@@ -291,6 +325,16 @@ class ClusterPool:
             reason = f"connection timed out after {self._settings.connect_timeout:g}s"
         return ApiError(503, f"cluster {self.cluster.name!r} is unreachable: {reason}")
 
+    def _failed_attempt(self, tls: bool) -> None:
+        """A connection attempt failed: connecting (``tls`` false) or in the
+        TLS handshake."""
+        errors = self._errors
+        if errors is not None:
+            if tls:
+                errors.tls_error(self.cluster.name)
+            else:
+                errors.connect_error(self.cluster.name)
+
     def _closed(self, conn: UpstreamConnection) -> None:
         if conn.dedicated:
             self._dedicated -= 1
@@ -307,6 +351,7 @@ class ClusterPool:
         reason = (
             "connection timed out" if failure.check(CancelledError) else describe_failure(failure)
         )
+        self._failed_attempt(tls=False)
         if not attempt.exchange.cancelled:
             attempt.exchange.upstream_failed(self._unreachable(attempt, reason))
         self._fill()
@@ -331,6 +376,7 @@ class ClusterPool:
         if attempt is not None:
             if attempt.timer is not None:
                 attempt.timer.cancel()
+            self._failed_attempt(tls=not attempt.timed_out)
             if not attempt.exchange.cancelled:
                 if attempt.timed_out:
                     error = self._unreachable(attempt, "")
@@ -416,12 +462,16 @@ class UpstreamPools:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         endpoint_factory: EndpointFactory | None = None,
         h2_endpoint_factory: H2EndpointFactory | None = None,
+        errors: UpstreamErrors | None = None,
     ) -> None:
         self._reactor = reactor
         self.settings = PoolSettings(connect_timeout, idle_timeout, max_idle, max_connections)
         self._endpoint_factory = endpoint_factory
         self._h2_endpoint_factory = h2_endpoint_factory
+        self._errors = errors
         self._pools: dict[str, ClusterPool] = {}
+        #: replaced or forgotten pools whose connections have not all closed
+        self._draining: list[ClusterPool] = []
 
     def get(self, cluster: Cluster) -> ClusterPool:
         """The pool for ``cluster``'s current definition (made on first use;
@@ -433,25 +483,37 @@ class UpstreamPools:
             if pool.cluster == cluster:
                 pool.cluster = cluster  # the next lookup takes the fast path
                 return pool
-            pool.drain()
+            self._retire(pool)
         pool = ClusterPool(
             cluster,
             self._reactor,
             self.settings,
             self._endpoint_factory,
             self._h2_endpoint_factory,
+            self._errors,
         )
         if pool.error is not None:
             log.warn("{pool}: {error}", pool=pool, error=pool.error.message)
         self._pools[cluster.name] = pool
         return pool
 
+    def _retire(self, pool: ClusterPool) -> None:
+        pool.drain()
+        if not pool.empty:
+            self._draining.append(pool)
+
     def forget(self, names: set[str]) -> None:
         """Drain the pools of clusters no longer defined."""
         for name in names:
             pool = self._pools.pop(name, None)
             if pool is not None:
-                pool.drain()
+                self._retire(pool)
+
+    def pools(self) -> list[ClusterPool]:
+        """Every pool holding connections: the current definitions' and the
+        draining ones (forgotten once empty)."""
+        self._draining = [p for p in self._draining if not p.empty]
+        return [*self._pools.values(), *self._draining]
 
     def close(self) -> None:
         """Drain every pool (on shutdown)."""

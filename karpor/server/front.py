@@ -19,7 +19,15 @@ whose credential is an exec plugin gets the plugin's token from the
 :class:`~karpor.proxy.execcredential.ExecCredentialCache` (502 naming the
 cluster when the plugin fails; a 401 from the cluster drops the cached
 token).  With an audit log, one :class:`~karpor.auth.audit.AuditRecord` is
-written per request when it ends (a splice when it closes).
+written per request when it ends (a splice when it closes), where its
+metrics are recorded too (:class:`~karpor.metrics.gateway.GatewayMetrics`).
+Every response carries the request's ``Audit-Id`` (the caller's when sane,
+else a fresh UUID: :mod:`karpor.proxy.headers`), which also goes upstream.
+
+Health (:mod:`karpor.health`): an authorized request to a cluster its last
+health probe found unhealthy is answered at once with the probe's failure
+(``health_gate``, a 503 ``Status`` naming the cluster; no connection is
+attempted) unless the settings say to try anyway.
 
 Requests on a connection are answered in order, one at a time: when a
 request begins while the previous response is still going (pipelining),
@@ -41,11 +49,10 @@ from __future__ import annotations
 
 import http
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 from twisted.internet.defer import Deferred
@@ -69,16 +76,20 @@ from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
 from karpor.auth.impersonation import impersonation_headers
 from karpor.config.model import Cluster
+from karpor.metrics.labels import GATEWAY, request_verb, stream_kind
 from karpor.proxy.credentials import CredentialError
 from karpor.proxy.execcredential import ExecCredentialCache, ExecPluginError, ExecResult
 from karpor.proxy.forward import Forwarder, chunk
 from karpor.proxy.h2upstream import multiplexed
 from karpor.proxy.h2upstream import request_headers as h2_request_headers
 from karpor.proxy.headers import (
+    AUDIT_ID,
     Header,
     RequestHeaders,
     ResponseHeaders,
+    caller_audit_id,
     lines,
+    new_audit_id,
     request_drops,
     request_head,
     split_request,
@@ -87,6 +98,9 @@ from karpor.proxy.pool import ClusterPool, UpstreamPools
 from karpor.proxy.route import ApiRoute, ClusterRoute, route
 from karpor.proxy.splice import Splice, UpgradeForwarder
 from karpor.proxy.upstream import no_delay
+
+if TYPE_CHECKING:
+    from karpor.metrics.gateway import GatewayMetrics
 
 log = Logger()
 
@@ -143,22 +157,33 @@ class _Counting:
 
 
 class _Audit:
-    """What the audit log will say of the current request."""
+    """What the audit log and the metrics will say of the current request."""
 
     __slots__ = (
+        "audit_id",
         "authorized",
         "cluster",
+        "head_at",
         "identity",
         "in_mark",
+        "kind",
         "out_mark",
         "reason",
-        "request_id",
         "started",
+        "target",
+        "ticks",
     )
 
-    def __init__(self, started: float, in_mark: int, out_mark: int) -> None:
+    def __init__(self, started: float, in_mark: int, out_mark: int, audit_id: bytes) -> None:
         self.started = started
-        self.request_id = str(uuid.uuid4())
+        #: the monotonic clock at the start, and when the response head went
+        self.ticks = time.monotonic()
+        self.head_at = 0.0
+        self.audit_id = audit_id
+        #: the target the verb is read from (the cluster's, once routed)
+        self.target = b""
+        #: the long-running kind (``None``: not long-running)
+        self.kind: str | None = None
         self.in_mark = in_mark
         self.out_mark = out_mark
         self.identity: Identity | None = None
@@ -198,7 +223,7 @@ class _ClusterForwarder(Forwarder):
     def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
         """Note the status, then relay the head."""
         if not self._finished:
-            self._front._upstream_status(code)
+            self._front._upstream_status(code, response)
         super().upstream_head(code, reason, response)
 
 
@@ -212,13 +237,13 @@ class _ClusterUpgradeForwarder(UpgradeForwarder):
     def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
         """Note the status, then relay the head."""
         if not self._finished:
-            self._front._upstream_status(code)
+            self._front._upstream_status(code, response)
         super().upstream_head(code, reason, response)
 
     def upstream_switch(self, reason: bytes, response: ResponseHeaders) -> Splice | None:
         """Note the ``101``, then splice."""
         if not self._finished:
-            self._front._upstream_status(101)
+            self._front._upstream_status(101, response)
         return super().upstream_switch(reason, response)
 
 
@@ -280,6 +305,10 @@ class Responder:
         for name, value in headers:
             if name.lower() not in _FRAMING:
                 parts += (name, b": ", value, b"\r\n")
+        audit = self._protocol._audit
+        if audit is not None:
+            audit.head_at = time.monotonic()
+            parts += (b"Audit-Id: ", audit.audit_id, b"\r\n")
         return parts
 
     def respond(self, code: int, headers: Sequence[Header], body: bytes) -> None:
@@ -396,7 +425,7 @@ class GatewayProtocol(Protocol):
         no_delay(self.transport)
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self._client_address = str(getattr(peer, "host", "")).encode()
-        if self._factory.audit is not None:
+        if self._factory.audit is not None or self._factory.metrics is not None:
             self._counting = _Counting(self.transport)
             self.transport = self._counting  # type: ignore[assignment]
         self._factory.connection_opened(self)
@@ -407,7 +436,7 @@ class GatewayProtocol(Protocol):
         self._factory.connection_closed(self)
         self._exec_wait = None
         if self._audit is not None:
-            self._audit_done()
+            self._request_done()
         splice, self._splice = self._splice, None
         if splice is not None:
             splice.client_lost()
@@ -511,7 +540,11 @@ class GatewayProtocol(Protocol):
     def _bad_request(self, error: Exception) -> None:
         cause = error.__context__ if isinstance(error, httptools.HttpParserCallbackError) else None
         if cause is not None and not isinstance(cause, ApiError):
-            log.failure("request handling failed", Failure(cause))
+            log.failure(
+                "request handling failed (Audit-Id {auditID})",
+                Failure(cause),
+                auditID=self._audit_id(),
+            )
         if self._queue is not None:
             self._enqueue(_BAD, None)  # in pipelined bytes: answer in turn
         elif self._in_message and self._head is not None:
@@ -646,28 +679,49 @@ class GatewayProtocol(Protocol):
 
     def _start_audit(self) -> None:
         self._status = 0
-        if self._factory.audit is not None:
-            counting = self._counting
-            self._audit = _Audit(
-                time.time(), self._in_mark, counting.written if counting is not None else 0
-            )
+        counting = self._counting
+        self._audit = audit = _Audit(
+            time.time(),
+            self._in_mark,
+            counting.written if counting is not None else 0,
+            caller_audit_id(self._headers) or new_audit_id(),
+        )
+        audit.target = self._url
 
-    def _audit_done(self) -> None:
-        """Write the audit record of the request that just ended."""
+    def _request_done(self) -> None:
+        """Record the metrics and write the audit record of the request that just ended."""
         audit, self._audit = self._audit, None
-        writer = self._factory.audit
-        if audit is None or writer is None:
+        if audit is None:
             return
-        identity = audit.identity
+        factory = self._factory
         authorized = audit.authorized
         attrs = authorized.attrs if authorized is not None else None
-        upstream = authorized.upstream if authorized is not None else None
         head = self._head
         counting = self._counting
+        bytes_out = (counting.written - audit.out_mark) if counting is not None else 0
+        metrics = factory.metrics
+        if metrics is not None:
+            if audit.kind is not None:
+                metrics.stream_ended(audit.kind)
+            metrics.request_done(
+                self._cluster_name or GATEWAY,
+                attrs.verb
+                if attrs is not None
+                else request_verb(head.method if head is not None else b"GET", audit.target),
+                self._status,
+                (audit.head_at or time.monotonic()) - audit.ticks,
+                max(0, self._received - audit.in_mark),
+                bytes_out,
+            )
+        writer = factory.audit
+        if writer is None:
+            return
+        identity = audit.identity
+        upstream = authorized.upstream if authorized is not None else None
         writer.write(
             AuditRecord(
                 time=audit.started,
-                request_id=audit.request_id,
+                request_id=audit.audit_id.decode("ascii"),
                 user=identity.user if identity is not None else "",
                 groups=identity.groups if identity is not None else (),
                 source=self._client_address.decode("latin-1"),
@@ -680,7 +734,7 @@ class GatewayProtocol(Protocol):
                 method=head.method.decode("latin-1") if head is not None else "",
                 status=self._status,
                 bytes_in=max(0, self._received - audit.in_mark),
-                bytes_out=(counting.written - audit.out_mark) if counting is not None else 0,
+                bytes_out=bytes_out,
                 duration=time.time() - audit.started,
                 impersonated_user=upstream.user if upstream is not None else None,
                 impersonated_groups=tuple(g for g in upstream.groups if g != "system:authenticated")
@@ -691,9 +745,14 @@ class GatewayProtocol(Protocol):
             )
         )
 
-    def _upstream_status(self, code: int) -> None:
-        """The cluster answered ``code`` (a 401 drops an exec-plugin token)."""
+    def _upstream_status(self, code: int, response: ResponseHeaders) -> None:
+        """The cluster answered ``code`` (a 401 drops an exec-plugin token);
+        the caller sees the request's ``Audit-Id`` (the cluster's is dropped)."""
         self._status = code
+        audit = self._audit
+        if audit is not None:
+            audit.head_at = time.monotonic()
+            response.forward.insert(0, (AUDIT_ID, audit.audit_id))
         if code == 401 and self._exec_cluster:
             cache = self._factory.exec_credentials
             if cache is not None:
@@ -706,6 +765,8 @@ class GatewayProtocol(Protocol):
         self._start_audit()
         try:
             target = route(self._url)
+            if self._factory.metrics is not None:
+                self._note_route(target, head)
             if isinstance(target, ClusterRoute):
                 self._proxy(target, head)
             else:
@@ -713,8 +774,26 @@ class GatewayProtocol(Protocol):
         except ApiError as e:
             self._send_error(e)
         except Exception:
-            log.failure("request dispatch failed")
+            log.failure("request dispatch failed (Audit-Id {auditID})", auditID=self._audit_id())
             self._send_error(ApiError(500, "internal error"))
+
+    def _note_route(self, target: ClusterRoute | ApiRoute, head: _Head) -> None:
+        """For the metrics: the target the verb is read from, and a
+        long-running request counted in flight (until :meth:`_request_done`)."""
+        audit = self._audit
+        metrics = self._factory.metrics
+        assert audit is not None and metrics is not None
+        if isinstance(target, ClusterRoute):
+            audit.target = target.target
+        kind = stream_kind(audit.target, head.upgrade)
+        if kind is not None:
+            audit.kind = kind
+            metrics.stream_started(kind)
+
+    def _audit_id(self) -> str:
+        """The current request's ``Audit-Id`` (for log lines; "" between requests)."""
+        audit = self._audit
+        return audit.audit_id.decode("ascii") if audit is not None else ""
 
     def _proxy(self, target: ClusterRoute, head: _Head) -> None:
         factory = self._factory
@@ -740,6 +819,11 @@ class GatewayProtocol(Protocol):
             raise
         if audit is not None:
             audit.authorized = authorized
+        gate = factory.health_gate
+        if gate is not None:
+            unhealthy = gate(cluster)
+            if unhealthy is not None:
+                raise unhealthy
         pool = factory.pools.get(cluster)
         if pool.error is not None:
             raise pool.error
@@ -779,8 +863,9 @@ class GatewayProtocol(Protocol):
             return
         request.upgrade = None  # the parser saw no upgrade: none is asked upstream
         has_body = request.chunked or bool(request.content_length)
+        audit_id = self._audit.audit_id if self._audit is not None else b""
         upstream_head = request_head(
-            head.method, path, request, block, self._client_address, identity_headers
+            head.method, path, request, block, self._client_address, identity_headers, audit_id
         )
         stream = pool.multiplexes and multiplexed(head.method, target.target)
         forwarder = _ClusterForwarder(
@@ -799,6 +884,7 @@ class GatewayProtocol(Protocol):
                     h2_headers(),
                     self._client_address,
                     identity_headers,
+                    audit_id,
                 )
                 if stream
                 else None
@@ -858,7 +944,10 @@ class GatewayProtocol(Protocol):
                 self._send_error(exc)
                 return
             except Exception:
-                log.failure("forwarding after the exec credential failed")
+                log.failure(
+                    "forwarding after the exec credential failed (Audit-Id {auditID})",
+                    auditID=self._audit_id(),
+                )
                 wait.failed = True
                 self._send_error(ApiError(500, "internal error"))
                 return
@@ -879,10 +968,17 @@ class GatewayProtocol(Protocol):
             wait.failed = True
             exc = failure.value
             if isinstance(exc, ExecPluginError):
-                log.warn("{error} {detail}", error=str(exc), detail=exc.detail)
+                log.warn(
+                    "{error} {detail} (Audit-Id {auditID})",
+                    error=str(exc),
+                    detail=exc.detail,
+                    auditID=self._audit_id(),
+                )
                 self._send_error(exc.api_error())
             else:
-                log.failure("exec credential failed", failure)
+                log.failure(
+                    "exec credential failed (Audit-Id {auditID})", failure, auditID=self._audit_id()
+                )
                 self._send_error(ApiError(502, f'cluster "{cluster.name}": exec plugin failed'))
 
         self._pause(_UPSTREAM)
@@ -915,6 +1011,7 @@ class GatewayProtocol(Protocol):
                 block,
                 self._client_address,
                 identity_headers,
+                self._audit.audit_id if self._audit is not None else b"",
             ),
             http11=head.http11,
             keep_alive=head.keep_alive,
@@ -954,11 +1051,13 @@ class GatewayProtocol(Protocol):
     def _api_call(self, target: ApiRoute, head: _Head, identity: Identity | None) -> None:
         body = b"".join(self._api_body)
         self._api_body = []
+        headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in self._headers}
+        headers["audit-id"] = self._audit_id()  # the request's, for the API's log lines
         request = ApiRequest(
             method=head.method.decode("ascii"),
             path=target.path,
             query=target.query,
-            headers={n.decode("latin-1").lower(): v.decode("latin-1") for n, v in self._headers},
+            headers=headers,
             identity=identity,
             body=body,
         )
@@ -974,9 +1073,10 @@ class GatewayProtocol(Protocol):
                 self.transport.abortConnection()  # type: ignore[union-attr]
         except Exception:
             log.failure(
-                "the API handler failed on {method} {path}",
+                "the API handler failed on {method} {path} (Audit-Id {auditID})",
                 method=request.method,
                 path=request.path,
+                auditID=self._audit_id(),
             )
             if not responder.started:
                 self._responder = None
@@ -992,6 +1092,8 @@ class GatewayProtocol(Protocol):
         close = head is None or not head.keep_alive or self._failed
         body = error.body()
         parts = [status_line(error.code), *lines(_JSON), b"Content-Length: %d\r\n" % len(body)]
+        if self._audit is not None:
+            parts += (b"Audit-Id: ", self._audit.audit_id, b"\r\n")
         if close:
             parts.append(b"Connection: close\r\n")
         parts.append(b"\r\n")
@@ -1003,7 +1105,7 @@ class GatewayProtocol(Protocol):
     def _finish_response(self, close: bool) -> None:
         """The response to the current request is complete."""
         if self._audit is not None:
-            self._audit_done()
+            self._request_done()
         self._busy = False
         self._forwarder = None
         self._responder = None
@@ -1119,8 +1221,11 @@ class GatewayFactory(Factory):
     ``clusters()`` returns the current registry snapshot's clusters by name
     (looked up once per request); ``pools`` holds the upstream connections;
     ``access`` authenticates and authorizes, ``audit`` writes the audit
-    log, ``exec_credentials`` runs clusters' exec plugins; wrap this factory
-    in TLS (``karpor.tls.server_options``) to serve it.
+    log, ``exec_credentials`` runs clusters' exec plugins, ``health_gate``
+    refuses requests to unhealthy clusters
+    (:meth:`karpor.health.prober.HealthProber.refusal`), ``metrics``
+    records each request; wrap this factory in TLS
+    (``karpor.tls.server_options``) to serve it.
     """
 
     noisy = False
@@ -1137,6 +1242,8 @@ class GatewayFactory(Factory):
         access: Access | None = None,
         audit: AuditWriter | None = None,
         exec_credentials: ExecCredentialCache | None = None,
+        health_gate: Callable[[Cluster], ApiError | None] | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.clusters = clusters
         self.api = api
@@ -1147,6 +1254,10 @@ class GatewayFactory(Factory):
         self.audit = audit
         #: exec-plugin tokens of clusters with such credentials
         self.exec_credentials = exec_credentials
+        #: the ``Status`` of a request to an unhealthy cluster (``None``: forward it)
+        self.health_gate = health_gate
+        #: where each request's metrics go (``None``: none)
+        self.metrics = metrics
         self.drop, self.drop_prefixes = request_drops(
             self.access.drop_names, self.access.drop_prefixes
         )

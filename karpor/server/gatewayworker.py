@@ -6,7 +6,11 @@ listening socket and a control socket inherited as file descriptors, and the
 in-process (:class:`~karpor.server.service.GatewayService`, without a
 listener of its own), adopts the socket (:class:`~karpor.server.worker.WorkerRuntime`)
 and serves until told to drain.  Each worker loads and watches the clusters
-directory itself: nothing is shared on the request path.
+directory itself: nothing is shared on the request path but its metric
+values, written to the directory the supervisor names in its environment
+(``PROMETHEUS_MULTIPROC_DIR``, :mod:`karpor.metrics.multiprocess`), so any
+worker's ``/metrics`` shows every worker's.  Its log lines leave out
+Twisted's own chatter (:func:`karpor.server.logs.start_logging`).
 """
 
 from __future__ import annotations
@@ -79,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"karpor worker: {exc}", file=sys.stderr)
         return 2
     start_logging(options.settings.log_format, f"worker-{slot}")
-    settings = dataclasses.replace(options.settings, workers=0)
+    # the supervisor serves metricsAddress; a worker serves its own listener only
+    settings = dataclasses.replace(options.settings, workers=0, metrics_address=None)
     service = GatewayService(settings, reactor, listen=False)
     service.health.worker = f"pid {os.getpid()} generation {generation}"
     runtime = WorkerRuntime(reactor, GatewayWorkerApp(service), generation, settings.host)

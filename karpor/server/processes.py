@@ -8,6 +8,19 @@ runs a :class:`~karpor.server.supervisor.Supervisor` whose workers are
 options.  SIGHUP re-reads the ``--config`` file (the worker count and the
 drain deadline may change) and rolls the workers one at a time; SIGTERM and
 SIGINT drain them (twistd stops the service).
+
+Metrics: before it starts a worker, the supervisor prepares the directory
+the workers share their metric values through
+(:func:`karpor.metrics.multiprocess.prepare_for`) and names it in the
+environment the workers inherit; it counts worker restarts there itself
+(:class:`~karpor.metrics.supervisor.SupervisorMetrics`).  With
+``metricsAddress`` it serves the merged ``/metrics`` there in plain HTTP
+(:mod:`karpor.metrics.listener`; a change needs a restart).
+
+With ``requestHeader.fromCluster`` the supervisor reads the host cluster's
+front-proxy ConfigMap once before starting workers
+(:func:`karpor.auth.frontproxysource.check`), so a failure ends the process
+with its reason instead of every worker failing in turn.
 """
 
 from __future__ import annotations
@@ -26,7 +39,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
+from karpor.auth.access import AccessError
+from karpor.auth.frontproxysource import check as check_front_proxy
 from karpor.config.settings import Settings
+from karpor.metrics import listener, multiprocess
+from karpor.metrics.exposition import Exposition
+from karpor.metrics.supervisor import SupervisorMetrics
 from karpor.server import state
 from karpor.server.supervisor import Supervisor
 
@@ -74,18 +92,25 @@ class ProcessPoolService(Service):
         self._reload_settings = reload_settings
         self.supervisor: Supervisor | None = None
         self._previous_hup: Any = None
+        #: the workers' shared metrics directory, and whether it is temporary
+        self.metrics_dir: Path | None = None
+        self._metrics_temporary = False
+        self._metrics_port: Any = None
 
     def startService(self) -> None:
         """Prepare the state directory, then start the workers."""
         settings = self.settings
         assert settings.state_dir is not None and settings.clusters_dir is not None
-        prepared = state.GatewayState.prepare(Path(settings.state_dir), settings.host)
-        if prepared.serving.issued_because is not None:
-            log.info(
-                "issued the serving certificate for {hosts} ({reason})",
-                hosts=", ".join(prepared.serving.hosts),
-                reason=prepared.serving.issued_because,
-            )
+        prepared = state.prepare_for(settings, log)
+        try:
+            # requestHeader.fromCluster: fail here, once, rather than in every worker
+            check_front_proxy(settings.authentication)
+        except AccessError as exc:
+            raise SystemExit(f"karpor: {exc}") from None
+        # before the supervisor copies the environment its workers inherit
+        self.metrics_dir = multiprocess.prepare_for(prepared.directory, prepared.read_only)
+        self._metrics_temporary = prepared.read_only
+        multiprocess.use(self.metrics_dir)
         self.supervisor = Supervisor(
             self.reactor,
             settings.host,
@@ -93,14 +118,18 @@ class ProcessPoolService(Service):
             settings.workers,
             worker_command(self._arguments),
             drain_timeout=settings.drain_timeout,
+            metrics=SupervisorMetrics(str(self.metrics_dir)),
         )
         self.supervisor.startService()
-        state.write_record(
-            prepared.directory,
+        address = settings.metrics_address
+        if address is not None:
+            view = Exposition(directory=str(self.metrics_dir), registry=None, clusters=None)
+            self._metrics_port = listener.listen(self.reactor, address, view.render)
+        prepared.record(
             state.GatewayRecord(
                 state.absolute(settings.clusters_dir),
                 state.default_server(settings.host, self.supervisor.port),
-            ),
+            )
         )
         self._previous_hup = signal.signal(signal.SIGHUP, self._on_hup)
         super().startService()
@@ -139,6 +168,9 @@ class ProcessPoolService(Service):
         if self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
             self._previous_hup = None
+        port, self._metrics_port = self._metrics_port, None
+        if port is not None:
+            port.stopListening()
         if self.supervisor is None:
             return defer.succeed(None)
         d = self.supervisor.stopService()
@@ -151,3 +183,5 @@ class ProcessPoolService(Service):
         # reactor attribute).  Supervisors (systemd, the kubelet) see a clean stop.
         if hasattr(self.reactor, "_exitSignal"):
             self.reactor._exitSignal = None
+        if self.metrics_dir is not None:
+            multiprocess.remove_temporary(self.metrics_dir, self._metrics_temporary)

@@ -31,6 +31,21 @@ credentials share one :class:`~karpor.proxy.execcredential.ExecCredentialCache`
 worker runs without signal handlers, so ``spawnProcess`` children would
 never be reaped).
 
+Replicas on Kubernetes (issue 8): ``servingNames`` / ``--serving-names``
+add names to the serving certificate; a read-only state directory
+(``stateReadOnly``, or one that cannot be written to) is used as it is and
+nothing is written there (:mod:`karpor.server.state`);
+``requestHeader.fromCluster`` reads the front-proxy trust from the host
+cluster before serving (a failure is fatal) and refreshes it
+(:mod:`karpor.auth.frontproxysource`).
+
+Cluster health (issue 8): a :class:`~karpor.health.prober.HealthProber`
+probes every cluster through the upstream pools (``healthProbe`` settings,
+flags ``--health-probe-interval``, ``--health-probe-timeout``,
+``--health-fail-fast``); its verdicts become the clusters' ``status`` in the
+own API's catalog, and the front fails requests to unhealthy clusters fast.
+Each worker probes on its own.
+
 ``--workers`` is accepted; this version serves in one process.
 ``--demo`` is :mod:`karpor.server.demo`.
 """
@@ -41,10 +56,9 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService, Service
 from twisted.internet import defer, threads
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
@@ -57,12 +71,15 @@ from karpor.api.handler import GatewayApi
 from karpor.api.health import Health
 from karpor.auth.access import Access, AccessError, write_access_record
 from karpor.auth.audit import AuditWriter
+from karpor.auth.frontproxysource import FrontProxyRefresh, start_refresh
 from karpor.auth.revocation import RELOAD_INTERVAL
 from karpor.config.directory import load_directory
 from karpor.config.model import Cluster
 from karpor.config.registry import Registry, Snapshot, changes
 from karpor.config.reload import ChangeWatcher
 from karpor.config.settings import Settings, SettingsError, load_settings, merge
+from karpor.health.prober import HealthProber
+from karpor.metrics.process import ProcessMetrics
 from karpor.proxy.execcredential import (
     ExecCredentialCache,
     ProcessResult,
@@ -72,6 +89,7 @@ from karpor.proxy.execcredential import (
 from karpor.proxy.pool import UpstreamPools
 from karpor.server import state
 from karpor.server.front import GatewayFactory
+from karpor.server.logs import LoggedService
 from karpor.tls import server_options
 
 #: the demo's state directory when none is given (in the working directory)
@@ -85,6 +103,11 @@ _FLAGS = {
     "state-dir": "state_dir",
     "drain-timeout": "drain_timeout",
     "log-format": "log_format",
+    "metrics-address": "metrics_address",
+    "serving-names": "serving_names",
+    "health-probe-interval": "health_probe.interval",
+    "health-probe-timeout": "health_probe.timeout",
+    "health-fail-fast": "health_probe.fail_fast",
 }
 
 
@@ -126,7 +149,45 @@ class Options(usage.Options):
             "Seconds a draining worker gives long-running streams (watch, logs -f, exec) "
             "before ending them [default: 30].",
         ],
-        ["log-format", None, None, "Worker log lines: text or json [default: text]."],
+        [
+            "log-format",
+            None,
+            None,
+            "Log lines of every process (workers and the supervisor): text or json "
+            "[default: text].",
+        ],
+        [
+            "serving-names",
+            None,
+            None,
+            "Extra DNS names or IP addresses the serving certificate covers, comma-separated.",
+        ],
+        [
+            "health-probe-interval",
+            None,
+            None,
+            "Seconds between health probes of a healthy cluster [default: 10].",
+        ],
+        [
+            "health-probe-timeout",
+            None,
+            None,
+            "Seconds a health probe may take before it fails [default: 4].",
+        ],
+        [
+            "health-fail-fast",
+            None,
+            None,
+            "true: requests to an unhealthy cluster fail at once with 503; "
+            "false: try anyway [default: true].",
+        ],
+        [
+            "metrics-address",
+            None,
+            None,
+            "HOST:PORT where /metrics is served in plain HTTP without authentication "
+            "(for a scraper on a trusted network) [default: none].",
+        ],
         [
             "config",
             "c",
@@ -243,6 +304,11 @@ class GatewayService(Service):
         self.audit: AuditWriter | None = None
         self._exec: ExecCredentialCache | None = None
         self._access_timer: LoopingCall | None = None
+        self._front_proxy: FrontProxyRefresh | None = None
+        #: the cluster health probes, once started
+        self.prober: HealthProber | None = None
+        #: this process's metrics (``/metrics``), once started
+        self.metrics: ProcessMetrics | None = None
 
     def clusters(self) -> Mapping[str, Cluster]:
         """The current snapshot's clusters by name."""
@@ -275,6 +341,10 @@ class GatewayService(Service):
         if self.front is not None:
             # a removed cluster's open watches (and exec sessions) end cleanly
             self.front.end_cluster_streams(frozenset(diff.removed))
+        if self.prober is not None:
+            self.prober.sync(snapshot.clusters)
+        if self.metrics is not None:
+            self.metrics.recorder.reloaded(len(snapshot.errors))
         if self._watcher is not None:
             self._watcher.watch_files(f for c in snapshot.clusters.values() for f in c.files())
         self.log.info(
@@ -306,13 +376,7 @@ class GatewayService(Service):
         worker adopts an inherited socket with :attr:`factory`)."""
         settings = self.settings
         assert settings.clusters_dir is not None and settings.state_dir is not None
-        prepared = state.GatewayState.prepare(Path(settings.state_dir), settings.host)
-        if prepared.serving.issued_because is not None:
-            self.log.info(
-                "issued the serving certificate for {hosts} ({reason})",
-                hosts=", ".join(prepared.serving.hosts),
-                reason=prepared.serving.issued_because,
-            )
+        prepared = state.prepare_for(settings, self.log)
         try:
             access = Access.from_settings(
                 settings.authentication,
@@ -321,6 +385,8 @@ class GatewayService(Service):
                 prepared.directory,
                 audit=settings.audit_log is not None,
             )
+            # requestHeader.fromCluster: read the host cluster's ConfigMap now, then refresh
+            self._front_proxy = start_refresh(settings.authentication, access, self.reactor)
         except AccessError as exc:
             raise SystemExit(f"karpor: {exc}") from None
         if settings.audit_log is not None:
@@ -331,19 +397,38 @@ class GatewayService(Service):
                     f"karpor: auditLog {settings.audit_log}: {exc.strerror or exc}"
                 ) from None
         self.access = access
-        write_access_record(prepared.directory, settings.authentication, settings.authorization)
+        if not prepared.read_only:
+            write_access_record(prepared.directory, settings.authentication, settings.authorization)
         snapshot = self.load()
         self._files_changed(snapshot)
         self.health.loaded = True
         self.health.notes["clusters-loaded"] = f"{len(snapshot.clusters)} cluster(s)"
         reactor = self.reactor
         self._exec = ExecCredentialCache(reactor, thread_runner(reactor))
-        api = GatewayApi(self.clusters, reactor, health=self.health, visible=access.reaches)
+        metrics = self.metrics = ProcessMetrics(reactor, lambda: self.clusters().keys())
+        api = GatewayApi(
+            self.clusters,
+            reactor,
+            health=self.health,
+            visible=access.reaches,
+            metrics=metrics.render,
+            authorize_path=access.authorize_path,
+        )
         self._unsubscribe = self.registry.subscribe(
             lambda old, new: reactor.callFromThread(api.refresh)
         )
-        pools = UpstreamPools(reactor)
+        pools = UpstreamPools(reactor, errors=metrics.recorder)
         self._pools = pools
+        metrics.watch_pools(pools.pools)
+        metrics.serve(settings.metrics_address)
+        prober = HealthProber(
+            reactor,
+            pools,
+            settings.health_probe,
+            exec_credentials=self._exec,
+            on_change=metrics.health_listener(api.catalog.set_status),
+        )
+        self.prober = prober
         factory = GatewayFactory(
             self.clusters,
             api,
@@ -353,6 +438,8 @@ class GatewayService(Service):
             access=access,
             audit=self.audit,
             exec_credentials=self._exec,
+            health_gate=prober.refusal,
+            metrics=metrics.recorder,
         )
         tls = TLSMemoryBIOFactory(
             server_options(prepared.serving.cert_pem, prepared.serving.key_pem), False, factory
@@ -362,6 +449,7 @@ class GatewayService(Service):
         self._watcher = ChangeWatcher(reactor, settings.clusters_dir, self.reload)
         self._watcher.watch_files(f for c in snapshot.clusters.values() for f in c.files())
         self._watcher.start()
+        prober.sync(snapshot.clusters)
         timer = LoopingCall(self._poll_access)
         timer.clock = reactor
         timer.start(RELOAD_INTERVAL, now=False)
@@ -371,10 +459,7 @@ class GatewayService(Service):
             self._port = self._listen(tls)
             port = int(getattr(self._port.getHost(), "port", settings.port))
         url = state.default_server(settings.host, port)
-        state.write_record(
-            prepared.directory,
-            state.GatewayRecord(state.absolute(settings.clusters_dir), url),
-        )
+        prepared.record(state.GatewayRecord(state.absolute(settings.clusters_dir), url))
         count = len(snapshot.clusters)
         problems = len(snapshot.errors)
         self.log.info(
@@ -438,6 +523,9 @@ class GatewayService(Service):
         timer, self._access_timer = self._access_timer, None
         if timer is not None and timer.running:
             timer.stop()
+        front_proxy, self._front_proxy = self._front_proxy, None
+        if front_proxy is not None:
+            front_proxy.stop()
         audit, self.audit = self.audit, None
         if audit is not None:
             audit.close()
@@ -447,6 +535,11 @@ class GatewayService(Service):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        prober, self.prober = self.prober, None
+        if prober is not None:
+            prober.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self._pools is not None:
             self._pools.close()
         port, self._port = self._port, None
@@ -494,7 +587,12 @@ def makeService(options: Options) -> IService:
         from karpor.server.demo import make_demo_service  # noqa: PLC0415 - only for --demo
 
         return make_demo_service(settings)
-    service = MultiService()
+    twistd = getattr(options, "parent", None)  # twistd's own options: --logfile
+    service = LoggedService(
+        settings.log_format,
+        "gateway" if settings.workers == 0 else "supervisor",
+        twistd.get("logfile") if twistd is not None else None,
+    )
     if settings.workers == 0:
         GatewayService(settings).setServiceParent(service)
         return service

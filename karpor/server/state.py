@@ -13,7 +13,23 @@ It holds:
 * ``gateway.json``: what ``karpor kubeconfig`` needs to know of the gateway
   (the clusters directory it serves, its address).
 
-The directory is created readable by its owner only.
+The directory is created readable by its owner only.  Extra names for the
+serving certificate (``servingNames``: a load balancer's name, a Kubernetes
+Service's DNS names) are added to the hosts it must cover.
+
+**Read-only state** (replicas): a state directory the gateway cannot write
+to (a Kubernetes Secret volume), or one the settings declare read-only
+(``stateReadOnly: true``), is used as it is: ``ca.crt``, ``ca.key``,
+``serving.crt`` and ``serving.key`` must be there and valid — the serving
+certificate issued by that CA, its key matching it, not expired, covering
+every ``servingNames`` entry (and the host served, unless a wildcard
+address) — else :class:`StateError` names the file and what is wrong.
+Nothing is written there (no ``gateway.json``); a serving certificate
+expiring within :data:`RENEW_BEFORE` is a warning.  Replicas that share
+such a directory share the CA (every replica trusts the same client
+certificates) and the serving certificate (one ``caBundle`` verifies them
+all).  ``karpor certificates DIR`` (:mod:`karpor.server.certificates`)
+writes its content.
 """
 
 from __future__ import annotations
@@ -26,11 +42,19 @@ import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 
-from karpor.auth.ca import CertificateAuthority, write_private
+from karpor.auth.ca import CA_CERT_FILE, CA_KEY_FILE, CertificateAuthority, write_private
+from karpor.config.hostnames import normal_host
+
+if TYPE_CHECKING:
+    from twisted.logger import Logger
+
+    from karpor.config.settings import Settings
 
 SERVING_CERT_FILE = "serving.crt"
 SERVING_KEY_FILE = "serving.key"
@@ -40,21 +64,20 @@ SERVING_COMMON_NAME = "karpor"
 #: a serving certificate expiring sooner than this is issued again
 RENEW_BEFORE = datetime.timedelta(days=30)
 
-_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+#: the names every serving certificate covers
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (names, not a bind)
+_HINT = "create the state with `karpor certificates DIR --name NAME...`"
+_normal = normal_host
 
 
-def _normal(host: str) -> str:
-    """A host as a SAN compares: IP addresses in canonical form, names lower-case."""
-    host = host.strip().strip("[]")
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host.lower().rstrip(".")
+class StateError(Exception):
+    """A state directory that cannot be used; the message names the file."""
 
 
-def serving_hosts(host: str) -> list[str]:
-    """The names the serving certificate must cover for a gateway on ``host``."""
+def serving_hosts(host: str, names: Sequence[str] = ()) -> list[str]:
+    """The names the serving certificate must cover for a gateway on ``host``
+    (plus the configured ``names``)."""
     hosts: list[str] = []
     if host in _WILDCARDS:
         for name in (socket.gethostname(), socket.getfqdn()):
@@ -62,8 +85,17 @@ def serving_hosts(host: str) -> list[str]:
                 hosts.append(name)
     else:
         hosts.append(host)
-    hosts.extend(_LOOPBACK)
+    hosts.extend(LOOPBACK)
+    hosts.extend(names)
     return list(dict.fromkeys(_normal(h) for h in hosts))
+
+
+def required_hosts(host: str, names: Sequence[str]) -> list[str]:
+    """What a read-only serving certificate must cover: the configured
+    ``names`` and ``host`` unless it is a wildcard address (a pod's own
+    name cannot be known when the certificate is made)."""
+    hosts = [] if host in _WILDCARDS else [host]
+    return list(dict.fromkeys(_normal(h) for h in [*hosts, *names]))
 
 
 def certificate_hosts(cert: x509.Certificate) -> list[str]:
@@ -112,6 +144,19 @@ class ServingCertificate:
     issued_because: str | None = None
 
 
+def key_matches(cert: x509.Certificate, key_pem: bytes) -> bool:
+    """Whether the PEM private key ``key_pem`` is the key of ``cert``."""
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        return False
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    return bool(
+        key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
+    )
+
+
 def ensure_serving_certificate(
     directory: Path,
     ca: CertificateAuthority,
@@ -119,7 +164,8 @@ def ensure_serving_certificate(
     now: datetime.datetime | None = None,
 ) -> ServingCertificate:
     """Load the serving certificate kept in ``directory``, issuing it when
-    missing or when :func:`renewal_reason` gives a reason."""
+    missing, when its key does not match it, or when :func:`renewal_reason`
+    gives a reason."""
     cert_path = directory / SERVING_CERT_FILE
     key_path = directory / SERVING_KEY_FILE
     reason: str | None = "there was none"
@@ -129,9 +175,10 @@ def ensure_serving_certificate(
         reason = renewal_reason(cert_pem, ca, hosts, now)
         if reason is None:
             cert = x509.load_pem_x509_certificate(cert_pem)
-            return ServingCertificate(
-                cert_pem, key_path.read_bytes(), tuple(certificate_hosts(cert))
-            )
+            key_pem = key_path.read_bytes()
+            if key_matches(cert, key_pem):
+                return ServingCertificate(cert_pem, key_pem, tuple(certificate_hosts(cert)))
+            reason = f"{SERVING_KEY_FILE} does not match it"
         try:
             covered = certificate_hosts(x509.load_pem_x509_certificate(cert_pem))
         except ValueError:
@@ -188,7 +235,87 @@ def create_directory(directory: Path) -> None:
 
 def has_ca(directory: Path) -> bool:
     """Whether ``directory`` holds a gateway CA."""
-    return (directory / "ca.crt").exists() and (directory / "ca.key").exists()
+    return (directory / CA_CERT_FILE).exists() and (directory / CA_KEY_FILE).exists()
+
+
+def is_read_only(directory: Path) -> bool:
+    """Whether ``directory`` exists and this process cannot write to it."""
+    return directory.is_dir() and not os.access(directory, os.W_OK)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise StateError(f"{path}: missing from the read-only state directory; {_HINT}") from None
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def load_read_only(
+    directory: Path,
+    hosts: Sequence[str],
+    now: datetime.datetime | None = None,
+) -> tuple[CertificateAuthority, ServingCertificate, tuple[str, ...]]:
+    """The CA and serving certificate of a read-only state directory, and
+    warnings to log; :class:`StateError` naming the file that is missing
+    or wrong (the serving certificate must cover ``hosts``)."""
+    if not directory.is_dir():
+        raise StateError(f"{directory}: the read-only state directory does not exist; {_HINT}")
+    now = now or datetime.datetime.now(datetime.UTC)
+    ca_cert_pem = _read(directory / CA_CERT_FILE)
+    ca_key_pem = _read(directory / CA_KEY_FILE)
+    try:
+        ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    except ValueError:
+        raise StateError(f"{directory / CA_CERT_FILE}: not a PEM certificate") from None
+    if not key_matches(ca_cert, ca_key_pem):
+        raise StateError(
+            f"{directory / CA_KEY_FILE}: not the private key of {CA_CERT_FILE} "
+            "(or not a PEM private key)"
+        )
+    try:
+        ca = CertificateAuthority.load(directory)
+    except ValueError as exc:
+        raise StateError(str(exc)) from None
+    cert_path = directory / SERVING_CERT_FILE
+    key_path = directory / SERVING_KEY_FILE
+    cert_pem = _read(cert_path)
+    key_pem = _read(key_path)
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise StateError(f"{cert_path}: not a PEM certificate") from None
+    try:
+        cert.verify_directly_issued_by(ca.cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise StateError(f"{cert_path}: not issued by the CA of {CA_CERT_FILE}; {_HINT}") from None
+    if not key_matches(cert, key_pem):
+        raise StateError(
+            f"{key_path}: not the private key of {SERVING_CERT_FILE} (or not a PEM private key)"
+        )
+    if cert.not_valid_after_utc <= now:
+        raise StateError(
+            f"{cert_path}: expired on {cert.not_valid_after_utc:%Y-%m-%d}; "
+            "issue it again (`karpor certificates DIR` on a copy holding the CA) "
+            "and update the directory"
+        )
+    covered = certificate_hosts(cert)
+    missing = [h for h in (_normal(h) for h in hosts) if h not in covered]
+    if missing:
+        raise StateError(
+            f"{cert_path}: does not cover {', '.join(missing)} (servingNames, or the host "
+            f"served); it covers {', '.join(covered) or 'nothing'}; issue it again with "
+            "`karpor certificates DIR --name NAME...` and update the directory"
+        )
+    warnings: list[str] = []
+    if cert.not_valid_after_utc - now < RENEW_BEFORE:
+        warnings.append(
+            f"{cert_path} expires on {cert.not_valid_after_utc:%Y-%m-%d} and the state "
+            "directory is read-only: issue it again with `karpor certificates DIR` and "
+            "update the directory"
+        )
+    return ca, ServingCertificate(cert_pem, key_pem, tuple(covered)), tuple(warnings)
 
 
 @dataclass(frozen=True)
@@ -198,16 +325,74 @@ class GatewayState:
     directory: Path
     ca: CertificateAuthority
     serving: ServingCertificate
+    #: the directory is used as it is: nothing is written there
+    read_only: bool = False
+    #: what to log (a read-only serving certificate expiring soon)
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def prepare(
-        cls, directory: Path, host: str, now: datetime.datetime | None = None
+        cls,
+        directory: Path,
+        host: str,
+        now: datetime.datetime | None = None,
+        *,
+        names: Sequence[str] = (),
+        read_only: bool | None = None,
     ) -> GatewayState:
-        """Open (creating on first use) the state in ``directory`` for a gateway on ``host``."""
+        """Open (creating on first use) the state in ``directory`` for a
+        gateway on ``host`` whose serving certificate also covers ``names``.
+
+        ``read_only``: use the directory as it is (see the module
+        docstring); ``None``: when it exists and cannot be written to.
+        Raises :class:`StateError` for a read-only directory that cannot be used.
+        """
+        if read_only is None:
+            read_only = is_read_only(directory)
+        if read_only:
+            ca, serving, warnings = load_read_only(directory, required_hosts(host, names), now)
+            return cls(directory, ca, serving, True, warnings)
         create_directory(directory)
         ca = CertificateAuthority.load_or_create(directory, CA_COMMON_NAME)
-        serving = ensure_serving_certificate(directory, ca, serving_hosts(host), now)
+        serving = ensure_serving_certificate(directory, ca, serving_hosts(host, names), now)
         return cls(directory, ca, serving)
+
+    def record(self, record: GatewayRecord) -> None:
+        """Write ``gateway.json`` (not in a read-only directory)."""
+        if not self.read_only:
+            write_record(self.directory, record)
+
+
+def prepare_for(settings: Settings, log: Logger) -> GatewayState:
+    """:meth:`GatewayState.prepare` as the settings say (``stateDir``,
+    ``host``, ``servingNames``, ``stateReadOnly``), logging what was issued
+    and every warning; a :class:`StateError` ends the process with its message."""
+    assert settings.state_dir is not None
+    try:
+        prepared = GatewayState.prepare(
+            Path(settings.state_dir),
+            settings.host,
+            names=settings.serving_names,
+            read_only=True if settings.state_read_only else None,
+        )
+    except StateError as exc:
+        raise SystemExit(f"karpor: {exc}") from None
+    if prepared.serving.issued_because is not None:
+        log.info(
+            "issued the serving certificate for {hosts} ({reason})",
+            hosts=", ".join(prepared.serving.hosts),
+            reason=prepared.serving.issued_because,
+        )
+    if prepared.read_only:
+        log.info(
+            "state directory {dir} is read-only: serving certificate for {hosts}; "
+            "nothing is written there",
+            dir=str(prepared.directory),
+            hosts=", ".join(prepared.serving.hosts),
+        )
+    for warning in prepared.warnings:
+        log.warn("{warning}", warning=warning)
+    return prepared
 
 
 def default_server(host: str, port: int) -> str:

@@ -16,7 +16,9 @@ It opens one ``SO_REUSEPORT`` listening socket per worker slot (see
 
 Every change is logged, and the state (pids, generations, restarts) is pushed
 to the workers for their health output.  The request path is entirely in the
-workers: nothing is shared between them.
+workers: nothing is shared between them but the metrics directory
+(:mod:`karpor.metrics.multiprocess`), where the supervisor counts restarts
+and removes each exited worker's live gauges (``metrics``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet import defer, error
@@ -49,6 +51,19 @@ log = Logger(namespace="karpor.supervisor")
 
 #: (slot, generation) -> argv of a worker process
 WorkerCommand = Callable[[int, int], Sequence[str]]
+
+
+class PoolMetrics(Protocol):
+    """What the supervisor records (:class:`karpor.metrics.supervisor.SupervisorMetrics`)."""
+
+    def worker_restarted(self) -> None:
+        """A worker died unexpectedly and is being replaced."""
+
+    def rolled(self) -> None:
+        """A rolling restart began."""
+
+    def worker_gone(self, pid: int) -> None:
+        """Worker ``pid`` exited."""
 
 
 @dataclass(eq=False)
@@ -76,6 +91,10 @@ class SupervisorControl(amp.AMP):
         self._supervisor = supervisor
         self._worker = worker
 
+    def makeConnection(self, transport: Any) -> None:
+        """Connect without AMP's own log line (the worker's start is logged)."""
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
     def connectionMade(self) -> None:
         """Remember the connection on the worker."""
         super().connectionMade()
@@ -88,8 +107,9 @@ class SupervisorControl(amp.AMP):
         return {}
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Forget the connection."""
-        super().connectionLost(reason)
+        """Forget the connection (without AMP's own log line)."""
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
         self._worker.control = None
 
 
@@ -136,8 +156,10 @@ class Supervisor(Service):
         drain_timeout: float = 30.0,
         ready_timeout: float = 30.0,
         env: dict[str, str] | None = None,
+        metrics: PoolMetrics | None = None,
     ) -> None:
         self._reactor = reactor
+        self._metrics = metrics
         self.host = host
         self.port = port
         self.workers = workers
@@ -233,6 +255,8 @@ class Supervisor(Service):
             while True:
                 self._roll_again = False
                 self._rolls += 1
+                if self._metrics is not None:
+                    self._metrics.rolled()
                 log.info("rolling restart {n} of {w} worker(s)", n=self._rolls, w=self.workers)
                 for slot in range(self.workers):
                     if self._stopping:
@@ -393,12 +417,16 @@ class Supervisor(Service):
         if not worker.ready.called:
             worker.ready.errback(RuntimeError(f"worker {status} before it was ready"))
             worker.ready.addErrback(lambda _: None)
+        if self._metrics is not None and pid is not None:
+            self._metrics.worker_gone(pid)
         worker.ended.callback(None)
         if self._stopping or self._current.get(worker.slot) is not worker:
             self._publish()
             return
         # The slot's current worker died: replace it (its socket stays open).
         self._restarts += 1
+        if self._metrics is not None:
+            self._metrics.worker_restarted()
         young = time.monotonic() - worker.started < self.min_uptime
         failures = self._failures.get(worker.slot, 0) + 1 if young else 0
         self._failures[worker.slot] = failures

@@ -24,9 +24,12 @@ twisted.web's idle timeout: ``HTTPChannel`` suspends it while a request is
 being answered, and :func:`~karpor.sim.streaming.StreamServer.handle` cancels
 it for good on the connections it takes over.
 
-Every response carries kube's ``Audit-Id`` and ``Cache-Control: no-cache,
-private`` headers; errors are ``Status`` objects with kube's codes, reasons
-and messages.  Responses to get/list/watch honour ``Accept`` (``Table``,
+Every response carries kube's ``Audit-Id`` (the request's own when it
+sent one, as kube-apiserver keeps it; else a fresh UUID) and
+``Cache-Control: no-cache, private`` headers; with ``access_log`` each
+request is logged with its ``audit-ID`` as kube's httplog does; errors
+are ``Status`` objects with kube's codes, reasons and messages.
+Responses to get/list/watch honour ``Accept`` (``Table``,
 ``PartialObjectMetadata``, JSON or YAML).
 """
 
@@ -44,8 +47,11 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import Request as HTTPRequest
+from twisted.web.http import combinedLogFormatter
+from twisted.web.iweb import IAccessLogFormatter
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import provider
 
 from karpor.api.requestinfo import RequestInfo, RequestInfoError, parse_query, parse_request_info
 from karpor.api.status import ApiError
@@ -191,7 +197,8 @@ class ApiServer:
             headers=headers,
         )
         request.responseHeaders.removeHeader(b"server")
-        request.setHeader(b"audit-id", str(uuid.uuid4()).encode())
+        received = request.getHeader(b"audit-id")
+        request.setHeader(b"audit-id", received or str(uuid.uuid4()).encode())
         request.setHeader(b"cache-control", b"no-cache, private")
         try:
             identity = self.authenticator.authenticate(
@@ -805,13 +812,20 @@ class SimulatorResource(Resource):
         return self.api.handle(request)
 
 
+@provider(IAccessLogFormatter)
+def access_line(timestamp: str, request: Any) -> str:
+    """Twisted's combined access-log line, then the response's ``audit-ID``."""
+    audit_id = request.responseHeaders.getRawHeaders(b"audit-id", [b"-"])[0]
+    return f'{combinedLogFormatter(timestamp, request)} audit-ID="{audit_id.decode("latin-1")}"'
+
+
 class SimulatorSite(Site):
     """A ``Site`` serving :class:`SimulatorResource`, quiet unless ``access_log``."""
 
     def __init__(
         self, api: ApiServer, *, access_log: bool = False, reactor: IReactorTime | None = None
     ) -> None:
-        super().__init__(SimulatorResource(api), reactor=reactor)
+        super().__init__(SimulatorResource(api), reactor=reactor, logFormatter=access_line)
         self.displayTracebacks = False
         self._access_log = access_log
 

@@ -9,6 +9,7 @@ identities of its own, so the order does not matter.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import time
@@ -381,19 +382,21 @@ def test_callers_impersonation_needs_the_impersonate_verb(setup: Setup) -> None:
 
 def test_exec_plugin_token_is_cached_until_near_expiry(setup: Setup) -> None:
     admin = issue(setup.ca, "admin")
+    before = len(runs(setup.exec_count))  # the gateway's health probes use the plugin too
     for _ in range(3):
         assert setup.get("exec-1", "/api/v1/namespaces", cert=admin).status == 200
     first = runs(setup.exec_count)
-    assert len(first) == 1
+    assert len(first) - before <= 1  # three requests, one token at most
     deadline = time.monotonic() + 20  # a safety net, not the assertion
-    while len(runs(setup.exec_count)) < 2 and time.monotonic() < deadline:
+    while len(runs(setup.exec_count)) <= len(first) and time.monotonic() < deadline:
         assert setup.get("exec-1", "/api/v1/namespaces", cert=admin).status == 200
         time.sleep(0.2)
     later = runs(setup.exec_count)
-    assert len(later) >= 2
-    # refreshed no earlier than half the token's lifetime (its expiry is in
-    # whole seconds: up to one less)
-    assert later[1] - later[0] >= (EXEC_TOKEN_LIFETIME - 1) / 2 - 0.1
+    assert len(later) > len(first) >= 1
+    # each run no earlier than half the token's lifetime after the one before
+    # (its expiry is in whole seconds: up to one less)
+    half = (EXEC_TOKEN_LIFETIME - 1) / 2 - 0.1
+    assert all(b - a >= half for a, b in itertools.pairwise(later))
 
 
 def test_failing_exec_plugin_is_502_naming_the_cluster(setup: Setup) -> None:

@@ -192,7 +192,9 @@ def test_basic_verbs(each: Twins):
 def test_get_clusters(each: Twins, gateway: GatewayRun):
     out = each.via.out("--context", "karpor", "get", "clusters")
     lines = out.splitlines()
-    assert lines[0].split() == ["NAME", "DISPLAY", "NAME", "PROVIDER", "ENDPOINT", "AGE"]
+    assert lines[0].split() == [
+        "NAME", "DISPLAY", "NAME", "PROVIDER", "ENDPOINT", "READY", "VERSION", "AGE",
+    ]  # fmt: skip
     assert [line.split()[0] for line in lines[1:]] == [CLOSED_CLUSTER, "sim-1", "sim-2"]
 
 

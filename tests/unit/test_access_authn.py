@@ -100,3 +100,20 @@ def test_token_file_reload_keeps_the_last_good(tmp_path: Path) -> None:
     notes = a.poll(10.0)
     assert notes and notes[0][0] == "warn" and "t1" not in notes[0][1]
     assert a.identify_token("t1") == Identity("u1", (), "1")
+
+
+def test_gateway_paths_need_a_nonresourceurls_grant() -> None:
+    policy = parse_policy(
+        'rules:\n- users: [prometheus]\n  nonResourceURLs: ["/metrics"]\n  verbs: [get]\n',
+        "policy.yaml",
+    )
+    a = access(policy=fixed(policy))
+    a.authorize_path(Identity("prometheus"), "get", "/metrics")
+    with pytest.raises(Forbidden) as denied:
+        a.authorize_path(ALICE, "get", "/metrics")
+    assert denied.value.code == 403
+    assert denied.value.message == 'forbidden: User "alice" cannot get path "/metrics"'
+    # without a policy file: anyone authenticated, but not anonymous
+    access().authorize_path(ALICE, "get", "/metrics")
+    with pytest.raises(Forbidden):
+        access().authorize_path(ANONYMOUS, "get", "/metrics")

@@ -209,7 +209,7 @@ oops: 1
         'policy.yaml: rules[0].verbs[1]: unknown verb "lst" (known: *, attach, create, delete, '
         "deletecollection, exec, get, impersonate, list, patch, portforward, proxy, update, watch)",
         "policy.yaml: rules[1].namespace: unknown key (known: users, groups, clusters, "
-        "clusterSelector, verbs, namespaces)",
+        "clusterSelector, verbs, namespaces, nonResourceURLs)",
         "policy.yaml: rules[1].groups: must not be empty (leave the key out instead)",
         "policy.yaml: rules[1]: needs users or groups "
         "(groups: [system:authenticated] for everyone)",
@@ -305,3 +305,87 @@ def test_namespace_restriction_blocks_cluster_scoped_resources(rules, request, r
     )
     assert not decision.allowed
     assert decision.reason.endswith(f'at the cluster scope on cluster "{cluster}"')
+
+
+# -- the gateway's own paths (nonResourceURLs) -------------------------------------------
+
+PATHS = parse_policy(
+    """
+rules:
+- users: [prometheus]
+  nonResourceURLs: ["/metrics"]
+  verbs: [get]
+- groups: [debuggers]
+  nonResourceURLs: ["/debug/*"]
+  verbs: ["*"]
+- users: [alice]
+  clusters: ["*"]
+  verbs: ["*"]
+""",
+    "paths.yaml",
+)
+PROMETHEUS = Identity("prometheus", ())
+
+
+def test_a_nonresourceurls_rule_grants_its_verbs_on_its_paths():
+    assert PATHS.allows_path(PROMETHEUS, "get", "/metrics").allowed
+    assert not PATHS.allows_path(PROMETHEUS, "head", "/metrics").allowed
+    assert not PATHS.allows_path(PROMETHEUS, "get", "/metrics/x").allowed
+    debugger = Identity("dave", ("debuggers",))
+    assert PATHS.allows_path(debugger, "post", "/debug/pprof").allowed
+    assert not PATHS.allows_path(debugger, "get", "/metrics").allowed
+
+
+def test_a_cluster_rule_grants_no_gateway_path_and_the_denial_reads_like_kube():
+    decision = PATHS.allows_path(ALICE, "get", "/metrics")
+    assert not decision.allowed
+    assert decision.reason == 'User "alice" cannot get path "/metrics"'
+    assert decision.error().code == 403
+    assert decision.error().message == 'forbidden: User "alice" cannot get path "/metrics"'
+
+
+def test_a_nonresourceurls_rule_reaches_no_cluster():
+    assert not PATHS.reaches(PROMETHEUS, SIM1)
+    assert PATHS.visible_clusters(PROMETHEUS, [SIM1, SIM2]) == []
+    assert not PATHS.allows(PROMETHEUS, SIM1, attrs("GET", "/version")).allowed
+    assert PATHS.reaches(ALICE, SIM1)
+
+
+def test_without_a_policy_any_authenticated_caller_but_anonymous_may_read_paths():
+    assert ALLOW_ALL.allows_path(BOB, "get", "/metrics").allowed
+    anonymous = Identity("system:anonymous", ("system:unauthenticated",))
+    assert not ALLOW_ALL.allows_path(anonymous, "get", "/metrics").allowed
+
+
+def test_nonresourceurls_rule_errors_name_the_field():
+    text = """
+rules:
+- users: [p]
+  nonResourceURLs: ["metrics", "/a*b", "*"]
+  clusters: ["*"]
+  namespaces: [x]
+  verbs: [get, exec]
+- users: [q]
+  nonResourceURLs: []
+  verbs: [get]
+"""
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "p.yaml")
+    problems = info.value.problems
+    assert any(
+        p.startswith("p.yaml: rules[0].nonResourceURLs[0]: must be a path") for p in problems
+    )
+    assert any(
+        p.startswith("p.yaml: rules[0].nonResourceURLs[1]: must be a path") for p in problems
+    )
+    assert not any("nonResourceURLs[2]" in p for p in problems)
+    assert any(
+        p.startswith("p.yaml: rules[0].clusters: not with nonResourceURLs") for p in problems
+    )
+    assert any(
+        p.startswith("p.yaml: rules[0].namespaces: not with nonResourceURLs") for p in problems
+    )
+    assert any(p.startswith('p.yaml: rules[0].verbs[1]: unknown verb "exec" for') for p in problems)
+    assert any(
+        p.startswith("p.yaml: rules[1].nonResourceURLs: must not be empty") for p in problems
+    )

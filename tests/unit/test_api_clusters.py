@@ -1,4 +1,5 @@
-"""The clusters resource: objects without secrets, the Table, the catalog's events."""
+"""The clusters resource: objects without secrets, the Table, the catalog's
+events, and the health status (``status``, the Ready and Version columns)."""
 
 import json
 from types import MappingProxyType
@@ -14,6 +15,7 @@ from karpor.api.clusters import (
     wants_table,
 )
 from karpor.config.model import Cluster, ExecCredential, TokenCredential, X509Credential
+from karpor.health.probe import ClusterStatus
 from karpor.sim.humanize import parse_timestamp
 
 SECRET_TOKEN = "s3cr3t-t0ken-value"
@@ -166,9 +168,19 @@ def test_table():
         "Display Name",
         "Provider",
         "Endpoint",
+        "Ready",
+        "Version",
         "Age",
     ]
-    assert table["rows"][0]["cells"] == ["sim-1", "Sim", "kind", "https://127.0.0.1:6443", "3h1m"]
+    assert table["rows"][0]["cells"] == [
+        "sim-1",
+        "Sim",
+        "kind",
+        "https://127.0.0.1:6443",
+        "Unknown",  # never probed
+        "<unknown>",
+        "3h1m",
+    ]
     assert table["rows"][1]["cells"][1:3] == ["<none>", "<none>"]
     obj = table["rows"][0]["object"]
     assert obj["kind"] == "PartialObjectMetadata"
@@ -209,3 +221,83 @@ def test_not_found_status():
         "group": "cluster.karpor.io",
         "kind": "clusters",
     }
+
+
+HEALTHY = ClusterStatus(True, "/readyz: ok", 1_700_000_000.0, "v1.31.0")
+DOWN = ClusterStatus(
+    False, "GET /readyz: cluster 'sim-1' is unreachable: refused", 1_700_000_010.0, "v1.31.0"
+)
+
+
+def test_status_in_the_object_and_the_table():
+    catalog = ClusterCatalog()
+    catalog.update(snapshot(cluster("sim-1"), cluster("sim-2")))
+    assert cluster_object(get(catalog, "sim-2"))["status"] == {"message": "not probed yet"}
+    catalog.set_status("sim-1", HEALTHY)
+    obj = cluster_object(get(catalog, "sim-1"))
+    assert obj["status"] == {
+        "healthy": True,
+        "version": "v1.31.0",
+        "lastProbeTime": "2023-11-14T22:13:20Z",
+        "message": "/readyz: ok",
+    }
+    catalog.set_status("sim-2", ClusterStatus(False, "GET /readyz: 500 Internal Server Error", 0))
+    assert cluster_object(get(catalog, "sim-2"))["status"] == {
+        "healthy": False,
+        "lastProbeTime": "1970-01-01T00:00:00Z",
+        "message": "GET /readyz: 500 Internal Server Error",
+    }
+    now = parse_timestamp(CREATED) + 60
+    rows = cluster_table(catalog.entries(), None, now)["rows"]
+    assert [row["cells"][4:6] for row in rows] == [["True", "v1.31.0"], ["False", "<unknown>"]]
+
+
+def test_a_status_change_is_a_modified_event_a_probe_time_is_not():
+    catalog = ClusterCatalog()
+    catalog.update(snapshot(cluster("sim-1")))
+    seen: list[Event] = []
+    catalog.subscribe(seen.append)
+    event = catalog.set_status("sim-1", HEALTHY)
+    assert event is not None and event.type == "MODIFIED"
+    assert event.entry.resource_version == 2 and event.previous is not None
+    assert event.previous.status is None
+    # the next probe finds the same: only lastProbeTime moves, no event, no new version
+    later = ClusterStatus(True, "/readyz: ok", 1_700_000_600.0, "v1.31.0")
+    assert catalog.set_status("sim-1", later) is None
+    assert catalog.resource_version == 2
+    shown = cluster_object(get(catalog, "sim-1"))
+    assert shown["status"]["lastProbeTime"] == "2023-11-14T22:23:20Z"
+    assert shown["metadata"]["resourceVersion"] == "2"
+    down = catalog.set_status("sim-1", DOWN)
+    assert down is not None and down.entry.status == DOWN
+    back = catalog.set_status("sim-1", later)
+    assert back is not None and back.entry.resource_version == 4
+    assert [e.type for e in seen] == ["MODIFIED", "MODIFIED", "MODIFIED"]
+    # a watch resuming from before the outage sees it
+    assert [e.entry.status for e in since(catalog, 2)] == [DOWN, later]
+    state = catalog.state_at(3)
+    assert state is not None and state["sim-1"].status == DOWN
+    # unknown again (a new endpoint, say)
+    assert catalog.set_status("sim-1", None) is not None
+    assert cluster_object(get(catalog, "sim-1"))["status"] == {"message": "not probed yet"}
+
+
+def test_status_follows_definitions_and_may_come_first():
+    catalog = ClusterCatalog()
+    # a verdict on a cluster the catalog has not seen yet is kept for it
+    assert catalog.set_status("sim-1", HEALTHY) is None
+    [added] = catalog.update(snapshot(cluster("sim-1")))
+    assert added.type == "ADDED" and added.entry.status == HEALTHY
+    # an edited definition keeps the verdict (the prober resets it when the access changes)
+    [edited] = catalog.update(snapshot(cluster("sim-1", display_name="One")))
+    assert edited.entry.status == HEALTHY
+    [gone] = catalog.update(snapshot())
+    assert gone.type == "DELETED"
+    # removed then added again: unknown, not the old verdict
+    [again] = catalog.update(snapshot(cluster("sim-1")))
+    assert again.entry.status is None
+    # a verdict on a cluster the catalog never saw, and not in the next snapshot: dropped
+    catalog.set_status("sim-2", HEALTHY)
+    catalog.update(snapshot(cluster("sim-1")))
+    [late] = catalog.update(snapshot(cluster("sim-1"), cluster("sim-2")))
+    assert late.type == "ADDED" and late.entry.status is None

@@ -8,6 +8,7 @@ from twisted.internet.task import Clock
 
 from karpor.api.handler import GatewayApi
 from karpor.api.request import ApiRequest
+from karpor.api.status import ApiError
 from karpor.auth.identity import Identity
 from karpor.config.model import Cluster, TokenCredential
 from karpor.sim.humanize import parse_timestamp
@@ -204,7 +205,14 @@ def test_table_list_and_get(world):
     table = r.json()
     assert table["kind"] == "Table"
     assert [row["cells"][0] for row in table["rows"]] == ["sim-1", "sim-2"]
-    assert table["rows"][0]["cells"][1:] == ["Sim 1", "sim", "https://sim-1.example:6443", "10m"]
+    assert table["rows"][0]["cells"][1:] == [
+        "Sim 1",
+        "sim",
+        "https://sim-1.example:6443",
+        "Unknown",  # not probed: no prober in this world
+        "<unknown>",
+        "10m",
+    ]
     r = world.call("/apis/cluster.karpor.io/v1beta1/clusters/sim-2", accept=TABLE)
     assert [row["cells"][0] for row in r.json()["rows"]] == ["sim-2"]
 
@@ -266,7 +274,7 @@ def test_watch_with_a_table_sends_headers_once(world):
     r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query="watch=true", accept=TABLE)
     first, second = r.events()
     assert first["object"]["kind"] == "Table"
-    assert len(first["object"]["columnDefinitions"]) == 5
+    assert len(first["object"]["columnDefinitions"]) == 7
     assert second["object"]["columnDefinitions"] == []
     assert second["object"]["rows"][0]["cells"][0] == "sim-2"
 
@@ -344,3 +352,58 @@ def test_watch_resumes_from_history_knowing_what_the_client_saw(world):
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in r.events()] == [
         ("DELETED", "sim-1")
     ]
+
+
+# -- /metrics ---------------------------------------------------------------------------
+
+
+def metrics_world(authorize=None):
+    w = World(cluster("sim-1"))
+    scrapes = []
+
+    def render(accept):
+        scrapes.append(accept)
+        return b"text/plain; version=0.0.4; charset=utf-8", b"karpor_requests_total 1.0\n"
+
+    options = {"authorize_path": authorize} if authorize is not None else {}
+    w.api = GatewayApi(lambda: w.clusters, w.clock, metrics=render, **options)
+    return w, scrapes
+
+
+def test_metrics_are_served_to_an_authorized_caller():
+    w, scrapes = metrics_world()
+    r = w.call("/metrics", accept="application/openmetrics-text; version=1.0.0")
+    assert r.code == 200 and r.body == b"karpor_requests_total 1.0\n"
+    assert r.header(b"content-type") == "text/plain; version=0.0.4; charset=utf-8"
+    assert scrapes == ["application/openmetrics-text; version=1.0.0"]
+    assert "/metrics" in w.call("/").json()["paths"]
+
+
+def test_metrics_need_an_identity_and_the_grant():
+    calls = []
+
+    def deny(identity, verb, path):
+        calls.append((identity.user, verb, path))
+        raise ApiError(403, f'forbidden: User "{identity.user}" cannot {verb} path "{path}"')
+
+    w, scrapes = metrics_world(deny)
+    assert w.call("/metrics", identity=None).code == 401
+    r = w.call("/metrics")
+    assert (
+        r.code == 403
+        and r.json()["message"] == 'forbidden: User "alice" cannot get path "/metrics"'
+    )
+    assert w.call("/metrics", method="HEAD").code == 403
+    assert calls == [("alice", "get", "/metrics"), ("alice", "head", "/metrics")]
+    assert scrapes == []
+
+
+def test_without_a_policy_anonymous_may_not_read_metrics():
+    w, _ = metrics_world()
+    r = w.call("/metrics", identity=Identity("system:anonymous", ("system:unauthenticated",)))
+    assert r.code == 403
+
+
+def test_without_metrics_the_path_is_404(world):
+    assert world.call("/metrics").code == 404
+    assert "/metrics" not in world.call("/").json()["paths"]

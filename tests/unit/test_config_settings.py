@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from karpor.config.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
+    KEYS,
     Key,
     Settings,
     SettingsError,
@@ -61,8 +62,7 @@ def test_errors_name_file_and_key() -> None:
         "/etc/karpor/karpor.yaml: port: must be a port number from 1 to 65535",
         "/etc/karpor/karpor.yaml: workers: must be an integer, not a string",
         "/etc/karpor/karpor.yaml: clusterDir: unknown key "
-        "(known: port, host, workers, clustersDir, stateDir, drainTimeout, logFormat, "
-        "auditLog, authentication, authorization)",
+        f"(known: {', '.join(k.name for k in KEYS)})",
         "/etc/karpor/karpor.yaml: host: must be an address or host name",
     ]
     assert problems("- a list\n") == [

@@ -4,12 +4,15 @@ upstream protocol wired to StringTransports and a MemoryReactorClock."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httptools
 import pytest
 from OpenSSL import SSL
+from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -18,9 +21,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from karpor.api.request import ApiRequest, Responder
+from karpor.auth.audit import AuditWriter
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
 from karpor.config.model import Cluster, ExecCredential, TokenCredential
+from karpor.metrics.gateway import GatewayMetrics
 from karpor.proxy.execcredential import ExecCredentialCache, ProcessResult
 from karpor.proxy.pool import UpstreamPools
 from karpor.proxy.splice import CLOSE_GRACE
@@ -87,6 +92,22 @@ class Upstream:
         self.proto.connectionLost(reason or Failure(ConnectionDone()))
 
 
+_AUDIT_ID_LINE = re.compile(rb"\r\nAudit-Id: [-0-9a-f]{36}\r\n")
+
+
+class ClientTransport(StringTransport):
+    """The client's transport: :meth:`value` leaves out the ``Audit-Id``
+    line the gateway adds to every response head (a random UUID; what it
+    holds is tested below, under "Audit-Id and metrics"), :meth:`raw` keeps it."""
+
+    def value(self) -> bytes:
+        return _AUDIT_ID_LINE.sub(b"\r\n", self.raw())
+
+    def raw(self) -> bytes:
+        data: bytes = super().value()
+        return data
+
+
 class Harness:
     def __init__(
         self,
@@ -110,9 +131,9 @@ class Harness:
         self.client, self.proto = self.connect()
         self.upstreams: list[Upstream] = []
 
-    def connect(self) -> tuple[StringTransport, GatewayProtocol]:
+    def connect(self) -> tuple[ClientTransport, GatewayProtocol]:
         proto = self.factory.buildProtocol(None)
-        client = StringTransport(lenient=True)
+        client = ClientTransport(lenient=True)
         proto.makeConnection(client)
         return client, proto
 
@@ -1058,3 +1079,188 @@ def test_failing_exec_plugin_is_502_naming_the_cluster() -> None:
     message = status_of(body)["message"]
     assert message.startswith('cluster "e": exec plugin "true" failed')
     assert "no credentials here" not in message
+
+
+# -- Audit-Id and metrics ----------------------------------------------------------------
+# Every response carries the request's Audit-Id (kept from the caller when sane,
+# sent upstream, replacing the cluster's), the audit record names it, and each
+# request is counted once, where it ends.
+
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+class Measured(Harness):
+    """The front harness with metrics (in a registry of the test's own)."""
+
+    def __init__(self, **options: Any) -> None:
+        self.registry = CollectorRegistry()
+        self.metrics = GatewayMetrics(self.registry)
+        super().__init__(metrics=self.metrics, **options)
+        self.pools = UpstreamPools(
+            self.clock, endpoint_factory=lambda creds: self.endpoint, errors=self.metrics
+        )
+        self.factory.pools = self.pools
+
+    def value(self, name: str, **labels: str) -> float:
+        found = self.registry.get_sample_value(name, labels)
+        return 0.0 if found is None else found
+
+    def audit_ids(self) -> list[bytes]:
+        """The Audit-Id of every response so far, in order."""
+        return [
+            header(headers, b"Audit-Id") or b""
+            for _, headers, _ in parse_responses(self.client.raw())
+        ]
+
+
+def test_a_proxied_response_carries_the_id_sent_upstream_not_the_clusters() -> None:
+    h = Measured()
+    h.send(get(b"/api/v1/namespaces/d/pods"))
+    up = h.accept()
+    sent = up.transport.value()
+    upstream_ids = re.findall(rb"\r\nAudit-Id: ([^\r]*)\r\n", sent)
+    assert len(upstream_ids) == 1 and _UUID.fullmatch(upstream_ids[0])
+    up.respond(b"HTTP/1.1 200 OK\r\nAudit-Id: the-clusters-own\r\nContent-Length: 2\r\n\r\n{}")
+    assert h.audit_ids() == [upstream_ids[0]]
+    assert b"the-clusters-own" not in h.client.raw()
+
+
+def test_a_sane_caller_id_is_kept_and_an_insane_one_replaced() -> None:
+    h = Measured()
+    h.send(get(b"/x", b"Audit-Id: caller-chosen.42\r\n"))
+    up = h.accept()
+    assert b"\r\nAudit-Id: caller-chosen.42\r\n" in up.transport.value()
+    up.respond(b"HTTP/1.1 204 No Content\r\n\r\n")
+    up.transport.clear()
+    h.send(get(b"/x", b"Audit-Id: two words\r\n"))
+    up.respond(b"HTTP/1.1 204 No Content\r\n\r\n")
+    first, second = h.audit_ids()
+    assert first == b"caller-chosen.42"
+    assert _UUID.fullmatch(second)
+    assert b"two words" not in up.transport.value()
+
+
+def test_errors_own_api_and_upgrades_carry_an_id() -> None:
+    h = Measured()
+    h.send(get(b"/x", cluster=b"nope"))  # 404 Status
+    h.send(b"GET /version HTTP/1.1\r\nHost: gw\r\n\r\n")  # own API
+    assert [code for code, _, _ in parse_responses(h.client.raw())] == [404, 200]
+    ids = h.audit_ids()
+    assert len(ids) == 2 and all(_UUID.fullmatch(i) for i in ids) and ids[0] != ids[1]
+    h.client.clear()
+    h.send(spdy_exec(b"Audit-Id: exec-session-1\r\n"))
+    up = h.accept()
+    assert b"\r\nAudit-Id: exec-session-1\r\n" in up.transport.value()
+    up.respond(SWITCH.replace(b"\r\n\r\n", b"\r\nAudit-Id: clusters\r\n\r\n"))
+    head = h.client.raw().split(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert re.findall(rb"\r\nAudit-Id: ([^\r]*)", head) == [b"exec-session-1"]
+
+
+def test_unauthenticated_and_malformed_requests_carry_an_id() -> None:
+    h = Measured(identity=None)
+    h.send(get(b"/x"))
+    ((code, headers, _),) = parse_responses(h.client.raw())
+    assert code == 401 and _UUID.fullmatch(header(headers, b"Audit-Id") or b"")
+    h2 = Measured()
+    h2.send(b"GET /\x01 HTTP/1.1\r\n\r\n")
+    ((code, headers, _),) = parse_responses(h2.client.raw())
+    assert code == 400 and header(headers, b"Audit-Id")
+
+
+def test_the_audit_record_names_the_responses_id(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    writer = AuditWriter(str(log))
+    h = Measured(audit=writer)
+    h.send(get(b"/x", b"Audit-Id: from-the-caller\r\n"))
+    h.accept().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    h.send(get(b"/x", cluster=b"nope"))
+    writer.close()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["requestID"].encode() for r in records] == h.audit_ids()
+    assert records[0]["requestID"] == "from-the-caller"
+
+
+def test_requests_are_counted_by_cluster_verb_and_code() -> None:
+    h = Measured()
+    for _ in range(3):
+        h.send(get(b"/api/v1/namespaces/d/pods"))
+        up = h.upstreams[0] if h.upstreams else h.accept()
+        up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    h.send(get(b"/api/v1/namespaces/d/pods/p"))
+    h.upstreams[0].respond(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    h.send(get(b"/x", cluster=b"nope"))
+    h.send(b"GET /version HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert h.value("karpor_requests_total", cluster="a", verb="list", code="200") == 3
+    assert h.value("karpor_requests_total", cluster="a", verb="get", code="404") == 1
+    # the gateway answered these itself: one fixed cluster label, whatever the name asked
+    assert h.value("karpor_requests_total", cluster="-", verb="get", code="404") == 1
+    assert h.value("karpor_requests_total", cluster="-", verb="get", code="200") == 1
+    assert h.value("karpor_request_duration_seconds_count", cluster="a", verb="list") == 3
+    sent = sum(len(up.transport.value()) for up in h.upstreams)
+    assert sent > 0
+    assert h.value("karpor_request_bytes_total", cluster="a") == sum(
+        len(get(p)) for p in (b"/api/v1/namespaces/d/pods",) * 3 + (b"/api/v1/namespaces/d/pods/p",)
+    )
+    answered = len(h.client.raw())
+    assert (
+        h.value("karpor_response_bytes_total", cluster="a")
+        + h.value("karpor_response_bytes_total", cluster="-")
+        == answered
+    )
+
+
+def test_latency_is_the_time_to_the_response_head() -> None:
+    h = Measured()
+    h.send(get(b"/api/v1/namespaces/d/pods?watch=true"))
+    up = h.accept()
+    assert h.value("karpor_long_running_requests", kind="watch") == 1
+    up.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    up.respond(b"5\r\nevent\r\n")
+    assert h.value("karpor_requests_total", cluster="a", verb="watch", code="200") == 0
+    up.respond(b"0\r\n\r\n")
+    assert h.value("karpor_long_running_requests", kind="watch") == 0
+    assert h.value("karpor_requests_total", cluster="a", verb="watch", code="200") == 1
+    assert h.value("karpor_request_duration_seconds_count", cluster="a", verb="watch") == 1
+
+
+def test_an_exec_session_is_in_flight_until_its_connection_closes() -> None:
+    h = Measured()
+    h.send(spdy_exec())
+    up = h.accept()
+    up.respond(SWITCH)
+    assert h.value("karpor_long_running_requests", kind="exec") == 1
+    h.send(b"stdin bytes")
+    up.respond(b"stdout bytes")
+    h.proto.connectionLost(Failure(ConnectionRefusedError()))
+    assert h.value("karpor_long_running_requests", kind="exec") == 0
+    assert h.value("karpor_requests_total", cluster="a", verb="exec", code="101") == 1
+    assert h.value("karpor_request_bytes_total", cluster="a") == len(spdy_exec()) + len(
+        b"stdin bytes"
+    )
+    assert h.value("karpor_response_bytes_total", cluster="a") == len(h.client.raw())
+
+
+def test_connect_and_tls_failures_are_counted_per_cluster() -> None:
+    h = Measured()
+    h.send(get(b"/x"))
+    d, _ = h.endpoint.attempts.pop()
+    d.errback(Failure(ConnectionRefusedError("10.0.0.9")))
+    h.send(get(b"/x", cluster=b"t"))
+    up = h.accept(handshake=False)
+    up.lose(Failure(SSL.Error([("SSL routines", "", "certificate verify failed")])))
+    assert h.value("karpor_upstream_connect_errors_total", cluster="a") == 1
+    assert h.value("karpor_upstream_tls_errors_total", cluster="t") == 1
+    assert h.value("karpor_requests_total", cluster="a", verb="get", code="503") == 1
+    assert h.value("karpor_requests_total", cluster="t", verb="get", code="502") == 1
+
+
+@pytest.mark.parametrize("target", [b"/api/v1/pods", b"/version"])
+def test_without_metrics_the_front_still_sends_ids(target: bytes) -> None:
+    h = Harness()
+    h.send(b"GET " + PREFIX + b"a/proxy" + target + b" HTTP/1.1\r\nHost: gw\r\n\r\n")
+    up = h.accept()
+    assert b"\r\nAudit-Id: " in up.transport.value()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert re.search(rb"\r\nAudit-Id: [-0-9a-f]{36}\r\n", h.client.raw())
+    assert h.pools.get(CLUSTER).idle_connections == 1

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 import httptools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from karpor.proxy.headers import request_head, split_request, split_response, valid_header
+from karpor.proxy.h2upstream import request_headers as h2_request_headers
+from karpor.proxy.headers import (
+    caller_audit_id,
+    new_audit_id,
+    request_head,
+    split_request,
+    split_response,
+    valid_header,
+)
 
 BLOCK = b"Host: cluster.example:6443\r\nAuthorization: Bearer cluster-token\r\n"
 
@@ -109,7 +118,8 @@ def test_response_rewrite() -> None:
             (b"Audit-Id", b"abc"),
         ]
     )
-    assert resp.forward == [(b"Content-Type", b"application/json"), (b"Audit-Id", b"abc")]
+    # the cluster's Audit-Id never reaches the caller: the gateway states its own
+    assert resp.forward == [(b"Content-Type", b"application/json")]
     assert resp.chunked and resp.close and resp.content_length is None
 
 
@@ -120,6 +130,51 @@ def test_response_upgrade() -> None:
     )
     assert (b"Upgrade", b"websocket") in resp.forward
     assert (b"Connection", b"Upgrade") in resp.forward
+
+
+# -- Audit-Id ------------------------------------------------------------------------
+
+_UUID4 = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+def test_new_audit_ids_are_distinct_v4_uuids() -> None:
+    ids = {new_audit_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for audit_id in ids:
+        assert _UUID4.fullmatch(audit_id), audit_id
+
+
+@given(st.sampled_from([b"Audit-Id", b"audit-id", b"AUDIT-ID"]))
+def test_a_sane_caller_audit_id_is_kept(name: bytes) -> None:
+    for sane in (b"0f5b8c1e-2a3b-4c5d-8e9f-0a1b2c3d4e5f", b"req.42:retry-1", b"X" * 128):
+        assert caller_audit_id([(b"Accept", b"*/*"), (name, b" " + sane + b" ")]) == sane
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=200).filter(
+            lambda v: re.fullmatch(rb"[0-9A-Za-z][-._:0-9A-Za-z]{0,127}", v.strip()) is None
+        ),
+        st.sampled_from([b"", b"a b", b"-leading", b"x" * 129, b"id\r\nX-Evil: 1", b"caf\xc3\xa9"]),
+    )
+)
+def test_an_insane_caller_audit_id_is_replaced(value: bytes) -> None:
+    assert caller_audit_id([(b"Audit-Id", value)]) is None
+
+
+def test_no_caller_audit_id() -> None:
+    assert caller_audit_id([(b"Accept", b"*/*"), (b"Audit-Ids", b"x")]) is None
+
+
+def test_the_callers_audit_id_header_is_dropped_and_the_gateways_sent() -> None:
+    req = split_request([(b"Audit-Id", b"caller-id"), (b"audit-id", b"second"), (b"Accept", b"x")])
+    assert all(n.lower() != b"audit-id" for n, _ in req.forward)
+    head = request_head(b"GET", b"/api", req, BLOCK, b"h", audit_id=b"gateway-id")
+    _, headers = _parse_head(head)
+    assert [v for n, v in headers if n.lower() == b"audit-id"] == [b"gateway-id"]
+    h2 = h2_request_headers(b"GET", b"/api", req, [(b":authority", b"c")], b"h", audit_id=b"gw")
+    assert [v for n, v in h2 if n == b"audit-id"] == [b"gw"]
+    assert b"Audit-Id" not in request_head(b"GET", b"/api", req, BLOCK, b"h")
 
 
 # -- generated header sets --------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 from cryptography import x509
 
 from karpor.auth.ca import CertificateAuthority
-from karpor.server import state
+from karpor.server import certificates, state
 
 
 def sans(pem: bytes) -> list[str]:
@@ -92,3 +92,161 @@ def test_record_round_trip(tmp_path):
 )
 def test_default_server(host, port, url):
     assert state.default_server(host, port) == url
+
+
+# --- serving names and read-only state (replicas) -------------------------------------
+
+SERVICE_NAMES = ("karpor.karpor.svc", "karpor.karpor.svc.cluster.local")
+
+
+def replica_state(directory):
+    """The content ``karpor certificates`` writes, for the Service names."""
+    return certificates.write_state(directory, SERVICE_NAMES)
+
+
+def snapshot(directory):
+    """Every file of ``directory`` with its content and modification time."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(directory.iterdir())}
+
+
+def test_serving_names_are_covered_and_kept(tmp_path):
+    first = state.GatewayState.prepare(tmp_path, "0.0.0.0", names=["GW.example.", "10.9.8.7"])
+    assert {"gw.example", "10.9.8.7", "localhost"} <= set(sans(first.serving.cert_pem))
+    again = state.GatewayState.prepare(tmp_path, "0.0.0.0", names=["gw.example"])
+    assert again.serving.cert_pem == first.serving.cert_pem
+    more = state.GatewayState.prepare(tmp_path, "0.0.0.0", names=["other.example"])
+    assert more.serving.issued_because == "it does not cover other.example"
+    assert {"gw.example", "10.9.8.7", "other.example"} <= set(sans(more.serving.cert_pem))
+
+
+def test_a_serving_key_not_matching_is_replaced(tmp_path):
+    first = state.GatewayState.prepare(tmp_path, "127.0.0.1")
+    other = first.ca.issue_server("karpor", ["127.0.0.1"])
+    (tmp_path / state.SERVING_KEY_FILE).write_bytes(other.key_pem)
+    again = state.GatewayState.prepare(tmp_path, "127.0.0.1")
+    assert again.serving.issued_because == "serving.key does not match it"
+    assert state.key_matches(
+        x509.load_pem_x509_certificate(again.serving.cert_pem), again.serving.key_pem
+    )
+
+
+def test_read_only_state_is_used_as_it_is(tmp_path):
+    directory = tmp_path / "state"
+    made = replica_state(directory)
+    before = snapshot(directory)
+    prepared = state.GatewayState.prepare(directory, "0.0.0.0", names=SERVICE_NAMES, read_only=True)
+    assert prepared.read_only
+    assert prepared.warnings == ()
+    assert prepared.serving.cert_pem == made.serving.cert_pem
+    assert prepared.ca.cert_pem == made.ca.cert_pem
+    prepared.record(state.GatewayRecord("/srv/clusters", "https://karpor.karpor.svc:443"))
+    assert snapshot(directory) == before
+    assert set(before) == {"ca.crt", "ca.key", "serving.crt", "serving.key"}
+    # the same files serve a second replica: one caBundle verifies both
+    second = state.GatewayState.prepare(directory, "0.0.0.0", names=SERVICE_NAMES, read_only=True)
+    assert second.serving.cert_pem == prepared.serving.cert_pem
+
+
+def test_a_directory_not_writable_is_read_only(tmp_path, monkeypatch):
+    replica_state(tmp_path)
+    before = snapshot(tmp_path)
+    assert not state.is_read_only(tmp_path)
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK)
+    assert state.is_read_only(tmp_path)
+    assert not state.is_read_only(tmp_path / "missing")
+    prepared = state.GatewayState.prepare(tmp_path, "0.0.0.0", names=SERVICE_NAMES)
+    assert prepared.read_only
+    assert snapshot(tmp_path) == before
+
+
+def test_kubernetes_secret_volume_layout_is_read(tmp_path):
+    """A Secret volume: the files are links through ``..data`` to a hidden directory."""
+    version = tmp_path / "state" / "..2024_01_01_00_00_00.1"
+    replica_state(version)
+    directory = version.parent
+    (directory / "..data").symlink_to(version.name)
+    for name in ("ca.crt", "ca.key", "serving.crt", "serving.key"):
+        (directory / name).symlink_to(f"..data/{name}")
+    prepared = state.GatewayState.prepare(directory, "0.0.0.0", names=SERVICE_NAMES, read_only=True)
+    assert prepared.serving.cert_pem == (version / "serving.crt").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["ca.crt", "ca.key", "serving.crt", "serving.key"])
+def test_read_only_state_missing_a_file_names_it(tmp_path, name):
+    replica_state(tmp_path)
+    (tmp_path / name).unlink()
+    with pytest.raises(state.StateError) as error:
+        state.GatewayState.prepare(tmp_path, "0.0.0.0", read_only=True)
+    assert str(error.value) == (
+        f"{tmp_path / name}: missing from the read-only state directory; "
+        "create the state with `karpor certificates DIR --name NAME...`"
+    )
+    assert not (tmp_path / name).exists()
+
+
+def test_read_only_state_directory_missing(tmp_path):
+    with pytest.raises(state.StateError, match="read-only state directory does not exist"):
+        state.GatewayState.prepare(tmp_path / "nope", "0.0.0.0", read_only=True)
+    assert not (tmp_path / "nope").exists()
+
+
+def test_read_only_state_not_covering_a_serving_name(tmp_path):
+    replica_state(tmp_path)
+    with pytest.raises(state.StateError) as error:
+        state.GatewayState.prepare(
+            tmp_path, "0.0.0.0", names=[*SERVICE_NAMES, "karpor.example.com"], read_only=True
+        )
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'serving.crt'}: does not cover karpor.example.com ")
+    assert "karpor certificates DIR --name NAME" in message
+    # a specific host must be covered too; the loopback address is
+    state.GatewayState.prepare(tmp_path, "127.0.0.1", read_only=True)
+    with pytest.raises(state.StateError, match=r"does not cover 10\.1\.1\.1 "):
+        state.GatewayState.prepare(tmp_path, "10.1.1.1", read_only=True)
+
+
+def test_read_only_state_with_a_foreign_or_mismatched_serving_certificate(tmp_path):
+    made = replica_state(tmp_path)
+    foreign = CertificateAuthority.create("other").issue_server("karpor", SERVICE_NAMES)
+    (tmp_path / "serving.crt").write_bytes(foreign.cert_pem)
+    with pytest.raises(state.StateError, match=r"serving\.crt: not issued by the CA of ca\.crt"):
+        state.GatewayState.prepare(tmp_path, "0.0.0.0", read_only=True)
+    (tmp_path / "serving.crt").write_bytes(made.serving.cert_pem)
+    (tmp_path / "serving.key").write_bytes(foreign.key_pem)
+    mismatch = r"serving\.key: not the private key of serving\.crt"
+    with pytest.raises(state.StateError, match=mismatch):
+        state.GatewayState.prepare(tmp_path, "0.0.0.0", read_only=True)
+    (tmp_path / "serving.crt").write_text("garbage")
+    with pytest.raises(state.StateError, match=r"serving\.crt: not a PEM certificate"):
+        state.GatewayState.prepare(tmp_path, "0.0.0.0", read_only=True)
+
+
+def test_read_only_state_with_a_bad_ca(tmp_path):
+    replica_state(tmp_path)
+    (tmp_path / "ca.key").write_bytes(CertificateAuthority.create("x").issue_client("u").key_pem)
+    with pytest.raises(state.StateError, match=r"ca\.key: not the private key of ca\.crt"):
+        state.GatewayState.prepare(tmp_path, "0.0.0.0", read_only=True)
+    (tmp_path / "ca.crt").write_text("garbage")
+    with pytest.raises(state.StateError, match=r"ca\.crt: not a PEM certificate"):
+        state.GatewayState.prepare(tmp_path, "0.0.0.0", read_only=True)
+
+
+def test_read_only_state_expiring_warns_and_expired_fails(tmp_path):
+    replica_state(tmp_path)
+    cert = x509.load_pem_x509_certificate((tmp_path / "serving.crt").read_bytes())
+    soon = cert.not_valid_after_utc - datetime.timedelta(days=3)
+    prepared = state.GatewayState.prepare(tmp_path, "0.0.0.0", soon, read_only=True)
+    (warning,) = prepared.warnings
+    assert warning.startswith(f"{tmp_path / 'serving.crt'} expires on ")
+    later = cert.not_valid_after_utc + datetime.timedelta(days=1)
+    with pytest.raises(state.StateError, match=r"serving\.crt: expired on "):
+        state.GatewayState.prepare(tmp_path, "0.0.0.0", later, read_only=True)
+
+
+def test_state_errors_never_show_key_material(tmp_path):
+    made = replica_state(tmp_path)
+    (tmp_path / "serving.key").write_bytes(made.ca.issue_client("x").key_pem)
+    with pytest.raises(state.StateError) as error:
+        state.GatewayState.prepare(tmp_path, "0.0.0.0", read_only=True)
+    assert "PRIVATE" not in str(error.value)
+    assert "BEGIN" not in str(error.value)

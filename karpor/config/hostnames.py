@@ -1,0 +1,65 @@
+"""Host names and addresses a serving certificate covers (sans-IO).
+
+A serving certificate's SANs are DNS names or IP addresses.  :func:`normal_host`
+gives the form they compare in (IP addresses canonical, names lower-case
+without a trailing dot); :func:`check_host` refuses what cannot be a SAN;
+:func:`parse_host_names` is the :class:`karpor.config.settings.Key` parser
+of ``servingNames`` (a YAML list, or a comma-separated string as the
+``--serving-names`` flag gives it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from karpor.config.clusters import describe
+
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def normal_host(host: str) -> str:
+    """A host as a SAN compares: IP addresses in canonical form, names lower-case."""
+    host = host.strip().strip("[]")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower().rstrip(".")
+
+
+def check_host(value: str) -> str:
+    """``value`` in its normal form when it may be a SAN: an IP address or a
+    DNS name (labels of letters, digits and ``-``; a leading ``*.`` wildcard
+    allowed); :class:`ValueError` saying why not."""
+    host = normal_host(value)
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    labels = host.split(".")
+    if labels[0] == "*" and len(labels) > 1:
+        labels = labels[1:]
+    if not host or len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"not a DNS name or IP address: {value[:64]!r}")
+    return host
+
+
+def parse_host_names(value: Any, base_dir: str) -> tuple[str, ...]:
+    """``servingNames``: a list of DNS names or IP addresses (or one string,
+    comma-separated), in normal form, without repeats."""
+    if isinstance(value, str):
+        items: list[Any] = [v for v in (p.strip() for p in value.split(",")) if v]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ValueError(f"must be a list of DNS names or IP addresses, not {describe(value)}")
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(
+                f"must be a list of DNS names or IP addresses, not one with {describe(item)}"
+            )
+        names.append(check_host(item))
+    return tuple(dict.fromkeys(names))

@@ -1,0 +1,309 @@
+"""The health probes of one gateway process, on the reactor.
+
+:class:`HealthProber` keeps one slot per cluster of the registry
+(:meth:`HealthProber.sync`, called on start and after every reload): a
+cluster added is probed at once, a removed one is forgotten (its timer and
+any probe in flight cancelled), one whose endpoint, TLS or credential
+changed starts over as never probed.  Each slot has either a timer or one
+probe in flight, never both, so probes never pile up.
+
+A probe (:class:`~karpor.health.probe.Probe`) sends its requests one after
+the other as :class:`~karpor.health.exchange.ProbeExchange`\\ s submitted
+to the cluster's :class:`~karpor.proxy.pool.ClusterPool` (its TLS options,
+header block and pooled connections); a cluster with an exec-plugin
+credential gets the plugin's token from the shared
+:class:`~karpor.proxy.execcredential.ExecCredentialCache` first (a 401
+drops it, as for requests).  A timer bounds the whole probe
+(``timeout``); at its end the verdict goes to ``on_change(name, status)``
+(every probe: the catalog keeps the probe time; ``None`` when a changed
+definition makes the cluster unknown again) and a turn to healthy or
+unhealthy is logged, one line, without a secret.
+
+:meth:`HealthProber.refusal` is what the front asks per request
+(:func:`~karpor.health.probe.refusal`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from karpor.api.status import ApiError
+from karpor.config.model import Cluster, ExecCredential
+from karpor.health.exchange import ProbeExchange, probe_head
+from karpor.health.probe import (
+    ClusterHealth,
+    ClusterStatus,
+    Probe,
+    ProbeSettings,
+    change_line,
+    refusal,
+    same_access,
+)
+from karpor.proxy.credentials import CredentialError
+from karpor.proxy.execcredential import ExecCredentialCache, ExecPluginError, ExecResult
+from karpor.proxy.pool import ClusterPool, UpstreamPools
+
+log = Logger()
+
+#: told every probe's verdict, and ``None`` when a cluster is unknown again
+#: (its endpoint, TLS or credential changed)
+StatusListener = Callable[[str, ClusterStatus | None], None]
+
+
+def _ignore(name: str, status: ClusterStatus | None) -> None:
+    pass
+
+
+class _Run:
+    """One probe in flight."""
+
+    __slots__ = ("deadline", "exchange", "over", "probe", "waiting_for")
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+        self.deadline: IDelayedCall | None = None
+        self.exchange: ProbeExchange | None = None
+        #: what the probe waits for besides a request ("" for none)
+        self.waiting_for = ""
+        self.over = False
+
+
+class _Slot:
+    """One cluster: its definition, its health, and its timer or probe in flight."""
+
+    __slots__ = ("cluster", "health", "run", "timer")
+
+    def __init__(self, cluster: Cluster, settings: ProbeSettings) -> None:
+        self.cluster = cluster
+        self.health = ClusterHealth(settings)
+        self.timer: IDelayedCall | None = None
+        self.run: _Run | None = None
+
+
+class HealthProber:
+    """Probes every cluster of the registry (see the module docstring)."""
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        pools: UpstreamPools,
+        settings: ProbeSettings,
+        *,
+        exec_credentials: ExecCredentialCache | None = None,
+        on_change: StatusListener = _ignore,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self._reactor = reactor
+        self._pools = pools
+        self.settings = settings
+        self._exec = exec_credentials
+        self._on_change = on_change
+        self._now = now
+        self._slots: dict[str, _Slot] = {}
+        self._stopped = False
+
+    # -- what the gateway asks ------------------------------------------------
+
+    def status(self, name: str) -> ClusterStatus | None:
+        """The last verdict on cluster ``name`` (``None``: never probed, or unknown)."""
+        slot = self._slots.get(name)
+        return slot.health.status if slot is not None else None
+
+    def refusal(self, cluster: Cluster) -> ApiError | None:
+        """The ``Status`` a request to ``cluster`` gets at once (it is
+        unhealthy and requests fail fast), or ``None`` to forward it."""
+        slot = self._slots.get(cluster.name)
+        if slot is None:
+            return None
+        status = slot.health.status
+        if status is None or status.healthy or not self.settings.fail_fast:
+            return None
+        if slot.cluster is not cluster and not same_access(slot.cluster, cluster):
+            return None  # a new definition, not probed yet
+        return refusal(cluster.name, status, self.settings)
+
+    # -- the clusters -----------------------------------------------------------
+
+    def sync(self, clusters: Mapping[str, Cluster]) -> None:
+        """Probe the clusters of a (new) registry snapshot."""
+        if self._stopped:
+            return
+        for name in [n for n in self._slots if n not in clusters]:
+            # forgotten: the catalog drops a removed cluster's status itself
+            self._halt(self._slots.pop(name))
+        for name, cluster in clusters.items():
+            slot = self._slots.get(name)
+            if slot is None:
+                slot = self._slots[name] = _Slot(cluster, self.settings)
+                self._schedule(slot, 0.0)
+                continue
+            if slot.cluster is cluster:
+                continue
+            if not same_access(slot.cluster, cluster):
+                self._halt(slot)
+                slot.health = ClusterHealth(self.settings)
+                self._on_change(name, None)
+                self._schedule(slot, 0.0)
+            slot.cluster = cluster
+
+    def stop(self) -> None:
+        """Stop probing (on shutdown)."""
+        self._stopped = True
+        slots, self._slots = self._slots, {}
+        for slot in slots.values():
+            self._halt(slot)
+
+    def _halt(self, slot: _Slot) -> None:
+        timer, slot.timer = slot.timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        run, slot.run = slot.run, None
+        if run is not None:
+            self._end(run)
+
+    def _end(self, run: _Run) -> None:
+        run.over = True
+        deadline, run.deadline = run.deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+        exchange, run.exchange = run.exchange, None
+        if exchange is not None:
+            exchange.cancel()
+
+    def _schedule(self, slot: _Slot, delay: float) -> None:
+        slot.timer = self._reactor.callLater(delay, self._due, slot)
+
+    # -- one probe ----------------------------------------------------------------
+
+    def _due(self, slot: _Slot) -> None:
+        slot.timer = None
+        run = _Run(slot.health.start())
+        slot.run = run
+        run.deadline = self._reactor.callLater(self.settings.timeout, self._timed_out, slot, run)
+        self._step(slot, run)
+
+    def _current(self, slot: _Slot, run: _Run) -> bool:
+        return not run.over and slot.run is run
+
+    def _step(self, slot: _Slot, run: _Run) -> None:
+        """Send the probe's next request, or end it."""
+        probe = run.probe
+        path = probe.path
+        if path is None:
+            self._finish(slot, run)
+            return
+        pool = self._pools.get(slot.cluster)
+        credentials = pool.credentials
+        if pool.error is not None or credentials is None:
+            error = pool.error or ApiError(502, "the cluster definition cannot be used")
+            probe.failed(error.message, error.code)
+            self._step(slot, run)
+            return
+        if credentials.exec_credential is None:
+            self._send(slot, run, pool, credentials.block())
+            return
+        cache = self._exec
+        if cache is None:
+            probe.failed("exec credentials are not enabled", 502)
+            self._step(slot, run)
+            return
+        run.waiting_for = "the exec plugin"
+        cache.get(slot.cluster).addCallbacks(
+            self._got_token,
+            self._no_token,
+            callbackArgs=(slot, run, pool),
+            errbackArgs=(slot, run),
+        )
+
+    def _got_token(self, result: ExecResult, slot: _Slot, run: _Run, pool: ClusterPool) -> None:
+        if not self._current(slot, run):
+            return
+        run.waiting_for = ""
+        name = slot.cluster.name
+        if result.token is None:
+            run.probe.failed("the exec plugin gave a client certificate, not a token", 502)
+            self._step(slot, run)
+            return
+        credentials = pool.credentials
+        assert credentials is not None
+        try:
+            block, _ = credentials.with_token(result.token)
+        except CredentialError as exc:
+            run.probe.failed(f'cluster "{name}": {exc}', 502)
+            self._step(slot, run)
+            return
+        self._send(slot, run, pool, block)
+
+    def _no_token(self, failure: Failure, slot: _Slot, run: _Run) -> None:
+        if not self._current(slot, run):
+            return
+        run.waiting_for = ""
+        exc = failure.value
+        if isinstance(exc, ExecPluginError):
+            error = exc.api_error()
+            run.probe.failed(error.message, error.code)
+        else:
+            log.failure("exec credential for a probe failed", failure)
+            run.probe.failed("the exec plugin failed", 502)
+        self._step(slot, run)
+
+    def _send(self, slot: _Slot, run: _Run, pool: ClusterPool, block: bytes) -> None:
+        path = run.probe.path
+        assert path is not None and pool.credentials is not None
+        target = pool.credentials.endpoint.prefix + path.encode()
+
+        def done(code: int | None, body: bytes, error: ApiError | None) -> None:
+            self._answered(slot, run, code, body, error)
+
+        exchange = ProbeExchange(probe_head(target, block), done)
+        run.exchange = exchange
+        pool.submit(exchange)
+
+    def _answered(
+        self, slot: _Slot, run: _Run, code: int | None, body: bytes, error: ApiError | None
+    ) -> None:
+        if not self._current(slot, run):
+            return
+        run.exchange = None
+        if error is not None or code is None:
+            failure = error or ApiError(502, "no answer")
+            run.probe.failed(failure.message, failure.code)
+        else:
+            exec_cluster = isinstance(slot.cluster.credential, ExecCredential)
+            if code == 401 and exec_cluster and self._exec is not None:
+                self._exec.invalidate(slot.cluster.name)
+            run.probe.answered(code, body)
+        self._step(slot, run)
+
+    def _timed_out(self, slot: _Slot, run: _Run) -> None:
+        run.deadline = None
+        if not self._current(slot, run):
+            return
+        exchange, run.exchange = run.exchange, None
+        if exchange is not None:
+            exchange.cancel()
+        run.probe.timed_out(self.settings.timeout, run.waiting_for)
+        self._finish(slot, run)
+
+    def _finish(self, slot: _Slot, run: _Run) -> None:
+        self._end(run)
+        slot.run = None
+        name = slot.cluster.name
+        outcome = slot.health.finish(run.probe, self._now())
+        status = outcome.status
+        if outcome.turned:
+            if status.healthy:
+                log.info("{line}", line=change_line(name, status), cluster=name, healthy=True)
+            else:
+                log.warn("{line}", line=change_line(name, status), cluster=name, healthy=False)
+        try:
+            self._on_change(name, status)
+        except Exception:
+            log.failure("recording the health of cluster {cluster} failed", cluster=name)
+        if not self._stopped and self._slots.get(name) is slot:
+            self._schedule(slot, outcome.delay)

@@ -1,0 +1,290 @@
+"""The metrics of a gateway process, and the calls that record them.
+
+:class:`GatewayMetrics` defines every metric a gateway process (a worker,
+or the twistd process with ``workers: 0``) records.  Names start with
+``karpor_``; a ``cluster`` label holds a cluster name or
+:data:`~karpor.metrics.labels.GATEWAY` (``-``) for what the gateway
+answered itself.
+
+The request path calls :meth:`GatewayMetrics.request_done` once per request
+(where its audit record is made) and :meth:`~GatewayMetrics.stream_started`
+/ :meth:`~GatewayMetrics.stream_ended` around long-running ones.  Labelled
+children are made once per label tuple and kept in plain dicts, so a
+request costs a dict lookup and the value updates themselves (in multiprocess
+mode: a write into this process's memory-mapped file, which is how
+``prometheus_client`` shares values between processes); bytes are counted
+once per request, when it ends.
+
+Gauges of the current state (pool sizes, cluster health) are *set*, not
+counted: multiprocess mode sums (pool sizes) or takes the most recent value
+(health) over the live processes; the supervisor removes a dead worker's
+live gauges (:func:`karpor.metrics.multiprocess.mark_dead`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from karpor.metrics.labels import STREAM_KINDS
+
+#: the request latency histogram's buckets (seconds)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+#: metric names of gauges about a cluster's current state: at scrape time,
+#: series of clusters that are no longer defined are left out
+CLUSTER_STATE_GAUGES = frozenset(
+    {
+        "karpor_upstream_connections",
+        "karpor_upstream_idle_connections",
+        "karpor_upstream_h2_streams",
+        "karpor_cluster_healthy",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSizes:
+    """The connections a worker holds to one cluster (sampled periodically)."""
+
+    cluster: str
+    #: pooled HTTP/1.1 connections, open or being opened
+    http1: int = 0
+    #: of those, the idle ones
+    idle: int = 0
+    #: HTTP/2 connections (watches, ``logs -f``)
+    h2: int = 0
+    #: streams open on them
+    h2_streams: int = 0
+    #: connections of upgraded requests (exec, attach, port-forward)
+    upgrade: int = 0
+
+
+class _Children:
+    """The labelled children one request updates (cached per label tuple)."""
+
+    __slots__ = ("bytes_in", "bytes_out", "latency", "requests")
+
+    def __init__(self, requests: Any, latency: Any, bytes_in: Any, bytes_out: Any) -> None:
+        self.requests = requests
+        self.latency = latency
+        self.bytes_in = bytes_in
+        self.bytes_out = bytes_out
+
+
+class GatewayMetrics:
+    """Every metric of a gateway process (see the module docstring).
+
+    ``registry``: where the metrics are registered (``None``: nowhere, as in
+    multiprocess mode, where the exposition reads every process's files
+    instead, :mod:`karpor.metrics.exposition`).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "karpor_requests",
+            "Requests answered, by cluster (- for what the gateway answered itself: "
+            "its own API, unknown clusters, malformed requests), Kubernetes verb "
+            "(as the access policy names it) and HTTP status code.",
+            ["cluster", "verb", "code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "karpor_request_duration_seconds",
+            "Seconds from a request's head to its response head (the status line; for "
+            "watches, logs and exec sessions, until they start streaming), by cluster "
+            "and verb.",
+            ["cluster", "verb"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.streams = Gauge(
+            "karpor_long_running_requests",
+            "Long-running requests in flight (watch, logs -f, exec, attach, portforward, "
+            "proxy for other upgrades), by kind.",
+            ["kind"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.bytes_in = Counter(
+            "karpor_request_bytes",
+            "Bytes received from callers (request heads and bodies, and what they send "
+            "into exec, attach and port-forward sessions), by cluster; counted when a "
+            "request ends.",
+            ["cluster"],
+            registry=registry,
+        )
+        self.bytes_out = Counter(
+            "karpor_response_bytes",
+            "Bytes sent to callers (responses, streams and sessions), by cluster; "
+            "counted when a request ends.",
+            ["cluster"],
+            registry=registry,
+        )
+        self.connect_errors = Counter(
+            "karpor_upstream_connect_errors",
+            "Connections to a cluster that could not be opened (refused, unreachable, "
+            "timed out), by cluster.",
+            ["cluster"],
+            registry=registry,
+        )
+        self.tls_errors = Counter(
+            "karpor_upstream_tls_errors",
+            "TLS handshakes with a cluster that failed (certificate not verified, "
+            "handshake refused), by cluster.",
+            ["cluster"],
+            registry=registry,
+        )
+        self.connections = Gauge(
+            "karpor_upstream_connections",
+            "Connections open to a cluster, by protocol: http1 (the pooled HTTP/1.1 "
+            "connections), h2 (HTTP/2 connections carrying watches and logs), upgrade "
+            "(one per exec, attach or port-forward session); sampled every few seconds.",
+            ["cluster", "protocol"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.idle = Gauge(
+            "karpor_upstream_idle_connections",
+            "Pooled HTTP/1.1 connections to a cluster waiting for a request; sampled "
+            "every few seconds.",
+            ["cluster"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.h2_streams = Gauge(
+            "karpor_upstream_h2_streams",
+            "HTTP/2 streams open to a cluster; sampled every few seconds.",
+            ["cluster"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.healthy = Gauge(
+            "karpor_cluster_healthy",
+            "Whether the cluster's health probe passes (1) or fails (0), as last probed.",
+            ["cluster"],
+            multiprocess_mode="livemostrecent",
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "karpor_config_reloads",
+            "Reloads of the clusters directory (each worker process reloads it itself: "
+            "one change counts once per worker).",
+            registry=registry,
+        )
+        self.reload_errors = Counter(
+            "karpor_config_reload_errors",
+            "Reloads of the clusters directory that found bad documents (skipped; the "
+            "last good definition of a cluster stays).",
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str, int], _Children] = {}
+        self._latency: dict[tuple[str, str], Any] = {}
+        self._bytes: dict[str, tuple[Any, Any]] = {}
+        self._kinds = {kind: self.streams.labels(kind) for kind in STREAM_KINDS}
+        self._pools: dict[tuple[str, str], Any] = {}
+        self._pool_values: dict[tuple[str, str], int] = {}
+
+    # -- the request path ------------------------------------------------------------
+
+    def _make_children(self, key: tuple[str, str, int]) -> _Children:
+        cluster, verb, code = key
+        latency = self._latency.get((cluster, verb))
+        if latency is None:
+            latency = self._latency[cluster, verb] = self.latency.labels(cluster, verb)
+        pair = self._bytes.get(cluster)
+        if pair is None:
+            pair = self._bytes[cluster] = (
+                self.bytes_in.labels(cluster),
+                self.bytes_out.labels(cluster),
+            )
+        children = _Children(self.requests.labels(cluster, verb, str(code)), latency, *pair)
+        self._children[key] = children
+        return children
+
+    def request_done(
+        self,
+        cluster: str,
+        verb: str,
+        code: int,
+        seconds: float,
+        bytes_in: int,
+        bytes_out: int,
+    ) -> None:
+        """One request ended: answered ``code`` after ``seconds`` (to its
+        response head), having read ``bytes_in`` and written ``bytes_out``."""
+        key = (cluster, verb, code)
+        children = self._children.get(key)
+        if children is None:
+            children = self._make_children(key)
+        children.requests.inc()
+        children.latency.observe(seconds)
+        if bytes_in > 0:
+            children.bytes_in.inc(bytes_in)
+        if bytes_out > 0:
+            children.bytes_out.inc(bytes_out)
+
+    def stream_started(self, kind: str) -> None:
+        """A long-running request of ``kind`` began (one of
+        :data:`~karpor.metrics.labels.STREAM_KINDS`)."""
+        self._kinds[kind].inc()
+
+    def stream_ended(self, kind: str) -> None:
+        """A long-running request of ``kind`` ended."""
+        self._kinds[kind].dec()
+
+    # -- upstream connections (karpor.proxy.pool.UpstreamErrors) --------------------
+
+    def connect_error(self, cluster: str) -> None:
+        """A connection to ``cluster`` could not be opened."""
+        self.connect_errors.labels(cluster).inc()
+
+    def tls_error(self, cluster: str) -> None:
+        """A TLS handshake with ``cluster`` failed."""
+        self.tls_errors.labels(cluster).inc()
+
+    def pool_sizes(self, sizes: Iterable[PoolSizes]) -> None:
+        """Set the connection gauges from a sample of every pool; clusters
+        missing from ``sizes`` go to 0 (values are written only when they
+        change)."""
+        seen: dict[tuple[str, str], int] = {}
+        for s in sizes:
+            seen[s.cluster, "http1"] = s.http1
+            seen[s.cluster, "h2"] = s.h2
+            seen[s.cluster, "upgrade"] = s.upgrade
+            seen[s.cluster, "idle"] = s.idle
+            seen[s.cluster, "h2_streams"] = s.h2_streams
+        for key in self._pool_values.keys() - seen.keys():
+            seen[key] = 0
+        for key, value in seen.items():
+            if self._pool_values.get(key) == value:
+                continue
+            self._pool_values[key] = value
+            child = self._pools.get(key)
+            if child is None:
+                cluster, what = key
+                if what == "idle":
+                    child = self.idle.labels(cluster)
+                elif what == "h2_streams":
+                    child = self.h2_streams.labels(cluster)
+                else:
+                    child = self.connections.labels(cluster, what)
+                self._pools[key] = child
+            child.set(value)
+
+    # -- cluster health and configuration -------------------------------------------
+
+    def cluster_health(self, cluster: str, healthy: bool) -> None:
+        """The health probe of ``cluster`` passed (``True``) or failed (each
+        verdict: :meth:`karpor.metrics.process.ProcessMetrics.health_listener`)."""
+        self.healthy.labels(cluster).set(1 if healthy else 0)
+
+    def reloaded(self, problems: int) -> None:
+        """The clusters directory was reloaded, with ``problems`` bad documents."""
+        self.reloads.inc()
+        if problems:
+            self.reload_errors.inc()

@@ -1,0 +1,67 @@
+"""``karpor certificates``: the content of a read-only state directory for replicas."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+
+from cryptography import x509
+
+from karpor.cli import build_parser
+from karpor.server import certificates, state
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    args = build_parser().parse_args(["certificates", *argv])
+    out, err = io.StringIO(), io.StringIO()
+    status = args.handler(args, out, err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def covered(directory: Path) -> set[str]:
+    cert = x509.load_pem_x509_certificate((directory / "serving.crt").read_bytes())
+    return set(state.certificate_hosts(cert))
+
+
+def test_writes_the_four_files_and_prints_the_ca_bundle(tmp_path: Path) -> None:
+    directory = tmp_path / "karpor-state"
+    status, out, err = run(str(directory))
+    assert status == 0
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "ca.crt",
+        "ca.key",
+        "serving.crt",
+        "serving.key",
+    ]
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    assert base64.b64decode(out.strip()) == (directory / "ca.crt").read_bytes()
+    assert set(certificates.DEFAULT_NAMES) | set(state.LOOPBACK) <= covered(directory)
+    assert f"--from-file={directory}" in err
+    assert "PRIVATE" not in out + err
+    # what replicas mount read-only
+    prepared = state.GatewayState.prepare(
+        directory, "0.0.0.0", names=certificates.DEFAULT_NAMES, read_only=True
+    )
+    assert base64.b64encode(prepared.ca.cert_pem).decode() == out.strip()
+
+
+def test_running_again_keeps_the_ca_and_adds_names(tmp_path: Path) -> None:
+    _, first, _ = run(str(tmp_path), "--name", "karpor.karpor.svc")
+    serving = (tmp_path / "serving.crt").read_bytes()
+    status, again, err = run(str(tmp_path), "--name", "karpor.karpor.svc")
+    assert (status, again) == (0, first)
+    assert "kept" in err
+    assert (tmp_path / "serving.crt").read_bytes() == serving
+    status, more, err = run(str(tmp_path), "--name", "gw.example.com", "--name", "10.0.0.9")
+    assert (status, more) == (0, first)
+    assert "issued (it does not cover" in err
+    assert {"karpor.karpor.svc", "gw.example.com", "10.0.0.9"} <= covered(tmp_path)
+
+
+def test_a_bad_name_is_a_usage_error(tmp_path: Path) -> None:
+    status, out, err = run(str(tmp_path / "s"), "--name", "not a name")
+    assert (status, out) == (2, "")
+    assert err == "karpor certificates: --name: not a DNS name or IP address: 'not a name'\n"
+    assert not (tmp_path / "s").exists()
