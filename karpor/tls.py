@@ -10,15 +10,16 @@ listener use it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
-from twisted.internet.interfaces import (
-    IOpenSSLClientConnectionCreator,
-    IOpenSSLServerConnectionCreator,
-)
+
+from karpor.tlstransport import ClientTLS
+
+__all__ = ["H2", "HTTP11", "ClientTLS", "client_options", "load_certificates", "server_options"]
 
 HTTP11: tuple[bytes, ...] = (b"http/1.1",)
 #: HTTP/2 preferred, HTTP/1.1 accepted (a cluster's stream connections; a
@@ -42,7 +43,40 @@ def _accept_any(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int,
     return True
 
 
-class _RequestClientCertificate(ssl.CertificateOptions):
+def _alpn_chooser(offered: Sequence[bytes]) -> Callable[[SSL.Connection, list[bytes]], bytes]:
+    """A server's ALPN choice: its first protocol the client offers.
+
+    Twisted's own chooser asks the connection's ``TLSMemoryBIOProtocol`` for
+    its factory; this one depends on nothing but the list, so it serves the
+    socket transports of :mod:`karpor.tlstransport` as well.
+    """
+
+    def choose(conn: SSL.Connection, client: list[bytes]) -> bytes:
+        for protocol in offered:
+            if protocol in client:
+                return protocol
+        return b""  # no overlap: the handshake fails, as Twisted's does
+
+    return choose
+
+
+class _ServerOptions(ssl.CertificateOptions):
+    """Server options whose context chooses ALPN with :func:`_alpn_chooser`."""
+
+    request_client_certificate = False
+    #: the ALPN protocols served, most preferred first
+    alpn: Sequence[bytes] = HTTP11
+
+    def _makeContext(self, skipCiphers: bool = False) -> SSL.Context:
+        ctx: SSL.Context = super()._makeContext(skipCiphers)
+        if self.alpn:
+            ctx.set_alpn_select_callback(_alpn_chooser(self.alpn))
+        if self.request_client_certificate:
+            ctx.set_verify(SSL.VERIFY_PEER, _accept_any)
+        return ctx
+
+
+class _RequestClientCertificate(_ServerOptions):
     """Server options that ask for a client certificate and accept any.
 
     The handshake never fails on a client certificate: the application
@@ -51,10 +85,7 @@ class _RequestClientCertificate(ssl.CertificateOptions):
     sent, so Go clients present whatever certificate they hold.
     """
 
-    def _makeContext(self, skipCiphers: bool = False) -> SSL.Context:
-        ctx: SSL.Context = super()._makeContext(skipCiphers)
-        ctx.set_verify(SSL.VERIFY_PEER, _accept_any)
-        return ctx
+    request_client_certificate = True
 
 
 def server_options(
@@ -63,8 +94,9 @@ def server_options(
     request_client_certificate: bool = True,
     alpn: Sequence[bytes] = HTTP11,
     chain_pem: bytes = b"",
-) -> IOpenSSLServerConnectionCreator:
-    """Server TLS options, built once per listening server.
+) -> ssl.CertificateOptions:
+    """Server TLS options, built once per listening server (an
+    ``IOpenSSLServerConnectionCreator``; ``getContext()`` is the context).
 
     With ``request_client_certificate`` the server asks for a client
     certificate and accepts any; check it with the peer certificate of the
@@ -73,7 +105,7 @@ def server_options(
     cert = crypto.load_certificate(crypto.FILETYPE_PEM, cert_pem)
     key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
     chain = load_certificates(chain_pem) if chain_pem else []
-    factory = _RequestClientCertificate if request_client_certificate else ssl.CertificateOptions
+    factory = _RequestClientCertificate if request_client_certificate else _ServerOptions
     opts = factory(
         privateKey=key,
         certificate=cert,
@@ -81,6 +113,7 @@ def server_options(
         acceptableProtocols=list(alpn),
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
+    opts.alpn = tuple(alpn)
     return opts
 
 
@@ -91,26 +124,26 @@ def client_options(
     key_pem: bytes | None = None,
     insecure: bool = False,
     alpn: Sequence[bytes] = HTTP11,
-) -> IOpenSSLClientConnectionCreator:
-    """Client TLS options for one upstream: verified against ``ca_pem`` (or
-    the system roots when ``None``) with hostname/IP checks, unless
+) -> ClientTLS:
+    """Client TLS for one upstream (:class:`karpor.tlstransport.ClientTLS`,
+    its context built here, once): verified against ``ca_pem`` (or the
+    system roots when ``None``) with the name or IP address checked, unless
     ``insecure``; presenting a client certificate when given one."""
-    client_cert: ssl.PrivateCertificate | None = None
+    kwargs: dict[str, Any] = {}
     if cert_pem and key_pem:
         client_cert = ssl.PrivateCertificate.loadPEM(key_pem + b"\n" + cert_pem)
+        kwargs = {
+            "privateKey": client_cert.privateKey.original,
+            "certificate": client_cert.original,
+        }
     if insecure:
-        kwargs: dict[str, object] = {}
-        if client_cert is not None:
-            kwargs = {
-                "privateKey": client_cert.privateKey.original,
-                "certificate": client_cert.original,
-            }
         opts = ssl.CertificateOptions(
             verify=False,
             acceptableProtocols=list(alpn),
-            **kwargs,  # type: ignore[arg-type]
+            raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            **kwargs,
         )
-        return opts
+        return ClientTLS(_offering(opts.getContext(), alpn), hostname, verify=False)
     trust: IOpenSSLTrustRoot
     if ca_pem:
         trust = ssl.trustRootFromCertificates(
@@ -118,9 +151,18 @@ def client_options(
         )
     else:
         trust = ssl.platformTrust()
-    return ssl.optionsForClientTLS(
-        hostname,
+    opts = ssl.CertificateOptions(
         trustRoot=trust,
-        clientCertificate=client_cert,
         acceptableProtocols=list(alpn),
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        **kwargs,
     )
+    return ClientTLS(_offering(opts.getContext(), alpn), hostname, verify=True)
+
+
+def _offering(context: SSL.Context, alpn: Sequence[bytes]) -> SSL.Context:
+    """``context`` offering ``alpn`` on every connection (Twisted offers
+    per connection of its own TLS protocol)."""
+    if alpn:
+        context.set_alpn_protos(list(alpn))
+    return context

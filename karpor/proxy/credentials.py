@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 
 from karpor import tls
 from karpor.config.model import Cluster, ExecCredential, TokenCredential, X509Credential
@@ -155,9 +155,9 @@ class ClusterCredentials:
                 )
         self._block = self._host_line + self._auth_line
         self._h2 = self._h2_headers()
-        self.tls: IOpenSSLClientConnectionCreator | None = None
+        self.tls: tls.ClientTLS | None = None
         #: the same TLS options offering ALPN ``h2`` first (HTTP/2 streams)
-        self.tls_h2: IOpenSSLClientConnectionCreator | None = None
+        self.tls_h2: tls.ClientTLS | None = None
         if self.endpoint.scheme == "https":
             ca_pem = cluster.ca_pem or (
                 _read(cluster.ca_file, "CA file") if cluster.ca_file else None

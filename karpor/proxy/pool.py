@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -55,6 +55,7 @@ from karpor.proxy.upstream import (
     UpstreamConnection,
     describe_failure,
 )
+from karpor.tlstransport import TLSClientEndpoint
 
 log = Logger()
 
@@ -157,22 +158,20 @@ class ClusterPool:
 
     def _default_endpoint(self, credentials: ClusterCredentials) -> IStreamClientEndpoint:
         ep = credentials.endpoint
-        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+        if credentials.tls is not None:
+            return TLSClientEndpoint(
+                self._reactor, ep.host, ep.port, credentials.tls, self._settings.connect_timeout
+            )
+        return HostnameEndpoint(
             self._reactor, ep.host, ep.port, timeout=self._settings.connect_timeout
         )
-        if credentials.tls is not None:
-            endpoint = wrapClientTLS(credentials.tls, endpoint)
-        return endpoint
 
     def _default_h2_endpoint(self, credentials: ClusterCredentials) -> IStreamClientEndpoint | None:
         if credentials.tls_h2 is None:
             return None  # plain HTTP: no ALPN, HTTP/1.1 only
         ep = credentials.endpoint
-        return wrapClientTLS(
-            credentials.tls_h2,
-            HostnameEndpoint(
-                self._reactor, ep.host, ep.port, timeout=self._settings.connect_timeout
-            ),
+        return TLSClientEndpoint(
+            self._reactor, ep.host, ep.port, credentials.tls_h2, self._settings.connect_timeout
         )
 
     @property

@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet import reactor as _reactor
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -43,11 +44,9 @@ class GatewayWorkerApp:
     def __init__(self, service: GatewayService) -> None:
         self.service = service
 
-    @property
-    def factory(self) -> IProtocolFactory:
-        """The TLS-wrapped front factory."""
-        assert self.service.factory is not None
-        return self.service.factory
+    def listen(self, fd: int, family: socket.AddressFamily) -> IListeningPort:
+        """The gateway's TLS port on the inherited descriptor."""
+        return self.service.listen_adopted(fd, family)
 
     def drain(self, deadline: float) -> defer.Deferred[None]:
         """Drain the gateway, then stop its service."""

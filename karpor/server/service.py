@@ -54,17 +54,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.application.service import IService, Service
 from twisted.internet import defer, threads
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IReactorTCP
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
 from karpor.api.handler import GatewayApi
@@ -91,6 +92,7 @@ from karpor.server import state
 from karpor.server.front import GatewayFactory
 from karpor.server.logs import LoggedService
 from karpor.tls import server_options
+from karpor.tlstransport import TLSPort
 
 #: the demo's state directory when none is given (in the working directory)
 DEMO_STATE_DIR = "karpor-demo"
@@ -291,8 +293,10 @@ class GatewayService(Service):
         self.registry = Registry()
         self.health = Health()
         self.serving: Serving | None = None
-        #: the TLS-wrapped front factory, once built (a worker adopts its socket with it)
-        self.factory: TLSMemoryBIOFactory | None = None
+        #: the front factory (connections arrive through TLS on the socket)
+        self.factory: GatewayFactory | None = None
+        #: the serving TLS context, built once (:mod:`karpor.tlstransport`)
+        self.tls_context: SSL.Context | None = None
         self.front: GatewayFactory | None = None
         self._listen_here = listen
         self._pools: UpstreamPools | None = None
@@ -441,11 +445,10 @@ class GatewayService(Service):
             health_gate=prober.refusal,
             metrics=metrics.recorder,
         )
-        tls = TLSMemoryBIOFactory(
-            server_options(prepared.serving.cert_pem, prepared.serving.key_pem), False, factory
-        )
+        context = server_options(prepared.serving.cert_pem, prepared.serving.key_pem).getContext()
         self.front = factory
-        self.factory = tls
+        self.factory = factory
+        self.tls_context = context
         self._watcher = ChangeWatcher(reactor, settings.clusters_dir, self.reload)
         self._watcher.watch_files(f for c in snapshot.clusters.values() for f in c.files())
         self._watcher.start()
@@ -456,7 +459,7 @@ class GatewayService(Service):
         self._access_timer = timer
         port = settings.port
         if self._listen_here:
-            self._port = self._listen(tls)
+            self._port = self._listen(factory, context)
             port = int(getattr(self._port.getHost(), "port", settings.port))
         url = state.default_server(settings.host, port)
         prepared.record(state.GatewayRecord(state.absolute(settings.clusters_dir), url))
@@ -491,13 +494,15 @@ class GatewayService(Service):
             else:
                 self.log.info("{message}", message=message)
 
-    def _listen(self, factory: TLSMemoryBIOFactory) -> IListeningPort:
-        tcp: IReactorTCP = self.reactor
+    def listen_adopted(self, fd: int, family: socket.AddressFamily) -> IListeningPort:
+        """Serve on a listening descriptor inherited from the supervisor."""
+        assert self.factory is not None and self.tls_context is not None
+        return TLSPort.adopt(self.reactor, fd, family, self.factory, self.tls_context)
+
+    def _listen(self, factory: GatewayFactory, context: SSL.Context) -> IListeningPort:
         try:
-            return tcp.listenTCP(
-                self.settings.port,
-                factory,  # type: ignore[arg-type]
-                interface=self.settings.host,
+            return TLSPort.listen(
+                self.reactor, self.settings.port, factory, context, interface=self.settings.host
             )
         except CannotListenError as exc:
             reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)

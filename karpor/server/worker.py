@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -36,9 +36,8 @@ DEFAULT_DRAIN = 30.0
 class WorkerApp(Protocol):
     """What a worker serves."""
 
-    @property
-    def factory(self) -> IProtocolFactory:
-        """The protocol factory for accepted connections (TLS already wrapped)."""
+    def listen(self, fd: int, family: socket.AddressFamily) -> IListeningPort:
+        """Serve on the inherited listening descriptor ``fd`` (TLS included)."""
 
     def drain(self, deadline: float) -> defer.Deferred[None]:
         """Finish in-flight work (listening has stopped); fire when done.
@@ -89,7 +88,7 @@ class WorkerRuntime:
 
     def start(self, control_fd: int, listen_fd: int) -> None:
         """Adopt the sockets (and close the inherited descriptors), then report Ready."""
-        self._port = self.reactor.adoptStreamPort(listen_fd, self._family, self.app.factory)
+        self._port = self.app.listen(listen_fd, self._family)
         os.close(listen_fd)
         self.reactor.adoptStreamConnection(
             control_fd, socket.AF_UNIX, Factory.forProtocol(self._make_control)

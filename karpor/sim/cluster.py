@@ -40,9 +40,8 @@ from typing import Any
 import yaml
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from karpor.auth.ca import CertificateAuthority, IssuedCertificate, write_private
 from karpor.auth.identity import Identity
@@ -54,6 +53,7 @@ from karpor.sim.server import ApiServer, ServerVersion, SimulatorSite
 from karpor.sim.store import Store
 from karpor.sim.streaming import StreamServer
 from karpor.tls import H2, server_options
+from karpor.tlstransport import TLSPort
 
 CLUSTER_API_VERSION = "cluster.karpor.io/v1beta1"
 #: the label the simulator puts on the Cluster documents it writes
@@ -223,16 +223,12 @@ class SimulatedCluster(Service):
                 name=self.name,
                 host=self.host,
             )
-        tcp: IReactorTCP = self.reactor  # type: ignore[assignment]
-        tls = TLSMemoryBIOFactory(
-            server_options(self.serving.cert_pem, self.serving.key_pem, alpn=H2),
-            False,
-            self.site,
-        )
-        # TLSMemoryBIOFactory is a WrappingFactory; its type parameters do not line up
-        self._listening = tcp.listenTCP(
+        context = server_options(self.serving.cert_pem, self.serving.key_pem, alpn=H2)
+        self._listening = TLSPort.listen(
+            self.reactor,
             self.requested_port,
-            tls,  # type: ignore[arg-type]
+            self.site,
+            context.getContext(),
             interface=self.host,
         )
         self.api.server_address = f"{_url_host(self.host)}:{self.port}"

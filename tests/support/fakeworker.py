@@ -8,12 +8,13 @@ exercise socket adoption, readiness and draining as the gateway does.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet import reactor as _reactor
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -63,9 +64,11 @@ class FakeApp:
         self.done: defer.Deferred[None] = defer.Deferred()
         self.state: dict[str, Any] = {}
 
-    @property
-    def factory(self) -> IProtocolFactory:
-        return Factory.forProtocol(lambda: _PidHTTP(self))
+    def listen(self, fd: int, family: socket.AddressFamily) -> IListeningPort:
+        port: IListeningPort = reactor.adoptStreamPort(
+            fd, family, Factory.forProtocol(lambda: _PidHTTP(self))
+        )
+        return port
 
     def drain(self, deadline: float) -> defer.Deferred[None]:
         self.draining = True

@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from OpenSSL import SSL
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, Logger, formatEvent
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
 from karpor.server import state
@@ -20,6 +20,7 @@ from karpor.server.service import (
     makeService,
     resolve_settings,
 )
+from karpor.tlstransport import TLSPort
 
 GOOD = """\
 apiVersion: cluster.karpor.io/v1beta1
@@ -124,7 +125,7 @@ def test_make_service_builds_a_supervisor_with_workers(tmp_path):
     assert "--workers" in argv and "--clusters-dir" in argv
 
 
-def test_start_loads_listens_and_records(tmp_path):
+def test_start_loads_listens_and_records(tmp_path, monkeypatch):
     clusters = tmp_path / "clusters"
     clusters.mkdir()
     (clusters / "c.yaml").write_text(GOOD)
@@ -134,6 +135,13 @@ def test_start_loads_listens_and_records(tmp_path):
         demo=False,
     )
     reactor = MemoryReactorClock()
+    listened: list[tuple[Any, ...]] = []
+
+    def listen(reactor: Any, port: int, factory: Any, context: Any, interface: str = "") -> Any:
+        listened.append((reactor, port, factory, context, interface))
+        return reactor.listenTCP(port, factory, interface=interface)
+
+    monkeypatch.setattr(TLSPort, "listen", listen)
     seen: list[Serving] = []
     service = GatewayService(settings, reactor=reactor, on_serving=seen.append)
     events: list[dict[str, Any]] = []
@@ -148,15 +156,15 @@ def test_start_loads_listens_and_records(tmp_path):
     problems = [line for line in lines if line.startswith(f"{clusters / 'c.yaml'}: document 2: ")]
     assert len(problems) == 3, lines
     assert not any("tok-secret" in line for line in lines)
-    [(port, factory, _backlog, interface)] = reactor.tcpServers
+    [(_, port, factory, context, interface)] = listened
     assert (port, interface) == (9443, "127.0.0.1")
+    assert isinstance(context, SSL.Context) and context is service.tls_context
     assert list(service.clusters()) == ["one"]
     [serving] = seen
     assert serving.url == "https://127.0.0.1:9443"
     assert serving.clusters == 1
     record = json.loads((tmp_path / "state" / "gateway.json").read_text())
     assert record == {"clustersDir": str(clusters), "server": "https://127.0.0.1:9443"}
-    gateway_factory = cast(TLSMemoryBIOFactory, factory).wrappedFactory
-    assert cast(GatewayFactory, gateway_factory).clusters() is service.registry.current.clusters
+    assert cast(GatewayFactory, factory).clusters() is service.registry.current.clusters
     service.stopService()
     assert state.read_record(tmp_path / "state") is not None

@@ -1,0 +1,456 @@
+"""TLS on the socket: Twisted TCP transports whose socket is a pyOpenSSL
+``Connection`` (the gateway's front connections and its connections to
+clusters).
+
+Twisted's own TLS (:class:`twisted.protocols.tls.TLSMemoryBIOProtocol`)
+layers a protocol over a plain TCP transport and moves every byte through
+memory BIOs: each read is a ``recv`` into Python, a ``bio_write``, a loop
+of ``SSL_read`` ending in ``WantReadError``; each write is an ``SSL_write``,
+a loop of ``bio_read`` and a TCP write deferred to the next reactor turn
+(small writes are aggregated by a ``callLater(0)``).  On the gateway's
+request path that glue was a third of a worker's CPU.  Here the
+``Connection`` owns the descriptor (``SSL_set_fd``): a read is one
+``SSL_read`` on the socket, a write one ``SSL_write`` (a loop of them for a
+large buffer), and a write on an idle connection goes out at once instead
+of waiting for the reactor to report the socket writable.
+
+Everything else is Twisted's TCP transport (:mod:`twisted.internet.tcp`):
+buffering, producers and consumers, ``loseConnection``, half-close,
+``abortConnection``.  What TLS adds:
+
+* the handshake runs on the first readable/writable events; data written
+  before it completes is buffered; a handshake failure ends the connection
+  with the ``SSL.Error``;
+* a client verifies the server's name (or IP address) with
+  ``service_identity`` once the handshake is done, before its protocol
+  hears of it (a mismatch ends the connection with the ``VerificationError``
+  and nothing is sent); SNI goes out for names;
+* protocols providing :class:`~twisted.internet.interfaces.IHandshakeListener`
+  hear ``handshakeCompleted``; ``getPeerCertificate`` and
+  ``negotiatedProtocol`` (ALPN) answer as Twisted's TLS transports do;
+* an orderly close (and ``loseWriteConnection``) sends ``close_notify``;
+  a peer's ``close_notify``, or a TCP end without one, is the end of input.
+
+:class:`TLSPort` listens (or adopts a listening descriptor from the
+supervisor); :class:`TLSClientEndpoint` connects.  The SSL contexts come
+from :mod:`karpor.tls`, built once per server or per cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from OpenSSL import SSL
+from service_identity import VerificationError
+from service_identity.pyopenssl import verify_hostname, verify_ip_address
+from twisted.internet import main, tcp
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    ISSLTransport,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import ClientFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+#: most ``SSL_read``s (records) per readable event: OpenSSL reads ahead, so
+#: a connection reads until ``WantReadError``, in turns of at most this many
+_READS_PER_EVENT = 16
+#: most reads discarding unread input before an orderly close
+_DISCARD_READS = 16
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """How to speak TLS to one server: the context (built once) and the name
+    its certificate must show (``verify``: the name is checked)."""
+
+    context: SSL.Context
+    hostname: str
+    verify: bool = True
+
+    @property
+    def is_ip(self) -> bool:
+        """Whether :attr:`hostname` is an IP address (no SNI; IP SAN check)."""
+        try:
+            ipaddress.ip_address(self.hostname)
+        except ValueError:
+            return False
+        return True
+
+
+class _TLSConnection:
+    """What TLS changes in :class:`twisted.internet.tcp.Connection` (a mixin
+    placed before it)."""
+
+    socket: Any
+    protocol: IProtocol
+    reactor: Any
+    connected: int
+    disconnecting: int
+    disconnected: int
+    dataBuffer: bytes
+    offset: int
+    _tempDataBuffer: list[bytes]
+    _writeDisconnected: bool
+    _raw: socket.socket
+    _client_tls: ClientTLS | None = None
+    _handshaken = False
+    _reading = False
+
+    def _wrap(self, raw: socket.socket, context: SSL.Context, server: bool) -> SSL.Connection:
+        self._raw = raw
+        conn = SSL.Connection(context, raw)
+        if server:
+            conn.set_accept_state()
+        else:
+            conn.set_connect_state()
+        conn.set_app_data(self)
+        return conn
+
+    # -- the handshake ---------------------------------------------------
+
+    def _handshake(self) -> BaseException | None:
+        """One step of the handshake; an exception ends the connection."""
+        try:
+            self.socket.do_handshake()
+        except SSL.WantReadError:
+            self.stopWriting()  # type: ignore[attr-defined]
+            return None
+        except SSL.WantWriteError:
+            self.startWriting()  # type: ignore[attr-defined]
+            return None
+        except SSL.Error as exc:
+            return exc
+        client = self._client_tls
+        if client is not None and client.verify:
+            try:
+                if client.is_ip:
+                    verify_ip_address(self.socket, client.hostname)
+                else:
+                    verify_hostname(self.socket, client.hostname)
+            except VerificationError as exc:
+                return exc
+        self._handshaken = True
+        if self._tempDataBuffer or self.offset < len(self.dataBuffer) or self.disconnecting:
+            self.startWriting()  # type: ignore[attr-defined]
+        else:
+            self.stopWriting()  # type: ignore[attr-defined]
+        listener = IHandshakeListener(self.protocol, None)
+        if listener is not None:
+            listener.handshakeCompleted()
+        return None
+
+    # -- reading -----------------------------------------------------------
+
+    def startReading(self) -> None:
+        self._reading = True
+        tcp.Connection.startReading(self)  # type: ignore[arg-type]
+        if self._handshaken:
+            # OpenSSL may hold records it read ahead while reading was
+            # paused; the socket will not report them readable
+            self.reactor.callLater(0, self._read_buffered)
+
+    def stopReading(self) -> None:
+        self._reading = False
+        tcp.Connection.stopReading(self)  # type: ignore[arg-type]
+
+    def _read_buffered(self) -> None:
+        if self._reading and self.connected and not self.disconnected:
+            why = self.doRead()
+            if why is not None:
+                self.reactor._disconnectSelectable(self, why, True)
+
+    def doRead(self) -> BaseException | None:
+        if not self._handshaken:
+            why = self._handshake()
+            if why is not None or not self._handshaken:
+                return why
+        recv = self.socket.recv
+        for _ in range(_READS_PER_EVENT):
+            try:
+                data = recv(self.bufferSize)  # type: ignore[attr-defined]
+            except SSL.WantReadError:
+                return None
+            except SSL.WantWriteError:
+                self.startWriting()  # type: ignore[attr-defined]
+                return None
+            except SSL.ZeroReturnError:
+                return main.CONNECTION_DONE
+            except SSL.SysCallError as exc:
+                # (-1, 'Unexpected EOF'): the TCP end without close_notify
+                return main.CONNECTION_DONE if exc.args[0] == -1 else main.CONNECTION_LOST
+            except SSL.Error as exc:
+                return exc
+            self.protocol.dataReceived(data)
+            if not self._reading or self.disconnected:
+                return None
+        # more records are buffered (read ahead): finish them on the next turn
+        self.reactor.callLater(0, self._read_buffered)
+        return None
+
+    # -- writing -----------------------------------------------------------
+
+    def doWrite(self) -> BaseException | None:
+        if not self._handshaken:
+            if self.disconnecting:
+                return main.CONNECTION_DONE
+            why = self._handshake()
+            if why is not None or not self._handshaken:
+                return why
+        return tcp.Connection.doWrite(self)  # type: ignore[arg-type,no-any-return]
+
+    def writeSomeData(self, data: bytes) -> int | BaseException:
+        if not self._handshaken:
+            return 0
+        view = memoryview(data)
+        sent = 0
+        send = self.socket.send
+        while sent < len(view):
+            try:
+                sent += send(view[sent : sent + 0x40000])
+            except (SSL.WantWriteError, SSL.WantReadError):
+                break
+            except SSL.Error:
+                return main.CONNECTION_LOST
+        return sent
+
+    def write(self, data: bytes) -> None:
+        if (
+            self._handshaken
+            and not self._tempDataBuffer
+            and self.offset == len(self.dataBuffer)
+            and self.connected
+            and not self.disconnecting
+            and not self._writeDisconnected
+            and data
+        ):
+            sent = self.writeSomeData(data)
+            if not isinstance(sent, int):
+                sent = 0  # the buffered write meets the error in doWrite
+            if sent == len(data):
+                return
+            data = data[sent:]
+        tcp.Connection.write(self, data)  # type: ignore[arg-type]
+
+    def writeSequence(self, iovec: Iterable[bytes]) -> None:
+        self.write(b"".join(iovec))
+
+    # -- closing -------------------------------------------------------------
+
+    def _closeWriteConnection(self) -> None:
+        if self._handshaken:
+            with contextlib.suppress(SSL.Error):
+                self.socket.shutdown()  # close_notify
+        with contextlib.suppress(OSError):
+            self._raw.shutdown(socket.SHUT_WR)
+        half = IHalfCloseableProtocol(self.protocol, None)
+        if half is not None:
+            try:
+                half.writeConnectionLost()
+            except BaseException:
+                self.connectionLost(Failure())  # type: ignore[attr-defined]
+
+    def _closeSocket(self, orderly: bool) -> None:
+        raw = self._raw
+        try:
+            if orderly:
+                if self._handshaken and not self._writeDisconnected:
+                    with contextlib.suppress(SSL.Error):
+                        self.socket.shutdown()  # close_notify, best effort
+                # input nobody will read (a TLS 1.3 session ticket, say) would
+                # turn close() into a reset that can destroy what the peer has
+                # not read yet: discard it first
+                for _ in range(_DISCARD_READS):
+                    if not raw.recv(65536):
+                        break
+            else:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        raw.close()
+
+    # -- what the protocol may ask --------------------------------------------
+
+    def getPeerCertificate(self) -> Any:
+        """The peer's certificate (``OpenSSL.crypto.X509``) or ``None``."""
+        return self.socket.get_peer_certificate() if self._handshaken else None
+
+    @property
+    def negotiatedProtocol(self) -> bytes | None:
+        """The ALPN protocol chosen (``None`` before the handshake or without one)."""
+        if not self._handshaken:
+            return None
+        chosen: bytes | None = self.socket.get_alpn_proto_negotiated() or None
+        return chosen
+
+
+@implementer(ISSLTransport)
+class TLSServer(_TLSConnection, tcp.Server):  # type: ignore[misc]
+    """An accepted connection of a :class:`TLSPort`."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: IProtocol,
+        client: Any,
+        server: TLSPort,
+        sessionno: int,
+        reactor: Any,
+    ) -> None:
+        conn = self._wrap(sock, server.context, server=True)
+        tcp.Server.__init__(
+            self,
+            conn,  # type: ignore[arg-type]
+            protocol,
+            client,
+            server,
+            sessionno,
+            reactor,
+        )
+
+
+class TLSPort(tcp.Port):
+    """A listening port whose connections speak TLS with ``context``."""
+
+    transport = TLSServer  # type: ignore[assignment]
+
+    #: set by :meth:`adopt` / :meth:`listen` before the first connection
+    context: SSL.Context
+
+    @classmethod
+    def adopt(
+        cls,
+        reactor: Any,
+        fd: int,
+        family: socket.AddressFamily,
+        factory: IProtocolFactory,
+        context: SSL.Context,
+    ) -> IListeningPort:
+        """Listen on an inherited listening descriptor (a worker's)."""
+        port: TLSPort = cls._fromListeningDescriptor(reactor, fd, family, factory)
+        port.context = context
+        port.startListening()
+        return port
+
+    @classmethod
+    def listen(
+        cls,
+        reactor: Any,
+        port: int,
+        factory: IProtocolFactory,
+        context: SSL.Context,
+        interface: str = "",
+        backlog: int = 50,
+    ) -> IListeningPort:
+        """Listen on ``interface:port`` (``CannotListenError`` as ``listenTCP``)."""
+        listening = cls(port, factory, backlog=backlog, interface=interface, reactor=reactor)
+        listening.context = context
+        listening.startListening()
+        return listening
+
+
+@implementer(ISSLTransport)
+class TLSClient(_TLSConnection, tcp.Client):  # type: ignore[misc]
+    """An outgoing connection that speaks TLS once TCP is connected."""
+
+    def __init__(self, host: str, port: int, connector: _TLSConnector, reactor: Any) -> None:
+        self._client_tls = connector.tls
+        tcp.Client.__init__(self, host, port, None, connector, reactor)
+
+    def _connectDone(self) -> None:
+        tls = self._client_tls
+        assert tls is not None
+        conn = self._wrap(self.socket, tls.context, server=False)
+        if not tls.is_ip:
+            conn.set_tlsext_host_name(tls.hostname.encode("idna"))
+        self.socket = conn
+        tcp.Client._connectDone(self)
+        if self.connected:
+            self.startWriting()  # the ClientHello
+            factory = self.connector.factory
+            if isinstance(factory, _Connecting):
+                factory.connected(self.protocol)
+
+
+class _TLSConnector(tcp.Connector):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        factory: ClientFactory,
+        timeout: float,
+        reactor: Any,
+        tls: ClientTLS,
+    ) -> None:
+        super().__init__(host, port, factory, timeout, None, reactor)
+        self.tls = tls
+
+    def _makeTransport(self) -> TLSClient:
+        return TLSClient(self.host, self.port, self, self.reactor)
+
+
+class _Connecting(ClientFactory):
+    """Hands the one connection's protocol to a Deferred (or its failure)."""
+
+    noisy = False  # no "Starting factory" line per upstream connection
+
+    def __init__(self, factory: IProtocolFactory, deferred: Deferred[IProtocol]) -> None:
+        self._factory = factory
+        self._deferred = deferred
+
+    def buildProtocol(self, addr: Any) -> IProtocol | None:  # type: ignore[override]
+        return self._factory.buildProtocol(addr)
+
+    def connected(self, protocol: IProtocol) -> None:
+        """TCP is up and ``protocol`` has its transport."""
+        if not self._deferred.called:
+            self._deferred.callback(protocol)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        if not self._deferred.called:
+            self._deferred.errback(reason)
+
+
+@implementer(IStreamClientEndpoint)
+class TLSClientEndpoint:
+    """Connects to ``host:port`` and speaks TLS as ``tls`` says.
+
+    Names resolve as ``reactor.connectTCP`` resolves them (IPv4); IP
+    addresses of either family connect directly.
+    """
+
+    def __init__(
+        self, reactor: Any, host: str, port: int, tls: ClientTLS, timeout: float = 30
+    ) -> None:
+        self._reactor = reactor
+        self._host = host
+        self._port = port
+        self._tls = tls
+        self._timeout = timeout
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """Start connecting; fires with the protocol once TCP is connected
+        (the handshake follows: ``IHandshakeListener`` tells when it is done)."""
+        connector: list[_TLSConnector] = []
+
+        def cancel(d: Deferred[IProtocol]) -> None:
+            connector[0].stopConnecting()
+
+        deferred: Deferred[IProtocol] = Deferred(cancel)
+        factory = _Connecting(protocolFactory, deferred)
+        c = _TLSConnector(self._host, self._port, factory, self._timeout, self._reactor, self._tls)
+        connector.append(c)
+        c.connect()
+        return deferred

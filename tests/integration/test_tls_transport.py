@@ -1,0 +1,89 @@
+"""TLS on the socket (:mod:`karpor.tlstransport`) over real loopback sockets.
+
+The scenarios run in one subprocess (``support.tlsscenarios``: a reactor
+cannot be restarted inside pytest); each test checks one scenario's record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, Any]:
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-m", "support.tlsscenarios"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out: dict[str, Any] = json.loads(done.stdout)
+    assert "error" not in out, out["error"]
+    return out
+
+
+def test_alpn_h2_and_the_client_certificate_reach_the_server(results: dict[str, Any]) -> None:
+    r = results["echo_h2_with_client_cert"]
+    assert r["handshake"] and r["alpn"] == "h2" and r["server_alpn"] == "h2"
+    assert r["server_peer"] == "alice"
+    assert r["received"] == "echo:hello"
+    assert r["reason"].startswith("ConnectionDone")
+
+
+def test_http11_by_name_without_a_client_certificate(results: dict[str, Any]) -> None:
+    r = results["echo_http11"]
+    assert r["alpn"] == "http/1.1" and r["server_peer"] is None
+    assert r["received"] == "echo:hi"
+
+
+def test_data_written_before_the_handshake_is_delivered(results: dict[str, Any]) -> None:
+    r = results["write_before_handshake"]
+    assert r["received"] == "echo:early bird"
+
+
+def test_8_mib_arrive_intact_with_backpressure(results: dict[str, Any]) -> None:
+    r = results["large_upload"]
+    assert r["server_bytes"] == r["expected_bytes"]
+    assert r["server_digest"] == r["expected_digest"]
+    assert r["paused"] > 0, "the producer was never paused"
+    assert r["received"] == "got it all"
+
+
+def test_a_name_mismatch_fails_before_anything_is_sent(results: dict[str, Any]) -> None:
+    r = results["wrong_name"]
+    assert not r["handshake"]
+    assert r["reason"].startswith("VerificationError") and "not-the-server.example" in r["reason"]
+    assert r["server_bytes"] == 0
+
+
+def test_an_untrusted_certificate_fails_the_handshake(results: dict[str, Any]) -> None:
+    r = results["untrusted_ca"]
+    assert not r["handshake"] and "certificate verify failed" in r["reason"]
+    assert r["server_bytes"] == 0
+
+
+def test_insecure_skips_name_and_chain_checks(results: dict[str, Any]) -> None:
+    r = results["insecure_skips_verification"]
+    assert r["handshake"] and r["received"] == "echo:x"
+
+
+def test_half_close_lets_the_server_answer_after_the_clients_end(results: dict[str, Any]) -> None:
+    r = results["half_close"]
+    assert r["server_half"] is True
+    assert r["received"] == "echo:last wordsbye after half-close"
+    assert r["reason"].startswith("ConnectionDone")
