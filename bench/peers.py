@@ -127,6 +127,12 @@ def _ready_200(peer: Peer, proc: Proc) -> None:
     wait_for(f"{peer.label} serving", check, READY_TIMEOUT, proc)
 
 
+#: the upstream's ``/version`` (a kube-apiserver's shape)
+VERSION_JSON = (
+    '{"major": "1", "minor": "33", "gitVersion": "v1.33.0-bench-nginx", "platform": "linux/amd64"}'
+)
+
+
 def start_upstream(procs: Processes, ws: Workspace, workers: int) -> Peer:
     """nginx over TLS serving the pod JSON behind a bearer-token check."""
     port = free_port()
@@ -138,6 +144,17 @@ def start_upstream(procs: Processes, ws: Workspace, workers: int) -> Peer:
             if ($http_authorization != "Bearer {ws.upstream_token}") {{ return 401; }}
             default_type application/json;
             alias {ws.root / "www" / "pod.json"};
+        }}
+        # what a gateway's health probe reads (kube-apiserver answers these too)
+        location = /readyz {{
+            if ($http_authorization != "Bearer {ws.upstream_token}") {{ return 401; }}
+            default_type text/plain;
+            return 200 "ok";
+        }}
+        location = /version {{
+            if ($http_authorization != "Bearer {ws.upstream_token}") {{ return 401; }}
+            default_type application/json;
+            return 200 '{VERSION_JSON}';
         }}
         location / {{ return 404; }}
     }}"""

@@ -92,21 +92,30 @@ def sections(karpor: str) -> list[Section]:
         Section(
             "watch",
             "3. Concurrent watches through one worker",
-            "N watch streams of ConfigMaps held open at once, then a ConfigMap is updated "
-            "repeatedly; RSS is the peer's process tree (VmRSS), upstream connections are "
-            "those to the simulator opened while the watches were open.",
+            "N watch streams of ConfigMaps held open at once for the whole round. RSS is the "
+            "peer's process tree (VmRSS), upstream connections are those to the simulator "
+            "opened while the watches were open. **Sparse**: while all N are open, a series of "
+            "updates each reaching only a few of them (N spread over K probe ConfigMaps, see "
+            "below): the write → read latency of one event through a peer holding N watches, "
+            "the figure the watch target is about. **Broadcast**: then a few updates of one "
+            "ConfigMap all N watch: each is an N-wide fan-out, so its latency is the time to "
+            "move N events through the simulator, the peer and the clients.",
             (
                 Column("open_s", "open all s", ms),
                 Column("kib_per_stream", "KiB/stream", "{:.1f}"),
                 Column("rss_mib", "RSS MiB", "{:.1f}"),
                 Column("upstream_conns", "upstream conns", "{:.0f}"),
-                Column("ev_p50", "event p50 ms", ms),
-                Column("ev_p99", "event p99 ms", ms),
-                Column("delivered", "delivered", "{:.0%}"),
+                Column("sparse_p50", "sparse event p50 ms", ms),
+                Column("sparse_p99", "sparse event p99 ms", ms),
+                Column("sparse_delivered", "sparse delivered", "{:.0%}"),
+                Column("bcast_p50", "broadcast event p50 ms", ms),
+                Column("bcast_p99", "broadcast event p99 ms", ms),
+                Column("bcast_delivered", "broadcast delivered", "{:.0%}"),
             ),
             (
                 Ratio("kib_per_stream", "karpor-1", "KiB/stream ÷ karpor"),
-                Ratio("ev_p99", "direct", "event p99 ÷ direct"),
+                Ratio("sparse_p99", "direct", "sparse p99 ÷ direct"),
+                Ratio("bcast_p99", "direct", "broadcast p99 ÷ direct"),
             ),
         ),
         Section(
@@ -283,13 +292,15 @@ def targets(results: Results, karpor: str, sweep_counts: Sequence[int]) -> list[
             None if kib is None else kib <= 48,
             _fmt(kib, " KiB"),
         )
-        p99 = big.values.get("ev_p99")
+        p99 = big.values.get("sparse_p99")
+        direct = v("watch", "direct", big.params, "sparse_p99")
         check(
-            f"watch event p99 ({big.params})",
+            f"watch event p99 while the watches are open ({big.params}; sparse: each update "
+            "reaches a few of them)",
             "≤ 50 ms",
             p99,
             None if p99 is None else p99 <= 50,
-            _fmt(p99, " ms"),
+            _fmt(p99, " ms") + (f" (simulator direct: {direct:,.2f} ms)" if direct else ""),
         )
         conns = big.values.get("upstream_conns")
         check(

@@ -27,7 +27,8 @@ def _tools_missing() -> list[str]:
     ]
 
 
-def test_quick_bench_produces_numbers(tmp_path):
+def _quick_run(tmp_path: Path, only: str) -> str:
+    """``python -m bench --quick --only ONLY``; the RESULTS.md it wrote (skips without tools)."""
     missing = _tools_missing()
     if missing and os.geteuid() != 0:
         pytest.skip(f"{', '.join(missing)} not installed and not root to apt-get install them")
@@ -43,7 +44,7 @@ def test_quick_bench_produces_numbers(tmp_path):
             "--out",
             str(out),
             "--only",
-            "latency,throughput,workers",
+            only,
         ],
         cwd=ROOT,
         capture_output=True,
@@ -54,7 +55,11 @@ def test_quick_bench_produces_numbers(tmp_path):
     if done.returncode == 2 and "missing" in done.stderr:
         pytest.skip(f"bench tools could not be installed: {done.stderr.strip()[-300:]}")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    text = (out / "RESULTS.md").read_text()
+    return (out / "RESULTS.md").read_text()
+
+
+def test_quick_bench_produces_numbers(tmp_path):
+    text = _quick_run(tmp_path, "latency,throughput,workers")
     assert "## Machine" in text
     direct = [
         line for line in text.splitlines() if line.startswith("| upstream (nginx TLS, direct) |")
@@ -62,3 +67,28 @@ def test_quick_bench_produces_numbers(tmp_path):
     assert direct, text
     # a row with figures: at least one number after the peer and setting cells
     assert any(re.search(r"\| c=\d+ \| [\d,.]+ \|", line) for line in direct), direct
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def test_quick_watch_bench_produces_sparse_and_broadcast_numbers(tmp_path):
+    text = _quick_run(tmp_path, "watch")
+    section = text.split("## 3. Concurrent watches", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = _cells(lines[0])
+    rows = {_cells(line)[0]: _cells(line) for line in lines[2:]}
+    for label in ("simulator (direct)", "karpor, 1 worker"):
+        assert label in rows, section
+        for column in (
+            "sparse event p50 ms",
+            "sparse event p99 ms",
+            "broadcast event p50 ms",
+            "broadcast event p99 ms",
+        ):
+            cell = rows[label][header.index(column)]
+            assert re.fullmatch(r"[\d,.]+", cell), (label, column, section)
+    assert re.search(r"\| karpor, 1 worker \| n=\d+ \|.* \| 100% \|", section), section
+    target = [line for line in text.splitlines() if line.startswith("| watch event p99 while")]
+    assert target and "sparse" in target[0] and "| — |" not in target[0], target
