@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -317,6 +318,37 @@ def encode_channel_message(channel: int, data: bytes, *, base64_codec: bool) -> 
     if base64_codec:
         return chr(ord("0") + channel) + base64.b64encode(data).decode("ascii")
     return bytes([channel]) + data
+
+
+def websocket_frame_head(length: int) -> bytes:
+    """The head of a server's WebSocket frame carrying ``length`` bytes.
+
+    One final, unmasked binary frame (RFC 6455, section 5.2) with the
+    shortest length encoding, byte for byte what wsproto writes before the
+    payload of ``BytesMessage(data)`` on a connection without extensions.
+    Head and payload can go to the transport separately, so a large payload
+    is not copied to be framed.
+    """
+    if length <= 125:
+        return bytes((0x82, length))
+    if length <= 0xFFFF:
+        return _WS_HEAD_16.pack(0x82, 126, length)
+    return _WS_HEAD_64.pack(0x82, 127, length)
+
+
+def channel_frame_head(channel: int, length: int) -> bytes:
+    """What precedes ``length`` bytes on ``channel`` in a server's WebSocket frame.
+
+    For binary protocols: :func:`websocket_frame_head` of the message
+    ``encode_channel_message(channel, data)`` (``length + 1`` bytes), then
+    the channel number: ``channel_frame_head(channel, len(data)) + data`` is
+    that message's frame.
+    """
+    return websocket_frame_head(length + 1) + bytes((channel,))
+
+
+_WS_HEAD_16 = struct.Struct(">BBH")
+_WS_HEAD_64 = struct.Struct(">BBQ")
 
 
 def decode_channel_message(message: bytes | str, *, base64_codec: bool) -> tuple[int, bytes] | None:

@@ -17,7 +17,9 @@ WebSocket channels, see :mod:`karpor.sim.streaming`) that implements
 
 Every child runs in its own session/process group (``setsid``) so that
 :class:`ProcessRegistry` can kill whole process trees when the simulated
-cluster stops or a client goes away.
+cluster stops or a client goes away. Without a pty, a child's output pipes
+are enlarged to :data:`PIPE_SIZE` and read :data:`PIPE_READ` bytes at a
+time, so that a fast writer's output reaches the channels in large pieces.
 """
 
 from __future__ import annotations
@@ -218,17 +220,33 @@ def spawn(
     if not tty:
         for reader in getattr(process, "pipes", {}).values():
             if isinstance(reader, ProcessReader):
+                _enlarge_pipe(reader.fd)
                 reader.doRead = functools.partial(_read_large, reader)  # type: ignore[method-assign]
     return process
 
 
-#: bytes per read of a command's output pipe (Twisted's process readers take
-#: 8 KiB, a cap of about 100 MB/s on ``exec`` output in this process)
-PIPE_READ = 256 * 1024
+#: capacity asked for a command's output pipes (``F_SETPIPE_SZ``: with the
+#: default 64 KiB no read of a fast writer's output is larger; Linux lets a
+#: user go up to ``/proc/sys/fs/pipe-max-size``, 1 MiB by default, while the
+#: user's pipes stay under ``pipe-user-pages-soft``, and refuses beyond)
+PIPE_SIZE = 1024 * 1024
+
+#: most bytes per read of a command's output pipe (Twisted's process readers
+#: take 8 KiB; each read costs a reactor turn, a frame and a TLS write call,
+#: so the larger the reads, the less each byte costs)
+PIPE_READ = 1024 * 1024
+
+
+def _enlarge_pipe(fd: int) -> None:
+    """Ask for a :data:`PIPE_SIZE` pipe; keep what there is if refused."""
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setpipe is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, setpipe, PIPE_SIZE)
 
 
 def _read_large(reader: ProcessReader) -> object:
-    """``ProcessReader.doRead`` with reads of :data:`PIPE_READ` bytes."""
+    """``ProcessReader.doRead`` with reads of up to :data:`PIPE_READ` bytes."""
     try:
         output = os.read(reader.fd, PIPE_READ)
     except OSError as exc:

@@ -16,7 +16,9 @@ This is the wire protocol that kubectl, client-go and the kubelet speak for
   stream identifiers, and reports errors as protocol frames: a malformed
   frame queues ``GOAWAY(PROTOCOL_ERROR)`` and yields a
   :class:`ConnectionTerminated` event, an invalid frame for a stream queues
-  ``RST_STREAM``.
+  ``RST_STREAM``. :meth:`SpdyConnection.pieces_to_send` gives the same
+  bytes as ``data_to_send`` without copying large DATA payloads (their
+  frame heads are separate pieces), for transports that take several writes.
 
 Flow control: spdystream, which every Kubernetes peer uses, neither sends
 WINDOW_UPDATE nor honours it (it drops WINDOW_UPDATE and SETTINGS frames as
@@ -40,6 +42,7 @@ __all__ = [
     "FLAG_UNIDIRECTIONAL",
     "HEADER_DICTIONARY",
     "MAX_DATA_LENGTH",
+    "SEPARATE_PAYLOAD",
     "SPDY_VERSION",
     "ConnectionTerminated",
     "Data",
@@ -70,6 +73,11 @@ SPDY_VERSION = 3
 
 #: The largest payload of one DATA frame (24-bit length field).
 MAX_DATA_LENGTH = (1 << 24) - 1
+
+#: DATA payloads from this size on are pieces of their own in
+#: :meth:`SpdyConnection.pieces_to_send` (written apart from the frame head
+#: rather than copied after it).
+SEPARATE_PAYLOAD = 64 * 1024
 
 #: Control-frame flag: the sender will send nothing more on this stream.
 FLAG_FIN = 0x01
@@ -357,15 +365,19 @@ class FrameEncoder:
             raise ValueError("control frame too large")
         return _CONTROL.pack(0x8000 | SPDY_VERSION, kind, (flags << 24) | len(payload)) + payload
 
+    @staticmethod
+    def data_head(stream_id: int, length: int, fin: bool = False) -> bytes:
+        """The 8 bytes that precede ``length`` payload bytes in a DATA frame."""
+        if not 0 < stream_id < 1 << 31:
+            raise ValueError("bad stream id")
+        if not 0 <= length <= MAX_DATA_LENGTH:
+            raise ValueError("DATA frame too large")
+        return _U32x2.pack(stream_id, ((FLAG_FIN if fin else 0) << 24) | length)
+
     def encode(self, frame: Frame) -> bytes:
         """The bytes of ``frame`` (compressing its header block, if any)."""
         if isinstance(frame, Data):
-            if not 0 < frame.stream_id < 1 << 31:
-                raise ValueError("bad stream id")
-            if len(frame.data) > MAX_DATA_LENGTH:
-                raise ValueError("DATA frame too large")
-            flags = FLAG_FIN if frame.fin else 0
-            return _U32x2.pack(frame.stream_id, (flags << 24) | len(frame.data)) + frame.data
+            return self.data_head(frame.stream_id, len(frame.data), frame.fin) + frame.data
         if isinstance(frame, SynStream):
             flags = (FLAG_FIN if frame.fin else 0) | (
                 FLAG_UNIDIRECTIONAL if frame.unidirectional else 0
@@ -695,14 +707,25 @@ class SpdyConnection:
             self._forget(stream_id)
 
     def send_data(self, stream_id: int, data: bytes, *, fin: bool = False) -> None:
-        """Send payload on a stream (split into frames as needed)."""
+        """Send payload on a stream (split into frames as needed).
+
+        Each DATA frame is queued as its head and its payload: ``data``
+        itself if it fits in one frame (it is kept, not copied: see
+        :meth:`pieces_to_send`).
+        """
         stream = self._local(stream_id)
-        view = memoryview(data)
-        while len(view) > MAX_DATA_LENGTH:
-            self._queue(Data(stream_id, bytes(view[:MAX_DATA_LENGTH])))
-            view = view[MAX_DATA_LENGTH:]
-        if len(view) or fin:
-            self._queue(Data(stream_id, bytes(view), fin))
+        head = self._encoder.data_head
+        offset = 0
+        while len(data) - offset > MAX_DATA_LENGTH:
+            self._out.append(head(stream_id, MAX_DATA_LENGTH))
+            self._out.append(data[offset : offset + MAX_DATA_LENGTH])
+            offset += MAX_DATA_LENGTH
+        if offset:
+            data = data[offset:]
+        if data or fin:
+            self._out.append(head(stream_id, len(data), fin))
+            if data:
+                self._out.append(data)
         if fin:
             stream.local_open = False
             self._forget(stream_id)
@@ -750,3 +773,27 @@ class SpdyConnection:
         out = b"".join(self._out)
         self._out.clear()
         return out
+
+    def pieces_to_send(self) -> list[bytes]:
+        """:meth:`data_to_send`, in pieces that need no copy of large payloads.
+
+        Every DATA payload of at least :data:`SEPARATE_PAYLOAD` bytes (the
+        very object given to :meth:`send_data` when it fit in one frame) and
+        any other frame that large is a piece of its own; the bytes between
+        such pieces are joined into one piece each. Written in order, the
+        pieces are :meth:`data_to_send`.
+        """
+        pieces: list[bytes] = []
+        run: list[bytes] = []
+        for chunk in self._out:
+            if len(chunk) >= SEPARATE_PAYLOAD:
+                if run:
+                    pieces.append(b"".join(run))
+                    run.clear()
+                pieces.append(chunk)
+            else:
+                run.append(chunk)
+        if run:
+            pieces.append(b"".join(run))
+        self._out.clear()
+        return pieces

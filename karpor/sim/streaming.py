@@ -29,6 +29,12 @@ Backpressure: each upgraded connection is the transport's push producer. When
 the client stops reading, process output (or port-forward targets) pauses;
 when a process's stdin or a target is full, reading from the client pauses.
 Memory therefore does not grow with the amount streamed.
+
+Output is written without copying large payloads: a SPDY DATA frame or a
+WebSocket data frame (framed here, not by wsproto, which copies the payload
+several times) goes to the transport as its head and its payload, which
+is the very ``bytes`` read from the process or target (from
+:data:`SEPARATE_WRITE` bytes; smaller ones are joined to their head).
 """
 
 from __future__ import annotations
@@ -76,7 +82,15 @@ from karpor.sim.execution import (
     RemoteCommand,
 )
 from karpor.sim.portforward import PortForwardApp
-from karpor.sim.spdy import ConnectionTerminated, Data, GoAway, Headers, RstStream, SpdyConnection
+from karpor.sim.spdy import (
+    SEPARATE_PAYLOAD,
+    ConnectionTerminated,
+    Data,
+    GoAway,
+    Headers,
+    RstStream,
+    SpdyConnection,
+)
 from karpor.sim.spdy import SynStream as SpdySynStream
 
 __all__ = ["FINISH_TIMEOUT", "StreamServer"]
@@ -89,6 +103,11 @@ FINISH_TIMEOUT = 60.0
 
 #: Largest WebSocket message accepted from a client.
 MAX_MESSAGE = 16 << 20
+
+#: Payloads from this size on are written apart from their frame head (one
+#: more TLS record and ``send`` instead of a copy of the payload); SPDY's
+#: :meth:`~karpor.sim.spdy.SpdyConnection.pieces_to_send` splits at the same size.
+SEPARATE_WRITE = SEPARATE_PAYLOAD
 
 
 class StreamServer:
@@ -532,13 +551,22 @@ class _SpdyProtocol(_Upgraded):
                 self.close()
 
     def _flush(self) -> None:
-        out = self.spdy.data_to_send()
-        if not out or self.transport is None or self._lost:
+        pieces = self.spdy.pieces_to_send()
+        transport = self.transport
+        if not pieces or transport is None or self._lost:
             return
-        if self._ws is None:
-            self.transport.write(out)
-        else:
-            self._ws_send(BytesMessage(out))
+        if self._ws is not None:
+            # one binary message (no extension is ever accepted: a data
+            # frame needs nothing from wsproto but an open connection)
+            if self._ws.state != ConnectionState.OPEN:
+                return
+            head = ch.websocket_frame_head(sum(len(piece) for piece in pieces))
+            if len(pieces[0]) < SEPARATE_WRITE:
+                pieces[0] = head + pieces[0]
+            else:
+                pieces.insert(0, head)
+        for piece in pieces:
+            transport.write(piece)
 
     # SpdyStreams, for the app
     def reply(self, stream_id: int) -> None:
@@ -789,12 +817,26 @@ class _WebSocketRemoteCommand(_Upgraded):
 
     # ChannelSink
     def write(self, channel: int, data: bytes) -> None:
-        """One WebSocket message on ``channel``."""
-        message = ch.encode_channel_message(channel, data, base64_codec=self._base64)
-        if isinstance(message, str):
-            self._send(TextMessage(data=message))
+        """One WebSocket message on ``channel``.
+
+        Binary protocols frame the message here (no extension is ever
+        accepted, so a data frame needs nothing from wsproto's state but
+        that the connection is open) and write a large payload apart from
+        its frame head rather than copy it into one frame.
+        """
+        if self._base64:
+            text = ch.encode_channel_message(channel, data, base64_codec=True)
+            assert isinstance(text, str)
+            self._send(TextMessage(data=text))
+            return
+        if self._lost or self.transport is None or self._ws.state != ConnectionState.OPEN:
+            return
+        head = ch.channel_frame_head(channel, len(data))
+        if len(data) < SEPARATE_WRITE:
+            self.transport.write(head + data)
         else:
-            self._send(BytesMessage(data=message))
+            self.transport.write(head)
+            self.transport.write(data)
 
     def close_channel(self, channel: int) -> None:
         """WebSocket channels have no end-of-stream signal from the server."""

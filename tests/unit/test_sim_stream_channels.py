@@ -8,6 +8,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage
+from wsproto.events import Request as WsRequest
 
 from karpor.api.status import ApiError
 from karpor.sim import channels as ch
@@ -147,6 +150,47 @@ def test_channel_message_examples() -> None:
     assert ch.decode_channel_message(bytes([255, 0]), base64_codec=False) == (255, b"\x00")
     with pytest.raises(ch.ChannelMessageError):
         ch.decode_channel_message("0!!", base64_codec=True)
+
+
+#: payload lengths around the limits of the three WebSocket length encodings
+frame_lengths = st.one_of(
+    st.integers(0, 300),
+    st.integers(65535 - 20, 65535 + 20),
+    st.integers(0, 200_000),
+)
+
+
+def ws_pair() -> tuple[WSConnection, WSConnection]:
+    """A wsproto client and server that completed a handshake, without extensions."""
+    client = WSConnection(ConnectionType.CLIENT)
+    server = WSConnection(ConnectionType.SERVER)
+    server.receive_data(client.send(WsRequest(host="sim", target="/")))
+    list(server.events())
+    client.receive_data(server.send(AcceptConnection()))
+    list(client.events())
+    return client, server
+
+
+@given(frame_lengths)
+def test_websocket_frame_head_is_what_wsproto_frames(length) -> None:
+    payload = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    head = ch.websocket_frame_head(length)
+    _client, server = ws_pair()
+    assert head + payload == server.send(BytesMessage(payload))
+    assert len(head) == (2 if length <= 125 else 4 if length <= 65535 else 10)
+
+
+@given(st.integers(0, 255), frame_lengths)
+def test_channel_frame_carries_the_channel_message(channel, length) -> None:
+    data = b"\xa5" * length
+    frame = ch.channel_frame_head(channel, length) + data
+    client, server = ws_pair()
+    message = ch.encode_channel_message(channel, data, base64_codec=False)
+    assert isinstance(message, bytes)
+    assert frame == server.send(BytesMessage(message))
+    client.receive_data(frame)
+    got = b"".join(bytes(e.data) for e in client.events() if isinstance(e, BytesMessage))
+    assert ch.decode_channel_message(got, base64_codec=False) == (channel, data)
 
 
 def test_port_forward_headers() -> None:

@@ -9,10 +9,19 @@ from support.streamfixture import Root, make_pod
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.server import Site
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection as WsProtoConnection
 from wsproto.events import AcceptConnection, BytesMessage, Request
 
+from karpor.sim import channels as ch
+from karpor.sim.channels import StreamOptions, TerminalSize
+from karpor.sim.execution import ChannelSink
 from karpor.sim.spdy import Data, SpdyConnection, SynReply
-from karpor.sim.streaming import StreamServer
+from karpor.sim.streaming import (
+    StreamServer,
+    _SpdyProtocol,
+    _SpdyRemoteCommand,
+    _WebSocketRemoteCommand,
+)
 
 
 def connect(tmp_path):
@@ -158,3 +167,114 @@ def test_plain_request_needs_an_upgrade(tmp_path) -> None:
     )
     code, status = status_of(transport.value())
     assert (code, status["message"]) == (400, "Upgrade request required")
+
+
+class RecordingTransport(StringTransport):
+    """A StringTransport that also keeps each object written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+
+
+class FakeSession:
+    """A RemoteCommand that remembers its sink."""
+
+    def __init__(self, sink: ChannelSink) -> None:
+        self.sink = sink
+
+    def start(self) -> None: ...
+    def stdin_data(self, data: bytes) -> None: ...
+    def stdin_eof(self) -> None: ...
+    def resize(self, size: TerminalSize) -> None: ...
+    def pause_output(self) -> None: ...
+    def resume_output(self) -> None: ...
+    def disconnected(self) -> None: ...
+
+
+EXEC_OPTIONS = StreamOptions(
+    stdin=False, stdout=True, stderr=True, tty=False, container="main", command=("cat",)
+)
+BIG = bytes(range(256)) * 1200  # larger than SEPARATE_WRITE and than 65535
+
+
+def test_websocket_output_is_framed_without_copying_large_payloads(tmp_path) -> None:
+    sessions: list[FakeSession] = []
+
+    def factory(sink: ChannelSink) -> FakeSession:
+        sessions.append(FakeSession(sink))
+        return sessions[-1]
+
+    proto = _WebSocketRemoteCommand(
+        StreamServer(MemoryReactorClock(), tmp_path),
+        WsProtoConnection(ConnectionType.SERVER),
+        ch.V5,
+        EXEC_OPTIONS,
+        factory,
+    )
+    transport = RecordingTransport()
+    proto.makeConnection(transport)
+    sink = sessions[0].sink
+    sink.write(ch.STDOUT, BIG)
+    sink.write(ch.STDERR, b"small")
+    sink.write(ch.STDOUT, BIG[:200])
+    assert any(w is BIG for w in transport.writes)
+    client = WsProtoConnection(ConnectionType.CLIENT)
+    client.receive_data(transport.value())
+    messages = [bytes(e.data) for e in client.events() if isinstance(e, BytesMessage)]
+    assert messages == [b"\x01", b"\x01" + BIG, b"\x02small", b"\x01" + BIG[:200]]
+
+
+def test_spdy_output_is_framed_without_copying_large_payloads(tmp_path) -> None:
+    sessions: list[FakeSession] = []
+
+    def factory(sink: ChannelSink) -> FakeSession:
+        sessions.append(FakeSession(sink))
+        return sessions[-1]
+
+    proto = _SpdyProtocol(
+        StreamServer(MemoryReactorClock(), tmp_path),
+        lambda conn: _SpdyRemoteCommand(conn, ch.V4, EXEC_OPTIONS, factory),
+        ws=None,
+    )
+    transport = RecordingTransport()
+    proto.makeConnection(transport)
+    client = SpdyConnection(server=False)
+    ids = {
+        kind: client.send_syn_stream({"streamtype": kind}) for kind in ("error", "stdout", "stderr")
+    }
+    proto.dataReceived(client.data_to_send())
+    sink = sessions[0].sink
+    sink.write(ch.STDOUT, BIG)
+    sink.write(ch.STDERR, b"small")
+    assert any(w is BIG for w in transport.writes)
+    events = client.receive_data(transport.value())
+    assert [e for e in events if isinstance(e, Data)] == [
+        Data(ids["stdout"], BIG),
+        Data(ids["stderr"], b"small"),
+    ]
+
+
+def test_websocket_tunnelled_port_forward_of_large_data(tmp_path) -> None:
+    _streams, proto, transport = connect(tmp_path)
+    ws = WSConnection(ConnectionType.CLIENT)
+    proto.dataReceived(
+        ws.send(Request(host="sim", target=PF, subprotocols=["SPDY/3.1+portforward.k8s.io"]))
+    )
+    ws.receive_data(transport.value())
+    list(ws.events())
+    transport.clear()
+    client = SpdyConnection(server=False)
+    headers = {"streamtype": "error", "port": "8080", "requestid": "1"}
+    client.send_syn_stream(headers)
+    data = client.send_syn_stream({**headers, "streamtype": "data"})
+    client.send_data(data, BIG, fin=True)
+    proto.dataReceived(ws.send(BytesMessage(client.data_to_send())))
+    ws.receive_data(transport.value())
+    spdy_bytes = b"".join(bytes(e.data) for e in ws.events() if isinstance(e, BytesMessage))
+    events = client.receive_data(spdy_bytes)
+    assert b"".join(e.data for e in events if isinstance(e, Data) and e.stream_id == data) == BIG

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import struct
 import zlib
 
@@ -207,3 +208,86 @@ def test_full_exchange_between_the_two_roles() -> None:
         Data(a, b'{"status":"Success"}', fin=True),
     ]
     assert not server.is_open_locally(b)
+
+
+def payload_sizes() -> st.SearchStrategy[int]:
+    edge = spdy.SEPARATE_PAYLOAD
+    return st.one_of(st.integers(0, 100), st.integers(edge - 2, edge + 2), st.integers(0, 200_000))
+
+
+sends = st.lists(
+    st.one_of(
+        st.tuples(st.just("data"), payload_sizes(), st.booleans()),
+        st.tuples(st.just("ping"), st.just(0), st.just(False)),
+        st.tuples(st.just("headers"), st.integers(0, 3), st.just(False)),
+    ),
+    max_size=10,
+)
+
+
+@settings(max_examples=60)
+@given(sends)
+def test_pieces_are_the_bytes_without_copies_of_large_payloads(
+    ops: list[tuple[str, int, bool]],
+) -> None:
+    client = SpdyConnection(server=False)
+    sid = client.send_syn_stream({"streamtype": "stdout"})
+    opening = client.data_to_send()
+    joined, pieced = SpdyConnection(server=True), SpdyConnection(server=True)
+    large: list[bytes] = []
+    expected: list[spdy.Event] = [SynReply(sid, {})]
+    for conn in (joined, pieced):
+        conn.receive_data(opening)
+        conn.send_syn_reply(sid)
+    for i, (kind, size, fin) in enumerate(ops):
+        if not joined.is_open_locally(sid):
+            break
+        if kind == "data":
+            payload = bytes([i % 251]) * size
+            if size >= spdy.SEPARATE_PAYLOAD:
+                large.append(payload)
+            for conn in (joined, pieced):
+                conn.send_data(sid, payload, fin=fin)
+            if size or fin:
+                expected.append(Data(sid, payload, fin))
+        elif kind == "ping":
+            for conn in (joined, pieced):
+                conn.send_ping()
+        else:
+            headers = {f"h{n}": "v" for n in range(size)}
+            for conn in (joined, pieced):
+                conn.send_headers(sid, headers)
+            expected.append(HeadersFrame(sid, headers))
+    wire = joined.data_to_send()
+    pieces = pieced.pieces_to_send()
+    assert b"".join(pieces) == wire
+    assert pieced.data_to_send() == b""
+    # every large payload is a piece of its own, the caller's object itself;
+    # the bytes between them are joined into one piece
+    own = [any(p is q for q in large) for p in pieces]
+    assert [p for p, mine in zip(pieces, own, strict=True) if mine] == large
+    assert not any(not a and not b for a, b in itertools.pairwise(own))
+    events = [e for e in client.receive_data(wire) if not isinstance(e, Ping)]
+    assert events == expected
+
+
+def test_pieces_of_a_payload_larger_than_a_frame() -> None:
+    conn = SpdyConnection(server=True)
+    client = SpdyConnection(server=False)
+    sid = client.send_syn_stream({"streamtype": "stdout"})
+    conn.receive_data(client.data_to_send())
+    conn.send_syn_reply(sid)
+    conn.data_to_send()
+    payload = bytes(range(256)) * ((spdy.MAX_DATA_LENGTH + 300) // 256)
+    conn.send_data(sid, payload, fin=True)
+    pieces = conn.pieces_to_send()
+    head = FrameEncoder.data_head
+    rest = len(payload) - spdy.MAX_DATA_LENGTH
+    assert [len(p) for p in pieces] == [8, spdy.MAX_DATA_LENGTH, 8 + rest]
+    assert pieces[0] == head(sid, spdy.MAX_DATA_LENGTH)
+    assert pieces[2][:8] == head(sid, rest, fin=True)
+    events = client.receive_data(b"".join(pieces))
+    assert events == [
+        Data(sid, payload[: spdy.MAX_DATA_LENGTH]),
+        Data(sid, payload[spdy.MAX_DATA_LENGTH :], fin=True),
+    ]
