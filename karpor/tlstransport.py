@@ -10,7 +10,8 @@ a loop of ``bio_read`` and a TCP write deferred to the next reactor turn
 (small writes are aggregated by a ``callLater(0)``).  On the gateway's
 request path that glue was a third of a worker's CPU.  Here the
 ``Connection`` owns the descriptor (``SSL_set_fd``): a read is one
-``SSL_read`` on the socket, a write one ``SSL_write`` (a loop of them for a
+``SSL_read`` per record on the socket (the records of one readable event
+handed to the protocol as one piece), a write one ``SSL_write`` (a loop of them for a
 large buffer), and a write on an idle connection goes out at once instead
 of waiting for the reactor to report the socket writable.
 
@@ -64,8 +65,9 @@ from twisted.internet.protocol import ClientFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-#: most ``SSL_read``s (records) per readable event: OpenSSL reads ahead, so
-#: a connection reads until ``WantReadError``, in turns of at most this many
+#: most ``SSL_read``s (records) per readable event: a connection reads until
+#: ``WantReadError``, in turns of at most this many records, and hands the
+#: protocol what one turn read as one piece
 _READS_PER_EVENT = 16
 #: most reads discarding unread input before an orderly close
 _DISCARD_READS = 16
@@ -158,8 +160,8 @@ class _TLSConnection:
         self._reading = True
         tcp.Connection.startReading(self)  # type: ignore[arg-type]
         if self._handshaken:
-            # OpenSSL may hold records it read ahead while reading was
-            # paused; the socket will not report them readable
+            # in case OpenSSL holds data from before the pause: the socket
+            # would not report it readable
             self.reactor.callLater(0, self._read_buffered)
 
     def stopReading(self) -> None:
@@ -174,31 +176,39 @@ class _TLSConnection:
 
     def doRead(self) -> BaseException | None:
         if not self._handshaken:
-            why = self._handshake()
-            if why is not None or not self._handshaken:
-                return why
+            failed = self._handshake()
+            if failed is not None or not self._handshaken:
+                return failed
         recv = self.socket.recv
+        size: int = self.bufferSize  # type: ignore[attr-defined]
+        chunks: list[bytes] = []
+        why: BaseException | None = None
         for _ in range(_READS_PER_EVENT):
             try:
-                data = recv(self.bufferSize)  # type: ignore[attr-defined]
+                chunks.append(recv(size))
             except SSL.WantReadError:
-                return None
+                break
             except SSL.WantWriteError:
                 self.startWriting()  # type: ignore[attr-defined]
-                return None
+                break
             except SSL.ZeroReturnError:
-                return main.CONNECTION_DONE
+                why = main.CONNECTION_DONE
+                break
             except SSL.SysCallError as exc:
                 # (-1, 'Unexpected EOF'): the TCP end without close_notify
-                return main.CONNECTION_DONE if exc.args[0] == -1 else main.CONNECTION_LOST
+                why = main.CONNECTION_DONE if exc.args[0] == -1 else main.CONNECTION_LOST
+                break
             except SSL.Error as exc:
-                return exc
-            self.protocol.dataReceived(data)
-            if not self._reading or self.disconnected:
-                return None
-        # more records are buffered (read ahead): finish them on the next turn
-        self.reactor.callLater(0, self._read_buffered)
-        return None
+                why = exc
+                break
+        else:
+            # a long burst: let other connections run, then read on (what
+            # OpenSSL holds would not make the socket readable again)
+            self.reactor.callLater(0, self._read_buffered)
+        if chunks:
+            # the records of one event reach the protocol as one piece
+            self.protocol.dataReceived(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        return why
 
     # -- writing -----------------------------------------------------------
 
