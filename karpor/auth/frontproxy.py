@@ -27,7 +27,6 @@ warning to restart.  The I/O is in :mod:`karpor.auth.frontproxysource`.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from typing import Any
 from cryptography import x509
 
 from karpor.auth.requestheader import RequestHeaderConfig
+from karpor.config.hostnames import url_host
 
 CONFIGMAP_NAMESPACE = "kube-system"
 CONFIGMAP_NAME = "extension-apiserver-authentication"
@@ -177,12 +177,7 @@ def in_cluster_server(env: Mapping[str, str]) -> str:
             "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set: not in a pod "
             "(give authentication.requestHeader.fromCluster.server)"
         )
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            host = f"[{host}]"
-    except ValueError:
-        pass
-    return f"https://{host}:{port}"
+    return f"https://{url_host(host)}:{port}"
 
 
 def refreshed(

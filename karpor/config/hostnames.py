@@ -19,6 +19,16 @@ from karpor.config.clusters import describe
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
+def url_host(host: str) -> str:
+    """``host`` as it stands in a URL's authority (an IPv6 address in brackets)."""
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]"
+    except ValueError:
+        pass
+    return host
+
+
 def normal_host(host: str) -> str:
     """A host as a SAN compares: IP addresses in canonical form, names lower-case."""
     host = host.strip().strip("[]")

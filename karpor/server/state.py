@@ -35,7 +35,6 @@ writes its content.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import json
 import os
 import socket
@@ -49,7 +48,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from karpor.auth.ca import CA_CERT_FILE, CA_KEY_FILE, CertificateAuthority, write_private
-from karpor.config.hostnames import normal_host
+from karpor.config.hostnames import normal_host, url_host
 
 if TYPE_CHECKING:
     from twisted.logger import Logger
@@ -400,12 +399,7 @@ def default_server(host: str, port: int) -> str:
     for a wildcard address)."""
     if host in _WILDCARDS:
         host = socket.gethostname() or "localhost"
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            host = f"[{host}]"
-    except ValueError:
-        pass
-    return f"https://{host}:{port}"
+    return f"https://{url_host(host)}:{port}"
 
 
 def absolute(path: str) -> str:

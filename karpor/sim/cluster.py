@@ -45,6 +45,7 @@ from twisted.logger import Logger
 
 from karpor.auth.ca import CertificateAuthority, IssuedCertificate, write_private
 from karpor.auth.identity import Identity
+from karpor.config.hostnames import url_host
 from karpor.sim.auth import DEFAULT_TOKEN_IDENTITY, Authenticator
 from karpor.sim.controllers import DeploymentController
 from karpor.sim.kubelet import DEFAULT_NODE, Kubelet
@@ -76,15 +77,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _url_host(host: str) -> str:
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            return f"[{host}]"
-    except ValueError:
-        pass
-    return host
 
 
 @dataclass(frozen=True)
@@ -177,7 +169,7 @@ class SimulatedCluster(Service):
             self.authenticator,
             reactor,
             version=self.options.version,
-            server_address=f"{_url_host(host)}:{port}",
+            server_address=f"{url_host(host)}:{port}",
             log_interval=self.options.log_interval,
             bookmark_interval=self.options.bookmark_interval,
         )
@@ -207,7 +199,7 @@ class SimulatedCluster(Service):
     @property
     def endpoint(self) -> str:
         """``https://host:port``."""
-        return f"https://{_url_host(self.host)}:{self.port}"
+        return f"https://{url_host(self.host)}:{self.port}"
 
     @property
     def ca_pem(self) -> bytes:
@@ -231,7 +223,7 @@ class SimulatedCluster(Service):
             context.getContext(),
             interface=self.host,
         )
-        self.api.server_address = f"{_url_host(self.host)}:{self.port}"
+        self.api.server_address = f"{url_host(self.host)}:{self.port}"
         self._scratch = Path(tempfile.mkdtemp(prefix=f"karpor-sim-{self.name}-"))
         self.streams = StreamServer(
             self.reactor,
