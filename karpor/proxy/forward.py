@@ -247,7 +247,8 @@ class Forwarder:
         if self._finished or not data:
             return
         if self._chunked_down:
-            self._channel.client.write(chunk(data))
+            # one write of the chunk: size line, data and CRLF (chunk(), inlined)
+            self._channel.client.write(b"%x\r\n%b\r\n" % (len(data), data))
         else:
             self._channel.client.write(data)
 

@@ -24,7 +24,9 @@ same with the sans-IO ``h2`` library under a thin Twisted protocol:
 
 Flow control is the backpressure: the stream is the push producer of the
 client's transport; received bytes are acknowledged (``WINDOW_UPDATE``)
-only while the client transport takes them.  When it pauses, the stream
+only while the client transport takes them, handed to ``h2`` in batches of
+:data:`ACK_BATCH` bytes (``h2`` itself sends an update per half window), and
+our frames go out in one write per read.  When it pauses, the stream
 stops acknowledging, so the cluster's send window for that stream closes
 after at most one window (64 KiB) while the other streams on the connection
 go on (the connection window is sized for every stream's window).  A client
@@ -86,6 +88,12 @@ STREAM_WINDOW = 65_535
 #: The connection's receive window: large enough that paused streams (each
 #: holding up to its own window) never stall the others.
 CONNECTION_WINDOW = 32 * 1024 * 1024
+#: Received bytes a streaming (unpaused) stream gathers before handing them
+#: to ``h2`` (``acknowledge_received_data``): one call per this many bytes
+#: rather than one per DATA frame.  Well under half the stream window, where
+#: ``h2`` emits its ``WINDOW_UPDATE``, so the cluster's send window never
+#: closes on a client that keeps up.
+ACK_BATCH = 8192
 #: What a connection is assumed to carry before its SETTINGS arrive
 #: (kube-apiserver announces 250, Go's default).
 ASSUMED_MAX_STREAMS = 100
@@ -326,7 +334,8 @@ class H2Stream:
         self._paused = True
 
     def resumeProducing(self) -> None:
-        """The client transport drained: acknowledge what it took."""
+        """The client transport drained: acknowledge what it took (and any
+        bytes gathered towards a batch)."""
         self._paused = False
         unacked, self._unacked = self._unacked, 0
         if unacked and not self.closed:
@@ -339,21 +348,25 @@ class H2Stream:
     # -- the response (from the connection) -------------------------------------
 
     def data(self, data: bytes, flow_controlled: int) -> None:
-        """Relay a DATA frame's bytes to the client at once; acknowledge them
-        unless the client transport is paused (checked after the write,
-        which may pause it)."""
+        """Relay a DATA frame's bytes to the client at once and count them
+        as received; while the client transport is not paused (checked after
+        the write, which may pause it), acknowledge what was counted once it
+        reaches :data:`ACK_BATCH` (the connection flushes after the read)."""
         exchange = self.exchange
         if exchange is not None and data:
             exchange.upstream_body(data)
         if flow_controlled:
-            if self._paused:
-                self._unacked += flow_controlled
+            unacked = self._unacked + flow_controlled
+            if self._paused or unacked < ACK_BATCH:
+                self._unacked = unacked
             else:
-                self.connection.acknowledge(self.stream_id, flow_controlled)
+                self._unacked = 0
+                self.connection.acknowledge(self.stream_id, unacked)
 
     def closed_by_connection(self) -> int:
-        """Forget the stream; the unacknowledged byte count (still owed to
-        the connection window)."""
+        """Forget the stream; the unacknowledged byte count (held while
+        paused or gathered towards a batch, still owed to the connection
+        window)."""
         self.closed = True
         self._pending = b""
         self._body_producer = None

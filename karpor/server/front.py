@@ -141,12 +141,13 @@ class _Counting:
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
+        self._write = transport.write
         self.written = 0
         directlyProvides(self, *providedBy(transport))
 
     def write(self, data: bytes) -> None:
         self.written += len(data)
-        self._transport.write(data)
+        self._write(data)
 
     def writeSequence(self, data: Sequence[bytes]) -> None:
         self.written += sum(len(d) for d in data)

@@ -31,6 +31,8 @@ from karpor.config.model import Cluster, TokenCredential
 from karpor.proxy.credentials import ClusterCredentials
 from karpor.proxy.forward import Forwarder
 from karpor.proxy.h2upstream import (
+    ACK_BATCH,
+    STREAM_WINDOW,
     H2UpstreamConnection,
     Multiplexer,
     StreamExchange,
@@ -350,6 +352,94 @@ def test_acknowledgement_follows_the_client(setup: Any) -> None:
     producer.resumeProducing()
     cluster.pump()
     assert cluster.server.local_flow_control_window(sid) == 65_535
+
+
+def _record_acks(proto: H2UpstreamConnection) -> list[tuple[int, int]]:
+    """Record every ``acknowledge_received_data(size, stream_id)`` ``proto`` makes."""
+    acks: list[tuple[int, int]] = []
+    real = proto.h2.acknowledge_received_data
+
+    def acknowledge(size: int, stream_id: int) -> None:
+        acks.append((stream_id, size))
+        real(size, stream_id)
+
+    proto.h2.acknowledge_received_data = acknowledge  # type: ignore[method-assign,assignment]
+    return acks
+
+
+def test_small_frames_are_acknowledged_in_batches(setup: Any) -> None:
+    mux, endpoint, _, _ = setup
+    forwarder, client = watch()
+    mux.submit(forwarder)
+    cluster = Cluster2(endpoint.protocols[0])
+    (sid,) = cluster.requests()
+    cluster.respond(sid)
+    acks = _record_acks(cluster.proto)
+    event = b'{"type":"MODIFIED"}\n' + b"x" * 80  # 100 bytes, one DATA frame per read
+    total = 0
+    for _ in range(3 * STREAM_WINDOW // len(event)):
+        cluster.send(sid, event)
+        total += len(event)
+        # the cluster's window never closes on a client that keeps up
+        assert cluster.server.local_flow_control_window(sid) > 0
+    assert b"".join(chunks(client.client.value())).count(event) == total // len(event)
+    # one call into h2 per ACK_BATCH bytes, not one per frame
+    assert acks and all(s == sid and size >= ACK_BATCH for s, size in acks)
+    assert len(acks) == total // ACK_BATCH
+    held = total - sum(size for _, size in acks)
+    assert 0 < held < ACK_BATCH
+    # the stream ends: what was gathered goes back to the connection window
+    cluster.send(sid, b"", end=True)
+    assert sum(size for _, size in acks) == total
+
+
+def test_gathered_bytes_are_acknowledged_on_resume(setup: Any) -> None:
+    mux, endpoint, _, _ = setup
+    forwarder, client = watch()
+    mux.submit(forwarder)
+    cluster = Cluster2(endpoint.protocols[0])
+    (sid,) = cluster.requests()
+    cluster.respond(sid)
+    acks = _record_acks(cluster.proto)
+    producer = client.client.producer
+    assert producer is not None
+    cluster.send(sid, b"a" * 100)  # gathered towards a batch
+    producer.pauseProducing()
+    cluster.send(sid, b"b" * 20_000)  # held while paused, even past a batch
+    assert acks == []
+    producer.resumeProducing()
+    assert acks == [(sid, 20_100)]
+
+
+def test_one_write_per_read(setup: Any) -> None:
+    mux, endpoint, _, _ = setup
+    watches = [watch() for _ in range(3)]
+    mux.submit(watches[0][0])
+    cluster = Cluster2(endpoint.protocols[0])
+    for forwarder, _ in watches[1:]:
+        mux.submit(forwarder)
+    cluster.pump()
+    sids = sorted(cluster.requests())
+    for sid in sids:
+        cluster.respond(sid)
+    writes: list[bytes] = []
+    real = cluster.transport.write
+
+    def write(data: bytes) -> None:
+        writes.append(data)
+        real(data)
+
+    cluster.transport.write = write  # type: ignore[method-assign]
+    for sid in sids:  # enough on every stream for a WINDOW_UPDATE each
+        size = cluster.server.max_outbound_frame_size
+        for offset in range(0, 40_000, size):
+            cluster.server.send_data(sid, b"z" * min(size, 40_000 - offset))
+    cluster.proto.dataReceived(cluster.server.data_to_send())
+    assert len(writes) == 1
+    updates = [
+        e for e in cluster.server.receive_data(writes[0]) if isinstance(e, h2.events.WindowUpdated)
+    ]
+    assert set(sids) <= {e.stream_id for e in updates}
 
 
 def test_paused_stream_does_not_stall_the_others(setup: Any) -> None:
