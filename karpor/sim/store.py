@@ -15,7 +15,13 @@ store's node at once and waits, ``Pending``, for the simulator's kubelet to
 report it running through :meth:`Store.update_status`.
 
 It does no I/O and takes the time from an injectable clock.  Watch callbacks
-run synchronously inside the call that changed the store.
+run synchronously inside the call that changed the store, in the order the
+watches were opened.  A write visits only the watches its object may concern
+(:class:`WatchIndex`: by resource type, namespace and one ``=``/``in`` term of
+their selectors), reads the object's labels and fields once for all of them,
+and hands them events that share one memo per event type
+(:meth:`WatchEvent.shared`: the encoded line, say) while each gets its own
+copy of the object.
 """
 
 from __future__ import annotations
@@ -30,15 +36,21 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from dataclasses import field as dataclass_field
+from functools import cached_property
+from typing import Any, TypeVar
 
 from karpor.api.status import ApiError
 from karpor.sim import patch as patches
 from karpor.sim.humanize import format_timestamp
 from karpor.sim.resources import CATALOG, Catalog, ResourceType
 from karpor.sim.selectors import (
+    DOUBLE_EQUALS,
+    EQUALS,
+    IN,
+    NOT_EQUALS,
     FieldSelector,
     LabelSelector,
     check_field_selector,
@@ -71,16 +83,53 @@ _ROOT_CA_DESCRIPTION = (
     "guaranteed across distributions of Kubernetes clusters."
 )
 
+_T = TypeVar("_T")
+
 WatchCallback = Callable[["WatchEvent"], None]
 
 
 @dataclass(frozen=True)
 class WatchEvent:
-    """One watch event: ``ADDED``, ``MODIFIED`` or ``DELETED`` and the object."""
+    """One watch event: ``ADDED``, ``MODIFIED`` or ``DELETED`` and the object.
+
+    ``source`` is the stored object, shared with the store and every other
+    watcher: read it, never change it.  :attr:`object` is this event's own
+    deep copy (made on first use).  :meth:`shared` computes a value once per
+    change and event type for every watcher that receives it, such as the
+    event's encoded bytes.
+    """
 
     type: str
-    object: dict[str, Any]
+    source: dict[str, Any]
     resource_type: ResourceType
+    memo: dict[Hashable, Any] = dataclass_field(default_factory=dict, repr=False, compare=False)
+
+    @cached_property
+    def object(self) -> dict[str, Any]:
+        """A deep copy of the object with ``kind`` and ``apiVersion`` first (this event's own)."""
+        return _typed(self.resource_type, self.source)
+
+    @property
+    def view(self) -> dict[str, Any]:
+        """The object with ``kind`` and ``apiVersion`` first, not copied: read only."""
+        rt = self.resource_type
+        view: dict[str, Any] = {"kind": rt.kind, "apiVersion": rt.group_version}
+        for key, value in self.source.items():
+            if key not in ("kind", "apiVersion"):
+                view[key] = value
+        return view
+
+    def shared(self, key: Hashable, make: Callable[[WatchEvent], _T]) -> _T:
+        """``make(self)``, computed once for all watchers receiving this change as this type.
+
+        ``make`` must depend only on the event (its type and object) and
+        what ``key`` names, and its result must not be changed.
+        """
+        try:
+            value: _T = self.memo[key]
+        except KeyError:
+            value = self.memo[key] = make(self)
+        return value
 
 
 @dataclass(frozen=True)
@@ -92,6 +141,55 @@ class _Change:
     resource_type: ResourceType
     object: dict[str, Any]
     old: dict[str, Any] | None
+
+
+class _Subject:
+    """What the selectors of a watcher look at in one object, computed once per change."""
+
+    __slots__ = ("_fields", "labels", "namespace", "obj", "rt")
+
+    def __init__(self, rt: ResourceType, obj: dict[str, Any]) -> None:
+        self.rt = rt
+        self.obj = obj
+        metadata = obj["metadata"]
+        self.namespace: Any = metadata.get("namespace")
+        labels = metadata.get("labels")
+        self.labels: dict[str, Any] = labels if isinstance(labels, dict) else {}
+        self._fields: dict[str, str] | None = None
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """The object's selectable fields (:func:`object_fields`), computed on first use."""
+        if self._fields is None:
+            self._fields = object_fields(self.rt.group, self.rt.kind, self.obj)
+        return self._fields
+
+
+#: How a watcher is indexed: ``("label", key)`` or ``("field", name)`` with the values
+#: one of its terms requires, or ``None`` when no term requires a value.
+_Term = tuple[tuple[str, str], tuple[str, ...]]
+
+_LABEL = "label"
+_FIELD = "field"
+
+
+def _index_term(labels: LabelSelector, fields: FieldSelector) -> _Term | None:
+    """A term every match satisfies by one of few values: the smallest value set, fields first.
+
+    A field's value is compared as the string :func:`object_fields` gives; a
+    label's must be present and equal one of the values.
+    """
+    best: _Term | None = None
+    for f in fields.requirements:
+        if f.operator != NOT_EQUALS:
+            return (_FIELD, f.field), (f.value,)
+    if labels.nothing:
+        return None
+    for r in labels.requirements:
+        indexable = r.operator in (IN, EQUALS, DOUBLE_EQUALS) and r.values
+        if indexable and (best is None or len(r.values) < len(best[1])):
+            best = (_LABEL, r.key), r.values
+    return best
 
 
 class Watcher:
@@ -113,6 +211,8 @@ class Watcher:
         self.field_selector = field_selector
         self.callback = callback
         self.active = True
+        #: the registration order: events of one change go to watchers in this order
+        self._seq = 0
 
     def cancel(self) -> None:
         """Stop delivering events (idempotent)."""
@@ -120,39 +220,149 @@ class Watcher:
             self.active = False
             self._store._remove_watcher(self)
 
-    def _selects(self, rt: ResourceType, obj: dict[str, Any]) -> bool:
-        if self.namespace is not None and obj["metadata"].get("namespace") != self.namespace:
+    def _selects(self, subject: _Subject) -> bool:
+        if self.namespace is not None and subject.namespace != self.namespace:
             return False
-        if not self.label_selector.matches(obj["metadata"].get("labels")):
+        if not self.label_selector.matches(subject.labels):
             return False
-        return self.field_selector.empty or self.field_selector.matches(
-            object_fields(rt.group, rt.kind, obj)
-        )
+        return self.field_selector.empty or self.field_selector.matches(subject.fields)
 
-    def _event_for(self, change: _Change) -> WatchEvent | None:
-        """The event this watcher sees for a change, if any (kube's filtered watch)."""
-        rt = change.resource_type
-        if self.resource_type is not None and self.resource_type != rt:
+    def _kind_for(self, change: _Change, now: _Subject, before: _Subject | None) -> str | None:
+        """The event type this watcher sees for a change, if any (kube's filtered watch).
+
+        A modification that makes the object start matching is ``ADDED``, one
+        that makes it stop matching ``DELETED`` (with the new object).
+        """
+        if self.resource_type is not None and self.resource_type != change.resource_type:
             return None
-        now = self._selects(rt, change.object)
-        if change.type == "MODIFIED" and change.old is not None:
-            before = self._selects(rt, change.old)
-            kind = {
+        selected = self._selects(now)
+        if change.type == "MODIFIED" and before is not None:
+            return {
                 (True, True): "MODIFIED",
                 (False, True): "ADDED",
                 (True, False): "DELETED",
-            }.get((before, now))
-        else:
-            kind = change.type if now else None
-        if kind is None:
-            return None
-        return WatchEvent(kind, _typed(rt, change.object), rt)
+            }.get((self._selects(before), selected))
+        return change.type if selected else None
+
+    def _event_for(self, change: _Change) -> WatchEvent | None:
+        """The event this watcher sees for a change, if any."""
+        rt = change.resource_type
+        before = _Subject(rt, change.old) if change.old is not None else None
+        kind = self._kind_for(change, _Subject(rt, change.object), before)
+        return None if kind is None else WatchEvent(kind, change.object, rt)
 
     def _deliver(self, event: WatchEvent) -> None:
         try:
             self.callback(event)
         except Exception:
             log.exception("watch callback failed")
+
+
+class _Bucket:
+    """The watchers of one (resource type, namespace), by their index term."""
+
+    __slots__ = ("by_term", "rest")
+
+    def __init__(self) -> None:
+        #: term key -> value -> watchers (by registration order) whose term admits the value
+        self.by_term: dict[tuple[str, str], dict[str, dict[int, Watcher]]] = {}
+        #: the watchers without an index term
+        self.rest: dict[int, Watcher] = {}
+
+    def add(self, watcher: Watcher, term: _Term | None) -> None:
+        if term is None:
+            self.rest[watcher._seq] = watcher
+            return
+        key, values = term
+        by_value = self.by_term.setdefault(key, {})
+        for value in values:
+            by_value.setdefault(value, {})[watcher._seq] = watcher
+
+    def remove(self, watcher: Watcher, term: _Term | None) -> None:
+        if term is None:
+            self.rest.pop(watcher._seq, None)
+            return
+        key, values = term
+        by_value = self.by_term.get(key, {})
+        for value in values:
+            watchers = by_value.get(value)
+            if watchers is not None:
+                watchers.pop(watcher._seq, None)
+                if not watchers:
+                    del by_value[value]
+        if not by_value:
+            self.by_term.pop(key, None)
+
+    @property
+    def empty(self) -> bool:
+        return not self.rest and not self.by_term
+
+    def collect(self, subjects: tuple[_Subject, ...], into: dict[int, Watcher]) -> None:
+        """Add the watchers that may select any of ``subjects`` to ``into``."""
+        into.update(self.rest)
+        for (kind, name), by_value in self.by_term.items():
+            for subject in subjects:
+                value = subject.fields.get(name, "") if kind == _FIELD else subject.labels.get(name)
+                if isinstance(value, str):
+                    watchers = by_value.get(value)
+                    if watchers:
+                        into.update(watchers)
+
+
+class WatchIndex:
+    """The open watchers, found by what a change can match (sans-IO).
+
+    Watchers sit in a bucket per (resource type or ``None`` for every type,
+    namespace or ``None`` for every namespace); within it, under each value of
+    one term every match must satisfy (``metadata.name=x``, ``app in (a,b)``;
+    see :func:`_index_term`), or in a list of the rest.  :meth:`candidates`
+    of a change visits only the buckets of its type and namespace and the
+    values its objects have: a superset of the watchers that select either
+    object, in registration order.
+    """
+
+    def __init__(self) -> None:
+        self._buckets: dict[tuple[ResourceType | None, str | None], _Bucket] = {}
+        self._terms: dict[int, _Term | None] = {}
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._terms)
+
+    def add(self, watcher: Watcher) -> None:
+        """Register a watcher (after every watcher added before it)."""
+        self._seq += 1
+        watcher._seq = self._seq
+        term = _index_term(watcher.label_selector, watcher.field_selector)
+        self._terms[watcher._seq] = term
+        key = (watcher.resource_type, watcher.namespace)
+        self._buckets.setdefault(key, _Bucket()).add(watcher, term)
+
+    def remove(self, watcher: Watcher) -> None:
+        """Unregister a watcher (idempotent)."""
+        if watcher._seq not in self._terms:
+            return
+        term = self._terms.pop(watcher._seq)
+        key = (watcher.resource_type, watcher.namespace)
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.remove(watcher, term)
+            if bucket.empty:
+                del self._buckets[key]
+
+    def candidates(self, rt: ResourceType, subjects: tuple[_Subject, ...]) -> list[Watcher]:
+        """The watchers that may select any of ``subjects`` (objects of ``rt``), in order."""
+        found: dict[int, Watcher] = {}
+        namespaces: set[str | None] = {None}
+        for subject in subjects:
+            if isinstance(subject.namespace, str):
+                namespaces.add(subject.namespace)
+        for watched in (rt, None):
+            for namespace in namespaces:
+                bucket = self._buckets.get((watched, namespace))
+                if bucket is not None:
+                    bucket.collect(subjects, found)
+        return [found[seq] for seq in sorted(found)]
 
 
 def _typed(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
@@ -299,7 +509,7 @@ class Store:
         }
         self._history: deque[_Change] = deque(maxlen=max(history, 1))
         self._floor = 0
-        self._watchers: list[Watcher] = []
+        self._watchers = WatchIndex()
         self._bootstrap()
 
     # --- bootstrap -------------------------------------------------------------
@@ -388,15 +598,21 @@ class Store:
             self._floor = self._history[0].resource_version
         change = _Change(self._rv, change_type, rt, obj, old)
         self._history.append(change)
-        for watcher in list(self._watchers):
+        if not self._watchers:
+            return
+        now = _Subject(rt, obj)
+        before = _Subject(rt, old) if old is not None and change_type == "MODIFIED" else None
+        subjects = (now,) if before is None else (now, before)
+        memos: dict[str, dict[Hashable, Any]] = {}
+        for watcher in self._watchers.candidates(rt, subjects):
             if watcher.active:
-                event = watcher._event_for(change)
-                if event is not None:
-                    watcher._deliver(event)
+                kind = watcher._kind_for(change, now, before)
+                if kind is not None:
+                    memo = memos.setdefault(kind, {})
+                    watcher._deliver(WatchEvent(kind, obj, rt, memo))
 
     def _remove_watcher(self, watcher: Watcher) -> None:
-        if watcher in self._watchers:
-            self._watchers.remove(watcher)
+        self._watchers.remove(watcher)
 
     def _namespace_exists(self, namespace: str) -> bool:
         namespaces = self._type("", "namespaces")
@@ -800,7 +1016,7 @@ class Store:
             types = [rt] if rt is not None else list(self._objects)
             for each in types:
                 for _, obj in self._matching(each, namespace, labels, fields):
-                    watcher._deliver(WatchEvent("ADDED", _typed(each, obj), each))
+                    watcher._deliver(WatchEvent("ADDED", obj, each))
         else:
             for change in list(self._history):
                 if change.resource_version > start:
@@ -808,7 +1024,7 @@ class Store:
                     if event is not None:
                         watcher._deliver(event)
         if watcher.active:
-            self._watchers.append(watcher)
+            self._watchers.add(watcher)
         return watcher
 
     # --- kinds: validation and defaults -----------------------------------------------

@@ -17,7 +17,7 @@ marked ``k8s.io/initial-events-end`` follows the initial ``ADDED`` events.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,15 @@ Transform = Callable[[str, dict[str, Any]], dict[str, Any]]
 def encode_event(event_type: str, obj: Mapping[str, Any]) -> bytes:
     """One watch event as a line of compact JSON, as Go's encoder writes it."""
     return json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode() + b"\n"
+
+
+#: the :meth:`WatchEvent.shared` key of an event's JSON line
+_JSON_LINE = "json-line"
+
+
+def _json_line(event: WatchEvent) -> bytes:
+    """An event's object, untransformed, as a JSON line."""
+    return encode_event(event.type, event.view)
 
 
 def bookmark(
@@ -115,7 +124,12 @@ class WatchStream:
     """One watch: store events → encoded lines written to ``write`` until it ends.
 
     ``transform`` turns an event's object into what the client asked for (a
-    ``Table``, ``PartialObjectMetadata``, or the object unchanged).  Call
+    ``Table``, ``PartialObjectMetadata``, or the object unchanged).  An event's
+    line is encoded once per change for every stream without a transform
+    (:meth:`WatchEvent.shared`), and once for every stream whose transform has
+    the same ``transform_key`` (streams whose transforms give the same result
+    for the same event may share one); a transform without a key runs per
+    stream on the stream's own copy of the object.  Call
     :meth:`start` once; it returns the lines to send first (delivered while
     the watch was being set up) or raises the :class:`ApiError` to answer
     instead of a stream.  After the first write the stream owns itself:
@@ -133,6 +147,7 @@ class WatchStream:
         finish: Callable[[], None],
         transform: Transform | None = None,
         bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL,
+        transform_key: Hashable | None = None,
     ) -> None:
         self._store = store
         self._rt = rt
@@ -142,6 +157,7 @@ class WatchStream:
         self._write = write
         self._finish = finish
         self._transform = transform
+        self._transform_key = transform_key
         self._bookmark_interval = bookmark_interval
         self._pending: list[bytes] | None = []
         self._watcher: Watcher | None = None
@@ -198,10 +214,16 @@ class WatchStream:
     def _on_event(self, event: WatchEvent) -> None:
         if self._done:
             return
-        obj = event.object
-        if self._transform is not None and event.type != "ERROR":
-            obj = self._transform(event.type, obj)
-        line = encode_event(event.type, obj)
+        if self._transform is None:
+            line = event.shared(_JSON_LINE, _json_line)
+        elif self._transform_key is None:
+            line = encode_event(event.type, self._transform(event.type, event.object))
+        else:
+            transform = self._transform
+            line = event.shared(
+                (_JSON_LINE, self._transform_key),
+                lambda e: encode_event(e.type, transform(e.type, e.object)),
+            )
         if self._pending is not None:
             self._pending.append(line)
         else:

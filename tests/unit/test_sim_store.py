@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from karpor.api.status import ApiError
 from karpor.sim.resources import CATALOG, ResourceType
+from karpor.sim.selectors import object_fields, parse_field_selector, parse_label_selector
 from karpor.sim.store import GENERATE_NAME_ALPHABET, Store, WatchEvent
 
 
@@ -587,3 +591,186 @@ def test_a_failing_callback_does_not_break_writes(store):
 
     store.watch(CONFIGMAPS, None, resource_version=str(store.resource_version), callback=explode)
     assert store.create(CONFIGMAPS, "default", cm("a"))["metadata"]["name"] == "a"
+
+
+# --- watch dispatch: the index notifies exactly the watchers a brute-force scan would ---------
+
+_NAMESPACES = ("default", "kube-public")
+_NAMES = ("a", "b")
+_VALUES = ("x", "y", "z")
+_label_sets = st.dictionaries(st.sampled_from(("app", "tier")), st.sampled_from(_VALUES))
+_label_terms = st.one_of(
+    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(("app", "tier")), st.sampled_from(_VALUES)),
+    st.builds(lambda k, v: f"{k}=={v}", st.sampled_from(("app", "tier")), st.sampled_from(_VALUES)),
+    st.builds(lambda k, v: f"{k}!={v}", st.sampled_from(("app", "tier")), st.sampled_from(_VALUES)),
+    st.builds(
+        lambda k, vs: f"{k} in ({','.join(vs)})",
+        st.sampled_from(("app", "tier")),
+        st.lists(st.sampled_from(_VALUES), min_size=1, max_size=2),
+    ),
+    st.builds(
+        lambda k, vs: f"{k} notin ({','.join(vs)})",
+        st.sampled_from(("app", "tier")),
+        st.lists(st.sampled_from(_VALUES), min_size=1, max_size=2),
+    ),
+    st.sampled_from(("app", "!app", "tier")),
+)
+_label_selectors = st.lists(_label_terms, max_size=2).map(",".join)
+_field_selectors = st.lists(
+    st.one_of(
+        st.builds(lambda n: f"metadata.name={n}", st.sampled_from(_NAMES)),
+        st.builds(lambda n: f"metadata.name!={n}", st.sampled_from(_NAMES)),
+        st.builds(lambda n: f"metadata.namespace=={n}", st.sampled_from(_NAMESPACES)),
+    ),
+    max_size=2,
+).map(",".join)
+_watches = st.tuples(
+    st.sampled_from((CONFIGMAPS, SECRETS, None)),
+    st.sampled_from((None, *_NAMESPACES)),
+    _label_selectors,
+    _field_selectors,
+)
+_writes = st.tuples(
+    st.sampled_from((CONFIGMAPS, SECRETS)),
+    st.sampled_from(_NAMESPACES),
+    st.sampled_from(_NAMES),
+    st.one_of(st.none(), _label_sets),
+)
+
+
+def _brute_force(
+    watch: tuple[ResourceType | None, str | None, str, str],
+    rt: ResourceType,
+    change: str,
+    new: dict[str, Any],
+    old: dict[str, Any] | None,
+) -> str | None:
+    """The event a watch sees for a change, by checking its selectors against the objects."""
+    watched, namespace, label_text, field_text = watch
+    labels, fields = parse_label_selector(label_text), parse_field_selector(field_text)
+
+    def selects(obj: dict[str, Any]) -> bool:
+        meta = obj["metadata"]
+        return (
+            (namespace is None or meta.get("namespace") == namespace)
+            and labels.matches(meta.get("labels"))
+            and fields.matches(object_fields(rt.group, rt.kind, obj))
+        )
+
+    if watched is not None and watched != rt:
+        return None
+    if change == "MODIFIED" and old is not None:
+        return {(True, True): "MODIFIED", (False, True): "ADDED", (True, False): "DELETED"}.get(
+            (selects(old), selects(new))
+        )
+    return change if selects(new) else None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(_watches, min_size=1, max_size=12),
+    st.lists(_writes, min_size=1, max_size=25),
+    st.data(),
+)
+def test_watch_dispatch_matches_a_brute_force_scan(watches, writes, data):
+    store = Store(clock=lambda: NOW, rng=random.Random(7))
+    received: list[list[tuple[str, str]]] = [[] for _ in watches]
+    order: list[int] = []
+    watchers = []
+    rv = str(store.resource_version)
+    for i, (rt, namespace, labels, fields) in enumerate(watches):
+
+        def on_event(event: WatchEvent, i: int = i) -> None:
+            received[i].append((event.type, event.object["metadata"]["resourceVersion"]))
+            order.append(i)
+
+        watchers.append(
+            store.watch(
+                rt,
+                namespace,
+                label_selector=labels,
+                field_selector=fields,
+                resource_version=rv,
+                callback=on_event,
+            )
+        )
+    expected: list[list[tuple[str, str]]] = [[] for _ in watches]
+    cancelled: set[int] = set()
+    for rt, namespace, name, labels in writes:
+        if data.draw(st.booleans(), label="cancel one") and len(cancelled) < len(watchers):
+            victim = data.draw(st.sampled_from(range(len(watchers))), label="victim")
+            watchers[victim].cancel()
+            cancelled.add(victim)
+        try:
+            old = store.get(rt, namespace, name)
+        except ApiError:
+            old = None
+        order.clear()
+        if old is not None and labels is None:
+            new = store.delete(rt, namespace, name)
+            change = "DELETED"
+        else:
+            body = {"metadata": {"name": name, "labels": labels or {}}}
+            if old is None:
+                new = store.create(rt, namespace, body)
+                change = "ADDED"
+            else:
+                new = store.update(rt, namespace, name, {**old, **body})
+                change = "MODIFIED"
+        if (
+            old is not None
+            and new["metadata"]["resourceVersion"] == old["metadata"]["resourceVersion"]
+        ):
+            continue  # a no-op update writes nothing
+        assert order == sorted(order)  # registration order, as before the index
+        for i, watch in enumerate(watches):
+            if i in cancelled:
+                continue
+            kind = _brute_force(watch, rt, change, new, old if change == "MODIFIED" else None)
+            if kind is not None:
+                expected[i].append((kind, new["metadata"]["resourceVersion"]))
+    assert received == expected
+    for watcher in watchers:
+        watcher.cancel()
+    assert len(store._watchers) == 0
+    assert store._watchers._buckets == {}
+
+
+def test_watchers_of_one_change_share_its_encoded_line(store):
+    lines: dict[str, list[bytes]] = {"json": [], "own": []}
+
+    def shared(event: WatchEvent) -> None:
+        lines["json"].append(event.shared("line", lambda e: json.dumps(e.view).encode()))
+        lines["own"].append(json.dumps(event.object).encode())
+        event.object["metadata"]["name"] = "mine"  # each event's object is its own copy
+
+    rv = str(store.resource_version)
+    for _ in range(3):
+        store.watch(CONFIGMAPS, "default", callback=shared, resource_version=rv)
+    store.create(CONFIGMAPS, "default", cm("a", labels={"app": "web"}))
+    first = lines["json"][0]
+    assert all(line is first for line in lines["json"])
+    assert lines["own"] == [first] * 3
+    assert store.get(CONFIGMAPS, "default", "a")["metadata"]["name"] == "a"
+
+
+def test_a_watcher_cancelled_by_another_callback_gets_nothing_more(store):
+    events: list[str] = []
+    second = None
+
+    def first(event: WatchEvent) -> None:
+        events.append("first")
+        assert second is not None
+        second.cancel()
+
+    rv = str(store.resource_version)
+    store.watch(CONFIGMAPS, None, label_selector="app=web", callback=first, resource_version=rv)
+    second = store.watch(
+        CONFIGMAPS,
+        "default",
+        label_selector="app in (web)",
+        callback=lambda e: events.append("second"),
+        resource_version=rv,
+    )
+    store.create(CONFIGMAPS, "default", cm("a", labels={"app": "web"}))
+    assert events == ["first"]

@@ -126,3 +126,43 @@ def test_params() -> None:
     with pytest.raises(ApiError) as err:
         WatchParams.from_query({"sendInitialEvents": ["true"]})
     assert err.value.code == 422
+
+
+def test_streams_share_an_event_line_and_keyed_transforms() -> None:
+    clock = Clock()
+    store = Store(clock=clock.seconds)
+    rv = str(store.resource_version)
+    params = WatchParams(resource_version=rv)
+    calls: list[str] = []
+
+    def table(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
+        calls.append(event_type)
+        return {"kind": "Table", "rows": [obj["metadata"]["name"]]}
+
+    plain: list[bytes] = []
+    keyed: list[bytes] = []
+    unkeyed: list[bytes] = []
+    for _ in range(2):
+        for sink, transform, key in (
+            (plain, None, None),
+            (keyed, table, "table"),
+            (unkeyed, table, None),
+        ):
+            stream = WatchStream(
+                store,
+                CM,
+                "default",
+                params,
+                clock,
+                sink.append,
+                lambda: None,
+                transform=transform,
+                transform_key=key,
+            )
+            assert stream.start() == []
+    created = store.create(CM, "default", _cm("a"))
+    assert plain == [encode_event("ADDED", created)] * 2
+    assert plain[0] is plain[1]
+    assert keyed == [b'{"type":"ADDED","object":{"kind":"Table","rows":["a"]}}\n'] * 2
+    assert unkeyed == keyed
+    assert calls == ["ADDED"] * 3  # once for both keyed streams, once per unkeyed stream
