@@ -243,8 +243,8 @@ SPARSE_FANOUT = 10
 SPARSE_MAX_PROBES = 1000
 #: sparse updates per round (``events`` x this, i.e. 200 in the full run, 60 with --quick)
 SPARSE_PER_BROADCAST = 20
-#: seconds between two sparse updates (the simulator spends ~6 µs per open watch on every
-#: write, ~60 ms at 10,000: a shorter interval would keep it busy all the time)
+#: seconds between two sparse updates (steady, well apart: each update is one event in
+#: flight, so the latency is the path's, not a queue's)
 SPARSE_INTERVAL = 0.1
 #: watch streams held by one client process
 WATCHES_PER_CLIENT = 2500
