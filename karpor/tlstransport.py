@@ -43,7 +43,7 @@ import contextlib
 import ipaddress
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,12 +52,14 @@ from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
 from twisted.internet import main, tcp
 from twisted.internet.defer import Deferred
+from twisted.internet.error import DNSLookupError
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
     IListeningPort,
     IProtocol,
     IProtocolFactory,
+    IResolutionReceiver,
     ISSLTransport,
     IStreamClientEndpoint,
 )
@@ -85,11 +87,7 @@ class ClientTLS:
     @property
     def is_ip(self) -> bool:
         """Whether :attr:`hostname` is an IP address (no SNI; IP SAN check)."""
-        try:
-            ipaddress.ip_address(self.hostname)
-        except ValueError:
-            return False
-        return True
+        return _is_ip(self.hostname)
 
 
 class _TLSConnection:
@@ -437,8 +435,9 @@ class _Connecting(ClientFactory):
 class TLSClientEndpoint:
     """Connects to ``host:port`` and speaks TLS as ``tls`` says.
 
-    Names resolve as ``reactor.connectTCP`` resolves them (IPv4); IP
-    addresses of either family connect directly.
+    An IP address (either family) is connected to directly; a name is
+    resolved with the reactor's name resolver (``getaddrinfo``: IPv4 and
+    IPv6) and its addresses are tried in turn until one connects.
     """
 
     def __init__(
@@ -453,14 +452,69 @@ class TLSClientEndpoint:
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         """Start connecting; fires with the protocol once TCP is connected
         (the handshake follows: ``IHandshakeListener`` tells when it is done)."""
-        connector: list[_TLSConnector] = []
+        attempt: list[Deferred[IProtocol]] = []
+        cancelled: list[bool] = []
 
         def cancel(d: Deferred[IProtocol]) -> None:
-            connector[0].stopConnecting()
+            cancelled.append(True)
+            if attempt:
+                attempt[-1].cancel()
 
         deferred: Deferred[IProtocol] = Deferred(cancel)
-        factory = _Connecting(protocolFactory, deferred)
-        c = _TLSConnector(self._host, self._port, factory, self._timeout, self._reactor, self._tls)
+
+        def try_from(hosts: list[str], last: Failure | None) -> None:
+            if cancelled or deferred.called:
+                return
+            if not hosts:
+                deferred.errback(last or Failure(DNSLookupError(self._host)))
+                return
+            d = self._connect_to(hosts[0], protocolFactory)
+            attempt.append(d)
+            d.addCallbacks(
+                lambda protocol: None if deferred.called else deferred.callback(protocol),
+                lambda failure: try_from(hosts[1:], failure),
+            )
+
+        if _is_ip(self._host):
+            try_from([self._host], None)
+        else:
+            receiver = _Addresses(lambda hosts: try_from(hosts, None))
+            self._reactor.nameResolver.resolveHostName(receiver, self._host, self._port)
+        return deferred
+
+    def _connect_to(self, host: str, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        connector: list[_TLSConnector] = []
+        d: Deferred[IProtocol] = Deferred(lambda _: connector[0].stopConnecting())
+        factory = _Connecting(protocolFactory, d)
+        c = _TLSConnector(host, self._port, factory, self._timeout, self._reactor, self._tls)
         connector.append(c)
         c.connect()
-        return deferred
+        return d
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@implementer(IResolutionReceiver)
+class _Addresses:
+    """Collects a name's addresses, then hands them on in the resolver's order."""
+
+    def __init__(self, done: Callable[[list[str]], None]) -> None:
+        self._done = done
+        self._hosts: list[str] = []
+
+    def resolutionBegan(self, resolutionInProgress: object) -> None:
+        pass
+
+    def addressResolved(self, address: Any) -> None:
+        host = str(getattr(address, "host", ""))
+        if host and host not in self._hosts:
+            self._hosts.append(host)
+
+    def resolutionComplete(self) -> None:
+        self._done(self._hosts)

@@ -87,3 +87,13 @@ def test_half_close_lets_the_server_answer_after_the_clients_end(results: dict[s
     assert r["server_half"] is True
     assert r["received"] == "echo:last wordsbye after half-close"
     assert r["reason"].startswith("ConnectionDone")
+
+
+def test_a_name_is_resolved_and_its_addresses_tried(results: dict[str, Any]) -> None:
+    r = results["by_name"]
+    assert r["handshake"] and r["received"] == "echo:named"
+
+
+def test_an_unresolvable_name_fails_to_connect(results: dict[str, Any]) -> None:
+    r = results["unresolvable_name"]
+    assert "no-such-host.invalid" in r["connect_error"]

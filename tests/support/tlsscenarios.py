@@ -136,12 +136,17 @@ async def scenarios() -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     async def run(
-        name: str, tls_of: Callable[[], Any], payload: bytes, **kw: Any
+        name: str, tls_of: Callable[[], Any], payload: bytes, host: str = "127.0.0.1", **kw: Any
     ) -> dict[str, Any]:
         before = len(Server.seen)
         client = Client(payload, **kw)
-        endpoint = TLSClientEndpoint(reactor, "127.0.0.1", number, tls_of(), timeout=5)
-        await connectProtocol(endpoint, client)
+        endpoint = TLSClientEndpoint(reactor, host, number, tls_of(), timeout=5)
+        try:
+            await connectProtocol(endpoint, client)
+        except Exception as exc:  # recorded: the scenario is about the failure
+            failed: dict[str, Any] = {"connect_error": f"{type(exc).__name__}: {exc}"}
+            out[name] = failed
+            return failed
         result = await client.done
         server = Server.seen[before] if len(Server.seen) > before else {}
         result["server_bytes"] = server.get("bytes")
@@ -162,6 +167,14 @@ async def scenarios() -> dict[str, Any]:
         b"hello",
     )
     await run("echo_http11", lambda: client_options("localhost", ca_pem, alpn=HTTP11), b"hi")
+    # a name: resolved (IPv4 and IPv6), each address tried until one connects
+    await run("by_name", lambda: client_options("localhost", ca_pem), b"named", host="localhost")
+    await run(
+        "unresolvable_name",
+        lambda: client_options("localhost", ca_pem),
+        b"x",
+        host="no-such-host.invalid",
+    )
     await run(
         "write_before_handshake",
         lambda: client_options("localhost", ca_pem),
