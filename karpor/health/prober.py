@@ -59,6 +59,11 @@ def _ignore(name: str, status: ClusterStatus | None) -> None:
     pass
 
 
+#: seconds between the first probes of clusters added together (1,000
+#: clusters: 5 s; one cluster: probed at once)
+FIRST_PROBE_SPACING = 0.005
+
+
 class _Run:
     """One probe in flight."""
 
@@ -136,11 +141,16 @@ class HealthProber:
         for name in [n for n in self._slots if n not in clusters]:
             # forgotten: the catalog drops a removed cluster's status itself
             self._halt(self._slots.pop(name))
+        added = 0
         for name, cluster in clusters.items():
             slot = self._slots.get(name)
             if slot is None:
                 slot = self._slots[name] = _Slot(cluster, self.settings)
-                self._schedule(slot, 0.0)
+                # many clusters at once (a start, a big reload): their first
+                # probes are spread out, so they never come as one burst (and
+                # neither do the later ones, each an interval after its last)
+                self._schedule(slot, self._first_delay(added))
+                added += 1
                 continue
             if slot.cluster is cluster:
                 continue
@@ -150,6 +160,11 @@ class HealthProber:
                 self._on_change(name, None)
                 self._schedule(slot, 0.0)
             slot.cluster = cluster
+
+    def _first_delay(self, index: int) -> float:
+        """When the ``index``-th cluster added by one sync is first probed:
+        :data:`FIRST_PROBE_SPACING` apart, all within one interval."""
+        return (index * FIRST_PROBE_SPACING) % self.settings.interval
 
     def stop(self) -> None:
         """Stop probing (on shutdown)."""

@@ -374,3 +374,21 @@ def test_a_definition_that_cannot_be_used_is_unhealthy_with_the_pool_error() -> 
     assert status.refusal_code == 502
     error = h.prober.refusal(broken)
     assert error is not None and error.code == 502
+
+
+def test_clusters_added_together_are_first_probed_spread_out_not_in_one_burst() -> None:
+    many = [
+        Cluster(
+            name=f"c{i}",
+            endpoint=f"http://10.1.{i // 250}.{i % 250}:6443",
+            credential=TokenCredential(token="t"),
+        )
+        for i in range(1000)
+    ]
+    h = Harness(clusters=many)
+    h.clock.advance(0)
+    assert len(h.endpoint.attempts) == 1  # the first at once
+    h.clock.advance(1.0)
+    assert 150 < len(h.endpoint.attempts) < 250  # about 200 a second
+    h.clock.advance(ProbeSettings().interval)
+    assert len(h.endpoint.attempts) == 1000  # every one within an interval
