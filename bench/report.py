@@ -40,6 +40,10 @@ class Section:
     ratios: tuple[Ratio, ...]
 
 
+#: what limits karpor on these workloads: kept by hand, copied into RESULTS.md
+LIMITS = Path(__file__).with_name("LIMITS.md")
+
+
 def sections(karpor: str) -> list[Section]:
     """The workloads in report order; ``karpor`` is the reference karpor peer key."""
     ms = "{:.2f}"
@@ -451,6 +455,8 @@ def write(
         *(f"| {t.name} | {t.limit} | {t.measured} | {t.status} |" for t in results.targets),
         "",
     ]
+    if LIMITS.exists():
+        lines += [LIMITS.read_text().rstrip(), ""]
     for section in sections(karpor):
         body = table(results, section)
         if not body:
