@@ -13,12 +13,11 @@ import httptools
 import pytest
 from OpenSSL import SSL
 from prometheus_client import CollectorRegistry
+from support.fakeendpoint import FakeEndpoint
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from karpor.api.request import ApiRequest, Responder
 from karpor.auth.audit import AuditWriter
@@ -65,19 +64,6 @@ class RecordingApi:
         self.requests.append((request, responder))
         if self.answer is not None:
             self.answer(request, responder)
-
-
-@implementer(IStreamClientEndpoint)
-class FakeEndpoint:
-    """Records connection attempts; the test completes or fails them."""
-
-    def __init__(self) -> None:
-        self.attempts: list[tuple[Deferred[Any], Any]] = []
-
-    def connect(self, factory: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.attempts.append((d, factory))
-        return d
 
 
 class Upstream:

@@ -10,13 +10,12 @@ from typing import Any, cast
 
 import httptools
 import pytest
+from support.fakeendpoint import FakeEndpoint
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import ILogObserver, Logger, formatEvent
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
@@ -40,19 +39,6 @@ VERSION = json.dumps({"gitVersion": "v1.31.0"}).encode()
 
 def ok(body: bytes = b"ok") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-
-
-@implementer(IStreamClientEndpoint)
-class FakeEndpoint:
-    """Records connection attempts; the test completes or fails them."""
-
-    def __init__(self) -> None:
-        self.attempts: list[tuple[Deferred[Any], Any]] = []
-
-    def connect(self, factory: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.attempts.append((d, factory))
-        return d
 
 
 class Upstream:
