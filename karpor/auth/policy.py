@@ -100,6 +100,7 @@ from karpor.api.status import ApiError
 from karpor.auth.identity import ANONYMOUS_USER, AUTHENTICATED, UNAUTHENTICATED, Identity
 from karpor.config.clusters import describe, quote
 from karpor.config.model import Cluster
+from karpor.config.textfile import TextFileError, read_text
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -778,12 +779,7 @@ def parse_policy(text: str, source: str) -> Policy:
 def load_policy(path: str) -> Policy:
     """Read and parse the policy file at ``path`` (blocking).  Raises :class:`PolicyError`."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise PolicyError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise PolicyError([f"{path}: not UTF-8 text"]) from None
+        text = read_text(path)
+    except TextFileError as exc:
+        raise PolicyError([str(exc)]) from None
     return parse_policy(text, path)

@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from karpor.auth.identity import Identity
+from karpor.config.textfile import TextFileError, read_text
 
 #: characters a bearer token may hold (visible ASCII, as in an HTTP header)
 _MIN_TOKEN_CHAR, _MAX_TOKEN_CHAR = 0x21, 0x7E
@@ -156,12 +157,7 @@ def load_token_file(path: str) -> TokenFile:
     """Read and parse the token file at ``path`` (blocking: call it off the
     reactor thread, or at start-up).  Raises :class:`TokenFileError`."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise TokenFileError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise TokenFileError([f"{path}: not UTF-8 text"]) from None
+        text = read_text(path)
+    except TextFileError as exc:
+        raise TokenFileError([str(exc)]) from None
     return parse_token_file(text, path)

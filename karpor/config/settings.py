@@ -65,6 +65,7 @@ from karpor.auth.sections import (
 )
 from karpor.config.clusters import describe, quote
 from karpor.config.hostnames import parse_host_names
+from karpor.config.textfile import TextFileError, read_text
 from karpor.health.probe import ProbeSettings
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -315,14 +316,9 @@ def parse_settings(text: str, source: str, base_dir: str | None = None) -> Setti
 def load_settings(path: str) -> Settings:
     """Settings from the ``--config`` file at ``path``."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise SettingsError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise SettingsError([f"{path}: not UTF-8 text"]) from None
+        text = read_text(path)
+    except TextFileError as exc:
+        raise SettingsError([str(exc)]) from None
     return parse_settings(text, path)
 
 
