@@ -108,6 +108,8 @@ class _TLSConnection:
     _client_tls: ClientTLS | None = None
     _handshaken = False
     _reading = False
+    #: whether the last read turn ended at its limit rather than at ``WantReadError``
+    _unfinished = False
 
     def _wrap(self, raw: socket.socket, context: SSL.Context, server: bool) -> SSL.Connection:
         self._raw = raw
@@ -157,9 +159,9 @@ class _TLSConnection:
     def startReading(self) -> None:
         self._reading = True
         tcp.Connection.startReading(self)  # type: ignore[arg-type]
-        if self._handshaken:
-            # in case OpenSSL holds data from before the pause: the socket
-            # would not report it readable
+        if self._unfinished:
+            # the last turn stopped at its limit, not at WantReadError: what
+            # OpenSSL may hold would not make the socket readable again
             self.reactor.callLater(0, self._read_buffered)
 
     def stopReading(self) -> None:
@@ -181,6 +183,7 @@ class _TLSConnection:
         size: int = self.bufferSize  # type: ignore[attr-defined]
         chunks: list[bytes] = []
         why: BaseException | None = None
+        self._unfinished = False
         for _ in range(_READS_PER_EVENT):
             try:
                 chunks.append(recv(size))
@@ -202,6 +205,7 @@ class _TLSConnection:
         else:
             # a long burst: let other connections run, then read on (what
             # OpenSSL holds would not make the socket readable again)
+            self._unfinished = True
             self.reactor.callLater(0, self._read_buffered)
         if chunks:
             # the records of one event reach the protocol as one piece
