@@ -8,16 +8,14 @@ subprocesses; a urllib3 client presenting a client certificate drives them.
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import urllib3
+from support.frontgateway import start, stop
+from support.procs import free_port
 
 from karpor.auth.ca import CertificateAuthority
 
@@ -82,72 +80,6 @@ UPSTREAM = textwrap.dedent(
     """
 )
 
-GATEWAY = textwrap.dedent(
-    """
-    import json, sys
-    from twisted.internet import reactor
-    from twisted.protocols.tls import TLSMemoryBIOFactory
-    from karpor.api.status import ApiError
-    from karpor.auth.authenticate import CertificateAuthenticator
-    from karpor.config.model import Cluster, TokenCredential
-    from karpor.proxy.pool import UpstreamPools
-    from karpor.server.front import GatewayFactory
-    from karpor.tls import server_options
-
-    cfg = json.load(open(sys.argv[1]))
-
-    class Api:
-        def handle(self, request, responder):
-            if request.path == "/healthz":
-                responder.respond(200, [(b"Content-Type", b"text/plain")], b"ok")
-            else:
-                body = ApiError(404, "no such path").body()
-                responder.respond(404, [(b"Content-Type", b"application/json")], body)
-
-    clusters = {
-        c["name"]: Cluster(name=c["name"], endpoint=c["endpoint"], ca_pem=c["ca"].encode(),
-                           credential=TokenCredential(token=cfg["token"]))
-        for c in cfg["clusters"]
-    }
-    pools = UpstreamPools(reactor, connect_timeout=3.0)
-    auth = CertificateAuthenticator([cfg["client_ca"].encode()])
-    factory = GatewayFactory(lambda: clusters, Api(), auth, pools, reactor=reactor)
-    tls = server_options(cfg["cert"].encode(), cfg["key"].encode())
-    port = reactor.listenTCP(0, TLSMemoryBIOFactory(tls, False, factory), interface="127.0.0.1")
-    print(port.getHost().port, flush=True)
-    reactor.run()
-    """
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _start(script: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen(
-        [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        _, err = proc.communicate()
-        raise RuntimeError(f"{script.name} did not start: {err.decode()}")
-    return proc, int(line)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
 
 @dataclass
 class Setup:
@@ -170,14 +102,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     alice.write(tmp / "alice.crt", tmp / "alice.key")
     (tmp / "gateway-ca.crt").write_bytes(gateway_ca.cert_pem)
     (tmp / "upstream.py").write_text(UPSTREAM)
-    (tmp / "gateway.py").write_text(GATEWAY)
 
-    upstream, up_port = _start(
-        tmp / "upstream.py", TOKEN, str(tmp / "up.crt"), str(tmp / "up.key"), str(LARGE)
+    upstream, up_port = start(
+        [str(tmp / "upstream.py"), TOKEN, str(tmp / "up.crt"), str(tmp / "up.key"), str(LARGE)]
     )
     gateway = None
     try:
-        closed = _free_port()
+        closed = free_port()
         config = {
             "token": TOKEN,
             "client_ca": gateway_ca.cert_pem.decode(),
@@ -202,7 +133,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             ],
         }
         (tmp / "gateway.json").write_text(json.dumps(config))
-        gateway, gw_port = _start(tmp / "gateway.py", str(tmp / "gateway.json"))
+        gateway, gw_port = start(["-m", "support.frontgateway", str(tmp / "gateway.json")])
         ca = str(tmp / "gateway-ca.crt")
         http = urllib3.PoolManager(
             cert_reqs="CERT_REQUIRED",
@@ -215,8 +146,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         yield Setup(f"https://127.0.0.1:{gw_port}", http, anonymous, up_port)
     finally:
         if gateway is not None:
-            _stop(gateway)
-        _stop(upstream)
+            stop(gateway)
+        stop(upstream)
 
 
 def _proxy(setup: Setup, cluster: str, path: str) -> str:

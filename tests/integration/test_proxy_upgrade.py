@@ -15,17 +15,15 @@ import contextlib
 import hashlib
 import json
 import random
-import socket
 import ssl
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
+from support.frontgateway import start, stop
+from support.procs import free_port
 
 from karpor.auth.ca import CertificateAuthority
 
@@ -134,75 +132,6 @@ UPSTREAM = textwrap.dedent(
     """
 )
 
-GATEWAY = textwrap.dedent(
-    """
-    import json, sys
-    from twisted.internet import reactor
-    from twisted.protocols.tls import TLSMemoryBIOFactory
-    from karpor.api.status import ApiError
-    from karpor.auth.authenticate import CertificateAuthenticator
-    from karpor.config.model import Cluster, TokenCredential, X509Credential
-    from karpor.proxy.pool import UpstreamPools
-    from karpor.server.front import GatewayFactory
-    from karpor.tls import server_options
-
-    cfg = json.load(open(sys.argv[1]))
-
-    class Api:
-        def handle(self, request, responder):
-            body = ApiError(404, "no such path").body()
-            responder.respond(404, [(b"Content-Type", b"application/json")], body)
-
-    def credential(c):
-        if c["auth"] == "cert":
-            return X509Credential(certificate=cfg["client_cert"].encode(),
-                                  private_key=cfg["client_key"].encode())
-        return TokenCredential(token=cfg["token"])
-
-    clusters = {
-        c["name"]: Cluster(name=c["name"], endpoint=c["endpoint"], ca_pem=c["ca"].encode(),
-                           credential=credential(c))
-        for c in cfg["clusters"]
-    }
-    pools = UpstreamPools(reactor, connect_timeout=3.0)
-    auth = CertificateAuthenticator([cfg["client_ca"].encode()])
-    factory = GatewayFactory(lambda: clusters, Api(), auth, pools, reactor=reactor)
-    tls = server_options(cfg["cert"].encode(), cfg["key"].encode())
-    port = reactor.listenTCP(0, TLSMemoryBIOFactory(tls, False, factory), interface="127.0.0.1")
-    print(port.getHost().port, flush=True)
-    reactor.run()
-    """
-)
-
-
-def _start(script: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen(
-        [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        _, err = proc.communicate()
-        raise RuntimeError(f"{script.name} did not start: {err.decode()}")
-    return proc, int(line)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
 
 @dataclass
 class Setup:
@@ -221,8 +150,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     gw_cert = gateway_ca.issue_server("gateway", ["127.0.0.1", "localhost"])
     gateway_ca.issue_client("alice", ["dev"]).write(tmp / "alice.crt", tmp / "alice.key")
     (tmp / "upstream.py").write_text(UPSTREAM)
-    (tmp / "gateway.py").write_text(GATEWAY)
-    upstream, up_port = _start(tmp / "upstream.py", TOKEN, str(tmp / "up.crt"), str(tmp / "up.key"))
+    upstream, up_port = start(
+        [str(tmp / "upstream.py"), TOKEN, str(tmp / "up.crt"), str(tmp / "up.key")]
+    )
     gateway = None
     try:
         endpoint = f"https://127.0.0.1:{up_port}"
@@ -240,7 +170,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 {
                     "name": "closed",
                     "auth": "token",
-                    "endpoint": f"https://127.0.0.1:{_closed_port()}",
+                    "endpoint": f"https://127.0.0.1:{free_port()}",
                     "ca": ca,
                 },
                 {
@@ -252,15 +182,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             ],
         }
         (tmp / "gateway.json").write_text(json.dumps(config))
-        gateway, gw_port = _start(tmp / "gateway.py", str(tmp / "gateway.json"))
+        gateway, gw_port = start(["-m", "support.frontgateway", str(tmp / "gateway.json")])
         context = ssl.create_default_context(cadata=gateway_ca.cert_pem.decode())
         context.load_cert_chain(tmp / "alice.crt", tmp / "alice.key")
         context.set_alpn_protocols(["http/1.1"])
         yield Setup(gw_port, context)
     finally:
         if gateway is not None:
-            _stop(gateway)
-        _stop(upstream)
+            stop(gateway)
+        stop(upstream)
 
 
 # -- a small HTTP/1.1 client on asyncio streams ----------------------------------------
