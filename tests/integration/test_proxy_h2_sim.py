@@ -14,66 +14,19 @@ import asyncio
 import json
 import ssl
 import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 import urllib3
+from support.frontgateway import start, stop
 from support.sim import SimRun, start_sim
 
 from karpor.auth.ca import CertificateAuthority
 
 WATCHES = 200
 PROBE = "probe-h2"
-
-GATEWAY = textwrap.dedent(
-    """
-    import json, sys
-    from twisted.internet import reactor
-    from twisted.protocols.tls import TLSMemoryBIOFactory
-    from karpor.api.status import ApiError
-    from karpor.auth.authenticate import CertificateAuthenticator
-    from karpor.config.model import Cluster, TokenCredential
-    from karpor.proxy.pool import UpstreamPools
-    from karpor.server.front import GatewayFactory
-    from karpor.tls import server_options
-
-    cfg = json.load(open(sys.argv[1]))
-    clusters = {
-        c["name"]: Cluster(name=c["name"], endpoint=c["endpoint"], ca_pem=c["ca"].encode(),
-                           credential=TokenCredential(token=c["token"]))
-        for c in cfg["clusters"]
-    }
-    pools = UpstreamPools(reactor, connect_timeout=3.0)
-
-    class Api:
-        def handle(self, request, responder):
-            if request.path == "/stats":
-                pool = pools.get(clusters[request.query.split("=", 1)[1]])
-                mux = pool.multiplexer
-                body = json.dumps({
-                    "h2_connections": pool.h2_connections,
-                    "h1_connections": pool.open_connections,
-                    "streams": mux.streams if mux is not None else 0,
-                    "speaks_h2": mux.speaks_h2 if mux is not None else None,
-                }).encode()
-                responder.respond(200, [(b"Content-Type", b"application/json")], body)
-            else:
-                body = ApiError(404, "no such path").body()
-                responder.respond(404, [(b"Content-Type", b"application/json")], body)
-
-    auth = CertificateAuthenticator([cfg["client_ca"].encode()])
-    factory = GatewayFactory(lambda: clusters, Api(), auth, pools, reactor=reactor)
-    tls = server_options(cfg["cert"].encode(), cfg["key"].encode())
-    port = reactor.listenTCP(0, TLSMemoryBIOFactory(tls, False, factory),
-                             interface="127.0.0.1", backlog=1024)
-    print(port.getHost().port, flush=True)
-    reactor.run()
-    """
-)
 
 
 @dataclass
@@ -124,17 +77,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             ],
         }
         (tmp / "config.json").write_text(json.dumps(config))
-        (tmp / "gateway.py").write_text(GATEWAY)
-        gateway = subprocess.Popen(
-            [sys.executable, str(tmp / "gateway.py"), str(tmp / "config.json")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert gateway.stdout is not None
-        line = gateway.stdout.readline()
-        if not line:
-            gateway.kill()
-            raise RuntimeError(f"the gateway did not start: {gateway.communicate()[1].decode()}")
+        gateway, port = start(["-m", "support.frontgateway", str(tmp / "config.json")])
         http = urllib3.PoolManager(
             ca_certs=str(tmp / "gateway-ca.crt"),
             cert_file=str(tmp / "alice.crt"),
@@ -144,15 +87,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         context = ssl.create_default_context(cafile=str(tmp / "gateway-ca.crt"))
         context.load_cert_chain(str(tmp / "alice.crt"), str(tmp / "alice.key"))
         context.set_alpn_protocols(["http/1.1"])
-        yield Setup(int(line), gateway, sim, http, context)
+        yield Setup(port, gateway, sim, http, context)
     finally:
         if gateway is not None:
-            gateway.terminate()
-            try:
-                gateway.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
-                gateway.wait()
+            stop(gateway)
         sim.stop()
 
 

@@ -1,12 +1,15 @@
 """The gateway's front alone, for proxy tests: ``python -m support.frontgateway CONFIG``.
 
 A :class:`~karpor.server.front.GatewayFactory` over the clusters of a JSON
-config (``clusters`` with ``name``, ``endpoint``, ``ca`` and ``auth`` —
-``token``, the default, or ``cert``; ``token``, ``client_cert``,
-``client_key``; the serving ``cert``/``key``; the callers' ``client_ca``),
+config (``clusters`` with ``name``, ``endpoint``, ``ca``, and ``auth`` —
+``token``, the default, or ``cert`` — and optionally a ``token`` of their
+own; ``token``, ``client_cert``, ``client_key``; the serving
+``cert``/``key``; the callers' ``client_ca``),
 served with TLS on the socket exactly as the gateway serves
-(:class:`karpor.tlstransport.TLSPort`). Its own API answers ``/healthz`` and
-a 404 ``Status`` for anything else. Prints the port once listening.
+(:class:`karpor.tlstransport.TLSPort`). Its own API answers ``/healthz``,
+``/stats?cluster=NAME`` (the cluster's pool: HTTP/1.1 and HTTP/2
+connections, streams, whether it speaks h2) and a 404 ``Status`` for
+anything else. Prints the port once listening.
 
 :func:`start` and :func:`stop` run such a script (or any that prints its
 port on its first line) as a child process.
@@ -65,10 +68,24 @@ def main(config_path: str) -> None:
     with open(config_path) as f:
         cfg = json.load(f)
 
+    pools = UpstreamPools(reactor, connect_timeout=3.0)
+
     class Api:
         def handle(self, request: Any, responder: Any) -> None:
             if request.path == "/healthz":
                 responder.respond(200, [(b"Content-Type", b"text/plain")], b"ok")
+            elif request.path == "/stats":
+                pool = pools.get(clusters[request.query.split("=", 1)[1]])
+                mux = pool.multiplexer
+                stats = {
+                    "h2_connections": pool.h2_connections,
+                    "h1_connections": pool.open_connections,
+                    "streams": mux.streams if mux is not None else 0,
+                    "speaks_h2": mux.speaks_h2 if mux is not None else None,
+                }
+                responder.respond(
+                    200, [(b"Content-Type", b"application/json")], json.dumps(stats).encode()
+                )
             else:
                 body = ApiError(404, "no such path").body()
                 responder.respond(404, [(b"Content-Type", b"application/json")], body)
@@ -78,7 +95,7 @@ def main(config_path: str) -> None:
             return X509Credential(
                 certificate=cfg["client_cert"].encode(), private_key=cfg["client_key"].encode()
             )
-        return TokenCredential(token=cfg["token"])
+        return TokenCredential(token=c.get("token") or cfg["token"])
 
     clusters = {
         c["name"]: Cluster(
@@ -89,11 +106,10 @@ def main(config_path: str) -> None:
         )
         for c in cfg["clusters"]
     }
-    pools = UpstreamPools(reactor, connect_timeout=3.0)
     auth = CertificateAuthenticator([cfg["client_ca"].encode()])
     factory = GatewayFactory(lambda: clusters, Api(), auth, pools, reactor=reactor)
     context = server_options(cfg["cert"].encode(), cfg["key"].encode()).getContext()
-    port = TLSPort.listen(reactor, 0, factory, context, interface="127.0.0.1")
+    port = TLSPort.listen(reactor, 0, factory, context, interface="127.0.0.1", backlog=1024)
     print(port.getHost().port, flush=True)  # type: ignore[attr-defined]
     reactor.run()
 
