@@ -71,8 +71,96 @@ from zope.interface import implementer
 #: ``WantReadError``, in turns of at most this many records, and hands the
 #: protocol what one turn read as one piece
 _READS_PER_EVENT = 16
+#: most bytes handed to one ``SSL_write``
+_WRITE_SLICE = 0x40000
 #: most reads discarding unread input before an orderly close
 _DISCARD_READS = 16
+
+
+# -- record reads and writes ------------------------------------------------
+#
+# ``SSL.Connection.recv``/``send`` wrap ``SSL_read``/``SSL_write`` in a few
+# microseconds of Python per call (a fresh 64 KiB buffer per read, a
+# context manager per write, an error check walking five constants even on
+# success): on the request path, four calls per proxied request.  Here the
+# success path calls the same OpenSSL functions through pyOpenSSL's own cffi
+# binding, reading into one reused buffer (the reactor is single-threaded
+# and the bytes are copied out at once); any other result goes to the
+# connection's own error handling, which raises exactly what ``recv`` and
+# ``send`` raise.  Should a pyOpenSSL release move those internals, the
+# public methods are used.
+
+try:
+    from OpenSSL.SSL import _ffi, _lib  # type: ignore[attr-defined]
+
+    _SSL_read: Callable[[Any, Any, int], int] = _lib.SSL_read
+    _SSL_write: Callable[[Any, Any, int], int] = _lib.SSL_write
+    _unpack: Callable[[Any, int], bytes] = _ffi.unpack
+    _from_buffer: Callable[[Any], Any] = _ffi.from_buffer
+    _READ_BUFFER_SIZE = 65536
+    _read_buffer: Any = _ffi.new("char[]", _READ_BUFFER_SIZE)
+    _DIRECT = callable(getattr(SSL.Connection, "_raise_ssl_error", None))
+except (ImportError, AttributeError):  # pragma: no cover - another pyOpenSSL
+    _DIRECT = False
+
+
+def tls_recv(connection: SSL.Connection, size: int) -> bytes:
+    """``connection.recv(size)``: the plaintext of (at most) one record."""
+    ssl = getattr(connection, "_ssl", None) if _DIRECT else None
+    if ssl is None:
+        return connection.recv(size)
+    read = _SSL_read(ssl, _read_buffer, min(size, _READ_BUFFER_SIZE))
+    if read > 0:
+        return _unpack(_read_buffer, read)
+    connection._raise_ssl_error(ssl, read)
+    return b""
+
+
+def tls_send(connection: SSL.Connection, data: bytes | memoryview) -> int:
+    """``connection.send(data)``: how many bytes of ``data`` were written."""
+    ssl = getattr(connection, "_ssl", None) if _DIRECT else None
+    if ssl is None or not data:
+        return connection.send(data)
+    written = _SSL_write(ssl, data if isinstance(data, bytes) else _from_buffer(data), len(data))
+    if written > 0:
+        return written
+    connection._raise_ssl_error(ssl, written)
+    return 0
+
+
+#: the most plaintext one TLS record carries: a shorter read is the end of
+#: what the peer wrote (for now)
+_FULL_RECORD = 16384
+
+
+class _Held:
+    """Writes held while a TLS connection's protocol handles a read.
+
+    Handling one read typically writes a few pieces (a response head, then
+    its body; a request head to the cluster): each would be an
+    ``SSL_write``, a TLS record and a ``send`` of its own.  While a read is
+    being handled, TLS writes are held per connection and, once the
+    protocol returns, each connection writes what it got in one piece, in
+    order.  Writes made outside a read (timers, Deferreds) go at once.
+    ``loseConnection`` and ``loseWriteConnection`` write what is held first.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+        self.connections: list[_TLSConnection] = []
+
+    def release(self) -> None:
+        """Write what every connection holds; stop holding."""
+        self.active = False
+        connections = self.connections
+        while connections:
+            self.connections = []
+            for connection in connections:
+                connection._release()
+            connections = self.connections
+
+
+_holding = _Held()
 
 
 @dataclass(frozen=True)
@@ -110,6 +198,8 @@ class _TLSConnection:
     _reading = False
     #: whether the last read turn ended at its limit rather than at ``WantReadError``
     _unfinished = False
+    #: what was written while a read was being handled (see :class:`_Held`)
+    _held: list[bytes] | None = None
 
     def _wrap(self, raw: socket.socket, context: SSL.Context, server: bool) -> SSL.Connection:
         self._raw = raw
@@ -179,14 +269,20 @@ class _TLSConnection:
             failed = self._handshake()
             if failed is not None or not self._handshaken:
                 return failed
-        recv = self.socket.recv
+        conn = self.socket
         size: int = self.bufferSize  # type: ignore[attr-defined]
         chunks: list[bytes] = []
         why: BaseException | None = None
         self._unfinished = False
         for _ in range(_READS_PER_EVENT):
             try:
-                chunks.append(recv(size))
+                data = tls_recv(conn, size)
+                chunks.append(data)
+                if len(data) < _FULL_RECORD:
+                    # a short record: most likely all the peer wrote; if
+                    # more follows, the socket is still readable (OpenSSL
+                    # holds nothing beyond the record it just returned)
+                    break
             except SSL.WantReadError:
                 break
             except SSL.WantWriteError:
@@ -208,8 +304,18 @@ class _TLSConnection:
             self._unfinished = True
             self.reactor.callLater(0, self._read_buffered)
         if chunks:
-            # the records of one event reach the protocol as one piece
-            self.protocol.dataReceived(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            # the records of one event reach the protocol as one piece; what
+            # it writes meanwhile (to any TLS connection) goes out afterwards
+            # in one record per connection
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if _holding.active:
+                self.protocol.dataReceived(data)
+            else:
+                _holding.active = True
+                try:
+                    self.protocol.dataReceived(data)
+                finally:
+                    _holding.release()
         return why
 
     # -- writing -----------------------------------------------------------
@@ -226,12 +332,21 @@ class _TLSConnection:
     def writeSomeData(self, data: bytes) -> int | BaseException:
         if not self._handshaken:
             return 0
+        conn = self.socket
+        if not data:
+            return 0
+        if len(data) <= _WRITE_SLICE:
+            try:
+                return tls_send(conn, data)
+            except (SSL.WantWriteError, SSL.WantReadError):
+                return 0
+            except SSL.Error:
+                return main.CONNECTION_LOST
         view = memoryview(data)
         sent = 0
-        send = self.socket.send
         while sent < len(view):
             try:
-                sent += send(view[sent : sent + 0x40000])
+                sent += tls_send(conn, view[sent : sent + _WRITE_SLICE])
             except (SSL.WantWriteError, SSL.WantReadError):
                 break
             except SSL.Error:
@@ -239,6 +354,22 @@ class _TLSConnection:
         return sent
 
     def write(self, data: bytes) -> None:
+        if _holding.active and data:
+            if self._held is None:
+                self._held = [data]
+                _holding.connections.append(self)
+            else:
+                self._held.append(data)
+            return
+        self._write_now(data)
+
+    def _release(self) -> None:
+        """Write what was held (see :class:`_Held`)."""
+        held, self._held = self._held, None
+        if held:
+            self._write_now(held[0] if len(held) == 1 else b"".join(held))
+
+    def _write_now(self, data: bytes) -> None:
         if (
             self._handshaken
             and not self._tempDataBuffer
@@ -258,6 +389,14 @@ class _TLSConnection:
 
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
         self.write(b"".join(iovec))
+
+    def loseConnection(self) -> None:
+        self._release()
+        tcp.Connection.loseConnection(self)  # type: ignore[arg-type]
+
+    def loseWriteConnection(self) -> None:
+        self._release()
+        tcp.Connection.loseWriteConnection(self)  # type: ignore[arg-type]
 
     # -- closing -------------------------------------------------------------
 

@@ -588,7 +588,7 @@ class H2UpstreamConnection(Protocol):
         for name, value in headers:
             if name == b":status":
                 code = int(value)
-            elif not name.startswith(b":"):
+            elif not name.startswith(b":") and valid_header(name, value):
                 plain.append((name, value))
         response: ResponseHeaders = split_response(plain)
         exchange.upstream_head(code, _PHRASES.get(code, b"Unknown"), response)

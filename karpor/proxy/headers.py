@@ -10,9 +10,13 @@ headers the gateway decides on, and ``X-Forwarded-For`` are added; the body
 framing is restated by the gateway.  Responses lose their
 hop-by-hop headers in the same way.
 
-Any header whose name is not an HTTP token or whose value holds CR, LF or NUL
-(or any control character but HTAB) is dropped: nothing a caller sends can
-split a header line upstream.
+No header line whose name is not an HTTP token or whose value holds CR, LF
+or NUL (or any control character but HTAB) is ever written: the headers of
+HTTP/1.1 requests and responses come from llhttp, which refuses such a line
+(the request gets a 400, the response a 502), and every other header (the
+identity headers the gateway adds, an HTTP/2 response's) passes
+:func:`valid_header`.  Nothing a caller sends can split a header line
+upstream.
 
 ``Audit-Id`` (kube's request correlation id): every request gets one, the
 caller's when it sent a sane one (:func:`caller_audit_id`), else a fresh
@@ -41,12 +45,17 @@ HOP_BY_HOP = frozenset(
 AUDIT_ID = b"Audit-Id"
 #: Request headers the gateway always drops (besides hop-by-hop ones).
 _REQUEST_DROP = HOP_BY_HOP | {b"host", b"authorization", b"x-forwarded-for", b"audit-id"}
-#: Response headers dropped besides hop-by-hop ones (the gateway states its own).
-_RESPONSE_DROP = HOP_BY_HOP | {b"audit-id"}
+#: Request headers among the dropped ones that say something (framing,
+#: forwarding, upgrade).
+_REQUEST_NOTED = frozenset({b"connection", b"transfer-encoding", b"x-forwarded-for", b"upgrade"})
+#: Response headers dropped besides hop-by-hop ones (the gateway states its
+#: own ``Audit-Id``), plus ``Content-Length`` (read, and kept).
+_RESPONSE_NOTED = HOP_BY_HOP | {b"audit-id", b"content-length"}
+#: ``Connection`` options that name no header beyond the hop-by-hop ones.
+_CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"}) | HOP_BY_HOP
 #: Header name prefixes dropped from requests: proxy hop-by-hop headers and
 #: the caller's own identity claims.
 _REQUEST_DROP_PREFIXES = (b"proxy-", b"impersonate-", b"x-remote-")
-_RESPONSE_DROP_PREFIXES = (b"proxy-",)
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: What a caller's ``Audit-Id`` may be: a UUID, or any id of letters, digits
@@ -72,9 +81,36 @@ def caller_audit_id(headers: Sequence[Header]) -> bytes | None:
     return None
 
 
+class _RandomHex:
+    """Hex digits from ``os.urandom``, fetched 4 KiB at a time (one
+    ``getrandom`` call per 256 ids instead of one per id)."""
+
+    def __init__(self) -> None:
+        self._hex = b""
+        self._at = 0
+
+    def take32(self) -> bytes:
+        """32 fresh random hex digits."""
+        at = self._at
+        if at + 32 > len(self._hex):
+            self._hex = binascii.hexlify(os.urandom(4096))
+            at = 0
+        self._at = at + 32
+        return self._hex[at : at + 32]
+
+    def forget(self) -> None:
+        """Drop the digits fetched (a forked child must not repeat its parent's ids)."""
+        self._hex = b""
+        self._at = 0
+
+
+_random_hex = _RandomHex()
+os.register_at_fork(after_in_child=_random_hex.forget)
+
+
 def new_audit_id() -> bytes:
     """A fresh random (version 4) UUID, as kube-apiserver makes its ``Audit-Id``."""
-    h = binascii.hexlify(os.urandom(16))
+    h = _random_hex.take32()
     variant = h[16:17].translate(_VARIANT)
     return b"%b-%b-4%b-%b%b-%b" % (h[:8], h[8:12], h[13:16], variant, h[17:20], h[20:])
 
@@ -117,6 +153,10 @@ def request_drops(
     )
 
 
+def _noted(noted: list[tuple[bytes, bytes]], lname: bytes) -> list[bytes]:
+    return [value for name, value in noted if name == lname]
+
+
 def split_request(
     headers: Sequence[Header],
     drop: frozenset[bytes] = _REQUEST_DROP,
@@ -125,35 +165,43 @@ def split_request(
     """Sort a caller's request headers into what is forwarded and what the
     gateway restates (framing, ``X-Forwarded-For``, upgrade).  ``drop`` and
     ``drop_prefixes`` (from :func:`request_drops`) name what never goes
-    upstream; they must include the built-in ones."""
-    lowered = [(name.lower(), name, value) for name, value in headers]
-    connection = [v for lname, _, v in lowered if lname == b"connection"]
-    named = _connection_tokens(connection) if connection else set()
-    upgrade_value: bytes | None = None
-    if b"upgrade" in named:
-        ups = [v for lname, _, v in lowered if lname == b"upgrade"]
-        if ups and valid_header(b"Upgrade", ups[0]) and ups[0].strip():
-            upgrade_value = ups[0].strip()
+    upstream; they must include the built-in ones.
+
+    ``headers`` are as llhttp parsed them: llhttp refuses a name that is
+    not a token and a value with a control character (see
+    :func:`valid_header`), so they are not checked again here."""
     forward: list[Header] = []
-    xff: list[bytes] = []
+    noted: list[tuple[bytes, bytes]] = []
     content_length: int | None = None
-    chunked = False
-    for lname, name, value in lowered:
-        if lname in drop or lname in named or lname.startswith(drop_prefixes):
-            if lname == b"transfer-encoding":
-                chunked = chunked or b"chunked" in value.lower()
-            elif lname == b"x-forwarded-for" and valid_header(name, value):
-                xff.append(value.strip())
-            continue
-        if not valid_header(name, value):
+    for header in headers:
+        lname = header[0].lower()
+        if lname in drop or lname.startswith(drop_prefixes):
+            if lname in _REQUEST_NOTED:
+                noted.append((lname, header[1]))
             continue
         if lname == b"content-length":
-            content_length = int(value) if value.strip().isdigit() else None
-        forward.append((name, value))
+            value = header[1].strip()
+            content_length = int(value) if value.isdigit() else None
+        forward.append(header)
+    if not noted:
+        return RequestHeaders(forward, b"", content_length, False, None)
+    named = _connection_tokens(_noted(noted, b"connection"))
+    upgrade_value: bytes | None = None
+    if b"upgrade" in named:
+        ups = _noted(noted, b"upgrade")
+        if ups and ups[0].strip():
+            upgrade_value = ups[0].strip()
+    if not named <= _CONNECTION_OPTIONS:
+        # ``Connection`` names further hop-by-hop headers: they go too
+        forward = [h for h in forward if h[0].lower() not in named]
+        if b"content-length" in named:
+            content_length = None
+    chunked = any(b"chunked" in v.lower() for v in _noted(noted, b"transfer-encoding"))
     if chunked:
         forward = [(n, v) for n, v in forward if n.lower() != b"content-length"]
         content_length = None
-    return RequestHeaders(forward, b", ".join(xff), content_length, chunked, upgrade_value)
+    xff = b", ".join(v.strip() for v in _noted(noted, b"x-forwarded-for"))
+    return RequestHeaders(forward, xff, content_length, chunked, upgrade_value)
 
 
 def request_head(
@@ -210,28 +258,38 @@ class ResponseHeaders:
 def split_response(headers: Sequence[Header], upgrade: bool = False) -> ResponseHeaders:
     """Drop hop-by-hop headers and the cluster's ``Audit-Id`` (the gateway
     adds its own) from a cluster's response; for a ``101`` (``upgrade``),
-    ``Connection: Upgrade`` and ``Upgrade`` are kept."""
-    lowered = [(name.lower(), name, value) for name, value in headers]
-    connection = [v for lname, _, v in lowered if lname == b"connection"]
-    named = _connection_tokens(connection) if connection else set()
+    ``Connection: Upgrade`` and ``Upgrade`` are kept.
+
+    ``headers`` are as llhttp parsed them (or checked with
+    :func:`valid_header`, for HTTP/2): they are not checked again here."""
     forward: list[Header] = []
+    noted: list[tuple[bytes, bytes]] = []
     content_length: int | None = None
+    for header in headers:
+        lname = header[0].lower()
+        if lname in _RESPONSE_NOTED or lname.startswith(b"proxy-"):
+            if lname == b"content-length":
+                value = header[1].strip()
+                content_length = int(value) if value.isdigit() else None
+                forward.append(header)
+            elif upgrade and lname == b"upgrade":
+                forward.append(header)
+            else:
+                noted.append((lname, header[1]))
+            continue
+        forward.append(header)
+    named: set[bytes] = set()
     chunked = False
-    for lname, name, value in lowered:
-        if lname in _RESPONSE_DROP or lname in named or lname.startswith(_RESPONSE_DROP_PREFIXES):
-            if lname == b"transfer-encoding":
-                chunked = chunked or b"chunked" in value.lower()
-            elif upgrade and lname == b"upgrade" and valid_header(name, value):
-                forward.append((name, value))
-            continue
-        if not valid_header(name, value):
-            continue
-        if lname == b"content-length":
-            content_length = int(value) if value.strip().isdigit() else None
-        forward.append((name, value))
-    if chunked:
-        forward = [(n, v) for n, v in forward if n.lower() != b"content-length"]
-        content_length = None
+    if noted:
+        named = _connection_tokens(_noted(noted, b"connection"))
+        if not named <= _CONNECTION_OPTIONS:
+            forward = [h for h in forward if h[0].lower() not in named]
+            if b"content-length" in named:
+                content_length = None
+        chunked = any(b"chunked" in v.lower() for v in _noted(noted, b"transfer-encoding"))
+        if chunked:
+            forward = [(n, v) for n, v in forward if n.lower() != b"content-length"]
+            content_length = None
     if upgrade:
         forward.append((b"Connection", b"Upgrade"))
     return ResponseHeaders(forward, content_length, chunked, b"close" in named)

@@ -17,7 +17,7 @@ the cluster any spelling of the path names, or none.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from karpor.api.status import ApiError
@@ -49,8 +49,7 @@ _DOT_SEGMENT = frozenset({b".", b".."})
 _SLASHES = re.compile(rb"/{2,}")
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterRoute:
+class ClusterRoute(NamedTuple):
     """A request for cluster ``name``; ``target`` is the upstream request
     target (path and query string, raw)."""
 
@@ -58,8 +57,7 @@ class ClusterRoute:
     target: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ApiRoute:
+class ApiRoute(NamedTuple):
     """A request for the gateway's own API (path and query raw, as text)."""
 
     path: str

@@ -51,8 +51,7 @@ import http
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httptools
 from twisted.internet.defer import Deferred
@@ -253,8 +252,7 @@ def status_line(code: int) -> bytes:
     return b"HTTP/1.1 %d %b\r\n" % (code, _PHRASES.get(code, b"Unknown"))
 
 
-@dataclass(frozen=True, slots=True)
-class _Head:
+class _Head(NamedTuple):
     """What the parser knew of a request when its head was complete."""
 
     method: bytes

@@ -10,7 +10,8 @@ directory itself: nothing is shared on the request path but its metric
 values, written to the directory the supervisor names in its environment
 (``PROMETHEUS_MULTIPROC_DIR``, :mod:`karpor.metrics.multiprocess`), so any
 worker's ``/metrics`` shows every worker's.  Its log lines leave out
-Twisted's own chatter (:func:`karpor.server.logs.start_logging`).
+Twisted's own chatter (:func:`karpor.server.logs.start_logging`).  Its
+event loop is :class:`karpor.server.reactor.GatewayReactor`.
 """
 
 from __future__ import annotations
@@ -24,17 +25,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet import reactor as _reactor
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from karpor.server import reactor as event_loop
 from karpor.server.logs import start_logging
 from karpor.server.service import GatewayService, Options
 from karpor.server.supervisor import CONTROL_FD, LISTEN_FD
 from karpor.server.worker import WorkerRuntime
 
-reactor: Any = _reactor
 log = Logger(namespace="karpor.worker")
 
 
@@ -81,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except usage.UsageError as exc:
         print(f"karpor worker: {exc}", file=sys.stderr)
         return 2
+    reactor = event_loop.install()
     start_logging(options.settings.log_format, f"worker-{slot}")
     # the supervisor serves metricsAddress; a worker serves its own listener only
     settings = dataclasses.replace(options.settings, workers=0, metrics_address=None)
