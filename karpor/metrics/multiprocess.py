@@ -62,7 +62,27 @@ def use(path: Path | str) -> None:
     os.environ[ENV] = str(path)
     from prometheus_client import values  # noqa: PLC0415
 
-    values.ValueClass = values.get_value_class()
+    values.ValueClass = values.MultiProcessValue(process_identifier=_pid.value)
+
+
+class _ProcessId:
+    """This process's id, known without a system call: ``prometheus_client``
+    asks for it on every value update (to notice a fork), and ``getpid``
+    is a system call each time; forks update it."""
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self._pid = os.getpid()
+
+    def value(self) -> int:
+        """The id of the calling process."""
+        return self._pid
+
+
+_pid = _ProcessId()
 
 
 def directory() -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import os
 import socket
 import sys
@@ -97,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             reactor.stop()
             return
         runtime.start(CONTROL_FD, LISTEN_FD)
+        # what start-up built (modules, the configuration, contexts) lives
+        # as long as the worker: keep the collector from scanning it again
+        # and again while requests churn short-lived objects
+        gc.freeze()
 
     reactor.callWhenRunning(start)
     reactor.run(installSignalHandlers=False)

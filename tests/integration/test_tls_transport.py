@@ -97,3 +97,11 @@ def test_a_name_is_resolved_and_its_addresses_tried(results: dict[str, Any]) -> 
 def test_an_unresolvable_name_fails_to_connect(results: dict[str, Any]) -> None:
     r = results["unresolvable_name"]
     assert "no-such-host.invalid" in r["connect_error"]
+
+
+def test_writes_made_while_handling_a_read_all_arrive_before_the_close(
+    results: dict[str, Any],
+) -> None:
+    r = results["pieces_then_close"]
+    assert r["received"] == "one,two,three"
+    assert r["reason"].startswith("ConnectionDone")

@@ -48,7 +48,13 @@ class Server(Protocol):
             self.record["peer"] = cert.get_subject().CN if cert is not None else None
         self.record["bytes"] += len(data)
         self.record["digest"].update(data)
-        if self.record["bytes"] < 1024:
+        if data == b"pieces":
+            # several writes and the close while handling one read: all of
+            # it arrives, in order, before the end
+            for piece in (b"one,", b"two,", b"three"):
+                self.transport.write(piece)  # type: ignore[union-attr]
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        elif self.record["bytes"] < 1024:
             self.transport.write(b"echo:" + data)  # type: ignore[union-attr]
         elif self.record["bytes"] == BIG:
             self.transport.write(b"got it all")  # type: ignore[union-attr]
@@ -192,6 +198,7 @@ async def scenarios() -> dict[str, Any]:
         lambda: client_options("not-the-server.example", None, insecure=True),
         b"x",
     )
+    await run("pieces_then_close", lambda: client_options("localhost", ca_pem), b"pieces")
     await run(
         "half_close", lambda: client_options("localhost", ca_pem), b"last words", half_close=True
     )

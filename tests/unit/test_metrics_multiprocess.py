@@ -186,3 +186,21 @@ def test_use_names_the_directory_and_switches_the_value_class(
         assert any(p.name.startswith("counter_") for p in tmp_path.iterdir())
     finally:
         values.close_all_multiprocess_files()
+
+
+def test_the_process_id_naming_metric_files_follows_a_fork() -> None:
+    """Values are written to files named by the process id, known without a
+    system call per update: a forked child must see its own."""
+    pid_of = multiprocess._pid.value
+    assert pid_of() == os.getpid()
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        os.write(write_end, b"%d %d" % (pid_of(), os.getpid()))
+        os._exit(0)
+    os.close(write_end)
+    seen, actual = os.read(read_end, 100).split()
+    os.close(read_end)
+    os.waitpid(child, 0)
+    assert seen == actual and int(seen) == child
+    assert pid_of() == os.getpid()
