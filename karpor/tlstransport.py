@@ -11,9 +11,16 @@ a loop of ``bio_read`` and a TCP write deferred to the next reactor turn
 request path that glue was a third of a worker's CPU.  Here the
 ``Connection`` owns the descriptor (``SSL_set_fd``): a read is one
 ``SSL_read`` per record on the socket (the records of one readable event
-handed to the protocol as one piece), a write one ``SSL_write`` (a loop of them for a
-large buffer), and a write on an idle connection goes out at once instead
-of waiting for the reactor to report the socket writable.
+handed to the protocol as one piece; a record shorter than the largest
+ends the event's reads without a last ``SSL_read`` failing with
+``WantReadError``), a write one ``SSL_write`` (a loop of them for a large
+buffer), and a write on an idle connection goes out at once instead of
+waiting for the reactor to report the socket writable.  While a
+protocol handles a read, what it writes to any of these connections is
+held and written once it returns, one record per connection
+(:class:`_Held`): a proxied response's head and body, say, go out as one
+record and one ``send``.  The success path of ``SSL_read``/``SSL_write``
+skips pyOpenSSL's per-call Python (:func:`tls_recv`, :func:`tls_send`).
 
 Everything else is Twisted's TCP transport (:mod:`twisted.internet.tcp`):
 buffering, producers and consumers, ``loseConnection``, half-close,

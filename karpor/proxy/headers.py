@@ -115,14 +115,25 @@ def new_audit_id() -> bytes:
     return b"%b-%b-4%b-%b%b-%b" % (h[:8], h[8:12], h[13:16], variant, h[17:20], h[20:])
 
 
-def _connection_tokens(values: list[bytes]) -> set[bytes]:
+#: the ``Connection`` values nearly every message carries, tokenized once
+_USUAL_CONNECTION = {
+    value: frozenset({value.lower()})
+    for value in (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"Upgrade", b"upgrade")
+}
+
+
+def _connection_tokens(values: list[bytes]) -> frozenset[bytes]:
+    if len(values) == 1:
+        usual = _USUAL_CONNECTION.get(values[0])
+        if usual is not None:
+            return usual
     tokens: set[bytes] = set()
     for value in values:
         for raw in value.split(b","):
             token = raw.strip().lower()
             if token:
                 tokens.add(token)
-    return tokens
+    return frozenset(tokens)
 
 
 @dataclass(slots=True)
@@ -278,7 +289,7 @@ def split_response(headers: Sequence[Header], upgrade: bool = False) -> Response
                 noted.append((lname, header[1]))
             continue
         forward.append(header)
-    named: set[bytes] = set()
+    named: frozenset[bytes] = frozenset()
     chunked = False
     if noted:
         named = _connection_tokens(_noted(noted, b"connection"))

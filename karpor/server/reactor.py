@@ -10,11 +10,15 @@ carry a ``system`` prefix.  Karpor logs with :class:`twisted.logger.Logger`
 ``_doReadOrWrite`` directly; ``_doReadOrWrite`` already turns an exception
 of ``doRead``/``doWrite`` into the connection's loss, and anything escaping
 it is logged here as ``callWithLogger`` would have, and the loop goes on.
+A plain readable event goes straight to the selectable's ``doRead``
+(Twisted first asks the descriptor for its number, to notice one closed
+meanwhile: a read of a closed descriptor fails all the same).
 """
 
 from __future__ import annotations
 
 import errno
+from select import EPOLLIN
 from typing import Any
 
 from twisted.internet.epollreactor import EPollReactor
@@ -48,6 +52,22 @@ class GatewayReactor(EPollReactor):
                 )
 
     doIteration = doPoll
+
+    def _doReadOrWrite(self, selectable: Any, fd: int, event: int) -> None:
+        """A plain readable event (most of them) goes straight to
+        ``doRead``; anything else (writable, hang-up, error) takes Twisted's
+        own path."""
+        if event != EPOLLIN:
+            super()._doReadOrWrite(selectable, fd, event)
+            return
+        try:
+            why = selectable.doRead()
+        except BaseException as exc:
+            # as Twisted does: application code failing loses its connection
+            why = exc
+            log.failure("unhandled error reading {selectable!r}", selectable=selectable)
+        if why:
+            self._disconnectSelectable(selectable, why, True)
 
 
 def install() -> Any:
