@@ -9,11 +9,15 @@ answered itself.
 The request path calls :meth:`GatewayMetrics.request_done` once per request
 (where its audit record is made) and :meth:`~GatewayMetrics.stream_started`
 / :meth:`~GatewayMetrics.stream_ended` around long-running ones.  Labelled
-children are made once per label tuple and kept in plain dicts, so a
-request costs a dict lookup and the value updates themselves (in multiprocess
-mode: a write into this process's memory-mapped file, which is how
-``prometheus_client`` shares values between processes); bytes are counted
-once per request, when it ends.
+children are made once per label tuple and kept in plain dicts; bytes are
+counted once per request, when it ends.  A value update is a write into
+this process's memory-mapped file in multiprocess mode (how
+``prometheus_client`` shares values between processes), a dozen
+microseconds per request, so the gateway's processes batch them per reactor
+turn: the requests that end while the reactor handles one round of events
+are noted in plain Python and recorded together (one counter update per
+label tuple, one histogram observation per request) before the reactor
+waits again, and before this process renders ``/metrics``.
 
 Gauges of the current state (pool sizes, cluster health) are *set*, not
 counted: multiprocess mode sums (pool sizes) or takes the most recent value
@@ -23,7 +27,7 @@ live gauges (:func:`karpor.metrics.multiprocess.mark_dead`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,16 +79,37 @@ class _Children:
         self.bytes_out = bytes_out
 
 
+class _Pending:
+    """Requests of one label tuple that ended since the last flush."""
+
+    __slots__ = ("bytes_in", "bytes_out", "count", "seconds")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds: list[float] = []
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+
 class GatewayMetrics:
     """Every metric of a gateway process (see the module docstring).
 
     ``registry``: where the metrics are registered (``None``: nowhere, as in
     multiprocess mode, where the exposition reads every process's files
-    instead, :mod:`karpor.metrics.exposition`).
+    instead, :mod:`karpor.metrics.exposition`).  ``later``: when given,
+    :meth:`request_done` keeps what it is told and has ``later`` call
+    :meth:`flush` (the reactor's ``callLater(0, …)``: at the end of the
+    reactor turn); otherwise it records at once.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        later: Callable[[Callable[[], None]], object] | None = None,
+    ) -> None:
         self.registry = registry
+        self._later = later
+        self._pending: dict[tuple[str, str, int], _Pending] = {}
         self.requests = Counter(
             "karpor_requests",
             "Requests answered, by cluster (- for what the gateway answered itself: "
@@ -218,11 +243,39 @@ class GatewayMetrics:
         """One request ended: answered ``code`` after ``seconds`` (to its
         response head), having read ``bytes_in`` and written ``bytes_out``."""
         key = (cluster, verb, code)
+        if self._later is None:
+            self._record(key, 1, (seconds,), bytes_in, bytes_out)
+            return
+        pending = self._pending.get(key)
+        if pending is None:
+            if not self._pending:
+                self._later(self.flush)
+            pending = self._pending[key] = _Pending()
+        pending.count += 1
+        pending.seconds.append(seconds)
+        pending.bytes_in += bytes_in
+        pending.bytes_out += bytes_out
+
+    def flush(self) -> None:
+        """Record the requests that ended since the last flush."""
+        pending, self._pending = self._pending, {}
+        for key, done in pending.items():
+            self._record(key, done.count, done.seconds, done.bytes_in, done.bytes_out)
+
+    def _record(
+        self,
+        key: tuple[str, str, int],
+        count: int,
+        seconds: Iterable[float],
+        bytes_in: int,
+        bytes_out: int,
+    ) -> None:
         children = self._children.get(key)
         if children is None:
             children = self._make_children(key)
-        children.requests.inc()
-        children.latency.observe(seconds)
+        children.requests.inc(count)
+        for each in seconds:
+            children.latency.observe(each)
         if bytes_in > 0:
             children.bytes_in.inc(bytes_in)
         if bytes_out > 0:

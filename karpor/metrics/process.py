@@ -47,7 +47,9 @@ class ProcessMetrics:
         self.directory = directory if directory is not None else multiprocess.directory()
         self.registry = None if self.directory is not None else CollectorRegistry()
         #: what the request path, the pools and the reloads record into
-        self.recorder = GatewayMetrics(self.registry)
+        self.recorder = GatewayMetrics(
+            self.registry, later=lambda flush: reactor.callLater(0, flush)
+        )
         self._reactor = reactor
         self._sampler: PoolSampler | None = None
         self._port: Any = None
@@ -60,6 +62,7 @@ class ProcessMetrics:
 
     def render(self, accept: str = "") -> tuple[bytes, bytes]:
         """``/metrics``: ``(content type, body)``."""
+        self.recorder.flush()
         return self._exposition.render(accept)
 
     def watch_pools(self, pools: Callable[[], Iterable[SampledPool]]) -> None:
@@ -92,7 +95,8 @@ class ProcessMetrics:
         return listener
 
     def stop(self) -> None:
-        """Stop sampling (and serving ``metricsAddress``)."""
+        """Record what is pending; stop sampling (and serving ``metricsAddress``)."""
+        self.recorder.flush()
         if self._sampler is not None:
             self._sampler.stop()
             self._sampler = None

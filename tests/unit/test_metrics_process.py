@@ -195,3 +195,52 @@ def test_a_process_without_a_shared_directory_renders_its_own_metrics(
     assert b'karpor_upstream_connections{cluster="a",protocol="http1"} 5.0' in body
     metrics.stop()
     assert not clock.getDelayedCalls()
+
+
+def test_requests_of_one_reactor_turn_are_recorded_together() -> None:
+    registry = CollectorRegistry()
+    scheduled: list[Any] = []
+    metrics = GatewayMetrics(registry, later=scheduled.append)
+    for seconds in (0.001, 0.02, 0.3):
+        metrics.request_done("sim-1", "get", 200, seconds, 100, 1000)
+    metrics.request_done("sim-2", "list", 403, 0.002, 50, 0)
+    # one flush asked for, nothing recorded yet
+    assert scheduled == [metrics.flush]
+    assert value(registry, "karpor_requests_total", cluster="sim-1", verb="get", code="200") is None
+    scheduled.pop()()
+    assert value(registry, "karpor_requests_total", cluster="sim-1", verb="get", code="200") == 3
+    assert value(registry, "karpor_requests_total", cluster="sim-2", verb="list", code="403") == 1
+    count = value(registry, "karpor_request_duration_seconds_count", cluster="sim-1", verb="get")
+    assert count == 3
+    total = value(registry, "karpor_request_duration_seconds_sum", cluster="sim-1", verb="get")
+    assert total == pytest.approx(0.321)
+    bucket = value(
+        registry, "karpor_request_duration_seconds_bucket", cluster="sim-1", verb="get", le="0.025"
+    )
+    assert bucket == 2
+    assert value(registry, "karpor_request_bytes_total", cluster="sim-1") == 300
+    assert value(registry, "karpor_response_bytes_total", cluster="sim-1") == 3000
+    assert value(registry, "karpor_response_bytes_total", cluster="sim-2") == 0
+    # the next turn's first request asks for the next flush
+    metrics.request_done("sim-1", "get", 200, 0.001, 1, 1)
+    assert scheduled == [metrics.flush]
+
+
+def test_a_process_renders_and_stops_with_nothing_pending() -> None:
+    clock = Clock()
+    process = ProcessMetrics(clock, lambda: ["sim-1"], directory=None)
+    process.recorder.request_done("sim-1", "get", 200, 0.01, 1, 1)
+    _, body = process.render()
+    assert b'karpor_requests_total{cluster="sim-1",code="200",verb="get"} 1.0' in body
+    process.recorder.request_done("sim-1", "get", 200, 0.01, 1, 1)
+    process.stop()
+    assert process.registry is not None
+    assert (
+        value(process.registry, "karpor_requests_total", cluster="sim-1", verb="get", code="200")
+        == 2
+    )
+    clock.advance(0)  # the scheduled flushes find nothing left
+    assert (
+        value(process.registry, "karpor_requests_total", cluster="sim-1", verb="get", code="200")
+        == 2
+    )
