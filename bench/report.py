@@ -157,6 +157,7 @@ def sections(karpor: str) -> list[Section]:
             "A fresh gateway (1 worker) per count; every Cluster points at the same upstream.",
             (
                 Column("startup_s", "start-up s", ms),
+                Column("first_probes_s", "first probes s", ms),
                 Column("reload_s", "reload s", "{:.3f}"),
                 Column("rss_mib", "RSS MiB", "{:.1f}"),
                 Column("p50", "GET p50 ms", ms),

@@ -74,7 +74,7 @@ from karpor.auth.access import Access, AccessError, write_access_record
 from karpor.auth.audit import AuditWriter
 from karpor.auth.frontproxysource import FrontProxyRefresh, start_refresh
 from karpor.auth.revocation import RELOAD_INTERVAL
-from karpor.config.directory import load_directory
+from karpor.config.directory import DirectoryLoader
 from karpor.config.model import Cluster
 from karpor.config.registry import Registry, Snapshot, changes
 from karpor.config.reload import ChangeWatcher
@@ -291,6 +291,7 @@ class GatewayService(Service):
         self.reactor = reactor
         self.on_serving = on_serving
         self.registry = Registry()
+        self._loader = DirectoryLoader()
         self.health = Health()
         self.serving: Serving | None = None
         #: the front factory (connections arrive through TLS on the socket)
@@ -325,7 +326,7 @@ class GatewayService(Service):
         broke keeps serving (:func:`karpor.config.registry.merge`).
         """
         assert self.settings.clusters_dir is not None
-        result = load_directory(self.settings.clusters_dir)
+        result = self._loader.load(self.settings.clusters_dir)
         for problem in result.problems:
             self.log.warn("{problem}", problem=str(problem))
         return self.registry.load(result)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from karpor.config import directory as directory_module
 from karpor.config.directory import (
+    DirectoryLoader,
     FileResult,
     LocalFiles,
     cluster_files,
@@ -213,3 +216,99 @@ def test_unreadable_file(tmp_path: Path) -> None:
     assert [str(p) for p in load_directory(str(tmp_path)).problems] == [
         f"{f}: cannot read: Permission denied"
     ]
+
+
+# -- DirectoryLoader: reloads parse again only what may have changed ------------------
+
+
+def _counting_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    parsed: list[str] = []
+    original = directory_module.parse_file
+
+    def counting(data: bytes, source: str, *args: Any, **kwargs: Any) -> FileResult:
+        parsed.append(os.path.basename(source))
+        return original(data, source, *args, **kwargs)
+
+    monkeypatch.setattr(directory_module, "parse_file", counting)
+    return parsed
+
+
+def _token_doc(name: str, token_file: str) -> str:
+    return cluster_doc(name, credential=f"{{type: ServiceAccountToken, tokenFile: {token_file}}}")
+
+
+def test_a_reload_parses_only_the_files_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed = _counting_parses(monkeypatch)
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.yaml").write_text(cluster_doc(name))
+    loader = DirectoryLoader()
+    first = loader.load(str(tmp_path))
+    assert sorted(parsed) == ["a.yaml", "b.yaml", "c.yaml"]
+    assert first == load_directory(str(tmp_path))
+    parsed.clear()
+    again = loader.load(str(tmp_path))
+    assert parsed == []
+    assert again == first
+    # one file's content changes, one is removed, one added
+    (tmp_path / "b.yaml").write_text(cluster_doc("b", endpoint="https://10.0.0.2:6443"))
+    (tmp_path / "c.yaml").unlink()
+    (tmp_path / "d.yaml").write_text(cluster_doc("d") + "---\n" + cluster_doc("a"))
+    third = loader.load(str(tmp_path))
+    assert sorted(parsed) == ["b.yaml", "d.yaml"]
+    assert third == load_directory(str(tmp_path))
+    assert [c.name for c in third.clusters] == ["a", "b", "d"]
+    assert any("duplicate cluster name" in str(p) for p in third.problems)
+
+
+def test_a_changed_named_file_or_modification_second_parses_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed = _counting_parses(monkeypatch)
+    (tmp_path / "token").write_text("first-token")
+    (tmp_path / "t.yaml").write_text(_token_doc("t", str(tmp_path / "token")))
+    loader = DirectoryLoader()
+    loader.load(str(tmp_path))
+    # the named file: same cluster file bytes, other token
+    (tmp_path / "token").write_text("other-token")
+    parsed.clear()
+    after = loader.load(str(tmp_path))
+    assert parsed == ["t.yaml"]
+    assert after == load_directory(str(tmp_path))
+    # the named file disappears: parsed again, now a problem
+    (tmp_path / "token").unlink()
+    parsed.clear()
+    gone = loader.load(str(tmp_path))
+    assert parsed == ["t.yaml"] and gone.clusters == () and gone.problems
+    # same bytes, another modification second: creationTimestamp follows
+    (tmp_path / "token").write_text("other-token")
+    loader.load(str(tmp_path))
+    stamp = (tmp_path / "t.yaml").stat().st_mtime - 3600
+    os.utime(tmp_path / "t.yaml", (stamp, stamp))
+    parsed.clear()
+    touched = loader.load(str(tmp_path))
+    assert parsed == ["t.yaml"]
+    assert touched.clusters[0].created != after.clusters[0].created
+
+
+def test_an_exec_command_losing_its_mode_parses_again(tmp_path: Path) -> None:
+    helper = tmp_path / "helper"
+    helper.write_text("#!/bin/sh\n")
+    helper.chmod(0o755)
+    doc = (
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        "clusters: [{name: x, cluster: {server: 'https://10.0.0.1:6443'}}]\n"
+        "contexts: [{name: x, context: {cluster: x, user: u}}]\n"
+        f"users: [{{name: u, user: {{exec: {{apiVersion: client.authentication.k8s.io/v1, "
+        f"command: {helper}, interactiveMode: Never}}}}}}]\n"
+    )
+    (tmp_path / "k.yaml").write_text(doc)
+    loader = DirectoryLoader()
+    assert [c.name for c in loader.load(str(tmp_path)).clusters] == ["x"]
+    helper.chmod(0o644)
+    if os.access(helper, os.X_OK):
+        pytest.skip("root executes anything")
+    result = loader.load(str(tmp_path))
+    assert result == load_directory(str(tmp_path))
+    assert result.clusters == () and "not an executable file" in " ".join(map(str, result.problems))
