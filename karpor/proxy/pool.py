@@ -11,7 +11,10 @@ A pool hands an exchange an idle connection (most recently used first),
 opens a new one (connect and TLS handshake bounded by ``connect_timeout``:
 503 when the cluster cannot be reached, 502 naming the TLS failure), or
 queues the exchange when ``max_connections`` are open.  Idle connections
-expire after ``idle_timeout``; at most ``max_idle`` are kept.
+expire after ``idle_timeout``; at most ``max_idle`` are kept once a burst is
+over (those beyond it close after :data:`EXCESS_IDLE_GRACE` seconds idle,
+not at once: a busy gateway would otherwise close and reopen connections
+from one reactor turn to the next).
 
 Long-running requests (watches, ``logs -f``: the policy is
 :func:`karpor.proxy.h2upstream.multiplexed`) go through
@@ -62,6 +65,11 @@ log = Logger()
 DEFAULT_CONNECT_TIMEOUT = 3.0
 DEFAULT_IDLE_TIMEOUT = 90.0
 DEFAULT_MAX_IDLE = 64
+#: seconds an idle connection beyond ``max_idle`` is kept before it closes:
+#: under load more than ``max_idle`` responses may end in one reactor turn,
+#: and closing the surplus there would open as many connections (and TLS
+#: handshakes) for the requests of the next turn
+EXCESS_IDLE_GRACE = 2.0
 DEFAULT_MAX_CONNECTIONS = 1024
 
 #: Builds the endpoint a pool connects with (tests pass their own).
@@ -151,6 +159,7 @@ class ClusterPool:
         self._waiting: deque[Exchange] = deque()
         self._connecting: dict[UpstreamConnection, _Attempt] = {}
         self._sweeper: IDelayedCall | None = None
+        self._trimmer: IDelayedCall | None = None
         self.draining = False
 
     def __repr__(self) -> str:
@@ -408,13 +417,31 @@ class ClusterPool:
         if exchange is not None:
             self._give(conn, exchange)
             return
-        if self.draining or len(self._idle) >= self._settings.max_idle:
+        if self.draining:
             conn.close()
             return
         conn.idle_since = self._reactor.seconds()
         self._idle.append(conn)
         if self._sweeper is None:
             self._sweeper = self._reactor.callLater(self._settings.idle_timeout, self._sweep)
+        if len(self._idle) > self._settings.max_idle and self._trimmer is None:
+            self._trimmer = self._reactor.callLater(EXCESS_IDLE_GRACE, self._trim)
+
+    def _trim(self) -> None:
+        """Close the idle connections beyond ``max_idle`` that stayed idle
+        for :data:`EXCESS_IDLE_GRACE` (least recently used first)."""
+        self._trimmer = None
+        idle = self._idle = [conn for conn in self._idle if not conn.closed]
+        excess = len(idle) - self._settings.max_idle
+        if excess <= 0:
+            return
+        horizon = self._reactor.seconds() - EXCESS_IDLE_GRACE
+        stale = [conn for conn in idle[:excess] if conn.idle_since <= horizon]
+        self._idle = idle[len(stale) :]
+        for conn in stale:
+            conn.close()
+        if len(self._idle) > self._settings.max_idle:
+            self._trimmer = self._reactor.callLater(EXCESS_IDLE_GRACE, self._trim)
 
     def _sweep(self) -> None:
         self._sweeper = None
@@ -443,6 +470,9 @@ class ClusterPool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            self._trimmer = None
 
 
 class UpstreamPools:

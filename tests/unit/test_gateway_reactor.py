@@ -5,9 +5,9 @@ failure neither stops the loop nor keeps the others from their events."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 
 from karpor.server.reactor import GatewayReactor
@@ -69,6 +69,7 @@ def test_an_error_escaping_the_handler_is_logged_and_the_loop_goes_on() -> None:
     first, second = _Pipe(), _Pipe()
     handled: list[int] = []
     logged: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, logged.append)
 
     def handle(selectable: Any, fd: int, event: int) -> None:
         handled.append(fd)
@@ -77,7 +78,7 @@ def test_an_error_escaping_the_handler_is_logged_and_the_loop_goes_on() -> None:
         selectable.doRead()
 
     reactor._doReadOrWrite = handle
-    globalLogPublisher.addObserver(logged.append)
+    globalLogPublisher.addObserver(observer)
     try:
         for pipe in (first, second):
             reactor.addReader(pipe)
@@ -87,7 +88,7 @@ def test_an_error_escaping_the_handler_is_logged_and_the_loop_goes_on() -> None:
         assert second.reads == 1
         assert any(e.get("log_failure") and e["log_failure"].check(RuntimeError) for e in logged)
     finally:
-        globalLogPublisher.removeObserver(logged.append)
+        globalLogPublisher.removeObserver(observer)
         reactor.removeAll()
         first.close()
         second.close()
