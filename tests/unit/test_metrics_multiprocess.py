@@ -174,7 +174,9 @@ def test_prepare_empties_and_prepare_for_a_read_only_state_is_temporary(tmp_path
 def test_use_names_the_directory_and_switches_the_value_class(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(multiprocess.ENV, raising=False)
+    # recorded, so that what use() sets is undone after the test
+    monkeypatch.setenv(multiprocess.ENV, "")
+    monkeypatch.delenv(multiprocess.ENV)
     monkeypatch.setattr(values, "ValueClass", values.MutexValue)
     assert multiprocess.directory() is None
     try:

@@ -226,7 +226,8 @@ def test_requests_of_one_reactor_turn_are_recorded_together() -> None:
     assert scheduled == [metrics.flush]
 
 
-def test_a_process_renders_and_stops_with_nothing_pending() -> None:
+def test_a_process_renders_and_stops_with_nothing_pending(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(multiprocess.ENV, raising=False)  # a registry of its own
     clock = Clock()
     process = ProcessMetrics(clock, lambda: ["sim-1"], directory=None)
     process.recorder.request_done("sim-1", "get", 200, 0.01, 1, 1)
