@@ -45,6 +45,10 @@ class ProcessMetrics:
         directory: str | None = None,
     ) -> None:
         self.directory = directory if directory is not None else multiprocess.directory()
+        if self.directory is not None:
+            # the value class of this process (prometheus_client chose one
+            # at import; this one knows the pid without a system call)
+            multiprocess.use(self.directory)
         self.registry = None if self.directory is not None else CollectorRegistry()
         #: what the request path, the pools and the reloads record into
         self.recorder = GatewayMetrics(
