@@ -1,37 +1,26 @@
-"""TLS on the socket: Twisted TCP transports that speak TLS themselves with
-a pyOpenSSL ``Connection`` over memory BIOs (the gateway's front connections
-and its connections to clusters, and the simulator's).
+"""TLS on the socket: Twisted TCP transports whose socket is a pyOpenSSL
+``Connection`` (the gateway's front connections and its connections to
+clusters).
 
 Twisted's own TLS (:class:`twisted.protocols.tls.TLSMemoryBIOProtocol`)
-layers a protocol over a plain TCP transport: every write goes through a
-``callLater(0)`` aggregation and a second transport, every read through a
-second protocol.  On the gateway's request path that glue was a third of a
-worker's CPU.  Here the transport itself moves the bytes between the socket
-and OpenSSL's memory BIOs, in large pieces:
-
-* a readable event is one ``recv`` of up to :data:`READ_SIZE` bytes (many
-  TLS records) into the incoming BIO, then ``SSL_read`` until OpenSSL wants
-  more, each record decrypted straight into one buffer at its offset; the
-  records of the event reach the protocol as one piece (one copy).  OpenSSL
-  reading a socket itself (``SSL_set_fd``) makes two ``read`` calls per
-  record (header, body): 128 system calls per MiB instead of 4;
-* a write encrypts up to :data:`WRITE_CHUNK` bytes of plaintext with one
-  ``SSL_write`` (partial writes off: all its records at once) and sends the
-  records with one ``send``.  OpenSSL writing to a socket makes one
-  ``write`` per 16 KiB record, and pyOpenSSL's partial-write mode one
-  ``SSL_write`` call per record.  Ciphertext the socket did not take waits
-  in the transport (at most one chunk); the transport keeps the last
-  plaintext byte of that chunk in its buffer until then, so that Twisted goes
-  on writing, and counts it as written once the ciphertext is out;
-* a write on an idle connection goes out at once instead of waiting for the
-  reactor to report the socket writable.  While a protocol handles a read,
-  what it writes to any of these connections is held and written once it
-  returns, in one piece per connection (:class:`_Held`): a proxied
-  response's head and body, say, go out as one record and one ``send``.
-
-``SSL_read``/``SSL_write``/``BIO_read``/``BIO_write`` are called through
-pyOpenSSL's own cffi binding (``_lib``, the connection's ``_ssl`` and BIOs):
-pyOpenSSL's methods allocate a buffer and copy per call.
+layers a protocol over a plain TCP transport and moves every byte through
+memory BIOs: each read is a ``recv`` into Python, a ``bio_write``, a loop
+of ``SSL_read`` ending in ``WantReadError``; each write is an ``SSL_write``,
+a loop of ``bio_read`` and a TCP write deferred to the next reactor turn
+(small writes are aggregated by a ``callLater(0)``).  On the gateway's
+request path that glue was a third of a worker's CPU.  Here the
+``Connection`` owns the descriptor (``SSL_set_fd``): a read is one
+``SSL_read`` per record on the socket (the records of one readable event
+handed to the protocol as one piece; a record shorter than the largest
+ends the event's reads without a last ``SSL_read`` failing with
+``WantReadError``), a write one ``SSL_write`` (a loop of them for a large
+buffer), and a write on an idle connection goes out at once instead of
+waiting for the reactor to report the socket writable.  While a
+protocol handles a read, what it writes to any of these connections is
+held and written once it returns, one record per connection
+(:class:`_Held`): a proxied response's head and body, say, go out as one
+record and one ``send``.  The success path of ``SSL_read``/``SSL_write``
+skips pyOpenSSL's per-call Python (:func:`tls_recv`, :func:`tls_send`).
 
 Everything else is Twisted's TCP transport (:mod:`twisted.internet.tcp`):
 buffering, producers and consumers, ``loseConnection``, half-close,
@@ -58,7 +47,6 @@ from :mod:`karpor.tls`, built once per server or per cluster.
 from __future__ import annotations
 
 import contextlib
-import errno
 import ipaddress
 import socket
 import struct
@@ -67,14 +55,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from OpenSSL import SSL
-
-# pyOpenSSL's cffi binding and, below, its Connection's internals (``_ssl``,
-# the memory BIOs ``_into_ssl``/``_from_ssl``, ``_raise_ssl_error``): the
-# transport drives OpenSSL's memory BIOs itself.  They have been stable for
-# years; tests/unit/test_tls_bindings.py names each one, so an upgrade that
-# moves them fails there first (setup.cfg bounds the release series).
-from OpenSSL._util import ffi as _ffi
-from OpenSSL._util import lib as _lib
 from service_identity import VerificationError
 from service_identity.pyopenssl import verify_hostname, verify_ip_address
 from twisted.internet import main, tcp
@@ -94,20 +74,70 @@ from twisted.internet.protocol import ClientFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-#: most bytes read from the socket per readable event (many TLS records)
-READ_SIZE = 256 * 1024
-#: most plaintext bytes encrypted (and sent with one ``send``) at a time
-WRITE_CHUNK = 256 * 1024
-#: room for the plaintext of what one :data:`READ_SIZE` read may complete
-#: (a record begun by the previous read, the read's own records)
-_PLAIN_ROOM = READ_SIZE + 2 * 16384
+#: most ``SSL_read``s (records) per readable event: a connection reads until
+#: ``WantReadError``, in turns of at most this many records, and hands the
+#: protocol what one turn read as one piece
+_READS_PER_EVENT = 16
+#: most bytes handed to one ``SSL_write``
+_WRITE_SLICE = 0x40000
 #: most reads discarding unread input before an orderly close
 _DISCARD_READS = 16
-#: most ciphertext bytes taken from the outgoing BIO at once (a chunk's records)
-_OUT_ROOM = WRITE_CHUNK + 65536
-#: a remainder this small is encrypted with the chunk before it (no send of its own)
-_SMALL_TAIL = 16384
-_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
+
+
+# -- record reads and writes ------------------------------------------------
+#
+# ``SSL.Connection.recv``/``send`` wrap ``SSL_read``/``SSL_write`` in a few
+# microseconds of Python per call (a fresh 64 KiB buffer per read, a
+# context manager per write, an error check walking five constants even on
+# success): on the request path, four calls per proxied request.  Here the
+# success path calls the same OpenSSL functions through pyOpenSSL's own cffi
+# binding, reading into one reused buffer (the reactor is single-threaded
+# and the bytes are copied out at once); any other result goes to the
+# connection's own error handling, which raises exactly what ``recv`` and
+# ``send`` raise.  Should a pyOpenSSL release move those internals, the
+# public methods are used.
+
+try:
+    from OpenSSL.SSL import _ffi, _lib  # type: ignore[attr-defined]
+
+    _SSL_read: Callable[[Any, Any, int], int] = _lib.SSL_read
+    _SSL_write: Callable[[Any, Any, int], int] = _lib.SSL_write
+    _unpack: Callable[[Any, int], bytes] = _ffi.unpack
+    _from_buffer: Callable[[Any], Any] = _ffi.from_buffer
+    _READ_BUFFER_SIZE = 65536
+    _read_buffer: Any = _ffi.new("char[]", _READ_BUFFER_SIZE)
+    _DIRECT = callable(getattr(SSL.Connection, "_raise_ssl_error", None))
+except (ImportError, AttributeError):  # pragma: no cover - another pyOpenSSL
+    _DIRECT = False
+
+
+def tls_recv(connection: SSL.Connection, size: int) -> bytes:
+    """``connection.recv(size)``: the plaintext of (at most) one record."""
+    ssl = getattr(connection, "_ssl", None) if _DIRECT else None
+    if ssl is None:
+        return connection.recv(size)
+    read = _SSL_read(ssl, _read_buffer, min(size, _READ_BUFFER_SIZE))
+    if read > 0:
+        return _unpack(_read_buffer, read)
+    connection._raise_ssl_error(ssl, read)
+    return b""
+
+
+def tls_send(connection: SSL.Connection, data: bytes | memoryview) -> int:
+    """``connection.send(data)``: how many bytes of ``data`` were written."""
+    ssl = getattr(connection, "_ssl", None) if _DIRECT else None
+    if ssl is None or not data:
+        return connection.send(data)
+    written = _SSL_write(ssl, data if isinstance(data, bytes) else _from_buffer(data), len(data))
+    if written > 0:
+        return written
+    connection._raise_ssl_error(ssl, written)
+    return 0
+
+
+#: the most plaintext one TLS record carries: a shorter read is the end of
+#: what the peer wrote (for now)
+_FULL_RECORD = 16384
 
 
 class _Held:
@@ -169,94 +199,50 @@ class _TLSConnection:
     offset: int
     _tempDataBuffer: list[bytes]
     _writeDisconnected: bool
-    _tls: SSL.Connection
+    _raw: socket.socket
     _client_tls: ClientTLS | None = None
     _handshaken = False
+    _reading = False
+    #: whether the last read turn ended at its limit rather than at ``WantReadError``
+    _unfinished = False
     #: what was written while a read was being handled (see :class:`_Held`)
-    _pending: list[bytes] | None = None
-    #: ciphertext the socket has not taken yet
-    _cipher: bytes = b""
-    #: plaintext bytes left in Twisted's buffer whose ciphertext is in
-    #: ``_cipher`` (so that Twisted keeps writing until it is sent)
-    _held = 0
+    _held: list[bytes] | None = None
 
-    def _wrap(self, context: SSL.Context, server: bool) -> None:
-        conn = SSL.Connection(context, None)
+    def _wrap(self, raw: socket.socket, context: SSL.Context, server: bool) -> SSL.Connection:
+        self._raw = raw
+        conn = SSL.Connection(context, raw)
         if server:
             conn.set_accept_state()
         else:
             conn.set_connect_state()
         conn.set_app_data(self)
-        # memory BIOs always take a whole SSL_write: no per-record returns
-        _lib.SSL_clear_mode(conn._ssl, _lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
-        self._tls = conn
-
-    # -- ciphertext to the socket -------------------------------------------
-
-    def _send_output(self) -> BaseException | None:
-        """Send what OpenSSL wrote to the outgoing BIO (records, alerts)
-        straight from a buffer, keeping what the socket does not take."""
-        if self._cipher:
-            try:
-                sent = self.socket.send(self._cipher)
-            except OSError as exc:
-                if exc.errno not in _AGAIN:
-                    return main.CONNECTION_LOST
-                sent = 0
-            self._cipher = self._cipher[sent:]
-            if self._cipher:
-                self.startWriting()  # type: ignore[attr-defined]
-                return None
-        bio = self._tls._from_ssl
-        buf = _buffers().cipher
-        while True:
-            n = _lib.BIO_read(bio, buf, _OUT_ROOM)
-            if n <= 0:
-                return None
-            try:
-                sent = self.socket.send(_ffi.buffer(buf, n))
-            except OSError as exc:
-                if exc.errno not in _AGAIN:
-                    return main.CONNECTION_LOST
-                sent = 0
-            if sent < n:
-                rest = [_ffi.buffer(buf, n)[sent:]]
-                while (n := _lib.BIO_read(bio, buf, _OUT_ROOM)) > 0:
-                    rest.append(_ffi.buffer(buf, n)[:])
-                self._cipher = b"".join(rest)
-                self.startWriting()  # type: ignore[attr-defined]
-                return None
+        return conn
 
     # -- the handshake ---------------------------------------------------
 
     def _handshake(self) -> BaseException | None:
         """One step of the handshake; an exception ends the connection."""
         try:
-            self._tls.do_handshake()
+            self.socket.do_handshake()
         except SSL.WantReadError:
-            return self._send_output()
+            self.stopWriting()  # type: ignore[attr-defined]
+            return None
+        except SSL.WantWriteError:
+            self.startWriting()  # type: ignore[attr-defined]
+            return None
         except SSL.Error as exc:
-            self._send_output()  # the alert, best effort
             return exc
         client = self._client_tls
         if client is not None and client.verify:
             try:
                 if client.is_ip:
-                    verify_ip_address(self._tls, client.hostname)
+                    verify_ip_address(self.socket, client.hostname)
                 else:
-                    verify_hostname(self._tls, client.hostname)
+                    verify_hostname(self.socket, client.hostname)
             except VerificationError as exc:
                 return exc
         self._handshaken = True
-        why = self._send_output()
-        if why is not None:
-            return why
-        if (
-            self._cipher
-            or self._tempDataBuffer
-            or self.offset < len(self.dataBuffer)
-            or self.disconnecting
-        ):
+        if self._tempDataBuffer or self.offset < len(self.dataBuffer) or self.disconnecting:
             self.startWriting()  # type: ignore[attr-defined]
         else:
             self.stopWriting()  # type: ignore[attr-defined]
@@ -267,63 +253,68 @@ class _TLSConnection:
 
     # -- reading -----------------------------------------------------------
 
+    def startReading(self) -> None:
+        self._reading = True
+        tcp.Connection.startReading(self)  # type: ignore[arg-type]
+        if self._unfinished:
+            # the last turn stopped at its limit, not at WantReadError: what
+            # OpenSSL may hold would not make the socket readable again
+            self.reactor.callLater(0, self._read_buffered)
+
+    def stopReading(self) -> None:
+        self._reading = False
+        tcp.Connection.stopReading(self)  # type: ignore[arg-type]
+
+    def _read_buffered(self) -> None:
+        if self._reading and self.connected and not self.disconnected:
+            why = self.doRead()
+            if why is not None:
+                self.reactor._disconnectSelectable(self, why, True)
+
     def doRead(self) -> BaseException | None:
-        buffers = _buffers()
-        try:
-            got = self.socket.recv_into(buffers.raw_view)
-        except OSError as exc:
-            return None if exc.errno in _AGAIN else main.CONNECTION_LOST
-        if not got:
-            return main.CONNECTION_DONE  # a TCP end, with or without close_notify
-        if _lib.BIO_write(self._tls._into_ssl, buffers.raw, got) != got:
-            return main.CONNECTION_LOST
         if not self._handshaken:
             failed = self._handshake()
             if failed is not None or not self._handshaken:
                 return failed
-        return self._decrypt()
-
-    def _decrypt(self) -> BaseException | None:
-        """``SSL_read`` until OpenSSL wants more; hand the protocol the plaintext."""
-        tls = self._tls
-        ssl = tls._ssl
-        buf = _buffers().plain
-        size = len(buf)
-        got = 0
-        pieces: list[bytes] = []
+        conn = self.socket
+        size: int = self.bufferSize  # type: ignore[attr-defined]
+        chunks: list[bytes] = []
         why: BaseException | None = None
-        while True:
-            if got == size:
-                pieces.append(_ffi.buffer(buf, got)[:])
-                got = 0
-            n = _lib.SSL_read(ssl, buf + got, size - got)
-            if n > 0:
-                got += n
-                continue
-            if _lib.SSL_get_error(ssl, n) == _lib.SSL_ERROR_WANT_READ:
-                break  # the usual end of a turn: no exception for it
+        self._unfinished = False
+        for _ in range(_READS_PER_EVENT):
             try:
-                tls._raise_ssl_error(ssl, n)
+                data = tls_recv(conn, size)
+                chunks.append(data)
+                if len(data) < _FULL_RECORD:
+                    # a short record: most likely all the peer wrote; if
+                    # more follows, the socket is still readable (OpenSSL
+                    # holds nothing beyond the record it just returned)
+                    break
             except SSL.WantReadError:
-                pass
+                break
             except SSL.WantWriteError:
                 self.startWriting()  # type: ignore[attr-defined]
+                break
             except SSL.ZeroReturnError:
                 why = main.CONNECTION_DONE
+                break
             except SSL.SysCallError as exc:
+                # (-1, 'Unexpected EOF'): the TCP end without close_notify
                 why = main.CONNECTION_DONE if exc.args[0] == -1 else main.CONNECTION_LOST
+                break
             except SSL.Error as exc:
                 why = exc
-            break
-        if got:
-            pieces.append(_ffi.buffer(buf, got)[:])
-        # a post-handshake message may have asked for an answer
-        sent = self._send_output()
-        if pieces:
+                break
+        else:
+            # a long burst: let other connections run, then read on (what
+            # OpenSSL holds would not make the socket readable again)
+            self._unfinished = True
+            self.reactor.callLater(0, self._read_buffered)
+        if chunks:
             # the records of one event reach the protocol as one piece; what
             # it writes meanwhile (to any TLS connection) goes out afterwards
-            # in one piece per connection
-            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            # in one record per connection
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if _holding.active:
                 self.protocol.dataReceived(data)
             else:
@@ -332,79 +323,62 @@ class _TLSConnection:
                     self.protocol.dataReceived(data)
                 finally:
                     _holding.release()
-        return why or sent
+        return why
 
     # -- writing -----------------------------------------------------------
 
     def doWrite(self) -> BaseException | None:
-        if self._cipher and not self._held:
-            # records with no plaintext held for them (handshake, alerts)
-            why = self._send_output()
-            if why is not None or self._cipher:
-                return why
         if not self._handshaken:
             if self.disconnecting:
                 return main.CONNECTION_DONE
             why = self._handshake()
-            if why is None and not self._handshaken and not self._cipher:
-                self.stopWriting()  # type: ignore[attr-defined]
-            return why
+            if why is not None or not self._handshaken:
+                return why
         return tcp.Connection.doWrite(self)  # type: ignore[arg-type,no-any-return]
 
     def writeSomeData(self, data: bytes) -> int | BaseException:
         if not self._handshaken:
             return 0
-        if self._cipher:
-            why = self._send_output()
-            if why is not None:
-                return why
-            if self._cipher:
+        conn = self.socket
+        if not data:
+            return 0
+        if len(data) <= _WRITE_SLICE:
+            try:
+                return tls_send(conn, data)
+            except (SSL.WantWriteError, SSL.WantReadError):
                 return 0
-        done, self._held = self._held, 0
+            except SSL.Error:
+                return main.CONNECTION_LOST
         view = memoryview(data)
-        ssl = self._tls._ssl
-        while done < len(view) and not self._cipher:
-            n = len(view) - done
-            if n > WRITE_CHUNK + _SMALL_TAIL:
-                n = WRITE_CHUNK
-            with _ffi.from_buffer(view[done : done + n]) as piece:
-                written = _lib.SSL_write(ssl, piece, n)
-            if written <= 0:
-                try:
-                    self._tls._raise_ssl_error(ssl, written)
-                except SSL.Error:
-                    return main.CONNECTION_LOST
-                return done
-            done += written
-            why = self._send_output()
-            if why is not None:
-                return why
-        if self._cipher and done:
-            # keep one byte in Twisted's buffer: it writes on until sent
-            self._held = 1
-            return done - 1
-        return done
+        sent = 0
+        while sent < len(view):
+            try:
+                sent += tls_send(conn, view[sent : sent + _WRITE_SLICE])
+            except (SSL.WantWriteError, SSL.WantReadError):
+                break
+            except SSL.Error:
+                return main.CONNECTION_LOST
+        return sent
 
     def write(self, data: bytes) -> None:
         if _holding.active and data:
-            if self._pending is None:
-                self._pending = [data]
+            if self._held is None:
+                self._held = [data]
                 _holding.connections.append(self)
             else:
-                self._pending.append(data)
+                self._held.append(data)
             return
         self._write_now(data)
 
     def _release(self) -> None:
         """Write what was held (see :class:`_Held`)."""
-        held, self._pending = self._pending, None
+        held, self._held = self._held, None
         if held:
             self._write_now(held[0] if len(held) == 1 else b"".join(held))
 
     def _write_now(self, data: bytes) -> None:
         if (
             self._handshaken
-            and not self._cipher
             and not self._tempDataBuffer
             and self.offset == len(self.dataBuffer)
             and self.connected
@@ -415,7 +389,6 @@ class _TLSConnection:
             sent = self.writeSomeData(data)
             if not isinstance(sent, int):
                 sent = 0  # the buffered write meets the error in doWrite
-                self._held = 0
             if sent == len(data):
                 return
             data = data[sent:]
@@ -437,10 +410,9 @@ class _TLSConnection:
     def _closeWriteConnection(self) -> None:
         if self._handshaken:
             with contextlib.suppress(SSL.Error):
-                self._tls.shutdown()  # close_notify
-            self._send_output()
+                self.socket.shutdown()  # close_notify
         with contextlib.suppress(OSError):
-            self.socket.shutdown(socket.SHUT_WR)
+            self._raw.shutdown(socket.SHUT_WR)
         half = IHalfCloseableProtocol(self.protocol, None)
         if half is not None:
             try:
@@ -449,13 +421,12 @@ class _TLSConnection:
                 self.connectionLost(Failure())  # type: ignore[attr-defined]
 
     def _closeSocket(self, orderly: bool) -> None:
-        raw = self.socket
+        raw = self._raw
         try:
             if orderly:
                 if self._handshaken and not self._writeDisconnected:
                     with contextlib.suppress(SSL.Error):
-                        self._tls.shutdown()  # close_notify, best effort
-                    self._send_output()
+                        self.socket.shutdown()  # close_notify, best effort
                 # input nobody will read (a TLS 1.3 session ticket, say) would
                 # turn close() into a reset that can destroy what the peer has
                 # not read yet: discard it first
@@ -472,36 +443,15 @@ class _TLSConnection:
 
     def getPeerCertificate(self) -> Any:
         """The peer's certificate (``OpenSSL.crypto.X509``) or ``None``."""
-        return self._tls.get_peer_certificate() if self._handshaken else None
+        return self.socket.get_peer_certificate() if self._handshaken else None
 
     @property
     def negotiatedProtocol(self) -> bytes | None:
         """The ALPN protocol chosen (``None`` before the handshake or without one)."""
         if not self._handshaken:
             return None
-        chosen: bytes | None = self._tls.get_alpn_proto_negotiated() or None
+        chosen: bytes | None = self.socket.get_alpn_proto_negotiated() or None
         return chosen
-
-
-class _Buffers:
-    """The buffers every connection of the process works in: what a read
-    turn received (``raw``), decrypted (``plain``) and what a write sends
-    (``cipher``).  Each is copied out before anything else can run."""
-
-    def __init__(self) -> None:
-        self.raw = _ffi.new("char[]", READ_SIZE)
-        self.raw_view = memoryview(_ffi.buffer(self.raw))
-        self.plain = _ffi.new("char[]", _PLAIN_ROOM)
-        self.cipher = _ffi.new("char[]", _OUT_ROOM)
-
-
-_shared: list[_Buffers] = []
-
-
-def _buffers() -> _Buffers:
-    if not _shared:
-        _shared.append(_Buffers())
-    return _shared[0]
 
 
 @implementer(ISSLTransport)
@@ -517,10 +467,10 @@ class TLSServer(_TLSConnection, tcp.Server):  # type: ignore[misc]
         sessionno: int,
         reactor: Any,
     ) -> None:
-        self._wrap(server.context, server=True)
+        conn = self._wrap(sock, server.context, server=True)
         tcp.Server.__init__(
             self,
-            sock,
+            conn,  # type: ignore[arg-type]
             protocol,
             client,
             server,
@@ -580,9 +530,10 @@ class TLSClient(_TLSConnection, tcp.Client):  # type: ignore[misc]
     def _connectDone(self) -> None:
         tls = self._client_tls
         assert tls is not None
-        self._wrap(tls.context, server=False)
+        conn = self._wrap(self.socket, tls.context, server=False)
         if not tls.is_ip:
-            self._tls.set_tlsext_host_name(tls.hostname.encode("idna"))
+            conn.set_tlsext_host_name(tls.hostname.encode("idna"))
+        self.socket = conn
         tcp.Client._connectDone(self)
         if self.connected:
             self.startWriting()  # the ClientHello

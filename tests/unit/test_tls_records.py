@@ -1,0 +1,99 @@
+"""Record reads and writes on a pyOpenSSL connection (karpor.tlstransport's
+tls_recv and tls_send): the same bytes and the same exceptions as
+Connection.recv and Connection.send, through the direct OpenSSL calls and
+through pyOpenSSL's public methods (the fallback)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+from OpenSSL import SSL
+
+from karpor import tlstransport
+from karpor.auth.ca import CertificateAuthority
+from karpor.tls import server_options
+from karpor.tlstransport import tls_recv, tls_send
+
+
+def _pump(a: SSL.Connection, b: SSL.Connection) -> None:
+    """Move what each side wrote to the other (memory BIOs)."""
+    for src, dst in ((a, b), (b, a)):
+        try:
+            while True:
+                dst.bio_write(src.bio_read(65536))
+        except SSL.WantReadError:
+            pass
+
+
+@pytest.fixture(params=[True, False], ids=["direct", "public-methods"])
+def pair(request: pytest.FixtureRequest) -> Iterator[tuple[SSL.Connection, SSL.Connection]]:
+    ca = CertificateAuthority.create("records-ca")
+    serving = ca.issue_server("server", ["localhost"])
+    server = SSL.Connection(server_options(serving.cert_pem, serving.key_pem).getContext(), None)
+    server.set_accept_state()
+    client = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), None)
+    client.set_connect_state()
+    for _ in range(10):
+        for side in (client, server):
+            with contextlib.suppress(SSL.WantReadError):
+                side.do_handshake()
+        _pump(client, server)
+    saved = tlstransport._DIRECT
+    tlstransport._DIRECT = request.param
+    try:
+        yield client, server
+    finally:
+        tlstransport._DIRECT = saved
+
+
+def test_bytes_round_trip_and_memoryviews_are_written(
+    pair: tuple[SSL.Connection, SSL.Connection],
+) -> None:
+    client, server = pair
+    assert tls_send(client, b"hello ") == 6
+    assert tls_send(client, memoryview(b"xxworld")[2:]) == 5
+    _pump(client, server)
+    got = b""
+    while len(got) < 11:
+        got += tls_recv(server, 65536)
+    assert got == b"hello world"
+    big = bytes(range(256)) * 256  # 64 KiB: four records
+    sent = 0
+    while sent < len(big):
+        sent += tls_send(server, big[sent:])
+    _pump(client, server)
+    received = b""
+    while len(received) < len(big):
+        piece = tls_recv(client, 65536)
+        assert 0 < len(piece) <= 16384  # one record per read
+        received += piece
+    assert received == big
+
+
+def test_nothing_to_read_raises_want_read(pair: tuple[SSL.Connection, SSL.Connection]) -> None:
+    client, server = pair
+    _pump(client, server)  # the session tickets
+    with pytest.raises(SSL.WantReadError):
+        tls_recv(client, 65536)
+    with pytest.raises(SSL.WantReadError):
+        tls_recv(server, 65536)
+
+
+def test_close_notify_raises_zero_return(pair: tuple[SSL.Connection, SSL.Connection]) -> None:
+    client, server = pair
+    client.shutdown()
+    _pump(client, server)
+    with pytest.raises(SSL.ZeroReturnError):
+        tls_recv(server, 65536)
+
+
+def test_a_broken_record_raises_the_ssl_error(pair: tuple[SSL.Connection, SSL.Connection]) -> None:
+    client, server = pair
+    tls_send(client, b"payload")
+    record = bytearray(client.bio_read(65536))
+    record[-1] ^= 0xFF  # the authentication tag no longer matches
+    server.bio_write(bytes(record))
+    with pytest.raises(SSL.Error):
+        tls_recv(server, 65536)
