@@ -283,17 +283,25 @@ def _rfc3339(timestamp: float) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def read_cluster_file(path: str, files: FileReader | None = None) -> FileResult:
-    """Read and parse one cluster file; ``created`` is the file's mtime."""
-    files = files or LocalFiles()
+def _read_file(path: str) -> tuple[bytes, str] | FileResult:
+    """The bytes of ``path`` and its modification time (the clusters'
+    ``creationTimestamp``), or the result of a file that cannot be read."""
     try:
         with open(path, "rb") as f:
             created = _rfc3339(os.fstat(f.fileno()).st_mtime)
-            data = f.read()
+            return f.read(), created
     except OSError as exc:
         problem = Problem(path, 0, "", f"cannot read: {exc.strerror or exc}", None)
         return FileResult(path, (), (problem,))
-    return parse_file(data, path, files, created=created)
+
+
+def read_cluster_file(path: str, files: FileReader | None = None) -> FileResult:
+    """Read and parse one cluster file; ``created`` is the file's mtime."""
+    read = _read_file(path)
+    if isinstance(read, FileResult):
+        return read
+    data, created = read
+    return parse_file(data, path, files or LocalFiles(), created=created)
 
 
 def load_directory(directory: str, files: FileReader | None = None) -> LoadResult:
@@ -372,13 +380,10 @@ class DirectoryLoader:
         return result
 
     def _parse(self, path: str) -> _Parsed:
-        try:
-            with open(path, "rb") as f:
-                created = _rfc3339(os.fstat(f.fileno()).st_mtime)
-                data = f.read()
-        except OSError as exc:
-            problem = Problem(path, 0, "", f"cannot read: {exc.strerror or exc}", None)
-            return _Parsed(b"", "", {}, {}, FileResult(path, (), (problem,)))
+        read = _read_file(path)
+        if isinstance(read, FileResult):
+            return _Parsed(b"", "", {}, {}, read)
+        data, created = read
         last = self._parsed.get(path)
         if last is not None and last.data == data and last.created == created and self._holds(last):
             return last

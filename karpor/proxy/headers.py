@@ -168,6 +168,25 @@ def _noted(noted: list[tuple[bytes, bytes]], lname: bytes) -> list[bytes]:
     return [value for name, value in noted if name == lname]
 
 
+def _framing(
+    noted: list[tuple[bytes, bytes]], forward: list[Header], content_length: int | None
+) -> tuple[frozenset[bytes], list[Header], int | None, bool]:
+    """What the dropped headers (``noted``) say of a message: the
+    ``Connection`` options (a header they name leaves ``forward`` too) and
+    whether the body is chunked (``Content-Length`` then goes); returns
+    ``(options, forward, content_length, chunked)``."""
+    named = _connection_tokens(_noted(noted, b"connection"))
+    if not named <= _CONNECTION_OPTIONS:
+        forward = [h for h in forward if h[0].lower() not in named]
+        if b"content-length" in named:
+            content_length = None
+    chunked = any(b"chunked" in v.lower() for v in _noted(noted, b"transfer-encoding"))
+    if chunked:
+        forward = [(n, v) for n, v in forward if n.lower() != b"content-length"]
+        content_length = None
+    return named, forward, content_length, chunked
+
+
 def split_request(
     headers: Sequence[Header],
     drop: frozenset[bytes] = _REQUEST_DROP,
@@ -196,21 +215,12 @@ def split_request(
         forward.append(header)
     if not noted:
         return RequestHeaders(forward, b"", content_length, False, None)
-    named = _connection_tokens(_noted(noted, b"connection"))
+    named, forward, content_length, chunked = _framing(noted, forward, content_length)
     upgrade_value: bytes | None = None
     if b"upgrade" in named:
         ups = _noted(noted, b"upgrade")
         if ups and ups[0].strip():
             upgrade_value = ups[0].strip()
-    if not named <= _CONNECTION_OPTIONS:
-        # ``Connection`` names further hop-by-hop headers: they go too
-        forward = [h for h in forward if h[0].lower() not in named]
-        if b"content-length" in named:
-            content_length = None
-    chunked = any(b"chunked" in v.lower() for v in _noted(noted, b"transfer-encoding"))
-    if chunked:
-        forward = [(n, v) for n, v in forward if n.lower() != b"content-length"]
-        content_length = None
     xff = b", ".join(v.strip() for v in _noted(noted, b"x-forwarded-for"))
     return RequestHeaders(forward, xff, content_length, chunked, upgrade_value)
 
@@ -292,15 +302,7 @@ def split_response(headers: Sequence[Header], upgrade: bool = False) -> Response
     named: frozenset[bytes] = frozenset()
     chunked = False
     if noted:
-        named = _connection_tokens(_noted(noted, b"connection"))
-        if not named <= _CONNECTION_OPTIONS:
-            forward = [h for h in forward if h[0].lower() not in named]
-            if b"content-length" in named:
-                content_length = None
-        chunked = any(b"chunked" in v.lower() for v in _noted(noted, b"transfer-encoding"))
-        if chunked:
-            forward = [(n, v) for n, v in forward if n.lower() != b"content-length"]
-            content_length = None
+        named, forward, content_length, chunked = _framing(noted, forward, content_length)
     if upgrade:
         forward.append((b"Connection", b"Upgrade"))
     return ResponseHeaders(forward, content_length, chunked, b"close" in named)
