@@ -21,6 +21,12 @@ held and written once it returns, one record per connection
 (:class:`_Held`): a proxied response's head and body, say, go out as one
 record and one ``send``.  The success path of ``SSL_read``/``SSL_write``
 skips pyOpenSSL's per-call Python (:func:`tls_recv`, :func:`tls_send`).
+A spliced connection (exec, attach, port-forward) switches to *bulk mode*
+(:meth:`_TLSConnection.bulk`): OpenSSL then works on memory BIOs and the
+transport reads up to 256 KiB (many records) per event with one ``recv``
+and sends what one ``SSL_write`` of up to 256 KiB made with one ``send``:
+a few system calls per MiB instead of about two hundred, at the price of
+more Python per small message (which is why requests stay on the socket).
 
 Everything else is Twisted's TCP transport (:mod:`twisted.internet.tcp`):
 buffering, producers and consumers, ``loseConnection``, half-close,
@@ -47,6 +53,7 @@ from :mod:`karpor.tls`, built once per server or per cluster.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import socket
 import struct
@@ -138,6 +145,55 @@ def tls_send(connection: SSL.Connection, data: bytes | memoryview) -> int:
 #: the most plaintext one TLS record carries: a shorter read is the end of
 #: what the peer wrote (for now)
 _FULL_RECORD = 16384
+#: bulk mode (:meth:`_TLSConnection.bulk`): most bytes read from the socket
+#: per readable event, and most plaintext encrypted and sent at a time
+BULK_READ = 256 * 1024
+BULK_WRITE = 256 * 1024
+#: room for the plaintext one bulk read may complete (a record begun by the
+#: read before, the read's own records) and for one bulk write's records
+_BULK_PLAIN = BULK_READ + 2 * _FULL_RECORD
+_BULK_CIPHER = BULK_WRITE + 65536
+#: a remainder this small is encrypted with the piece before it
+_BULK_TAIL = 16384
+_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
+
+
+class _Bulk:
+    """A connection's memory BIOs once it is in bulk mode (the ``SSL``
+    object owns and frees them), and the ciphertext the socket has not
+    taken yet."""
+
+    __slots__ = ("cipher", "held", "incoming", "outgoing")
+
+    def __init__(self, incoming: Any, outgoing: Any) -> None:
+        self.incoming = incoming
+        self.outgoing = outgoing
+        #: ciphertext waiting for the socket
+        self.cipher = b""
+        #: plaintext bytes left in Twisted's buffer whose ciphertext is in
+        #: ``cipher`` (so that Twisted keeps writing until it is sent)
+        self.held = 0
+
+
+class _BulkBuffers:
+    """The buffers every bulk connection of the process works in (the
+    reactor is single-threaded; each is copied out before anything else
+    runs), made on first use."""
+
+    def __init__(self) -> None:
+        self.raw = _ffi.new("char[]", BULK_READ)
+        self.raw_view = memoryview(_ffi.buffer(self.raw))
+        self.plain = _ffi.new("char[]", _BULK_PLAIN)
+        self.cipher = _ffi.new("char[]", _BULK_CIPHER)
+
+
+_bulk_buffers: list[_BulkBuffers] = []
+
+
+def _buffers() -> _BulkBuffers:
+    if not _bulk_buffers:
+        _bulk_buffers.append(_BulkBuffers())
+    return _bulk_buffers[0]
 
 
 class _Held:
@@ -207,6 +263,8 @@ class _TLSConnection:
     _unfinished = False
     #: what was written while a read was being handled (see :class:`_Held`)
     _held: list[bytes] | None = None
+    #: the memory BIOs of bulk mode (``None``: OpenSSL works on the socket)
+    _bulk: _Bulk | None = None
 
     def _wrap(self, raw: socket.socket, context: SSL.Context, server: bool) -> SSL.Connection:
         self._raw = raw
@@ -272,6 +330,8 @@ class _TLSConnection:
                 self.reactor._disconnectSelectable(self, why, True)
 
     def doRead(self) -> BaseException | None:
+        if self._bulk is not None:
+            return self._bulk_read(self._bulk)
         if not self._handshaken:
             failed = self._handshake()
             if failed is not None or not self._handshaken:
@@ -311,23 +371,176 @@ class _TLSConnection:
             self._unfinished = True
             self.reactor.callLater(0, self._read_buffered)
         if chunks:
-            # the records of one event reach the protocol as one piece; what
-            # it writes meanwhile (to any TLS connection) goes out afterwards
-            # in one record per connection
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            if _holding.active:
-                self.protocol.dataReceived(data)
-            else:
-                _holding.active = True
-                try:
-                    self.protocol.dataReceived(data)
-                finally:
-                    _holding.release()
+            self._deliver(chunks)
         return why
+
+    def _deliver(self, chunks: list[bytes]) -> None:
+        """The records of one event reach the protocol as one piece; what it
+        writes meanwhile (to any TLS connection) goes out afterwards in one
+        piece per connection."""
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if _holding.active:
+            self.protocol.dataReceived(data)
+        else:
+            _holding.active = True
+            try:
+                self.protocol.dataReceived(data)
+            finally:
+                _holding.release()
+
+    # -- bulk mode -------------------------------------------------------------
+
+    def bulk(self) -> None:
+        """Move bytes in large pieces from now on (a spliced connection:
+        exec, attach, port-forward, ``cp``).
+
+        OpenSSL reading the socket itself makes two ``read`` calls per
+        16 KiB record and one ``write`` per record.  In bulk mode it works
+        on memory BIOs instead: a readable event is one ``recv`` of up to
+        :data:`BULK_READ` bytes (many records) decrypted in one turn, and a
+        write one ``SSL_write`` of up to :data:`BULK_WRITE` bytes whose
+        records go out with one ``send``.  Per request that costs more
+        Python than it saves system calls, so connections start on the
+        socket and switch here.  The switch waits for nothing: it is made
+        only when OpenSSL holds no unsent record (nothing is buffered)."""
+        if (
+            not _DIRECT
+            or self._bulk is not None
+            or not self._handshaken
+            or not self.connected
+            or self._tempDataBuffer
+            or self.offset < len(self.dataBuffer)
+        ):
+            return
+        ssl = self.socket._ssl
+        incoming = _lib.BIO_new(_lib.BIO_s_mem())
+        outgoing = _lib.BIO_new(_lib.BIO_s_mem())
+        _lib.SSL_set_bio(ssl, incoming, outgoing)
+        # one SSL_write takes a whole piece (memory BIOs never refuse)
+        _lib.SSL_clear_mode(ssl, _lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
+        self._bulk = _Bulk(incoming, outgoing)
+
+    def _bulk_read(self, bulk: _Bulk) -> BaseException | None:
+        buffers = _buffers()
+        try:
+            got = self._raw.recv_into(buffers.raw_view)
+        except OSError as exc:
+            return None if exc.errno in _AGAIN else main.CONNECTION_LOST
+        if not got:
+            return main.CONNECTION_DONE  # a TCP end, with or without close_notify
+        if _lib.BIO_write(bulk.incoming, buffers.raw, got) != got:
+            return main.CONNECTION_LOST
+        conn = self.socket
+        ssl = conn._ssl
+        plain = buffers.plain
+        pieces: list[bytes] = []
+        filled = 0
+        why: BaseException | None = None
+        while True:
+            if filled == _BULK_PLAIN:
+                pieces.append(_ffi.buffer(plain, filled)[:])
+                filled = 0
+            n = _lib.SSL_read(ssl, plain + filled, _BULK_PLAIN - filled)
+            if n > 0:
+                filled += n
+                continue
+            if _lib.SSL_get_error(ssl, n) == _lib.SSL_ERROR_WANT_READ:
+                break  # the usual end of a turn
+            try:
+                conn._raise_ssl_error(ssl, n)
+            except SSL.WantReadError:
+                pass
+            except SSL.WantWriteError:
+                self.startWriting()  # type: ignore[attr-defined]
+            except SSL.ZeroReturnError:
+                why = main.CONNECTION_DONE
+            except SSL.SysCallError as exc:
+                why = main.CONNECTION_DONE if exc.args[0] == -1 else main.CONNECTION_LOST
+            except SSL.Error as exc:
+                why = exc
+            break
+        if filled:
+            pieces.append(_ffi.buffer(plain, filled)[:])
+        sent = self._bulk_send(bulk)  # a post-handshake message may want an answer
+        if pieces:
+            self._deliver(pieces)
+        return why or sent
+
+    def _bulk_send(self, bulk: _Bulk) -> BaseException | None:
+        """Send the records OpenSSL wrote to the outgoing BIO, keeping what
+        the socket does not take."""
+        raw = self._raw
+        if bulk.cipher:
+            try:
+                sent = raw.send(bulk.cipher)
+            except OSError as exc:
+                if exc.errno not in _AGAIN:
+                    return main.CONNECTION_LOST
+                sent = 0
+            bulk.cipher = bulk.cipher[sent:]
+            if bulk.cipher:
+                self.startWriting()  # type: ignore[attr-defined]
+                return None
+        buf = _buffers().cipher
+        while True:
+            n = _lib.BIO_read(bulk.outgoing, buf, _BULK_CIPHER)
+            if n <= 0:
+                return None
+            try:
+                sent = raw.send(_ffi.buffer(buf, n))
+            except OSError as exc:
+                if exc.errno not in _AGAIN:
+                    return main.CONNECTION_LOST
+                sent = 0
+            if sent < n:
+                rest = [_ffi.buffer(buf, n)[sent:]]
+                while (n := _lib.BIO_read(bulk.outgoing, buf, _BULK_CIPHER)) > 0:
+                    rest.append(_ffi.buffer(buf, n)[:])
+                bulk.cipher = b"".join(rest)
+                self.startWriting()  # type: ignore[attr-defined]
+                return None
+
+    def _bulk_write(self, bulk: _Bulk, data: bytes) -> int | BaseException:
+        if bulk.cipher:
+            why = self._bulk_send(bulk)
+            if why is not None:
+                return why
+            if bulk.cipher:
+                return 0
+        done, bulk.held = bulk.held, 0
+        view = memoryview(data)
+        ssl = self.socket._ssl
+        while done < len(view) and not bulk.cipher:
+            n = len(view) - done
+            if n > BULK_WRITE + _BULK_TAIL:
+                n = BULK_WRITE
+            with _ffi.from_buffer(view[done : done + n]) as piece:
+                written = _lib.SSL_write(ssl, piece, n)
+            if written <= 0:
+                try:
+                    self.socket._raise_ssl_error(ssl, written)
+                except SSL.Error:
+                    return main.CONNECTION_LOST
+                return done
+            done += written
+            why = self._bulk_send(bulk)
+            if why is not None:
+                return why
+        if bulk.cipher and done:
+            # one byte stays in Twisted's buffer: it writes on until sent
+            bulk.held = 1
+            return done - 1
+        return done
 
     # -- writing -----------------------------------------------------------
 
     def doWrite(self) -> BaseException | None:
+        bulk = self._bulk
+        if bulk is not None and bulk.cipher and not bulk.held:
+            # records with no plaintext kept for them (alerts, close_notify)
+            why = self._bulk_send(bulk)
+            if why is not None or bulk.cipher:
+                return why
         if not self._handshaken:
             if self.disconnecting:
                 return main.CONNECTION_DONE
@@ -337,11 +550,11 @@ class _TLSConnection:
         return tcp.Connection.doWrite(self)  # type: ignore[arg-type,no-any-return]
 
     def writeSomeData(self, data: bytes) -> int | BaseException:
-        if not self._handshaken:
+        if not self._handshaken or not data:
             return 0
+        if self._bulk is not None:
+            return self._bulk_write(self._bulk, data)
         conn = self.socket
-        if not data:
-            return 0
         if len(data) <= _WRITE_SLICE:
             try:
                 return tls_send(conn, data)
@@ -379,6 +592,7 @@ class _TLSConnection:
     def _write_now(self, data: bytes) -> None:
         if (
             self._handshaken
+            and not (self._bulk is not None and self._bulk.cipher)
             and not self._tempDataBuffer
             and self.offset == len(self.dataBuffer)
             and self.connected
@@ -389,6 +603,8 @@ class _TLSConnection:
             sent = self.writeSomeData(data)
             if not isinstance(sent, int):
                 sent = 0  # the buffered write meets the error in doWrite
+                if self._bulk is not None:
+                    self._bulk.held = 0
             if sent == len(data):
                 return
             data = data[sent:]
@@ -411,6 +627,8 @@ class _TLSConnection:
         if self._handshaken:
             with contextlib.suppress(SSL.Error):
                 self.socket.shutdown()  # close_notify
+            if self._bulk is not None:
+                self._bulk_send(self._bulk)  # best effort
         with contextlib.suppress(OSError):
             self._raw.shutdown(socket.SHUT_WR)
         half = IHalfCloseableProtocol(self.protocol, None)
@@ -427,6 +645,8 @@ class _TLSConnection:
                 if self._handshaken and not self._writeDisconnected:
                     with contextlib.suppress(SSL.Error):
                         self.socket.shutdown()  # close_notify, best effort
+                    if self._bulk is not None:
+                        self._bulk_send(self._bulk)
                 # input nobody will read (a TLS 1.3 session ticket, say) would
                 # turn close() into a reset that can destroy what the peer has
                 # not read yet: discard it first

@@ -15,7 +15,9 @@ and credential) but on a connection of its own
   joins the two connections.
 
 A :class:`Splice` copies bytes both ways exactly as read, never parsing a
-frame.  Each transport has the *other* side's reading registered as its
+frame; it switches both TLS connections to bulk mode
+(:meth:`karpor.tlstransport._TLSConnection.bulk`: large reads and
+writes).  Each transport has the *other* side's reading registered as its
 producer, so a slow reader pauses the other side and at most a transport
 buffer's worth of bytes waits in the gateway whatever the amount streamed.
 A half-close (a TCP EOF) is passed on where the other transport can
@@ -135,6 +137,11 @@ class Splice:
         cluster's after the ``101`` head)."""
         client, upstream = self._transports
         client_reading, upstream_reading = self._readings
+        for transport in (client, upstream):
+            # TLS connections move spliced bytes in large pieces
+            bulk = getattr(transport, "bulk", None)
+            if bulk is not None:
+                bulk()
         client.registerProducer(_Pauser(self, _CLIENT, upstream_reading), True)  # type: ignore[attr-defined]
         upstream.registerProducer(_Pauser(self, _UPSTREAM, client_reading), True)  # type: ignore[attr-defined]
         if to_client:

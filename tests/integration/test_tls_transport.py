@@ -64,6 +64,19 @@ def test_8_mib_arrive_intact_with_backpressure(results: dict[str, Any]) -> None:
     assert r["received"] == "got it all"
 
 
+def test_8_mib_arrive_intact_in_bulk_mode_switched_mid_stream(results: dict[str, Any]) -> None:
+    """Bulk mode (a spliced connection's): the client from its handshake on,
+    the server from inside its first read; backpressure still holds and the
+    close is clean."""
+    r = results["bulk_upload"]
+    assert r["server_bulk"] is True
+    assert r["server_bytes"] == r["expected_bytes"]
+    assert r["server_digest"] == r["expected_digest"]
+    assert r["paused"] > 0, "the producer was never paused"
+    assert r["received"] == "got it all"
+    assert r["reason"].startswith("ConnectionDone")
+
+
 def test_a_name_mismatch_fails_before_anything_is_sent(results: dict[str, Any]) -> None:
     r = results["wrong_name"]
     assert not r["handshake"]

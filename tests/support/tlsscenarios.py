@@ -48,6 +48,10 @@ class Server(Protocol):
             self.record["peer"] = cert.get_subject().CN if cert is not None else None
         self.record["bytes"] += len(data)
         self.record["digest"].update(data)
+        if data.startswith(b"BULK") and not self.record.get("bulk"):
+            # a splice's switch, in the middle of a read stream
+            self.record["bulk"] = True
+            self.transport.bulk()  # type: ignore[union-attr]
         if data == b"pieces":
             # several writes and the close while handling one read: all of
             # it arrives, in order, before the end
@@ -74,10 +78,13 @@ class Client(Protocol):
     """Sends ``payload`` once the handshake is done (or at once: ``early``),
     as a push producer when it is large; collects the answer."""
 
-    def __init__(self, payload: bytes, early: bool = False, half_close: bool = False) -> None:
+    def __init__(
+        self, payload: bytes, early: bool = False, half_close: bool = False, bulk: bool = False
+    ) -> None:
         self.payload = payload
         self.early = early
         self.half_close = half_close
+        self.bulk = bulk
         self.received = b""
         self.done: defer.Deferred[dict[str, Any]] = defer.Deferred()
         self.result: dict[str, Any] = {"handshake": False}
@@ -90,6 +97,8 @@ class Client(Protocol):
     def handshakeCompleted(self) -> None:
         self.result["handshake"] = True
         self.result["alpn"] = self.transport.negotiatedProtocol  # type: ignore[union-attr]
+        if self.bulk:
+            self.transport.bulk()  # type: ignore[union-attr]
         if not self.early:
             self._send()
 
@@ -160,6 +169,7 @@ async def scenarios() -> dict[str, Any]:
         result["server_peer"] = server.get("peer")
         result["server_alpn"] = _b(server.get("alpn"))
         result["server_half"] = server.get("half")
+        result["server_bulk"] = server.get("bulk", False)
         result["alpn"] = _b(result.get("alpn"))
         out[name] = result
         return result
@@ -191,6 +201,14 @@ async def scenarios() -> dict[str, Any]:
     result = await run("large_upload", lambda: client_options("localhost", ca_pem), big)
     result["expected_digest"] = hashlib.sha256(big).hexdigest()
     result["expected_bytes"] = len(big)
+    # both sides in bulk mode: the client from the handshake on, the server
+    # from the middle of its first reads
+    marked = b"BULK" + big[4:]
+    result = await run(
+        "bulk_upload", lambda: client_options("localhost", ca_pem), marked, bulk=True
+    )
+    result["expected_digest"] = hashlib.sha256(marked).hexdigest()
+    result["expected_bytes"] = len(marked)
     await run("wrong_name", lambda: client_options("not-the-server.example", ca_pem), b"secret")
     await run("untrusted_ca", lambda: client_options("localhost", other.cert_pem), b"secret")
     await run(
