@@ -306,12 +306,7 @@ def read_cluster_file(path: str, files: FileReader | None = None) -> FileResult:
 
 def load_directory(directory: str, files: FileReader | None = None) -> LoadResult:
     """Load every cluster file of ``directory`` (see the module's rules)."""
-    files = files or LocalFiles()
-    paths, problems = cluster_files(directory)
-    result = combine(read_cluster_file(p, files) for p in paths)
-    if problems:
-        result = LoadResult(result.clusters, (*problems, *result.problems), result.sources)
-    return result
+    return DirectoryLoader(files).load(directory)
 
 
 class _Recording:
