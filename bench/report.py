@@ -126,7 +126,12 @@ def sections(karpor: str) -> list[Section]:
             "exec",
             "4. exec stream throughput",
             "stdout of `head -c SIZE /dev/zero` in a simulated pod, read by kubectl.",
-            (Column("mb_s", "MB/s", "{:.1f}"), Column("seconds", "seconds", ms)),
+            (
+                Column("mb_s", "MB/s", "{:.1f}"),
+                Column("start_s", "start s", ms),
+                Column("seconds", "seconds", ms),
+                Column("total_mb_s", "total MB/s", "{:.1f}"),
+            ),
             (Ratio("mb_s", "direct", "MB/s ÷ direct"),),
         ),
         Section(

@@ -15,9 +15,12 @@ this process's memory-mapped file in multiprocess mode (how
 ``prometheus_client`` shares values between processes), a dozen
 microseconds per request, so the gateway's processes batch them per reactor
 turn: the requests that end while the reactor handles one round of events
-are noted in plain Python and recorded together (one counter update per
-label tuple, one histogram observation per request) before the reactor
-waits again, and before this process renders ``/metrics``.
+are noted in plain Python (a count, latency bucket counts and a sum, byte
+totals per label tuple) and recorded together before the reactor waits
+again, and before this process renders ``/metrics``: one update of each
+value touched per turn, written straight to the values behind the labelled
+children (what ``Counter.inc`` and ``Histogram.observe`` end in, without
+their per-call checks).
 
 Gauges of the current state (pool sizes, cluster health) are *set*, not
 counted: multiprocess mode sums (pool sizes) or takes the most recent value
@@ -27,6 +30,8 @@ live gauges (:func:`karpor.metrics.multiprocess.mark_dead`).
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -68,27 +73,51 @@ class PoolSizes:
 
 
 class _Children:
-    """The labelled children one request updates (cached per label tuple)."""
+    """What one request's label tuple updates, resolved once: the values
+    behind the labelled children (see :func:`_counter_value` and
+    :func:`_histogram_values`)."""
 
-    __slots__ = ("bytes_in", "bytes_out", "latency", "requests")
+    __slots__ = ("bytes_in", "bytes_out", "latency_buckets", "latency_sum", "requests")
 
     def __init__(self, requests: Any, latency: Any, bytes_in: Any, bytes_out: Any) -> None:
-        self.requests = requests
-        self.latency = latency
-        self.bytes_in = bytes_in
-        self.bytes_out = bytes_out
+        self.requests = _counter_value(requests)
+        self.latency_sum, self.latency_buckets = _histogram_values(latency)
+        self.bytes_in = _counter_value(bytes_in)
+        self.bytes_out = _counter_value(bytes_out)
+
+
+def _counter_value(child: Any) -> Any:
+    """The value a labelled counter child adds to (``prometheus_client``'s
+    ``Counter.inc`` checks its argument and the metric's state on every call;
+    the batches recorded here are counts and byte totals, never negative)."""
+    return child._value
+
+
+def _histogram_values(child: Any) -> tuple[Any, list[Any]]:
+    """A labelled histogram child's sum and its per-bucket values (not
+    cumulative: an observation adds 1 to the first bucket whose bound
+    holds it, as ``Histogram.observe`` does; the exposition sums them up).
+    A batch of observations then costs one update per bucket touched and
+    one of the sum instead of two per observation."""
+    return child._sum, child._buckets
 
 
 class _Pending:
     """Requests of one label tuple that ended since the last flush."""
 
-    __slots__ = ("bytes_in", "bytes_out", "count", "seconds")
+    __slots__ = ("buckets", "bytes_in", "bytes_out", "count", "seconds")
 
     def __init__(self) -> None:
         self.count = 0
-        self.seconds: list[float] = []
+        #: observations per latency bucket (:data:`_BOUNDS`)
+        self.buckets = [0] * len(_BOUNDS)
+        self.seconds = 0.0
         self.bytes_in = 0
         self.bytes_out = 0
+
+
+#: the latency histogram's upper bounds, ``+Inf`` included
+_BOUNDS = (*LATENCY_BUCKETS, math.inf)
 
 
 class GatewayMetrics:
@@ -98,8 +127,9 @@ class GatewayMetrics:
     multiprocess mode, where the exposition reads every process's files
     instead, :mod:`karpor.metrics.exposition`).  ``later``: when given,
     :meth:`request_done` keeps what it is told and has ``later`` call
-    :meth:`flush` (the reactor's ``callLater(0, …)``: at the end of the
-    reactor turn); otherwise it records at once.
+    :meth:`flush` (at the end of the reactor turn,
+    :meth:`karpor.server.reactor.GatewayReactor.after_turn`); otherwise it
+    records at once.
     """
 
     def __init__(
@@ -243,43 +273,38 @@ class GatewayMetrics:
         """One request ended: answered ``code`` after ``seconds`` (to its
         response head), having read ``bytes_in`` and written ``bytes_out``."""
         key = (cluster, verb, code)
-        if self._later is None:
-            self._record(key, 1, (seconds,), bytes_in, bytes_out)
-            return
         pending = self._pending.get(key)
         if pending is None:
-            if not self._pending:
+            if not self._pending and self._later is not None:
                 self._later(self.flush)
             pending = self._pending[key] = _Pending()
         pending.count += 1
-        pending.seconds.append(seconds)
+        pending.buckets[bisect_left(_BOUNDS, seconds)] += 1
+        pending.seconds += seconds
         pending.bytes_in += bytes_in
         pending.bytes_out += bytes_out
+        if self._later is None:
+            self.flush()
 
     def flush(self) -> None:
-        """Record the requests that ended since the last flush."""
+        """Record the requests that ended since the last flush: per label
+        tuple, one update of the request count, of the latency sum, of each
+        latency bucket touched and of each byte count."""
         pending, self._pending = self._pending, {}
         for key, done in pending.items():
-            self._record(key, done.count, done.seconds, done.bytes_in, done.bytes_out)
-
-    def _record(
-        self,
-        key: tuple[str, str, int],
-        count: int,
-        seconds: Iterable[float],
-        bytes_in: int,
-        bytes_out: int,
-    ) -> None:
-        children = self._children.get(key)
-        if children is None:
-            children = self._make_children(key)
-        children.requests.inc(count)
-        for each in seconds:
-            children.latency.observe(each)
-        if bytes_in > 0:
-            children.bytes_in.inc(bytes_in)
-        if bytes_out > 0:
-            children.bytes_out.inc(bytes_out)
+            children = self._children.get(key)
+            if children is None:
+                children = self._make_children(key)
+            children.requests.inc(done.count)
+            children.latency_sum.inc(done.seconds)
+            buckets = children.latency_buckets
+            for i, count in enumerate(done.buckets):
+                if count:
+                    buckets[i].inc(count)
+            if done.bytes_in > 0:
+                children.bytes_in.inc(done.bytes_in)
+            if done.bytes_out > 0:
+                children.bytes_out.inc(done.bytes_out)
 
     def stream_started(self, kind: str) -> None:
         """A long-running request of ``kind`` began (one of

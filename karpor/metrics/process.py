@@ -51,8 +51,12 @@ class ProcessMetrics:
             multiprocess.use(self.directory)
         self.registry = None if self.directory is not None else CollectorRegistry()
         #: what the request path, the pools and the reloads record into
+        after_turn = getattr(reactor, "after_turn", None)
         self.recorder = GatewayMetrics(
-            self.registry, later=lambda flush: reactor.callLater(0, flush)
+            self.registry,
+            later=after_turn
+            if after_turn is not None
+            else (lambda flush: reactor.callLater(0, flush)),
         )
         self._reactor = reactor
         self._sampler: PoolSampler | None = None

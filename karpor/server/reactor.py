@@ -13,11 +13,18 @@ it is logged here as ``callWithLogger`` would have, and the loop goes on.
 A plain readable event goes straight to the selectable's ``doRead``
 (Twisted first asks the descriptor for its number, to notice one closed
 meanwhile: a read of a closed descriptor fails all the same).
+
+:meth:`GatewayReactor.after_turn` runs a callable once the events of the
+current turn are handled, before the reactor waits again: what
+``callLater(0, f)`` does, without a timed call to make, order in the heap
+and run (the metrics of the requests that ended in a turn are recorded
+together this way, :class:`karpor.metrics.gateway.GatewayMetrics`).
 """
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from select import EPOLLIN
 from typing import Any
 
@@ -30,8 +37,27 @@ log = Logger(namespace="karpor.reactor")
 class GatewayReactor(EPollReactor):
     """An :class:`EPollReactor` without the per-event legacy log context."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._after_turn: list[Callable[[], object]] = []
+
+    def after_turn(self, call: Callable[[], object]) -> None:
+        """Call ``call()`` once the events of this turn are handled (asked
+        from a timed call: after a poll that does not wait)."""
+        self._after_turn.append(call)
+
+    def _run_after_turn(self) -> None:
+        calls, self._after_turn = self._after_turn, []
+        for call in calls:
+            try:
+                call()
+            except Exception:
+                log.failure("unhandled error after a reactor turn in {call!r}", call=call)
+
     def doPoll(self, timeout: float | None) -> None:
         """Wait for events (at most ``timeout`` seconds) and handle them."""
+        if self._after_turn:
+            timeout = 0  # asked for outside a turn (a timed call): do not wait
         try:
             ready = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
         except OSError as err:
@@ -50,6 +76,8 @@ class GatewayReactor(EPollReactor):
                 log.failure(
                     "unhandled error handling an event of {selectable!r}", selectable=selectable
                 )
+        if self._after_turn:
+            self._run_after_turn()
 
     doIteration = doPoll
 

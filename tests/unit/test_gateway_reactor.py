@@ -92,3 +92,34 @@ def test_an_error_escaping_the_handler_is_logged_and_the_loop_goes_on() -> None:
         reactor.removeAll()
         first.close()
         second.close()
+
+
+def test_calls_after_a_turn_run_once_its_events_are_handled() -> None:
+    reactor: Any = GatewayReactor()
+    pipe = _Pipe()
+    order: list[str] = []
+    original = pipe.doRead
+
+    def read() -> None:
+        original()
+        order.append("read")
+        reactor.after_turn(lambda: order.append("after"))
+        reactor.after_turn(lambda: 1 / 0)  # a failure stays its own
+        reactor.after_turn(lambda: order.append("after, too"))
+
+    pipe.doRead = read  # type: ignore[method-assign]
+    try:
+        reactor.addReader(pipe)
+        os.write(pipe.write_fd, b"x")
+        reactor.doPoll(1.0)
+        assert order == ["read", "after", "after, too"]
+        # asked outside a turn (as from a timed call): the next poll does not wait
+        reactor.removeReader(pipe)
+        reactor.after_turn(lambda: order.append("from a timer"))
+        reactor.doPoll(30.0)
+        assert order[-1] == "from a timer"
+        reactor.doPoll(0)
+        assert order.count("from a timer") == 1
+    finally:
+        reactor.removeAll()
+        pipe.close()

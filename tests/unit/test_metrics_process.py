@@ -8,11 +8,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from twisted.internet.task import Clock
 
 from karpor.metrics import multiprocess
-from karpor.metrics.gateway import GatewayMetrics, PoolSizes
+from karpor.metrics.gateway import LATENCY_BUCKETS, GatewayMetrics, PoolSizes
 from karpor.metrics.labels import STREAM_KINDS
 from karpor.metrics.process import ProcessMetrics
 from karpor.metrics.sampling import sample
@@ -224,6 +226,52 @@ def test_requests_of_one_reactor_turn_are_recorded_together() -> None:
     # the next turn's first request asks for the next flush
     metrics.request_done("sim-1", "get", 200, 0.001, 1, 1)
     assert scheduled == [metrics.flush]
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[Any, ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for metric in registry.collect()
+        for s in metric.samples
+        if not s.name.endswith("_created")
+    }
+
+
+_REQUEST = st.tuples(
+    st.sampled_from(["sim-1", "sim-2"]),
+    st.sampled_from(["get", "watch"]),
+    st.sampled_from([200, 404]),
+    # the bounds themselves, around them, and beyond the last
+    st.one_of(st.sampled_from(LATENCY_BUCKETS), st.floats(0, 100, allow_nan=False)),
+    st.integers(0, 10_000),
+    st.integers(0, 10_000),
+)
+
+
+@given(turns=st.lists(st.lists(_REQUEST, max_size=8), max_size=6))
+def test_batched_recording_matches_the_public_api(
+    turns: list[list[tuple[str, str, int, float, int, int]]],
+) -> None:
+    """Requests noted per turn and written in one batch leave every sample
+    (counts, every bucket, sums, byte totals) as ``Counter.inc`` and
+    ``Histogram.observe`` per request would."""
+    batched_registry, public_registry = CollectorRegistry(), CollectorRegistry()
+    scheduled: list[Any] = []
+    batched = GatewayMetrics(batched_registry, later=scheduled.append)
+    public = GatewayMetrics(public_registry)
+    for turn in turns:
+        for cluster, verb, code, seconds, bytes_in, bytes_out in turn:
+            batched.request_done(cluster, verb, code, seconds, bytes_in, bytes_out)
+            public.requests.labels(cluster, verb, str(code)).inc()
+            public.latency.labels(cluster, verb).observe(seconds)
+            public.bytes_in.labels(cluster).inc(bytes_in)
+            public.bytes_out.labels(cluster).inc(bytes_out)
+        while scheduled:
+            scheduled.pop()()
+    got, want = _samples(batched_registry), _samples(public_registry)
+    assert got.keys() == want.keys()
+    for key, expected in want.items():
+        assert got[key] == pytest.approx(expected), key
 
 
 def test_a_process_renders_and_stops_with_nothing_pending(monkeypatch: pytest.MonkeyPatch) -> None:
