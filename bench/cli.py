@@ -61,12 +61,14 @@ class Plan:
     sweep_requests: int
     py_requests: int
     reload_timeout: float
+    #: wrk runs per peer and concurrency, alternating the peers
+    rounds: int
 
 
 FULL = Plan(
-    10.0, (1, 16, 64, 256), (1000,), 10, 100_000_000, 200 << 20, (10, 100, 1000), 500, 2000, 10.0
+    4.0, (1, 16, 64, 256), (1000,), 10, 100_000_000, 200 << 20, (10, 100, 1000), 500, 2000, 10.0, 3
 )
-QUICK = Plan(1.0, (1, 16), (20,), 3, 2_000_000, 8 << 20, (10,), 50, 100, 3.0)
+QUICK = Plan(1.0, (1, 16), (20,), 3, 2_000_000, 8 << 20, (10,), 50, 100, 3.0, 1)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -95,7 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="S",
-        help="seconds per wrk run (10; --quick: 1)",
+        help="seconds per wrk run (4; --quick: 1)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        metavar="R",
+        help="wrk runs per peer and concurrency, alternating the peers (3; --quick: 1)",
     )
     parser.add_argument(
         "--workers",
@@ -227,8 +236,9 @@ def run_reqresp(
     concurrencies = plan.concurrencies
     if "throughput" not in wl:
         concurrencies = (1,)
-    for peer in peers:
-        reqresp.measure_peer(results, wrk_bin, ws.root, peer, concurrencies, plan.duration, wl)
+    reqresp.measure_peers(
+        results, wrk_bin, ws.root, peers, concurrencies, plan.duration, wl, plan.rounds
+    )
     if "latency" in workloads:
         reqresp.python_latency(results, peers, plan.py_requests)
     if "workers" in workloads:
@@ -279,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, object] = {}
     if args.duration is not None:
         overrides["duration"] = args.duration
+    if args.rounds is not None:
+        overrides["rounds"] = max(1, args.rounds)
     if args.concurrency:
         overrides["concurrencies"] = args.concurrency
     if args.watches:
@@ -311,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mode": "quick (--quick: tiny, not for comparison)" if args.quick else "full",
         "workloads": ", ".join(workloads),
         "wrk run": f"{plan.duration:g} s per run after a 1 s warm-up, -t2 (-t1 at c=1), "
-        f"concurrency {', '.join(map(str, plan.concurrencies))}",
+        f"concurrency {', '.join(map(str, plan.concurrencies))}; {plan.rounds} rounds "
+        "alternating the peers (rotated each round), medians reported",
         "karpor workers": f"1 and {args.workers}",
         "watch counts": ", ".join(map(str, plan.watches)),
         "large LIST": f"{plan.list_bytes / 1e6:.0f} MB",

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import http.client
+import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,68 +25,92 @@ THROUGHPUT = "throughput"
 WORKERS = "workers"
 
 
-def _values(result: wrk.WrkResult) -> dict[str, float]:
+def _values(runs: Sequence[wrk.WrkResult]) -> dict[str, float]:
+    """The medians of ``runs`` (alternating rounds of one peer at one
+    concurrency): requests/s and each percentile; requests and errors summed."""
     values = {
-        "rps": result.rps,
-        "requests": float(result.requests),
-        "errors": float(result.errors + result.non_2xx),
+        "rps": statistics.median(r.rps for r in runs),
+        "requests": float(sum(r.requests for r in runs)),
+        "errors": float(sum(r.errors + r.non_2xx for r in runs)),
     }
-    for q, ms in result.percentiles_ms.items():
-        values[f"p{q:g}"] = ms
+    for q in runs[0].percentiles_ms:
+        values[f"p{q:g}"] = statistics.median(r.percentiles_ms.get(q, 0.0) for r in runs)
     return values
 
 
-def measure_peer(
+def _note(runs: Sequence[wrk.WrkResult]) -> str:
+    if all(r.ok for r in runs):
+        return ""
+    errors = sum(r.errors for r in runs)
+    non_2xx = sum(r.non_2xx for r in runs)
+    requests = sum(r.requests for r in runs)
+    return f"{errors} socket errors/timeouts and {non_2xx} non-2xx answers of {requests} requests"
+
+
+def measure_peers(
     results: Results,
     wrk_bin: str,
     workdir: Path,
-    peer: Peer,
+    peers: Sequence[Peer],
     concurrencies: Sequence[int],
     duration: float,
     workloads: Sequence[str],
+    rounds: int = 1,
 ) -> None:
-    """Run wrk against ``peer`` at each concurrency; rows for ``workloads``."""
-    if peer.unavailable:
-        for workload in workloads:
-            params = "c=1" if workload == LATENCY else "all"
-            results.add(Row(workload, peer.key, peer.label, params, note=peer.unavailable))
-        return
-    script = wrk.lua_script(workdir / f"wrk-{peer.key}.lua", peer.headers())
-    # warm up: connections, TLS sessions, upstream pools, caches
-    try:
-        wrk.run(wrk_bin, peer.url, script, 16, 1)
-    except (ValueError, OSError) as exc:
-        for workload in workloads:
-            results.add(Row(workload, peer.key, peer.label, "", note=f"not measured: {exc}"))
-        return
-    for c in concurrencies:
+    """Run wrk against every peer at each concurrency, ``rounds`` times in
+    turn (each round in a rotated order), so that the machine's changes of
+    speed (it is shared) fall on every peer alike; rows for ``workloads``
+    hold the medians of the rounds."""
+    ready: list[tuple[Peer, Path]] = []
+    for peer in peers:
+        if peer.unavailable:
+            for workload in workloads:
+                params = "c=1" if workload == LATENCY else "all"
+                results.add(Row(workload, peer.key, peer.label, params, note=peer.unavailable))
+            continue
+        script = wrk.lua_script(workdir / f"wrk-{peer.key}.lua", peer.headers())
+        # warm up: connections, TLS sessions, upstream pools, caches
         try:
-            result = wrk.run(wrk_bin, peer.url, script, c, duration)
+            wrk.run(wrk_bin, peer.url, script, 16, 1)
         except (ValueError, OSError) as exc:
-            note = f"not measured: {exc}"
-            values: dict[str, float] = {}
-        else:
-            values = _values(result)
-            note = ""
-            if not result.ok:
-                note = (
-                    f"{result.errors} socket errors/timeouts and {result.non_2xx} non-2xx "
-                    f"answers of {result.requests} requests"
-                )
-        for workload in workloads:
-            if workload == LATENCY and c != 1:
-                continue
-            results.add(Row(workload, peer.key, peer.label, f"c={c}", dict(values), note))
-        print(
-            f"  {peer.label:32} c={c:<4} "
-            + (
-                f"{values['rps']:9.0f} req/s  p50 {values['p50']:7.2f} ms  "
-                f"p99 {values['p99']:7.2f} ms"
-                if values
-                else note
-            ),
-            flush=True,
-        )
+            for workload in workloads:
+                results.add(Row(workload, peer.key, peer.label, "", note=f"not measured: {exc}"))
+            continue
+        ready.append((peer, script))
+    for c in concurrencies:
+        runs: dict[str, list[wrk.WrkResult]] = {peer.key: [] for peer, _ in ready}
+        problems: dict[str, str] = {}
+        for r in range(rounds):
+            turn = ready[r % len(ready) :] + ready[: r % len(ready)] if ready else []
+            for peer, script in turn:
+                if peer.key in problems:
+                    continue
+                try:
+                    runs[peer.key].append(wrk.run(wrk_bin, peer.url, script, c, duration))
+                except (ValueError, OSError) as exc:
+                    problems[peer.key] = f"not measured: {exc}"
+        for peer, _ in ready:
+            done = runs[peer.key]
+            if peer.key in problems or not done:
+                values: dict[str, float] = {}
+                note = problems.get(peer.key, "not measured")
+            else:
+                values = _values(done)
+                note = _note(done)
+            for workload in workloads:
+                if workload == LATENCY and c != 1:
+                    continue
+                results.add(Row(workload, peer.key, peer.label, f"c={c}", dict(values), note))
+            print(
+                f"  {peer.label:32} c={c:<4} "
+                + (
+                    f"{values['rps']:9.0f} req/s  p50 {values['p50']:7.2f} ms  "
+                    f"p99 {values['p99']:7.2f} ms"
+                    if values
+                    else note
+                ),
+                flush=True,
+            )
 
 
 def worker_rows(results: Results, peers: Sequence[Peer]) -> None:
