@@ -13,7 +13,7 @@ from OpenSSL import SSL
 
 from karpor import tlstransport
 from karpor.auth.ca import CertificateAuthority
-from karpor.tls import server_options
+from karpor.tls import client_options, server_options
 from karpor.tlstransport import tls_recv, tls_send
 
 
@@ -97,3 +97,29 @@ def test_a_broken_record_raises_the_ssl_error(pair: tuple[SSL.Connection, SSL.Co
     server.bio_write(bytes(record))
     with pytest.raises(SSL.Error):
         tls_recv(server, 65536)
+
+
+def test_gateway_contexts_prefer_aes_128_gcm() -> None:
+    """Client and server contexts agree on AES-128-GCM, as Go's crypto/tls
+    (kube-apiserver, kubectl) prefers on AES hardware."""
+    ca = CertificateAuthority.create("suites-ca")
+    serving = ca.issue_server("server", ["localhost"])
+    options = server_options(serving.cert_pem, serving.key_pem)
+    # the gateway's client context; OpenSSL's default one (AES-256-GCM first)
+    for client_context in (
+        client_options("localhost", ca.cert_pem).context,
+        SSL.Context(SSL.TLS_CLIENT_METHOD),
+    ):
+        server = SSL.Connection(options.getContext(), None)
+        server.set_accept_state()
+        client = SSL.Connection(client_context, None)
+        client.set_tlsext_host_name(b"localhost")
+        client.set_connect_state()
+        for _ in range(10):
+            for side in (client, server):
+                with contextlib.suppress(SSL.WantReadError):
+                    side.do_handshake()
+            _pump(client, server)
+        assert client.get_protocol_version_name() == "TLSv1.3"
+        assert client.get_cipher_name() == "TLS_AES_128_GCM_SHA256"
+        assert server.get_cipher_name() == "TLS_AES_128_GCM_SHA256"
