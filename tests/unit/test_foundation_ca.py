@@ -3,6 +3,7 @@
 import datetime
 import os
 
+import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -52,3 +53,35 @@ def test_foreign_and_expired_certificates_are_refused():
     later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
     assert auth.identify_certificate(short, now=later) is None
     assert auth.identify(None) is None
+
+
+def test_signature_verdicts_are_kept_per_certificate_and_validity_is_checked_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ca = CertificateAuthority.create("ca")
+    other = CertificateAuthority.create("other")
+    auth = CertificateAuthenticator([ca.cert_pem])
+    checks: list[x509.Certificate] = []
+    issued_by = CertificateAuthenticator._issued_by
+
+    def counting(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        checks.append(cert)
+        return issued_by(cert, issuer)
+
+    monkeypatch.setattr(CertificateAuthenticator, "_issued_by", staticmethod(counting))
+    pem = ca.issue_client("alice", ttl=datetime.timedelta(minutes=5)).cert_pem
+    foreign_pem = other.issue_client("mallory").cert_pem
+    for _ in range(3):
+        # a new connection presenting the same certificate parses it anew
+        assert auth.identify_certificate(x509.load_pem_x509_certificate(pem)) is not None
+        assert auth.identify_certificate(x509.load_pem_x509_certificate(foreign_pem)) is None
+    assert len(checks) == 2  # one signature check per certificate
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    assert auth.identify_certificate(x509.load_pem_x509_certificate(pem), now=later) is None
+    # the kept verdicts are bounded: the oldest goes first
+    monkeypatch.setattr("karpor.auth.authenticate.VERDICTS_KEPT", 2)
+    third = x509.load_pem_x509_certificate(ca.issue_client("carol").cert_pem)
+    assert auth.identify_certificate(third) is not None
+    assert len(checks) == 3
+    assert auth.identify_certificate(x509.load_pem_x509_certificate(pem)) is not None
+    assert len(checks) == 4  # alice's verdict was the oldest, dropped for carol's
