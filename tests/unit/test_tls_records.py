@@ -27,19 +27,31 @@ def _pump(a: SSL.Connection, b: SSL.Connection) -> None:
             pass
 
 
-@pytest.fixture(params=[True, False], ids=["direct", "public-methods"])
-def pair(request: pytest.FixtureRequest) -> Iterator[tuple[SSL.Connection, SSL.Connection]]:
-    ca = CertificateAuthority.create("records-ca")
-    serving = ca.issue_server("server", ["localhost"])
-    server = SSL.Connection(server_options(serving.cert_pem, serving.key_pem).getContext(), None)
+def _handshaken(
+    server_context: SSL.Context, client_context: SSL.Context
+) -> tuple[SSL.Connection, SSL.Connection]:
+    """A client and a server connection after their handshake, in memory."""
+    server = SSL.Connection(server_context, None)
     server.set_accept_state()
-    client = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), None)
+    client = SSL.Connection(client_context, None)
+    client.set_tlsext_host_name(b"localhost")
     client.set_connect_state()
     for _ in range(10):
         for side in (client, server):
             with contextlib.suppress(SSL.WantReadError):
                 side.do_handshake()
         _pump(client, server)
+    return client, server
+
+
+@pytest.fixture(params=[True, False], ids=["direct", "public-methods"])
+def pair(request: pytest.FixtureRequest) -> Iterator[tuple[SSL.Connection, SSL.Connection]]:
+    ca = CertificateAuthority.create("records-ca")
+    serving = ca.issue_server("server", ["localhost"])
+    client, server = _handshaken(
+        server_options(serving.cert_pem, serving.key_pem).getContext(),
+        SSL.Context(SSL.TLS_CLIENT_METHOD),
+    )
     saved = tlstransport._DIRECT
     tlstransport._DIRECT = request.param
     try:
@@ -110,16 +122,7 @@ def test_gateway_contexts_prefer_aes_128_gcm() -> None:
         client_options("localhost", ca.cert_pem).context,
         SSL.Context(SSL.TLS_CLIENT_METHOD),
     ):
-        server = SSL.Connection(options.getContext(), None)
-        server.set_accept_state()
-        client = SSL.Connection(client_context, None)
-        client.set_tlsext_host_name(b"localhost")
-        client.set_connect_state()
-        for _ in range(10):
-            for side in (client, server):
-                with contextlib.suppress(SSL.WantReadError):
-                    side.do_handshake()
-            _pump(client, server)
+        client, server = _handshaken(options.getContext(), client_context)
         assert client.get_protocol_version_name() == "TLSv1.3"
         assert client.get_cipher_name() == "TLS_AES_128_GCM_SHA256"
         assert server.get_cipher_name() == "TLS_AES_128_GCM_SHA256"
