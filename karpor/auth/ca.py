@@ -73,11 +73,26 @@ def _now() -> datetime.datetime:
 
 
 class CertificateAuthority:
-    """A CA certificate with its key, able to issue server and client certificates."""
+    """A CA certificate with its key, able to issue server and client
+    certificates; or without the key (``key=None``: a gateway replica's
+    read-only state, :mod:`karpor.server.state`), only trusted."""
 
-    def __init__(self, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    def __init__(self, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None) -> None:
         self.cert = cert
         self._key = key
+
+    @property
+    def can_issue(self) -> bool:
+        """Whether the CA's private key is here."""
+        return self._key is not None
+
+    def _signing_key(self) -> ec.EllipticCurvePrivateKey:
+        if self._key is None:
+            raise ValueError(
+                f"the CA {self.cert.subject.rfc4514_string()} has no private key here "
+                f"({CA_KEY_FILE}): issue certificates where it is kept"
+            )
+        return self._key
 
     def __repr__(self) -> str:
         return f"CertificateAuthority({self.cert.subject.rfc4514_string()!r})"
@@ -136,7 +151,7 @@ class CertificateAuthority:
             return cls.load(directory)
         directory.mkdir(parents=True, exist_ok=True)
         ca = cls.create(common_name)
-        write_private(directory / CA_KEY_FILE, _key_pem(ca._key))
+        write_private(directory / CA_KEY_FILE, _key_pem(ca._signing_key()))
         (directory / CA_CERT_FILE).write_bytes(ca.cert_pem)
         return ca
 
@@ -180,6 +195,7 @@ class CertificateAuthority:
         usages: list[x509.ObjectIdentifier],
         sans: list[x509.GeneralName],
     ) -> IssuedCertificate:
+        signing = self._signing_key()
         key = _new_key()
         now = _now()
         serial = x509.random_serial_number()
@@ -208,13 +224,13 @@ class CertificateAuthority:
             )
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signing.public_key()),
                 critical=False,
             )
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self._key, hashes.SHA256())
+        cert = builder.sign(signing, hashes.SHA256())
         return IssuedCertificate(
             cert.public_bytes(serialization.Encoding.PEM), _key_pem(key), serial
         )

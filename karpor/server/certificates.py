@@ -13,14 +13,20 @@ certificate unless it is missing a name or expires within 30 days (then it
 is issued again, keeping the names it had).
 
 Standard output gets the CA certificate base64-encoded: the ``caBundle`` of
-the ``APIService``; a summary (never a key) goes to standard error.  Then::
+the ``APIService``; a summary (never a key) goes to standard error, ending
+with the command that makes the Secret of the replicas
+(:func:`secret_command`)::
 
-    kubectl -n karpor create secret generic karpor-state --from-file=DIR
+    kubectl -n karpor create secret generic karpor-state \
+        --from-file=DIR/ca.crt --from-file=DIR/serving.crt --from-file=DIR/serving.key
 
+(and ``--from-file=DIR/revoked.json`` once ``karpor revoke`` wrote one).
 Every replica mounting that Secret as its read-only state directory serves
 with the same certificate and trusts the same client certificates
-(:mod:`karpor.server.state`).  Keep ``DIR`` (it holds the CA key): ``karpor
-kubeconfig --state-dir DIR`` issues users' certificates from it.
+(:mod:`karpor.server.state`).  The CA key stays out of the cluster: whoever
+reads it can issue a certificate for any user and group.  Keep ``DIR``
+private: ``karpor kubeconfig --state-dir DIR`` issues users' certificates
+from it.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from karpor.auth.ca import CertificateAuthority
+from karpor.auth.ca import CA_CERT_FILE, CertificateAuthority
+from karpor.auth.revocation import REVOKED_FILE
 from karpor.config.hostnames import check_host
 from karpor.server.state import (
     CA_COMMON_NAME,
     LOOPBACK,
     SERVING_CERT_FILE,
+    SERVING_KEY_FILE,
     GatewayState,
     create_directory,
     ensure_serving_certificate,
@@ -54,8 +62,8 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="write a CA and serving certificate for replicas (a read-only state directory)",
         description=(
             "Write the gateway CA (ca.crt, ca.key) and a serving certificate (serving.crt, "
-            "serving.key) covering every --name into DIR, for `kubectl create secret generic "
-            "karpor-state --from-file=DIR`; print the APIService caBundle (the CA, base64)."
+            "serving.key) covering every --name into DIR, for the replicas' Secret (every file "
+            "but ca.key, which stays in DIR); print the APIService caBundle (the CA, base64)."
         ),
     )
     parser.add_argument("directory", type=Path, metavar="DIR", help="where to write the files")
@@ -77,6 +85,18 @@ def write_state(directory: Path, names: Sequence[str]) -> GatewayState:
     ca = CertificateAuthority.load_or_create(directory, CA_COMMON_NAME)
     serving = ensure_serving_certificate(directory, ca, [*names, *LOOPBACK])
     return GatewayState(directory, ca, serving)
+
+
+def secret_command(directory: Path) -> str:
+    """The ``kubectl`` command making the Secret ``karpor-state`` of the
+    replicas from ``directory``: what they read (the CA certificate, the
+    serving certificate and key, the revocation list when there is one),
+    never the CA key."""
+    names = [CA_CERT_FILE, SERVING_CERT_FILE, SERVING_KEY_FILE]
+    if (directory / REVOKED_FILE).exists():
+        names.append(REVOKED_FILE)
+    files = " ".join(f"--from-file={directory / name}" for name in names)
+    return f"kubectl -n karpor create secret generic karpor-state {files}"
 
 
 def ca_bundle(state: GatewayState) -> str:
@@ -103,8 +123,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     print(
         f"karpor certificates: {args.directory}: CA {state.ca.cert.subject.rfc4514_string()}; "
         f"{SERVING_CERT_FILE} {what}, covering {', '.join(state.serving.hosts)}\n"
-        f"next: kubectl -n karpor create secret generic karpor-state "
-        f"--from-file={args.directory}\n"
+        f"next (the CA key stays here): {secret_command(args.directory)}\n"
         "the APIService caBundle follows on standard output",
         file=err,
     )

@@ -4,7 +4,8 @@ It holds:
 
 * ``ca.crt`` / ``ca.key`` (0600): the gateway CA, created on first start; it
   signs the serving certificate and the users' client certificates
-  (``karpor kubeconfig``), and the gateway trusts the certificates it signed;
+  (``karpor kubeconfig``), and the gateway trusts the certificates it signed
+  (a read-only state holds ``ca.crt`` only, see below);
 * ``serving.crt`` / ``serving.key`` (0600): the serving certificate, whose
   SANs cover the host served, ``localhost``, ``127.0.0.1`` and ``::1`` (and
   the machine's name when serving every address).  It is issued again when
@@ -19,11 +20,15 @@ Service's DNS names) are added to the hosts it must cover.
 
 **Read-only state** (replicas): a state directory the gateway cannot write
 to (a Kubernetes Secret volume), or one the settings declare read-only
-(``stateReadOnly: true``), is used as it is: ``ca.crt``, ``ca.key``,
-``serving.crt`` and ``serving.key`` must be there and valid — the serving
-certificate issued by that CA, its key matching it, not expired, covering
-every ``servingNames`` entry (and the host served, unless a wildcard
-address) — else :class:`StateError` names the file and what is wrong.
+(``stateReadOnly: true``), is used as it is: ``ca.crt``, ``serving.crt``
+and ``serving.key`` must be there and valid — the serving certificate
+issued by that CA, its key matching it, not expired, covering every
+``servingNames`` entry (and the host served, unless a wildcard address) —
+else :class:`StateError` names the file and what is wrong.  ``ca.key`` is
+not needed there and should not be: a replica verifies client
+certificates, it never issues them, and whoever can read the CA key can
+issue a certificate for any user and group (``system:masters`` included);
+when it is there, it must match ``ca.crt``.
 Nothing is written there (no ``gateway.json``); a serving certificate
 expiring within :data:`RENEW_BEFORE` is a warning.  Replicas that share
 such a directory share the CA (every replica trusts the same client
@@ -263,20 +268,23 @@ def load_read_only(
         raise StateError(f"{directory}: the read-only state directory does not exist; {_HINT}")
     now = now or datetime.datetime.now(datetime.UTC)
     ca_cert_pem = _read(directory / CA_CERT_FILE)
-    ca_key_pem = _read(directory / CA_KEY_FILE)
     try:
         ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
     except ValueError:
         raise StateError(f"{directory / CA_CERT_FILE}: not a PEM certificate") from None
-    if not key_matches(ca_cert, ca_key_pem):
-        raise StateError(
-            f"{directory / CA_KEY_FILE}: not the private key of {CA_CERT_FILE} "
-            "(or not a PEM private key)"
-        )
-    try:
-        ca = CertificateAuthority.load(directory)
-    except ValueError as exc:
-        raise StateError(str(exc)) from None
+    if not (directory / CA_KEY_FILE).exists():
+        # as recommended: a replica verifies client certificates, never issues them
+        ca = CertificateAuthority(ca_cert, None)
+    else:
+        if not key_matches(ca_cert, _read(directory / CA_KEY_FILE)):
+            raise StateError(
+                f"{directory / CA_KEY_FILE}: not the private key of {CA_CERT_FILE} "
+                "(or not a PEM private key)"
+            )
+        try:
+            ca = CertificateAuthority.load(directory)
+        except ValueError as exc:
+            raise StateError(str(exc)) from None
     cert_path = directory / SERVING_CERT_FILE
     key_path = directory / SERVING_KEY_FILE
     cert_pem = _read(cert_path)

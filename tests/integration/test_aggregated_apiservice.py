@@ -5,7 +5,8 @@ The host cluster is a simulated cluster of its own holding the ConfigMap
 kube-apiserver publishes it); karpor runs with
 ``requestHeader.fromCluster`` (the service account's token and CA in files,
 ``KUBERNETES_SERVICE_HOST``/``_PORT`` in its environment) and with a
-read-only state directory written by ``karpor certificates``.  The test
+read-only state directory made as ``karpor certificates`` says (every file
+it wrote but the CA key).  The test
 plays the aggregator: the official ``kubernetes`` client presents the
 front-proxy client certificate, verifies karpor's serving certificate
 against the printed ``caBundle`` for the Service name
@@ -162,16 +163,24 @@ def setup(
     account.mkdir()
     (account / "token").write_text(host.token + "\n")
     (account / "ca.crt").write_bytes(host.ca_pem)
-    # the Secret karpor-state: written once by the operator, mounted read-only
-    state = tmp / "karpor-state"
+    # the operator's directory (with the CA key), written once
+    written = tmp / "karpor-state"
     made = subprocess.run(
-        [*karpor_command(), "certificates", str(state)],
+        [*karpor_command(), "certificates", str(written)],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
     ca_bundle = made.stdout.strip()
+    # the Secret karpor-state, made as the command says, mounted read-only
+    state = tmp / "karpor-state-secret"
+    state.mkdir()
+    (command,) = [line for line in made.stderr.splitlines() if "create secret" in line]
+    for word in command.split():
+        if word.startswith("--from-file="):
+            source = Path(word.removeprefix("--from-file="))
+            shutil.copy(source, state / source.name)
     clusters = tmp / "clusters"
     clusters.mkdir()
     shutil.copy(sim_clusters["sim-1"].cluster_file, clusters / "sim-1.yaml")
@@ -321,7 +330,8 @@ def test_a_changed_configmap_is_followed(setup: Aggregated) -> None:
 def test_nothing_was_written_to_the_state_directory(setup: Aggregated) -> None:
     state = setup.gateway.state_dir
     assert listing(state) == setup.state_listing
-    assert sorted(setup.state_listing) == ["ca.crt", "ca.key", "serving.crt", "serving.key"]
+    # the CA key stays with the operator: replicas verify, never issue
+    assert sorted(setup.state_listing) == ["ca.crt", "serving.crt", "serving.key"]
     assert "is read-only" in setup.gateway.process.output
 
 
@@ -352,7 +362,7 @@ def test_a_refused_service_account_stops_the_start(setup: Aggregated) -> None:
 def test_an_incomplete_state_directory_stops_the_start(setup: Aggregated) -> None:
     state = setup.tmp / "incomplete-state"
     state.mkdir()
-    for name in ("ca.crt", "ca.key", "serving.crt"):
+    for name in ("ca.crt", "serving.crt"):
         shutil.copy(setup.gateway.state_dir / name, state / name)
     settings = settings_file(setup.tmp, "incomplete.yaml", setup.tmp / "serviceaccount" / "token")
     output = failed_start(setup, settings, state)
@@ -360,5 +370,5 @@ def test_an_incomplete_state_directory_stops_the_start(setup: Aggregated) -> Non
         f"karpor: {state / 'serving.key'}: missing from the read-only state directory; "
         "create the state with `karpor certificates DIR --name NAME...`"
     ) in output
-    assert sorted(p.name for p in state.iterdir()) == ["ca.crt", "ca.key", "serving.crt"]
+    assert sorted(p.name for p in state.iterdir()) == ["ca.crt", "serving.crt"]
     assert yaml.safe_load(settings.read_text())["stateReadOnly"] is True

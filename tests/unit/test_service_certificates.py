@@ -25,6 +25,19 @@ def covered(directory: Path) -> set[str]:
     return set(state.certificate_hosts(cert))
 
 
+_SECRET_FILES = ("ca.crt", "serving.crt", "serving.key")
+
+
+def test_the_secret_command_adds_the_revocation_list_once_there_is_one(tmp_path: Path) -> None:
+    run(str(tmp_path))
+    assert "revoked.json" not in certificates.secret_command(tmp_path)
+    (tmp_path / "revoked.json").write_text("{}")
+    command = certificates.secret_command(tmp_path)
+    assert command.startswith("kubectl -n karpor create secret generic karpor-state ")
+    assert command.endswith(f"--from-file={tmp_path / 'revoked.json'}")
+    assert "ca.key" not in command
+
+
 def test_writes_the_four_files_and_prints_the_ca_bundle(tmp_path: Path) -> None:
     directory = tmp_path / "karpor-state"
     status, out, err = run(str(directory))
@@ -38,7 +51,9 @@ def test_writes_the_four_files_and_prints_the_ca_bundle(tmp_path: Path) -> None:
     assert os.stat(directory).st_mode & 0o777 == 0o700
     assert base64.b64decode(out.strip()) == (directory / "ca.crt").read_bytes()
     assert set(certificates.DEFAULT_NAMES) | set(state.LOOPBACK) <= covered(directory)
-    assert f"--from-file={directory}" in err
+    # the replicas' Secret: every file but the CA key
+    files = [w for w in err.split() if w.startswith("--from-file=")]
+    assert files == [f"--from-file={directory / name}" for name in _SECRET_FILES]
     assert "PRIVATE" not in out + err
     # what replicas mount read-only
     prepared = state.GatewayState.prepare(

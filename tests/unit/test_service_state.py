@@ -171,7 +171,17 @@ def test_kubernetes_secret_volume_layout_is_read(tmp_path):
     assert prepared.serving.cert_pem == (version / "serving.crt").read_bytes()
 
 
-@pytest.mark.parametrize("name", ["ca.crt", "ca.key", "serving.crt", "serving.key"])
+def test_read_only_state_without_the_ca_key_verifies_and_never_issues(tmp_path):
+    made = replica_state(tmp_path)
+    (tmp_path / "ca.key").unlink()
+    prepared = state.GatewayState.prepare(tmp_path, "0.0.0.0", names=SERVICE_NAMES, read_only=True)
+    assert prepared.ca.cert_pem == made.ca.cert_pem
+    assert not prepared.ca.can_issue and made.ca.can_issue
+    with pytest.raises(ValueError, match=r"has no private key here \(ca\.key\)"):
+        prepared.ca.issue_client("mallory", ["system:masters"])
+
+
+@pytest.mark.parametrize("name", ["ca.crt", "serving.crt", "serving.key"])
 def test_read_only_state_missing_a_file_names_it(tmp_path, name):
     replica_state(tmp_path)
     (tmp_path / name).unlink()
