@@ -4,9 +4,14 @@ rows hold the medians of the rounds."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+
+# bench/ sits beside the package, not in it: reachable at the end of the path
+# (karpor itself still comes from where the test run installed it)
+sys.path.append(str(Path(__file__).resolve().parents[2]))
 
 from bench import reqresp, wrk
 from bench.peers import Peer
