@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ipaddress
 import socket
 import struct
@@ -187,13 +188,9 @@ class _BulkBuffers:
         self.cipher = _ffi.new("char[]", _BULK_CIPHER)
 
 
-_bulk_buffers: list[_BulkBuffers] = []
-
-
+@functools.cache
 def _buffers() -> _BulkBuffers:
-    if not _bulk_buffers:
-        _bulk_buffers.append(_BulkBuffers())
-    return _bulk_buffers[0]
+    return _BulkBuffers()
 
 
 class _Held:
@@ -350,20 +347,8 @@ class _TLSConnection:
                     # more follows, the socket is still readable (OpenSSL
                     # holds nothing beyond the record it just returned)
                     break
-            except SSL.WantReadError:
-                break
-            except SSL.WantWriteError:
-                self.startWriting()  # type: ignore[attr-defined]
-                break
-            except SSL.ZeroReturnError:
-                why = main.CONNECTION_DONE
-                break
-            except SSL.SysCallError as exc:
-                # (-1, 'Unexpected EOF'): the TCP end without close_notify
-                why = main.CONNECTION_DONE if exc.args[0] == -1 else main.CONNECTION_LOST
-                break
             except SSL.Error as exc:
-                why = exc
+                why = self._read_failed(exc)
                 break
         else:
             # a long burst: let other connections run, then read on (what
@@ -373,6 +358,22 @@ class _TLSConnection:
         if chunks:
             self._deliver(chunks)
         return why
+
+    def _read_failed(self, error: SSL.Error) -> BaseException | None:
+        """What an ``SSL_read`` error means for the connection: nothing more
+        to read now (``None``; wanting to write first starts writing), its
+        end, or its loss."""
+        if isinstance(error, SSL.WantReadError):
+            return None
+        if isinstance(error, SSL.WantWriteError):
+            self.startWriting()  # type: ignore[attr-defined]
+            return None
+        if isinstance(error, SSL.ZeroReturnError):
+            return main.CONNECTION_DONE
+        if isinstance(error, SSL.SysCallError):
+            # (-1, 'Unexpected EOF'): the TCP end without close_notify
+            return main.CONNECTION_DONE if error.args[0] == -1 else main.CONNECTION_LOST
+        return error
 
     def _deliver(self, chunks: list[bytes]) -> None:
         """The records of one event reach the protocol as one piece; what it
@@ -448,16 +449,8 @@ class _TLSConnection:
                 break  # the usual end of a turn
             try:
                 conn._raise_ssl_error(ssl, n)
-            except SSL.WantReadError:
-                pass
-            except SSL.WantWriteError:
-                self.startWriting()  # type: ignore[attr-defined]
-            except SSL.ZeroReturnError:
-                why = main.CONNECTION_DONE
-            except SSL.SysCallError as exc:
-                why = main.CONNECTION_DONE if exc.args[0] == -1 else main.CONNECTION_LOST
             except SSL.Error as exc:
-                why = exc
+                why = self._read_failed(exc)
             break
         if filled:
             pieces.append(_ffi.buffer(plain, filled)[:])
@@ -469,14 +462,10 @@ class _TLSConnection:
     def _bulk_send(self, bulk: _Bulk) -> BaseException | None:
         """Send the records OpenSSL wrote to the outgoing BIO, keeping what
         the socket does not take."""
-        raw = self._raw
         if bulk.cipher:
-            try:
-                sent = raw.send(bulk.cipher)
-            except OSError as exc:
-                if exc.errno not in _AGAIN:
-                    return main.CONNECTION_LOST
-                sent = 0
+            sent = self._send_raw(bulk.cipher)
+            if sent is None:
+                return main.CONNECTION_LOST
             bulk.cipher = bulk.cipher[sent:]
             if bulk.cipher:
                 self.startWriting()  # type: ignore[attr-defined]
@@ -486,12 +475,9 @@ class _TLSConnection:
             n = _lib.BIO_read(bulk.outgoing, buf, _BULK_CIPHER)
             if n <= 0:
                 return None
-            try:
-                sent = raw.send(_ffi.buffer(buf, n))
-            except OSError as exc:
-                if exc.errno not in _AGAIN:
-                    return main.CONNECTION_LOST
-                sent = 0
+            sent = self._send_raw(_ffi.buffer(buf, n))
+            if sent is None:
+                return main.CONNECTION_LOST
             if sent < n:
                 rest = [_ffi.buffer(buf, n)[sent:]]
                 while (n := _lib.BIO_read(bulk.outgoing, buf, _BULK_CIPHER)) > 0:
@@ -499,6 +485,15 @@ class _TLSConnection:
                 bulk.cipher = b"".join(rest)
                 self.startWriting()  # type: ignore[attr-defined]
                 return None
+
+    def _send_raw(self, data: Any) -> int | None:
+        """``send`` on the socket: the bytes it took (0 when it would block),
+        ``None`` when the connection is lost."""
+        try:
+            sent: int = self._raw.send(data)
+        except OSError as exc:
+            return 0 if exc.errno in _AGAIN else None
+        return sent
 
     def _bulk_write(self, bulk: _Bulk, data: bytes) -> int | BaseException:
         if bulk.cipher:
