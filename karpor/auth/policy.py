@@ -35,8 +35,8 @@ and to a cluster named by ``clusters`` *and* selected by
 (``get list watch create update patch delete deletecollection``) plus
 ``exec``, ``attach``, ``portforward``, ``proxy`` and ``impersonate``, or
 ``*`` for all.  With ``namespaces`` a rule grants only requests for
-resources in those namespaces: never cluster-scoped resources, never
-non-resource paths other than discovery.
+resources in those namespaces: never cluster-scoped resources.  Rules
+about resources grant no non-resource path (below).
 
 Once a policy file exists, whatever no rule grants is denied.  Without one
 (:data:`ALLOW_ALL`), every authenticated caller may do everything.
@@ -49,25 +49,52 @@ workload, which are verbs of their own here: ``pods/exec`` is ``exec``,
 ``pods/attach`` ``attach``, ``pods/portforward`` ``portforward``, and any
 ``*/proxy`` subresource (``services/proxy``, ``nodes/proxy``...) ``proxy``.
 
-**Non-resource paths** (``/version``, ``/api``, ``/apis``, ``/apis/{group}``,
-``/healthz``, ``/openapi/...``): ``GET`` and ``HEAD`` are allowed to anyone
-some rule lets reach the cluster with any verb (kubectl needs discovery
-whatever it is allowed to do); other methods on them need a rule granting
-``*`` without ``namespaces``.
+**Non-resource paths of a cluster** (anything that is not an API resource:
+``/version``, ``/healthz``, ``/metrics``, ``/logs/...``, ``/debug/pprof/``...)
+are granted as kube RBAC grants them: only by a rule that names them in
+``nonResourceURLs`` together with ``clusters`` and/or ``clusterSelector``.
+Its ``verbs`` are the lower-cased HTTP methods (``get``, ``head``, ``post``,
+``put``, ``patch``, ``delete``, ``options``) or ``*``; each entry is an
+exact path, a prefix ending in ``*`` (``/debug/*``), or ``*`` for every
+path; such a rule grants no resource, and a rule about resources (even
+``verbs: ["*"]``) grants no non-resource path::
+
+    - users: [sre]
+      clusters: ["prod-*"]
+      nonResourceURLs: ["/metrics", "/logs/*"]
+      verbs: [get]
+
+One exception, **discovery**: ``GET`` and ``HEAD`` of :data:`DISCOVERY_URLS`
+(``/api``, ``/api/*``, ``/apis``, ``/apis/*``, ``/openapi``, ``/openapi/*``,
+``/version``, ``/version/``, ``/healthz``, ``/livez``, ``/readyz``: what
+kube's ``system:discovery`` and ``system:public-info-viewer`` grant, so not
+``/healthz/etcd``) are allowed to anyone some rule lets reach the cluster at
+all (kubectl needs discovery whatever it is allowed to do).
 
 **The gateway's own paths** (``/metrics``): a rule with ``nonResourceURLs``
-is about the gateway itself, as kube RBAC's ``nonResourceURLs`` rules are
-about the apiserver: it grants its ``verbs`` (the lower-cased HTTP method:
-``get``, ``head``…, or ``*``) on those paths (exact, or a prefix ending in
-``*``; ``"*"`` for every path) and nothing on any cluster, so it names no
-``clusters``, ``clusterSelector`` or ``namespaces``::
+and neither ``clusters`` nor ``clusterSelector`` is about the gateway
+itself, as kube RBAC's ``nonResourceURLs`` rules are about the apiserver:
+it grants its ``verbs`` on those paths (matched as above) and nothing on
+any cluster::
 
     - users: [prometheus]
       nonResourceURLs: ["/metrics"]
       verbs: [get]
 
 :meth:`Policy.allows_path` decides; without a policy file every
-authenticated caller but ``system:anonymous`` may read them.
+authenticated caller but ``system:anonymous`` may read them.  A
+``nonResourceURLs`` rule never takes ``namespaces``.
+
+**What a caller may learn of clusters.** A caller who may not reach a
+cluster is told 403 whether it exists or not; only a caller with a rule
+naming the name by ``clusters`` (without ``clusterSelector``, which needs
+the labels of a cluster that exists) learns that no such cluster exists
+(404) (:meth:`Policy.names`; without a policy file every authenticated
+caller).  Where a cluster is (``spec.access`` of ``kubectl get clusters``:
+its endpoint, CA, server name) is shown only to callers with a rule about
+resources that covers the cluster without ``namespaces``
+(:meth:`Policy.shows_endpoint`); namespace-limited and path-only rules let
+a caller see the cluster, not where it is.
 
 **Identity exchange.** Rules are tried in order and the first whose
 ``source`` matches the caller and the cluster decides what the cluster sees:
@@ -124,6 +151,22 @@ VERBS = frozenset(
 )
 #: the verbs a ``nonResourceURLs`` rule may name ("*" besides)
 PATH_VERBS = frozenset({"get", "head", "post", "put", "patch", "delete", "options"})
+#: the non-resource paths of a cluster that ``GET`` and ``HEAD`` may read
+#: for anyone who reaches it: kube's ``system:discovery`` and
+#: ``system:public-info-viewer`` (so ``/healthz`` but not ``/healthz/etcd``)
+DISCOVERY_URLS = (
+    "/api",
+    "/api/*",
+    "/apis",
+    "/apis/*",
+    "/openapi",
+    "/openapi/*",
+    "/version",
+    "/version/",
+    "/healthz",
+    "/livez",
+    "/readyz",
+)
 #: subresources of pods that are verbs of their own
 STREAM_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
 #: label selector operators (``metav1.LabelSelectorOperator``)
@@ -252,6 +295,19 @@ def _groups_of(identity: Identity) -> frozenset[str]:
     return frozenset((*identity.groups, implied))
 
 
+def url_matches(url: str, path: str) -> bool:
+    """Whether a ``nonResourceURLs`` entry matches ``path``, as kube RBAC's
+    ``NonResourceURLMatches``: ``*`` matches every path, an entry ending in
+    ``*`` every path it prefixes, any other entry only itself."""
+    return url == path or (url.endswith("*") and path.startswith(url[:-1]))
+
+
+def is_discovery(path: str) -> bool:
+    """Whether ``path`` is one of :data:`DISCOVERY_URLS` (what kube's
+    ``system:discovery`` and ``system:public-info-viewer`` grant)."""
+    return any(url_matches(url, path) for url in DISCOVERY_URLS)
+
+
 @dataclass(frozen=True)
 class Rule:
     """One ``rules`` entry."""
@@ -264,8 +320,16 @@ class Rule:
     verbs: frozenset[str] = frozenset()
     #: names or globs; ``None``: every namespace and cluster-scoped resources
     namespaces: tuple[str, ...] | None = None
-    #: the gateway's own paths (``None``: a rule about clusters)
+    #: non-resource paths (``None``: a rule about resources); with neither
+    #: ``clusters`` nor ``clusterSelector`` the gateway's own paths
     non_resource_urls: tuple[str, ...] | None = None
+
+    @property
+    def about_gateway(self) -> bool:
+        """Whether the rule is about the gateway's own paths (no cluster at all)."""
+        return (
+            self.non_resource_urls is not None and self.clusters is None and self.selector is None
+        )
 
     def applies_to(self, user: str, groups: frozenset[str]) -> bool:
         """Whether the rule is about this caller."""
@@ -273,37 +337,55 @@ class Rule:
 
     def covers(self, cluster: Cluster) -> bool:
         """Whether the rule is about this cluster."""
-        if self.non_resource_urls is not None:
-            return False  # about the gateway's own paths only
+        if self.about_gateway:
+            return False
         if self.clusters is not None and not any(
             fnmatchcase(cluster.name, p) for p in self.clusters
         ):
             return False
         return self.selector is None or self.selector.matches(cluster.labels)
 
-    def grants_path(self, verb: str, path: str) -> bool:
-        """Whether the rule grants ``verb`` on the gateway's own ``path``."""
-        if self.non_resource_urls is None or ("*" not in self.verbs and verb not in self.verbs):
-            return False
-        return any(
-            url == path or (url.endswith("*") and path.startswith(url[:-1]))
-            for url in self.non_resource_urls
+    def names(self, name: str) -> bool:
+        """Whether the rule covers a cluster called ``name`` whatever its
+        labels (it names it by ``clusters`` and has no ``clusterSelector``)."""
+        return (
+            self.clusters is not None
+            and self.selector is None
+            and any(fnmatchcase(name, p) for p in self.clusters)
         )
 
+    def _grants_url(self, verb: str, path: str) -> bool:
+        urls = self.non_resource_urls
+        if urls is None or ("*" not in self.verbs and verb not in self.verbs):
+            return False
+        return any(url_matches(url, path) for url in urls)
+
+    def grants_path(self, verb: str, path: str) -> bool:
+        """Whether the rule grants ``verb`` on the gateway's own ``path``."""
+        return self.about_gateway and self._grants_url(verb, path)
+
     def grants(self, attrs: Attributes) -> bool:
-        """Whether the rule grants ``attrs`` (caller and cluster already match)."""
-        every_verb = "*" in self.verbs
+        """Whether the rule grants ``attrs`` (caller and cluster already match).
+
+        A non-resource request only by ``nonResourceURLs`` naming its path,
+        a resource request only by a rule without them (as in kube RBAC);
+        discovery is decided by :meth:`Policy.allows`, not here."""
         if not attrs.is_resource_request:
-            if attrs.verb in _READ_METHODS:
-                return True  # discovery: anyone who reaches the cluster
-            return every_verb and self.namespaces is None
-        if not every_verb and attrs.verb not in self.verbs:
+            return self._grants_url(attrs.verb, attrs.path)
+        if self.non_resource_urls is not None:
+            return False
+        if "*" not in self.verbs and attrs.verb not in self.verbs:
             return False
         if self.namespaces is None:
             return True
         return bool(attrs.namespace) and any(
             fnmatchcase(attrs.namespace, p) for p in self.namespaces
         )
+
+    def shows_endpoint(self, cluster: Cluster) -> bool:
+        """Whether the rule lets its callers see where ``cluster`` is (its
+        ``spec.access``): a rule about resources covering it in every namespace."""
+        return self.non_resource_urls is None and self.namespaces is None and self.covers(cluster)
 
 
 @dataclass(frozen=True)
@@ -425,11 +507,16 @@ class Policy:
         if not self.enforcing:
             return Decision(True, attrs=attrs)
         groups = _groups_of(identity)
+        discovery = (
+            not attrs.is_resource_request
+            and attrs.verb in _READ_METHODS
+            and is_discovery(attrs.path)
+        )
         for index, rule in enumerate(self.rules):
             if (
                 rule.applies_to(identity.user, groups)
                 and rule.covers(cluster)
-                and rule.grants(attrs)
+                and (discovery or rule.grants(attrs))
             ):
                 return Decision(True, rule=index, attrs=attrs)
         return Decision(False, forbidden_message(identity.user, attrs, cluster.name), attrs=attrs)
@@ -456,6 +543,27 @@ class Policy:
             return True
         groups = _groups_of(identity)
         return any(r.applies_to(identity.user, groups) and r.covers(cluster) for r in self.rules)
+
+    def names(self, identity: Identity, name: str) -> bool:
+        """Whether some rule lets ``identity`` reach a cluster called
+        ``name``, whatever its labels: the caller may learn whether such a
+        cluster exists (404), where others are told 403 either way."""
+        if not self.enforcing:
+            return identity.user != ANONYMOUS_USER
+        groups = _groups_of(identity)
+        return any(r.applies_to(identity.user, groups) and r.names(name) for r in self.rules)
+
+    def shows_endpoint(self, identity: Identity, cluster: Cluster) -> bool:
+        """Whether ``identity`` may see where ``cluster`` is (``spec.access``
+        in ``kubectl get clusters``): a rule about resources covering it
+        without ``namespaces``; without a policy file anyone but
+        ``system:anonymous``."""
+        if not self.enforcing:
+            return identity.user != ANONYMOUS_USER
+        groups = _groups_of(identity)
+        return any(
+            r.applies_to(identity.user, groups) and r.shows_endpoint(cluster) for r in self.rules
+        )
 
     def visible_clusters(self, identity: Identity, clusters: Iterable[Cluster]) -> list[Cluster]:
         """The clusters ``identity`` may reach (``kubectl get clusters``,
@@ -640,14 +748,19 @@ def _path_rule(
     groups: tuple[str, ...] | None,
     urls: tuple[str, ...] | None,
 ) -> Rule | None:
-    """A rule about the gateway's own paths (``nonResourceURLs``)."""
-    for key in ("clusters", "clusterSelector", "namespaces"):
-        if key in obj:
-            c.error(
-                f"{path}.{key}",
-                "not with nonResourceURLs (a rule is about the gateway's own paths or "
-                "about clusters: write two rules)",
-            )
+    """A rule about non-resource paths (``nonResourceURLs``): of the
+    clusters it names, or of the gateway itself when it names none."""
+    if "namespaces" in obj:
+        c.error(
+            f"{path}.namespaces",
+            "not with nonResourceURLs (a path is in no namespace: write two rules)",
+        )
+    clusters = c.strings(obj, "clusters", path)
+    if clusters is None and "clusters" in obj:
+        c.error(f"{path}.clusters", "must be a list of strings, not null")
+    selector = None
+    if "clusterSelector" in obj:
+        selector = c.selector(obj["clusterSelector"], f"{path}.clusterSelector")
     for i, url in enumerate(urls or ()):
         if url != "*" and (not url.startswith("/") or "*" in url[:-1]):
             c.error(
@@ -670,6 +783,8 @@ def _path_rule(
     return Rule(
         users=frozenset(users or ()),
         groups=frozenset(groups or ()),
+        clusters=clusters,
+        selector=selector,
         verbs=frozenset(verbs or ()),
         non_resource_urls=urls,
     )

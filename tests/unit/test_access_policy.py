@@ -379,9 +379,7 @@ rules:
         p.startswith("p.yaml: rules[0].nonResourceURLs[1]: must be a path") for p in problems
     )
     assert not any("nonResourceURLs[2]" in p for p in problems)
-    assert any(
-        p.startswith("p.yaml: rules[0].clusters: not with nonResourceURLs") for p in problems
-    )
+    assert not any("rules[0].clusters" in p for p in problems)  # paths of clusters
     assert any(
         p.startswith("p.yaml: rules[0].namespaces: not with nonResourceURLs") for p in problems
     )
@@ -389,3 +387,207 @@ rules:
     assert any(
         p.startswith("p.yaml: rules[1].nonResourceURLs: must not be empty") for p in problems
     )
+    with pytest.raises(PolicyError) as null:
+        parse_policy(
+            "rules:\n- users: [p]\n  nonResourceURLs: [/x]\n  clusters:\n  verbs: [get]\n", "p"
+        )
+    assert null.value.problems == ("p: rules[0].clusters: must be a list of strings, not null",)
+
+
+# -- non-resource paths of clusters (issue 14, item 1) -------------------------------------
+
+CLUSTER_PATHS = parse_policy(
+    """
+rules:
+- users: [alice]
+  clusters: [sim-1]
+  verbs: [get, list, watch]
+  namespaces: [team-a]
+- users: [root]
+  clusters: ["*"]
+  verbs: ["*"]
+- users: [sre]
+  clusters: ["sim-*"]
+  nonResourceURLs: ["/metrics", "/logs/*"]
+  verbs: [get]
+- users: [sre]
+  clusterSelector: {matchLabels: {env: prod}}
+  nonResourceURLs: ["*"]
+  verbs: ["*"]
+""",
+    "cluster-paths.yaml",
+)
+ROOT = Identity("root")
+SRE = Identity("sre")
+#: what the review read with a namespace-limited user's rule
+SENSITIVE = (
+    "/logs/",
+    "/logs/kube-apiserver.log",
+    "/debug/pprof/",
+    "/metrics",
+    "/configz",
+    "/debug/flags/v",
+    "/",
+    "/healthz/etcd",
+    "/readyz/ping",
+    "/livez/log",
+)
+DISCOVERY = (
+    "/api",
+    "/api/v1",
+    "/apis",
+    "/apis/apps",
+    "/apis/apps/v1",
+    "/version",
+    "/version/",
+    "/openapi/v2",
+    "/openapi/v3",
+    "/openapi/v3/apis/apps/v1",
+    "/healthz",
+    "/readyz",
+    "/livez",
+)
+
+
+@pytest.mark.parametrize("user", [ALICE, ROOT])
+@pytest.mark.parametrize("path", SENSITIVE)
+def test_resource_rules_grant_no_non_resource_path(user: Identity, path: str):
+    for method in ("GET", "HEAD"):
+        decision = CLUSTER_PATHS.allows(user, SIM1, attrs(method, path))
+        assert not decision.allowed
+        assert decision.reason == (
+            f'User "{user.user}" cannot {method.lower()} path "{path}" on cluster "sim-1"'
+        )
+
+
+@pytest.mark.parametrize("path", DISCOVERY)
+def test_discovery_is_open_to_whoever_reaches_the_cluster_and_only_for_reading(path: str):
+    for user in (ALICE, ROOT, SRE):
+        for method in ("GET", "HEAD"):
+            assert CLUSTER_PATHS.allows(user, SIM1, attrs(method, path)).allowed
+    assert not CLUSTER_PATHS.allows(ALICE, SIM2, attrs("GET", path)).allowed  # not reached
+    assert not CLUSTER_PATHS.allows(Identity("x"), SIM1, attrs("GET", path)).allowed
+    assert not CLUSTER_PATHS.allows(ROOT, SIM1, attrs("POST", path)).allowed
+
+
+def test_a_nonresourceurls_rule_with_clusters_grants_its_paths_there():
+    for path in ("/metrics", "/logs/", "/logs/a.log"):
+        assert CLUSTER_PATHS.allows(SRE, SIM1, attrs("GET", path)).allowed
+        assert not CLUSTER_PATHS.allows(SRE, SIM1, attrs("HEAD", path)).allowed
+    assert not CLUSTER_PATHS.allows(SRE, SIM1, attrs("GET", "/logs")).allowed  # not "/logs/*"
+    assert not CLUSTER_PATHS.allows(SRE, SIM1, attrs("GET", "/debug/pprof/")).allowed
+    # the selector rule: every path, every method, on env=prod clusters only
+    assert CLUSTER_PATHS.allows(SRE, PROD, attrs("POST", "/debug/pprof/profile")).allowed
+    assert not CLUSTER_PATHS.allows(SRE, SIM1, attrs("POST", "/metrics")).allowed
+    # paths are not resources
+    assert not CLUSTER_PATHS.allows(SRE, SIM1, attrs("GET", "/api/v1/namespaces")).allowed
+    # such a rule reaches its clusters (discovery, kubectl get clusters), not the gateway
+    assert CLUSTER_PATHS.visible_clusters(SRE, [SIM1, SIM2, PROD]) == [SIM1, SIM2, PROD]
+    assert not CLUSTER_PATHS.allows_path(SRE, "get", "/metrics").allowed
+
+
+def test_gateway_path_rules_keep_their_meaning_beside_cluster_path_rules():
+    policy = parse_policy(
+        """
+rules:
+- users: [prometheus]
+  nonResourceURLs: ["/metrics"]
+  verbs: [get]
+- users: [prometheus]
+  clusters: [sim-1]
+  nonResourceURLs: ["/metrics"]
+  verbs: [get]
+""",
+        "p",
+    )
+    assert policy.allows_path(PROMETHEUS, "get", "/metrics").rule == 0
+    assert policy.allows(PROMETHEUS, SIM1, attrs("GET", "/metrics")).rule == 1
+    assert not policy.allows(PROMETHEUS, SIM2, attrs("GET", "/metrics")).allowed
+
+
+def test_who_may_learn_a_name_and_see_an_endpoint():
+    # names: rules naming the name (globs too), not selectors
+    assert POLICY.names(ALICE, "sim-9") and not POLICY.names(ALICE, "prod-east")
+    assert not POLICY.names(BOB, "prod-east")  # selector rules only
+    assert not POLICY.names(Identity("mallory"), "sim-1")
+    assert ALLOW_ALL.names(BOB, "anything")
+    assert not ALLOW_ALL.names(Identity("system:anonymous"), "anything")
+    # endpoints: a resource rule without namespaces
+    assert POLICY.shows_endpoint(ALICE, SIM1) and POLICY.shows_endpoint(BOB, PROD)
+    team = parse_policy(
+        "rules:\n- users: [t]\n  clusters: ['*']\n  verbs: ['*']\n  namespaces: [a]\n"
+        "- users: [t]\n  clusters: ['*']\n  nonResourceURLs: ['*']\n  verbs: ['*']\n",
+        "p",
+    )
+    assert team.reaches(Identity("t"), SIM1) and not team.shows_endpoint(Identity("t"), SIM1)
+    assert not CLUSTER_PATHS.shows_endpoint(ALICE, SIM1)
+    assert CLUSTER_PATHS.shows_endpoint(ROOT, SIM1) and not CLUSTER_PATHS.shows_endpoint(SRE, SIM1)
+    assert ALLOW_ALL.shows_endpoint(BOB, SIM1)
+    assert not ALLOW_ALL.shows_endpoint(Identity("system:anonymous"), SIM1)
+
+
+path_rule_strategy = st.fixed_dictionaries(
+    {
+        "users": st.lists(st.sampled_from(USERS), min_size=1, max_size=2),
+        "nonResourceURLs": st.lists(
+            st.sampled_from(["/metrics", "/logs/*", "/debug/*", "*", "/healthz/*"]),
+            min_size=1,
+            max_size=2,
+        ),
+        "verbs": st.lists(st.sampled_from(["get", "head", "post", "*"]), min_size=1, max_size=2),
+    },
+    optional={
+        "clusters": st.lists(
+            st.sampled_from([*CLUSTER_NAMES, "sim-*", "*"]), min_size=1, max_size=2
+        ),
+    },
+)
+PROBE_PATHS = [
+    "/metrics",
+    "/logs/",
+    "/logs/x",
+    "/debug/pprof/",
+    "/configz",
+    "/healthz/etcd",
+    "/healthz",
+    "/api",
+    "/apis/apps/v1",
+    "/openapi/v3/x",
+    "/version",
+    "/",
+]
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.one_of(rule_strategy, path_rule_strategy), max_size=4),
+    st.sampled_from(USERS),
+    st.sampled_from(CLUSTER_NAMES),
+    st.sampled_from(["get", "head", "post"]),
+    st.sampled_from(PROBE_PATHS),
+)
+def test_a_path_is_granted_only_by_a_rule_naming_it_or_as_discovery(
+    rules, user, cluster, verb, path
+):
+    policy = parse_policy(yaml.safe_dump({"rules": rules}), "p")
+    decision = policy.allows(
+        Identity(user), Cluster(cluster, "https://h"), Attributes(verb, False, path=path)
+    )
+
+    def on_cluster(r):
+        return user in r["users"] and any(fnmatchcase(cluster, c) for c in r.get("clusters", ()))
+
+    def matches(url):
+        return url == path or (url.endswith("*") and path.startswith(url[:-1]))
+
+    discovery = verb in ("get", "head") and (
+        path in ("/api", "/healthz", "/version") or path.startswith(("/apis/", "/openapi/"))
+    )
+    named = any(
+        on_cluster(r)
+        and "nonResourceURLs" in r
+        and ("*" in r["verbs"] or verb in r["verbs"])
+        and any(matches(u) for u in r["nonResourceURLs"])
+        for r in rules
+    )
+    assert decision.allowed == (named or (discovery and any(on_cluster(r) for r in rules)))
