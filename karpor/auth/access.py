@@ -25,9 +25,19 @@ assembled for the front (sans-IO but for the files it reloads).
 - :meth:`Access.authorize_path`, for the gateway's own paths that need a
   grant (``/metrics``): the policy's ``nonResourceURLs`` rules (403).
 
-Without a policy file every *authenticated* caller may do everything, but
-nobody may impersonate (a caller's ``Impersonate-*`` headers are ignored and
-dropped, never forwarded) and ``system:anonymous`` reaches no cluster.
+Without a policy file every *authenticated* caller may do everything,
+impersonate included, as a policy granting ``impersonate`` on every cluster
+would allow: a caller's ``Impersonate-*`` headers (``kubectl --as``,
+``--as-group``) make the request go out as the identity asked for, in
+``Impersonate-*`` headers the gateway writes (the cluster's own RBAC then
+decides whether the gateway's credential may impersonate it); they are never
+dropped so that the request silently runs as the cluster's credential.
+``system:anonymous`` reaches no cluster.
+
+A request for a cluster that does not exist (:meth:`Access.unknown_cluster`)
+is a 404 only for a caller who may learn which names exist
+(:meth:`karpor.auth.policy.Policy.names`); for anyone else it is the same
+403 a cluster the caller may not reach gets.
 
 The token file, the policy file and the revocation list are
 :class:`~karpor.auth.revocation.ReloadingFile` objects: :meth:`Access.poll`
@@ -50,6 +60,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from OpenSSL import crypto
 
+from karpor.api.clusters import not_found
 from karpor.api.requestinfo import RequestInfoError, parse_request_info
 from karpor.api.status import ApiError
 from karpor.auth.authenticate import CertificateAuthenticator
@@ -79,6 +90,8 @@ ANONYMOUS = Identity(ANONYMOUS_USER, (UNAUTHENTICATED,))
 
 _BEARER = b"bearer "
 _EMPTY_TOKENS = TokenFile(TokenAuthenticator())
+#: a policy file without rules: denies everything (for clusters that do not exist)
+_NO_RULES = Policy()
 _T = TypeVar("_T")
 
 
@@ -351,14 +364,57 @@ class Access:
     ) -> Authorized:
         """Authorize one request for ``cluster`` (``target``: the upstream
         path and query, raw); raises the 403 (or 400) ``Status``."""
+        return self._authorize(self.policy, caller, cluster, method, target, headers)
+
+    def unknown_cluster(
+        self,
+        caller: Identity,
+        name: str,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[Header],
+    ) -> ApiError:
+        """The error for a request to a cluster ``name`` that does not exist:
+        the 404 for a caller who may learn that
+        (:meth:`karpor.auth.policy.Policy.names`), else exactly the 403 a
+        cluster the caller may not reach gets (a 400 where the request is
+        malformed), so that nobody learns which names exist by probing."""
         policy = self.policy
-        # without a policy nobody is granted "impersonate": a caller's
-        # Impersonate-* headers are ignored (and, as always, not forwarded)
-        requested = _impersonation(headers) if policy.enforcing else None
+        if policy.names(caller, name):
+            return not_found(name)
+        denying = policy if not policy.enforcing else _NO_RULES
+        try:
+            self._authorize(denying, caller, Cluster(name, ""), method, target, headers)
+        except ApiError as error:
+            return error
+        raise AssertionError("a policy without rules granted a request")  # pragma: no cover
+
+    def _authorize(
+        self,
+        policy: Policy,
+        caller: Identity,
+        cluster: Cluster,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[Header],
+    ) -> Authorized:
+        requested = _impersonation(headers)
         attrs: Attributes | None = None
         if policy.enforcing or requested is not None or self.audit:
             attrs = request_attributes(method, target)
+        if not policy.enforcing and caller.user == ANONYMOUS_USER:
+            raise Forbidden(
+                ApiError(
+                    403,
+                    f'forbidden: User "{ANONYMOUS_USER}" cannot reach cluster "{cluster.name}" '
+                    "(no access policy)",
+                    "Forbidden",
+                ),
+                attrs,
+            )
         if requested is not None:
+            # without a policy file every authenticated caller may do
+            # everything, impersonate included: as with a policy granting it
             assert attrs is not None
             granted = authorize_impersonation(policy, caller, cluster, requested)
             if not granted.allowed:
@@ -372,22 +428,22 @@ class Access:
             decision = policy.allows(caller, cluster, attrs)
             if not decision.allowed:
                 raise Forbidden(decision.error(), attrs)
-        elif caller.user == ANONYMOUS_USER:
-            raise Forbidden(
-                ApiError(
-                    403,
-                    f'forbidden: User "{ANONYMOUS_USER}" cannot reach cluster "{cluster.name}" '
-                    "(no access policy)",
-                    "Forbidden",
-                ),
-                attrs,
-            )
         exchange = policy.exchange(caller, cluster) if policy.exchange_rules else None
         return Authorized(
             attrs,
             upstream_identity(caller, cluster, exchange),
             exchange.rule if exchange is not None else "",
         )
+
+    def shows_endpoint(self, identity: Identity, cluster: Cluster) -> bool:
+        """Whether ``identity`` may see where ``cluster`` is
+        (:meth:`karpor.auth.policy.Policy.shows_endpoint`)."""
+        return self.policy.shows_endpoint(identity, cluster)
+
+    def names(self, identity: Identity, name: str) -> bool:
+        """Whether ``identity`` may learn that no cluster ``name`` exists
+        (:meth:`karpor.auth.policy.Policy.names`)."""
+        return self.policy.names(identity, name)
 
 
 #: the access settings' record in the state directory (for ``karpor kubeconfig``)

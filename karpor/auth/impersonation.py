@@ -24,7 +24,10 @@ caller must then pass :func:`impersonation_checks` (one ``impersonate``
 attributes per user, group, uid and extra value, as kube's impersonation
 filter checks them) against the policy; a denial is a 403.  When granted,
 the request itself is authorized as the impersonated identity and
-forwarded with it.
+forwarded with it.  Without a policy file (:data:`karpor.auth.policy.ALLOW_ALL`)
+every check passes for an authenticated caller, so ``kubectl --as=jane``
+reaches the cluster as ``jane`` (whose RBAC then decides), never silently as
+the gateway's own credential.
 """
 
 from __future__ import annotations

@@ -801,14 +801,12 @@ class GatewayProtocol(Protocol):
         if audit is not None:
             audit.cluster = target.name
         cluster = factory.clusters().get(target.name)
-        if cluster is None:
-            raise ApiError(
-                404,
-                f'clusters.cluster.karpor.io "{target.name}" not found',
-                details={"name": target.name, "group": "cluster.karpor.io", "kind": "clusters"},
-            )
-        self._cluster_name = cluster.name
         try:
+            if cluster is None:  # 404, or the 403 of a cluster the caller may not reach
+                raise factory.access.unknown_cluster(
+                    identity, target.name, head.method, target.target, self._headers
+                )
+            self._cluster_name = cluster.name
             authorized = factory.access.authorize(
                 identity, cluster, head.method, target.target, self._headers
             )

@@ -177,7 +177,9 @@ def test_credentials_are_replaced(setup: Setup) -> None:
     )
     seen = json.loads(r.data)
     assert seen["authorization"] == [f"Bearer {TOKEN}"]
-    assert "impersonate-user" not in seen and "x-remote-user" not in seen
+    assert "x-remote-user" not in seen
+    # no policy file: the caller may impersonate; the gateway writes the headers
+    assert seen["impersonate-user"] == ["root"] and "impersonate-group" not in seen
     assert seen["host"] == [f"127.0.0.1:{setup.upstream_port}"]
     assert seen["x-forwarded-for"] == ["127.0.0.1"]
 

@@ -304,7 +304,10 @@ async def _echo(setup: Setup, cluster: str) -> None:
     assert headers["upgrade"] == ["SPDY/3.1"]
     assert headers["connection"] == ["Upgrade"]
     assert headers["x-stream-protocol-version"] == ["v4.channel.k8s.io", "v3.channel.k8s.io"]
-    assert not [h for h in headers if h.startswith(("impersonate-", "x-remote-"))]
+    assert not [h for h in headers if h.startswith("x-remote-")]
+    # no policy file: the caller's impersonation is honoured, in the gateway's headers
+    assert [h for h in headers if h.startswith("impersonate-")] == ["impersonate-user"]
+    assert headers["impersonate-user"] == ["root"]
 
     payload = random.Random(cluster).randbytes(ECHO)
 

@@ -65,14 +65,54 @@ def test_front_proxy_headers_only_on_a_front_proxy_connection() -> None:
         access().authenticate(Peer(), headers)
 
 
-def test_without_a_policy_nobody_impersonates_and_anonymous_reaches_nothing() -> None:
+def test_without_a_policy_impersonation_is_honoured_and_anonymous_reaches_nothing() -> None:
     a = access()
     assert a.authorize(ALICE, CLUSTER, b"GET", b"/api", []).upstream == ALICE
-    ignored = a.authorize(ALICE, CLUSTER, b"GET", b"/api", [(b"Impersonate-User", b"root")])
-    assert ignored.upstream == ALICE
+    plain = Cluster(name="p", endpoint="https://10.0.0.2")  # no spec.impersonate
+    assert a.authorize(ALICE, plain, b"GET", b"/api", []).upstream is None
+    # kubectl --as / --as-group: the identity asked for goes upstream, never dropped
+    as_root = [(b"Impersonate-User", b"root"), (b"Impersonate-Group", b"admins")]
+    for cluster in (CLUSTER, plain):
+        upstream = a.authorize(ALICE, cluster, b"GET", b"/api", as_root).upstream
+        assert upstream == Identity("root", ("admins", "system:authenticated"))
+    with pytest.raises(ApiError) as no_user:  # groups without a user: kube's 500
+        a.authorize(ALICE, plain, b"GET", b"/api", [(b"Impersonate-Group", b"admins")])
+    assert no_user.value.code == 500
     with pytest.raises(Forbidden):
         a.authorize(ANONYMOUS, CLUSTER, b"GET", b"/api", [])
+    with pytest.raises(Forbidden):
+        a.authorize(ANONYMOUS, CLUSTER, b"GET", b"/api", [(b"Impersonate-User", b"root")])
     assert not a.reaches(ANONYMOUS, CLUSTER) and a.reaches(ALICE, CLUSTER)
+
+
+def test_an_unknown_cluster_is_a_403_for_whoever_may_not_learn_its_name() -> None:
+    policy: Policy = parse_policy(
+        "rules:\n- users: [alice]\n  clusters: [c, 'team-*']\n  verbs: [get, list]\n"
+        "- users: [alice]\n  clusterSelector: {matchLabels: {env: dev}}\n  verbs: ['*']\n",
+        "p",
+    )
+    a = access(policy=fixed(policy))
+    target = b"/api/v1/namespaces/x/pods"
+    # a name her rules name: she learns that it does not exist
+    assert a.unknown_cluster(ALICE, "team-9", b"GET", target, []).code == 404
+    # other names: the very 403 of an existing cluster she may not reach
+    other = Cluster(name="other", endpoint="https://10.0.0.3")
+    for headers in ([], [(b"Impersonate-User", b"root")]):
+        with pytest.raises(Forbidden) as existing:
+            a.authorize(ALICE, other, b"GET", target, headers)
+        unknown = a.unknown_cluster(ALICE, "other", b"GET", target, headers)
+        assert isinstance(unknown, Forbidden)
+        assert unknown.body() == existing.value.body()
+        assert unknown.attrs == existing.value.attrs
+    # a selector rule cannot know the labels of a cluster that does not exist
+    assert a.unknown_cluster(ALICE, "dev-9", b"GET", target, []).code == 403
+    # without a policy: 404 for the authenticated, the anonymous 403 otherwise
+    no_policy = access()
+    assert no_policy.unknown_cluster(ALICE, "other", b"GET", target, []).code == 404
+    with pytest.raises(Forbidden) as anonymous:
+        no_policy.authorize(ANONYMOUS, other, b"GET", target, [])
+    unknown = no_policy.unknown_cluster(ANONYMOUS, "other", b"GET", target, [])
+    assert unknown.body() == anonymous.value.body()
 
 
 def test_policy_denial_carries_the_attributes() -> None:
