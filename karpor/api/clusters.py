@@ -7,7 +7,9 @@ Pure building blocks of ``GET /apis/cluster.karpor.io/v1beta1/clusters``:
   ``spec.provider``/``displayName``/``description``/``impersonate`` and
   ``spec.access`` with the endpoint, the CA (public: ``caBundle`` or
   ``caFile``), ``insecure`` and the credential's *type* only; a token, key or
-  credential file path never appears; ``status`` is what this process's
+  credential file path never appears, and ``spec.access`` is left out for a
+  caller who may not see where the cluster is (the Table's Endpoint cell
+  then reads ``<hidden>``); ``status`` is what this process's
   last health probe found (:mod:`karpor.health.probe`): ``healthy``,
   ``version`` (the server's gitVersion), ``lastProbeTime`` and ``message``
   (only ``message: not probed yet`` before the first probe);
@@ -66,6 +68,22 @@ def not_found(name: str) -> ApiError:
         "NotFound",
         {"name": name, "group": GROUP, "kind": RESOURCE},
     )
+
+
+def forbidden(name: str, user: str) -> ApiError:
+    """kube's 403 for ``get clusters NAME`` by a caller who may not see a
+    cluster of that name (whether it exists or not)."""
+    return ApiError(
+        403,
+        f'{RESOURCE}.{GROUP} "{name}" is forbidden: User "{user}" cannot get resource '
+        f'"{RESOURCE}" in API group "{GROUP}" at the cluster scope',
+        "Forbidden",
+        {"group": GROUP, "kind": RESOURCE, "name": name},
+    )
+
+
+#: shown instead of the endpoint to a caller who may not see where a cluster is
+HIDDEN = "<hidden>"
 
 
 @dataclass(frozen=True)
@@ -277,8 +295,13 @@ def cluster_status(status: ClusterStatus | None) -> dict[str, Any]:
     return out
 
 
-def cluster_object(entry: Entry) -> dict[str, Any]:
-    """The ``Cluster`` object of an entry (no credential but its type)."""
+def _always(entry: Entry) -> bool:
+    return True
+
+
+def cluster_object(entry: Entry, where: bool = True) -> dict[str, Any]:
+    """The ``Cluster`` object of an entry (no credential but its type);
+    ``where=False`` leaves out ``spec.access`` (where the cluster is)."""
     cluster = entry.cluster
     spec: dict[str, Any] = {}
     if cluster.provider:
@@ -288,7 +311,8 @@ def cluster_object(entry: Entry) -> dict[str, Any]:
     if cluster.description:
         spec["description"] = cluster.description
     spec["impersonate"] = cluster.impersonate
-    spec["access"] = _access(cluster)
+    if where:
+        spec["access"] = _access(cluster)
     return {
         "apiVersion": GROUP_VERSION,
         "kind": KIND,
@@ -298,13 +322,15 @@ def cluster_object(entry: Entry) -> dict[str, Any]:
     }
 
 
-def cluster_list(entries: Iterable[Entry], resource_version: int) -> dict[str, Any]:
-    """The ``ClusterList`` of ``entries``."""
+def cluster_list(
+    entries: Iterable[Entry], resource_version: int, where: Callable[[Entry], bool] = _always
+) -> dict[str, Any]:
+    """The ``ClusterList`` of ``entries`` (``spec.access`` where ``where`` says)."""
     return {
         "apiVersion": GROUP_VERSION,
         "kind": LIST_KIND,
         "metadata": {"resourceVersion": str(resource_version)},
-        "items": [cluster_object(e) for e in entries],
+        "items": [cluster_object(e, where(e)) for e in entries],
     }
 
 
@@ -349,11 +375,11 @@ COLUMNS: tuple[dict[str, Any], ...] = (
 INCLUDE_OBJECT = ("None", "Metadata", "Object")
 
 
-def _row_object(entry: Entry, include: str) -> dict[str, Any] | None:
+def _row_object(entry: Entry, include: str, where: bool) -> dict[str, Any] | None:
     if include == "None":
         return None
     if include == "Object":
-        return cluster_object(entry)
+        return cluster_object(entry, where)
     return {
         "kind": "PartialObjectMetadata",
         "apiVersion": "meta.k8s.io/v1",
@@ -367,28 +393,31 @@ def cluster_table(
     now: float,
     headers: bool = True,
     include_object: str = "Metadata",
+    where: Callable[[Entry], bool] = _always,
 ) -> dict[str, Any]:
     """The ``Table`` of ``entries`` at time ``now`` (for the Age column).
 
     ``headers=False`` leaves ``columnDefinitions`` empty, as kube does for
-    every watch event after the first.
+    every watch event after the first.  For an entry ``where`` refuses, the
+    Endpoint cell reads :data:`HIDDEN` and the object has no ``spec.access``.
     """
     rows = []
     for entry in entries:
         cluster = entry.cluster
         status = entry.status
+        shown = where(entry)
         row: dict[str, Any] = {
             "cells": [
                 cluster.name,
                 cluster.display_name or "<none>",
                 cluster.provider or "<none>",
-                cluster.endpoint,
+                cluster.endpoint if shown else HIDDEN,
                 "Unknown" if status is None else str(status.healthy),
                 (status.version if status is not None else "") or "<unknown>",
                 age(entry.created, now),
             ]
         }
-        obj = _row_object(entry, include_object)
+        obj = _row_object(entry, include_object, shown)
         if obj is not None:
             row["object"] = obj
         rows.append(row)

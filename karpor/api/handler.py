@@ -4,7 +4,10 @@ Routes every path that is not a cluster proxy path:
 
 * ``/healthz``, ``/livez``, ``/readyz`` (and ``.../ping``): ``ok``;
   ``/version``: :mod:`karpor.api.version`.  These answer without
-  credentials, as kube's ``system:public-info-viewer`` allows;
+  credentials, as kube's ``system:public-info-viewer`` allows, but for the
+  detailed report of ``?verbose`` (worker pids, restarts): 401 without
+  credentials, 403 for ``system:anonymous``, as kube-apiserver answers a
+  request it does not permit;
 * ``/``: the root paths; ``/api``, ``/apis``, ``/apis/cluster.karpor.io``,
   ``/apis/cluster.karpor.io/v1beta1``: discovery (:mod:`karpor.api.discovery`),
   aggregated when asked for;
@@ -17,7 +20,12 @@ Routes every path that is not a cluster proxy path:
 * anything else: 404; a method other than GET/HEAD: 405; no identity: 401.
 
 Which clusters a caller sees is decided by ``visible`` (every cluster until
-an access policy exists); a watch follows the registry through a
+an access policy exists), and whether it sees where each is (``spec.access``)
+by ``shows_endpoint``; ``get clusters NAME`` of a cluster the caller may not
+see is a 403 whether it exists or not, a 404 only for a caller ``names``
+allows to learn that the name is unknown (a list or watch with a
+``metadata.name`` field selector shows nothing either way).  A watch
+follows the registry through a
 :class:`~karpor.api.clusters.ClusterCatalog`: :meth:`GatewayApi.refresh`
 (called on every request and by whoever learns of a new registry snapshot)
 turns a new snapshot into events pushed to every open watch.
@@ -44,6 +52,7 @@ from karpor.api.clusters import (
     cluster_list,
     cluster_object,
     cluster_table,
+    forbidden,
     not_found,
     wants_table,
     watch_event,
@@ -80,6 +89,8 @@ _CLUSTERS_PREFIX = ("apis", discovery.GROUP, discovery.VERSION)
 
 #: who may see which cluster: (caller, cluster) -> bool
 Visibility = Callable[[Identity, Cluster], bool]
+#: whether a caller may learn that no cluster of a name exists: (caller, name) -> bool
+Naming = Callable[[Identity, str], bool]
 #: whether a caller may use one of the gateway's own paths: (caller, verb,
 #: path); raises the 403 ``ApiError``
 PathAuthorizer = Callable[[Identity, str, str], None]
@@ -92,6 +103,11 @@ METRICS_PATH = "/metrics"
 
 def everyone(identity: Identity, cluster: Cluster) -> bool:
     """The visibility without an access policy: every caller sees every cluster."""
+    return True
+
+
+def every_name(identity: Identity, name: str) -> bool:
+    """The naming without an access policy: every caller may learn which names exist."""
     return True
 
 
@@ -172,8 +188,12 @@ class GatewayApi:
         health: Health | None = None,
         metrics: MetricsRenderer | None = None,
         authorize_path: PathAuthorizer = authenticated,
+        names: Naming = every_name,
+        shows_endpoint: Visibility = everyone,
     ) -> None:
         self._clusters = clusters
+        self._names = names
+        self._shows_endpoint = shows_endpoint
         #: renders ``/metrics`` (``None``: not served, 404)
         self.metrics = metrics
         self._authorize_path = authorize_path
@@ -243,7 +263,13 @@ class GatewayApi:
         responder.respond(200, [(b"content-type", _JSON), *headers], _dumps(obj))
 
     def _health(self, request: ApiRequest, responder: Responder, check: str) -> None:
-        code, body = self.health.report(check, "verbose" in parse_query(request.query))
+        verbose = "verbose" in parse_query(request.query)
+        if verbose:
+            # the detailed report (pids, restarts) is for authenticated callers
+            if request.identity is None:
+                raise ApiError(401, "Unauthorized")
+            authenticated(request.identity, request.method.lower(), f"/{check}")
+        code, body = self.health.report(check, verbose)
         responder.respond(code, [(b"content-type", _TEXT), _NOSNIFF], body)
 
     def _root_paths(self) -> list[str]:
@@ -334,23 +360,35 @@ class GatewayApi:
                 )
             self._watch(responder, identity, query, table)
             return
+        where = self._where(identity)
         if name is not None:
             entry = self.catalog.get(name)
             if entry is None or not self._visible(identity, entry.cluster):
-                raise not_found(name)
+                # 404 only to whoever may learn that the name is unknown
+                if entry is None and self._names(identity, name):
+                    raise not_found(name)
+                raise forbidden(name, identity.user)
             if table:
-                doc = cluster_table([entry], None, self._now(), include_object=query.include_object)
+                doc = cluster_table(
+                    [entry], None, self._now(), include_object=query.include_object, where=where
+                )
             else:
-                doc = cluster_object(entry)
+                doc = cluster_object(entry, where(entry))
             self._json(responder, doc)
             return
         entries = self._visible_entries(identity, query)
         rv = self.catalog.resource_version
         if table:
-            doc = cluster_table(entries, rv, self._now(), include_object=query.include_object)
+            doc = cluster_table(
+                entries, rv, self._now(), include_object=query.include_object, where=where
+            )
         else:
-            doc = cluster_list(entries, rv)
+            doc = cluster_list(entries, rv, where)
         self._json(responder, doc)
+
+    def _where(self, identity: Identity) -> Callable[[Entry], bool]:
+        """Whether ``identity`` may see where an entry's cluster is (``spec.access``)."""
+        return lambda entry: self._shows_endpoint(identity, entry.cluster)
 
     def _watch(self, responder: Responder, identity: Identity, query: _Query, table: bool) -> None:
         rv_text = query.resource_version
@@ -379,6 +417,7 @@ class GatewayApi:
             table=table,
             include_object=query.include_object,
             now=self._now,
+            where=self._where(identity),
         )
         shown = {name for name, entry in (known or {}).items() if admit(entry)}
         stream.open(self.catalog, backlog, timeout, query.send_initial_events, shown)
@@ -400,8 +439,10 @@ class ClusterWatch:
         table: bool,
         include_object: str,
         now: Callable[[], float],
+        where: Callable[[Entry], bool] = lambda entry: True,
     ) -> None:
         self._responder = responder
+        self._where = where
         self._reactor = reactor
         self._admit = admit
         self._table = table
@@ -468,13 +509,14 @@ class ClusterWatch:
 
     def _render(self, entry: Entry) -> dict[str, Any]:
         if not self._table:
-            return cluster_object(entry)
+            return cluster_object(entry, self._where(entry))
         table = cluster_table(
             [entry],
             entry.resource_version,
             self._now(),
             headers=not self._headers_sent,
             include_object=self._include_object,
+            where=self._where,
         )
         self._headers_sent = True
         return table

@@ -4,8 +4,12 @@
 clusters directory has loaded, and again as soon as a drain begins, so a load
 balancer or a Kubernetes Service stops sending new connections before the
 worker stops accepting them.  ``/healthz`` and ``/livez`` report the process
-alive.  ``?verbose`` lists every check, including the supervisor's state
-(workers, generations, restarts) when the gateway runs a process pool.
+alive.  ``?verbose`` lists every check with its details, including the
+supervisor's state (workers, generations, restarts) when the gateway runs a
+process pool (the API serves it to authenticated callers only:
+:mod:`karpor.api.handler`); a failed check without ``?verbose`` lists the
+checks without details (``[-]shutdown failed: reason withheld``), as
+kube-apiserver does.
 """
 
 from __future__ import annotations
@@ -47,9 +51,11 @@ class Health:
         if not verbose and not failed:
             return 200, b"ok"
         lines = []
-        for name, passed, detail in checks:
+        for name, passed, found in checks:
             mark = "+" if passed else "-"
             state = "ok" if passed else "failed"
+            # kube's words: no detail for whoever did not ask
+            detail = found if verbose else "" if passed else "reason withheld"
             lines.append(f"[{mark}]{name} {state}" + (f": {detail}" if detail else ""))
         if failed:
             lines.append(f"{endpoint} check failed")

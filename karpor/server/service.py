@@ -418,6 +418,8 @@ class GatewayService(Service):
             visible=access.reaches,
             metrics=metrics.render,
             authorize_path=access.authorize_path,
+            names=access.names,
+            shows_endpoint=access.shows_endpoint,
         )
         self._unsubscribe = self.registry.subscribe(
             lambda old, new: reactor.callFromThread(api.refresh)

@@ -65,6 +65,12 @@ POLICY = {
         {"users": ["bob"], "clusters": ["sim-2"], "verbs": ["get", "list", "create"]},
         {"groups": ["ops"], "clusters": ["sim-2"], "verbs": ["*"]},
         {"users": ["proxyuser"], "clusters": ["sim-1", "sim-2"], "verbs": ["*"]},
+        {
+            "users": ["sre"],
+            "clusters": ["sim-1"],
+            "nonResourceURLs": ["/metrics", "/logs/*"],
+            "verbs": ["get"],
+        },
     ],
     "identityExchange": [
         {
@@ -451,6 +457,103 @@ def test_kubectl_with_a_token_kubeconfig_and_a_certificate(
     whoami = Kubectl(binary, admin).run("auth", "whoami", "-o", "json", "--context", "sim-2")
     info = json.loads(whoami.stdout)["status"]["userInfo"]
     assert info["username"] == "admin" and "system:masters" in info["groups"]
+
+
+# -- what a restricted caller may reach and learn (issue 14) ---------------------------
+
+PROXY = "/apis/cluster.karpor.io/v1beta1/clusters"
+ALIAS = "/apis/cluster.core.oam.dev/v1alpha1/clustergateways"
+
+
+def team_kubectl(setup: Setup, kubectl_bins: dict[str, Path]) -> Kubectl:
+    """kubectl with the namespace-limited user's kubeconfig (``karpor kubeconfig --token``)."""
+    if not kubectl_bins:
+        pytest.skip("no kubectl binary on this machine")
+    out = setup.tmp / "team-limited.kubeconfig"
+    if not out.exists():
+        argv = [*karpor_command(), "kubeconfig", "--state-dir", str(setup.gateway.state_dir)]
+        result = subprocess.run(
+            [*argv, "--token", TEAM, "-o", str(out)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+    return Kubectl(next(iter(kubectl_bins.values())), out)
+
+
+def test_namespace_limited_user_reads_no_non_resource_path(
+    setup: Setup, kubectl_bins: dict[str, Path]
+) -> None:
+    team = team_kubectl(setup, kubectl_bins)
+    for path in ("/metrics", "/logs/", "/debug/pprof/", "/configz"):
+        raw = f"{PROXY}/sim-1/proxy{path}"
+        denied = team.run("get", "--raw", raw, "--context", "karpor", check=False)
+        assert denied.returncode != 0 and "Forbidden" in denied.stderr, denied.stderr
+    # what the rule grants, and discovery, still work
+    assert team.run("get", "pods", "-n", "team-a", "--context", "sim-1").returncode == 0
+    version = json.loads(team.out("get", "--raw", "/version", "--context", "sim-1"))
+    assert version["gitVersion"].startswith("v1.")
+    for path in ("/api", "/apis", "/api/v1", "/apis/apps/v1", "/healthz", "/readyz"):
+        assert setup.get("sim-1", path, token=TEAM).status == 200, path
+    # "*" on every cluster grants no non-resource path either (as in kube RBAC) ...
+    admin = issue(setup.ca, "admin")
+    forbidden(
+        setup.get("sim-1", "/logs/", cert=admin),
+        'User "admin" cannot get path "/logs/" on cluster "sim-1"',
+    )
+    forbidden(setup.get("sim-1", "/healthz/etcd", cert=admin))
+    # ... a nonResourceURLs rule naming the cluster does: forwarded, the cluster answers
+    sre = issue(setup.ca, "sre")
+    assert setup.get("sim-1", "/logs/", cert=sre).status != 403
+    assert setup.get("sim-1", "/metrics", cert=sre).status != 403
+    assert setup.get("sim-1", "/metrics", cert=sre, method="HEAD").status == 403  # no body
+    forbidden(setup.get("sim-1", "/debug/pprof/", cert=sre))
+    forbidden(setup.get("sim-1", "/api/v1/namespaces", cert=sre))
+
+
+def test_unknown_and_forbidden_clusters_look_alike(
+    setup: Setup, kubectl_bins: dict[str, Path]
+) -> None:
+    target = "/proxy/api/v1/namespaces/team-a/pods"
+    for prefix in (PROXY, ALIAS):
+        unknown = setup.get("", f"{prefix}/nope{target}", token=TEAM)
+        existing = setup.get("", f"{prefix}/sim-2{target}", token=TEAM)
+        assert unknown.status == existing.status == 403, (unknown.body, existing.body)
+        assert status(unknown.body) == json.loads(existing.body.replace(b"sim-2", b"nope"))
+        # a caller whose rules name every cluster learns that it does not exist
+        assert setup.get("", f"{prefix}/nope{target}", token=READER).status == 404
+    # the gateway's own API: get clusters NAME
+    unknown = setup.get("", f"{PROXY}/nope", token=TEAM)
+    existing = setup.get("", f"{PROXY}/sim-2", token=TEAM)
+    assert unknown.status == existing.status == 403
+    assert status(unknown.body) == json.loads(existing.body.replace(b"sim-2", b"nope"))
+    assert setup.get("", f"{PROXY}/nope", token=READER).status == 404
+    team = team_kubectl(setup, kubectl_bins)
+    for name in ("nope", "sim-2"):
+        denied = team.run("get", "clusters", name, "--context", "karpor", check=False)
+        assert denied.returncode != 0 and "Forbidden" in denied.stderr, denied.stderr
+
+
+def test_endpoints_show_only_beyond_namespace_limited_rules(
+    setup: Setup, kubectl_bins: dict[str, Path]
+) -> None:
+    endpoint = setup.sim["sim-1"].endpoint
+    team = team_kubectl(setup, kubectl_bins)
+    listed = team.out("get", "clusters", "-o", "yaml", "--context", "karpor")
+    assert "sim-1" in listed and endpoint not in listed and "endpoint" not in listed
+    table = team.out("get", "clusters", "--context", "karpor")
+    assert "<hidden>" in table and endpoint not in table
+    one = setup.get("", f"{PROXY}/sim-1", token=TEAM).json()
+    assert "access" not in one["spec"]
+    # a rule covering the cluster in every namespace shows it
+    dana = issue(setup.ca, "dana", ("devs",))
+    assert setup.get("", f"{PROXY}/sim-1", cert=dana).json()["spec"]["access"]["endpoint"] == (
+        endpoint
+    )
+    assert endpoint in setup.get("", PROXY, token=READER).body.decode()
+    # the verbose health report needs credentials; the plain probes do not
+    nobody = setup.get("", "/healthz?verbose")
+    assert nobody.status == 401 and b"pid" not in nobody.body
+    assert setup.get("", "/readyz").body == b"ok"
+    assert b"[+]worker ok: pid " in setup.get("", "/healthz?verbose", token=TEAM).body
 
 
 # -- audit and secrets (last: they read what the others did) ---------------------------

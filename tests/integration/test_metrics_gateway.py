@@ -358,7 +358,7 @@ def test_a_killed_worker_is_a_restart_and_its_live_gauges_go(setup: Setup) -> No
         while True:
             workers = setup.gateway.worker_pids()
             if victim not in workers and len(workers) == 2:
-                ready = setup.get("/readyz?verbose").body.decode()
+                ready = setup.get("/readyz?verbose", READER_TOKEN).body.decode()
                 if "restarts 1" in ready and ready.count(" ready") == 2:
                     break
             assert time.monotonic() < end, setup.gateway.process.output

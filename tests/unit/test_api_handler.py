@@ -77,11 +77,15 @@ class World:
         self.clock = Clock()
         self.clock.advance(parse_timestamp(CREATED) + 600)
         self.visible = lambda identity, c: True
+        self.names = lambda identity, name: True
+        self.shows_endpoint = lambda identity, c: True
         self.api = GatewayApi(
             lambda: self.clusters,
             self.clock,
             visible=lambda i, c: self.visible(i, c),
             now=self.clock.seconds,
+            names=lambda i, n: self.names(i, n),
+            shows_endpoint=lambda i, c: self.shows_endpoint(i, c),
         )
 
     def set(self, *clusters):
@@ -109,9 +113,26 @@ def test_health_needs_no_identity(world, path):
     assert r.header(b"content-type").startswith("text/plain")
 
 
-def test_health_verbose(world):
-    r = world.call("/readyz", query="verbose", identity=None)
+def test_health_verbose_needs_an_authenticated_caller(world):
+    r = world.call("/readyz", query="verbose")
     assert r.body == (b"[+]ping ok\n[+]clusters-loaded ok\n[+]shutdown ok\nreadyz check passed\n")
+    world.api.health.worker = "pid 4242 generation 1"
+    assert b"pid 4242" in world.call("/healthz", query="verbose").body
+    # as kube-apiserver answers what it does not permit: 401 without credentials,
+    # 403 for system:anonymous; the plain probe stays open
+    nobody = world.call("/healthz", query="verbose", identity=None)
+    assert nobody.code == 401 and nobody.json()["reason"] == "Unauthorized"
+    anonymous = world.call(
+        "/livez",
+        query="verbose",
+        identity=Identity("system:anonymous", ("system:unauthenticated",)),
+    )
+    assert anonymous.code == 403
+    assert anonymous.json()["message"] == (
+        'forbidden: User "system:anonymous" cannot get path "/livez"'
+    )
+    assert b"4242" not in nobody.body + anonymous.body
+    assert world.call("/healthz", identity=None).body == b"ok"
 
 
 def test_version_needs_no_identity(world):
@@ -233,7 +254,54 @@ def test_visibility_filters(world):
     world.visible = lambda identity, c: c.name != "sim-2"
     r = world.call("/apis/cluster.karpor.io/v1beta1/clusters")
     assert [i["metadata"]["name"] for i in r.json()["items"]] == ["sim-1"]
-    assert world.call("/apis/cluster.karpor.io/v1beta1/clusters/sim-2").code == 404
+    assert world.call("/apis/cluster.karpor.io/v1beta1/clusters/sim-2").code == 403
+
+
+def test_a_name_the_caller_may_not_see_is_403_whether_it_exists_or_not(world):
+    world.visible = lambda identity, c: c.name != "sim-2"
+    world.names = lambda identity, name: name.startswith("sim-1")
+    path = "/apis/cluster.karpor.io/v1beta1/clusters/"
+    existing, unknown = world.call(path + "sim-2"), world.call(path + "sim-9")
+    assert existing.code == unknown.code == 403
+    assert unknown.json() == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'clusters.cluster.karpor.io "sim-9" is forbidden: User "alice" cannot get '
+        'resource "clusters" in API group "cluster.karpor.io" at the cluster scope',
+        "reason": "Forbidden",
+        "details": {"group": "cluster.karpor.io", "kind": "clusters", "name": "sim-9"},
+        "code": 403,
+    }
+    assert existing.json()["message"] == unknown.json()["message"].replace("sim-9", "sim-2")
+    for name in ("sim-2", "sim-9"):
+        table = world.call(path + name, accept=TABLE)
+        assert table.code == 403
+    # a name her rules name: she may learn that it does not exist
+    assert world.call(path + "sim-10").code == 404
+    # lists and watches by name show nothing, either way
+    for name in ("sim-2", "sim-9"):
+        query = f"fieldSelector=metadata.name%3D{name}"
+        assert world.call(path.rstrip("/"), query=query).json()["items"] == []
+        watch = world.call(path.rstrip("/"), query=query + "&watch=1")
+        assert watch.code == 200 and watch.events() == []
+
+
+def test_where_a_cluster_is_shows_only_to_callers_allowed_to_see_it(world):
+    world.shows_endpoint = lambda identity, c: c.name == "sim-1"
+    path = "/apis/cluster.karpor.io/v1beta1/clusters"
+    items = world.call(path).json()["items"]
+    assert "access" in items[0]["spec"] and "access" not in items[1]["spec"]
+    assert b"sim-2.example" not in world.call(path + "/sim-2").body
+    assert "access" not in world.call(path + "/sim-2").json()["spec"]
+    table = world.call(path, query="includeObject=Object", accept=TABLE).json()
+    assert [row["cells"][3] for row in table["rows"]] == ["https://sim-1.example:6443", "<hidden>"]
+    assert "access" not in table["rows"][1]["object"]["spec"]
+    for accept in ("application/json", TABLE):
+        watch = world.call(path, query="watch=1", accept=accept)
+        assert b"sim-2.example" not in b"".join(watch.chunks)
+        assert b"sim-1.example" in b"".join(watch.chunks)
 
 
 def test_watch_from_scratch_then_changes_then_timeout(world):

@@ -18,7 +18,8 @@ def test_draining_fails_readyz_first():
     health.draining = True
     code, body = health.report("readyz", verbose=False)
     assert code == 500
-    assert b"[-]shutdown failed: draining" in body
+    assert b"[-]shutdown failed: reason withheld" in body  # kube's words
+    assert b"[-]shutdown failed: draining" in health.report("readyz", verbose=True)[1]
     assert health.report("healthz", verbose=False) == (200, b"ok")
 
 
@@ -36,3 +37,14 @@ def test_supervisor_state_in_verbose_output():
     text = body.decode()
     assert "[+]supervisor ok: supervisor pid 10; workers: slot 0 pid 11 gen 3 ready" in text
     assert "restarts 2" in text
+
+
+def test_a_failure_without_verbose_withholds_every_detail():
+    health = Health(loaded=True, draining=True, worker="pid 11 generation 2")
+    health.supervisor = {"pid": 10, "workers": [], "restarts": 3}
+    code, body = health.report("readyz", verbose=False)
+    assert code == 500
+    assert body == (
+        b"[+]ping ok\n[+]clusters-loaded ok\n[-]shutdown failed: reason withheld\n"
+        b"[+]worker ok\n[+]supervisor ok\nreadyz check failed\n"
+    )
