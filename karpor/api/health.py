@@ -6,10 +6,13 @@ balancer or a Kubernetes Service stops sending new connections before the
 worker stops accepting them.  ``/healthz`` and ``/livez`` report the process
 alive.  ``?verbose`` lists every check with its details, including the
 supervisor's state (workers, generations, restarts) when the gateway runs a
-process pool (the API serves it to authenticated callers only:
-:mod:`karpor.api.handler`); a failed check without ``?verbose`` lists the
-checks without details (``[-]shutdown failed: reason withheld``), as
-kube-apiserver does.
+process pool, and (``/healthz``, ``/readyz``) a warning while the clusters
+directory, or a file in it, cannot be read: the last good clusters keep
+serving, so the check does not fail (a failing liveness check would restart
+the process and lose them).  The API serves ``?verbose`` to authenticated
+callers only (:mod:`karpor.api.handler`); a failed check without
+``?verbose`` lists the checks without details (``[-]shutdown failed: reason
+withheld``), as kube-apiserver does.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class Health:
     worker: str | None = None
     #: extra details per check, e.g. how many clusters loaded
     notes: dict[str, str] = field(default_factory=dict)
+    #: what of the clusters directory the last reload could not read (empty: all)
+    clusters_directory: str = ""
 
     def checks(self, endpoint: str) -> list[tuple[str, bool, str]]:
         """``(name, passed, detail)`` for every check of ``endpoint``
@@ -38,6 +43,8 @@ class Health:
         if endpoint == "readyz":
             out.append(("clusters-loaded", self.loaded, self.notes.get("clusters-loaded", "")))
             out.append(("shutdown", not self.draining, "draining" if self.draining else ""))
+        if self.clusters_directory and endpoint != "livez":
+            out.append(("clusters-directory", True, f"warning: {self.clusters_directory}"))
         if self.worker is not None:
             out.append(("worker", True, self.worker))
         if self.supervisor is not None:

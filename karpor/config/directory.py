@@ -9,7 +9,8 @@ gateway loads):
   its ``..data`` and timestamped directories below).
 * Entries whose name starts with ``.`` are skipped (``..data``, editor
   swap files, ``.hidden.yaml``).  Symbolic links are followed (ConfigMap
-  volume files are links through ``..data``); a dangling link is reported.
+  volume files are links through ``..data``); a dangling link, a link to a
+  directory and anything else that is not a regular file are reported.
 * A file holds one or more YAML documents separated by ``---``; empty
   documents are skipped but still counted, so ``document N`` is the Nth
   ``---`` section as a reader counts them.  Each document is a Karpor
@@ -20,7 +21,18 @@ gateway loads):
   other files, load.  A YAML syntax error is confined to its document.
 * Files are read in sorted name order (code-point order).  When two
   definitions share a name, **the first wins**: the first in sorted file
-  order, then in document order; every later one is reported.
+  order, then in document order; every later one is reported once, as
+  ``loser: document N: field: duplicate cluster name "x": not loaded, "x"
+  comes from winner: document M`` (:class:`DuplicateName`).
+
+What cannot be read is told apart from what is gone (:class:`DirectoryLoader`,
+the gateway's reloads): a directory that cannot be listed (moved away,
+deleted, unreadable, ``Too many open files``) and a listed cluster file
+that cannot be opened or read (or a file it names, for want of file
+descriptors or memory) keep their last good definitions (listed in
+:attr:`LoadResult.unreadable`: a reload should try again), while a file
+that is not listed any more, or that is gone (``ENOENT``) when opened
+after the listing, is removed.
 
 Splitting and parsing are sans-IO (:func:`parse_file` takes bytes and a
 :class:`~karpor.config.clusters.FileReader`); :func:`load_directory` is the
@@ -30,11 +42,14 @@ a reload parses again only the files whose result may have changed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import errno
 import itertools
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +75,15 @@ SUFFIXES = (".yaml", ".yml")
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DOC_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
 
+#: how a directory is listed (:func:`os.scandir`; tests give a failing one)
+Scandir = Callable[[str], AbstractContextManager[Iterator[os.DirEntry[str]]]]
+#: how a cluster file is read: its bytes and its modification time (RFC 3339)
+ReadFile = Callable[[str], tuple[bytes, str]]
+
+#: errors reading a file a cluster names that say nothing about the file:
+#: the process ran out of a resource (a reload keeps the last good parse)
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
 
 @dataclass(frozen=True)
 class FileResult:
@@ -83,6 +107,58 @@ class LoadResult:
     problems: tuple[Problem, ...] = ()
     #: the files read, in the order read
     sources: tuple[str, ...] = ()
+    #: of ``problems``, what could not be read for a reason that may pass (the
+    #: directory could not be listed, a listed file could not be read): the
+    #: last good definitions stand in, and a reload should try again
+    unreadable: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True)
+class DuplicateName(Problem):
+    """A definition not loaded because an earlier one defines the same name.
+
+    The problem's place (``source``, ``document``, ``field``) is the losing
+    definition; ``winner_source`` and ``winner_document`` the one that is
+    served (the first in sorted file order, then document order).
+    """
+
+    #: the name both define
+    cluster: str = ""
+    winner_source: str = ""
+    winner_document: int = 0
+
+    @classmethod
+    def of(cls, loser: Cluster, name_field: str, winner: Cluster) -> DuplicateName:
+        """The problem of ``loser`` (named by ``name_field``) losing to ``winner``."""
+        problem = cls(
+            loser.source,
+            loser.document,
+            name_field,
+            "",
+            (),
+            loser.name,
+            winner.source,
+            winner.document,
+        )
+        return problem.worded(took_over=False)
+
+    def worded(self, *, took_over: bool) -> DuplicateName:
+        """This problem with its message; ``took_over``: the losing definition
+        served the name until this load (a reload's report says so)."""
+        name = quote(self.cluster)
+        winner = f"{self.winner_source}: document {self.winner_document}"
+        if took_over:
+            message = (
+                f"duplicate cluster name {name}: not loaded any more, {name} now comes "
+                f"from {winner}, which sorts first (the first definition in sorted file "
+                "order, then document order, wins)"
+            )
+        else:
+            message = (
+                f"duplicate cluster name {name}: not loaded, {name} comes from {winner} "
+                "(the first definition in sorted file order, then document order, wins)"
+            )
+        return dataclasses.replace(self, message=message)
 
 
 class LocalFiles:
@@ -239,16 +315,7 @@ def combine(results: Iterable[FileResult]) -> LoadResult:
             if first is None:
                 seen[cluster.name] = cluster
                 continue
-            problems.append(
-                Problem(
-                    cluster.source,
-                    cluster.document,
-                    name_field,
-                    f"duplicate cluster name {quote(cluster.name)}: already defined in "
-                    f"{first.source}: document {first.document} (the first definition wins)",
-                    (),
-                )
-            )
+            problems.append(DuplicateName.of(cluster, name_field, first))
     return LoadResult(tuple(seen.values()), tuple(problems), tuple(sources))
 
 
@@ -257,12 +324,27 @@ def is_cluster_file(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(SUFFIXES)
 
 
-def cluster_files(directory: str) -> tuple[list[str], list[Problem]]:
+def cluster_files(directory: str, scandir: Scandir = os.scandir) -> tuple[list[str], list[Problem]]:
     """The cluster files of ``directory`` in sorted order, and problems listing it."""
     try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        return list_cluster_files(directory, scandir)
     except OSError as exc:
-        return [], [Problem(directory, 0, "", f"cannot list: {exc.strerror or exc}", None)]
+        return [], [cannot_list(directory, exc)]
+
+
+def cannot_list(directory: str, exc: OSError) -> Problem:
+    """The problem of a directory that cannot be listed (``DIR: cannot list: why``)."""
+    return Problem(directory, 0, "", f"cannot list: {exc.strerror or exc}", None)
+
+
+def list_cluster_files(
+    directory: str, scandir: Scandir = os.scandir
+) -> tuple[list[str], list[Problem]]:
+    """The cluster files of ``directory`` in sorted order, and problems of
+    entries that look like cluster files but are not; raises :class:`OSError`
+    when the directory cannot be listed."""
+    with scandir(directory) as listing:
+        entries = sorted(listing, key=lambda e: e.name)
     paths: list[str] = []
     problems: list[Problem] = []
     for entry in entries:
@@ -271,8 +353,18 @@ def cluster_files(directory: str) -> tuple[list[str], list[Problem]]:
         try:
             if entry.is_file():  # follows symbolic links
                 paths.append(entry.path)
-            elif entry.is_symlink() and not os.path.exists(entry.path):
+            elif not entry.is_symlink():
+                if not entry.is_dir():
+                    problems.append(Problem(entry.path, 0, "", "not a regular file", None))
+                # a subdirectory: not read (the walk is not recursive)
+            elif entry.is_dir():
+                problems.append(
+                    Problem(entry.path, 0, "", "is a directory, not a cluster file", None)
+                )
+            elif not os.path.exists(entry.path):
                 problems.append(Problem(entry.path, 0, "", "dangling symbolic link", None))
+            else:
+                problems.append(Problem(entry.path, 0, "", "not a regular file", None))
         except OSError as exc:
             problems.append(Problem(entry.path, 0, "", exc.strerror or str(exc), None))
     return paths, problems
@@ -283,16 +375,25 @@ def _rfc3339(timestamp: float) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _read_file(path: str) -> tuple[bytes, str] | FileResult:
+def read_file(path: str) -> tuple[bytes, str]:
     """The bytes of ``path`` and its modification time (the clusters'
-    ``creationTimestamp``), or the result of a file that cannot be read."""
+    ``creationTimestamp``); raises :class:`OSError`."""
+    with open(path, "rb") as f:
+        created = _rfc3339(os.fstat(f.fileno()).st_mtime)
+        return f.read(), created
+
+
+def cannot_read(path: str, exc: OSError) -> Problem:
+    """The problem of a cluster file that cannot be read (``FILE: cannot read: why``)."""
+    return Problem(path, 0, "", f"cannot read: {exc.strerror or exc}", None)
+
+
+def _read_file(path: str) -> tuple[bytes, str] | FileResult:
+    """:func:`read_file`, or the result of a file that cannot be read."""
     try:
-        with open(path, "rb") as f:
-            created = _rfc3339(os.fstat(f.fileno()).st_mtime)
-            return f.read(), created
+        return read_file(path)
     except OSError as exc:
-        problem = Problem(path, 0, "", f"cannot read: {exc.strerror or exc}", None)
-        return FileResult(path, (), (problem,))
+        return FileResult(path, (), (cannot_read(path, exc),))
 
 
 def read_cluster_file(path: str, files: FileReader | None = None) -> FileResult:
@@ -309,6 +410,15 @@ def load_directory(directory: str, files: FileReader | None = None) -> LoadResul
     return DirectoryLoader(files).load(directory)
 
 
+class _Exhausted(Exception):
+    """A file a cluster names could not be read because this process ran out
+    of a resource (``Too many open files``): the parse says nothing."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 class _Recording:
     """A :class:`~karpor.config.clusters.FileReader` remembering what
     parsing asked of it, to tell later whether the answers still hold."""
@@ -321,10 +431,13 @@ class _Recording:
         self.checks: dict[str, bool] = {}
 
     def read(self, path: str) -> bytes:
-        """The content of ``path`` (recorded)."""
+        """The content of ``path`` (recorded); raises :class:`_Exhausted`
+        when the process is out of a resource (the parse is abandoned)."""
         try:
             data = self._files.read(path)
-        except OSError:
+        except OSError as exc:
+            if exc.errno in _EXHAUSTED:
+                raise _Exhausted(exc) from exc
             self.reads[path] = None
             raise
         self.reads[path] = data
@@ -358,39 +471,86 @@ class DirectoryLoader:
     and passes the same executable check: a parse depends on nothing else.
     Reading a thousand small files is a few milliseconds; parsing them
     (YAML, validation, certificates) is most of a second.
+
+    What cannot be read now is not taken as gone (see the module's rules):
+    when the directory cannot be listed, the result is the last load's
+    files again; when a listed file cannot be read (or a file it names, for
+    want of file descriptors or memory), its last parse stands in.  Either
+    way the problem is in :attr:`LoadResult.unreadable`.  A file that is
+    gone (``ENOENT``) between the listing and its reading is removed.
+    ``scandir`` and ``read`` replace the directory listing and the reading
+    of cluster files (tests simulate failures with them).
     """
 
-    def __init__(self, files: FileReader | None = None) -> None:
+    def __init__(
+        self,
+        files: FileReader | None = None,
+        *,
+        scandir: Scandir | None = None,
+        read: ReadFile | None = None,
+    ) -> None:
         self._files = files or LocalFiles()
+        self._scandir = scandir or os.scandir
+        self._read = read or read_file
         self._parsed: dict[str, _Parsed] = {}
 
     def load(self, directory: str) -> LoadResult:
         """Load every cluster file of ``directory``, as :func:`load_directory` does."""
-        paths, problems = cluster_files(directory)
-        parsed = {path: self._parse(path) for path in paths}
+        try:
+            paths, problems = list_cluster_files(directory, self._scandir)
+        except OSError as exc:
+            problem = cannot_list(directory, exc)
+            kept = combine(entry.result for entry in self._parsed.values())
+            return LoadResult(kept.clusters, (problem, *kept.problems), kept.sources, (problem,))
+        parsed: dict[str, _Parsed] = {}
+        results: list[FileResult] = []
+        unreadable: list[Problem] = []
+        for path in paths:
+            try:
+                entry = self._parse(path)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue  # removed since the listing
+                problem = cannot_read(path, exc)
+            else:
+                parsed[path] = entry
+                results.append(entry.result)
+                continue
+            unreadable.append(problem)
+            last = self._parsed.get(path)
+            if last is None:
+                results.append(FileResult(path, (), (problem,)))
+                continue
+            parsed[path] = last
+            results.append(
+                FileResult(path, last.result.definitions, (problem, *last.result.problems))
+            )
         self._parsed = parsed
-        result = combine(entry.result for entry in parsed.values())
-        if problems:
-            result = LoadResult(result.clusters, (*problems, *result.problems), result.sources)
-        return result
+        result = combine(results)
+        return LoadResult(
+            result.clusters, (*problems, *result.problems), result.sources, tuple(unreadable)
+        )
 
     def _parse(self, path: str) -> _Parsed:
-        read = _read_file(path)
-        if isinstance(read, FileResult):
-            return _Parsed(b"", "", {}, {}, read)
-        data, created = read
+        """The parse of ``path``; raises :class:`OSError` when it cannot be read."""
+        data, created = self._read(path)
         last = self._parsed.get(path)
         if last is not None and last.data == data and last.created == created and self._holds(last):
             return last
         recording = _Recording(self._files)
-        result = parse_file(data, path, recording, created=created)
+        try:
+            result = parse_file(data, path, recording, created=created)
+        except _Exhausted as exc:
+            raise exc.error from None
         return _Parsed(data, created, recording.reads, recording.checks, result)
 
     def _holds(self, last: _Parsed) -> bool:
         for path, content in last.reads.items():
             try:
                 now: bytes | None = self._files.read(path)
-            except OSError:
+            except OSError as exc:
+                if exc.errno in _EXHAUSTED:
+                    raise
                 now = None
             if now != content:
                 return False

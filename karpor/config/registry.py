@@ -23,7 +23,7 @@ from types import MappingProxyType
 from twisted.logger import Logger
 
 from karpor.config.clusters import Problem
-from karpor.config.directory import LoadResult
+from karpor.config.directory import DuplicateName, LoadResult
 from karpor.config.model import Cluster
 
 _log = Logger()
@@ -125,6 +125,10 @@ def merge(
     A cluster that comes back unchanged (:func:`same_definition`) keeps its
     previous object (so ``is`` tells "unchanged", and its age stays).
     Clusters from removed files go; new names append after the loaded ones.
+
+    A duplicate name whose losing definition served the name in ``previous``
+    (a file added that sorts first took it over) is reported as such: the
+    problem names the definition that lost it and the one that serves it now.
     """
     old = previous.clusters if previous is not None else {}
     clusters: dict[str, Cluster] = {}
@@ -141,7 +145,7 @@ def merge(
         generation = previous.generation + 1 if previous is not None else 1
     return Snapshot(
         clusters=MappingProxyType(clusters),
-        errors=result.problems,
+        errors=tuple(_taken_over(old, problem) for problem in result.problems),
         generation=generation,
         loaded_at=now or _now(),
         stale=frozenset(stale),
@@ -155,6 +159,17 @@ def _carry_over(before: Cluster | None, cluster: Cluster) -> Cluster:
     if before.source == cluster.source and before.document == cluster.document:
         return before
     return dataclasses.replace(cluster, created=before.created)
+
+
+def _taken_over(old: Mapping[str, Cluster], problem: Problem) -> Problem:
+    """``problem``, worded as a take-over when it is a duplicate whose losing
+    definition is the one that served the name until now."""
+    if not isinstance(problem, DuplicateName):
+        return problem
+    before = old.get(problem.cluster)
+    if before is None or (before.source, before.document) != (problem.source, problem.document):
+        return problem
+    return problem.worded(took_over=True)
 
 
 def _withheld(old: Mapping[str, Cluster], problem: Problem) -> list[Cluster]:

@@ -237,6 +237,15 @@ class GatewayMetrics:
             "last good definition of a cluster stays).",
             registry=registry,
         )
+        self.directory_readable = Gauge(
+            "karpor_config_directory_readable",
+            "Whether the last reload could list the clusters directory and read every "
+            "cluster file in it (1), or kept the last good definitions of what it could "
+            "not read (0; retried at every poll); the lowest over the worker processes.",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+        self.directory_readable.set(1)
         self._children: dict[tuple[str, str, int], _Children] = {}
         self._latency: dict[tuple[str, str], Any] = {}
         self._bytes: dict[str, tuple[Any, Any]] = {}
@@ -366,3 +375,7 @@ class GatewayMetrics:
         self.reloads.inc()
         if problems:
             self.reload_errors.inc()
+
+    def directory_read(self, readable: bool) -> None:
+        """A load of the clusters directory could read it all (``True``), or not."""
+        self.directory_readable.set(1 if readable else 0)

@@ -76,6 +76,7 @@ from karpor.auth.frontproxysource import FrontProxyRefresh, start_refresh
 from karpor.auth.revocation import RELOAD_INTERVAL
 from karpor.config.directory import DirectoryLoader
 from karpor.config.model import Cluster
+from karpor.config.readability import Readability, Report
 from karpor.config.registry import Registry, Snapshot, changes
 from karpor.config.reload import ChangeWatcher
 from karpor.config.settings import Settings, SettingsError, load_settings, merge
@@ -292,6 +293,9 @@ class GatewayService(Service):
         self.on_serving = on_serving
         self.registry = Registry()
         self._loader = DirectoryLoader()
+        self._readability = Readability()
+        #: what the last load had to tell (:meth:`load`)
+        self._report = Report()
         self.health = Health()
         self.serving: Serving | None = None
         #: the front factory (connections arrive through TLS on the socket)
@@ -323,13 +327,35 @@ class GatewayService(Service):
         """Load the clusters directory into the registry, logging every problem.
 
         On a reload the last good definition of a cluster whose document
-        broke keeps serving (:func:`karpor.config.registry.merge`).
+        broke keeps serving (:func:`karpor.config.registry.merge`), and so do
+        the last good definitions of a directory that cannot be listed or a
+        file that cannot be read: an error logged once, a warning in
+        ``/healthz?verbose``, the gauge ``karpor_config_directory_readable``
+        at 0, and another reload at every poll until it reads
+        (:mod:`karpor.config.readability`).
         """
-        assert self.settings.clusters_dir is not None
-        result = self._loader.load(self.settings.clusters_dir)
-        for problem in result.problems:
-            self.log.warn("{problem}", problem=str(problem))
-        return self.registry.load(result)
+        directory = self.settings.clusters_dir
+        assert directory is not None
+        result = self._loader.load(directory)
+        snapshot = self.registry.load(result)
+        readability = self._readability
+        report = self._report = readability.update(result.unreadable, snapshot.errors)
+        for line in report.warnings:
+            self.log.warn("{problem}", problem=line)
+        for line in report.errors:
+            self.log.error(
+                "{problem}: its last good definitions keep serving; reloading at every poll "
+                "until it can be read",
+                problem=line,
+            )
+        if report.recovered:
+            self.log.info("clusters directory {dir} can be read again", dir=directory)
+        self.health.clusters_directory = readability.health(len(snapshot.clusters))
+        if self.metrics is not None:
+            self.metrics.recorder.directory_read(readability.readable)
+        if self._watcher is not None and not readability.readable:
+            self._watcher.retry()
+        return snapshot
 
     def reload(self) -> Snapshot:
         """Reload after a change in the clusters directory or a file it names."""
@@ -348,10 +374,12 @@ class GatewayService(Service):
             self.front.end_cluster_streams(frozenset(diff.removed))
         if self.prober is not None:
             self.prober.sync(snapshot.clusters)
-        if self.metrics is not None:
-            self.metrics.recorder.reloaded(len(snapshot.errors))
         if self._watcher is not None:
             self._watcher.watch_files(f for c in snapshot.clusters.values() for f in c.files())
+        if self._report.repeated and not (diff.added or diff.removed or diff.changed or stale):
+            return snapshot  # a retry while something cannot be read: nothing new
+        if self.metrics is not None:
+            self.metrics.recorder.reloaded(len(snapshot.errors))
         self.log.info(
             "clusters reloaded (generation {gen}): {n} serving; added {added}, removed "
             "{removed}, changed {changed}, files changed {files}; {problems} problem(s)",
@@ -411,6 +439,7 @@ class GatewayService(Service):
         reactor = self.reactor
         self._exec = ExecCredentialCache(reactor, thread_runner(reactor))
         metrics = self.metrics = ProcessMetrics(reactor, lambda: self.clusters().keys())
+        metrics.recorder.directory_read(self._readability.readable)
         api = GatewayApi(
             self.clusters,
             reactor,
@@ -455,6 +484,8 @@ class GatewayService(Service):
         self._watcher = ChangeWatcher(reactor, settings.clusters_dir, self.reload)
         self._watcher.watch_files(f for c in snapshot.clusters.values() for f in c.files())
         self._watcher.start()
+        if not self._readability.readable:
+            self._watcher.retry()
         prober.sync(snapshot.clusters)
         timer = LoopingCall(self._poll_access)
         timer.clock = reactor

@@ -48,3 +48,19 @@ def test_a_failure_without_verbose_withholds_every_detail():
         b"[+]ping ok\n[+]clusters-loaded ok\n[-]shutdown failed: reason withheld\n"
         b"[+]worker ok\n[+]supervisor ok\nreadyz check failed\n"
     )
+
+
+def test_a_clusters_directory_that_cannot_be_read_is_a_warning():
+    health = Health(loaded=True)
+    health.clusters_directory = "/c: cannot list: No such file or directory; kept"
+    for endpoint in ("healthz", "readyz"):
+        code, body = health.report(endpoint, verbose=True)
+        assert code == 200
+        assert (
+            b"[+]clusters-directory ok: warning: /c: cannot list: No such file or directory; kept"
+            in body
+        )
+        assert health.report(endpoint, verbose=False) == (200, b"ok")
+    assert b"clusters-directory" not in health.report("livez", verbose=True)[1]
+    health.clusters_directory = ""
+    assert b"clusters-directory" not in health.report("healthz", verbose=True)[1]

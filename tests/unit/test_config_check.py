@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +77,45 @@ def test_shipped_examples_are_valid() -> None:
     settings = load_settings(str(REPO / "etc" / "karpor.yaml"))
     assert settings.clusters_dir == str(REPO / "etc" / "clusters")
     assert settings.host == "127.0.0.1"
+
+
+def test_a_directory_that_cannot_be_listed_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "good.yaml").write_text(GOOD)
+
+    def exhausted(path: str) -> Any:
+        raise OSError(errno.EMFILE, "Too many open files", path)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "scandir", exhausted)
+        status = main(["check", "-q", str(tmp_path)])
+    assert status == 1
+    assert capsys.readouterr().err.splitlines() == [f"{tmp_path}: cannot list: Too many open files"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists everything")
+def test_an_unreadable_directory_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "clusters").mkdir(mode=0)
+    assert main(["check", "-q", str(tmp_path / "clusters")]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{tmp_path}/clusters: cannot list: Permission denied"
+    ]
+
+
+def test_a_symlink_to_a_directory_and_duplicates_are_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "linked.yaml").symlink_to("sub")
+    (tmp_path / "b.yaml").write_text(GOOD)
+    (tmp_path / "a.yaml").write_text(GOOD)
+    assert main(["check", "-q", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{tmp_path}/linked.yaml: is a directory, not a cluster file",
+        f'{tmp_path}/b.yaml: document 1: metadata.name: duplicate cluster name "good": not '
+        f'loaded, "good" comes from {tmp_path}/a.yaml: document 1 (the first definition in '
+        "sorted file order, then document order, wins)",
+    ]

@@ -1,8 +1,12 @@
 """The change watcher sees edits, removals, ConfigMap ..data swaps and named files."""
 
 import os
+import shutil
 
+import pytest
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.runtime import platform
 
 from karpor.config.reload import ChangeWatcher, fingerprint
 
@@ -68,3 +72,84 @@ def test_watcher_polls_and_debounces(tmp_path):
     (tmp_path / "b.yaml").write_text("after stop")
     clock.advance(5)
     assert len(calls) == 3
+
+
+def test_a_retry_reloads_at_every_poll_until_the_reload_reads(tmp_path):
+    """A reload that could not read everything asks for another at the next poll."""
+    clock = Clock()
+    calls = []
+    failing = [True, True, False]
+
+    def reload() -> None:
+        calls.append(clock.seconds())
+        if failing[len(calls) - 1]:
+            watcher.retry()
+
+    watcher = ChangeWatcher(
+        clock, str(tmp_path), reload, use_inotify=False, fallback_poll_interval=0.5
+    )
+    watcher.start()
+    clock.advance(0.5)
+    assert calls == []
+    (tmp_path / "a.yaml").write_text("x")
+    clock.pump([0.5] * 6)
+    # the change, then two retries (the last one reads): nothing more
+    assert calls == [0.5 * 2, 0.5 * 3, 0.5 * 4]
+    watcher.stop()
+
+
+def test_a_missing_directory_fingerprints_as_empty(tmp_path):
+    assert fingerprint(str(tmp_path / "nope")) == ()
+
+
+def _pump(reactor: MemoryReactorClock, debounce: float) -> None:
+    """Read what inotify has to tell, then let the debounced check run."""
+    for reader in list(reactor.getReaders()):
+        reader.doRead()
+    reactor.advance(debounce)
+
+
+@pytest.mark.skipif(not platform.isLinux(), reason="inotify is Linux's")
+def test_inotify_watches_the_directory_again_after_a_move_or_a_delete(tmp_path):
+    """Moved away, its watch follows the old inode; deleted, Twisted's INotify
+    closes itself: either way, the directory is watched again once it is back."""
+    reactor = MemoryReactorClock()
+    calls = []
+    clusters = tmp_path / "clusters"
+    clusters.mkdir()
+    debounce, poll = 0.05, 100.0
+    watcher = ChangeWatcher(
+        reactor, str(clusters), lambda: calls.append(1), debounce=debounce, poll_interval=poll
+    )
+    watcher.start()
+    try:
+        assert watcher.inotify_active
+        (clusters / "a.yaml").write_text("x")
+        _pump(reactor, debounce)
+        assert len(calls) == 1
+        # moved away: seen at once (the listing fails); back: seen by the poll
+        os.rename(clusters, tmp_path / "away")
+        _pump(reactor, debounce)
+        assert len(calls) == 2
+        (tmp_path / "away" / "b.yaml").write_text("y")  # not ours any more
+        _pump(reactor, debounce)
+        assert len(calls) == 2
+        os.rename(tmp_path / "away", clusters)
+        reactor.advance(poll)
+        assert len(calls) == 3
+        # watched again: a change shows without waiting for the poll
+        (clusters / "c.yaml").write_text("z")
+        _pump(reactor, debounce)
+        assert len(calls) == 4
+        # deleted (Twisted's INotify closes), created again
+        shutil.rmtree(clusters)
+        _pump(reactor, debounce)
+        assert len(calls) == 5
+        clusters.mkdir()
+        reactor.advance(poll)
+        assert watcher.inotify_active
+        (clusters / "d.yaml").write_text("w")
+        _pump(reactor, debounce)
+        assert len(calls) == 6
+    finally:
+        watcher.stop()

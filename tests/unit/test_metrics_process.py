@@ -142,6 +142,11 @@ def test_health_reloads_and_upstream_errors() -> None:
     metrics.reloaded(2)
     assert value(registry, "karpor_config_reloads_total") == 2
     assert value(registry, "karpor_config_reload_errors_total") == 1
+    assert value(registry, "karpor_config_directory_readable") == 1
+    metrics.directory_read(False)
+    assert value(registry, "karpor_config_directory_readable") == 0
+    metrics.directory_read(True)
+    assert value(registry, "karpor_config_directory_readable") == 1
     metrics.connect_error("a")
     metrics.tls_error("a")
     metrics.tls_error("a")
