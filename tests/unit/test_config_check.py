@@ -94,17 +94,6 @@ def test_a_directory_that_cannot_be_listed_exits_1(
     assert capsys.readouterr().err.splitlines() == [f"{tmp_path}: cannot list: Too many open files"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root lists everything")
-def test_an_unreadable_directory_exits_1(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "clusters").mkdir(mode=0)
-    assert main(["check", "-q", str(tmp_path / "clusters")]) == 1
-    assert capsys.readouterr().err.splitlines() == [
-        f"{tmp_path}/clusters: cannot list: Permission denied"
-    ]
-
-
 def test_a_symlink_to_a_directory_and_duplicates_are_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
