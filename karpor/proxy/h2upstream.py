@@ -181,10 +181,7 @@ def request_headers(
     for name, value in identity:
         if valid_header(name, value):
             out.append((name.lower(), value))
-    xff = client_address
-    if request.forwarded_for:
-        xff = request.forwarded_for + b", " + client_address
-    out.append((b"x-forwarded-for", xff))
+    out.append((b"x-forwarded-for", client_address))
     if audit_id:
         out.append((b"audit-id", audit_id))
     return out
