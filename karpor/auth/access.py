@@ -52,7 +52,7 @@ from OpenSSL import crypto
 
 from karpor.api.requestinfo import RequestInfoError, parse_request_info
 from karpor.api.status import ApiError
-from karpor.auth.authenticate import CertificateAuthenticator
+from karpor.auth.authenticate import CertificateAuthenticator, public_key_der
 from karpor.auth.identity import ANONYMOUS_USER, UNAUTHENTICATED, Identity
 from karpor.auth.impersonation import (
     authorize_impersonation,
@@ -189,9 +189,12 @@ class Access:
         gateway_ca_pem: bytes,
         state_dir: Path,
         audit: bool = False,
+        serving_cert_pem: bytes | None = None,
     ) -> Access:
         """Build from the settings, loading every file once (blocking; at
-        start-up).  Raises :class:`AccessError` for a file that cannot be used."""
+        start-up).  Raises :class:`AccessError` for a file that cannot be used.
+        ``serving_cert_pem``: the gateway's serving certificate, whose key is
+        never accepted as a client's."""
         tokens = None
         if authentication.token_file:
             tokens = _load_initial(authentication.token_file, load_token_file, _EMPTY_TOKENS)
@@ -217,9 +220,14 @@ class Access:
                 raise AccessError(
                     f"requestHeader.clientCAFile {header.client_ca_file}: no PEM certificate"
                 ) from None
+        refused = (
+            [public_key_der(x509.load_pem_x509_certificate(serving_cert_pem))]
+            if serving_cert_pem is not None
+            else []
+        )
         return cls(
             certificates=(
-                CertificateAuthenticator([gateway_ca_pem])
+                CertificateAuthenticator([gateway_ca_pem], refused)
                 if authentication.client_certificates
                 else None
             ),

@@ -389,6 +389,7 @@ class GatewayService(Service):
                 prepared.ca.cert_pem,
                 prepared.directory,
                 audit=settings.audit_log is not None,
+                serving_cert_pem=prepared.serving.cert_pem,
             )
             # requestHeader.fromCluster: read the host cluster's ConfigMap now, then refresh
             self._front_proxy = start_refresh(settings.authentication, access, self.reactor)
