@@ -33,7 +33,11 @@ The token file, the policy file and the revocation list are
 :class:`~karpor.auth.revocation.ReloadingFile` objects: :meth:`Access.poll`
 (a timer of the service, every half second) re-checks them and returns
 what to log; a bad file keeps the last good one.  A file that is bad at
-start-up is an :class:`AccessError`: the gateway does not start.
+start-up is an :class:`AccessError`: the gateway does not start.  The
+token file is read record by record (:mod:`karpor.auth.tokens`): a bad
+record is skipped and logged (at start-up too), the good ones apply, so
+a token removed from the file stops working at the next reload even when
+another line of the same edit is bad.
 """
 
 from __future__ import annotations
@@ -180,6 +184,8 @@ class Access:
         self.drop_names = frozenset(n.encode("latin-1") for n in names)
         #: request header name prefixes never forwarded besides the built-in ones
         self.drop_prefixes = tuple(p.encode("latin-1") for p in prefixes)
+        #: what the next :meth:`poll` logs first (the token file's bad records at start-up)
+        self._notes: list[tuple[str, str]] = _skipped(tokens.value) if tokens is not None else []
 
     @classmethod
     def from_settings(
@@ -259,7 +265,7 @@ class Access:
     def poll(self, now: float) -> list[tuple[str, str]]:
         """Re-check the files; ``(level, message)`` pairs to log: a file
         that failed to load (the last good one stays) or was reloaded."""
-        notes: list[tuple[str, str]] = []
+        notes, self._notes = self._notes, []
         for file in self.files():
             before = file.value
             error = file.poll(now)
@@ -267,6 +273,7 @@ class Access:
                 notes.append(("warn", f"{error} (keeping the last good version)"))
             elif file.value is not before:
                 notes.append(("info", f"reloaded {file.path}"))
+                notes += _skipped(file.value)
         return notes
 
     @property
@@ -445,6 +452,13 @@ def request_attributes(method: bytes, target: bytes) -> Attributes:
     except RequestInfoError as exc:
         raise ApiError(400, str(exc), "BadRequest") from None
     return attributes(info)
+
+
+def _skipped(value: object) -> list[tuple[str, str]]:
+    """The bad records a token file load skipped, to log (no token in them)."""
+    if not isinstance(value, TokenFile):
+        return []
+    return [("warn", f"{problem} (record skipped)") for problem in value.problems]
 
 
 def _bearer(headers: Sequence[Header]) -> str | None:
