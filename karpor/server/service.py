@@ -423,7 +423,11 @@ class GatewayService(Service):
         self._unsubscribe = self.registry.subscribe(
             lambda old, new: reactor.callFromThread(api.refresh)
         )
-        pools = UpstreamPools(reactor, errors=metrics.recorder)
+        pools = UpstreamPools(
+            reactor,
+            errors=metrics.recorder,
+            response_header_timeout=settings.upstream.response_header_timeout,
+        )
         self._pools = pools
         metrics.watch_pools(pools.pools)
         metrics.serve(settings.metrics_address)

@@ -706,3 +706,35 @@ def test_simulator_refuses_upgrades_over_h2(sim: SimulatedCluster) -> None:
     assert client.status(sid) == b"400"
     status = json.loads(client.body(sid))
     assert "HTTP/1.1" in status["message"] and "HTTP/2" in status["message"]
+
+
+# -- the response-header timeout: the stream is reset ------------------------------
+
+
+def test_no_head_in_time_resets_the_stream(setup: Any) -> None:
+    mux, endpoint, _, clock = setup
+    forwarder, client = watch(target=b"/api/v1/namespaces/d/pods/p")
+    forwarder.head_timeout = 0.5
+    mux.submit(forwarder)
+    cluster = Cluster2(endpoint.protocols[0])
+    cluster.pump()
+    [stream_id] = cluster.requests()
+    clock.advance(0.6)
+    cluster.pump()
+    assert cluster.resets() == {stream_id: h2.errors.ErrorCodes.CANCEL}
+    assert [e.code for e in client.errors] == [504]
+    assert mux.streams == 0 and len(mux.connections) == 1  # the connection stays
+
+
+def test_a_stream_head_in_time_stops_the_wait(setup: Any) -> None:
+    mux, endpoint, _, clock = setup
+    forwarder, client = watch(target=b"/api/v1/namespaces/d/pods/p")
+    forwarder.head_timeout = 0.5
+    mux.submit(forwarder)
+    cluster = Cluster2(endpoint.protocols[0])
+    cluster.pump()
+    [stream_id] = cluster.requests()
+    cluster.respond(stream_id, b"{}")
+    clock.advance(1)
+    cluster.pump()
+    assert cluster.resets() == {} and client.errors == []
