@@ -16,10 +16,17 @@ Paths look like::
 
 Anything else (``/version``, ``/healthz``, ``/api``, ``/apis/{group}``...) is
 a non-resource request whose verb is the lower-cased HTTP method.
+
+:func:`long_running` classifies a request as kube-apiserver's
+``BasicLongRunningRequestCheck`` does (verbs ``watch`` and ``proxy``;
+subresources ``attach``, ``exec``, ``proxy``, ``log``, ``portforward``):
+those get no request timeout.  :func:`long_running_target` is the same
+decision on a raw request target, cheap for the common request.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote
@@ -41,6 +48,14 @@ _METHOD_VERBS = {
     "PATCH": "patch",
     "DELETE": "delete",
 }
+
+#: verbs kube-apiserver runs without a request timeout
+LONG_RUNNING_VERBS = frozenset({"watch", "proxy"})
+#: subresources kube-apiserver runs without a request timeout
+LONG_RUNNING_SUBRESOURCES = frozenset({"attach", "exec", "proxy", "log", "portforward"})
+#: a raw target holding none of these cannot be long-running (``%``: an
+#: escaped path is decoded first)
+_LONG_RUNNING_HINT = re.compile(rb"watch|proxy|attach|exec|log|portforward|%", re.IGNORECASE)
 
 #: list options that must parse as integers (``metainternalversion.ListOptions``)
 _INT_OPTIONS = ("timeoutSeconds", "limit")
@@ -154,6 +169,32 @@ def parse_request_info(
         name=name,
         parts=tuple(parts),
     )
+
+
+def long_running(info: RequestInfo) -> bool:
+    """Whether kube-apiserver treats the request as long-running (no request
+    timeout): a ``watch`` or ``proxy`` verb, or a resource request for the
+    ``attach``, ``exec``, ``proxy``, ``log`` or ``portforward`` subresource."""
+    if info.verb in LONG_RUNNING_VERBS:
+        return True
+    return info.is_resource_request and info.subresource in LONG_RUNNING_SUBRESOURCES
+
+
+def long_running_target(method: bytes, target: bytes) -> bool:
+    """:func:`long_running` for a raw request ``target`` (path and query as
+    sent); a target that names none of the long-running verbs or
+    subresources is decided without parsing it.  A target
+    :func:`parse_request_info` refuses is not long-running."""
+    if _LONG_RUNNING_HINT.search(target) is None:
+        return False
+    path, _, query = target.partition(b"?")
+    try:
+        info = parse_request_info(
+            method.decode("latin-1"), path.decode("latin-1"), query.decode("latin-1")
+        )
+    except RequestInfoError:
+        return False
+    return long_running(info)
 
 
 def query_bool(values: Sequence[str] | None) -> bool:

@@ -43,7 +43,11 @@ The token file, the policy file and the revocation list are
 :class:`~karpor.auth.revocation.ReloadingFile` objects: :meth:`Access.poll`
 (a timer of the service, every half second) re-checks them and returns
 what to log; a bad file keeps the last good one.  A file that is bad at
-start-up is an :class:`AccessError`: the gateway does not start.
+start-up is an :class:`AccessError`: the gateway does not start.  The
+token file is read record by record (:mod:`karpor.auth.tokens`): a bad
+record is skipped and logged (at start-up too), the good ones apply, so
+a token removed from the file stops working at the next reload even when
+another line of the same edit is bad.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ from OpenSSL import crypto
 from karpor.api.clusters import not_found
 from karpor.api.requestinfo import RequestInfoError, parse_request_info
 from karpor.api.status import ApiError
-from karpor.auth.authenticate import CertificateAuthenticator
+from karpor.auth.authenticate import CertificateAuthenticator, public_key_der
 from karpor.auth.identity import ANONYMOUS_USER, UNAUTHENTICATED, Identity
 from karpor.auth.impersonation import (
     authorize_impersonation,
@@ -193,6 +197,8 @@ class Access:
         self.drop_names = frozenset(n.encode("latin-1") for n in names)
         #: request header name prefixes never forwarded besides the built-in ones
         self.drop_prefixes = tuple(p.encode("latin-1") for p in prefixes)
+        #: what the next :meth:`poll` logs first (the token file's bad records at start-up)
+        self._notes: list[tuple[str, str]] = _skipped(tokens.value) if tokens is not None else []
 
     @classmethod
     def from_settings(
@@ -202,9 +208,12 @@ class Access:
         gateway_ca_pem: bytes,
         state_dir: Path,
         audit: bool = False,
+        serving_cert_pem: bytes | None = None,
     ) -> Access:
         """Build from the settings, loading every file once (blocking; at
-        start-up).  Raises :class:`AccessError` for a file that cannot be used."""
+        start-up).  Raises :class:`AccessError` for a file that cannot be used.
+        ``serving_cert_pem``: the gateway's serving certificate, whose key is
+        never accepted as a client's."""
         tokens = None
         if authentication.token_file:
             tokens = _load_initial(authentication.token_file, load_token_file, _EMPTY_TOKENS)
@@ -230,9 +239,14 @@ class Access:
                 raise AccessError(
                     f"requestHeader.clientCAFile {header.client_ca_file}: no PEM certificate"
                 ) from None
+        refused = (
+            [public_key_der(x509.load_pem_x509_certificate(serving_cert_pem))]
+            if serving_cert_pem is not None
+            else []
+        )
         return cls(
             certificates=(
-                CertificateAuthenticator([gateway_ca_pem])
+                CertificateAuthenticator([gateway_ca_pem], refused)
                 if authentication.client_certificates
                 else None
             ),
@@ -264,7 +278,7 @@ class Access:
     def poll(self, now: float) -> list[tuple[str, str]]:
         """Re-check the files; ``(level, message)`` pairs to log: a file
         that failed to load (the last good one stays) or was reloaded."""
-        notes: list[tuple[str, str]] = []
+        notes, self._notes = self._notes, []
         for file in self.files():
             before = file.value
             error = file.poll(now)
@@ -272,6 +286,7 @@ class Access:
                 notes.append(("warn", f"{error} (keeping the last good version)"))
             elif file.value is not before:
                 notes.append(("info", f"reloaded {file.path}"))
+                notes += _skipped(file.value)
         return notes
 
     @property
@@ -493,6 +508,13 @@ def request_attributes(method: bytes, target: bytes) -> Attributes:
     except RequestInfoError as exc:
         raise ApiError(400, str(exc), "BadRequest") from None
     return attributes(info)
+
+
+def _skipped(value: object) -> list[tuple[str, str]]:
+    """The bad records a token file load skipped, to log (no token in them)."""
+    if not isinstance(value, TokenFile):
+        return []
+    return [("warn", f"{problem} (record skipped)") for problem in value.problems]
 
 
 def _bearer(headers: Sequence[Header]) -> str | None:

@@ -20,7 +20,16 @@ Unlike kube, empty group names (``"a,,b"``, or an empty fourth field) are
 dropped, and a token holding characters that cannot appear in an
 ``Authorization`` header is an error (such a token could never match).
 
-Errors read ``file: line N: message`` and never include a token.  Lookup
+A bad record (too few fields, an empty user name, a token with characters
+an ``Authorization`` header cannot hold, malformed CSV) is skipped, not
+fatal: the good records are used and each bad one is a problem,
+``file: line N: message``, that never includes a token
+(:attr:`TokenFile.problems`; the gateway logs them at each load).  So an
+edit of the token file always takes effect: a token removed in the same
+edit as a typo elsewhere stops working at the next reload, and a token on
+a bad line does not work (rejecting the whole edit would keep every
+removed token alive).  Only a file that cannot be read at all raises
+:class:`TokenFileError`.  Lookup
 is by the SHA-256 of the presented token, then confirmed with
 :func:`hmac.compare_digest`: no timing difference tells an attacker how
 much of a token was right.
@@ -43,7 +52,7 @@ _MIN_TOKEN_CHAR, _MAX_TOKEN_CHAR = 0x21, 0x7E
 
 
 class TokenFileError(ValueError):
-    """A token file that cannot be used; ``problems`` holds ``file: line N: message`` lines."""
+    """A token file that cannot be read; ``problems`` holds the ``file: message`` lines."""
 
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__("\n".join(problems))
@@ -89,10 +98,12 @@ class TokenAuthenticator:
 
 @dataclass(frozen=True)
 class TokenFile:
-    """A parsed token file: the authenticator and any warnings (no tokens in them)."""
+    """A parsed token file: the authenticator, warnings, and the bad
+    records skipped (``file: line N: message``; no tokens in either)."""
 
     authenticator: TokenAuthenticator
     warnings: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
 
 
 def _valid_token(token: str) -> bool:
@@ -102,7 +113,7 @@ def _valid_token(token: str) -> bool:
 def parse_token_file(text: str, source: str) -> TokenFile:
     """Parse the CSV ``text`` of the token file named ``source``.
 
-    Raises :class:`TokenFileError` listing every bad record as
+    Bad records are skipped, each listed in :attr:`TokenFile.problems` as
     ``source: line N: message`` (``N`` is the line a record ends on).
     """
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -116,9 +127,13 @@ def parse_token_file(text: str, source: str) -> TokenFile:
         except StopIteration:
             break
         except csv.Error as exc:
-            # csv's message names the problem, never the field's content
-            errors.append(f"{source}: line {reader.line_num}: malformed CSV: {exc}")
-            break
+            # csv's message names the problem, never the field's content; the
+            # reader goes on after the record (which may span several lines)
+            errors.append(
+                f"{source}: line {reader.line_num}: malformed CSV: {exc} "
+                "(the record ending here is skipped)"
+            )
+            continue
         line = reader.line_num
         if not record or record == [""]:
             continue  # an empty line (Go's reader skips them)
@@ -148,14 +163,13 @@ def parse_token_file(text: str, source: str) -> TokenFile:
         if token in entries:
             warnings.append(f"{source}: line {line}: duplicate token, the later record wins")
         entries[token] = Identity(user=user, groups=groups, uid=uid)
-    if errors:
-        raise TokenFileError(errors)
-    return TokenFile(TokenAuthenticator(entries), tuple(warnings))
+    return TokenFile(TokenAuthenticator(entries), tuple(warnings), tuple(errors))
 
 
 def load_token_file(path: str) -> TokenFile:
     """Read and parse the token file at ``path`` (blocking: call it off the
-    reactor thread, or at start-up).  Raises :class:`TokenFileError`."""
+    reactor thread, or at start-up).  Raises :class:`TokenFileError` when
+    it cannot be read."""
     try:
         text = read_text(path)
     except TextFileError as exc:

@@ -26,6 +26,11 @@ metricsAddress (none)     ``HOST:PORT`` where the supervisor serves
                           ``/metrics`` in plain HTTP without
                           authentication, for a scraper (``[::1]:9090``
                           for IPv6)
+upstream   (see below)    the clusters' side: ``responseHeaderTimeout``
+                          (60 s): how long a cluster may take to send
+                          the response head of a request that is not
+                          long-running (then ``504``;
+                          :mod:`karpor.proxy.deadline`)
 ========== ============== ===========================================
 
 ``healthProbe`` fields have flags of their own (``--health-probe-interval``,
@@ -84,6 +89,18 @@ def default_workers() -> int:
 
 DEFAULT_DRAIN_TIMEOUT = 30.0
 LOG_FORMATS = ("text", "json")
+#: seconds a cluster may take to send a response head (kube-apiserver's
+#: default request timeout; :data:`karpor.proxy.deadline.DEFAULT_RESPONSE_HEADER_TIMEOUT`)
+DEFAULT_RESPONSE_HEADER_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """The ``upstream`` section: limits on the clusters' side."""
+
+    #: seconds a cluster may take to send the response head of a request
+    #: that is not long-running (``responseHeaderTimeout``)
+    response_header_timeout: float = DEFAULT_RESPONSE_HEADER_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -111,6 +128,8 @@ class Settings:
     health_probe: ProbeSettings = field(default_factory=ProbeSettings)
     #: ``HOST:PORT`` of the plain-HTTP ``/metrics`` listener (``None``: none)
     metrics_address: str | None = None
+    #: limits on the clusters' side (``upstream``)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     #: the ``--config`` file these came from ("" for none)
     source: str = ""
 
@@ -220,6 +239,18 @@ def _health_probe(value: Any, base_dir: str) -> ProbeSettings:
     return section_parser(ProbeSettings, HEALTH_PROBE_KEYS, "healthProbe")(value, base_dir)
 
 
+#: the keys of ``upstream``
+UPSTREAM_KEYS: tuple[Key, ...] = (
+    Key("responseHeaderTimeout", "response_header_timeout", _seconds, "responseHeaderTimeout"),
+)
+
+
+def _upstream(value: Any, base_dir: str) -> UpstreamSettings:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a mapping, not {describe(value)}")
+    return section_parser(UpstreamSettings, UPSTREAM_KEYS, "upstream")(value, base_dir)
+
+
 #: sections whose fields have flags of their own: attribute -> the fields' keys
 SECTION_FIELDS: dict[str, tuple[Key, ...]] = {"health_probe": HEALTH_PROBE_KEYS}
 
@@ -240,6 +271,7 @@ KEYS: tuple[Key, ...] = (
     Key("stateReadOnly", "state_read_only", parse_bool, "stateReadOnly"),
     Key("healthProbe", "health_probe", _health_probe, "healthProbe"),
     Key("metricsAddress", "metrics_address", _address, "--metrics-address"),
+    Key("upstream", "upstream", _upstream, "upstream"),
 )
 
 _T = TypeVar("_T")

@@ -50,6 +50,8 @@ class ProbeExchange:
     head_only = False
     #: a stale pooled connection may be retried: a GET without a body
     retriable = True
+    #: the probe has a timeout of its own
+    head_timeout: float | None = None
 
     def __init__(self, head: bytes, done: Done) -> None:
         self.head = head

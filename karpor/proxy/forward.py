@@ -72,7 +72,10 @@ class Forwarder:
 
     ``head`` is the HTTP/1.1 request head; ``h2_headers``, when given, the
     same request as an HTTP/2 header list (a long-running request the pool
-    may carry as a stream, :mod:`karpor.proxy.h2upstream`).  Whichever
+    may carry as a stream, :mod:`karpor.proxy.h2upstream`); ``head_timeout``
+    the seconds the cluster may take to send its response head once the
+    request is written (``None``: no limit; :mod:`karpor.proxy.deadline`),
+    a ``504`` after that.  Whichever
     carries it (an :class:`~karpor.proxy.upstream.UpstreamConnection` or an
     HTTP/2 stream) is its *carrier*.
     """
@@ -96,6 +99,7 @@ class Forwarder:
         "has_body",
         "head",
         "head_only",
+        "head_timeout",
         "retriable",
     )
 
@@ -110,10 +114,12 @@ class Forwarder:
         http11: bool,
         keep_alive: bool,
         h2_headers: list[Header] | None = None,
+        head_timeout: float | None = None,
     ) -> None:
         self._channel = channel
         self.head = head
         self.h2_headers = h2_headers
+        self.head_timeout = head_timeout
         self.head_only = method == b"HEAD"
         self.retriable = not body and method in _IDEMPOTENT
         self.cancelled = False

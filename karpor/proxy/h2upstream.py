@@ -42,6 +42,11 @@ still carries end when it sends anything more or closes the connection.
 Per stream the gateway keeps one :class:`H2Stream` (slotted, no buffer: a
 request body waiting for the send window is the only thing ever held) and
 the ``h2`` library's own stream state.
+
+A stream whose exchange has a ``head_timeout`` (only requests that are not
+long-running have one, and today none of those is multiplexed) is reset
+(``CANCEL``) when the response head does not come in time, its caller
+answered ``504`` (:mod:`karpor.proxy.deadline`).
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ from zope.interface import implementer
 
 from karpor.api.status import ApiError
 from karpor.h2window import send_within_window
+from karpor.proxy.deadline import HeadDeadline, timeout_error
 from karpor.proxy.headers import (
     Header,
     RequestHeaders,
@@ -181,10 +187,7 @@ def request_headers(
     for name, value in identity:
         if valid_header(name, value):
             out.append((name.lower(), value))
-    xff = client_address
-    if request.forwarded_for:
-        xff = request.forwarded_for + b", " + client_address
-    out.append((b"x-forwarded-for", xff))
+    out.append((b"x-forwarded-for", client_address))
     if audit_id:
         out.append((b"audit-id", audit_id))
     return out
@@ -219,6 +222,7 @@ class H2Stream:
 
     __slots__ = (
         "_body_producer",
+        "_deadline",
         "_end_pending",
         "_ended",
         "_paused",
@@ -249,6 +253,7 @@ class H2Stream:
         #: our sending side is over (headers with END_STREAM, or the body's end)
         self._ended = not exchange.has_body
         self._body_producer: IPushProducer | None = None
+        self._deadline: HeadDeadline | None = None
 
     def __repr__(self) -> str:
         return f"<H2Stream {self.stream_id} closed={self.closed}>"
@@ -267,7 +272,15 @@ class H2Stream:
         self._send_pending()
 
     def finish_request(self) -> None:
-        """The request body is complete: end the stream's sending side."""
+        """The request body is complete: end the stream's sending side; the
+        wait for the response head starts (when the exchange has a limit)."""
+        exchange = self.exchange
+        if exchange is not None and not self.received and exchange.head_timeout is not None:
+            deadline = self._deadline
+            if deadline is None:
+                clock = self.connection.multiplexer.reactor
+                deadline = self._deadline = HeadDeadline(clock, self._head_timed_out)
+            deadline.start(exchange.head_timeout)
         if self.closed or self._ended:
             return
         self._end_pending = True
@@ -289,6 +302,20 @@ class H2Stream:
             self._end_pending = False
             self._ended = True
             conn.end_stream(self.stream_id)
+
+    def _head_timed_out(self, timeout: float) -> None:
+        """No response head within ``timeout``: reset the stream, answer ``504``."""
+        exchange = self.exchange
+        if exchange is None or self.received or self.closed:
+            return
+        self.abort()
+        exchange.upstream_failed(timeout_error(self.connection.multiplexer.name, timeout))
+
+    def headed(self) -> None:
+        """The response head arrived."""
+        self.received = True
+        if self._deadline is not None:
+            self._deadline.stop()
 
     def window_opened(self) -> None:
         """The cluster granted send window: send what waits."""
@@ -370,6 +397,8 @@ class H2Stream:
         self.closed = True
         self._pending = b""
         self._body_producer = None
+        if self._deadline is not None:
+            self._deadline.cancel()
         unacked, self._unacked = self._unacked, 0
         return unacked
 
@@ -579,7 +608,7 @@ class H2UpstreamConnection(Protocol):
         stream = self.streams.get(stream_id)
         if stream is None:
             return
-        stream.received = True
+        stream.headed()
         exchange = stream.exchange
         if exchange is None:
             return
@@ -733,6 +762,11 @@ class Multiplexer:
 
     def __repr__(self) -> str:
         return f"<Multiplexer {self.name} connections={len(self.connections)}>"
+
+    @property
+    def reactor(self) -> IReactorTime:
+        """The clock the connections run on."""
+        return self._reactor
 
     @property
     def streams(self) -> int:

@@ -5,9 +5,14 @@ Requests: hop-by-hop headers (``Connection`` and every header it names,
 the request upgrades, ``Proxy-*``), ``Host``, the caller's ``Authorization``
 and the caller's identity headers (``Impersonate-*``, ``X-Remote-*`` and the
 configured front-proxy header names, :func:`request_drops`) are dropped;
-the cluster's header block (``Host`` and its credential), the identity
-headers the gateway decides on, and ``X-Forwarded-For`` are added; the body
-framing is restated by the gateway.  Responses lose their
+so are the caller's ``X-Forwarded-For``, ``X-Real-IP`` and ``Forwarded``
+(a cluster's audit log takes the source address from them: a caller must
+not choose it) and, from ``Sec-WebSocket-Protocol``, the entries carrying a
+bearer token (``base64url.bearer.authorization.k8s.io.<token>``,
+:func:`websocket_protocols`).  The cluster's header block (``Host`` and its
+credential), the identity headers the gateway decides on, and
+``X-Forwarded-For`` holding the one address the gateway saw are added; the
+body framing is restated by the gateway.  Responses lose their
 hop-by-hop headers in the same way.
 
 No header line whose name is not an HTTP token or whose value holds CR, LF
@@ -43,11 +48,26 @@ HOP_BY_HOP = frozenset(
 )
 #: The request correlation header (kube-apiserver's name for it).
 AUDIT_ID = b"Audit-Id"
-#: Request headers the gateway always drops (besides hop-by-hop ones).
-_REQUEST_DROP = HOP_BY_HOP | {b"host", b"authorization", b"x-forwarded-for", b"audit-id"}
+#: The ``Sec-WebSocket-Protocol`` header (lower-case).
+_WEBSOCKET_PROTOCOL = b"sec-websocket-protocol"
+#: Request headers the gateway always drops (besides hop-by-hop ones); the
+#: ``Sec-WebSocket-Protocol`` headers come back without bearer tokens.
+_REQUEST_DROP = HOP_BY_HOP | {
+    b"host",
+    b"authorization",
+    b"x-forwarded-for",
+    b"x-real-ip",
+    b"forwarded",
+    b"audit-id",
+    _WEBSOCKET_PROTOCOL,
+}
 #: Request headers among the dropped ones that say something (framing,
-#: forwarding, upgrade).
-_REQUEST_NOTED = frozenset({b"connection", b"transfer-encoding", b"x-forwarded-for", b"upgrade"})
+#: upgrade, WebSocket subprotocols).
+_REQUEST_NOTED = frozenset({b"connection", b"transfer-encoding", b"upgrade", _WEBSOCKET_PROTOCOL})
+#: The WebSocket subprotocol prefix that carries a bearer token
+#: (kube-apiserver's ``base64url.bearer.authorization.k8s.io.<base64url token>``),
+#: compared case-insensitively, and without the final dot.
+_BEARER_PROTOCOL = b"base64url.bearer.authorization.k8s.io"
 #: Response headers dropped besides hop-by-hop ones (the gateway states its
 #: own ``Audit-Id``), plus ``Content-Length`` (read, and kept).
 _RESPONSE_NOTED = HOP_BY_HOP | {b"audit-id", b"content-length"}
@@ -122,6 +142,19 @@ _USUAL_CONNECTION = {
 }
 
 
+def websocket_protocols(value: bytes) -> bytes:
+    """A ``Sec-WebSocket-Protocol`` value without its bearer-token entries
+    (any entry starting with ``base64url.bearer.authorization.k8s.io``, in
+    any case): the others in order, joined by ``", "``; ``b""`` when none
+    is left (the header is then dropped)."""
+    kept = []
+    for raw in value.split(b","):
+        entry = raw.strip()
+        if entry and entry[: len(_BEARER_PROTOCOL)].lower() != _BEARER_PROTOCOL:
+            kept.append(entry)
+    return b", ".join(kept)
+
+
 def _connection_tokens(values: list[bytes]) -> frozenset[bytes]:
     if len(values) == 1:
         usual = _USUAL_CONNECTION.get(values[0])
@@ -142,8 +175,6 @@ class RequestHeaders:
 
     #: headers to forward, in order, original case
     forward: list[Header]
-    #: the caller's ``X-Forwarded-For`` values, joined
-    forwarded_for: bytes
     #: ``Content-Length`` as sent (``None`` when absent)
     content_length: int | None
     #: whether the body was sent chunked
@@ -193,7 +224,8 @@ def split_request(
     drop_prefixes: tuple[bytes, ...] = _REQUEST_DROP_PREFIXES,
 ) -> RequestHeaders:
     """Sort a caller's request headers into what is forwarded and what the
-    gateway restates (framing, ``X-Forwarded-For``, upgrade).  ``drop`` and
+    gateway restates (framing, upgrade, WebSocket subprotocols without
+    bearer tokens).  ``drop`` and
     ``drop_prefixes`` (from :func:`request_drops`) name what never goes
     upstream; they must include the built-in ones.
 
@@ -214,15 +246,19 @@ def split_request(
             content_length = int(value) if value.isdigit() else None
         forward.append(header)
     if not noted:
-        return RequestHeaders(forward, b"", content_length, False, None)
+        return RequestHeaders(forward, content_length, False, None)
     named, forward, content_length, chunked = _framing(noted, forward, content_length)
+    if _WEBSOCKET_PROTOCOL not in named:
+        for value in _noted(noted, _WEBSOCKET_PROTOCOL):
+            kept = websocket_protocols(value)
+            if kept:
+                forward.append((b"Sec-WebSocket-Protocol", kept))
     upgrade_value: bytes | None = None
     if b"upgrade" in named:
         ups = _noted(noted, b"upgrade")
         if ups and ups[0].strip():
             upgrade_value = ups[0].strip()
-    xff = b", ".join(v.strip() for v in _noted(noted, b"x-forwarded-for"))
-    return RequestHeaders(forward, xff, content_length, chunked, upgrade_value)
+    return RequestHeaders(forward, content_length, chunked, upgrade_value)
 
 
 def request_head(
@@ -240,7 +276,8 @@ def request_head(
     lines (each ending in CRLF); ``identity`` the headers the gateway adds
     for the caller (impersonation), validated here all the same;
     ``audit_id`` (from :func:`caller_audit_id` or :func:`new_audit_id`,
-    so already safe) goes as ``Audit-Id`` when given.
+    so already safe) goes as ``Audit-Id`` when given; ``X-Forwarded-For``
+    is ``client_address`` alone (the caller's own is never forwarded).
     """
     parts: list[bytes] = [method, b" ", target, b" HTTP/1.1\r\n", cluster_block]
     if audit_id:
@@ -250,10 +287,7 @@ def request_head(
     for name, value in identity:
         if valid_header(name, value):
             parts += (name, b": ", value, b"\r\n")
-    parts += (b"X-Forwarded-For: ",)
-    if request.forwarded_for:
-        parts += (request.forwarded_for, b", ")
-    parts += (client_address, b"\r\n")
+    parts += (b"X-Forwarded-For: ", client_address, b"\r\n")
     if request.upgrade is not None:
         parts += (b"Connection: Upgrade\r\nUpgrade: ", request.upgrade, b"\r\n")
     if request.chunked:

@@ -29,6 +29,11 @@ An upgrade request gets a connection of its own
 options, same timeouts and errors), never pooled, not counted against
 ``max_connections`` (an exec session may last for hours).
 
+A request that is not long-running waits at most
+``response_header_timeout`` seconds for the cluster's response head
+(:meth:`ClusterPool.head_timeout`; ``504`` after that, the connection
+closed: :mod:`karpor.proxy.deadline`).
+
 Connections that cannot be opened and TLS handshakes that fail are reported
 to the pools' :class:`UpstreamErrors` (the metrics), HTTP/2 ones included;
 :meth:`UpstreamPools.pools` lists every pool still holding connections, for
@@ -48,9 +53,11 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClien
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from karpor.api.requestinfo import long_running_target
 from karpor.api.status import ApiError
 from karpor.config.model import Cluster
 from karpor.proxy.credentials import ClusterCredentials, CredentialError
+from karpor.proxy.deadline import DEFAULT_RESPONSE_HEADER_TIMEOUT
 from karpor.proxy.h2upstream import Multiplexer, StreamExchange, connect
 from karpor.proxy.upstream import (
     DedicatedConnection,
@@ -96,6 +103,8 @@ class PoolSettings:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_idle: int = DEFAULT_MAX_IDLE
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: seconds a cluster may take to send a response head (not long-running requests)
+    response_header_timeout: float = DEFAULT_RESPONSE_HEADER_TIMEOUT
 
 
 class _Attempt:
@@ -194,6 +203,14 @@ class ClusterPool:
     def name(self) -> str:
         """The cluster's name."""
         return self.cluster.name
+
+    def head_timeout(self, method: bytes, target: bytes) -> float | None:
+        """The response-head limit of a plain request for ``target`` (the
+        cluster's path and query, raw): ``None`` for a long-running one
+        (:func:`karpor.api.requestinfo.long_running_target`)."""
+        if long_running_target(method, target):
+            return None
+        return self._settings.response_header_timeout
 
     @property
     def h2_connections(self) -> int:
@@ -492,9 +509,12 @@ class UpstreamPools:
         endpoint_factory: EndpointFactory | None = None,
         h2_endpoint_factory: H2EndpointFactory | None = None,
         errors: UpstreamErrors | None = None,
+        response_header_timeout: float = DEFAULT_RESPONSE_HEADER_TIMEOUT,
     ) -> None:
         self._reactor = reactor
-        self.settings = PoolSettings(connect_timeout, idle_timeout, max_idle, max_connections)
+        self.settings = PoolSettings(
+            connect_timeout, idle_timeout, max_idle, max_connections, response_header_timeout
+        )
         self._endpoint_factory = endpoint_factory
         self._h2_endpoint_factory = h2_endpoint_factory
         self._errors = errors

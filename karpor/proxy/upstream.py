@@ -17,6 +17,12 @@ Switching Protocols`` the exchange returns a :class:`Tunnel`
 (:meth:`Exchange.upstream_switch`); from then on the connection parses
 nothing: every byte read (starting with those that followed the ``101`` head
 in the same read) goes to the tunnel as it is.
+
+An exchange with a ``head_timeout`` (a request that is not long-running,
+:mod:`karpor.proxy.deadline`) waits that long for the response head once
+its whole request is written; then it fails with a ``504`` and the
+connection, which still owes a response, is aborted.  The connection's one
+:class:`~karpor.proxy.deadline.HeadDeadline` serves every request it carries.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from karpor.api.status import ApiError
+from karpor.proxy.deadline import HeadDeadline, timeout_error
 from karpor.proxy.headers import Header, ResponseHeaders, split_response
 
 if TYPE_CHECKING:
@@ -106,6 +113,9 @@ class Exchange(TypingProtocol):
     retriable: bool
     #: whether the client went away (the pool then skips the exchange)
     cancelled: bool
+    #: seconds the cluster may take to send the response head once the
+    #: request is written (``None``: no limit, a long-running request)
+    head_timeout: float | None
 
     def attach(self, connection: Carrier) -> None:
         """The pool hands the exchange a connection (or an HTTP/2 stream); it
@@ -208,9 +218,12 @@ class UpstreamConnection(Protocol):
         self._request_done = False
         self._tunnel: Tunnel | None = None
         self._parser = httptools.HttpResponseParser(self)
+        #: the response-head timer, made on the first timed request
+        self._deadline: HeadDeadline | None = None
         self._reset_response()
 
     def _reset_response(self) -> None:
+        self._headed = False
         self._received = False
         self._reason = b""
         self._headers: list[Header] = []
@@ -239,6 +252,8 @@ class UpstreamConnection(Protocol):
         """Fail, finish or retry the exchange in flight (or end the tunnel);
         leave the pool."""
         self.closed = True
+        if self._deadline is not None:
+            self._deadline.cancel()
         tunnel, self._tunnel = self._tunnel, None
         if tunnel is not None:
             self.ready = False
@@ -274,8 +289,27 @@ class UpstreamConnection(Protocol):
         self.transport.write(exchange.head)  # type: ignore[union-attr]
 
     def finish_request(self) -> None:
-        """The exchange wrote its whole request (head and body)."""
+        """The exchange wrote its whole request (head and body): the wait
+        for the response head starts (when the exchange has a limit)."""
         self._request_done = True
+        exchange = self.exchange
+        if exchange is None or self._headed:
+            return
+        timeout = exchange.head_timeout
+        if timeout is not None:
+            deadline = self._deadline
+            if deadline is None:
+                deadline = self._deadline = HeadDeadline(self.pool.reactor, self._head_timed_out)
+            deadline.start(timeout)
+
+    def _head_timed_out(self, timeout: float) -> None:
+        """No response head within ``timeout``: fail the exchange with a
+        ``504`` and drop the connection (it still owes a response)."""
+        exchange = self.exchange
+        if exchange is None or self._headed:
+            return
+        self.abort()
+        exchange.upstream_failed(timeout_error(self.pool.cluster.name, timeout))
 
     def write(self, data: bytes) -> None:
         """Write request body bytes (already framed by the caller)."""
@@ -314,6 +348,8 @@ class UpstreamConnection(Protocol):
         went away)."""
         self.exchange = None
         self._eof_body = False
+        if self._deadline is not None:
+            self._deadline.stop()
         if not self.closed:
             self.transport.abortConnection()  # type: ignore[union-attr]
 
@@ -375,6 +411,10 @@ class UpstreamConnection(Protocol):
         exchange = self.exchange
         assert exchange is not None
         code = self._parser.get_status_code()
+        if code == 101 or not 100 <= code < 200:  # the final head, or a 101: the wait is over
+            self._headed = True
+            if self._deadline is not None:
+                self._deadline.stop()
         if code == 101:
             self._switch(exchange)
             return

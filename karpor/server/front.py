@@ -873,6 +873,7 @@ class GatewayProtocol(Protocol):
             chunked=request.chunked,
             http11=head.http11,
             keep_alive=head.keep_alive,
+            head_timeout=pool.head_timeout(head.method, target.target),
             h2_headers=(
                 h2_request_headers(
                     head.method,

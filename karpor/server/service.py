@@ -417,6 +417,7 @@ class GatewayService(Service):
                 prepared.ca.cert_pem,
                 prepared.directory,
                 audit=settings.audit_log is not None,
+                serving_cert_pem=prepared.serving.cert_pem,
             )
             # requestHeader.fromCluster: read the host cluster's ConfigMap now, then refresh
             self._front_proxy = start_refresh(settings.authentication, access, self.reactor)
@@ -453,7 +454,11 @@ class GatewayService(Service):
         self._unsubscribe = self.registry.subscribe(
             lambda old, new: reactor.callFromThread(api.refresh)
         )
-        pools = UpstreamPools(reactor, errors=metrics.recorder)
+        pools = UpstreamPools(
+            reactor,
+            errors=metrics.recorder,
+            response_header_timeout=settings.upstream.response_header_timeout,
+        )
         self._pools = pools
         metrics.watch_pools(pools.pools)
         metrics.serve(settings.metrics_address)

@@ -10,7 +10,10 @@ It holds:
   SANs cover the host served, ``localhost``, ``127.0.0.1`` and ``::1`` (and
   the machine's name when serving every address).  It is issued again when
   a host is not covered (keeping the names it covered), when it expires
-  within :data:`RENEW_BEFORE`, or when it was not signed by the CA;
+  within :data:`RENEW_BEFORE`, when it was not signed by the CA, or when
+  its extended key usage is not ``serverAuth`` alone (a certificate made
+  before that rule, or elsewhere: it could also pass as a client
+  certificate);
 * ``gateway.json``: what ``karpor kubeconfig`` needs to know of the gateway
   (the clusters directory it serves, its address).
 
@@ -30,7 +33,10 @@ certificates, it never issues them, and whoever can read the CA key can
 issue a certificate for any user and group (``system:masters`` included);
 when it is there, it must match ``ca.crt``.
 Nothing is written there (no ``gateway.json``); a serving certificate
-expiring within :data:`RENEW_BEFORE` is a warning.  Replicas that share
+expiring within :data:`RENEW_BEFORE`, or whose extended key usage is not
+``serverAuth`` alone, is a warning (the gateway refuses its key as a
+client's all the same, see
+:class:`~karpor.auth.authenticate.CertificateAuthenticator`).  Replicas that share
 such a directory share the CA (every replica trusts the same client
 certificates) and the serving certificate (one ``caBundle`` verifies them
 all).  ``karpor certificates DIR`` (:mod:`karpor.server.certificates`)
@@ -51,6 +57,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from karpor.auth.ca import CA_CERT_FILE, CA_KEY_FILE, CertificateAuthority, write_private
 from karpor.config.hostnames import normal_host, url_host
@@ -113,6 +120,19 @@ def certificate_hosts(cert: x509.Certificate) -> list[str]:
     return names
 
 
+def usage_problem(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` is not a serving certificate only (its extended key
+    usage must be ``serverAuth`` alone), or ``None``."""
+    try:
+        usages = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return "it has no extended key usage (it would pass as a client certificate too)"
+    if usages != [ExtendedKeyUsageOID.SERVER_AUTH]:
+        names = ", ".join(getattr(u, "_name", None) or u.dotted_string for u in usages)
+        return f"its extended key usage is {names or 'empty'}, not serverAuth alone"
+    return None
+
+
 def renewal_reason(
     cert_pem: bytes,
     ca: CertificateAuthority,
@@ -131,6 +151,9 @@ def renewal_reason(
         return "it was not issued by the gateway CA"
     if cert.not_valid_after_utc - now < RENEW_BEFORE:
         return f"it expires on {cert.not_valid_after_utc:%Y-%m-%d}"
+    usage = usage_problem(cert)
+    if usage is not None:
+        return usage
     missing = sorted(set(_normal(h) for h in hosts) - set(certificate_hosts(cert)))
     if missing:
         return f"it does not cover {', '.join(missing)}"
@@ -316,6 +339,12 @@ def load_read_only(
             "`karpor certificates DIR --name NAME...` and update the directory"
         )
     warnings: list[str] = []
+    usage = usage_problem(cert)
+    if usage is not None:
+        warnings.append(
+            f"{cert_path}: {usage}; the gateway refuses its key as a client's, but issue it "
+            "again (`karpor certificates DIR` on a copy holding the CA) and update the directory"
+        )
     if cert.not_valid_after_utc - now < RENEW_BEFORE:
         warnings.append(
             f"{cert_path} expires on {cert.not_valid_after_utc:%Y-%m-%d} and the state "

@@ -129,16 +129,44 @@ def test_policy_denial_carries_the_attributes() -> None:
     assert 'on cluster "c"' in denied.value.message
 
 
-def test_token_file_reload_keeps_the_last_good(tmp_path: Path) -> None:
+def test_token_file_reload_applies_removals_despite_a_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "tokens.csv"
-    path.write_text("t1,u1,1\n")
+    path.write_text("t1,u1,1\nt2,u2,2\n")
     file: ReloadingFile[TokenFile] = ReloadingFile(str(path), load_token_file, TOKENS)
     a = Access(tokens=file)
     assert a.poll(0.0) == [("info", f"reloaded {path}")]
     assert a.identify_token("t1") == Identity("u1", (), "1")
-    path.write_text("broken\n")
+    # one edit: t1 removed, a bad line added
+    path.write_text("t2,u2,2\nsecret-t3,u3\n")
     notes = a.poll(10.0)
-    assert notes and notes[0][0] == "warn" and "t1" not in notes[0][1]
+    assert notes[0] == ("info", f"reloaded {path}")
+    assert notes[1:] == [
+        (
+            "warn",
+            f"{path}: line 2: must have at least 3 columns (token, user name, user uid), "
+            "found 2 (record skipped)",
+        )
+    ]
+    assert a.identify_token("t1") is None
+    assert a.identify_token("t2") == Identity("u2", (), "2")
+    assert a.identify_token("secret-t3") is None
+    # a file that cannot be read keeps the last good version
+    path.unlink()
+    path.mkdir()
+    notes = a.poll(20.0)
+    assert notes and notes[0][0] == "warn"
+    assert a.identify_token("t2") == Identity("u2", (), "2")
+
+
+def test_bad_token_records_at_start_are_logged_once(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.csv"
+    path.write_text("t1,u1,1\nbroken\n")
+    file: ReloadingFile[TokenFile] = ReloadingFile(str(path), load_token_file, TOKENS)
+    file.poll(0.0)
+    a = Access(tokens=file)
+    first = a.poll(1.0)
+    assert [level for level, _ in first] == ["warn"] and "line 2" in first[0][1]
+    assert a.poll(2.0) == []
     assert a.identify_token("t1") == Identity("u1", (), "1")
 
 

@@ -40,11 +40,11 @@ def test_crlf_and_empty_groups_are_dropped():
 
 def test_hash_line_is_a_record_not_a_comment():
     # kube's reader has no comment character: "#..." is data
-    with pytest.raises(TokenFileError) as info:
-        parse_token_file("# tokens\nt,u,1\n", "tokens.csv")
-    assert info.value.problems == (
+    parsed = parse_token_file("# tokens\nt,u,1\n", "tokens.csv")
+    assert parsed.problems == (
         "tokens.csv: line 1: must have at least 3 columns (token, user name, user uid), found 1",
     )
+    assert parsed.authenticator.identify("t") == Identity("u", (), "1")
 
 
 def test_empty_token_skipped_and_duplicate_last_wins():
@@ -58,20 +58,48 @@ def test_empty_token_skipped_and_duplicate_last_wins():
 
 def test_errors_name_file_and_line_and_never_the_token():
     text = f"{SECRET},alice\nok,bob,1\n{SECRET} x,carol,2\n{SECRET}2,,3\n"
-    with pytest.raises(TokenFileError) as info:
-        parse_token_file(text, "/etc/tokens.csv")
-    problems = info.value.problems
+    parsed = parse_token_file(text, "/etc/tokens.csv")
+    problems = parsed.problems
     assert [p.split(": ")[1] for p in problems] == ["line 1", "line 3", "line 4"]
     assert all(p.startswith("/etc/tokens.csv: line ") for p in problems)
     assert all(SECRET not in p for p in problems)
-    assert SECRET not in str(info.value)
+    # the bad records are skipped, the good one applies
+    assert len(parsed.authenticator) == 1
+    assert parsed.authenticator.identify("ok") == Identity("bob", (), "1")
+    for token in (SECRET, f"{SECRET} x", f"{SECRET}2"):
+        assert parsed.authenticator.identify(token) is None
 
 
 def test_malformed_quotes():
-    with pytest.raises(TokenFileError) as info:
-        parse_token_file(f'"{SECRET}"x,alice,1\n', "f")
-    assert info.value.problems[0].startswith("f: line 1: malformed CSV")
-    assert SECRET not in str(info.value)
+    parsed = parse_token_file(f'"{SECRET}"x,alice,1\nok,bob,1\n"unclosed,carol,2\n', "f")
+    assert parsed.problems[0].startswith("f: line 1: malformed CSV")
+    assert len(parsed.problems) == 2 and parsed.problems[1].startswith("f: line 3: malformed")
+    assert all(SECRET not in p for p in parsed.problems)
+    # the reader goes on after a malformed record
+    assert parsed.authenticator.identify("ok") == Identity("bob", (), "1")
+    assert len(parsed.authenticator) == 1
+
+
+@given(
+    st.lists(st.sampled_from(["good", "few", "baduser", "badchar", "quote", "blank"]), max_size=8)
+)
+def test_each_bad_record_is_skipped_and_reported_alone(kinds: list[str]) -> None:
+    lines = {
+        "good": "good{i},user{i},{i}",
+        "few": "few{i},user{i}",
+        "baduser": "baduser{i},,{i}",
+        "badchar": "bad char{i},user{i},{i}",
+        "quote": '"quote{i}"x,user{i},{i}',
+        "blank": "",
+    }
+    text = "".join(lines[kind].format(i=i) + "\n" for i, kind in enumerate(kinds))
+    parsed = parse_token_file(text, "t.csv")
+    good = [i for i, kind in enumerate(kinds) if kind == "good"]
+    assert len(parsed.authenticator) == len(good)
+    for i in good:
+        assert parsed.authenticator.identify(f"good{i}") == Identity(f"user{i}", (), str(i))
+    bad = [i + 1 for i, kind in enumerate(kinds) if kind not in ("good", "blank")]
+    assert [int(p.split(": ")[1].removeprefix("line ")) for p in parsed.problems] == bad
 
 
 def test_repr_holds_no_token():

@@ -265,6 +265,7 @@ def test_request_headers_are_h2_shaped() -> None:
             (b"TE", b"trailers"),
             (b"Accept", b"application/json"),
             (b"X-Forwarded-For", b"198.51.100.1"),
+            (b"X-Real-IP", b"198.51.100.2"),
         ]
     )
     headers = request_headers(
@@ -281,7 +282,9 @@ def test_request_headers_are_h2_shaped() -> None:
     assert not {b"host", b"te", b"connection", b"x-drop", b"transfer-encoding"} & set(names)
     assert (b"authorization", b"Bearer " + TOKEN.encode()) in headers
     assert (b"accept", b"application/json") in headers
-    assert (b"x-forwarded-for", b"198.51.100.1, 192.0.2.7") in headers
+    # the address the gateway saw, never one the caller chose
+    assert [v for n, v in headers if n == b"x-forwarded-for"] == [b"192.0.2.7"]
+    assert b"x-real-ip" not in names
     assert creds.tls_h2 is not None
 
 
@@ -703,3 +706,35 @@ def test_simulator_refuses_upgrades_over_h2(sim: SimulatedCluster) -> None:
     assert client.status(sid) == b"400"
     status = json.loads(client.body(sid))
     assert "HTTP/1.1" in status["message"] and "HTTP/2" in status["message"]
+
+
+# -- the response-header timeout: the stream is reset ------------------------------
+
+
+def test_no_head_in_time_resets_the_stream(setup: Any) -> None:
+    mux, endpoint, _, clock = setup
+    forwarder, client = watch(target=b"/api/v1/namespaces/d/pods/p")
+    forwarder.head_timeout = 0.5
+    mux.submit(forwarder)
+    cluster = Cluster2(endpoint.protocols[0])
+    cluster.pump()
+    [stream_id] = cluster.requests()
+    clock.advance(0.6)
+    cluster.pump()
+    assert cluster.resets() == {stream_id: h2.errors.ErrorCodes.CANCEL}
+    assert [e.code for e in client.errors] == [504]
+    assert mux.streams == 0 and len(mux.connections) == 1  # the connection stays
+
+
+def test_a_stream_head_in_time_stops_the_wait(setup: Any) -> None:
+    mux, endpoint, _, clock = setup
+    forwarder, client = watch(target=b"/api/v1/namespaces/d/pods/p")
+    forwarder.head_timeout = 0.5
+    mux.submit(forwarder)
+    cluster = Cluster2(endpoint.protocols[0])
+    cluster.pump()
+    [stream_id] = cluster.requests()
+    cluster.respond(stream_id, b"{}")
+    clock.advance(1)
+    cluster.pump()
+    assert cluster.resets() == {} and client.errors == []

@@ -17,6 +17,7 @@ from karpor.proxy.headers import (
     split_request,
     split_response,
     valid_header,
+    websocket_protocols,
 )
 
 BLOCK = b"Host: cluster.example:6443\r\nAuthorization: Bearer cluster-token\r\n"
@@ -102,7 +103,7 @@ def test_request_rewrite() -> None:
         (b"Authorization", b"Bearer cluster-token"),
         (b"Accept", b"application/json"),
         (b"User-Agent", b"kubectl"),
-        (b"X-Forwarded-For", b"10.0.0.1, 127.0.0.1"),
+        (b"X-Forwarded-For", b"127.0.0.1"),
     ]
     assert not req.chunked and req.content_length is None and req.upgrade is None
 
@@ -162,6 +163,66 @@ def test_response_upgrade() -> None:
     )
     assert (b"Upgrade", b"websocket") in resp.forward
     assert (b"Connection", b"Upgrade") in resp.forward
+
+
+# -- source addresses and WebSocket bearer tokens -----------------------------------
+
+
+@given(st.lists(st.sampled_from([b"X-Forwarded-For", b"x-real-ip", b"Forwarded", b"X-REAL-IP"])))
+def test_the_callers_source_address_claims_never_pass(names: list[bytes]) -> None:
+    req = split_request([(name, b"203.0.113.9") for name in names])
+    head = request_head(b"GET", b"/api", req, BLOCK, b"192.0.2.7")
+    _, headers = _parse_head(head)
+    lowered = [(n.lower(), v) for n, v in headers]
+    assert [v for n, v in lowered if n == b"x-forwarded-for"] == [b"192.0.2.7"]
+    assert not {b"x-real-ip", b"forwarded"} & {n for n, _ in lowered}
+    h2 = h2_request_headers(b"GET", b"/api", req, [(b":authority", b"c")], b"192.0.2.7")
+    assert [v for n, v in h2 if n == b"x-forwarded-for"] == [b"192.0.2.7"]
+    assert b"203.0.113.9" not in head and all(b"203.0.113.9" not in v for _, v in h2)
+
+
+_BEARER_PREFIX = b"base64url.bearer.authorization.k8s.io."
+_token = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", min_size=8)
+_protocol = st.sampled_from(
+    [b"v5.channel.k8s.io", b"v4.channel.k8s.io", b"base64.channel.k8s.io", b"SPDY/3.1+x"]
+)
+_bearer = st.builds(
+    lambda prefix, token: prefix + token.encode(),
+    st.sampled_from(
+        [_BEARER_PREFIX, _BEARER_PREFIX.upper(), b"Base64url.Bearer.authorization.k8s.io."]
+    ),
+    _token,
+)
+
+
+@given(
+    st.lists(st.lists(st.one_of(_protocol, _bearer), max_size=4), min_size=1, max_size=3),
+    st.sampled_from([b",", b", ", b" ,  "]),
+)
+def test_bearer_tokens_in_websocket_protocols_never_pass(
+    headers: list[list[bytes]], separator: bytes
+) -> None:
+    raw = [(b"Sec-WebSocket-Protocol", separator.join(entries)) for entries in headers]
+    req = split_request([(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket"), *raw])
+    forwarded = [v for n, v in req.forward if n.lower() == b"sec-websocket-protocol"]
+    # each header keeps its other entries, in order; one left empty goes
+    expected = [
+        b", ".join(e for e in entries if not e.lower().startswith(_BEARER_PREFIX))
+        for entries in headers
+    ]
+    assert forwarded == [e for e in expected if e]
+    head = request_head(b"GET", b"/exec", req, BLOCK, b"h")
+    assert b"bearer.authorization" not in head.lower()
+
+
+def test_websocket_protocols() -> None:
+    token = b"base64url.bearer.authorization.k8s.io.c2VjcmV0"
+    assert websocket_protocols(token + b", v5.channel.k8s.io") == b"v5.channel.k8s.io"
+    assert websocket_protocols(b" v4.channel.k8s.io ,v5.channel.k8s.io") == (
+        b"v4.channel.k8s.io, v5.channel.k8s.io"
+    )
+    assert websocket_protocols(token) == b""
+    assert websocket_protocols(b"base64url.bearer.authorization.k8s.io") == b""
 
 
 # -- Audit-Id ------------------------------------------------------------------------
