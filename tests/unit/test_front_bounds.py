@@ -12,7 +12,7 @@ front protocol on StringTransports and a MemoryReactorClock.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import pytest
@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from support.fakeendpoint import FakeEndpoint
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from zope.interface import alsoProvides
 
 from karpor.auth.audit import MAX_PATH, AuditRecord, bounded_target
@@ -400,12 +401,24 @@ def test_the_sweep_stops_with_the_last_connection() -> None:
 # -- the connection cap ------------------------------------------------------------------
 
 
-def test_connections_over_the_cap_are_refused_at_accept() -> None:
-    w = World()
-    protos = [w.connect()[1] for _ in range(3)]
-    assert w.factory.buildProtocol(None) is None
-    protos[0].connectionLost()
-    assert w.factory.buildProtocol(None) is not None
+def test_connections_over_the_cap_are_refused_at_accept_and_logged_once() -> None:
+    events: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        w = World()
+        protos = [w.connect()[1] for _ in range(3)]
+        for _ in range(5):
+            assert w.factory.buildProtocol(None) is None
+        protos[0].connectionLost()
+        protos[1].connectionLost()
+        assert w.factory.buildProtocol(None) is not None
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    lines = [formatEvent(e) for e in events if e.get("log_namespace") == "karpor.server.front"]
+    assert len(lines) == 2
+    assert "limit reached: 3 connections open" in lines[0]
+    assert "5 refused" in lines[1]
 
 
 # -- malformed requests ---------------------------------------------------------------------
