@@ -34,7 +34,8 @@ buffering, producers and consumers, ``loseConnection``, half-close,
 
 * the handshake runs on the first readable/writable events; data written
   before it completes is buffered; a handshake failure ends the connection
-  with the ``SSL.Error``;
+  with the ``SSL.Error``; a server whose client spoke plain HTTP instead
+  answers first, in plain text, as Go does (:data:`PLAIN_HTTP_REFUSAL`);
 * a client verifies the server's name (or IP address) with
   ``service_identity`` once the handshake is done, before its protocol
   hears of it (a mismatch ends the connection with the ``VerificationError``
@@ -90,6 +91,10 @@ _READS_PER_EVENT = 16
 _WRITE_SLICE = 0x40000
 #: most reads discarding unread input before an orderly close
 _DISCARD_READS = 16
+#: what a server tells a client that sent plain HTTP where TLS was due (Go's words)
+PLAIN_HTTP_REFUSAL = (
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+)
 
 
 # -- record reads and writes ------------------------------------------------
@@ -286,6 +291,9 @@ class _TLSConnection:
             self.startWriting()  # type: ignore[attr-defined]
             return None
         except SSL.Error as exc:
+            if self._client_tls is None and _plain_http(exc):
+                with contextlib.suppress(OSError):
+                    self._raw.send(PLAIN_HTTP_REFUSAL)  # the close then reads the rest
             return exc
         client = self._client_tls
         if client is not None and client.verify:
@@ -855,6 +863,13 @@ class TLSClientEndpoint:
         connector.append(c)
         c.connect()
         return d
+
+
+def _plain_http(error: SSL.Error) -> bool:
+    """Whether a server's handshake failed on a plain HTTP request (OpenSSL
+    recognises one in place of a ClientHello: ``http request``)."""
+    reasons = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    return any(isinstance(r, tuple) and r[-1:] == ("http request",) for r in reasons)
 
 
 def _is_ip(host: str) -> bool:

@@ -5,7 +5,9 @@ makes the line (sans-IO).  Nothing secret goes in: identities are names,
 the path keeps its query string but the values of credential-bearing
 parameters (:data:`SECRET_PARAMETERS`, e.g. ``?access_token=``) are
 replaced by ``REDACTED`` (:func:`redact_target`), and no header is
-recorded.
+recorded.  A path longer than :data:`MAX_PATH` characters keeps its first
+:data:`MAX_PATH` and a marker saying how many more there were
+(:func:`bounded_target`): a caller's URL never fills the log.
 
 :class:`AuditWriter` writes lines to a file (appending; ``O_APPEND``, so
 several worker processes may share one file: each batch is one ``write``
@@ -51,6 +53,8 @@ SECRET_PARAMETERS = frozenset(
 )
 #: lines queued at most before new ones are dropped (and counted)
 MAX_QUEUED = 100_000
+#: most characters of a request target the log keeps
+MAX_PATH = 4096
 
 _REDACTED = "REDACTED"
 
@@ -68,6 +72,14 @@ def redact_target(target: str) -> str:
             parts[i] = f"{name}={_REDACTED}" if eq else part
             changed = changed or bool(eq)
     return f"{path}?{'&'.join(parts)}" if changed else target
+
+
+def bounded_target(target: str) -> str:
+    """``target`` cut to :data:`MAX_PATH` characters plus
+    ``...[truncated N characters]`` when longer."""
+    if len(target) <= MAX_PATH:
+        return target
+    return f"{target[:MAX_PATH]}...[truncated {len(target) - MAX_PATH} characters]"
 
 
 def _rfc3339(seconds: float) -> str:
@@ -91,7 +103,7 @@ class AuditRecord:
     namespace: str = ""
     resource: str = ""
     subresource: str = ""
-    #: the request target as received (redacted when written)
+    #: the request target as received (cut and redacted when written)
     path: str = ""
     method: str = ""
     status: int = 0
@@ -121,7 +133,7 @@ class AuditRecord:
             "namespace": self.namespace,
             "resource": self.resource,
             "subresource": self.subresource,
-            "path": redact_target(self.path),
+            "path": redact_target(bounded_target(self.path)),
             "code": self.status,
             "bytesIn": self.bytes_in,
             "bytesOut": self.bytes_out,

@@ -31,6 +31,12 @@ upstream   (see below)    the clusters' side: ``responseHeaderTimeout``
                           the response head of a request that is not
                           long-running (then ``504``;
                           :mod:`karpor.proxy.deadline`)
+clientConnections (per field) bounds on client connections, per worker:
+                          ``maxHeaderBytes`` (1048576),
+                          ``handshakeTimeout`` (10 s),
+                          ``headerReadTimeout`` (30 s),
+                          ``idleTimeout`` (120 s), ``maxConnections``
+                          (20000); see :mod:`karpor.server.connections`
 ========== ============== ===========================================
 
 ``healthProbe`` fields have flags of their own (``--health-probe-interval``,
@@ -72,6 +78,7 @@ from karpor.config.clusters import describe, quote
 from karpor.config.hostnames import parse_host_names
 from karpor.config.textfile import TextFileError, read_text
 from karpor.health.probe import ProbeSettings
+from karpor.server.connections import ClientConnectionSettings
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -130,6 +137,8 @@ class Settings:
     metrics_address: str | None = None
     #: limits on the clusters' side (``upstream``)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    #: bounds on client connections (``clientConnections``)
+    client_connections: ClientConnectionSettings = field(default_factory=ClientConnectionSettings)
     #: the ``--config`` file these came from ("" for none)
     source: str = ""
 
@@ -251,6 +260,30 @@ def _upstream(value: Any, base_dir: str) -> UpstreamSettings:
     return section_parser(UpstreamSettings, UPSTREAM_KEYS, "upstream")(value, base_dir)
 
 
+def _count(value: Any, base_dir: str) -> int:
+    number = _integer(value, base_dir)
+    if number < 1:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+#: the keys of ``clientConnections``
+CLIENT_CONNECTIONS_KEYS: tuple[Key, ...] = (
+    Key("maxHeaderBytes", "max_header_bytes", _count, "clientConnections"),
+    Key("handshakeTimeout", "handshake_timeout", _seconds, "clientConnections"),
+    Key("headerReadTimeout", "header_read_timeout", _seconds, "clientConnections"),
+    Key("idleTimeout", "idle_timeout", _seconds, "clientConnections"),
+    Key("maxConnections", "max_connections", _count, "clientConnections"),
+)
+
+
+def _client_connections(value: Any, base_dir: str) -> ClientConnectionSettings:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a mapping, not {describe(value)}")
+    parse = section_parser(ClientConnectionSettings, CLIENT_CONNECTIONS_KEYS, "clientConnections")
+    return parse(value, base_dir)
+
+
 #: sections whose fields have flags of their own: attribute -> the fields' keys
 SECTION_FIELDS: dict[str, tuple[Key, ...]] = {"health_probe": HEALTH_PROBE_KEYS}
 
@@ -272,6 +305,7 @@ KEYS: tuple[Key, ...] = (
     Key("healthProbe", "health_probe", _health_probe, "healthProbe"),
     Key("metricsAddress", "metrics_address", _address, "--metrics-address"),
     Key("upstream", "upstream", _upstream, "upstream"),
+    Key("clientConnections", "client_connections", _client_connections, "clientConnections"),
 )
 
 _T = TypeVar("_T")

@@ -73,6 +73,8 @@ _BEARER_PROTOCOL = b"base64url.bearer.authorization.k8s.io"
 _RESPONSE_NOTED = HOP_BY_HOP | {b"audit-id", b"content-length"}
 #: ``Connection`` options that name no header beyond the hop-by-hop ones.
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"}) | HOP_BY_HOP
+#: Headers framing a body, kept whatever ``Connection`` names.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 #: Header name prefixes dropped from requests: proxy hop-by-hop headers and
 #: the caller's own identity claims.
 _REQUEST_DROP_PREFIXES = (b"proxy-", b"impersonate-", b"x-remote-")
@@ -203,14 +205,14 @@ def _framing(
     noted: list[tuple[bytes, bytes]], forward: list[Header], content_length: int | None
 ) -> tuple[frozenset[bytes], list[Header], int | None, bool]:
     """What the dropped headers (``noted``) say of a message: the
-    ``Connection`` options (a header they name leaves ``forward`` too) and
+    ``Connection`` options (a header they name leaves ``forward`` too, but
+    ``Content-Length``: the body's framing is never dropped that way) and
     whether the body is chunked (``Content-Length`` then goes); returns
     ``(options, forward, content_length, chunked)``."""
     named = _connection_tokens(_noted(noted, b"connection"))
     if not named <= _CONNECTION_OPTIONS:
-        forward = [h for h in forward if h[0].lower() not in named]
-        if b"content-length" in named:
-            content_length = None
+        dropped = named - _FRAMING
+        forward = [h for h in forward if h[0].lower() not in dropped]
     chunked = any(b"chunked" in v.lower() for v in _noted(noted, b"transfer-encoding"))
     if chunked:
         forward = [(n, v) for n, v in forward if n.lower() != b"content-length"]

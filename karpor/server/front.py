@@ -43,6 +43,17 @@ and the connection, to a :class:`~karpor.proxy.splice.Splice`
 (:class:`~karpor.proxy.splice.UpgradeForwarder`); any other answer (the
 cluster's, an error of the gateway's, the own API's) is an ordinary
 response, after which a fresh parser reads the held bytes as HTTP again.
+
+Bounds (:mod:`karpor.server.connections`, the ``clientConnections``
+settings): a request head is read up to ``maxHeaderBytes`` (then a 431 or
+414 ``Status``); the handshake, a request head and an idle keep-alive
+connection have timeouts kept by one sweep per worker (a request in
+progress, a stream or a splice has none); past ``maxConnections`` a
+worker closes new connections at accept.  What the parser refuses is
+answered with a ``Status`` before the close: a transfer coding other than
+``chunked`` 501, an HTTP version other than 1.0 and 1.1 400 or 505, a
+broken head or chunked body 400 (a body broken after its response began
+drops the connection).
 """
 
 from __future__ import annotations
@@ -58,11 +69,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
+    IHandshakeListener,
     IPushProducer,
     IReactorTime,
+    ISSLTransport,
     ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
@@ -97,6 +111,22 @@ from karpor.proxy.pool import ClusterPool, UpstreamPools
 from karpor.proxy.route import ApiRoute, ClusterRoute, route
 from karpor.proxy.splice import Splice, UpgradeForwarder
 from karpor.proxy.upstream import no_delay
+from karpor.server.connections import (
+    BUSY,
+    CLOSING,
+    HANDSHAKE,
+    HEAD,
+    IDLE,
+    ClientConnectionSettings,
+    ConnectionCap,
+    head_timed_out,
+    head_too_large,
+    http_version_refused,
+    parser_error,
+    phase_limits,
+    sweep_interval,
+    unsupported_transfer_encoding,
+)
 
 if TYPE_CHECKING:
     from karpor.metrics.gateway import GatewayMetrics
@@ -132,6 +162,8 @@ _BAD = 6
 
 _UNKNOWN: Any = object()
 _NO_PEER: Any = object()
+#: the head budget while a request body is read (no head is being read)
+_NO_HEAD = 1 << 62
 
 
 class _Counting:
@@ -374,12 +406,26 @@ class Responder:
                 log.failure("on_close callback failed")
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class GatewayProtocol(Protocol):
-    """One client connection (see the module docstring)."""
+    """One client connection (see the module docstring).
+
+    Bounds (:mod:`karpor.server.connections`): a request head (request line
+    and headers) over ``maxHeaderBytes`` is answered ``431`` (``414`` for
+    the URL alone) and the connection closed; the bytes fed to the parser
+    while a head is read are counted (:attr:`_head_left`), so no more than
+    that (and at most one read before the head's start) is ever held.  The
+    connection's phase (:attr:`_phase`, with the sweep clock at its start
+    in :attr:`_since`) is what the factory's sweep times out.
+    """
 
     def __init__(self, factory: GatewayFactory) -> None:
         self._factory = factory
+        #: what the connection is doing (a phase of :mod:`karpor.server.connections`)
+        self._phase = HANDSHAKE
+        self._since = 0.0
+        #: bytes the current request head may still take (:data:`_NO_HEAD` while none is read)
+        self._head_left = factory.max_header_bytes
         self._parser = httptools.HttpRequestParser(self)
         self._peer: Peer = _NO_PEER
         self._client_address = b""
@@ -422,12 +468,38 @@ class GatewayProtocol(Protocol):
         """Note the caller's address (for ``X-Forwarded-For``); no Nagle
         delays (streams and interactive sessions write small pieces)."""
         no_delay(self.transport)
+        if not ISSLTransport.providedBy(self.transport):
+            self._phase = HEAD  # no handshake to wait for
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self._client_address = str(getattr(peer, "host", "")).encode()
         if self._factory.audit is not None or self._factory.metrics is not None:
             self._counting = _Counting(self.transport)
             self.transport = self._counting  # type: ignore[assignment]
         self._factory.connection_opened(self)
+        self._since = self._factory.now
+
+    def handshakeCompleted(self) -> None:
+        """TLS is up: the first request head is read from now on."""
+        if self._phase == HANDSHAKE:
+            self._phase = HEAD
+            self._since = self._factory.now
+
+    def timed_out(self) -> None:
+        """The current phase outlived its timeout (the factory's sweep):
+        a handshake is aborted; a request head that began gets a ``408``
+        and the connection closes; an idle connection (or one that sent
+        nothing) closes silently, as Go closes it; one that was closing is
+        aborted (its client does not take the last bytes)."""
+        phase = self._phase
+        if phase in (HANDSHAKE, CLOSING):
+            self._phase = BUSY  # aborted: never again
+            self.transport.abortConnection()  # type: ignore[union-attr]
+        elif phase == HEAD and self._in_message and not self._busy:
+            self._failed = True
+            self._head = None
+            self._send_error(head_timed_out(self._factory.connections.header_read_timeout))
+        else:
+            self._close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Close what the current request (or the splice) holds upstream."""
@@ -500,6 +572,11 @@ class GatewayProtocol(Protocol):
         if self._raw:
             self._hold(data)
             return
+        left = self._head_left - len(data)
+        if left < 0:
+            self._feed_bounded(data)
+            return
+        self._head_left = left
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -508,12 +585,59 @@ class GatewayProtocol(Protocol):
             self._failed = True
             self._bad_request(e)
 
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._upgrade_parsed(data[e.args[0] :])
+        except httptools.HttpParserError as e:
+            self._failed = True
+            self._bad_request(e)
+
+    def _feed_bounded(self, data: bytes) -> None:
+        """Feed ``data``, which may take the request head past its budget:
+        what fits first; if the head is still not complete, the request is
+        refused (431 or 414) and the parser, with what it held, dropped."""
+        while data:
+            fit = self._head_left
+            if len(data) <= fit:
+                self._head_left = fit - len(data)
+                self._feed(data)
+                return
+            self._head_left = 0
+            self._feed(data[:fit])
+            data = data[fit:]
+            if self._failed or self._closing or self.disconnected:
+                return
+            if self._raw:
+                self._hold(data)
+                return
+            if self._head_left == 0:  # neither the head nor its message ended
+                self._failed = True
+                self._parser = httptools.HttpRequestParser(self)  # what it held goes
+                self._refuse(head_too_large(self._url_bytes(), self._factory.max_header_bytes))
+                return
+
+    def _url_bytes(self) -> int:
+        """How much of the URL of the request head being read has arrived."""
+        queue = self._queue
+        if queue is None:
+            return len(self._url)
+        size = 0
+        for kind, arg in queue:
+            if kind == _BEGIN:
+                size = 0
+            elif kind == _URL:
+                size += len(arg)
+        return size
+
     # -- after an upgrade request's head ------------------------------------------
 
     def _upgrade_parsed(self, rest: bytes) -> None:
         """The parser stopped after an upgrade request's head; ``rest`` is
         what followed it in the same read."""
         self._parser = httptools.HttpRequestParser(self)
+        self._head_left = self._factory.max_header_bytes
         if self._closing:
             return
         self._raw = True
@@ -538,34 +662,59 @@ class GatewayProtocol(Protocol):
 
     def _bad_request(self, error: Exception) -> None:
         cause = error.__context__ if isinstance(error, httptools.HttpParserCallbackError) else None
-        if cause is not None and not isinstance(cause, ApiError):
-            log.failure(
-                "request handling failed (Audit-Id {auditID})",
-                Failure(cause),
-                auditID=self._audit_id(),
-            )
+        if isinstance(cause, ApiError):
+            refusal = cause  # a head the callbacks refused (transfer coding, version)
+        else:
+            if cause is not None:
+                log.failure(
+                    "request handling failed (Audit-Id {auditID})",
+                    Failure(cause),
+                    auditID=self._audit_id(),
+                )
+            refusal = parser_error(str(error.args[0]) if error.args and cause is None else "")
+        self._refuse(refusal)
+
+    def _refuse(self, refusal: ApiError) -> None:
+        """Answer a request the connection cannot read on from (``_failed``
+        is set): in turn when pipelined; a broken body of a request already
+        answered, or whose response began, closes (or drops) the connection."""
         if self._queue is not None:
-            self._enqueue(_BAD, None)  # in pipelined bytes: answer in turn
+            self._enqueue(_BAD, refusal)  # in pipelined bytes: answer in turn
         elif self._in_message and self._head is not None:
             # the body of a dispatched request is broken: nothing sane can follow
-            if self._busy:
-                self.transport.abortConnection()  # type: ignore[union-attr]
-            else:
+            if not self._busy:
                 self._close()
+            elif self._status == 0 and self._splice is None:
+                self._drop_request()  # no response yet: the client hears why
+                self._send_error(refusal)
+            else:
+                self.transport.abortConnection()  # type: ignore[union-attr]
         elif self._busy:
-            self._enqueue(_BAD, None)
+            self._enqueue(_BAD, refusal)
         else:
-            self._reject_malformed()
+            self._reject_malformed(refusal)
 
-    def _reject_malformed(self) -> None:
+    def _drop_request(self) -> None:
+        """Forget the request in progress upstream (its body is broken)."""
+        self._on_body = None
+        self._on_end = None
+        self._exec_wait = None
+        forwarder, self._forwarder = self._forwarder, None
+        if forwarder is not None:
+            forwarder.client_lost()
+
+    def _reject_malformed(self, refusal: ApiError) -> None:
         self._head = _Head(b"GET", True, False, False)
         self._busy = True
         self._start_audit()
-        self._send_error(ApiError(400, "malformed HTTP request"))
+        self._send_error(refusal)
 
     def _close(self) -> None:
         if not self._closing:
             self._closing = True
+            # aborted if its last bytes are not taken within a handshake timeout
+            self._phase = CLOSING
+            self._since = self._factory.now
             self.transport.loseConnection()  # type: ignore[union-attr]
 
     # -- parser callbacks (queued while a previous response is going) ----------
@@ -591,18 +740,27 @@ class GatewayProtocol(Protocol):
             self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Parser: one header."""
+        """Parser: one header (a transfer coding but ``chunked`` is refused: 501)."""
+        if len(name) == 17 and name.lower() == b"transfer-encoding":
+            unsupported = unsupported_transfer_encoding(value)
+            if unsupported is not None:
+                raise unsupported
         if self._queue is not None:
             self._enqueue(_HEADER, (name, value))
         else:
             self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        """Parser: the request head is complete."""
+        """Parser: the request head is complete (HTTP/1.0 or 1.1 only: any
+        other version is refused, not read as HTTP/1.1)."""
+        self._head_left = _NO_HEAD
         p = self._parser
-        head = _Head(
-            p.get_method(), p.get_http_version() == "1.1", p.should_keep_alive(), p.should_upgrade()
-        )
+        version = p.get_http_version()
+        if version not in ("1.1", "1.0"):
+            refused = http_version_refused(version)
+            if refused is not None:
+                raise refused
+        head = _Head(p.get_method(), version == "1.1", p.should_keep_alive(), p.should_upgrade())
         if self._queue is not None:
             self._enqueue(_HEADERS_DONE, head)
         else:
@@ -617,6 +775,7 @@ class GatewayProtocol(Protocol):
 
     def on_message_complete(self) -> None:
         """Parser: the request is complete."""
+        self._head_left = self._factory.max_header_bytes
         if self._queue is not None:
             self._enqueue(_DONE, None)
         else:
@@ -647,7 +806,7 @@ class GatewayProtocol(Protocol):
                 elif kind == _DONE:
                     self._message_done()
                 else:
-                    self._reject_malformed()
+                    self._reject_malformed(arg)
         finally:
             self._replaying = False
         if not queue and self._queue is queue:
@@ -661,6 +820,9 @@ class GatewayProtocol(Protocol):
     # -- requests -----------------------------------------------------------------
 
     def _begin(self) -> None:
+        if self._phase == IDLE:
+            self._phase = HEAD  # the first byte of a request head
+            self._since = self._factory.now
         self._in_mark = self._read_start
         self._in_message = True
         self._head = None
@@ -758,6 +920,7 @@ class GatewayProtocol(Protocol):
                 cache.invalidate(self._exec_cluster)
 
     def _dispatch(self, head: _Head) -> None:
+        self._phase = BUSY
         self._head = head
         self._busy = True
         self._exec_cluster = ""
@@ -1109,6 +1272,8 @@ class GatewayProtocol(Protocol):
         self._responder = None
         self._cluster_name = None
         self._answered += 1
+        self._phase = IDLE
+        self._since = self._factory.now
         if close or self._draining or (self._failed and self._queue is None):
             self._close()
             return
@@ -1224,6 +1389,14 @@ class GatewayFactory(Factory):
     (:meth:`karpor.health.prober.HealthProber.refusal`), ``metrics``
     records each request; wrap this factory in TLS
     (``karpor.tls.server_options``) to serve it.
+
+    ``connections`` bounds the client connections
+    (:class:`~karpor.server.connections.ClientConnectionSettings`): past
+    ``maxConnections`` open ones, :meth:`buildProtocol` refuses (the
+    listener closes the socket at once, before any TLS), logging once per
+    burst; while connections are open, one timer sweeps them every
+    :func:`~karpor.server.connections.sweep_interval` seconds and times
+    out those whose phase outlived its timeout.
     """
 
     noisy = False
@@ -1242,8 +1415,18 @@ class GatewayFactory(Factory):
         exec_credentials: ExecCredentialCache | None = None,
         health_gate: Callable[[Cluster], ApiError | None] | None = None,
         metrics: GatewayMetrics | None = None,
+        connections: ClientConnectionSettings | None = None,
     ) -> None:
         self.clusters = clusters
+        #: the bounds on client connections
+        self.connections = connections = connections or ClientConnectionSettings()
+        self.max_header_bytes = connections.max_header_bytes
+        #: the sweep's clock (``reactor.seconds()`` at the last sweep)
+        self.now = 0.0
+        self._cap = ConnectionCap(connections.max_connections)
+        self._sweep_interval = sweep_interval(connections)
+        self._phase_limits = phase_limits(connections, self._sweep_interval)
+        self._sweeper: LoopingCall | None = None
         self.api = api
         #: authentication and authorization (client certificates of
         #: ``authenticator`` only, no policy, when not given)
@@ -1267,15 +1450,43 @@ class GatewayFactory(Factory):
         self._drained: Deferred[None] | None = None
         self._timers: list[IDelayedCall] = []
 
-    def buildProtocol(self, addr: Any) -> GatewayProtocol:
-        """A protocol for one client connection."""
-        return GatewayProtocol(self)
+    def buildProtocol(self, addr: Any) -> GatewayProtocol | None:
+        """A protocol for one client connection; ``None`` (the connection is
+        closed at accept) while ``maxConnections`` are open."""
+        admitted, line = self._cap.admit(len(self.protocols))
+        if line is not None:
+            if admitted:
+                log.info("{line}", line=line)
+            else:
+                log.warn("{line}", line=line)
+        return GatewayProtocol(self) if admitted else None
+
+    def _clock(self) -> Any:
+        clock: Any = self.reactor
+        if clock is None:
+            from twisted.internet import reactor as clock  # noqa: PLC0415
+        return clock
 
     def connection_opened(self, protocol: GatewayProtocol) -> None:
-        """Track an open client connection (drained on stop)."""
+        """Track an open client connection (drained on stop); the first
+        starts the sweep."""
         self.protocols.add(protocol)
+        if self._sweeper is None:
+            clock = self._clock()
+            self.now = clock.seconds()
+            sweeper = self._sweeper = LoopingCall(self._sweep)
+            sweeper.clock = clock
+            sweeper.start(self._sweep_interval, now=False)
         if self.draining:
             protocol.drain()
+
+    def _sweep(self) -> None:
+        """Time out the connections whose phase outlived its timeout."""
+        now = self.now = self._clock().seconds()
+        limits = self._phase_limits
+        late = [p for p in self.protocols if now - p._since >= limits[p._phase]]
+        for protocol in late:
+            protocol.timed_out()
 
     def end_cluster_streams(self, names: frozenset[str]) -> None:
         """End every open stream to the removed clusters ``names``."""
@@ -1284,8 +1495,12 @@ class GatewayFactory(Factory):
                 protocol.cluster_removed(names)
 
     def connection_closed(self, protocol: GatewayProtocol) -> None:
-        """Forget a closed client connection."""
+        """Forget a closed client connection (the last stops the sweep)."""
         self.protocols.discard(protocol)
+        sweeper = self._sweeper
+        if not self.protocols and sweeper is not None:
+            self._sweeper = None
+            sweeper.stop()
         self._check_drained()
 
     def drain(self, deadline: float) -> Deferred[None]:
@@ -1298,9 +1513,7 @@ class GatewayFactory(Factory):
         if self._drained is None:
             self.draining = True
             self._drained = Deferred()
-            clock: Any = self.reactor
-            if clock is None:
-                from twisted.internet import reactor as clock  # noqa: PLC0415
+            clock = self._clock()
             self._timers = [
                 clock.callLater(deadline, self._deadline),
                 clock.callLater(deadline + DRAIN_GRACE, self._abort_all),

@@ -46,6 +46,10 @@ flags ``--health-probe-interval``, ``--health-probe-timeout``,
 own API's catalog, and the front fails requests to unhealthy clusters fast.
 Each worker probes on its own.
 
+Client connections (issue 14): the ``clientConnections`` settings (head
+size, handshake, head-read and idle timeouts, connections per worker) bound
+each worker's front (:mod:`karpor.server.connections`).
+
 ``--workers`` is accepted; this version serves in one process.
 ``--demo`` is :mod:`karpor.server.demo`.
 """
@@ -481,6 +485,7 @@ class GatewayService(Service):
             exec_credentials=self._exec,
             health_gate=prober.refusal,
             metrics=metrics.recorder,
+            connections=settings.client_connections,
         )
         context = server_options(prepared.serving.cert_pem, prepared.serving.key_pem).getContext()
         self.front = factory

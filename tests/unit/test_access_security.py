@@ -105,6 +105,7 @@ def run(requests: bytes) -> dict[str, list[bytes]]:
     )
     factory = GatewayFactory(lambda: CLUSTERS, _Api(), None, pools, reactor=clock, access=access)
     proto = factory.buildProtocol(None)
+    assert proto is not None
     proto.makeConnection(StringTransport(lenient=True))
     proto.dataReceived(requests)
     return {name: [t.value() for t in transports] for name, transports in sent.items()}

@@ -119,6 +119,7 @@ class Harness:
 
     def connect(self) -> tuple[ClientTransport, GatewayProtocol]:
         proto = self.factory.buildProtocol(None)
+        assert proto is not None
         client = ClientTransport(lenient=True)
         proto.makeConnection(client)
         return client, proto
@@ -999,6 +1000,7 @@ class NoDelayTransport(StringTransport):
 def test_nagle_is_off_on_client_and_upstream_connections() -> None:
     h = Harness()
     proto = h.factory.buildProtocol(None)
+    assert proto is not None
     client = NoDelayTransport()
     proto.makeConnection(client)
     assert client.no_delay is True

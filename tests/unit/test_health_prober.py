@@ -122,6 +122,7 @@ class Harness:
             health_gate=self.prober.refusal,
         )
         proto = factory.buildProtocol(None)
+        assert proto is not None
         client = StringTransport(lenient=True)
         proto.makeConnection(client)
         return proto, client
