@@ -118,6 +118,7 @@ class ProcessPoolService(Service):
             settings.workers,
             worker_command(self._arguments),
             drain_timeout=settings.drain_timeout,
+            session_drain_timeout=settings.session_drain_timeout,
             metrics=SupervisorMetrics(str(self.metrics_dir)),
         )
         self.supervisor.startService()
@@ -156,6 +157,7 @@ class ProcessPoolService(Service):
             new = dataclasses.replace(new, host=self.settings.host, port=self.settings.port)
         self.settings = new
         supervisor.drain_timeout = new.drain_timeout
+        supervisor.session_drain_timeout = new.session_drain_timeout
         log.info("SIGHUP: rolling restart of the workers (pid {pid})", pid=os.getpid())
         d = supervisor.roll()
         if new.workers != supervisor.workers:

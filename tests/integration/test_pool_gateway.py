@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +152,49 @@ def test_sighup_rolls_every_worker_with_zero_failed_requests(pool: Pool):
     assert before.isdisjoint(after)
     assert len(after) == 2
     assert set(load.answers) & after, "the new workers served during the test"
+
+
+def test_sighup_fails_no_request_of_clients_that_never_retry(pool: Pool):
+    """Keep-alive clients that do not retry (http.client, one connection per
+    thread, reconnecting only after a ``Connection: close``) see no failure
+    across a rolling restart: a draining worker answers the request in flight
+    with ``Connection: close`` and closes an idle connection only after a
+    moment of idleness, never under a request already sent."""
+    path = "/apis/cluster.karpor.io/v1beta1/clusters/sim-1/proxy/api/v1/namespaces/default"
+    failures: list[str] = []
+    done = threading.Event()
+    counts = [0] * 4
+
+    def client(index: int) -> None:
+        conn = pool.conn()
+        while not done.is_set():
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                resp.read()
+                assert resp.status == 200, resp.status
+                counts[index] += 1
+            except Exception as exc:  # every failure counts: no retry
+                failures.append(repr(exc))
+                conn.close()
+                conn = pool.conn()
+        conn.close()
+
+    before = set(pool.run.worker_pids())
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        os.kill(pool.run.pid, signal.SIGHUP)
+        pool.wait_for(lambda: before.isdisjoint(pool.run.worker_pids()), "every worker replaced")
+        time.sleep(0.5)
+    finally:
+        done.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert failures == [], failures[:5]
+    assert sum(counts) > 50
 
 
 def test_killed_worker_is_replaced_and_new_connections_never_fail(pool: Pool):
