@@ -11,7 +11,7 @@ only when its last descriptor closes.
 
 ``SO_REUSEPORT`` lets any process of the same user join the port, so a
 second gateway started on a port already served would silently get a share
-of its connections: :func:`check_free` refuses such a start.  A slot whose
+of its connections: :func:`refuse_if_served` refuses such a start.  A slot whose
 worker is down for a while gets a socket that is bound but not listening
 (``listen=False``, :mod:`karpor.server.supervisor`): it takes no connection
 until its worker calls :func:`start_listening` on it.
@@ -52,6 +52,17 @@ def check_free(host: str, port: int) -> None:
         raise
     finally:
         probe.close()
+
+
+def refuse_if_served(host: str, port: int) -> None:
+    """Exit (``SystemExit`` with the reason) if anything listens on ``host:port``."""
+    try:
+        check_free(host, port)
+    except OSError as exc:
+        raise SystemExit(
+            f"karpor: cannot listen on {host}:{port}: {exc.strerror} "
+            "(is another gateway serving it? choose another --port)"
+        ) from None
 
 
 def start_listening(sock: socket.socket, backlog: int = DEFAULT_BACKLOG) -> None:

@@ -46,6 +46,7 @@ from karpor.metrics import listener, multiprocess
 from karpor.metrics.exposition import Exposition
 from karpor.metrics.supervisor import SupervisorMetrics
 from karpor.server import state
+from karpor.server.listener import refuse_if_served
 from karpor.server.supervisor import Supervisor
 
 log = Logger(namespace="karpor.supervisor")
@@ -101,6 +102,8 @@ class ProcessPoolService(Service):
         """Prepare the state directory, then start the workers."""
         settings = self.settings
         assert settings.state_dir is not None and settings.clusters_dir is not None
+        # before anything is written: a port another gateway serves ends the start
+        refuse_if_served(settings.host, settings.port)
         prepared = state.prepare_for(settings, log)
         try:
             # requestHeader.fromCluster: fail here, once, rather than in every worker

@@ -4,7 +4,7 @@ It opens one ``SO_REUSEPORT`` listening socket per worker slot (see
 :mod:`karpor.server.listener`), starts one worker process per slot, and:
 
 * refuses to start when anything already listens on the address
-  (:func:`~karpor.server.listener.check_free`): ``SO_REUSEPORT`` would
+  (:func:`~karpor.server.listener.refuse_if_served`): ``SO_REUSEPORT`` would
   otherwise let a second gateway share the port with the first;
 * replaces a worker that dies at once (the slot's socket stays open in the
   supervisor, so connections queued meanwhile wait for the replacement instead
@@ -53,7 +53,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from karpor.server import control
-from karpor.server.listener import check_free, open_listener
+from karpor.server.listener import open_listener, refuse_if_served
 
 #: file descriptors of a worker process: the control socket and the listener
 CONTROL_FD = 3
@@ -201,19 +201,7 @@ class Supervisor(Service):
     def startService(self) -> None:
         """Open the listening sockets and start the workers."""
         super().startService()
-        try:
-            check_free(self.host, self.port)
-        except OSError as exc:
-            log.error(
-                "cannot listen on {host}:{port}: {why} (is another gateway serving it?)",
-                host=self.host,
-                port=self.port,
-                why=exc.strerror,
-            )
-            raise SystemExit(
-                f"karpor: cannot listen on {self.host}:{self.port}: {exc.strerror} "
-                "(is another gateway serving it? choose another --port)"
-            ) from None
+        refuse_if_served(self.host, self.port)
         first = open_listener(self.host, self.port)
         self.port = first.getsockname()[1]
         self._sockets = [first]

@@ -27,9 +27,11 @@ from support.gateway import (
     client_context,
     credentials_of,
     start_gateway,
+    twistd_command,
     write_kubeconfig,
 )
 from support.load import Load
+from support.procs import Process
 from support.sim import SimRun
 
 WORKER = re.compile(rb"\[\+\]worker ok: pid (\d+) generation (\d+)")
@@ -195,6 +197,38 @@ def test_sighup_fails_no_request_of_clients_that_never_retry(pool: Pool):
             t.join(timeout=30)
     assert failures == [], failures[:5]
     assert sum(counts) > 50
+
+
+def test_a_second_gateway_on_a_served_port_refuses_to_start(pool: Pool, tmp_path: Path):
+    """SO_REUSEPORT would let it join the port (and take a share of the first
+    gateway's connections, with another CA): it exits with a clear reason."""
+    argv = [
+        *twistd_command(),
+        "-n",
+        "--pidfile=",
+        "karpor",
+        "--clusters-dir",
+        str(pool.run.clusters_dir),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--port",
+        str(pool.run.port),
+        "--host",
+        "127.0.0.1",
+        "--workers",
+        "1",
+    ]
+    second = Process(argv, cwd=tmp_path)
+    try:
+        seen = second.wait_for_line(r"address already in use|karpor gateway serving")
+        assert "address already in use" in seen[0], second.output[-3000:]
+        assert second.popen.wait(timeout=30) != 0
+    finally:
+        second.stop()
+    assert "karpor gateway serving" not in second.output
+    # the first gateway alone serves: every new connection reaches one of its workers
+    workers = set(pool.run.worker_pids())
+    assert {pool.worker_pid() for _ in range(20)} <= workers
 
 
 def test_killed_worker_is_replaced_and_new_connections_never_fail(pool: Pool):
