@@ -22,8 +22,11 @@ and at a cut writes :meth:`SessionEnd.ending` to the client before closing:
 - WebSocket (``Sec-WebSocket-Protocol``): ``v4``/``v5.channel.k8s.io`` get a
   binary message on channel 3 (error) holding the ``Failure`` ``Status``
   (``channel.k8s.io``: the message itself; the ``base64`` variants: a text
-  message, ``"3"`` and the base64 of it); every WebSocket session then gets
-  a close frame with code 1011 (internal error).
+  message, ``"3"`` and the base64 of it), then a close frame with code 1000:
+  client-go ends every channel at a normal closure and reads the error
+  channel to its end, the ``Failure``, whereas any other code is reported as
+  a read error instead of the ``Status``.  A session with no error channel
+  (port-forward) gets a close frame with code 1011 (internal error).
 
 The ending must start at a frame boundary of what the cluster sent the
 client: the cluster's frames are followed (their heads only; payloads are
@@ -109,8 +112,11 @@ _FLAG_FIN = 0x01
 _U32 = struct.Struct(">I")
 _U32x2 = struct.Struct(">II")
 
-#: WebSocket close code for a session the gateway cut (RFC 6455: internal error)
+#: WebSocket close code for a cut session without an error channel (RFC 6455:
+#: internal error)
 CLOSE_INTERNAL_ERROR = 1011
+#: WebSocket close code after the error channel carried the failure
+CLOSE_NORMAL = 1000
 _ERROR_CHANNEL = 3
 
 _STATUS_PROTOCOLS = frozenset(
@@ -396,21 +402,24 @@ class WebSocketEnd:
             if not self._data:
                 return None
             parts.append(bytes(self._remaining))  # finish the data frame
+        code = CLOSE_INTERNAL_ERROR
         if not self._fragmented:
             error = failure_status(message) if self.protocol in _STATUS_PROTOCOLS else None
+            body = error if error is not None else message.encode()
             if self.protocol in _BINARY_CHANNELS:
-                body = error if error is not None else message.encode()
                 parts.append(websocket_frame(0x2, bytes((_ERROR_CHANNEL,)) + body))
+                code = CLOSE_NORMAL
             elif self.protocol in _BASE64_CHANNELS:
-                body = error if error is not None else message.encode()
                 parts.append(websocket_frame(0x1, b"3" + base64.b64encode(body)))
+                code = CLOSE_NORMAL
         reason = message.encode()[:100].decode("utf-8", "ignore").encode()
-        parts.append(websocket_frame(0x8, CLOSE_INTERNAL_ERROR.to_bytes(2, "big") + reason))
+        parts.append(websocket_frame(0x8, code.to_bytes(2, "big") + reason))
         return b"".join(parts)
 
 
 __all__ = [
     "CLOSE_INTERNAL_ERROR",
+    "CLOSE_NORMAL",
     "SPDY_DICTIONARY",
     "SessionEnd",
     "SpdyEnd",

@@ -174,7 +174,7 @@ def read_ws(data: bytes) -> list[wsframes.Frame]:
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(0), max_size=8))
-def test_websocket_v5_ending_is_the_error_channel_then_close_1011(cuts: list[int]) -> None:
+def test_websocket_v5_ending_is_the_error_channel_then_a_normal_close(cuts: list[int]) -> None:
     end = session_end(
         [(b"Upgrade", b"websocket"), (b"Sec-WebSocket-Protocol", b"v5.channel.k8s.io")]
     )
@@ -185,13 +185,14 @@ def test_websocket_v5_ending_is_the_error_channel_then_close_1011(cuts: list[int
     ending = end.ending(MESSAGE)
     assert ending is not None
     frames = read_ws(sent + ending)
-    error, close = frames[-2], frames[-1]
+    error, close = frames[-2:]
     assert error.opcode == wsframes.Opcode.BINARY and error.payload[:1] == b"\x03"
     assert isinstance(error.payload, bytes)
     status = json.loads(error.payload[1:])
     assert status["status"] == "Failure" and status["message"] == MESSAGE
+    # client-go reads its channels to their end only at a normal closure
     assert close.opcode == wsframes.Opcode.CLOSE
-    assert close.payload[0] == 1011
+    assert close.payload[0] == 1000
 
 
 def test_websocket_base64_and_port_forward_endings() -> None:
