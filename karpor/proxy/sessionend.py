@@ -31,11 +31,11 @@ and at a cut writes :meth:`SessionEnd.ending` to the client before closing:
 The ending must start at a frame boundary of what the cluster sent the
 client: the cluster's frames are followed (their heads only; payloads are
 skipped, not buffered).  Cut in the middle of a data frame, its remaining
-payload is filled with zero bytes first (the stream's output is spoilt, but
-the failure follows it); in the middle of anything else there is no clean
-ending (:meth:`SessionEnd.ending` returns ``None``) and the splice drops the
-connection instead, which a WebSocket client reports as a failure (no close
-frame); an SPDY client may not.
+payload (up to :data:`MAX_FILL`) is filled with zero bytes first (the
+stream's output is spoilt, but the failure follows it); in the middle of
+anything else there is no clean ending (:meth:`SessionEnd.ending` returns
+``None``) and the splice drops the connection instead, which a WebSocket
+client reports as a failure (no close frame); an SPDY client may not.
 """
 
 from __future__ import annotations
@@ -103,6 +103,9 @@ SPDY_DICTIONARY: bytes = bytes.fromhex(
 MAX_CONTROL_FRAME = 1 << 20
 #: Largest decompressed header block read.
 MAX_HEADER_BLOCK = 1 << 20
+#: Largest remainder of a data frame filled with zero bytes at a cut (beyond
+#: it there is no clean ending: the connection is dropped).
+MAX_FILL = 1 << 20
 
 _SYN_STREAM = 1
 _SYN_REPLY = 2
@@ -313,7 +316,7 @@ class SpdyEnd:
         if cursor.head:
             return None  # inside a frame head
         if cursor.remaining:
-            if not self._server_data:
+            if not self._server_data or cursor.remaining > MAX_FILL:
                 return None
             parts.append(bytes(cursor.remaining))  # finish the data frame
         payload = failure_status(message) if self.status else message.encode()
@@ -399,7 +402,7 @@ class WebSocketEnd:
             return None
         parts: list[bytes] = []
         if self._remaining:
-            if not self._data:
+            if not self._data or self._remaining > MAX_FILL:
                 return None
             parts.append(bytes(self._remaining))  # finish the data frame
         code = CLOSE_INTERNAL_ERROR

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from karpor.proxy.sessionend import (
+    MAX_FILL,
     SPDY_DICTIONARY,
     SpdyEnd,
     WebSocketEnd,
@@ -104,6 +105,17 @@ def test_spdy_ending_mid_data_frame_fills_it_first() -> None:
     frames = decode_spdy(data[:12] + ending)
     assert frames[0] == spdy.Data(5, b"0123\0\0\0\0\0\0")
     assert frames[1] == spdy.Data(1, MESSAGE.encode(), fin=True)  # old protocols: the text
+
+
+def test_no_ending_inside_a_huge_data_frame() -> None:
+    spdy_end = SpdyEnd(status=True)
+    for frame in client_frames():
+        spdy_end.from_client(frame)
+    spdy_end.from_server(spdy.FrameEncoder.data_head(5, MAX_FILL + 2) + b"x")
+    assert spdy_end.ending(MESSAGE) is None
+    ws_end = WebSocketEnd("v5.channel.k8s.io")
+    ws_end.from_server(bytes((0x82, 127)) + (1 << 40).to_bytes(8, "big") + b"\x01")
+    assert ws_end.ending(MESSAGE) is None
 
 
 def test_spdy_no_ending_inside_a_control_frame_or_a_frame_head() -> None:
