@@ -12,6 +12,10 @@ host       127.0.0.1      address to bind; loopback by default, so a
 workers    number of CPUs worker processes
 clustersDir (none)        the clusters directory
 stateDir   (none)         the gateway's state: CA, serving certificate
+sessionDrainTimeout 3600 s how long a worker replaced by a rolling
+                          restart keeps its upgraded sessions (exec,
+                          attach, port-forward) before cutting them
+                          (flag ``--session-drain-timeout``)
 servingNames []           extra DNS names / IP addresses the serving
                           certificate covers (flag ``--serving-names
                           a,b``)
@@ -95,6 +99,8 @@ def default_workers() -> int:
 
 
 DEFAULT_DRAIN_TIMEOUT = 30.0
+#: how long a worker replaced by a rolling restart keeps its upgraded sessions
+DEFAULT_SESSION_DRAIN_TIMEOUT = 3600.0
 LOG_FORMATS = ("text", "json")
 #: seconds a cluster may take to send a response head (kube-apiserver's
 #: default request timeout; :data:`karpor.proxy.deadline.DEFAULT_RESPONSE_HEADER_TIMEOUT`)
@@ -121,6 +127,9 @@ class Settings:
     state_dir: str | None = None
     #: seconds a draining worker gives long-running streams before ending them
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    #: seconds upgraded sessions (exec, attach, port-forward) of a worker
+    #: replaced by a rolling restart (SIGHUP) may run on before they are cut
+    session_drain_timeout: float = DEFAULT_SESSION_DRAIN_TIMEOUT
     #: ``text`` (human-readable lines) or ``json`` (one JSON object per line)
     log_format: str = "text"
     #: where the audit log goes (a file, ``-`` for standard output, ``None``: none)
@@ -296,6 +305,12 @@ KEYS: tuple[Key, ...] = (
     Key("clustersDir", "clusters_dir", _directory, "--clusters-dir"),
     Key("stateDir", "state_dir", _directory, "--state-dir"),
     Key("drainTimeout", "drain_timeout", _seconds, "--drain-timeout"),
+    Key(
+        "sessionDrainTimeout",
+        "session_drain_timeout",
+        _seconds,
+        "--session-drain-timeout",
+    ),
     Key("logFormat", "log_format", _log_format, "--log-format"),
     Key("auditLog", "audit_log", parse_audit_log, "--audit-log"),
     Key("authentication", "authentication", parse_authentication, "authentication"),

@@ -243,6 +243,11 @@ class Forwarder:
             client.registerProducer(self._conn.valve(self), True)  # type: ignore[attr-defined]
             self._streaming = True
 
+    def close_after(self) -> None:
+        """Close the client connection after this response (it says
+        ``Connection: close`` unless its head is already written)."""
+        self._close = True
+
     def upstream_switch(self, reason: bytes, response: ResponseHeaders) -> Tunnel | None:
         """A plain request never switches protocols (see
         :class:`karpor.proxy.splice.UpgradeForwarder` for those that do)."""

@@ -26,6 +26,15 @@ connection), so there an EOF closes both.  When either side is gone the
 other is closed after it has written what it was given; a side that does
 not finish closing within ``close_grace`` seconds is aborted.  No timeout
 applies to a live splice.
+
+When the gateway itself must end a session (:meth:`Splice.cut`: a drain
+deadline, its cluster removed), the client must see a failure, never a
+clean end with output missing: the splice keeps a
+:class:`~karpor.proxy.sessionend.SessionEnd` for the protocol the ``101``
+negotiated, which follows the frames both ways (frame heads and the SPDY
+client's header blocks only), and writes its ending (a ``Failure`` on the
+error stream or channel, a WebSocket close 1011) before closing; without a
+clean ending the client connection is dropped.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from zope.interface import implementer
 
 from karpor.proxy.forward import Channel, Forwarder
 from karpor.proxy.headers import ResponseHeaders, lines
+from karpor.proxy.sessionend import SessionEnd, session_end
 
 #: Seconds a closing side of a splice may take to flush and close cleanly.
 CLOSE_GRACE = 10.0
@@ -112,8 +122,11 @@ class Splice:
         upstream_reading: Reading,
         clock: IReactorTime,
         close_grace: float = CLOSE_GRACE,
+        ending: SessionEnd | None = None,
     ) -> None:
         self._transports = (client, upstream)
+        #: follows the session's frames, for :meth:`cut`
+        self._ending = ending
         self._readings = (client_reading, upstream_reading)
         self._to_client = client.write
         self._to_upstream = upstream.write
@@ -124,6 +137,8 @@ class Splice:
         self._client_eof = False
         self._upstream_eof = False
         self._closing = False
+        #: the gateway ended the session (:meth:`cut`): nothing more is relayed
+        self._cut = False
         self._timers: list[IDelayedCall | None] = [None, None]
 
     @property
@@ -144,22 +159,46 @@ class Splice:
                 bulk()
         client.registerProducer(_Pauser(self, _CLIENT, upstream_reading), True)  # type: ignore[attr-defined]
         upstream.registerProducer(_Pauser(self, _UPSTREAM, client_reading), True)  # type: ignore[attr-defined]
+        ending = self._ending
         if to_client:
+            if ending is not None:
+                ending.from_server(to_client)
             client.write(to_client)
         if to_upstream:
+            if ending is not None:
+                ending.from_client(to_upstream)
             upstream.write(to_upstream)
 
     # -- bytes -----------------------------------------------------------------
 
     def client_data(self, data: bytes) -> None:
         """Bytes from the client: to the cluster, as they are."""
-        if not self._upstream_gone:
+        if not self._upstream_gone and not self._cut:
+            if self._ending is not None:
+                self._ending.from_client(data)
             self._to_upstream(data)
 
     def upstream_data(self, data: bytes) -> None:
         """Bytes from the cluster: to the client, as they are."""
-        if not self._client_gone:
+        if not self._client_gone and not self._cut:
+            if self._ending is not None:
+                self._ending.from_server(data)
             self._to_client(data)
+
+    def cut(self, message: str) -> None:
+        """End the session so that the client sees a failure carrying
+        ``message`` (see the module docstring), then close both sides."""
+        if self._closing:
+            return
+        self._cut = True
+        ending = self._ending
+        last = None if ending is None or self._client_gone else ending.ending(message)
+        if last is not None:
+            self._to_client(last)
+        elif not self._client_gone:
+            self._client_gone = True
+            self._transports[_CLIENT].abortConnection()  # type: ignore[attr-defined]
+        self.close()
 
     # -- half-close ------------------------------------------------------------
 
@@ -271,7 +310,15 @@ class UpgradeForwarder(Forwarder):
         channel = self._tunnel_channel
         client = channel.client
         client.write(b"".join([b"HTTP/1.1 101 %b\r\n" % reason, *lines(response.forward), b"\r\n"]))
-        splice = Splice(client, channel, conn.transport, conn, self._clock, self._close_grace)
+        splice = Splice(
+            client,
+            channel,
+            conn.transport,
+            conn,
+            self._clock,
+            self._close_grace,
+            ending=session_end(response.forward),
+        )
         self.splice = splice
         early = channel.spliced(splice)
         splice.start(to_upstream=early)

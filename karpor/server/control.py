@@ -25,9 +25,14 @@ class Ready(amp.Command):
 
 
 class Drain(amp.Command):
-    """Stop accepting; end in-flight work within ``deadline`` seconds; exit 0."""
+    """Stop accepting; end in-flight work within ``deadline`` seconds; exit 0.
 
-    arguments = [(b"deadline", amp.Float())]
+    Upgraded sessions (exec, attach, port-forward) are cut after
+    ``sessions`` seconds (``deadline`` when not given).  Sent again to a
+    draining worker, it shortens the sessions' time.
+    """
+
+    arguments = [(b"deadline", amp.Float()), (b"sessions", amp.Float(optional=True))]
     response = []
 
 

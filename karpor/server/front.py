@@ -138,6 +138,10 @@ MAX_API_BODY = 3 * 1024 * 1024
 #: After the drain deadline, how long ended streams get to flush before the
 #: remaining connections are aborted.
 DRAIN_GRACE = 2.0
+#: While draining, how long a keep-alive connection must stay idle before it
+#: is closed: a request already on its way is received and answered (with
+#: ``Connection: close``) rather than the connection closed under it.
+DRAIN_IDLE_GRACE = 1.0
 
 _PHRASES: dict[int, bytes] = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 _JSON: list[Header] = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache")]
@@ -253,9 +257,12 @@ class _ClusterForwarder(Forwarder):
         self._front = front
 
     def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
-        """Note the status, then relay the head."""
+        """Note the status, then relay the head (saying ``Connection: close``
+        when the worker drains and no further request was received)."""
         if not self._finished:
             self._front._upstream_status(code, response)
+            if self._front._last_before_drain():
+                self.close_after()
         super().upstream_head(code, reason, response)
 
 
@@ -324,6 +331,8 @@ class Responder:
         self._done = False
         self._lost = False
         self._chunked = False
+        #: the connection closes after this response (it drains)
+        self._close = False
         self._callbacks: list[Callable[[], None]] = []
 
     @property
@@ -348,7 +357,7 @@ class Responder:
             return
         self._started = self._done = True
         self._protocol._status = code
-        close = not self._head.keep_alive
+        close = not self._head.keep_alive or self._protocol._last_before_drain()
         parts = self._head_bytes(code, headers)
         parts.append(b"Content-Length: %d\r\n" % len(body))
         if close:
@@ -367,7 +376,9 @@ class Responder:
         if self._head.http11:
             self._chunked = True
             parts.append(b"Transfer-Encoding: chunked\r\n")
-        if not self._head.keep_alive or not self._head.http11:
+        if self._protocol._last_before_drain():
+            self._close = True
+        if self._close or not self._head.keep_alive or not self._head.http11:
             parts.append(b"Connection: close\r\n")
         parts.append(b"\r\n")
         self._protocol.transport.write(b"".join(parts))  # type: ignore[union-attr]
@@ -385,7 +396,9 @@ class Responder:
         self._done = True
         if self._chunked:
             self._protocol.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
-        self._protocol._finish_response(not self._head.keep_alive or not self._chunked)
+        self._protocol._finish_response(
+            self._close or not self._head.keep_alive or not self._chunked
+        )
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once if the client goes away before :meth:`finish`."""
@@ -458,6 +471,7 @@ class GatewayProtocol(Protocol):
         self._api_body: list[bytes] = []
         self._api_size = 0
         self._draining = False
+        self._idle_timer: IDelayedCall | None = None
         #: the cluster the request in progress goes to (its streams end if it is removed)
         self._cluster_name: str | None = None
         self._answered = 0
@@ -504,6 +518,9 @@ class GatewayProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Close what the current request (or the splice) holds upstream."""
         self.disconnected = True
+        timer, self._idle_timer = self._idle_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         self._factory.connection_closed(self)
         self._exec_wait = None
         if self._audit is not None:
@@ -1250,7 +1267,7 @@ class GatewayProtocol(Protocol):
         if self._audit is not None and error.code in (401, 403):
             self._audit.reason = error.message
         head = self._head
-        close = head is None or not head.keep_alive or self._failed
+        close = head is None or not head.keep_alive or self._failed or self._last_before_drain()
         body = error.body()
         parts = [status_line(error.code), *lines(_JSON), b"Content-Length: %d\r\n" % len(body)]
         if self._audit is not None:
@@ -1274,42 +1291,77 @@ class GatewayProtocol(Protocol):
         self._answered += 1
         self._phase = IDLE
         self._since = self._factory.now
-        if close or self._draining or (self._failed and self._queue is None):
+        if close or (self._failed and self._queue is None):
             self._close()
             return
         if self._raw and self._queue is None:
             self._end_raw()  # the upgrade request, answered without switching
-            return
-        self._replay()
+        else:
+            self._replay()
+        if self._draining:
+            self._close_when_idle()
 
     # -- draining (the worker is stopping) ------------------------------------------
 
+    def _last_before_drain(self) -> bool:
+        """Whether the response being started is the connection's last: the
+        worker drains and no further request was received (pipelined requests
+        already received are answered first, the last with ``Connection: close``)."""
+        return self._draining and self._queue is None
+
+    def _idle(self) -> bool:
+        return not (
+            self._busy
+            or self._in_message
+            or self._raw
+            or self._queue is not None
+            or self._splice is not None
+        )
+
     def drain(self) -> None:
-        """Close now if idle between requests, else right after the current
-        response.  A connection that has not sent its first request yet gets it
-        answered first (it was accepted to be served: closing it now would fail
-        a request no client retries), or waits for the drain deadline."""
+        """Stop taking requests on this connection without failing one.
+
+        The response in progress says ``Connection: close`` (if its head is
+        not written yet) and the connection closes after it; requests already
+        received (pipelined) are answered first.  An idle keep-alive
+        connection is closed once it stayed idle for :data:`DRAIN_IDLE_GRACE`
+        (a request already on its way is answered, with ``Connection:
+        close``).  A connection that has not sent its first request yet gets
+        it answered first (it was accepted to be served: closing it now would
+        fail a request no client retries), or waits for the drain deadline."""
         self._draining = True
-        idle = not self._busy and self._queue is None and self._splice is None and not self._raw
-        if idle and self._answered:
+        if self._answered:
+            self._close_when_idle()
+
+    def _close_when_idle(self) -> None:
+        if self._idle_timer is None and self._idle() and not self._closing:
+            clock: Any = self._factory.clock()
+            self._idle_timer = clock.callLater(DRAIN_IDLE_GRACE, self._idle_timeout)
+
+    def _idle_timeout(self) -> None:
+        self._idle_timer = None
+        if self._idle() and not self.disconnected:
             self._close()
 
     def cluster_removed(self, names: frozenset[str]) -> None:
         """End the stream in progress (watch, ``logs -f``, exec) if it goes
-        to one of the removed clusters ``names``: cleanly, as at a drain."""
+        to one of the removed clusters ``names``: cleanly, as at a drain (a
+        session is cut as a failure the client sees)."""
         busy = self._busy or self._splice is not None
         if busy and self._cluster_name in names:
-            self.end_streams()
+            self.end_streams(f'the cluster "{self._cluster_name}" was removed from the gateway')
 
-    def end_streams(self) -> None:
+    def end_streams(self, reason: str | None = "the gateway is shutting down") -> None:
         """The drain deadline: end what is still going, cleanly where the
         framing allows (a chunked stream gets its last chunk, so a watching
-        client sees the stream end and watches again elsewhere)."""
+        client sees the stream end and watches again elsewhere).  An
+        upgraded session is cut with a failure carrying ``reason``
+        (:meth:`end_session`), or left running when ``reason`` is ``None``
+        (its own deadline comes later)."""
         self._draining = True
-        splice, self._splice = self._splice, None
-        if splice is not None:
-            splice.client_lost()
-            self.transport.loseConnection()  # type: ignore[union-attr]
+        if self._splice is not None:
+            if reason is not None:
+                self.end_session(reason)
             return
         forwarder = self._forwarder
         if forwarder is not None:
@@ -1318,6 +1370,14 @@ class GatewayProtocol(Protocol):
         if responder is not None:
             responder.finish()
         self._close()
+
+    def end_session(self, reason: str) -> None:
+        """Cut the upgraded session (exec, attach, port-forward), if any, so
+        the client sees a failure carrying ``reason`` (:meth:`Splice.cut`)."""
+        splice = self._splice
+        if splice is not None:
+            self._closing = True
+            splice.cut(reason)
 
     # -- Channel (for the forwarder) ------------------------------------------------
 
@@ -1449,6 +1509,8 @@ class GatewayFactory(Factory):
         self.draining = False
         self._drained: Deferred[None] | None = None
         self._timers: list[IDelayedCall] = []
+        self._sessions_timer: IDelayedCall | None = None
+        self._abort_timer: IDelayedCall | None = None
 
     def buildProtocol(self, addr: Any) -> GatewayProtocol | None:
         """A protocol for one client connection; ``None`` (the connection is
@@ -1461,18 +1523,12 @@ class GatewayFactory(Factory):
                 log.warn("{line}", line=line)
         return GatewayProtocol(self) if admitted else None
 
-    def _clock(self) -> Any:
-        clock: Any = self.reactor
-        if clock is None:
-            from twisted.internet import reactor as clock  # noqa: PLC0415
-        return clock
-
     def connection_opened(self, protocol: GatewayProtocol) -> None:
         """Track an open client connection (drained on stop); the first
         starts the sweep."""
         self.protocols.add(protocol)
         if self._sweeper is None:
-            clock = self._clock()
+            clock = self.clock()
             self.now = clock.seconds()
             sweeper = self._sweeper = LoopingCall(self._sweep)
             sweeper.clock = clock
@@ -1482,7 +1538,7 @@ class GatewayFactory(Factory):
 
     def _sweep(self) -> None:
         """Time out the connections whose phase outlived its timeout."""
-        now = self.now = self._clock().seconds()
+        now = self.now = self.clock().seconds()
         limits = self._phase_limits
         late = [p for p in self.protocols if now - p._since >= limits[p._phase]]
         for protocol in late:
@@ -1503,29 +1559,59 @@ class GatewayFactory(Factory):
             sweeper.stop()
         self._check_drained()
 
-    def drain(self, deadline: float) -> Deferred[None]:
-        """Close idle connections now and the others after their current
-        response; at ``deadline`` seconds end long-running streams (watch,
-        ``logs -f``, exec) cleanly; fire once every connection is closed.
+    def clock(self) -> IReactorTime:
+        """The reactor's clock (the global reactor when none was given)."""
+        clock: Any = self.reactor
+        if clock is None:
+            from twisted.internet import reactor as clock  # noqa: PLC0415
+        return clock  # type: ignore[no-any-return]
 
-        Call it after the listener stopped accepting.
+    def drain(self, deadline: float, sessions: float | None = None) -> Deferred[None]:
+        """Close connections once idle (:meth:`GatewayProtocol.drain`); at
+        ``deadline`` seconds end long-running streams (watch, ``logs -f``)
+        cleanly, and cut upgraded sessions (exec, attach, port-forward) at
+        ``sessions`` seconds (``deadline`` when ``None``) with a failure the
+        client sees; fire once every connection is closed.
+
+        Called again while draining, it only brings the sessions' cut
+        forward (a stop during a rolling restart).  Call it after the
+        listener stopped accepting.
         """
+        if sessions is None:
+            sessions = deadline
+        clock = self.clock()
         if self._drained is None:
             self.draining = True
             self._drained = Deferred()
-            clock = self._clock()
+            self._sessions_timer = clock.callLater(sessions, self._sessions_deadline)
+            self._abort_timer = clock.callLater(
+                max(deadline, sessions) + DRAIN_GRACE, self._abort_all
+            )
             self._timers = [
                 clock.callLater(deadline, self._deadline),
-                clock.callLater(deadline + DRAIN_GRACE, self._abort_all),
+                self._sessions_timer,
+                self._abort_timer,
             ]
             for protocol in list(self.protocols):
                 protocol.drain()
             self._check_drained()
+        else:
+            timer, abort = self._sessions_timer, self._abort_timer
+            now = clock.seconds()
+            if timer is not None and timer.active() and timer.getTime() > now + sessions:
+                timer.reset(sessions)
+                if abort is not None and abort.active():
+                    latest = max(t.getTime() for t in self._timers if t.active() and t is not abort)
+                    abort.reset(latest - now + DRAIN_GRACE)
         return self._drained
 
     def _deadline(self) -> None:
         for protocol in list(self.protocols):
-            protocol.end_streams()
+            protocol.end_streams(None)
+
+    def _sessions_deadline(self) -> None:
+        for protocol in list(self.protocols):
+            protocol.end_session("the gateway is shutting down: the session was cut")
 
     def _abort_all(self) -> None:
         for protocol in list(self.protocols):

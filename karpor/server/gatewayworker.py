@@ -49,9 +49,13 @@ class GatewayWorkerApp:
         """The gateway's TLS port on the inherited descriptor."""
         return self.service.listen_adopted(fd, family)
 
-    def drain(self, deadline: float) -> defer.Deferred[None]:
-        """Drain the gateway, then stop its service."""
-        d = self.service.drain(deadline)
+    def drain(self, deadline: float, sessions: float | None = None) -> defer.Deferred[None]:
+        """Drain the gateway, then stop its service (called again: only
+        shortens the upgraded sessions' time)."""
+        if self.service.health.draining:
+            self.service.drain(deadline, sessions)
+            return defer.succeed(None)
+        d = self.service.drain(deadline, sessions)
         d.addBoth(lambda _: self.service.stopService())
         return d
 

@@ -46,6 +46,7 @@ from karpor.metrics import listener, multiprocess
 from karpor.metrics.exposition import Exposition
 from karpor.metrics.supervisor import SupervisorMetrics
 from karpor.server import state
+from karpor.server.listener import refuse_if_served
 from karpor.server.supervisor import Supervisor
 
 log = Logger(namespace="karpor.supervisor")
@@ -101,6 +102,8 @@ class ProcessPoolService(Service):
         """Prepare the state directory, then start the workers."""
         settings = self.settings
         assert settings.state_dir is not None and settings.clusters_dir is not None
+        # before anything is written: a port another gateway serves ends the start
+        refuse_if_served(settings.host, settings.port)
         prepared = state.prepare_for(settings, log)
         try:
             # requestHeader.fromCluster: fail here, once, rather than in every worker
@@ -118,6 +121,7 @@ class ProcessPoolService(Service):
             settings.workers,
             worker_command(self._arguments),
             drain_timeout=settings.drain_timeout,
+            session_drain_timeout=settings.session_drain_timeout,
             metrics=SupervisorMetrics(str(self.metrics_dir)),
         )
         self.supervisor.startService()
@@ -156,6 +160,7 @@ class ProcessPoolService(Service):
             new = dataclasses.replace(new, host=self.settings.host, port=self.settings.port)
         self.settings = new
         supervisor.drain_timeout = new.drain_timeout
+        supervisor.session_drain_timeout = new.session_drain_timeout
         log.info("SIGHUP: rolling restart of the workers (pid {pid})", pid=os.getpid())
         d = supervisor.roll()
         if new.workers != supervisor.workers:

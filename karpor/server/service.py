@@ -109,6 +109,7 @@ _FLAGS = {
     "clusters-dir": "clusters_dir",
     "state-dir": "state_dir",
     "drain-timeout": "drain_timeout",
+    "session-drain-timeout": "session_drain_timeout",
     "log-format": "log_format",
     "metrics-address": "metrics_address",
     "serving-names": "serving_names",
@@ -155,6 +156,13 @@ class Options(usage.Options):
             None,
             "Seconds a draining worker gives long-running streams (watch, logs -f, exec) "
             "before ending them [default: 30].",
+        ],
+        [
+            "session-drain-timeout",
+            None,
+            None,
+            "Seconds upgraded sessions (exec, attach, port-forward) of a worker replaced "
+            "by a rolling restart (SIGHUP) may run on before they are cut [default: 3600].",
         ],
         [
             "log-format",
@@ -558,13 +566,14 @@ class GatewayService(Service):
                 f"{reason}{hint}"
             ) from None
 
-    def drain(self, deadline: float) -> defer.Deferred[None]:
+    def drain(self, deadline: float, sessions: float | None = None) -> defer.Deferred[None]:
         """Turn not ready, then finish in-flight requests; long-running
-        streams end cleanly at ``deadline`` seconds (see the front)."""
+        streams end cleanly at ``deadline`` seconds, upgraded sessions at
+        ``sessions`` (see the front)."""
         self.health.draining = True
         if self.front is None:
             return defer.succeed(None)
-        return self.front.drain(deadline)
+        return self.front.drain(deadline, sessions)
 
     def stopService(self) -> Any:
         """Stop watching and listening; close the upstream pools."""

@@ -3,16 +3,28 @@
 It opens one ``SO_REUSEPORT`` listening socket per worker slot (see
 :mod:`karpor.server.listener`), starts one worker process per slot, and:
 
+* refuses to start when anything already listens on the address
+  (:func:`~karpor.server.listener.refuse_if_served`): ``SO_REUSEPORT`` would
+  otherwise let a second gateway share the port with the first;
 * replaces a worker that dies at once (the slot's socket stays open in the
   supervisor, so connections queued meanwhile wait for the replacement instead
   of being reset); a worker that keeps dying young is restarted with an
   exponential back-off and reported as a crash loop;
+* while a slot is in that back-off its socket is closed, so the kernel sends
+  new connections to the live slots only (the few connections queued on it
+  at that moment are reset: the price of a crash loop, taken instead of
+  leaving the slot to swallow a share of every new connection); the next
+  worker of the slot gets a fresh socket that is bound but not listening,
+  and listens once it serves (:class:`~karpor.server.worker.WorkerRuntime`);
 * on :meth:`roll` (SIGHUP) replaces the workers one slot at a time: the new
   worker adopts the same socket, and only once it is serving is its
-  predecessor told to drain — no connection is refused or reset;
+  predecessor told to drain — no connection is refused or reset; the old
+  worker's upgraded sessions (exec, attach, port-forward) run on until they
+  end or ``session_drain_timeout`` (one hour by default) passes;
 * on stop (SIGTERM / SIGINT) tells every worker to drain: stop accepting,
-  finish in-flight requests, end long-running streams cleanly at the drain
-  deadline, exit 0; stragglers are killed after the deadline and a grace period.
+  finish in-flight requests, end long-running streams (sessions included,
+  also those of workers draining after a roll) at the drain deadline, exit
+  0; stragglers are killed after the deadline and a grace period.
 
 Every change is logged, and the state (pids, generations, restarts) is pushed
 to the workers for their health output.  The request path is entirely in the
@@ -41,7 +53,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from karpor.server import control
-from karpor.server.listener import open_listener
+from karpor.server.listener import open_listener, refuse_if_served
 
 #: file descriptors of a worker process: the control socket and the listener
 CONTROL_FD = 3
@@ -79,6 +91,8 @@ class Worker:
     ready: defer.Deferred[None] = field(default_factory=defer.Deferred)
     ended: defer.Deferred[None] = field(default_factory=defer.Deferred)
     kill_call: Any = None
+    #: seconds its upgraded sessions were given when it was told to drain
+    sessions: float | None = None
     #: the process id (kept after the process ended, for the logs)
     pid: int | None = None
 
@@ -154,6 +168,7 @@ class Supervisor(Service):
         command: WorkerCommand,
         *,
         drain_timeout: float = 30.0,
+        session_drain_timeout: float = 3600.0,
         ready_timeout: float = 30.0,
         env: dict[str, str] | None = None,
         metrics: PoolMetrics | None = None,
@@ -165,9 +180,12 @@ class Supervisor(Service):
         self.workers = workers
         self._command = command
         self.drain_timeout = drain_timeout
+        #: how long a worker replaced by a roll keeps its upgraded sessions
+        self.session_drain_timeout = session_drain_timeout
         self.ready_timeout = ready_timeout
         self._env = dict(os.environ if env is None else env)
-        self._sockets: list[socket.socket] = []
+        #: one socket per slot; ``None`` while the slot is down (crash-loop back-off)
+        self._sockets: list[socket.socket | None] = []
         self._current: dict[int, Worker] = {}
         self._all: set[Worker] = set()
         self._failures: dict[int, int] = {}
@@ -183,6 +201,7 @@ class Supervisor(Service):
     def startService(self) -> None:
         """Open the listening sockets and start the workers."""
         super().startService()
+        refuse_if_served(self.host, self.port)
         first = open_listener(self.host, self.port)
         self.port = first.getsockname()[1]
         self._sockets = [first]
@@ -213,7 +232,8 @@ class Supervisor(Service):
 
         def closed(_: object) -> None:
             for sock in self._sockets:
-                sock.close()
+                if sock is not None:
+                    sock.close()
             self._sockets = []
             log.info("supervisor stopped")
 
@@ -234,10 +254,12 @@ class Supervisor(Service):
             worker = self._current.pop(slot, None)
             sock = self._sockets[slot]
             if worker is None or worker.state == "exited":
-                sock.close()
+                if sock is not None:
+                    sock.close()
                 continue
             self._drain(worker)
-            worker.ended.addCallback(_close_socket, sock)
+            if sock is not None:
+                worker.ended.addCallback(_close_socket, sock)
         del self._sockets[workers:]
         self.workers = workers
         self._publish()
@@ -275,7 +297,7 @@ class Supervisor(Service):
                         return
                     self._current[slot] = new
                     if old is not None and old.state != "exited":
-                        self._drain(old)
+                        self._drain(old, self.session_drain_timeout)
                     self._publish()
                 if not self._roll_again:
                     return
@@ -290,6 +312,11 @@ class Supervisor(Service):
     def _spawn(self, slot: int) -> Worker:
         self._generation += 1
         worker = Worker(slot=slot, generation=self._generation, started=time.monotonic())
+        sock = self._sockets[slot]
+        if sock is None:
+            # the slot was down: a socket that takes connections only once
+            # its worker listens on it (when it serves)
+            sock = self._sockets[slot] = open_listener(self.host, self.port, listen=False)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         devnull = os.open(os.devnull, os.O_RDONLY)
         try:
@@ -304,7 +331,7 @@ class Supervisor(Service):
                     1: 1,
                     2: 2,
                     CONTROL_FD: child.fileno(),
-                    LISTEN_FD: self._sockets[slot].fileno(),
+                    LISTEN_FD: sock.fileno(),
                 },
             )
             worker.pid = worker.process.pid if worker.process is not None else None
@@ -361,27 +388,38 @@ class Supervisor(Service):
         if worker.state == "ready":
             self._failures[worker.slot] = 0
 
-    def _drain(self, worker: Worker) -> None:
-        if worker.state in ("draining", "exited"):
+    def _drain(self, worker: Worker, sessions: float | None = None) -> None:
+        """Tell ``worker`` to drain: its streams end at the drain deadline, its
+        upgraded sessions after ``sessions`` seconds (the drain deadline when
+        ``None``).  A worker already draining is told again only to shorten
+        its sessions' time (a stop during a roll)."""
+        if sessions is None:
+            sessions = self.drain_timeout
+        if worker.state == "exited":
             return
-        worker.state = "draining"
-        log.info(
-            "worker draining: slot {slot} pid {pid} generation {gen}",
-            slot=worker.slot,
-            pid=worker.pid,
-            gen=worker.generation,
-        )
-        if worker.control is not None:
-            worker.control.callRemote(control.Drain, deadline=self.drain_timeout).addErrback(
-                lambda _: None
+        if worker.state == "draining":
+            if worker.sessions is None or sessions >= worker.sessions:
+                return
+        else:
+            worker.state = "draining"
+            log.info(
+                "worker draining: slot {slot} pid {pid} generation {gen}",
+                slot=worker.slot,
+                pid=worker.pid,
+                gen=worker.generation,
             )
+        worker.sessions = sessions
+        if worker.control is not None:
+            worker.control.callRemote(
+                control.Drain, deadline=self.drain_timeout, sessions=sessions
+            ).addErrback(lambda _: None)
         elif worker.process is not None:
             # not connected yet (or any more): SIGTERM asks it to drain too
             self._signal(worker, "TERM")
         if worker.kill_call is not None and worker.kill_call.active():
             worker.kill_call.cancel()
         worker.kill_call = self._reactor.callLater(
-            self.drain_timeout + self.kill_grace, self._kill, worker
+            max(self.drain_timeout, sessions) + self.kill_grace, self._kill, worker
         )
 
     def _signal(self, worker: Worker, name: str) -> None:
@@ -439,7 +477,17 @@ class Supervisor(Service):
                 n=failures,
                 d=delay,
             )
+            self._close_slot(worker.slot)
         self._reactor.callLater(delay, self._replace, worker.slot, worker)
+
+    def _close_slot(self, slot: int) -> None:
+        """Stop a down slot's socket from taking connections nobody would accept."""
+        sock = self._sockets[slot] if slot < len(self._sockets) else None
+        if sock is None:
+            return
+        self._sockets[slot] = None
+        sock.close()
+        log.warn("slot {slot} is down: its socket is closed until a worker serves it", slot=slot)
 
     def _replace(self, slot: int, dead: Worker) -> None:
         if self._stopping or self._current.get(slot) is not dead:

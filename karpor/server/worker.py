@@ -4,7 +4,9 @@ A worker process is started by the supervisor with two inherited file
 descriptors: the control socket (:data:`~karpor.server.supervisor.CONTROL_FD`)
 and its slot's listening socket (:data:`~karpor.server.supervisor.LISTEN_FD`).
 :class:`WorkerRuntime` adopts both, serves the :class:`WorkerApp` on the
-listener, reports :class:`~karpor.server.control.Ready`, and drains on
+listener (making it listen first: a slot that was down gets a socket that
+is only bound, so it takes connections only from here on), reports
+:class:`~karpor.server.control.Ready`, and drains on
 :class:`~karpor.server.control.Drain`, on SIGTERM/SIGINT, or when the
 supervisor goes away; then it stops the reactor (exit 0).
 """
@@ -26,6 +28,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from karpor.server import control
+from karpor.server.listener import start_listening
 
 log = Logger(namespace="karpor.worker")
 
@@ -39,10 +42,12 @@ class WorkerApp(Protocol):
     def listen(self, fd: int, family: socket.AddressFamily) -> IListeningPort:
         """Serve on the inherited listening descriptor ``fd`` (TLS included)."""
 
-    def drain(self, deadline: float) -> defer.Deferred[None]:
+    def drain(self, deadline: float, sessions: float | None = None) -> defer.Deferred[None]:
         """Finish in-flight work (listening has stopped); fire when done.
 
-        Long-running streams are ended cleanly within ``deadline`` seconds.
+        Long-running streams are ended cleanly within ``deadline`` seconds,
+        upgraded sessions within ``sessions`` (``deadline`` when ``None``).
+        Called again while draining, it only shortens the sessions' time.
         """
 
     def supervisor_state(self, state: dict[str, Any]) -> None:
@@ -57,9 +62,9 @@ class WorkerControl(amp.AMP):
         self._runtime = runtime
 
     @control.Drain.responder
-    def drain(self, deadline: float) -> dict[str, Any]:
+    def drain(self, deadline: float, sessions: float | None = None) -> dict[str, Any]:
         """The supervisor asks this worker to drain and exit."""
-        self._runtime.drain(deadline)
+        self._runtime.drain(deadline, sessions)
         return {}
 
     @control.State.responder
@@ -88,6 +93,11 @@ class WorkerRuntime:
 
     def start(self, control_fd: int, listen_fd: int) -> None:
         """Adopt the sockets (and close the inherited descriptors), then report Ready."""
+        sock = socket.socket(fileno=listen_fd)
+        try:
+            start_listening(sock)
+        finally:
+            sock.detach()
         self._port = self.app.listen(listen_fd, self._family)
         os.close(listen_fd)
         self.reactor.adoptStreamConnection(
@@ -115,16 +125,25 @@ class WorkerRuntime:
             log.warn("worker {pid}: supervisor gone; draining", pid=os.getpid())
             self.drain(DEFAULT_DRAIN)
 
-    def drain(self, deadline: float) -> None:
-        """Stop accepting, let the app finish within ``deadline``, stop the reactor."""
+    def drain(self, deadline: float, sessions: float | None = None) -> None:
+        """Stop accepting, let the app finish within ``deadline`` (upgraded
+        sessions within ``sessions``), stop the reactor.  Called again while
+        draining, it passes a shorter sessions' time on to the app."""
         if self.draining:
+            if sessions is not None:
+                self.app.drain(deadline, sessions)
             return
         self.draining = True
-        log.info("worker {pid} draining (deadline {d:.0f}s)", pid=os.getpid(), d=deadline)
+        log.info(
+            "worker {pid} draining (deadline {d:.0f}s, sessions {s:.0f}s)",
+            pid=os.getpid(),
+            d=deadline,
+            s=deadline if sessions is None else sessions,
+        )
         stopped: defer.Deferred[Any] = defer.succeed(None)
         if self._port is not None:
             stopped = defer.maybeDeferred(self._port.stopListening)
-        stopped.addCallback(lambda _: self.app.drain(deadline))
+        stopped.addCallback(lambda _: self.app.drain(deadline, sessions))
         stopped.addErrback(lambda f: log.failure("while draining", f))
         stopped.addBoth(lambda _: self._stop())
 

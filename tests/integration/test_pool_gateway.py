@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +27,11 @@ from support.gateway import (
     client_context,
     credentials_of,
     start_gateway,
+    twistd_command,
     write_kubeconfig,
 )
 from support.load import Load
+from support.procs import Process
 from support.sim import SimRun
 
 WORKER = re.compile(rb"\[\+\]worker ok: pid (\d+) generation (\d+)")
@@ -151,6 +154,81 @@ def test_sighup_rolls_every_worker_with_zero_failed_requests(pool: Pool):
     assert before.isdisjoint(after)
     assert len(after) == 2
     assert set(load.answers) & after, "the new workers served during the test"
+
+
+def test_sighup_fails_no_request_of_clients_that_never_retry(pool: Pool):
+    """Keep-alive clients that do not retry (http.client, one connection per
+    thread, reconnecting only after a ``Connection: close``) see no failure
+    across a rolling restart: a draining worker answers the request in flight
+    with ``Connection: close`` and closes an idle connection only after a
+    moment of idleness, never under a request already sent."""
+    path = "/apis/cluster.karpor.io/v1beta1/clusters/sim-1/proxy/api/v1/namespaces/default"
+    failures: list[str] = []
+    done = threading.Event()
+    counts = [0] * 4
+
+    def client(index: int) -> None:
+        conn = pool.conn()
+        while not done.is_set():
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                resp.read()
+                assert resp.status == 200, resp.status
+                counts[index] += 1
+            except Exception as exc:  # every failure counts: no retry
+                failures.append(repr(exc))
+                conn.close()
+                conn = pool.conn()
+        conn.close()
+
+    before = set(pool.run.worker_pids())
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        os.kill(pool.run.pid, signal.SIGHUP)
+        pool.wait_for(lambda: before.isdisjoint(pool.run.worker_pids()), "every worker replaced")
+        time.sleep(0.5)
+    finally:
+        done.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert failures == [], failures[:5]
+    assert sum(counts) > 50
+
+
+def test_a_second_gateway_on_a_served_port_refuses_to_start(pool: Pool, tmp_path: Path):
+    """SO_REUSEPORT would let it join the port (and take a share of the first
+    gateway's connections, with another CA): it exits with a clear reason."""
+    argv = [
+        *twistd_command(),
+        "-n",
+        "--pidfile=",
+        "karpor",
+        "--clusters-dir",
+        str(pool.run.clusters_dir),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--port",
+        str(pool.run.port),
+        "--host",
+        "127.0.0.1",
+        "--workers",
+        "1",
+    ]
+    second = Process(argv, cwd=tmp_path)
+    try:
+        seen = second.wait_for_line(r"address already in use|karpor gateway serving")
+        assert "address already in use" in seen[0], second.output[-3000:]
+        assert second.popen.wait(timeout=30) != 0
+    finally:
+        second.stop()
+    assert "karpor gateway serving" not in second.output
+    # the first gateway alone serves: every new connection reaches one of its workers
+    workers = set(pool.run.worker_pids())
+    assert {pool.worker_pid() for _ in range(20)} <= workers
 
 
 def test_killed_worker_is_replaced_and_new_connections_never_fail(pool: Pool):

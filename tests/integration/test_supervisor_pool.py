@@ -23,8 +23,8 @@ TESTS = Path(__file__).resolve().parents[1]
 
 
 class Pool:
-    def __init__(self, workers: int, drain: float = 5.0) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path]))
+    def __init__(self, workers: int, drain: float = 5.0, **extra_env: str) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path]), **extra_env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "support.fakepool", str(workers), str(drain)],
             stdout=subprocess.PIPE,
@@ -186,3 +186,28 @@ def test_sigterm_drains_and_exits_zero():
     assert len(p.worker_pids(50)) >= 1
     assert p.stop() == 0
     assert any("supervisor stopped" in line for line in p.lines)
+
+
+def test_a_crash_looping_slot_takes_no_new_connections():
+    """While a slot's worker crash-loops, its socket is closed: every new
+    connection goes to the live worker (none hangs on a queue nobody accepts)."""
+    p = Pool(2, FAKE_CRASH_SLOT="1")
+    try:
+        p.wait_ready(1)
+        end = time.monotonic() + 30
+        while not any("crash loop: slot 1" in line for line in p.lines):
+            assert time.monotonic() < end, "".join(p.lines)
+            time.sleep(0.05)
+        answered: list[int | str] = []
+        for _ in range(20):
+            conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=2)
+            try:
+                answered.append(p.get(conn))
+            except OSError as exc:
+                answered.append(repr(exc))
+            finally:
+                conn.close()
+        assert all(isinstance(a, int) for a in answered), answered
+        assert any("slot 1 is down: its socket is closed" in line for line in p.lines)
+    finally:
+        p.stop()

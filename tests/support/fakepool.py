@@ -31,7 +31,14 @@ def main() -> None:
         "127.0.0.1",
         0,
         workers,
-        lambda slot, gen: [sys.executable, "-m", "support.fakeworker", str(gen), "127.0.0.1"],
+        lambda slot, gen: [
+            sys.executable,
+            "-m",
+            "support.fakeworker",
+            str(gen),
+            "127.0.0.1",
+            str(slot),
+        ],
         drain_timeout=drain,
         env=env,
     )

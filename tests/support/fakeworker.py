@@ -1,8 +1,10 @@
 """A minimal worker for supervisor tests: answers every HTTP request with its pid.
 
-Run by the supervisor as ``python -m support.fakeworker GENERATION HOST``; it
-uses the real worker runtime (:mod:`karpor.server.worker`), so the tests
-exercise socket adoption, readiness and draining as the gateway does.
+Run by the supervisor as ``python -m support.fakeworker GENERATION HOST SLOT``;
+it uses the real worker runtime (:mod:`karpor.server.worker`), so the tests
+exercise socket adoption, readiness and draining as the gateway does.  The
+worker of the slot named by ``FAKE_CRASH_SLOT`` exits at once, before it
+serves (a crash-looping slot).
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ class FakeApp:
         )
         return port
 
-    def drain(self, deadline: float) -> defer.Deferred[None]:
+    def drain(self, deadline: float, sessions: float | None = None) -> defer.Deferred[None]:
+        if self.draining:
+            return self.done
         self.draining = True
         if not self.conns:
             return defer.succeed(None)
@@ -90,6 +94,8 @@ class FakeApp:
 def main() -> None:
 
     generation, host = int(sys.argv[1]), sys.argv[2]
+    if len(sys.argv) > 3 and os.environ.get("FAKE_CRASH_SLOT") == sys.argv[3]:
+        sys.exit(3)
     runtime = WorkerRuntime(reactor, FakeApp(), generation, host)
     reactor.callWhenRunning(runtime.start, CONTROL_FD, LISTEN_FD)
     reactor.run(installSignalHandlers=False)

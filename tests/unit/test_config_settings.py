@@ -149,3 +149,15 @@ def test_a_later_section_slots_in() -> None:
     assert errors == [
         "auditLog: path: must be a string; colour: unknown key (known: path, maxSize)"
     ]
+
+
+def test_session_drain_timeout() -> None:
+    """How long a rolled worker keeps its upgraded sessions: an hour by default."""
+    assert parse_settings("", "f").session_drain_timeout == 3600.0
+    s = parse_settings("sessionDrainTimeout: 90\n", "f")
+    assert s.session_drain_timeout == 90.0
+    assert merge(s, {"session_drain_timeout": "15"}).session_drain_timeout == 15.0
+    assert problems("sessionDrainTimeout: 0\n") == [
+        "/etc/karpor/karpor.yaml: sessionDrainTimeout: must be a positive number of seconds, "
+        "not a number"
+    ]

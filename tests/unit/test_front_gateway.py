@@ -29,7 +29,7 @@ from karpor.proxy.execcredential import ExecCredentialCache, ProcessResult
 from karpor.proxy.pool import UpstreamPools
 from karpor.proxy.splice import CLOSE_GRACE
 from karpor.proxy.upstream import DedicatedConnection, UpstreamConnection
-from karpor.server.front import GatewayFactory, GatewayProtocol
+from karpor.server.front import DRAIN_IDLE_GRACE, GatewayFactory, GatewayProtocol
 
 TOKEN = "s3cr3t-cluster-token"
 ALICE = Identity("alice", ("dev",))
@@ -1252,3 +1252,117 @@ def test_without_metrics_the_front_still_sends_ids(target: bytes) -> None:
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     assert re.search(rb"\r\nAudit-Id: [-0-9a-f]{36}\r\n", h.client.raw())
     assert h.pools.get(CLUSTER).idle_connections == 1
+
+
+# -- draining (issue 14 items 7 and 8) ---------------------------------------------
+
+
+def test_drain_answers_the_request_in_flight_with_connection_close() -> None:
+    h = Harness()
+    h.send(get(b"/one"))
+    up = h.accept()
+    h.factory.drain(30.0)
+    assert not h.client.disconnecting  # a request was received: it is answered
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+    [(code, headers, body)] = h.responses()
+    assert (code, body) == (200, b"one")
+    assert header(headers, b"Connection") == b"close"
+    assert h.client.disconnecting
+
+
+def test_drain_closes_an_idle_connection_only_after_a_moment_of_idleness() -> None:
+    h = Harness()
+    h.send(get(b"/one"))
+    h.accept().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+    h.factory.drain(30.0)
+    assert not h.client.disconnecting
+    h.clock.advance(DRAIN_IDLE_GRACE / 2)
+    # a request already on its way when the drain began is answered
+    h.send(get(b"/two"))
+    h.clock.advance(DRAIN_IDLE_GRACE)
+    assert not h.client.disconnecting
+    h.upstreams[0].respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
+    responses = h.responses()
+    assert [r[2] for r in responses] == [b"one", b"two"]
+    assert header(responses[1][1], b"Connection") == b"close"
+    assert h.client.disconnecting
+    # an idle connection that sends nothing is closed after the grace
+    other = Harness()
+    other.send(get(b"/one"))
+    other.accept().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+    other.factory.drain(30.0)
+    other.clock.advance(DRAIN_IDLE_GRACE)
+    assert other.client.disconnecting
+
+
+def test_drain_never_closes_under_a_request_head_partly_received() -> None:
+    h = Harness()
+    h.send(get(b"/one"))
+    h.accept().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+    request = get(b"/two")
+    h.send(request[:10])
+    h.factory.drain(30.0)
+    h.clock.advance(DRAIN_IDLE_GRACE * 3)
+    assert not h.client.disconnecting
+    h.send(request[10:])
+    h.upstreams[0].respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
+    assert header(h.responses()[1][1], b"Connection") == b"close"
+    assert h.client.disconnecting
+
+
+def test_drain_answers_pipelined_requests_the_last_with_connection_close() -> None:
+    h = Harness()
+    h.send(get(b"/one") + get(b"/two") + get(b"/three"))
+    up = h.accept()
+    h.factory.drain(30.0)
+    for body in (b"one", b"two", b"three"):
+        up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+    responses = h.responses()
+    assert [r[2] for r in responses] == [b"one", b"two", b"three"]
+    assert [header(r[1], b"Connection") for r in responses] == [None, None, b"close"]
+    assert h.client.disconnecting
+
+
+def test_drain_own_api_and_errors_say_connection_close() -> None:
+    h = Harness()
+    h.factory.drain(30.0)
+    h.send(b"GET /version HTTP/1.1\r\nHost: gw\r\n\r\n")
+    [(code, headers, _)] = h.responses()
+    assert header(headers, b"Connection") == b"close"
+    assert h.client.disconnecting
+    other = Harness()
+    other.factory.drain(30.0)
+    other.send(get(b"/x", cluster=b"nope"))
+    [(code, headers, _)] = other.responses()
+    assert code == 404 and header(headers, b"Connection") == b"close"
+
+
+def test_drain_keeps_a_session_past_the_stream_deadline_then_cuts_it_as_a_failure() -> None:
+    from karpor.sim import spdy  # noqa: PLC0415 (a client's frames, as kubectl sends them)
+
+    h = Harness()
+    up = switched(h)
+    encoder = spdy.FrameEncoder()
+    h.send(encoder.encode(spdy.SynStream(1, {"streamtype": "error"})))
+    up.respond(spdy.FrameEncoder().encode(spdy.SynReply(1, {})))
+    h.client.clear()
+    drained = h.factory.drain(5.0, 60.0)
+    h.clock.advance(10.0)  # the streams' deadline passed: the session runs on
+    assert not h.client.disconnecting and not drained.called
+    h.send(b"more")
+    assert up.transport.value().endswith(b"more")
+    # a stop during the drain brings the cut forward
+    h.factory.drain(5.0, 1.0)
+    h.clock.advance(1.0)
+    [frame] = spdy.FrameDecoder().receive_data(h.client.value())
+    assert isinstance(frame, spdy.Data) and frame.stream_id == 1 and frame.fin
+    assert status_of(frame.data)["status"] == "Failure"
+    assert h.client.disconnecting and up.transport.disconnecting
+
+
+def test_a_session_with_no_clean_ending_is_dropped() -> None:
+    h = Harness()
+    switched(h)
+    h.factory.drain(1.0)
+    h.clock.advance(1.0)
+    assert h.client.disconnected  # aborted: no clean close the client could take for success
