@@ -39,7 +39,7 @@ from bench.peers import (
 from bench.procs import BenchError, Processes
 from bench.results import Results, Row
 from bench.wrk import find_wrk
-from karpor.config.settings import default_workers
+from karpor.app.settings import default_workers
 
 WORKLOADS = ("latency", "throughput", "watch", "exec", "list", "workers", "clusters")
 REQRESP = {"latency", "throughput", "workers"}

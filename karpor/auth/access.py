@@ -64,9 +64,6 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from OpenSSL import crypto
 
-from karpor.api.clusters import not_found
-from karpor.api.requestinfo import RequestInfoError, parse_request_info
-from karpor.api.status import ApiError
 from karpor.auth.authenticate import CertificateAuthenticator, public_key_der
 from karpor.auth.identity import ANONYMOUS_USER, UNAUTHENTICATED, Identity
 from karpor.auth.impersonation import (
@@ -86,6 +83,9 @@ from karpor.auth.revocation import (
 from karpor.auth.sections import AuthenticationSettings, AuthorizationSettings
 from karpor.auth.tokens import TokenAuthenticator, TokenFile, load_token_file
 from karpor.config.model import Cluster
+from karpor.kube.clusterstatus import not_found
+from karpor.kube.requestinfo import RequestInfoError, parse_request_info
+from karpor.kube.status import ApiError
 
 Header = tuple[bytes, bytes]
 

@@ -1,7 +1,7 @@
 """Authentication of callers by client certificate (the gateway CA's).
 
 The TLS layer asks for a client certificate and accepts any
-(``karpor.tls.server_options``); this module decides, once per connection,
+(``karpor.net.tls.server_options``); this module decides, once per connection,
 whether the certificate was issued by a trusted CA and may authenticate a
 client (the verdict is kept per certificate) and is within its validity
 period (checked every time), and turns it into an

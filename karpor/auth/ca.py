@@ -75,7 +75,7 @@ def _now() -> datetime.datetime:
 class CertificateAuthority:
     """A CA certificate with its key, able to issue server and client
     certificates; or without the key (``key=None``: a gateway replica's
-    read-only state, :mod:`karpor.server.state`), only trusted."""
+    read-only state, :mod:`karpor.app.state`), only trusted."""
 
     def __init__(self, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None) -> None:
         self.cert = cert

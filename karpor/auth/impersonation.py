@@ -35,11 +35,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import unquote
 
-from karpor.api.status import ApiError
 from karpor.auth.identity import ANONYMOUS_USER, AUTHENTICATED, UNAUTHENTICATED, Identity
 from karpor.auth.policy import Attributes, Decision, Exchange, Policy
 from karpor.auth.requestheader import HeaderPair
 from karpor.config.model import Cluster
+from karpor.kube.status import ApiError
 
 Header = tuple[bytes, bytes]
 
@@ -82,7 +82,7 @@ def escape_extra_key(key: str) -> str:
 
 def impersonation_headers(identity: Identity | None) -> list[Header]:
     """The ``Impersonate-*`` headers that make a cluster see ``identity``
-    (none for ``None``), for :func:`karpor.proxy.headers.request_head`'s
+    (none for ``None``), for :func:`karpor.http.headers.request_head`'s
     ``identity`` argument."""
     if identity is None:
         return []

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from karpor.api.discovery import GROUP_VERSION
+from karpor.kube.discovery import GROUP_VERSION
 
 #: the context (and kubeconfig cluster) of the gateway's own API
 GATEWAY_CONTEXT = "karpor"

@@ -42,7 +42,7 @@ Once a policy file exists, whatever no rule grants is denied.  Without one
 (:data:`ALLOW_ALL`), every authenticated caller may do everything.
 
 **Verbs of a request** (:func:`attributes`) are kube-apiserver's
-(:func:`karpor.api.requestinfo.parse_request_info`: ``GET`` on a collection
+(:func:`karpor.kube.requestinfo.parse_request_info`: ``GET`` on a collection
 is ``list``, with ``?watch=true`` ``watch``, ``DELETE`` on a collection
 ``deletecollection``) except for the subresources that open a stream into a
 workload, which are verbs of their own here: ``pods/exec`` is ``exec``,
@@ -122,12 +122,12 @@ from typing import Any
 
 import yaml
 
-from karpor.api.requestinfo import RequestInfo
-from karpor.api.status import ApiError
 from karpor.auth.identity import ANONYMOUS_USER, AUTHENTICATED, UNAUTHENTICATED, Identity
 from karpor.config.clusters import describe, quote
 from karpor.config.model import Cluster
 from karpor.config.textfile import TextFileError, read_text
+from karpor.kube.requestinfo import RequestInfo
+from karpor.kube.status import ApiError
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

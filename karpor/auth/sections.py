@@ -35,11 +35,11 @@ them from there instead (:mod:`karpor.auth.frontproxy`), and no other
 The ConfigMap is read by :mod:`karpor.auth.frontproxysource`.
 
 :func:`parse_audit_log`, :func:`parse_authentication` and
-:func:`parse_authorization` are :class:`karpor.config.settings.Key` parsers
+:func:`parse_authorization` are :class:`karpor.app.settings.Key` parsers
 (``parse(value, base_dir)``, raising :class:`ValueError` with the message;
 nested problems read ``requestHeader.clientCAFile: required``), to be listed
-in :data:`karpor.config.settings.KEYS`.  This module does not import
-``karpor.config.settings`` (which imports it).  Relative paths resolve
+in :data:`karpor.app.settings.KEYS`.  This module does not import
+``karpor.app.settings`` (which imports it).  Relative paths resolve
 against ``base_dir`` (the settings file's directory).
 """
 

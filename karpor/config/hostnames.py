@@ -3,7 +3,7 @@
 A serving certificate's SANs are DNS names or IP addresses.  :func:`normal_host`
 gives the form they compare in (IP addresses canonical, names lower-case
 without a trailing dot); :func:`check_host` refuses what cannot be a SAN;
-:func:`parse_host_names` is the :class:`karpor.config.settings.Key` parser
+:func:`parse_host_names` is the :class:`karpor.app.settings.Key` parser
 of ``servingNames`` (a YAML list, or a comma-separated string as the
 ``--serving-names`` flag gives it).
 """

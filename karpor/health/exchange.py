@@ -1,14 +1,14 @@
 """One health-probe request, carried by a cluster's connection pool.
 
-A :class:`ProbeExchange` is the smallest :class:`~karpor.proxy.upstream.Exchange`:
+A :class:`ProbeExchange` is the smallest :class:`~karpor.upstream.http1.Exchange`:
 a bodiless ``GET`` whose head (:func:`probe_head`) carries the cluster's
 header block (``Host`` and the credential, from
-:class:`~karpor.proxy.credentials.ClusterCredentials`), sent on a pooled
+:class:`~karpor.upstream.credentials.ClusterCredentials`), sent on a pooled
 connection with the pool's TLS options, so a probe costs no TLS context and
 usually no handshake.  It keeps at most :data:`~karpor.health.probe.MAX_BODY`
 bytes of the answer and reports once, to ``done``: ``(code, body, None)``
 for an answer, ``(None, b"", error)`` for a failure (``error`` is an
-:class:`~karpor.api.status.ApiError`, worded by the pool without a secret).
+:class:`~karpor.kube.status.ApiError`, worded by the pool without a secret).
 :meth:`ProbeExchange.cancel` (the probe timed out) drops it: a pooled
 connection it holds is closed, a queued one skipped, and ``done`` is not
 called.
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from karpor.api.status import ApiError
 from karpor.health.probe import MAX_BODY
-from karpor.proxy.headers import Header, ResponseHeaders
-from karpor.proxy.upstream import Carrier, Tunnel
+from karpor.http.headers import Header, ResponseHeaders
+from karpor.kube.status import ApiError
+from karpor.upstream.http1 import Carrier, Tunnel
 
 USER_AGENT = b"karpor-health-probe"
 

@@ -39,10 +39,10 @@ import json
 import math
 from dataclasses import dataclass
 
-from karpor.api.discovery import GROUP
-from karpor.api.status import ApiError
 from karpor.config.model import Cluster
-from karpor.sim.humanize import format_timestamp
+from karpor.kube.discovery import GROUP
+from karpor.kube.humanize import format_timestamp
+from karpor.kube.status import ApiError
 
 #: seconds between two probes of a healthy cluster
 DEFAULT_INTERVAL = 10.0

@@ -9,10 +9,10 @@ probe in flight, never both, so probes never pile up.
 
 A probe (:class:`~karpor.health.probe.Probe`) sends its requests one after
 the other as :class:`~karpor.health.exchange.ProbeExchange`\\ s submitted
-to the cluster's :class:`~karpor.proxy.pool.ClusterPool` (its TLS options,
+to the cluster's :class:`~karpor.upstream.pool.ClusterPool` (its TLS options,
 header block and pooled connections); a cluster with an exec-plugin
 credential gets the plugin's token from the shared
-:class:`~karpor.proxy.execcredential.ExecCredentialCache` first (a 401
+:class:`~karpor.upstream.execcredential.ExecCredentialCache` first (a 401
 drops it, as for requests).  A timer bounds the whole probe
 (``timeout``); at its end the verdict goes to ``on_change(name, status)``
 (every probe: the catalog keeps the probe time; ``None`` when a changed
@@ -32,7 +32,6 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from karpor.api.status import ApiError
 from karpor.config.model import Cluster, ExecCredential
 from karpor.health.exchange import ProbeExchange, probe_head
 from karpor.health.probe import (
@@ -44,9 +43,10 @@ from karpor.health.probe import (
     refusal,
     same_access,
 )
-from karpor.proxy.credentials import CredentialError
-from karpor.proxy.execcredential import ExecCredentialCache, ExecPluginError, ExecResult
-from karpor.proxy.pool import ClusterPool, UpstreamPools
+from karpor.kube.status import ApiError
+from karpor.upstream.credentials import CredentialError
+from karpor.upstream.execcredential import ExecCredentialCache, ExecPluginError, ExecResult
+from karpor.upstream.pool import ClusterPool, UpstreamPools
 
 log = Logger()
 

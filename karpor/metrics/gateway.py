@@ -128,7 +128,7 @@ class GatewayMetrics:
     instead, :mod:`karpor.metrics.exposition`).  ``later``: when given,
     :meth:`request_done` keeps what it is told and has ``later`` call
     :meth:`flush` (at the end of the reactor turn,
-    :meth:`karpor.server.reactor.GatewayReactor.after_turn`); otherwise it
+    :meth:`karpor.net.reactor.GatewayReactor.after_turn`); otherwise it
     records at once.
     """
 
@@ -324,7 +324,7 @@ class GatewayMetrics:
         """A long-running request of ``kind`` ended."""
         self._kinds[kind].dec()
 
-    # -- upstream connections (karpor.proxy.pool.UpstreamErrors) --------------------
+    # -- upstream connections (karpor.upstream.pool.UpstreamErrors) --------------------
 
     def connect_error(self, cluster: str) -> None:
         """A connection to ``cluster`` could not be opened."""

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from karpor.api.requestinfo import RequestInfoError, parse_query, parse_request_info, query_bool
 from karpor.auth.policy import attributes
-from karpor.proxy.h2upstream import is_long_running
+from karpor.kube.requestinfo import RequestInfoError, parse_query, parse_request_info, query_bool
+from karpor.upstream.h2 import is_long_running
 
 #: the ``cluster`` label of requests answered without a known cluster
 GATEWAY = "-"

@@ -21,7 +21,7 @@ SAMPLE_INTERVAL = 5.0
 
 
 class SampledPool(Protocol):
-    """What a sample reads of a cluster pool (:class:`karpor.proxy.pool.ClusterPool`)."""
+    """What a sample reads of a cluster pool (:class:`karpor.upstream.pool.ClusterPool`)."""
 
     @property
     def name(self) -> str:

@@ -22,9 +22,9 @@ from urllib.parse import unquote
 
 from OpenSSL import crypto
 
-from karpor.api.status import ApiError
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import ANONYMOUS_USER, AUTHENTICATED, UNAUTHENTICATED, Identity
+from karpor.kube.status import ApiError
 
 #: the identity the bearer token stands for: a service account, since the
 #: Cluster files the simulator writes call the token a ServiceAccountToken

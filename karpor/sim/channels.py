@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from karpor.api.status import ApiError
+from karpor.kube.status import ApiError
 
 #: Channel numbers of the remote-command protocols.
 STDIN = 0

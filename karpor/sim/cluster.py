@@ -46,6 +46,8 @@ from twisted.logger import Logger
 from karpor.auth.ca import CertificateAuthority, IssuedCertificate, write_private
 from karpor.auth.identity import Identity
 from karpor.config.hostnames import url_host
+from karpor.net.tls import H2, server_options
+from karpor.net.tlstransport import TLSPort
 from karpor.sim.auth import DEFAULT_TOKEN_IDENTITY, Authenticator
 from karpor.sim.controllers import DeploymentController
 from karpor.sim.kubelet import DEFAULT_NODE, Kubelet
@@ -53,8 +55,6 @@ from karpor.sim.logs import DEFAULT_INTERVAL
 from karpor.sim.server import ApiServer, ServerVersion, SimulatorSite
 from karpor.sim.store import Store
 from karpor.sim.streaming import StreamServer
-from karpor.tls import H2, server_options
-from karpor.tlstransport import TLSPort
 
 CLUSTER_API_VERSION = "cluster.karpor.io/v1beta1"
 #: the label the simulator puts on the Cluster documents it writes

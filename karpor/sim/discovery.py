@@ -9,7 +9,7 @@ Both forms kube-apiserver serves:
   ``apidiscovery.k8s.io`` ``v2`` (kubectl 1.30+) or ``v2beta1`` (kubectl
   1.27-1.29), with ``responseKind`` on every resource and subresource.
 
-Which one a request gets is decided by :func:`karpor.sim.negotiate.negotiate_discovery`.
+Which one a request gets is decided by :func:`karpor.kube.negotiate.negotiate_discovery`.
 """
 
 from __future__ import annotations

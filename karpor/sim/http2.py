@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from karpor.h2window import send_within_window
+from karpor.net.h2window import send_within_window
 
 #: Streams one client connection may have open (kube-apiserver: 250).
 MAX_CONCURRENT_STREAMS = 250

@@ -20,7 +20,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from karpor.api.status import ApiError
+from karpor.kube.status import ApiError
 from karpor.sim.logs import format_rfc3339
 from karpor.sim.resources import CATALOG, Catalog
 from karpor.sim.store import Store, Watcher, WatchEvent

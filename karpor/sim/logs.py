@@ -26,7 +26,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from karpor.api.status import ApiError
+from karpor.kube.status import ApiError
 
 #: seconds between two log lines of a container, unless configured otherwise
 DEFAULT_INTERVAL = 1.0

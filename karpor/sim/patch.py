@@ -10,7 +10,7 @@
   merge of the YAML document into the object (:func:`apply_patch`).
 
 :func:`apply` dispatches on the ``Content-Type``.  Errors are
-:class:`~karpor.api.status.ApiError`: 415 for an unknown patch type, 400 for a
+:class:`~karpor.kube.status.ApiError`: 415 for an unknown patch type, 400 for a
 body that does not parse, 422 for a JSON patch that cannot be applied.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from karpor.api.status import ApiError
+from karpor.kube.status import ApiError
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"

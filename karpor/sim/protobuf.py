@@ -15,7 +15,7 @@ whole spec: every message reachable from them (``PodSpec``, ``Container``,
 ``Volume`` and its sources, ``ServicePort``, ``LabelSelector``,
 ``ObjectMeta``...), with the field numbers of ``k8s.io/api``'s
 ``generated.proto``.  Pod and Deployment statuses decode as empty objects
-(clients do not send them on create).  Other kinds raise :class:`~karpor.api.status.ApiError` 415
+(clients do not send them on create).  Other kinds raise :class:`~karpor.kube.status.ApiError` 415
 with a message naming the kind, so the caller knows to send JSON
 (``kubectl create -f`` and ``kubectl apply`` do).
 
@@ -34,7 +34,7 @@ import datetime
 import json
 from typing import Any, NamedTuple
 
-from karpor.api.status import ApiError
+from karpor.kube.status import ApiError
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"

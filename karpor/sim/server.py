@@ -7,7 +7,7 @@ authenticator, clocks) and answers one request at a time:
    the ``Impersonate-*`` headers;
 2. non-resource paths: ``/version``, ``/healthz``, ``/livez``, ``/readyz``,
    discovery (``/api``, ``/apis``, legacy and aggregated), ``/openapi/v3``;
-3. resource paths, parsed into a :class:`~karpor.api.requestinfo.RequestInfo`:
+3. resource paths, parsed into a :class:`~karpor.kube.requestinfo.RequestInfo`:
    get, list, watch (streamed), create, update, patch, delete,
    deletecollection, the ``status`` and ``deployments/scale`` subresources,
    ``pods/log`` (streamed with ``follow``), ``selfsubjectreviews``;
@@ -53,18 +53,19 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import provider
 
-from karpor.api.requestinfo import RequestInfo, RequestInfoError, parse_query, parse_request_info
-from karpor.api.status import ApiError
 from karpor.auth.identity import Identity
-from karpor.sim import discovery, negotiate, openapi, protobuf
+from karpor.kube import negotiate
+from karpor.kube.negotiate import JSON, YAML, Negotiated, Representation
+from karpor.kube.requestinfo import RequestInfo, RequestInfoError, parse_query, parse_request_info
+from karpor.kube.selectors import label_selector_from_object
+from karpor.kube.status import ApiError
+from karpor.sim import discovery, openapi, protobuf
 from karpor.sim import patch as patches
 from karpor.sim.auth import Authenticator, impersonate, self_subject_review
 from karpor.sim.channels import Kind
 from karpor.sim.http2 import NegotiatingChannel
 from karpor.sim.logs import DEFAULT_INTERVAL, LogFollower, LogOptions, render_lines, resolve
-from karpor.sim.negotiate import JSON, YAML, Negotiated, Representation
 from karpor.sim.resources import CATALOG, Catalog, ResourceType
-from karpor.sim.selectors import label_selector_from_object
 from karpor.sim.store import FieldError, Store, invalid
 from karpor.sim.streaming import StreamServer
 from karpor.sim.tables import to_table

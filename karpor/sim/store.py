@@ -4,7 +4,7 @@ One resourceVersion counter orders every write, as etcd's revision does.
 Objects come back as deep copies shaped as kube-apiserver sends them: ``kind``
 and ``apiVersion`` on single objects and watch events, not on list items;
 ``metadata.uid``, ``creationTimestamp``, ``resourceVersion``; the defaults
-kube's API types add.  Errors are :class:`~karpor.api.status.ApiError` with
+kube's API types add.  Errors are :class:`~karpor.kube.status.ApiError` with
 kube's codes, reasons, messages and details.
 
 The store plays the controllers a fresh cluster runs: the namespaces
@@ -42,11 +42,8 @@ from dataclasses import field as dataclass_field
 from functools import cached_property
 from typing import Any, TypeVar
 
-from karpor.api.status import ApiError
-from karpor.sim import patch as patches
-from karpor.sim.humanize import format_timestamp
-from karpor.sim.resources import CATALOG, Catalog, ResourceType
-from karpor.sim.selectors import (
+from karpor.kube.humanize import format_timestamp
+from karpor.kube.selectors import (
     DOUBLE_EQUALS,
     EQUALS,
     IN,
@@ -65,6 +62,9 @@ from karpor.sim.selectors import (
     parse_label_selector,
     qualified_name_errors,
 )
+from karpor.kube.status import ApiError
+from karpor.sim import patch as patches
+from karpor.sim.resources import CATALOG, Catalog, ResourceType
 
 log = logging.getLogger(__name__)
 

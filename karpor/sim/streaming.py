@@ -70,7 +70,7 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 from zope.interface import implementer
 
-from karpor.api.status import ApiError
+from karpor.kube.status import ApiError
 from karpor.sim import channels as ch
 from karpor.sim.channels import Kind, StreamOptions
 from karpor.sim.execution import (

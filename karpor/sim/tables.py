@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from karpor.sim.humanize import age
+from karpor.kube.humanize import age
+from karpor.kube.selectors import format_labels, label_selector_from_object
 from karpor.sim.resources import ResourceType
-from karpor.sim.selectors import format_labels, label_selector_from_object
 
 Row = dict[str, Any]
 Column = dict[str, Any]

@@ -23,8 +23,8 @@ from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from karpor.api.requestinfo import query_bool
-from karpor.api.status import ApiError
+from karpor.kube.requestinfo import query_bool
+from karpor.kube.status import ApiError
 from karpor.sim.resources import ResourceType
 from karpor.sim.store import Store, Watcher, WatchEvent
 

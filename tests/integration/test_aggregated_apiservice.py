@@ -36,10 +36,10 @@ from support.gateway import GatewayRun, Response, client_context, request, start
 from support.procs import ProcessError
 from support.sim import SimCluster, SimRun, karpor_command, start_sim
 
-from karpor.api.discovery import GROUP, VERSION
 from karpor.auth.ca import CertificateAuthority
 from karpor.auth.frontproxy import CONFIGMAP_NAME, CONFIGMAP_NAMESPACE
-from karpor.server.certificates import DEFAULT_NAMES
+from karpor.cli.certificates import DEFAULT_NAMES
+from karpor.kube.discovery import GROUP, VERSION
 
 #: the Service name kube-apiserver verifies karpor's certificate for
 SERVICE_NAME = "karpor.karpor.svc"

@@ -31,7 +31,7 @@ UPSTREAM = textwrap.dedent(
     import json, sys
     from twisted.internet import reactor
     from twisted.web import resource, server
-    from karpor.tls import server_options
+    from karpor.net.tls import server_options
 
     cert, key = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
 

@@ -19,7 +19,7 @@ def test_wheel_contains_the_twistd_plugin(tmp_path):
     assert "twisted/plugins/karpor_plugin.py" in names
     assert "twisted/__init__.py" not in names
     assert "twisted/plugins/__init__.py" not in names
-    assert "karpor/server/service.py" in names
+    assert "karpor/app/service.py" in names
 
 
 def test_twistd_lists_karpor(tmp_path):

@@ -27,7 +27,7 @@ UPSTREAM = textwrap.dedent(
     import json, sys
     from twisted.internet import reactor
     from twisted.web import resource, server
-    from karpor.tls import server_options
+    from karpor.net.tls import server_options
 
     TOKEN, large = sys.argv[1], int(sys.argv[4])
     cert, key = open(sys.argv[2], "rb").read(), open(sys.argv[3], "rb").read()

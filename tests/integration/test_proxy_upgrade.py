@@ -36,7 +36,7 @@ UPSTREAM = textwrap.dedent(
     r"""
     import base64, hashlib, json, sys
     from twisted.internet import protocol, reactor
-    from karpor.tls import server_options
+    from karpor.net.tls import server_options
 
     TOKEN = sys.argv[1]
     cert, key = open(sys.argv[2], "rb").read(), open(sys.argv[3], "rb").read()

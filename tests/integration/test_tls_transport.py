@@ -1,4 +1,4 @@
-"""TLS on the socket (:mod:`karpor.tlstransport`) over real loopback sockets.
+"""TLS on the socket (:mod:`karpor.net.tlstransport`) over real loopback sockets.
 
 The scenarios run in one subprocess (``support.tlsscenarios``: a reactor
 cannot be restarted inside pytest); each test checks one scenario's record.

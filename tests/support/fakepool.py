@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet import reactor as _reactor
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
-from karpor.server.supervisor import Supervisor
+from karpor.app.supervisor import Supervisor
 
 reactor: Any = _reactor
 

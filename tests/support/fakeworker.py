@@ -1,7 +1,7 @@
 """A minimal worker for supervisor tests: answers every HTTP request with its pid.
 
 Run by the supervisor as ``python -m support.fakeworker GENERATION HOST SLOT``;
-it uses the real worker runtime (:mod:`karpor.server.worker`), so the tests
+it uses the real worker runtime (:mod:`karpor.app.worker`), so the tests
 exercise socket adoption, readiness and draining as the gateway does.  The
 worker of the slot named by ``FAKE_CRASH_SLOT`` exits at once, before it
 serves (a crash-looping slot).
@@ -20,8 +20,8 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from karpor.server.supervisor import CONTROL_FD, LISTEN_FD
-from karpor.server.worker import WorkerRuntime
+from karpor.app.supervisor import CONTROL_FD, LISTEN_FD
+from karpor.app.worker import WorkerRuntime
 
 reactor: Any = _reactor
 

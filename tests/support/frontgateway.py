@@ -1,12 +1,12 @@
 """The gateway's front alone, for proxy tests: ``python -m support.frontgateway CONFIG``.
 
-A :class:`~karpor.server.front.GatewayFactory` over the clusters of a JSON
+A :class:`~karpor.front.protocol.GatewayFactory` over the clusters of a JSON
 config (``clusters`` with ``name``, ``endpoint``, ``ca``, and ``auth`` —
 ``token``, the default, or ``cert`` — and optionally a ``token`` of their
 own; ``token``, ``client_cert``, ``client_key``; the serving
 ``cert``/``key``; the callers' ``client_ca``),
 served with TLS on the socket exactly as the gateway serves
-(:class:`karpor.tlstransport.TLSPort`). Its own API answers ``/healthz``,
+(:class:`karpor.net.tlstransport.TLSPort`). Its own API answers ``/healthz``,
 ``/stats?cluster=NAME`` (the cluster's pool: HTTP/1.1 and HTTP/2
 connections, streams, whether it speaks h2) and a 404 ``Status`` for
 anything else. Prints the port once listening.
@@ -23,13 +23,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from karpor.api.status import ApiError
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.config.model import Cluster, Credential, TokenCredential, X509Credential
-from karpor.proxy.pool import UpstreamPools
-from karpor.server.front import GatewayFactory
-from karpor.tls import server_options
-from karpor.tlstransport import TLSPort
+from karpor.front.protocol import GatewayFactory
+from karpor.kube.status import ApiError
+from karpor.net.tls import server_options
+from karpor.net.tlstransport import TLSPort
+from karpor.upstream.pool import UpstreamPools
 
 TESTS = __file__.rsplit("/support/", 1)[0]
 

@@ -1,4 +1,4 @@
-"""Scenarios for :mod:`karpor.tlstransport` on real loopback sockets.
+"""Scenarios for :mod:`karpor.net.tlstransport` on real loopback sockets.
 
 ``python -m support.tlsscenarios`` (with ``tests`` on the path) runs every
 scenario in one reactor run and prints one JSON object: scenario name →
@@ -23,8 +23,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from karpor.auth.ca import CertificateAuthority
-from karpor.tls import H2, HTTP11, client_options, server_options
-from karpor.tlstransport import TLSClientEndpoint, TLSPort
+from karpor.net.tls import H2, HTTP11, client_options, server_options
+from karpor.net.tlstransport import TLSClientEndpoint, TLSPort
 
 reactor: Any = _installed
 BIG = 8 * 1024 * 1024

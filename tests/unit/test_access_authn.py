@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from karpor.api.status import ApiError
 from karpor.auth.access import ANONYMOUS, Access, Forbidden, Peer
 from karpor.auth.identity import Identity
 from karpor.auth.policy import Policy, parse_policy
@@ -14,6 +13,7 @@ from karpor.auth.requestheader import RequestHeaderConfig
 from karpor.auth.revocation import ReloadingFile, RevocationList
 from karpor.auth.tokens import TokenFile, load_token_file, parse_token_file
 from karpor.config.model import Cluster
+from karpor.kube.status import ApiError
 
 ALICE = Identity("alice", ("dev",))
 CLUSTER = Cluster(name="c", endpoint="https://10.0.0.1", impersonate=True)

@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from karpor.config.model import Cluster, ExecCredential
-from karpor.proxy.execcredential import (
+from karpor.upstream.execcredential import (
     EXEC_INFO_ENV,
     ExecCredentialCache,
     ExecPluginError,

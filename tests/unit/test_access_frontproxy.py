@@ -19,7 +19,6 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 
-from karpor.api.status import ApiError
 from karpor.auth import frontproxy, frontproxysource
 from karpor.auth.access import Access, AccessError
 from karpor.auth.ca import CertificateAuthority
@@ -40,6 +39,7 @@ from karpor.auth.sections import (
     RequestHeaderSettings,
     parse_authentication,
 )
+from karpor.kube.status import ApiError
 
 FRONT_CA = CertificateAuthority.create("front-proxy-ca")
 OTHER_CA = CertificateAuthority.create("front-proxy-ca-2")

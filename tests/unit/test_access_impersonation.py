@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from karpor.api.status import ApiError
 from karpor.auth.identity import Identity
 from karpor.auth.impersonation import (
     authorize_impersonation,
@@ -19,6 +18,7 @@ from karpor.auth.impersonation import (
 from karpor.auth.policy import ALLOW_ALL, Exchange, parse_policy
 from karpor.auth.requestheader import unescape_extra_key
 from karpor.config.model import Cluster
+from karpor.kube.status import ApiError
 
 PLAIN = Cluster("sim-1", "https://h")
 IMPERSONATING = Cluster("sim-2", "https://h", impersonate=True)

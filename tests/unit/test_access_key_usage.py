@@ -13,12 +13,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import crypto
 
+from karpor.app import state
 from karpor.auth.access import Access
 from karpor.auth.authenticate import CertificateAuthenticator, permits_client_auth
 from karpor.auth.ca import CertificateAuthority
 from karpor.auth.requestheader import RequestHeaderConfig
 from karpor.auth.sections import AuthenticationSettings, AuthorizationSettings
-from karpor.server import state
 
 SERVER, CLIENT, ANY = (
     ExtendedKeyUsageOID.SERVER_AUTH,

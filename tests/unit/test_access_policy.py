@@ -9,7 +9,6 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from karpor.api.requestinfo import parse_request_info
 from karpor.auth.identity import Identity
 from karpor.auth.policy import (
     ALLOW_ALL,
@@ -21,6 +20,7 @@ from karpor.auth.policy import (
     parse_policy,
 )
 from karpor.config.model import Cluster
+from karpor.kube.requestinfo import parse_request_info
 
 ALICE = Identity("alice", ("dev",))
 BOB = Identity("bob", ("ops",))

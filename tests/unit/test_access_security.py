@@ -22,7 +22,6 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from zope.interface import implementer
 
-from karpor.api.request import ApiRequest, Responder
 from karpor.auth.access import Access
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
@@ -30,9 +29,10 @@ from karpor.auth.policy import Policy, parse_policy
 from karpor.auth.requestheader import RequestHeaderConfig
 from karpor.auth.revocation import ReloadingFile
 from karpor.config.model import Cluster, TokenCredential
-from karpor.proxy.pool import UpstreamPools
-from karpor.proxy.route import ALIAS_PREFIX, KARPOR_PREFIX
-from karpor.server.front import GatewayFactory
+from karpor.front.protocol import GatewayFactory
+from karpor.gatewayapi.request import ApiRequest, Responder
+from karpor.http.route import ALIAS_PREFIX, KARPOR_PREFIX
+from karpor.upstream.pool import UpstreamPools
 
 ALICE = Identity("alice", ("dev",))
 TOKENS = {"a": "token-of-a", "b": "token-of-b", "i": "token-of-i"}

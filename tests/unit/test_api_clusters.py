@@ -4,19 +4,19 @@ events, and the health status (``status``, the Ready and Version columns)."""
 import json
 from types import MappingProxyType
 
-from karpor.api.clusters import (
+from karpor.config.model import Cluster, ExecCredential, TokenCredential, X509Credential
+from karpor.gatewayapi.clusters import (
     ClusterCatalog,
     Entry,
     Event,
     cluster_list,
     cluster_object,
     cluster_table,
-    not_found,
     wants_table,
 )
-from karpor.config.model import Cluster, ExecCredential, TokenCredential, X509Credential
 from karpor.health.probe import ClusterStatus
-from karpor.sim.humanize import parse_timestamp
+from karpor.kube.clusterstatus import not_found
+from karpor.kube.humanize import parse_timestamp
 
 SECRET_TOKEN = "s3cr3t-t0ken-value"
 SECRET_KEY = b"-----BEGIN PRIVATE KEY-----\nsecret-key-bytes\n-----END PRIVATE KEY-----\n"

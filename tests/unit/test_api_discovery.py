@@ -2,7 +2,7 @@
 
 import pytest
 
-from karpor.api import discovery
+from karpor.kube import discovery
 
 # The Accept headers client-go sends for /api and /apis.
 ACCEPT_1_27 = (

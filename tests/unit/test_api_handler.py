@@ -6,12 +6,12 @@ from types import MappingProxyType
 import pytest
 from twisted.internet.task import Clock
 
-from karpor.api.handler import GatewayApi
-from karpor.api.request import ApiRequest
-from karpor.api.status import ApiError
 from karpor.auth.identity import Identity
 from karpor.config.model import Cluster, TokenCredential
-from karpor.sim.humanize import parse_timestamp
+from karpor.gatewayapi.handler import GatewayApi
+from karpor.gatewayapi.request import ApiRequest
+from karpor.kube.humanize import parse_timestamp
+from karpor.kube.status import ApiError
 
 ALICE = Identity("alice", ("dev",))
 TABLE = (

@@ -1,6 +1,6 @@
 """/readyz fails until loaded and while draining; the supervisor shows in verbose output."""
 
-from karpor.api.health import Health
+from karpor.gatewayapi.health import Health
 
 
 def test_not_ready_until_loaded():

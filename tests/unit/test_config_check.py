@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from karpor.app.settings import load_settings
 from karpor.cli import main
 from karpor.config.directory import load_directory
-from karpor.config.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from karpor.app.settings import SettingsError, merge, parse_settings
 from karpor.config.hostnames import check_host, normal_host, parse_host_names
-from karpor.config.settings import SettingsError, merge, parse_settings
 
 
 @pytest.mark.parametrize(

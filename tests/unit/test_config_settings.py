@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from karpor.config.settings import (
+from karpor.app.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     KEYS,

@@ -5,7 +5,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from karpor.api.status import REASONS, ApiError, status, status_bytes, success
+from karpor.kube.status import REASONS, ApiError, status, status_bytes, success
 
 
 def test_status_shape_matches_kube_apiserver():

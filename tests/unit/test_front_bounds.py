@@ -1,5 +1,5 @@
 """Bounds on client connections (issue 14, items 3, 5 and 13) without
-sockets: the sans-IO decisions of :mod:`karpor.server.connections`, and the
+sockets: the sans-IO decisions of :mod:`karpor.http.connections`, and the
 front protocol on StringTransports and a MemoryReactorClock.
 
 * the request head is bounded (431, or 414 for the URL alone), a body is not;
@@ -24,15 +24,13 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from zope.interface import alsoProvides
 
+from karpor.app.settings import SettingsError, parse_settings
 from karpor.auth.audit import MAX_PATH, AuditRecord, bounded_target
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
 from karpor.config.model import Cluster, TokenCredential
-from karpor.config.settings import SettingsError, parse_settings
-from karpor.proxy.headers import split_request
-from karpor.proxy.pool import UpstreamPools
-from karpor.proxy.upstream import UpstreamConnection
-from karpor.server.connections import (
+from karpor.front.protocol import GatewayFactory, GatewayProtocol
+from karpor.http.connections import (
     BUSY,
     CLOSING,
     HANDSHAKE,
@@ -47,7 +45,9 @@ from karpor.server.connections import (
     sweep_interval,
     unsupported_transfer_encoding,
 )
-from karpor.server.front import GatewayFactory, GatewayProtocol
+from karpor.http.headers import split_request
+from karpor.upstream.http1 import UpstreamConnection
+from karpor.upstream.pool import UpstreamPools
 
 CLUSTER = Cluster(name="a", endpoint="http://10.0.0.9:6443", credential=TokenCredential(token="t"))
 PREFIX = b"/apis/cluster.karpor.io/v1beta1/clusters/a/proxy"
@@ -415,7 +415,7 @@ def test_connections_over_the_cap_are_refused_at_accept_and_logged_once() -> Non
         assert w.factory.buildProtocol(None) is not None
     finally:
         globalLogPublisher.removeObserver(observer)
-    lines = [formatEvent(e) for e in events if e.get("log_namespace") == "karpor.server.front"]
+    lines = [formatEvent(e) for e in events if e.get("log_namespace") == "karpor.front.protocol"]
     assert len(lines) == 2
     assert "limit reached: 3 connections open" in lines[0]
     assert "5 refused" in lines[1]

@@ -19,17 +19,17 @@ from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRef
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from karpor.api.request import ApiRequest, Responder
 from karpor.auth.audit import AuditWriter
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
 from karpor.config.model import Cluster, ExecCredential, TokenCredential
+from karpor.front.protocol import DRAIN_IDLE_GRACE, GatewayFactory, GatewayProtocol
+from karpor.gatewayapi.request import ApiRequest, Responder
 from karpor.metrics.gateway import GatewayMetrics
-from karpor.proxy.execcredential import ExecCredentialCache, ProcessResult
-from karpor.proxy.pool import UpstreamPools
-from karpor.proxy.splice import CLOSE_GRACE
-from karpor.proxy.upstream import DedicatedConnection, UpstreamConnection
-from karpor.server.front import DRAIN_IDLE_GRACE, GatewayFactory, GatewayProtocol
+from karpor.upstream.execcredential import ExecCredentialCache, ProcessResult
+from karpor.upstream.http1 import DedicatedConnection, UpstreamConnection
+from karpor.upstream.pool import UpstreamPools
+from karpor.upstream.splice import CLOSE_GRACE
 
 TOKEN = "s3cr3t-cluster-token"
 ALICE = Identity("alice", ("dev",))

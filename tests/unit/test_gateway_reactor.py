@@ -1,4 +1,4 @@
-"""The worker's event loop (karpor.server.reactor): events reach their
+"""The worker's event loop (karpor.net.reactor): events reach their
 selectables without Twisted's per-event log context, and one selectable's
 failure neither stops the loop nor keeps the others from their events."""
 
@@ -10,7 +10,7 @@ from typing import Any, cast
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 
-from karpor.server.reactor import GatewayReactor
+from karpor.net.reactor import GatewayReactor
 
 
 class _Pipe:

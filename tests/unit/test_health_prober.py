@@ -20,13 +20,13 @@ from twisted.python.failure import Failure
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
 from karpor.config.model import Cluster, ExecCredential, TokenCredential
+from karpor.front.protocol import GatewayFactory, GatewayProtocol
 from karpor.health import prober as prober_module
 from karpor.health.probe import ClusterStatus, ProbeSettings
 from karpor.health.prober import HealthProber
-from karpor.proxy.execcredential import ExecCredentialCache, ProcessResult
-from karpor.proxy.pool import UpstreamPools
-from karpor.proxy.upstream import UpstreamConnection
-from karpor.server.front import GatewayFactory, GatewayProtocol
+from karpor.upstream.execcredential import ExecCredentialCache, ProcessResult
+from karpor.upstream.http1 import UpstreamConnection
+from karpor.upstream.pool import UpstreamPools
 
 TOKEN = "s3cr3t-probe-token"
 EPOCH = 1_700_000_000.0

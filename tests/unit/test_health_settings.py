@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.python import usage
 
-from karpor.config.settings import Settings, SettingsError, merge, parse_settings
+from karpor.app.service import Options
+from karpor.app.settings import Settings, SettingsError, merge, parse_settings
 from karpor.health.probe import ProbeSettings
-from karpor.server.service import Options
 
 SOURCE = "/etc/karpor/karpor.yaml"
 

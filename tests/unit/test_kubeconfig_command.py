@@ -11,9 +11,9 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from karpor.app import state
 from karpor.auth.ca import CertificateAuthority
 from karpor.cli import build_parser
-from karpor.server import state
 
 CLUSTER = """\
 apiVersion: cluster.karpor.io/v1beta1

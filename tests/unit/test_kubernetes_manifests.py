@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 import karpor
-from karpor.api.discovery import GROUP, VERSION
+from karpor.app.settings import Settings, parse_settings
 from karpor.auth.frontproxy import CONFIGMAP_NAMESPACE, READER_ROLE
-from karpor.config.settings import Settings, parse_settings
-from karpor.server.certificates import DEFAULT_NAMES
+from karpor.cli.certificates import DEFAULT_NAMES
+from karpor.kube.discovery import GROUP, VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "etc" / "kubernetes"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from karpor.api.requestinfo import RequestInfoError, parse_request_info
 from karpor.auth.policy import attributes
+from karpor.kube.requestinfo import RequestInfoError, parse_request_info
 from karpor.metrics.labels import request_verb, stream_kind
 
 

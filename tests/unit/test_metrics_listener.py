@@ -9,7 +9,7 @@ import pytest
 from twisted.web.iweb import IRequest
 from twisted.web.test.requesthelper import DummyRequest
 
-from karpor.config.settings import SettingsError, parse_settings
+from karpor.app.settings import SettingsError, parse_settings
 from karpor.metrics.listener import MetricsResource, split_address
 
 

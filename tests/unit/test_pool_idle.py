@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 
 from karpor.config.model import Cluster, TokenCredential
-from karpor.proxy.pool import EXCESS_IDLE_GRACE, ClusterPool, PoolSettings
+from karpor.upstream.pool import EXCESS_IDLE_GRACE, ClusterPool, PoolSettings
 
 CLUSTER = Cluster(name="a", endpoint="http://10.0.0.9:6443", credential=TokenCredential(token="t"))
 

@@ -11,14 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from karpor.api.requestinfo import long_running, long_running_target, parse_request_info
-from karpor.api.status import ApiError
+from karpor.app.settings import SettingsError, UpstreamSettings, parse_settings
 from karpor.config.model import Cluster, TokenCredential
-from karpor.config.settings import SettingsError, UpstreamSettings, parse_settings
-from karpor.proxy.deadline import DEFAULT_RESPONSE_HEADER_TIMEOUT, HeadDeadline
-from karpor.proxy.forward import Forwarder
-from karpor.proxy.pool import ClusterPool, PoolSettings
-from karpor.proxy.upstream import UpstreamConnection
+from karpor.kube.requestinfo import long_running, long_running_target, parse_request_info
+from karpor.kube.status import ApiError
+from karpor.upstream.deadline import DEFAULT_RESPONSE_HEADER_TIMEOUT, HeadDeadline
+from karpor.upstream.forward import Forwarder
+from karpor.upstream.http1 import UpstreamConnection
+from karpor.upstream.pool import ClusterPool, PoolSettings
 
 
 class Client:

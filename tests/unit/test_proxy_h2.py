@@ -26,11 +26,14 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from karpor.api.status import ApiError
 from karpor.config.model import Cluster, TokenCredential
-from karpor.proxy.credentials import ClusterCredentials
-from karpor.proxy.forward import Forwarder
-from karpor.proxy.h2upstream import (
+from karpor.http.headers import split_request
+from karpor.kube.status import ApiError
+from karpor.sim.cluster import SimulatedCluster
+from karpor.sim.http2 import NegotiatingChannel
+from karpor.upstream.credentials import ClusterCredentials
+from karpor.upstream.forward import Forwarder
+from karpor.upstream.h2 import (
     ACK_BATCH,
     STREAM_WINDOW,
     H2UpstreamConnection,
@@ -40,9 +43,6 @@ from karpor.proxy.h2upstream import (
     multiplexed,
     request_headers,
 )
-from karpor.proxy.headers import split_request
-from karpor.sim.cluster import SimulatedCluster
-from karpor.sim.http2 import NegotiatingChannel
 
 TOKEN = "s3cr3t-cluster-token"
 WATCH = b"/api/v1/namespaces/default/configmaps?watch=true"

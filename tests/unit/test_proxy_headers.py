@@ -9,8 +9,7 @@ import httptools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from karpor.proxy.h2upstream import request_headers as h2_request_headers
-from karpor.proxy.headers import (
+from karpor.http.headers import (
     caller_audit_id,
     new_audit_id,
     request_head,
@@ -19,6 +18,7 @@ from karpor.proxy.headers import (
     valid_header,
     websocket_protocols,
 )
+from karpor.upstream.h2 import request_headers as h2_request_headers
 
 BLOCK = b"Host: cluster.example:6443\r\nAuthorization: Bearer cluster-token\r\n"
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from karpor.api.status import ApiError
-from karpor.proxy.route import ALIAS_PREFIX, KARPOR_PREFIX, ApiRoute, ClusterRoute, route
+from karpor.http.route import ALIAS_PREFIX, KARPOR_PREFIX, ApiRoute, ClusterRoute, route
+from karpor.kube.status import ApiError
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The endings of cut upgraded sessions (karpor.proxy.sessionend), checked
+"""The endings of cut upgraded sessions (karpor.http.sessionend), checked
 against the simulator's own SPDY and WebSocket codecs (what kubectl speaks)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import wsproto.frame_protocol as wsframes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from karpor.proxy.sessionend import (
+from karpor.http.sessionend import (
     MAX_FILL,
     SPDY_DICTIONARY,
     SpdyEnd,

@@ -9,7 +9,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from karpor.proxy.splice import CLOSE_GRACE, Splice
+from karpor.upstream.splice import CLOSE_GRACE, Splice
 
 
 class Reading:

@@ -1,4 +1,4 @@
-"""karpor.api.requestinfo against the cases of kube's requestinfo_test.go and properties."""
+"""karpor.kube.requestinfo against the cases of kube's requestinfo_test.go and properties."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from karpor.api.requestinfo import (
+from karpor.kube.requestinfo import (
     RequestInfoError,
     exact_match,
     parse_field_selector,

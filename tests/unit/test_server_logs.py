@@ -11,7 +11,7 @@ from twisted.application.service import Application, IServiceCollection
 from twisted.logger import ILogObserver, Logger, LogLevel, LogPublisher, PredicateResult
 from twisted.python.failure import Failure
 
-from karpor.server.logs import LoggedService, formatter, json_line, observer, twisted_chatter
+from karpor.app.logs import LoggedService, formatter, json_line, observer, twisted_chatter
 
 
 def event(**fields: object) -> dict[str, object]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from karpor.cli import build_parser
-from karpor.server import certificates, state
+from karpor.app import state
+from karpor.cli import build_parser, certificates
 
 
 def run(*argv: str) -> tuple[int, str, str]:

@@ -10,17 +10,17 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, Logger, formatEvent
 from twisted.python import usage
 
-from karpor.server import state
-from karpor.server.front import GatewayFactory
-from karpor.server.processes import ProcessPoolService, worker_command
-from karpor.server.service import (
+from karpor.app import state
+from karpor.app.plugin import makeService
+from karpor.app.processes import ProcessPoolService, worker_command
+from karpor.app.service import (
     GatewayService,
     Options,
     Serving,
-    makeService,
     resolve_settings,
 )
-from karpor.tlstransport import TLSPort
+from karpor.front.protocol import GatewayFactory
+from karpor.net.tlstransport import TLSPort
 
 GOOD = """\
 apiVersion: cluster.karpor.io/v1beta1
@@ -115,7 +115,7 @@ def test_make_service_builds_a_supervisor_with_workers(tmp_path):
     assert argv[:8] == [
         "py",
         "-m",
-        "karpor.server.gatewayworker",
+        "karpor.app.gatewayworker",
         "--slot",
         "1",
         "--generation",

@@ -6,8 +6,9 @@ import os
 import pytest
 from cryptography import x509
 
+from karpor.app import state
 from karpor.auth.ca import CertificateAuthority
-from karpor.server import certificates, state
+from karpor.cli import certificates
 
 
 def sans(pem: bytes) -> list[str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from OpenSSL import crypto
 
-from karpor.api.status import ApiError
 from karpor.auth.ca import CertificateAuthority
 from karpor.auth.identity import Identity
+from karpor.kube.status import ApiError
 from karpor.sim.auth import (
     DEFAULT_TOKEN_IDENTITY,
     Authenticator,

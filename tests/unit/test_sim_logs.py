@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from karpor.api.status import ApiError
+from karpor.kube.status import ApiError
 from karpor.sim.logs import (
     ContainerLog,
     LogFollower,

@@ -1,8 +1,8 @@
-"""karpor.sim.negotiate: Accept headers as kube reads them."""
+"""karpor.kube.negotiate: Accept headers as kube reads them."""
 
 from __future__ import annotations
 
-from karpor.sim.negotiate import (
+from karpor.kube.negotiate import (
     JSON,
     YAML,
     Representation,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from karpor.api.status import ApiError
+from karpor.kube.status import ApiError
 from karpor.sim.patch import (
     apply,
     json_patch,

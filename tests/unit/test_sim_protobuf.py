@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from karpor.api.status import ApiError
+from karpor.kube.status import ApiError
 from karpor.sim.protobuf import MAGIC, SCHEMAS, decode_object, parse_schema
 
 

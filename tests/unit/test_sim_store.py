@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from karpor.api.status import ApiError
+from karpor.kube.selectors import object_fields, parse_field_selector, parse_label_selector
+from karpor.kube.status import ApiError
 from karpor.sim.resources import CATALOG, ResourceType
-from karpor.sim.selectors import object_fields, parse_field_selector, parse_label_selector
 from karpor.sim.store import GENERATE_NAME_ALPHABET, Store, WatchEvent
 
 

@@ -12,7 +12,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage
 from wsproto.events import Request as WsRequest
 
-from karpor.api.status import ApiError
+from karpor.kube.status import ApiError
 from karpor.sim import channels as ch
 from karpor.sim.execution import MarkerFilter
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from karpor.sim.humanize import (
+from karpor.kube.humanize import (
     age,
     format_micro_timestamp,
     format_timestamp,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from karpor.api.status import ApiError
+from karpor.kube.status import ApiError
 from karpor.sim.resources import CATALOG, ResourceType
 from karpor.sim.store import Store
 from karpor.sim.watch import INITIAL_EVENTS_END, WatchParams, WatchStream, encode_event

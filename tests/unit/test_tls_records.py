@@ -1,4 +1,4 @@
-"""Record reads and writes on a pyOpenSSL connection (karpor.tlstransport's
+"""Record reads and writes on a pyOpenSSL connection (karpor.net.tlstransport's
 tls_recv and tls_send): the same bytes and the same exceptions as
 Connection.recv and Connection.send, through the direct OpenSSL calls and
 through pyOpenSSL's public methods (the fallback)."""
@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 from OpenSSL import SSL
 
-from karpor import tlstransport
 from karpor.auth.ca import CertificateAuthority
-from karpor.tls import client_options, server_options
-from karpor.tlstransport import tls_recv, tls_send
+from karpor.net import tlstransport
+from karpor.net.tls import client_options, server_options
+from karpor.net.tlstransport import tls_recv, tls_send
 
 
 def _pump(a: SSL.Connection, b: SSL.Connection) -> None:

@@ -1,1 +1,0 @@
-"""The gateway's own Kubernetes-style API: Status objects, discovery, the clusters resource."""

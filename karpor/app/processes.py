@@ -1,0 +1,192 @@
+"""``twistd karpor`` with worker processes: the supervisor as a service.
+
+With ``--workers N`` (N ≥ 1; the default is the number of CPUs) the twistd
+process serves nothing itself: it prepares the state directory once (the CA
+and serving certificate, before any worker could race to create them), then
+runs a :class:`~karpor.app.supervisor.Supervisor` whose workers are
+``python -m karpor.app.gatewayworker`` processes started with the same
+options.  SIGHUP re-reads the ``--config`` file (the worker count and the
+drain deadline may change) and rolls the workers one at a time; SIGTERM and
+SIGINT drain them (twistd stops the service).
+
+Metrics: before it starts a worker, the supervisor prepares the directory
+the workers share their metric values through
+(:func:`karpor.metrics.multiprocess.prepare_for`) and names it in the
+environment the workers inherit; it counts worker restarts there itself
+(:class:`~karpor.metrics.supervisor.SupervisorMetrics`).  With
+``metricsAddress`` it serves the merged ``/metrics`` there in plain HTTP
+(:mod:`karpor.metrics.listener`; a change needs a restart).
+
+With ``requestHeader.fromCluster`` the supervisor reads the host cluster's
+front-proxy ConfigMap once before starting workers
+(:func:`karpor.auth.frontproxysource.check`), so a failure ends the process
+with its reason instead of every worker failing in turn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python import usage
+
+from karpor.app import state
+from karpor.app.settings import Settings
+from karpor.app.supervisor import Supervisor
+from karpor.auth.access import AccessError
+from karpor.auth.frontproxysource import check as check_front_proxy
+from karpor.metrics import listener, multiprocess
+from karpor.metrics.exposition import Exposition
+from karpor.metrics.supervisor import SupervisorMetrics
+from karpor.net.listener import refuse_if_served
+
+log = Logger(namespace="karpor.supervisor")
+
+
+def worker_command(
+    arguments: Sequence[str], python: str = sys.executable
+) -> Callable[[int, int], list[str]]:
+    """The argv of the worker process for ``(slot, generation)``."""
+
+    def command(slot: int, generation: int) -> list[str]:
+        return [
+            python,
+            "-m",
+            "karpor.app.gatewayworker",
+            "--slot",
+            str(slot),
+            "--generation",
+            str(generation),
+            "--",
+            *arguments,
+        ]
+
+    return command
+
+
+class ProcessPoolService(Service):
+    """The supervisor of the gateway's worker processes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        worker_arguments: Sequence[str],
+        reload_settings: Callable[[], Settings],
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor  # noqa: PLC0415
+
+            reactor = default_reactor
+        self.settings = settings
+        self.reactor = reactor
+        self._arguments = list(worker_arguments)
+        self._reload_settings = reload_settings
+        self.supervisor: Supervisor | None = None
+        self._previous_hup: Any = None
+        #: the workers' shared metrics directory, and whether it is temporary
+        self.metrics_dir: Path | None = None
+        self._metrics_temporary = False
+        self._metrics_port: Any = None
+
+    def startService(self) -> None:
+        """Prepare the state directory, then start the workers."""
+        settings = self.settings
+        assert settings.state_dir is not None and settings.clusters_dir is not None
+        # before anything is written: a port another gateway serves ends the start
+        refuse_if_served(settings.host, settings.port)
+        prepared = state.prepare_for(settings, log)
+        try:
+            # requestHeader.fromCluster: fail here, once, rather than in every worker
+            check_front_proxy(settings.authentication)
+        except AccessError as exc:
+            raise SystemExit(f"karpor: {exc}") from None
+        # before the supervisor copies the environment its workers inherit
+        self.metrics_dir = multiprocess.prepare_for(prepared.directory, prepared.read_only)
+        self._metrics_temporary = prepared.read_only
+        multiprocess.use(self.metrics_dir)
+        self.supervisor = Supervisor(
+            self.reactor,
+            settings.host,
+            settings.port,
+            settings.workers,
+            worker_command(self._arguments),
+            drain_timeout=settings.drain_timeout,
+            session_drain_timeout=settings.session_drain_timeout,
+            metrics=SupervisorMetrics(str(self.metrics_dir)),
+        )
+        self.supervisor.startService()
+        address = settings.metrics_address
+        if address is not None:
+            view = Exposition(directory=str(self.metrics_dir), registry=None, clusters=None)
+            self._metrics_port = listener.listen(self.reactor, address, view.render)
+        prepared.record(
+            state.GatewayRecord(
+                state.absolute(settings.clusters_dir),
+                state.default_server(settings.host, self.supervisor.port),
+            )
+        )
+        self._previous_hup = signal.signal(signal.SIGHUP, self._on_hup)
+        super().startService()
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> defer.Deferred[None]:
+        """Re-read the settings and roll the workers one at a time."""
+        supervisor = self.supervisor
+        if supervisor is None:
+            return defer.succeed(None)
+        try:
+            new = self._reload_settings()
+        except usage.UsageError as exc:
+            log.error("SIGHUP: settings not reloaded ({why}); rolling with the old ones", why=exc)
+            new = self.settings
+        if (new.host, new.port) != (self.settings.host, self.settings.port):
+            log.warn(
+                "SIGHUP: host/port changes need a restart; still serving {host}:{port}",
+                host=self.settings.host,
+                port=self.settings.port,
+            )
+            new = dataclasses.replace(new, host=self.settings.host, port=self.settings.port)
+        self.settings = new
+        supervisor.drain_timeout = new.drain_timeout
+        supervisor.session_drain_timeout = new.session_drain_timeout
+        log.info("SIGHUP: rolling restart of the workers (pid {pid})", pid=os.getpid())
+        d = supervisor.roll()
+        if new.workers != supervisor.workers:
+            d.addCallback(lambda _: supervisor.resize(new.workers))
+        return d
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Drain every worker."""
+        super().stopService()
+        if self._previous_hup is not None:
+            signal.signal(signal.SIGHUP, self._previous_hup)
+            self._previous_hup = None
+        port, self._metrics_port = self._metrics_port, None
+        if port is not None:
+            port.stopListening()
+        if self.supervisor is None:
+            return defer.succeed(None)
+        d = self.supervisor.stopService()
+        d.addCallback(self._clean_exit)
+        return d
+
+    def _clean_exit(self, _: object) -> None:
+        # Every worker drained: exit 0, not with the signal that asked us to
+        # stop (twistd re-raises it after the reactor stops, from this
+        # reactor attribute).  Supervisors (systemd, the kubelet) see a clean stop.
+        if hasattr(self.reactor, "_exitSignal"):
+            self.reactor._exitSignal = None
+        if self.metrics_dir is not None:
+            multiprocess.remove_temporary(self.metrics_dir, self._metrics_temporary)

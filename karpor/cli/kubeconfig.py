@@ -1,0 +1,297 @@
+"""``karpor kubeconfig``: issue a user a certificate and write their kubeconfig.
+
+::
+
+    karpor kubeconfig --state-dir DIR --user U [--group G]... --server https://HOST:PORT
+                      [-o FILE] [--clusters-dir DIR] [--ttl 90d] [--config FILE]
+    karpor kubeconfig --state-dir DIR --token TOKEN [...]
+
+The client certificate is signed by the gateway CA kept in ``--state-dir``
+(CN = user, one O per group).  The kubeconfig
+(:func:`karpor.auth.kubeconfig.build_kubeconfig`) has one context per
+cluster of the clusters directory (``--clusters-dir``, else the one the
+gateway recorded in the state directory when it last started) and the
+``karpor`` context.  It is written with mode 0600 to ``-o FILE``, or to
+standard output (no ``-o``, or ``-o -``); a summary goes to standard error.
+
+Contexts are written only for the clusters the user may reach under the
+gateway's access policy: the ``authorization.policyFile`` of ``--config``,
+else the one the gateway recorded in the state directory
+(:func:`karpor.auth.access.read_access_record`); without a policy, every
+cluster.  ``--token TOKEN`` writes a kubeconfig for a user of the token file
+instead (no certificate is issued; the identity, looked up in the token
+file, decides the contexts).  The token never appears in a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from cryptography import x509
+
+from karpor.app import state
+from karpor.auth.access import read_access_record
+from karpor.auth.ca import CertificateAuthority, write_private
+from karpor.auth.identity import Identity
+from karpor.auth.kubeconfig import build_kubeconfig, dump_kubeconfig, parse_duration
+from karpor.auth.policy import PolicyError, load_policy
+from karpor.auth.tokens import TokenFileError, load_token_file
+from karpor.config.directory import load_directory
+from karpor.config.model import Cluster
+
+DEFAULT_TTL = "90d"
+
+#: who may reach which cluster (every authenticated user, until an access policy exists)
+Reachable = Callable[[Identity, Cluster], bool]
+
+
+def everyone(identity: Identity, cluster: Cluster) -> bool:
+    """Without an access policy every user reaches every cluster."""
+    return True
+
+
+class CommandError(Exception):
+    """A failure reported as one line on standard error (exit status 1)."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``kubeconfig`` subcommand."""
+    parser = subparsers.add_parser(
+        "kubeconfig",
+        help="issue a client certificate and write a kubeconfig for the gateway",
+        description=(
+            "Issue a client certificate from the gateway CA (CN=user, O=groups) and "
+            "write a kubeconfig with one context per cluster and a 'karpor' context "
+            "for the gateway's own API."
+        ),
+    )
+    parser.add_argument("--state-dir", required=True, type=Path, help="the gateway's state dir")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="the user name (certificate CN)")
+    who.add_argument(
+        "--token",
+        help="write a kubeconfig with this bearer token of the gateway's token file "
+        "(no certificate is issued)",
+    )
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        dest="groups",
+        metavar="GROUP",
+        help="a group of the user (certificate O); repeat for several",
+    )
+    parser.add_argument(
+        "--server",
+        help="the gateway's address, https://HOST:PORT (default: as the gateway recorded it)",
+    )
+    parser.add_argument(
+        "-o", "--output", default="-", help="the kubeconfig file to write (default: stdout)"
+    )
+    parser.add_argument(
+        "--clusters-dir",
+        type=Path,
+        help="the clusters directory (default: the one the gateway serves, from the state dir)",
+    )
+    parser.add_argument(
+        "--ttl", default=DEFAULT_TTL, help="certificate lifetime, e.g. 90d, 12h (default: 90d)"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="the gateway's settings file, for its policy and token files "
+        "(default: as the gateway recorded them in the state dir)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def cluster_names(
+    clusters: Iterable[Cluster], identity: Identity, reachable: Reachable = everyone
+) -> list[str]:
+    """The names of the clusters ``identity`` may reach, sorted."""
+    return sorted(c.name for c in clusters if reachable(identity, c))
+
+
+def access_files(state_dir: Path, config: Path | None) -> tuple[str | None, str | None]:
+    """``(token file, policy file)`` of ``config``, else as the gateway recorded them."""
+    if config is None:
+        return read_access_record(state_dir)
+    from karpor.app.settings import SettingsError, load_settings  # noqa: PLC0415
+
+    try:
+        settings = load_settings(str(config))
+    except SettingsError as exc:
+        raise CommandError("; ".join(exc.problems)) from None
+    return settings.authentication.token_file, settings.authorization.policy_file
+
+
+def policy_reachable(policy_file: str | None) -> Reachable:
+    """Who may reach which cluster under the policy file (everyone without one)."""
+    if policy_file is None:
+        return everyone
+    try:
+        policy = load_policy(policy_file)
+    except PolicyError as exc:
+        raise CommandError("; ".join(exc.problems)) from None
+    return policy.reaches
+
+
+def token_identity(token_file: str | None, token: str) -> Identity:
+    """The identity of ``token`` in the token file (never quoting the token)."""
+    if token_file is None:
+        raise CommandError(
+            "--token needs the gateway's token file (authentication.tokenFile): give "
+            "--config, or start the gateway with it once"
+        )
+    try:
+        identity = load_token_file(token_file).authenticator.identify(token)
+    except TokenFileError as exc:
+        raise CommandError("; ".join(exc.problems)) from None
+    if identity is None:
+        raise CommandError(f"the token is not in the token file {token_file}")
+    return identity
+
+
+def _load_clusters(directory: Path | None, err: TextIO) -> list[Cluster]:
+    if directory is None:
+        print(
+            "karpor kubeconfig: warning: no clusters directory known (give --clusters-dir, "
+            "or start the gateway with this --state-dir once): only the 'karpor' context "
+            "is written",
+            file=err,
+        )
+        return []
+    if not directory.is_dir():
+        raise CommandError(f"{directory}: not a directory")
+    result = load_directory(str(directory))
+    for problem in result.problems:
+        print(f"karpor kubeconfig: warning: {problem}", file=err)
+    return list(result.clusters)
+
+
+def _check_server_covered(state_dir: Path, server: str, err: TextIO) -> None:
+    """Warn when the serving certificate does not name the host of ``server``."""
+    cert_path = state_dir / state.SERVING_CERT_FILE
+    host = urlsplit(server).hostname
+    if host is None or not cert_path.exists():
+        return
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except ValueError:
+        return
+    covered = state.certificate_hosts(cert)
+    if state.serving_hosts(host)[0] not in covered:
+        print(
+            f"karpor kubeconfig: warning: the gateway's serving certificate does not cover "
+            f"{host!r} (it covers {', '.join(covered)}); start the gateway with --host {host} "
+            f"so it is issued again",
+            file=err,
+        )
+
+
+def generate(
+    state_dir: Path,
+    user: str,
+    groups: list[str],
+    server: str | None,
+    clusters_dir: Path | None,
+    ttl: datetime.timedelta,
+    err: TextIO,
+    reachable: Reachable = everyone,
+    token: str | None = None,
+) -> tuple[bytes, list[str], datetime.datetime | None]:
+    """The kubeconfig for ``user`` (with ``token``: a token user, no
+    certificate); also the cluster names and the certificate's expiry."""
+    if not user:
+        raise CommandError("--user must not be empty")
+    if not state.has_ca(state_dir):
+        raise CommandError(
+            f"{state_dir} holds no gateway CA: start the gateway once with --state-dir "
+            f"{state_dir} (or pass the state dir it uses)"
+        )
+    record = state.read_record(state_dir) or state.GatewayRecord()
+    server = server or record.server
+    if not server:
+        raise CommandError("--server https://HOST:PORT is required (the gateway recorded none)")
+    if clusters_dir is None and record.clusters_dir:
+        clusters_dir = Path(record.clusters_dir)
+    ca = CertificateAuthority.load(state_dir)
+    identity = Identity(user, tuple(groups))
+    names = cluster_names(_load_clusters(clusters_dir, err), identity, reachable)
+    expiry: datetime.datetime | None = None
+    try:
+        if token is not None:
+            config = build_kubeconfig(server, ca.cert_pem, user, None, None, names, token=token)
+        else:
+            issued = ca.issue_client(user, groups, ttl)
+            config = build_kubeconfig(
+                server, ca.cert_pem, user, issued.cert_pem, issued.key_pem, names
+            )
+            expiry = datetime.datetime.now(datetime.UTC) + ttl
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    _check_server_covered(state_dir, server, err)
+    return dump_kubeconfig(config), names, expiry
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run ``karpor kubeconfig``; returns the exit status."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    token: str | None = getattr(args, "token", None)
+    user: str = args.user or ""
+    groups: list[str] = list(args.groups)
+    try:
+        ttl = datetime.timedelta(seconds=parse_duration(args.ttl))
+        token_file, policy_file = access_files(args.state_dir, getattr(args, "config", None))
+        if token is not None:
+            if groups:
+                raise CommandError(
+                    "--group goes with --user; a token user's groups are in the token file"
+                )
+            identity = token_identity(token_file, token)
+            user, groups = identity.user, list(identity.groups)
+        data, names, expiry = generate(
+            args.state_dir,
+            user,
+            groups,
+            args.server,
+            args.clusters_dir,
+            ttl,
+            err,
+            policy_reachable(policy_file),
+            token,
+        )
+    except (CommandError, ValueError, OSError) as exc:
+        print(f"karpor kubeconfig: error: {exc}", file=err)
+        return 1
+    if args.output in ("-", ""):
+        out.write(data.decode())
+        out.flush()
+        where = "standard output"
+    else:
+        try:
+            write_private(Path(args.output), data)
+        except OSError as exc:
+            print(f"karpor kubeconfig: error: {args.output}: {exc.strerror or exc}", file=err)
+            return 1
+        where = args.output
+    contexts = [*names, "karpor"]
+    shown = f" (groups: {', '.join(groups)})" if groups else ""
+    credential = (
+        f"certificate for {user}{shown} valid until {expiry:%Y-%m-%d %H:%M} UTC"
+        if expiry is not None
+        else f"token of {user}{shown} (no certificate issued)"
+    )
+    print(
+        f"karpor kubeconfig: wrote {where}: contexts {', '.join(contexts)} "
+        f"(current: {contexts[0]}); {credential}",
+        file=err,
+    )
+    return 0

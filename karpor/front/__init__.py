@@ -1,0 +1,4 @@
+"""The client-facing protocol adapter and the request pipeline.
+
+Imports every layer below it; only :mod:`karpor.app` imports it.
+"""

@@ -1,0 +1,1629 @@
+"""The front protocol: HTTP/1.1 from callers (inside TLS), the top of the
+request path.
+
+One :class:`GatewayProtocol` per client connection: it parses requests with
+llhttp (``httptools.HttpRequestParser``), routes each request
+(:func:`karpor.http.route.route`) and either forwards it to its cluster
+(:class:`karpor.upstream.forward.Forwarder`; long-running requests as
+HTTP/2 streams, :mod:`karpor.upstream.h2`) or hands it to the gateway's own
+API (:class:`karpor.gatewayapi.request.ApiHandler`) with a :class:`Responder`.
+
+Access (:class:`karpor.auth.access.Access`): the TLS peer certificate is
+checked once per connection (:meth:`~karpor.auth.access.Access.peer`); each
+request is authenticated from that and its headers (client certificate,
+front-proxy headers, bearer token: a 401 ``Status`` otherwise, but on the
+public paths), a cluster request is authorized by the policy (403), and the
+identity the cluster must see goes upstream as ``Impersonate-*`` headers
+while the caller's own credential and identity headers never do.  A cluster
+whose credential is an exec plugin gets the plugin's token from the
+:class:`~karpor.upstream.execcredential.ExecCredentialCache` (502 naming the
+cluster when the plugin fails; a 401 from the cluster drops the cached
+token).  With an audit log, one :class:`~karpor.auth.audit.AuditRecord` is
+written per request when it ends (a splice when it closes), where its
+metrics are recorded too (:class:`~karpor.metrics.gateway.GatewayMetrics`).
+Every response carries the request's ``Audit-Id`` (the caller's when sane,
+else a fresh UUID: :mod:`karpor.http.headers`), which also goes upstream.
+
+Health (:mod:`karpor.health`): an authorized request to a cluster its last
+health probe found unhealthy is answered at once with the probe's failure
+(``health_gate``, a 503 ``Status`` naming the cluster; no connection is
+attempted) unless the settings say to try anyway.
+
+Requests on a connection are answered in order, one at a time: when a
+request begins while the previous response is still going (pipelining),
+reading pauses and the parsed pieces of what was already read wait in a
+small queue until that response is done.  A connection that is not
+pipelining keeps reading, so a client that goes away is noticed at once and
+its upstream connection closed.
+
+An upgrade request (``Connection: Upgrade``) stops the parser: what the
+client sends after its head is not HTTP until the request is answered, so
+those bytes are held (and reading paused).  A cluster's ``101`` hands them,
+and the connection, to a :class:`~karpor.upstream.splice.Splice`
+(:class:`~karpor.upstream.splice.UpgradeForwarder`); any other answer (the
+cluster's, an error of the gateway's, the own API's) is an ordinary
+response, after which a fresh parser reads the held bytes as HTTP again.
+
+Bounds (:mod:`karpor.http.connections`, the ``clientConnections``
+settings): a request head is read up to ``maxHeaderBytes`` (then a 431 or
+414 ``Status``); the handshake, a request head and an idle keep-alive
+connection have timeouts kept by one sweep per worker (a request in
+progress, a stream or a splice has none); past ``maxConnections`` a
+worker closes new connections at accept.  What the parser refuses is
+answered with a ``Status`` before the close: a transfer coding other than
+``chunked`` 501, an HTTP version other than 1.0 and 1.1 400 or 505, a
+broken head or chunked body 400 (a body broken after its response began
+drops the connection).
+"""
+
+from __future__ import annotations
+
+import http
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import httptools
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IPushProducer,
+    IReactorTime,
+    ISSLTransport,
+    ITransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import directlyProvides, implementer, providedBy
+
+from karpor.auth.access import Access, Authorized, Forbidden, Peer
+from karpor.auth.audit import AuditRecord, AuditWriter
+from karpor.auth.authenticate import CertificateAuthenticator
+from karpor.auth.identity import Identity
+from karpor.auth.impersonation import impersonation_headers
+from karpor.config.model import Cluster
+from karpor.gatewayapi.request import ApiHandler, ApiRequest
+from karpor.http.connections import (
+    BUSY,
+    CLOSING,
+    HANDSHAKE,
+    HEAD,
+    IDLE,
+    ClientConnectionSettings,
+    ConnectionCap,
+    head_timed_out,
+    head_too_large,
+    http_version_refused,
+    parser_error,
+    phase_limits,
+    sweep_interval,
+    unsupported_transfer_encoding,
+)
+from karpor.http.headers import (
+    AUDIT_ID,
+    Header,
+    RequestHeaders,
+    ResponseHeaders,
+    caller_audit_id,
+    lines,
+    new_audit_id,
+    request_drops,
+    request_head,
+    split_request,
+)
+from karpor.http.route import ApiRoute, ClusterRoute, route
+from karpor.kube.status import ApiError
+from karpor.metrics.labels import GATEWAY, request_verb, stream_kind
+from karpor.upstream.credentials import CredentialError
+from karpor.upstream.execcredential import ExecCredentialCache, ExecPluginError, ExecResult
+from karpor.upstream.forward import Forwarder, chunk
+from karpor.upstream.h2 import multiplexed
+from karpor.upstream.h2 import request_headers as h2_request_headers
+from karpor.upstream.http1 import no_delay
+from karpor.upstream.pool import ClusterPool, UpstreamPools
+from karpor.upstream.splice import Splice, UpgradeForwarder
+
+if TYPE_CHECKING:
+    from karpor.metrics.gateway import GatewayMetrics
+
+log = Logger()
+
+#: Largest request body the gateway's own API reads (kube-apiserver's limit).
+MAX_API_BODY = 3 * 1024 * 1024
+#: After the drain deadline, how long ended streams get to flush before the
+#: remaining connections are aborted.
+DRAIN_GRACE = 2.0
+#: While draining, how long a keep-alive connection must stay idle before it
+#: is closed: a request already on its way is received and answered (with
+#: ``Connection: close``) rather than the connection closed under it.
+DRAIN_IDLE_GRACE = 1.0
+
+_PHRASES: dict[int, bytes] = {s.value: s.phrase.encode() for s in http.HTTPStatus}
+_JSON: list[Header] = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache")]
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# why reading from the client is paused
+_PIPELINE = 1
+_UPSTREAM = 2
+_BODY = 3
+_RAW = 4  # bytes after an upgrade request's head wait for its answer
+_SPLICE = 5  # the cluster side of a splice is slow
+
+# kinds of queued parser events
+_BEGIN = 0
+_URL = 1
+_HEADER = 2
+_HEADERS_DONE = 3
+_DATA = 4
+_DONE = 5
+_BAD = 6
+
+_UNKNOWN: Any = object()
+_NO_PEER: Any = object()
+#: the head budget while a request body is read (no head is being read)
+_NO_HEAD = 1 << 62
+
+
+class _Counting:
+    """The client transport, counting the bytes written (for the audit log);
+    everything else is the transport's own."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._write = transport.write
+        self.written = 0
+        directlyProvides(self, *providedBy(transport))
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        self._write(data)
+
+    def writeSequence(self, data: Sequence[bytes]) -> None:
+        self.written += sum(len(d) for d in data)
+        self._transport.writeSequence(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _Audit:
+    """What the audit log and the metrics will say of the current request."""
+
+    __slots__ = (
+        "audit_id",
+        "authorized",
+        "cluster",
+        "head_at",
+        "identity",
+        "in_mark",
+        "kind",
+        "out_mark",
+        "reason",
+        "started",
+        "target",
+        "ticks",
+    )
+
+    def __init__(self, started: float, in_mark: int, out_mark: int, audit_id: bytes) -> None:
+        self.started = started
+        #: the monotonic clock at the start, and when the response head went
+        self.ticks = time.monotonic()
+        self.head_at = 0.0
+        self.audit_id = audit_id
+        #: the target the verb is read from (the cluster's, once routed)
+        self.target = b""
+        #: the long-running kind (``None``: not long-running)
+        self.kind: str | None = None
+        self.in_mark = in_mark
+        self.out_mark = out_mark
+        self.identity: Identity | None = None
+        self.cluster = ""
+        self.authorized: Authorized | None = None
+        self.reason = ""
+
+
+class _ExecWait:
+    """A request waiting for its cluster's exec-plugin token: what the
+    client sends meanwhile is kept (reading is paused, so at most a read)."""
+
+    __slots__ = ("body", "ended", "failed")
+
+    def __init__(self) -> None:
+        self.body: list[bytes] = []
+        self.ended = False
+        self.failed = False
+
+    def data(self, data: bytes) -> None:
+        if not self.failed:
+            self.body.append(data)
+
+    def end(self) -> None:
+        self.ended = True
+
+
+class _ClusterForwarder(Forwarder):
+    """A :class:`Forwarder` telling the front the cluster's status code."""
+
+    __slots__ = ("_front",)
+
+    def __init__(self, front: GatewayProtocol, *args: Any, **kwargs: Any) -> None:
+        super().__init__(front, *args, **kwargs)
+        self._front = front
+
+    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
+        """Note the status, then relay the head (saying ``Connection: close``
+        when the worker drains and no further request was received)."""
+        if not self._finished:
+            self._front._upstream_status(code, response)
+            if self._front._last_before_drain():
+                self.close_after()
+        super().upstream_head(code, reason, response)
+
+
+class _ClusterUpgradeForwarder(UpgradeForwarder):
+    """An :class:`UpgradeForwarder` telling the front the cluster's status code."""
+
+    def __init__(self, front: GatewayProtocol, *args: Any, **kwargs: Any) -> None:
+        super().__init__(front, *args, **kwargs)
+        self._front = front
+
+    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
+        """Note the status, then relay the head."""
+        if not self._finished:
+            self._front._upstream_status(code, response)
+        super().upstream_head(code, reason, response)
+
+    def upstream_switch(self, reason: bytes, response: ResponseHeaders) -> Splice | None:
+        """Note the ``101``, then splice."""
+        if not self._finished:
+            self._front._upstream_status(101, response)
+        return super().upstream_switch(reason, response)
+
+
+def status_line(code: int) -> bytes:
+    """``HTTP/1.1 <code> <phrase>`` with CRLF."""
+    return b"HTTP/1.1 %d %b\r\n" % (code, _PHRASES.get(code, b"Unknown"))
+
+
+class _Head(NamedTuple):
+    """What the parser knew of a request when its head was complete."""
+
+    method: bytes
+    http11: bool
+    keep_alive: bool
+    upgrade: bool
+
+
+@implementer(IPushProducer)
+class _ReadValve:
+    """Pauses reading the request body from the client (registered as the
+    producer of an upstream transport)."""
+
+    def __init__(self, protocol: GatewayProtocol) -> None:
+        self._protocol = protocol
+
+    def pauseProducing(self) -> None:
+        """The cluster is slow: stop reading from the client."""
+        self._protocol._pause(_BODY)
+
+    def resumeProducing(self) -> None:
+        """Read from the client again."""
+        self._protocol._resume(_BODY)
+
+    def stopProducing(self) -> None:
+        """The upstream transport is gone; the forwarder settles the request."""
+        self._protocol._resume(_BODY)
+
+
+class Responder:
+    """How the own API answers one request (:class:`karpor.gatewayapi.request.Responder`)."""
+
+    def __init__(self, protocol: GatewayProtocol, head: _Head) -> None:
+        self._protocol = protocol
+        self._head = head
+        self._started = False
+        self._done = False
+        self._lost = False
+        self._chunked = False
+        #: the connection closes after this response (it drains)
+        self._close = False
+        self._callbacks: list[Callable[[], None]] = []
+
+    @property
+    def started(self) -> bool:
+        """Whether a response began."""
+        return self._started
+
+    def _head_bytes(self, code: int, headers: Sequence[Header]) -> list[bytes]:
+        parts = [status_line(code)]
+        for name, value in headers:
+            if name.lower() not in _FRAMING:
+                parts += (name, b": ", value, b"\r\n")
+        audit = self._protocol._audit
+        if audit is not None:
+            audit.head_at = time.monotonic()
+            parts += (b"Audit-Id: ", audit.audit_id, b"\r\n")
+        return parts
+
+    def respond(self, code: int, headers: Sequence[Header], body: bytes) -> None:
+        """Send a complete response."""
+        if self._started or self._lost:
+            return
+        self._started = self._done = True
+        self._protocol._status = code
+        close = not self._head.keep_alive or self._protocol._last_before_drain()
+        parts = self._head_bytes(code, headers)
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+        if close:
+            parts.append(b"Connection: close\r\n")
+        parts += (b"\r\n", b"" if self._head.method == b"HEAD" else body)
+        self._protocol.transport.write(b"".join(parts))  # type: ignore[union-attr]
+        self._protocol._finish_response(close)
+
+    def start(self, code: int, headers: Sequence[Header]) -> None:
+        """Start a streamed response (chunked for HTTP/1.1)."""
+        if self._started or self._lost:
+            return
+        self._started = True
+        self._protocol._status = code
+        parts = self._head_bytes(code, headers)
+        if self._head.http11:
+            self._chunked = True
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if self._protocol._last_before_drain():
+            self._close = True
+        if self._close or not self._head.keep_alive or not self._head.http11:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        self._protocol.transport.write(b"".join(parts))  # type: ignore[union-attr]
+
+    def write(self, data: bytes) -> None:
+        """Send a piece of a streamed response."""
+        if not self._started or self._done or self._lost or not data:
+            return
+        self._protocol.transport.write(chunk(data) if self._chunked else data)  # type: ignore[union-attr]
+
+    def finish(self) -> None:
+        """End a streamed response."""
+        if not self._started or self._done or self._lost:
+            return
+        self._done = True
+        if self._chunked:
+            self._protocol.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
+        self._protocol._finish_response(
+            self._close or not self._head.keep_alive or not self._chunked
+        )
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once if the client goes away before :meth:`finish`."""
+        if self._lost:
+            callback()
+        elif not self._done:
+            self._callbacks.append(callback)
+
+    def _connection_lost(self) -> None:
+        if self._done or self._lost:
+            return
+        self._lost = True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.failure("on_close callback failed")
+
+
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
+class GatewayProtocol(Protocol):
+    """One client connection (see the module docstring).
+
+    Bounds (:mod:`karpor.http.connections`): a request head (request line
+    and headers) over ``maxHeaderBytes`` is answered ``431`` (``414`` for
+    the URL alone) and the connection closed; the bytes fed to the parser
+    while a head is read are counted (:attr:`_head_left`), so no more than
+    that (and at most one read before the head's start) is ever held.  The
+    connection's phase (:attr:`_phase`, with the sweep clock at its start
+    in :attr:`_since`) is what the factory's sweep times out.
+    """
+
+    def __init__(self, factory: GatewayFactory) -> None:
+        self._factory = factory
+        #: what the connection is doing (a phase of :mod:`karpor.http.connections`)
+        self._phase = HANDSHAKE
+        self._since = 0.0
+        #: bytes the current request head may still take (:data:`_NO_HEAD` while none is read)
+        self._head_left = factory.max_header_bytes
+        self._parser = httptools.HttpRequestParser(self)
+        self._peer: Peer = _NO_PEER
+        self._client_address = b""
+        self._status = 0
+        self._audit: _Audit | None = None
+        self._received = 0
+        self._read_start = 0
+        self._in_mark = 0
+        self._counting: _Counting | None = None
+        self._exec_wait: _ExecWait | None = None
+        self._exec_cluster = ""
+        self._pauses: set[int] = set()
+        self._queue: deque[tuple[int, Any]] | None = None
+        self._replaying = False
+        self._busy = False
+        self._in_message = False
+        self._closing = False
+        self._failed = False
+        self.disconnected = False
+        self._head: _Head | None = None
+        self._url = b""
+        self._headers: list[Header] = []
+        self._on_body: Callable[[bytes], None] | None = None
+        self._on_end: Callable[[], None] | None = None
+        self._forwarder: Forwarder | None = None
+        self._splice: Splice | None = None
+        self._raw = False
+        self._held: list[bytes] = []
+        self._responder: Responder | None = None
+        self._api_body: list[bytes] = []
+        self._api_size = 0
+        self._draining = False
+        self._idle_timer: IDelayedCall | None = None
+        #: the cluster the request in progress goes to (its streams end if it is removed)
+        self._cluster_name: str | None = None
+        self._answered = 0
+
+    # -- connection ---------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Note the caller's address (for ``X-Forwarded-For``); no Nagle
+        delays (streams and interactive sessions write small pieces)."""
+        no_delay(self.transport)
+        if not ISSLTransport.providedBy(self.transport):
+            self._phase = HEAD  # no handshake to wait for
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        self._client_address = str(getattr(peer, "host", "")).encode()
+        if self._factory.audit is not None or self._factory.metrics is not None:
+            self._counting = _Counting(self.transport)
+            self.transport = self._counting  # type: ignore[assignment]
+        self._factory.connection_opened(self)
+        self._since = self._factory.now
+
+    def handshakeCompleted(self) -> None:
+        """TLS is up: the first request head is read from now on."""
+        if self._phase == HANDSHAKE:
+            self._phase = HEAD
+            self._since = self._factory.now
+
+    def timed_out(self) -> None:
+        """The current phase outlived its timeout (the factory's sweep):
+        a handshake is aborted; a request head that began gets a ``408``
+        and the connection closes; an idle connection (or one that sent
+        nothing) closes silently, as Go closes it; one that was closing is
+        aborted (its client does not take the last bytes)."""
+        phase = self._phase
+        if phase in (HANDSHAKE, CLOSING):
+            self._phase = BUSY  # aborted: never again
+            self.transport.abortConnection()  # type: ignore[union-attr]
+        elif phase == HEAD and self._in_message and not self._busy:
+            self._failed = True
+            self._head = None
+            self._send_error(head_timed_out(self._factory.connections.header_read_timeout))
+        else:
+            self._close()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Close what the current request (or the splice) holds upstream."""
+        self.disconnected = True
+        timer, self._idle_timer = self._idle_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._factory.connection_closed(self)
+        self._exec_wait = None
+        if self._audit is not None:
+            self._request_done()
+        splice, self._splice = self._splice, None
+        if splice is not None:
+            splice.client_lost()
+            return
+        self._queue = None
+        self._held = []
+        forwarder, self._forwarder = self._forwarder, None
+        if forwarder is not None:
+            forwarder.client_lost()
+        responder, self._responder = self._responder, None
+        if responder is not None:
+            responder._connection_lost()
+
+    def _peer_of(self) -> Peer:
+        """What the connection's client certificate proves (decided once)."""
+        if self._peer is _NO_PEER:
+            get_peer = getattr(self.transport, "getPeerCertificate", None)
+            cert = get_peer() if get_peer is not None else None
+            self._peer = self._factory.access.peer(cert)
+        return self._peer
+
+    def _authenticate(self) -> Identity:
+        """The caller of the current request; raises the 401."""
+        identity = self._factory.access.authenticate(self._peer_of(), self._headers)
+        if self._audit is not None:
+            self._audit.identity = identity
+        return identity
+
+    def _pause(self, reason: int) -> None:
+        if not self._pauses and not self.disconnected:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+        self._pauses.add(reason)
+
+    def _resume(self, reason: int) -> None:
+        if reason in self._pauses:
+            self._pauses.discard(reason)
+            if not self._pauses and not self.disconnected:
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def readConnectionLost(self) -> None:
+        """The client shut down its sending side (plain TCP only: over TLS
+        the connection just closes): passed on by a splice; otherwise the
+        client is gone, as if it had closed."""
+        if self._splice is not None:
+            self._splice.client_eof()
+        elif not self.disconnected:
+            self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        """Our sending side is shut down (a splice passed on a half-close)."""
+
+    def dataReceived(self, data: bytes) -> None:
+        """Parse request bytes (or pass them to the splice)."""
+        self._read_start = self._received
+        self._received += len(data)
+        splice = self._splice
+        if splice is not None:
+            splice.client_data(data)
+            return
+        if self._failed or self._closing:
+            return
+        if self._raw:
+            self._hold(data)
+            return
+        left = self._head_left - len(data)
+        if left < 0:
+            self._feed_bounded(data)
+            return
+        self._head_left = left
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._upgrade_parsed(data[e.args[0] :])
+        except httptools.HttpParserError as e:
+            self._failed = True
+            self._bad_request(e)
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._upgrade_parsed(data[e.args[0] :])
+        except httptools.HttpParserError as e:
+            self._failed = True
+            self._bad_request(e)
+
+    def _feed_bounded(self, data: bytes) -> None:
+        """Feed ``data``, which may take the request head past its budget:
+        what fits first; if the head is still not complete, the request is
+        refused (431 or 414) and the parser, with what it held, dropped."""
+        while data:
+            fit = self._head_left
+            if len(data) <= fit:
+                self._head_left = fit - len(data)
+                self._feed(data)
+                return
+            self._head_left = 0
+            self._feed(data[:fit])
+            data = data[fit:]
+            if self._failed or self._closing or self.disconnected:
+                return
+            if self._raw:
+                self._hold(data)
+                return
+            if self._head_left == 0:  # neither the head nor its message ended
+                self._failed = True
+                self._parser = httptools.HttpRequestParser(self)  # what it held goes
+                self._refuse(head_too_large(self._url_bytes(), self._factory.max_header_bytes))
+                return
+
+    def _url_bytes(self) -> int:
+        """How much of the URL of the request head being read has arrived."""
+        queue = self._queue
+        if queue is None:
+            return len(self._url)
+        size = 0
+        for kind, arg in queue:
+            if kind == _BEGIN:
+                size = 0
+            elif kind == _URL:
+                size += len(arg)
+        return size
+
+    # -- after an upgrade request's head ------------------------------------------
+
+    def _upgrade_parsed(self, rest: bytes) -> None:
+        """The parser stopped after an upgrade request's head; ``rest`` is
+        what followed it in the same read."""
+        self._parser = httptools.HttpRequestParser(self)
+        self._head_left = self._factory.max_header_bytes
+        if self._closing:
+            return
+        self._raw = True
+        if rest:
+            self._hold(rest)
+        if not self._busy and self._queue is None:
+            self._end_raw()  # already answered (an error, the own API)
+
+    def _hold(self, data: bytes) -> None:
+        self._held.append(data)
+        self._pause(_RAW)
+
+    def _end_raw(self) -> None:
+        """The upgrade request was answered without switching: what the
+        client sent after it is HTTP again."""
+        self._raw = False
+        held = b"".join(self._held)
+        self._held = []
+        self._resume(_RAW)
+        if held:
+            self.dataReceived(held)
+
+    def _bad_request(self, error: Exception) -> None:
+        cause = error.__context__ if isinstance(error, httptools.HttpParserCallbackError) else None
+        if isinstance(cause, ApiError):
+            refusal = cause  # a head the callbacks refused (transfer coding, version)
+        else:
+            if cause is not None:
+                log.failure(
+                    "request handling failed (Audit-Id {auditID})",
+                    Failure(cause),
+                    auditID=self._audit_id(),
+                )
+            refusal = parser_error(str(error.args[0]) if error.args and cause is None else "")
+        self._refuse(refusal)
+
+    def _refuse(self, refusal: ApiError) -> None:
+        """Answer a request the connection cannot read on from (``_failed``
+        is set): in turn when pipelined; a broken body of a request already
+        answered, or whose response began, closes (or drops) the connection."""
+        if self._queue is not None:
+            self._enqueue(_BAD, refusal)  # in pipelined bytes: answer in turn
+        elif self._in_message and self._head is not None:
+            # the body of a dispatched request is broken: nothing sane can follow
+            if not self._busy:
+                self._close()
+            elif self._status == 0 and self._splice is None:
+                self._drop_request()  # no response yet: the client hears why
+                self._send_error(refusal)
+            else:
+                self.transport.abortConnection()  # type: ignore[union-attr]
+        elif self._busy:
+            self._enqueue(_BAD, refusal)
+        else:
+            self._reject_malformed(refusal)
+
+    def _drop_request(self) -> None:
+        """Forget the request in progress upstream (its body is broken)."""
+        self._on_body = None
+        self._on_end = None
+        self._exec_wait = None
+        forwarder, self._forwarder = self._forwarder, None
+        if forwarder is not None:
+            forwarder.client_lost()
+
+    def _reject_malformed(self, refusal: ApiError) -> None:
+        self._head = _Head(b"GET", True, False, False)
+        self._busy = True
+        self._start_audit()
+        self._send_error(refusal)
+
+    def _close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            # aborted if its last bytes are not taken within a handshake timeout
+            self._phase = CLOSING
+            self._since = self._factory.now
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    # -- parser callbacks (queued while a previous response is going) ----------
+
+    def _enqueue(self, kind: int, arg: Any) -> None:
+        if self._queue is None:
+            self._queue = deque()
+            self._pause(_PIPELINE)
+        self._queue.append((kind, arg))
+
+    def on_message_begin(self) -> None:
+        """Parser: a request begins."""
+        if self._busy or self._queue is not None:
+            self._enqueue(_BEGIN, None)
+        else:
+            self._begin()
+
+    def on_url(self, url: bytes) -> None:
+        """Parser: (a piece of) the request target."""
+        if self._queue is not None:
+            self._enqueue(_URL, url)
+        else:
+            self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Parser: one header (a transfer coding but ``chunked`` is refused: 501)."""
+        if len(name) == 17 and name.lower() == b"transfer-encoding":
+            unsupported = unsupported_transfer_encoding(value)
+            if unsupported is not None:
+                raise unsupported
+        if self._queue is not None:
+            self._enqueue(_HEADER, (name, value))
+        else:
+            self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        """Parser: the request head is complete (HTTP/1.0 or 1.1 only: any
+        other version is refused, not read as HTTP/1.1)."""
+        self._head_left = _NO_HEAD
+        p = self._parser
+        version = p.get_http_version()
+        if version not in ("1.1", "1.0"):
+            refused = http_version_refused(version)
+            if refused is not None:
+                raise refused
+        head = _Head(p.get_method(), version == "1.1", p.should_keep_alive(), p.should_upgrade())
+        if self._queue is not None:
+            self._enqueue(_HEADERS_DONE, head)
+        else:
+            self._dispatch(head)
+
+    def on_body(self, data: bytes) -> None:
+        """Parser: request body bytes."""
+        if self._queue is not None:
+            self._enqueue(_DATA, data)
+        elif self._on_body is not None:
+            self._on_body(data)
+
+    def on_message_complete(self) -> None:
+        """Parser: the request is complete."""
+        self._head_left = self._factory.max_header_bytes
+        if self._queue is not None:
+            self._enqueue(_DONE, None)
+        else:
+            self._message_done()
+
+    def _replay(self) -> None:
+        queue = self._queue
+        if queue is None or self._replaying:
+            return
+        self._replaying = True
+        try:
+            while queue and not self._closing and not self.disconnected:
+                kind, arg = queue[0]
+                if kind in (_BEGIN, _BAD) and self._busy:
+                    break
+                queue.popleft()
+                if kind == _BEGIN:
+                    self._begin()
+                elif kind == _URL:
+                    self._url += arg
+                elif kind == _HEADER:
+                    self._headers.append(arg)
+                elif kind == _HEADERS_DONE:
+                    self._dispatch(arg)
+                elif kind == _DATA:
+                    if self._on_body is not None:
+                        self._on_body(arg)
+                elif kind == _DONE:
+                    self._message_done()
+                else:
+                    self._reject_malformed(arg)
+        finally:
+            self._replaying = False
+        if not queue and self._queue is queue:
+            self._queue = None
+            self._resume(_PIPELINE)
+            if self._failed and not self._busy:
+                self._close()
+            elif self._raw and not self._busy:
+                self._end_raw()
+
+    # -- requests -----------------------------------------------------------------
+
+    def _begin(self) -> None:
+        if self._phase == IDLE:
+            self._phase = HEAD  # the first byte of a request head
+            self._since = self._factory.now
+        self._in_mark = self._read_start
+        self._in_message = True
+        self._head = None
+        self._url = b""
+        self._headers = []
+        self._on_body = None
+        self._on_end = None
+
+    def _message_done(self) -> None:
+        self._in_message = False
+        on_end, self._on_end = self._on_end, None
+        self._on_body = None
+        if on_end is not None:
+            on_end()
+
+    def _start_audit(self) -> None:
+        self._status = 0
+        counting = self._counting
+        self._audit = audit = _Audit(
+            time.time(),
+            self._in_mark,
+            counting.written if counting is not None else 0,
+            caller_audit_id(self._headers) or new_audit_id(),
+        )
+        audit.target = self._url
+
+    def _request_done(self) -> None:
+        """Record the metrics and write the audit record of the request that just ended."""
+        audit, self._audit = self._audit, None
+        if audit is None:
+            return
+        factory = self._factory
+        authorized = audit.authorized
+        attrs = authorized.attrs if authorized is not None else None
+        head = self._head
+        counting = self._counting
+        bytes_out = (counting.written - audit.out_mark) if counting is not None else 0
+        metrics = factory.metrics
+        if metrics is not None:
+            if audit.kind is not None:
+                metrics.stream_ended(audit.kind)
+            metrics.request_done(
+                self._cluster_name or GATEWAY,
+                attrs.verb
+                if attrs is not None
+                else request_verb(head.method if head is not None else b"GET", audit.target),
+                self._status,
+                (audit.head_at or time.monotonic()) - audit.ticks,
+                max(0, self._received - audit.in_mark),
+                bytes_out,
+            )
+        writer = factory.audit
+        if writer is None:
+            return
+        identity = audit.identity
+        upstream = authorized.upstream if authorized is not None else None
+        writer.write(
+            AuditRecord(
+                time=audit.started,
+                request_id=audit.audit_id.decode("ascii"),
+                user=identity.user if identity is not None else "",
+                groups=identity.groups if identity is not None else (),
+                source=self._client_address.decode("latin-1"),
+                cluster=audit.cluster,
+                verb=attrs.verb if attrs is not None else "",
+                namespace=attrs.namespace if attrs is not None else "",
+                resource=attrs.resource if attrs is not None else "",
+                subresource=attrs.subresource if attrs is not None else "",
+                path=self._url.decode("latin-1"),
+                method=head.method.decode("latin-1") if head is not None else "",
+                status=self._status,
+                bytes_in=max(0, self._received - audit.in_mark),
+                bytes_out=bytes_out,
+                duration=time.time() - audit.started,
+                impersonated_user=upstream.user if upstream is not None else None,
+                impersonated_groups=tuple(g for g in upstream.groups if g != "system:authenticated")
+                if upstream is not None
+                else (),
+                exchange_rule=authorized.exchange_rule if authorized is not None else "",
+                reason=audit.reason,
+            )
+        )
+
+    def _upstream_status(self, code: int, response: ResponseHeaders) -> None:
+        """The cluster answered ``code`` (a 401 drops an exec-plugin token);
+        the caller sees the request's ``Audit-Id`` (the cluster's is dropped)."""
+        self._status = code
+        audit = self._audit
+        if audit is not None:
+            audit.head_at = time.monotonic()
+            response.forward.insert(0, (AUDIT_ID, audit.audit_id))
+        if code == 401 and self._exec_cluster:
+            cache = self._factory.exec_credentials
+            if cache is not None:
+                cache.invalidate(self._exec_cluster)
+
+    def _dispatch(self, head: _Head) -> None:
+        self._phase = BUSY
+        self._head = head
+        self._busy = True
+        self._exec_cluster = ""
+        self._start_audit()
+        try:
+            target = route(self._url)
+            if self._factory.metrics is not None:
+                self._note_route(target, head)
+            if isinstance(target, ClusterRoute):
+                self._proxy(target, head)
+            else:
+                self._api(target, head)
+        except ApiError as e:
+            self._send_error(e)
+        except Exception:
+            log.failure("request dispatch failed (Audit-Id {auditID})", auditID=self._audit_id())
+            self._send_error(ApiError(500, "internal error"))
+
+    def _note_route(self, target: ClusterRoute | ApiRoute, head: _Head) -> None:
+        """For the metrics: the target the verb is read from, and a
+        long-running request counted in flight (until :meth:`_request_done`)."""
+        audit = self._audit
+        metrics = self._factory.metrics
+        assert audit is not None and metrics is not None
+        if isinstance(target, ClusterRoute):
+            audit.target = target.target
+        kind = stream_kind(audit.target, head.upgrade)
+        if kind is not None:
+            audit.kind = kind
+            metrics.stream_started(kind)
+
+    def _audit_id(self) -> str:
+        """The current request's ``Audit-Id`` (for log lines; "" between requests)."""
+        audit = self._audit
+        return audit.audit_id.decode("ascii") if audit is not None else ""
+
+    def _proxy(self, target: ClusterRoute, head: _Head) -> None:
+        factory = self._factory
+        identity = self._authenticate()
+        audit = self._audit
+        if audit is not None:
+            audit.cluster = target.name
+        cluster = factory.clusters().get(target.name)
+        try:
+            if cluster is None:  # 404, or the 403 of a cluster the caller may not reach
+                raise factory.access.unknown_cluster(
+                    identity, target.name, head.method, target.target, self._headers
+                )
+            self._cluster_name = cluster.name
+            authorized = factory.access.authorize(
+                identity, cluster, head.method, target.target, self._headers
+            )
+        except Forbidden as denied:
+            if audit is not None:
+                audit.authorized = Authorized(denied.attrs, None)
+            raise
+        if audit is not None:
+            audit.authorized = authorized
+        gate = factory.health_gate
+        if gate is not None:
+            unhealthy = gate(cluster)
+            if unhealthy is not None:
+                raise unhealthy
+        pool = factory.pools.get(cluster)
+        if pool.error is not None:
+            raise pool.error
+        credentials = pool.credentials
+        assert credentials is not None
+        request = split_request(self._headers, factory.drop, factory.drop_prefixes)
+        identity_headers = impersonation_headers(authorized.upstream)
+        if credentials.exec_credential is not None:
+            self._proxy_exec(cluster, target, head, pool, request, identity_headers)
+            return
+        self._forward(
+            target,
+            head,
+            pool,
+            request,
+            identity_headers,
+            credentials.block(),
+            credentials.h2_headers,
+        )
+
+    def _forward(
+        self,
+        target: ClusterRoute,
+        head: _Head,
+        pool: ClusterPool,
+        request: RequestHeaders,
+        identity_headers: Sequence[Header],
+        block: bytes,
+        h2_headers: Callable[[], list[Header]],
+    ) -> None:
+        """Send the request to the cluster with ``block`` (its ``Host`` and
+        credential) and the identity headers the gateway decided on."""
+        assert pool.credentials is not None
+        path = pool.credentials.endpoint.prefix + target.target
+        if head.upgrade:
+            self._proxy_upgrade(head, pool, request, identity_headers, block, path)
+            return
+        request.upgrade = None  # the parser saw no upgrade: none is asked upstream
+        has_body = request.chunked or bool(request.content_length)
+        audit_id = self._audit.audit_id if self._audit is not None else b""
+        upstream_head = request_head(
+            head.method, path, request, block, self._client_address, identity_headers, audit_id
+        )
+        stream = pool.multiplexes and multiplexed(head.method, target.target)
+        forwarder = _ClusterForwarder(
+            self,
+            head.method,
+            upstream_head,
+            body=has_body,
+            chunked=request.chunked,
+            http11=head.http11,
+            keep_alive=head.keep_alive,
+            head_timeout=pool.head_timeout(head.method, target.target),
+            h2_headers=(
+                h2_request_headers(
+                    head.method,
+                    path,
+                    request,
+                    h2_headers(),
+                    self._client_address,
+                    identity_headers,
+                    audit_id,
+                )
+                if stream
+                else None
+            ),
+        )
+        self._forwarder = forwarder
+        if has_body:
+            self._on_body = forwarder.body
+            self._on_end = forwarder.body_end
+        if stream:
+            pool.submit_stream(forwarder)
+        else:
+            pool.submit(forwarder)
+
+    def _proxy_exec(
+        self,
+        cluster: Cluster,
+        target: ClusterRoute,
+        head: _Head,
+        pool: ClusterPool,
+        request: RequestHeaders,
+        identity_headers: Sequence[Header],
+    ) -> None:
+        """Forward once the cluster's exec plugin gave a token (at once when
+        it is cached; else reading pauses until the plugin has run)."""
+        cache = self._factory.exec_credentials
+        if cache is None:
+            raise ApiError(502, f'cluster "{cluster.name}": exec credentials are not enabled')
+        self._exec_cluster = cluster.name
+        wait = _ExecWait()
+        self._exec_wait = wait
+        self._on_body = wait.data
+        self._on_end = wait.end
+        credentials = pool.credentials
+        assert credentials is not None
+
+        def got(result: ExecResult) -> None:
+            if self._exec_wait is not wait:
+                return  # the client went away meanwhile
+            self._exec_wait = None
+            self._resume(_UPSTREAM)
+            try:
+                if result.token is None:
+                    raise ApiError(
+                        502,
+                        f'cluster "{cluster.name}": the exec plugin gave a client certificate; '
+                        "the gateway supports exec plugins giving tokens only",
+                        "BadGateway",
+                    )
+                try:
+                    block, h2 = credentials.with_token(result.token)
+                except CredentialError as exc:
+                    raise ApiError(502, f'cluster "{cluster.name}": {exc}', "BadGateway") from None
+                self._forward(target, head, pool, request, identity_headers, block, lambda: h2)
+            except ApiError as exc:
+                wait.failed = True
+                self._send_error(exc)
+                return
+            except Exception:
+                log.failure(
+                    "forwarding after the exec credential failed (Audit-Id {auditID})",
+                    auditID=self._audit_id(),
+                )
+                wait.failed = True
+                self._send_error(ApiError(500, "internal error"))
+                return
+            forwarder = self._forwarder
+            if forwarder is None or not isinstance(forwarder, Forwarder):
+                return
+            for data in wait.body:
+                forwarder.body(data)
+            wait.body = []
+            if wait.ended:
+                forwarder.body_end()
+
+        def failed(failure: Failure) -> None:
+            if self._exec_wait is not wait:
+                return
+            self._exec_wait = None
+            self._resume(_UPSTREAM)
+            wait.failed = True
+            exc = failure.value
+            if isinstance(exc, ExecPluginError):
+                log.warn(
+                    "{error} {detail} (Audit-Id {auditID})",
+                    error=str(exc),
+                    detail=exc.detail,
+                    auditID=self._audit_id(),
+                )
+                self._send_error(exc.api_error())
+            else:
+                log.failure(
+                    "exec credential failed (Audit-Id {auditID})", failure, auditID=self._audit_id()
+                )
+                self._send_error(ApiError(502, f'cluster "{cluster.name}": exec plugin failed'))
+
+        self._pause(_UPSTREAM)
+        cache.get(cluster).addCallbacks(got, failed)
+
+    def _proxy_upgrade(
+        self,
+        head: _Head,
+        pool: ClusterPool,
+        request: RequestHeaders,
+        identity_headers: Sequence[Header],
+        block: bytes,
+        path: bytes,
+    ) -> None:
+        """Send an upgrade request over a dedicated connection."""
+        if request.upgrade is None:
+            self._failed = True
+            raise ApiError(400, "invalid Upgrade header")
+        if request.chunked or request.content_length:
+            # the body would be read as tunnel bytes: nothing sane can follow
+            self._failed = True
+            raise ApiError(400, "an upgrade request cannot carry a body")
+        forwarder = _ClusterUpgradeForwarder(
+            self,
+            head.method,
+            request_head(
+                head.method,
+                path,
+                request,
+                block,
+                self._client_address,
+                identity_headers,
+                self._audit.audit_id if self._audit is not None else b"",
+            ),
+            http11=head.http11,
+            keep_alive=head.keep_alive,
+            clock=pool.reactor,
+        )
+        self._forwarder = forwarder
+        pool.connect_dedicated(forwarder)
+
+    def _api(self, target: ApiRoute, head: _Head) -> None:
+        identity: Identity | None
+        if target.public:
+            access = self._factory.access
+            identity = access.try_authenticate(self._peer_of(), self._headers)
+            if self._audit is not None:
+                self._audit.identity = identity
+        else:
+            identity = self._authenticate()
+        self._api_body = []
+        self._api_size = 0
+        self._on_body = self._api_data
+        self._on_end = lambda: self._api_call(target, head, identity)
+        if head.http11 and any(
+            n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in self._headers
+        ):
+            self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+
+    def _api_data(self, data: bytes) -> None:
+        self._api_size += len(data)
+        if self._api_size > self._factory.max_api_body:
+            self._on_body = None
+            self._on_end = None
+            self._api_body = []
+            self._send_error(ApiError(413, "the request body is too large"))
+            return
+        self._api_body.append(data)
+
+    def _api_call(self, target: ApiRoute, head: _Head, identity: Identity | None) -> None:
+        body = b"".join(self._api_body)
+        self._api_body = []
+        headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in self._headers}
+        headers["audit-id"] = self._audit_id()  # the request's, for the API's log lines
+        request = ApiRequest(
+            method=head.method.decode("ascii"),
+            path=target.path,
+            query=target.query,
+            headers=headers,
+            identity=identity,
+            body=body,
+        )
+        responder = Responder(self, head)
+        self._responder = responder
+        try:
+            self._factory.api.handle(request, responder)
+        except ApiError as e:
+            if not responder.started:
+                self._responder = None
+                self._send_error(e)
+            else:
+                self.transport.abortConnection()  # type: ignore[union-attr]
+        except Exception:
+            log.failure(
+                "the API handler failed on {method} {path} (Audit-Id {auditID})",
+                method=request.method,
+                path=request.path,
+                auditID=self._audit_id(),
+            )
+            if not responder.started:
+                self._responder = None
+                self._send_error(ApiError(500, "internal error"))
+            else:
+                self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def _send_error(self, error: ApiError) -> None:
+        self._status = error.code
+        if self._audit is not None and error.code in (401, 403):
+            self._audit.reason = error.message
+        head = self._head
+        close = head is None or not head.keep_alive or self._failed or self._last_before_drain()
+        body = error.body()
+        parts = [status_line(error.code), *lines(_JSON), b"Content-Length: %d\r\n" % len(body)]
+        if self._audit is not None:
+            parts += (b"Audit-Id: ", self._audit.audit_id, b"\r\n")
+        if close:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        if head is None or head.method != b"HEAD":
+            parts.append(body)
+        self.transport.write(b"".join(parts))  # type: ignore[union-attr]
+        self._finish_response(close)
+
+    def _finish_response(self, close: bool) -> None:
+        """The response to the current request is complete."""
+        if self._audit is not None:
+            self._request_done()
+        self._busy = False
+        self._forwarder = None
+        self._responder = None
+        self._cluster_name = None
+        self._answered += 1
+        self._phase = IDLE
+        self._since = self._factory.now
+        if close or (self._failed and self._queue is None):
+            self._close()
+            return
+        if self._raw and self._queue is None:
+            self._end_raw()  # the upgrade request, answered without switching
+        else:
+            self._replay()
+        if self._draining:
+            self._close_when_idle()
+
+    # -- draining (the worker is stopping) ------------------------------------------
+
+    def _last_before_drain(self) -> bool:
+        """Whether the response being started is the connection's last: the
+        worker drains and no further request was received (pipelined requests
+        already received are answered first, the last with ``Connection: close``)."""
+        return self._draining and self._queue is None
+
+    def _idle(self) -> bool:
+        return not (
+            self._busy
+            or self._in_message
+            or self._raw
+            or self._queue is not None
+            or self._splice is not None
+        )
+
+    def drain(self) -> None:
+        """Stop taking requests on this connection without failing one.
+
+        The response in progress says ``Connection: close`` (if its head is
+        not written yet) and the connection closes after it; requests already
+        received (pipelined) are answered first.  An idle keep-alive
+        connection is closed once it stayed idle for :data:`DRAIN_IDLE_GRACE`
+        (a request already on its way is answered, with ``Connection:
+        close``).  A connection that has not sent its first request yet gets
+        it answered first (it was accepted to be served: closing it now would
+        fail a request no client retries), or waits for the drain deadline."""
+        self._draining = True
+        if self._answered:
+            self._close_when_idle()
+
+    def _close_when_idle(self) -> None:
+        if self._idle_timer is None and self._idle() and not self._closing:
+            clock: Any = self._factory.clock()
+            self._idle_timer = clock.callLater(DRAIN_IDLE_GRACE, self._idle_timeout)
+
+    def _idle_timeout(self) -> None:
+        self._idle_timer = None
+        if self._idle() and not self.disconnected:
+            self._close()
+
+    def cluster_removed(self, names: frozenset[str]) -> None:
+        """End the stream in progress (watch, ``logs -f``, exec) if it goes
+        to one of the removed clusters ``names``: cleanly, as at a drain (a
+        session is cut as a failure the client sees)."""
+        busy = self._busy or self._splice is not None
+        if busy and self._cluster_name in names:
+            self.end_streams(f'the cluster "{self._cluster_name}" was removed from the gateway')
+
+    def end_streams(self, reason: str | None = "the gateway is shutting down") -> None:
+        """The drain deadline: end what is still going, cleanly where the
+        framing allows (a chunked stream gets its last chunk, so a watching
+        client sees the stream end and watches again elsewhere).  An
+        upgraded session is cut with a failure carrying ``reason``
+        (:meth:`end_session`), or left running when ``reason`` is ``None``
+        (its own deadline comes later)."""
+        self._draining = True
+        if self._splice is not None:
+            if reason is not None:
+                self.end_session(reason)
+            return
+        forwarder = self._forwarder
+        if forwarder is not None:
+            forwarder.end_stream()
+        responder = self._responder
+        if responder is not None:
+            responder.finish()
+        self._close()
+
+    def end_session(self, reason: str) -> None:
+        """Cut the upgraded session (exec, attach, port-forward), if any, so
+        the client sees a failure carrying ``reason`` (:meth:`Splice.cut`)."""
+        splice = self._splice
+        if splice is not None:
+            self._closing = True
+            splice.cut(reason)
+
+    # -- Channel (for the forwarder) ------------------------------------------------
+
+    @property
+    def client(self) -> ITransport:
+        """The client's transport."""
+        assert self.transport is not None
+        return self.transport
+
+    def reading(self) -> IPushProducer:
+        """A producer pausing request-body reads (for an upstream transport)."""
+        return _ReadValve(self)
+
+    def pause_for_upstream(self) -> None:
+        """Stop reading until the request has an upstream connection."""
+        self._pause(_UPSTREAM)
+
+    def resume_for_upstream(self) -> None:
+        """Read again: the request has an upstream connection (or failed)."""
+        self._resume(_UPSTREAM)
+
+    def send_error(self, error: ApiError) -> None:
+        """Answer the current request with a ``Status``."""
+        self._send_error(error)
+
+    def response_finished(self, close: bool) -> None:
+        """The forwarded response is complete."""
+        self._finish_response(close)
+
+    def abort(self) -> None:
+        """Drop the client connection."""
+        self._forwarder = None
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    # -- TunnelChannel (for an upgrade) ----------------------------------------------
+
+    def spliced(self, splice: Splice) -> bytes:
+        """The request switched protocols: from now on the connection
+        belongs to ``splice``; returns the bytes held since the request head."""
+        self._splice = splice
+        self._forwarder = None
+        self._raw = False
+        self._queue = None
+        held = b"".join(self._held)
+        self._held = []
+        if self._pauses:
+            self._pauses.clear()
+            if not self.disconnected:
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+        return held
+
+    def pause_reading(self) -> None:
+        """Stop reading from the client (the cluster side of a splice is slow)."""
+        self._pause(_SPLICE)
+
+    def resume_reading(self) -> None:
+        """Read from the client again."""
+        self._resume(_SPLICE)
+
+
+class GatewayFactory(Factory):
+    """Builds a :class:`GatewayProtocol` per client connection.
+
+    ``clusters()`` returns the current registry snapshot's clusters by name
+    (looked up once per request); ``pools`` holds the upstream connections;
+    ``access`` authenticates and authorizes, ``audit`` writes the audit
+    log, ``exec_credentials`` runs clusters' exec plugins, ``health_gate``
+    refuses requests to unhealthy clusters
+    (:meth:`karpor.health.prober.HealthProber.refusal`), ``metrics``
+    records each request; wrap this factory in TLS
+    (``karpor.net.tls.server_options``) to serve it.
+
+    ``connections`` bounds the client connections
+    (:class:`~karpor.http.connections.ClientConnectionSettings`): past
+    ``maxConnections`` open ones, :meth:`buildProtocol` refuses (the
+    listener closes the socket at once, before any TLS), logging once per
+    burst; while connections are open, one timer sweeps them every
+    :func:`~karpor.http.connections.sweep_interval` seconds and times
+    out those whose phase outlived its timeout.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        clusters: Callable[[], Mapping[str, Cluster]],
+        api: ApiHandler,
+        authenticator: CertificateAuthenticator | None,
+        pools: UpstreamPools,
+        reactor: IReactorTime | None = None,
+        max_api_body: int = MAX_API_BODY,
+        *,
+        access: Access | None = None,
+        audit: AuditWriter | None = None,
+        exec_credentials: ExecCredentialCache | None = None,
+        health_gate: Callable[[Cluster], ApiError | None] | None = None,
+        metrics: GatewayMetrics | None = None,
+        connections: ClientConnectionSettings | None = None,
+    ) -> None:
+        self.clusters = clusters
+        #: the bounds on client connections
+        self.connections = connections = connections or ClientConnectionSettings()
+        self.max_header_bytes = connections.max_header_bytes
+        #: the sweep's clock (``reactor.seconds()`` at the last sweep)
+        self.now = 0.0
+        self._cap = ConnectionCap(connections.max_connections)
+        self._sweep_interval = sweep_interval(connections)
+        self._phase_limits = phase_limits(connections, self._sweep_interval)
+        self._sweeper: LoopingCall | None = None
+        self.api = api
+        #: authentication and authorization (client certificates of
+        #: ``authenticator`` only, no policy, when not given)
+        self.access = access if access is not None else Access(certificates=authenticator)
+        #: where each request's audit record goes (``None``: no audit log)
+        self.audit = audit
+        #: exec-plugin tokens of clusters with such credentials
+        self.exec_credentials = exec_credentials
+        #: the ``Status`` of a request to an unhealthy cluster (``None``: forward it)
+        self.health_gate = health_gate
+        #: where each request's metrics go (``None``: none)
+        self.metrics = metrics
+        self.drop, self.drop_prefixes = request_drops(
+            self.access.drop_names, self.access.drop_prefixes
+        )
+        self.pools = pools
+        self.reactor = reactor
+        self.max_api_body = max_api_body
+        self.protocols: set[GatewayProtocol] = set()
+        self.draining = False
+        self._drained: Deferred[None] | None = None
+        self._timers: list[IDelayedCall] = []
+        self._sessions_timer: IDelayedCall | None = None
+        self._abort_timer: IDelayedCall | None = None
+
+    def buildProtocol(self, addr: Any) -> GatewayProtocol | None:
+        """A protocol for one client connection; ``None`` (the connection is
+        closed at accept) while ``maxConnections`` are open."""
+        admitted, line = self._cap.admit(len(self.protocols))
+        if line is not None:
+            if admitted:
+                log.info("{line}", line=line)
+            else:
+                log.warn("{line}", line=line)
+        return GatewayProtocol(self) if admitted else None
+
+    def connection_opened(self, protocol: GatewayProtocol) -> None:
+        """Track an open client connection (drained on stop); the first
+        starts the sweep."""
+        self.protocols.add(protocol)
+        if self._sweeper is None:
+            clock = self.clock()
+            self.now = clock.seconds()
+            sweeper = self._sweeper = LoopingCall(self._sweep)
+            sweeper.clock = clock
+            sweeper.start(self._sweep_interval, now=False)
+        if self.draining:
+            protocol.drain()
+
+    def _sweep(self) -> None:
+        """Time out the connections whose phase outlived its timeout."""
+        now = self.now = self.clock().seconds()
+        limits = self._phase_limits
+        late = [p for p in self.protocols if now - p._since >= limits[p._phase]]
+        for protocol in late:
+            protocol.timed_out()
+
+    def end_cluster_streams(self, names: frozenset[str]) -> None:
+        """End every open stream to the removed clusters ``names``."""
+        if names:
+            for protocol in list(self.protocols):
+                protocol.cluster_removed(names)
+
+    def connection_closed(self, protocol: GatewayProtocol) -> None:
+        """Forget a closed client connection (the last stops the sweep)."""
+        self.protocols.discard(protocol)
+        sweeper = self._sweeper
+        if not self.protocols and sweeper is not None:
+            self._sweeper = None
+            sweeper.stop()
+        self._check_drained()
+
+    def clock(self) -> IReactorTime:
+        """The reactor's clock (the global reactor when none was given)."""
+        clock: Any = self.reactor
+        if clock is None:
+            from twisted.internet import reactor as clock  # noqa: PLC0415
+        return clock  # type: ignore[no-any-return]
+
+    def drain(self, deadline: float, sessions: float | None = None) -> Deferred[None]:
+        """Close connections once idle (:meth:`GatewayProtocol.drain`); at
+        ``deadline`` seconds end long-running streams (watch, ``logs -f``)
+        cleanly, and cut upgraded sessions (exec, attach, port-forward) at
+        ``sessions`` seconds (``deadline`` when ``None``) with a failure the
+        client sees; fire once every connection is closed.
+
+        Called again while draining, it only brings the sessions' cut
+        forward (a stop during a rolling restart).  Call it after the
+        listener stopped accepting.
+        """
+        if sessions is None:
+            sessions = deadline
+        clock = self.clock()
+        if self._drained is None:
+            self.draining = True
+            self._drained = Deferred()
+            self._sessions_timer = clock.callLater(sessions, self._sessions_deadline)
+            self._abort_timer = clock.callLater(
+                max(deadline, sessions) + DRAIN_GRACE, self._abort_all
+            )
+            self._timers = [
+                clock.callLater(deadline, self._deadline),
+                self._sessions_timer,
+                self._abort_timer,
+            ]
+            for protocol in list(self.protocols):
+                protocol.drain()
+            self._check_drained()
+        else:
+            timer, abort = self._sessions_timer, self._abort_timer
+            now = clock.seconds()
+            if timer is not None and timer.active() and timer.getTime() > now + sessions:
+                timer.reset(sessions)
+                if abort is not None and abort.active():
+                    latest = max(t.getTime() for t in self._timers if t.active() and t is not abort)
+                    abort.reset(latest - now + DRAIN_GRACE)
+        return self._drained
+
+    def _deadline(self) -> None:
+        for protocol in list(self.protocols):
+            protocol.end_streams(None)
+
+    def _sessions_deadline(self) -> None:
+        for protocol in list(self.protocols):
+            protocol.end_session("the gateway is shutting down: the session was cut")
+
+    def _abort_all(self) -> None:
+        for protocol in list(self.protocols):
+            if protocol.transport is not None:
+                protocol.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _check_drained(self) -> None:
+        drained = self._drained
+        if drained is None or self.protocols or drained.called:
+            return
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        self._timers = []
+        drained.callback(None)

@@ -1,1 +1,0 @@
-"""The request path: routing, header rewriting, upstream pools, streaming and splicing."""

@@ -1,1 +1,0 @@
-"""Serving: the front protocol, TLS, the twistd service."""

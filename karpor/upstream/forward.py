@@ -1,0 +1,319 @@
+"""One proxied request: the request body up, the response back, streamed.
+
+A :class:`Forwarder` is the :class:`~karpor.upstream.http1.Exchange` of one
+client request.  The front protocol (its :class:`Channel`) feeds it the
+request body as it is parsed; the pool attaches it to an upstream
+connection; the connection feeds it the response, which it writes to the
+client as it arrives.  Nothing is accumulated:
+
+- while the response streams, the upstream connection's :class:`Valve` is
+  the producer of the client transport (a slow client pauses the cluster);
+  for a request carried as an HTTP/2 stream
+  (:mod:`karpor.upstream.h2`) the stream is, and a slow client stops
+  the stream's flow-control credit instead of the whole connection;
+- while the request body streams, the channel's read producer is the
+  producer of the upstream transport (a slow cluster pauses the client);
+- before a connection is attached, client reads are paused, so at most the
+  bytes of one read wait here.
+
+``Content-Length`` passes through; any other body is re-chunked for an
+HTTP/1.1 client (each piece flushed as it comes, so watch events and log
+lines are not held back) or delimited by closing for an HTTP/1.0 one.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol as TypingProtocol
+
+from twisted.internet.interfaces import IPushProducer, ITransport
+
+from karpor.http.headers import Header, ResponseHeaders, lines
+from karpor.kube.status import ApiError
+from karpor.upstream.http1 import Carrier, Tunnel
+
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+class Channel(TypingProtocol):
+    """The client side of a forwarded request, implemented by the front
+    protocol."""
+
+    @property
+    def client(self) -> ITransport:
+        """The client's transport (TLS)."""
+
+    def reading(self) -> IPushProducer:
+        """A producer that pauses reading the request body from the client."""
+
+    def pause_for_upstream(self) -> None:
+        """Stop reading from the client until an upstream connection is attached."""
+
+    def resume_for_upstream(self) -> None:
+        """Undo :meth:`pause_for_upstream`."""
+
+    def send_error(self, error: ApiError) -> None:
+        """Answer the request with a ``Status`` (no response started yet)."""
+
+    def response_finished(self, close: bool) -> None:
+        """The response is complete; ``close`` the connection after it."""
+
+    def abort(self) -> None:
+        """Drop the client connection (a response broke off mid-way)."""
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+class Forwarder:
+    """The exchange of one proxied request (see the module docstring).
+
+    ``head`` is the HTTP/1.1 request head; ``h2_headers``, when given, the
+    same request as an HTTP/2 header list (a long-running request the pool
+    may carry as a stream, :mod:`karpor.upstream.h2`); ``head_timeout``
+    the seconds the cluster may take to send its response head once the
+    request is written (``None``: no limit; :mod:`karpor.upstream.deadline`),
+    a ``504`` after that.  Whichever
+    carries it (an :class:`~karpor.upstream.http1.UpstreamConnection` or an
+    HTTP/2 stream) is its *carrier*.
+    """
+
+    __slots__ = (
+        "_body_done",
+        "_body_producer",
+        "_channel",
+        "_chunked_down",
+        "_chunked_up",
+        "_close",
+        "_conn",
+        "_finished",
+        "_http11",
+        "_keep_alive",
+        "_pending",
+        "_started",
+        "_streaming",
+        "cancelled",
+        "h2_headers",
+        "has_body",
+        "head",
+        "head_only",
+        "head_timeout",
+        "retriable",
+    )
+
+    def __init__(
+        self,
+        channel: Channel,
+        method: bytes,
+        head: bytes,
+        *,
+        body: bool,
+        chunked: bool,
+        http11: bool,
+        keep_alive: bool,
+        h2_headers: list[Header] | None = None,
+        head_timeout: float | None = None,
+    ) -> None:
+        self._channel = channel
+        self.head = head
+        self.h2_headers = h2_headers
+        self.head_timeout = head_timeout
+        self.head_only = method == b"HEAD"
+        self.retriable = not body and method in _IDEMPOTENT
+        self.cancelled = False
+        self.has_body = body
+        self._chunked_up = chunked
+        self._http11 = http11
+        self._keep_alive = keep_alive
+        self._conn: Carrier | None = None
+        self._pending: list[bytes] = []
+        self._body_done = not body
+        self._body_producer: IPushProducer | None = None
+        self._started = False
+        self._finished = False
+        self._chunked_down = False
+        self._streaming = False
+        self._close = not keep_alive
+        if body:
+            channel.pause_for_upstream()
+
+    # -- the request, from the client -------------------------------------------
+
+    def attach(self, connection: Carrier) -> None:
+        """Write the request body (so far) to ``connection`` (its head is written)."""
+        self._conn = connection
+        if connection.transport is None:
+            self.head = b""  # an HTTP/2 stream: the HTTP/1.1 head is not needed
+        if not self.has_body:
+            connection.finish_request()
+            return
+        pending, self._pending = self._pending, []
+        for data in pending:
+            self._send_body(connection, data)
+        if self._body_done:
+            self._send_body_end(connection)
+        else:
+            reading = self._channel.reading()
+            connection.register_body_producer(reading)
+            self._body_producer = reading
+        self._channel.resume_for_upstream()
+
+    def _send_body(self, connection: Carrier, data: bytes) -> None:
+        # HTTP/2 frames the body itself; HTTP/1.1 re-chunks a chunked one
+        if self._chunked_up and connection.transport is not None:
+            data = chunk(data)
+        connection.write(data)
+
+    def _send_body_end(self, connection: Carrier) -> None:
+        if self._chunked_up and connection.transport is not None:
+            connection.write(_LAST_CHUNK)
+        connection.finish_request()
+
+    def body(self, data: bytes) -> None:
+        """A piece of the request body arrived from the client."""
+        if self._body_done or self._finished:
+            return
+        if self._conn is None:
+            self._pending.append(data)
+        else:
+            self._send_body(self._conn, data)
+
+    def body_end(self) -> None:
+        """The request body is complete."""
+        if self._body_done:
+            return
+        self._body_done = True
+        if self._finished or self._conn is None:
+            return
+        self._stop_body_producer()
+        self._send_body_end(self._conn)
+
+    def _stop_body_producer(self) -> None:
+        reading, self._body_producer = self._body_producer, None
+        if reading is not None:
+            conn = self._conn
+            if conn is not None:
+                conn.unregister_body_producer()
+            # unregistering never resumes: a pause the upstream transport
+            # asked for must not outlive the body (the client's next request)
+            reading.resumeProducing()
+
+    def client_lost(self) -> None:
+        """The client went away: close the upstream connection (never pooled)."""
+        if self._finished:
+            return
+        self._finished = True
+        self.cancelled = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
+
+    # -- the response, from the cluster -------------------------------------------
+
+    def upstream_interim(self, code: int, reason: bytes, headers: list[Header]) -> None:
+        """Relay a 1xx (``100 Continue``) to an HTTP/1.1 client."""
+        if self._http11 and not self._started and not self._finished:
+            self._channel.client.write(
+                b"".join([b"HTTP/1.1 %d %b\r\n" % (code, reason), *lines(headers), b"\r\n"])
+            )
+
+    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
+        """Write the response head to the client and start streaming."""
+        if self._finished:
+            return
+        self._started = True
+        self.head = b""  # nothing is retried once a response began
+        self.h2_headers = None
+        parts = [b"HTTP/1.1 %d %b\r\n" % (code, reason), *lines(response.forward)]
+        body_possible = not self.head_only and code not in (204, 304)
+        if body_possible and response.content_length is None:
+            if self._http11:
+                self._chunked_down = True
+                parts.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self._close = True
+        if self._close:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        client = self._channel.client
+        client.write(b"".join(parts))
+        if body_possible and self._conn is not None:
+            client.registerProducer(self._conn.valve(self), True)  # type: ignore[attr-defined]
+            self._streaming = True
+
+    def close_after(self) -> None:
+        """Close the client connection after this response (it says
+        ``Connection: close`` unless its head is already written)."""
+        self._close = True
+
+    def upstream_switch(self, reason: bytes, response: ResponseHeaders) -> Tunnel | None:
+        """A plain request never switches protocols (see
+        :class:`karpor.upstream.splice.UpgradeForwarder` for those that do)."""
+        return None
+
+    def upstream_body(self, data: bytes) -> None:
+        """Pass a piece of the response body on."""
+        if self._finished or not data:
+            return
+        if self._chunked_down:
+            # one write of the chunk: size line, data and CRLF (chunk(), inlined)
+            self._channel.client.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self._channel.client.write(data)
+
+    def upstream_end(self) -> None:
+        """The response is complete."""
+        if self._finished:
+            return
+        self._finished = True
+        client = self._channel.client
+        if self._chunked_down:
+            client.write(_LAST_CHUNK)
+        if self._streaming:
+            client.unregisterProducer()  # type: ignore[attr-defined]
+        self._stop_body_producer()
+        self._conn = None
+        self._channel.resume_for_upstream()
+        self._channel.response_finished(self._close)
+
+    def end_stream(self) -> None:
+        """End the response now (a drain deadline): cleanly where the framing
+        allows — a chunked response gets its last chunk, so a watching client
+        sees the stream end — else the client connection is dropped.  The
+        upstream connection is closed, never pooled."""
+        if self._finished:
+            return
+        if not (self._started and self._chunked_down):
+            self._channel.abort()
+            self.client_lost()
+            return
+        self._finished = True
+        self.cancelled = True
+        client = self._channel.client
+        client.write(_LAST_CHUNK)
+        if self._streaming:
+            client.unregisterProducer()  # type: ignore[attr-defined]
+        self._stop_body_producer()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
+        self._channel.response_finished(True)
+
+    def upstream_failed(self, error: ApiError) -> None:
+        """Answer the error, or break the client connection if the response
+        had started."""
+        if self._finished:
+            return
+        self._finished = True
+        self._stop_body_producer()
+        self._conn = None
+        self._pending = []
+        if self._started:
+            if self._streaming:
+                self._channel.client.unregisterProducer()  # type: ignore[attr-defined]
+            self._channel.abort()
+            return
+        self._channel.resume_for_upstream()
+        self._channel.send_error(error)
