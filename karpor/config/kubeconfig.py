@@ -29,8 +29,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from karpor.config.clusters import DocumentContext, Validator, is_dns_label, quote
+from karpor.config.clusters import DocumentContext, Validator, is_dns_label
 from karpor.config.model import Cluster, Credential, TokenCredential, X509Credential
+from karpor.config.validation import quote
 
 _UNSUPPORTED_USER = {
     "username": "username/password authentication is not supported",
