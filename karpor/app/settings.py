@@ -50,25 +50,28 @@ attribute is ``section.field`` (``health_probe.interval``, see
 
 Relative paths in the file resolve against the file's directory; relative
 paths given as flags against the working directory.  An unknown key is an
-error naming the file and the key (typos never pass silently).  Flags win
-over the file (:func:`merge`).
+error naming the file and the key (typos never pass silently).  Problems
+read ``FILE: FIELD: MESSAGE`` (``karpor.yaml: healthProbe.interval: must
+be a positive number of seconds, not a number``), as in every configuration
+file (:mod:`karpor.config.validation`); a flag's read ``--flag: MESSAGE``.
+Flags win over the file (:func:`merge`).
 
 Adding a key: a field on :class:`Settings` and one :class:`Key` in
-:data:`KEYS`.  A later section with keys of its own (``auditLog``,
-``authentication``, ``authorization``…) is a frozen dataclass with its own
-key table, parsed by :func:`parse_section` from the key's ``parse``
-function (see :func:`section_parser`).
+:data:`KEYS`, whose parser (a :data:`~karpor.config.validation.FieldParser`:
+a :class:`~karpor.config.validation.Checker` method such as
+``Checker.seconds``, or a function of the same shape) reads its value.  A
+section with keys of its own (``auditLog``, ``authentication``,
+``healthProbe``…) is a frozen dataclass with its own key table, read by the
+parser :func:`section_parser` makes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
-
-import yaml
+from typing import Any
 
 from karpor.auth.sections import (
     AuthenticationSettings,
@@ -76,15 +79,25 @@ from karpor.auth.sections import (
     parse_audit_log,
     parse_authentication,
     parse_authorization,
-    parse_bool,
 )
-from karpor.config.clusters import describe, quote
 from karpor.config.hostnames import parse_host_names
 from karpor.config.textfile import TextFileError, read_text
+from karpor.config.validation import (
+    Checker,
+    FileProblems,
+    Key,
+    YamlError,
+    describe,
+    join,
+    load_yaml,
+    parse_section,
+    parse_value,
+    problem_line,
+    quote,
+    section_parser,
+)
 from karpor.health.probe import ProbeSettings
 from karpor.http.connections import ClientConnectionSettings
-
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 DEFAULT_PORT = 8443
 DEFAULT_HOST = "127.0.0.1"
@@ -152,145 +165,87 @@ class Settings:
     source: str = ""
 
 
-class SettingsError(ValueError):
+class SettingsError(FileProblems):
     """Settings that cannot be used; ``problems`` holds ``where: field: message`` lines."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = tuple(problems)
 
-
-class Key(NamedTuple):
-    """One settings key: its name in the file, its attribute, its parser.
-
-    ``parse(value, base_dir)`` returns the typed value or raises
-    :class:`ValueError` with a message; ``base_dir`` resolves relative paths.
-    """
-
-    name: str
-    attribute: str
-    parse: Callable[[Any, str], Any]
-    flag: str
-
-
-def _port(value: Any, base_dir: str) -> int:
-    number = _integer(value, base_dir)
-    if not 1 <= number <= 65535:
-        raise ValueError("must be a port number from 1 to 65535")
+def _port(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> int | None:
+    number = c.integer(obj, key, path)
+    if number is not None and not 1 <= number <= 65535:
+        c.error(join(path, key), "must be a port number from 1 to 65535")
+        return None
     return number
 
 
-def _integer(value: Any, base_dir: str) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be an integer, not {describe(value)}")
-    return value
-
-
-def _workers(value: Any, base_dir: str) -> int:
-    number = _integer(value, base_dir)
-    if not 0 <= number <= 1024:
-        raise ValueError("must be from 0 (serve in the twistd process) to 1024")
+def _workers(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> int | None:
+    number = c.integer(obj, key, path)
+    if number is not None and not 0 <= number <= 1024:
+        c.error(join(path, key), "must be from 0 (serve in the twistd process) to 1024")
+        return None
     return number
 
 
-def _seconds(value: Any, base_dir: str) -> float:
-    try:
-        number = float(value) if isinstance(value, str) else value
-    except ValueError:
-        number = None
-    if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
-        raise ValueError(f"must be a positive number of seconds, not {describe(value)}")
-    return float(number)
+def _count(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> int | None:
+    number = c.integer(obj, key, path)
+    if number is not None and number < 1:
+        c.error(join(path, key), "must be a positive integer")
+        return None
+    return number
 
 
-def _log_format(value: Any, base_dir: str) -> str:
-    if value not in LOG_FORMATS:
-        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
-    return str(value)
+def _log_format(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> str | None:
+    return c.choice(obj, key, path, LOG_FORMATS)
 
 
-def _host(value: Any, base_dir: str) -> str:
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
-        raise ValueError("must be an address or host name")
+def _host(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
+        c.error(join(path, key), "must be an address or host name")
+        return None
     return value
 
 
-def _address(value: Any, base_dir: str) -> str:
+def _address(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = obj.get(key)
     text = value if isinstance(value, str) else ""
     host, colon, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not colon or not host or any(c.isspace() for c in host) or not port.isdigit():
+    if not colon or not host or any(ch.isspace() for ch in host) or not port.isdigit():
         shown = quote(value) if isinstance(value, str) else describe(value)
-        raise ValueError(f"must be HOST:PORT ([::1]:9090 for IPv6), not {shown}")
-    _port(port, base_dir)
+        c.error(join(path, key), f"must be HOST:PORT ([::1]:9090 for IPv6), not {shown}")
+        return None
+    if _port(c, {key: port}, key, path) is None:
+        return None
     return text
 
 
-def _directory(value: Any, base_dir: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"must be a path, not {describe(value)}")
-    return os.path.join(base_dir, value)
-
-
-def _boolean(value: Any, base_dir: str) -> bool:
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"  # as a flag gives it
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, not {describe(value)}")
-    return value
+def _boolean(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> bool:
+    return c.boolean(obj, key, path, words=True)  # "true"/"false" as a flag gives it
 
 
 #: the keys of ``healthProbe``
 HEALTH_PROBE_KEYS: tuple[Key, ...] = (
-    Key("interval", "interval", _seconds, "--health-probe-interval"),
-    Key("timeout", "timeout", _seconds, "--health-probe-timeout"),
+    Key("interval", "interval", Checker.seconds, "--health-probe-interval"),
+    Key("timeout", "timeout", Checker.seconds, "--health-probe-timeout"),
     Key("failFast", "fail_fast", _boolean, "--health-fail-fast"),
 )
 
-
-def _health_probe(value: Any, base_dir: str) -> ProbeSettings:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"must be a mapping, not {describe(value)}")
-    return section_parser(ProbeSettings, HEALTH_PROBE_KEYS, "healthProbe")(value, base_dir)
-
-
 #: the keys of ``upstream``
 UPSTREAM_KEYS: tuple[Key, ...] = (
-    Key("responseHeaderTimeout", "response_header_timeout", _seconds, "responseHeaderTimeout"),
+    Key(
+        "responseHeaderTimeout", "response_header_timeout", Checker.seconds, "responseHeaderTimeout"
+    ),
 )
-
-
-def _upstream(value: Any, base_dir: str) -> UpstreamSettings:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"must be a mapping, not {describe(value)}")
-    return section_parser(UpstreamSettings, UPSTREAM_KEYS, "upstream")(value, base_dir)
-
-
-def _count(value: Any, base_dir: str) -> int:
-    number = _integer(value, base_dir)
-    if number < 1:
-        raise ValueError("must be a positive integer")
-    return number
-
 
 #: the keys of ``clientConnections``
 CLIENT_CONNECTIONS_KEYS: tuple[Key, ...] = (
     Key("maxHeaderBytes", "max_header_bytes", _count, "clientConnections"),
-    Key("handshakeTimeout", "handshake_timeout", _seconds, "clientConnections"),
-    Key("headerReadTimeout", "header_read_timeout", _seconds, "clientConnections"),
-    Key("idleTimeout", "idle_timeout", _seconds, "clientConnections"),
+    Key("handshakeTimeout", "handshake_timeout", Checker.seconds, "clientConnections"),
+    Key("headerReadTimeout", "header_read_timeout", Checker.seconds, "clientConnections"),
+    Key("idleTimeout", "idle_timeout", Checker.seconds, "clientConnections"),
     Key("maxConnections", "max_connections", _count, "clientConnections"),
 )
-
-
-def _client_connections(value: Any, base_dir: str) -> ClientConnectionSettings:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"must be a mapping, not {describe(value)}")
-    parse = section_parser(ClientConnectionSettings, CLIENT_CONNECTIONS_KEYS, "clientConnections")
-    return parse(value, base_dir)
 
 
 #: sections whose fields have flags of their own: attribute -> the fields' keys
@@ -302,13 +257,13 @@ KEYS: tuple[Key, ...] = (
     Key("port", "port", _port, "--port"),
     Key("host", "host", _host, "--host"),
     Key("workers", "workers", _workers, "--workers"),
-    Key("clustersDir", "clusters_dir", _directory, "--clusters-dir"),
-    Key("stateDir", "state_dir", _directory, "--state-dir"),
-    Key("drainTimeout", "drain_timeout", _seconds, "--drain-timeout"),
+    Key("clustersDir", "clusters_dir", Checker.path, "--clusters-dir"),
+    Key("stateDir", "state_dir", Checker.path, "--state-dir"),
+    Key("drainTimeout", "drain_timeout", Checker.seconds, "--drain-timeout"),
     Key(
         "sessionDrainTimeout",
         "session_drain_timeout",
-        _seconds,
+        Checker.seconds,
         "--session-drain-timeout",
     ),
     Key("logFormat", "log_format", _log_format, "--log-format"),
@@ -316,81 +271,44 @@ KEYS: tuple[Key, ...] = (
     Key("authentication", "authentication", parse_authentication, "authentication"),
     Key("authorization", "authorization", parse_authorization, "authorization"),
     Key("servingNames", "serving_names", parse_host_names, "--serving-names"),
-    Key("stateReadOnly", "state_read_only", parse_bool, "stateReadOnly"),
-    Key("healthProbe", "health_probe", _health_probe, "healthProbe"),
+    Key("stateReadOnly", "state_read_only", Checker.boolean, "stateReadOnly"),
+    Key(
+        "healthProbe",
+        "health_probe",
+        section_parser(ProbeSettings, HEALTH_PROBE_KEYS),
+        "healthProbe",
+    ),
     Key("metricsAddress", "metrics_address", _address, "--metrics-address"),
-    Key("upstream", "upstream", _upstream, "upstream"),
-    Key("clientConnections", "client_connections", _client_connections, "clientConnections"),
+    Key("upstream", "upstream", section_parser(UpstreamSettings, UPSTREAM_KEYS), "upstream"),
+    Key(
+        "clientConnections",
+        "client_connections",
+        section_parser(ClientConnectionSettings, CLIENT_CONNECTIONS_KEYS),
+        "clientConnections",
+    ),
 )
-
-_T = TypeVar("_T")
-
-
-def parse_section(
-    obj: Any, keys: Sequence[Key], path: str, base_dir: str, errors: list[str]
-) -> dict[str, Any]:
-    """The attributes a mapping of settings sets, by attribute name.
-
-    Problems are appended to ``errors`` as ``path.key: message``.
-    """
-    prefix = f"{path}." if path else ""
-    if not isinstance(obj, Mapping):
-        errors.append(f"{path or 'settings'}: must be a mapping, not {describe(obj)}")
-        return {}
-    by_name = {k.name: k for k in keys}
-    out: dict[str, Any] = {}
-    for name, value in obj.items():
-        key = by_name.get(name) if isinstance(name, str) else None
-        if key is None:
-            shown = quote(name) if isinstance(name, str) else repr(name)
-            errors.append(f"{prefix}{shown[1:-1]}: unknown key (known: {', '.join(by_name)})")
-            continue
-        if value is None:
-            continue
-        try:
-            out[key.attribute] = key.parse(value, base_dir)
-        except ValueError as exc:
-            errors.append(f"{prefix}{name}: {exc}")
-    return out
-
-
-def section_parser(
-    cls: Callable[..., _T], keys: Sequence[Key], path: str
-) -> Callable[[Any, str], _T]:
-    """A :class:`Key` parser for a nested section built as ``cls(**attributes)``."""
-
-    def parse(value: Any, base_dir: str) -> _T:
-        errors: list[str] = []
-        values = parse_section(value, keys, path, base_dir, errors)
-        if errors:
-            # the outer key adds its own name; inner lines keep theirs
-            raise ValueError("; ".join(e.removeprefix(f"{path}.") for e in errors))
-        return cls(**values)
-
-    return parse
 
 
 def parse_settings(text: str, source: str, base_dir: str | None = None) -> Settings:
     """Settings from the YAML text of a file named ``source`` (sans-IO).
 
     An empty file gives the defaults.  Raises :class:`SettingsError` with
-    one ``source: field: message`` line per problem.
+    one ``source: field: message`` line per problem
+    (:mod:`karpor.config.validation`).
     """
     if base_dir is None:
         base_dir = os.path.dirname(source)
     try:
-        obj = yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise SettingsError([f"{source}: yaml: {problem}{where}"]) from None
+        obj = load_yaml(text)
+    except YamlError as exc:
+        raise SettingsError([problem_line(source, 0, "yaml", str(exc))]) from None
     if obj is None:
         return Settings(source=source)
-    errors: list[str] = []
-    values = parse_section(obj, KEYS, "", base_dir, errors)
-    if errors:
-        raise SettingsError([f"{source}: {e}" for e in errors])
+    c = Checker(base_dir)
+    top = c.mapping(obj, "")
+    values = parse_section(c, top, KEYS, "") if top is not None else {}
+    if c.errors:
+        raise SettingsError(c.lines(source))
     return Settings(source=source, **values)
 
 
@@ -417,6 +335,14 @@ def merge(
     """
     by_attribute = {k.attribute: k for k in KEYS}
     errors: list[str] = []
+
+    def parse(key: Key, value: Any) -> Any:
+        try:
+            return parse_value(key.parse, value, key.flag, base_dir)
+        except FileProblems as exc:
+            errors.extend(exc.problems)
+            return None
+
     values: dict[str, Any] = {}
     fields: dict[str, dict[str, Any]] = {}
     for attribute, value in flag_overrides.items():
@@ -428,10 +354,10 @@ def merge(
             if field_key is None:
                 errors.append(f"{attribute}: not a setting")
             elif value is not None:
-                try:
-                    fields.setdefault(section, {})[name] = field_key.parse(value, base_dir)
-                except ValueError as exc:
-                    errors.append(f"{field_key.flag}: {exc}")
+                before = len(errors)
+                parsed = parse(field_key, value)
+                if len(errors) == before:
+                    fields.setdefault(section, {})[name] = parsed
             continue
         key = by_attribute.get(attribute)
         if key is None:
@@ -439,10 +365,10 @@ def merge(
             continue
         if value is None:
             continue
-        try:
-            values[attribute] = key.parse(value, base_dir)
-        except ValueError as exc:
-            errors.append(f"{key.flag}: {exc}")
+        before = len(errors)
+        parsed = parse(key, value)
+        if len(errors) == before:
+            values[attribute] = parsed
     for section, changed in fields.items():
         base = values.get(section, getattr(file_settings, section))
         try:

@@ -106,7 +106,8 @@ first.  When no rule matches, the cluster's ``impersonate`` flag decides
 (see :mod:`karpor.auth.impersonation`).  Exchange never changes what the
 caller is *allowed* to do: rules above are always checked for the caller.
 
-Errors read ``file: rules[N].field: message``.  A denial's
+Errors read ``file: rules[N].field: message`` (the format of every
+configuration file: :mod:`karpor.config.validation`).  A denial's
 :attr:`Decision.reason` is worded as kube-apiserver words its 403s, with the
 cluster appended: ``User "alice" cannot create resource "pods" in API group
 "" in the namespace "team-b" on cluster "sim-1"``.
@@ -115,21 +116,26 @@ cluster appended: ``User "alice" cannot create resource "pods" in API group
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-import yaml
-
 from karpor.auth.identity import ANONYMOUS_USER, AUTHENTICATED, UNAUTHENTICATED, Identity
-from karpor.config.clusters import describe, quote
 from karpor.config.model import Cluster
 from karpor.config.textfile import TextFileError, read_text
+from karpor.config.validation import (
+    Checker,
+    FileProblems,
+    YamlError,
+    describe,
+    join,
+    load_yaml,
+    problem_line,
+    quote,
+)
 from karpor.kube.requestinfo import RequestInfo
 from karpor.kube.status import ApiError
-
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 #: the verbs a rule may name ("*" besides)
 VERBS = frozenset(
@@ -169,8 +175,6 @@ DISCOVERY_URLS = (
 )
 #: subresources of pods that are verbs of their own
 STREAM_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
-#: label selector operators (``metav1.LabelSelectorOperator``)
-OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 _EXCHANGE_TYPES = {
     "StaticMapping": "StaticMapping",
@@ -180,6 +184,7 @@ _EXCHANGE_TYPES = {
 }
 _READ_METHODS = frozenset({"get", "head"})
 
+_POLICY_KEYS = ("rules", "identityExchange")
 _RULE_KEYS = (
     "users",
     "groups",
@@ -189,8 +194,6 @@ _RULE_KEYS = (
     "namespaces",
     "nonResourceURLs",
 )
-_SELECTOR_KEYS = ("matchLabels", "matchExpressions")
-_EXPRESSION_KEYS = ("key", "operator", "values")
 _EXCHANGE_KEYS = ("name", "type", "source", "target")
 _SOURCE_KEYS = (
     "user",
@@ -205,12 +208,8 @@ _SOURCE_KEYS = (
 _TARGET_KEYS = ("user", "groups", "uid")
 
 
-class PolicyError(ValueError):
+class PolicyError(FileProblems):
     """A policy file that cannot be used; ``problems`` holds ``file: field: message`` lines."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = tuple(problems)
 
 
 # -- request attributes -------------------------------------------------------
@@ -585,148 +584,49 @@ ALLOW_ALL = Policy(enforcing=False)
 # -- parsing -------------------------------------------------------------------
 
 
-class _Checker:
-    """Typed reads of YAML values, collecting ``field: message`` errors."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def error(self, path: str, message: str) -> None:
-        self.errors.append(f"{path}: {message}")
-
-    def mapping(self, value: Any, path: str, keys: Sequence[str]) -> Mapping[str, Any] | None:
-        if not isinstance(value, Mapping):
-            self.error(path or "policy", f"must be a mapping, not {describe(value)}")
-            return None
-        prefix = f"{path}." if path else ""
-        for key in value:
-            if key not in keys:
-                shown = quote(key)[1:-1] if isinstance(key, str) else repr(key)
-                self.error(f"{prefix}{shown}", f"unknown key (known: {', '.join(keys)})")
-        return value
-
-    def string(self, obj: Mapping[str, Any], key: str, path: str) -> str | None:
-        value = obj.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            self.error(f"{path}.{key}", f"must be a non-empty string, not {describe(value)}")
-            return None
-        return value
-
-    def strings(
-        self, obj: Mapping[str, Any], key: str, path: str, *, allow_empty_list: bool = False
-    ) -> tuple[str, ...] | None:
-        value = obj.get(key)
-        if value is None:
-            return None
-        where = f"{path}.{key}"
-        if not isinstance(value, list):
-            self.error(where, f"must be a list of strings, not {describe(value)}")
-            return None
-        out: list[str] = []
-        for i, item in enumerate(value):
-            if not isinstance(item, str) or not item:
-                self.error(f"{where}[{i}]", f"must be a non-empty string, not {describe(item)}")
-            else:
-                out.append(item)
-        if not value and not allow_empty_list:
-            self.error(where, "must not be empty (leave the key out instead)")
-            return None
-        return tuple(out)
-
-    def pattern(self, obj: Mapping[str, Any], key: str, path: str) -> re.Pattern[str] | None:
-        text = self.string(obj, key, path)
-        if text is None:
-            return None
-        try:
-            return re.compile(text)
-        except re.error as exc:
-            self.error(f"{path}.{key}", f"invalid regular expression: {exc}")
-            return None
-
-    def selector(self, value: Any, path: str) -> ClusterSelector | None:
-        obj = self.mapping(value, path, _SELECTOR_KEYS)
-        if obj is None:
-            return None
-        labels: dict[str, str] = {}
-        raw_labels = obj.get("matchLabels")
-        if raw_labels is not None:
-            where = f"{path}.matchLabels"
-            if not isinstance(raw_labels, Mapping):
-                self.error(where, f"must be a mapping, not {describe(raw_labels)}")
-            else:
-                for k, v in raw_labels.items():
-                    if not isinstance(k, str) or not isinstance(v, str):
-                        self.error(where, "keys and values must be strings")
-                    else:
-                        labels[k] = v
-        expressions: list[Requirement] = []
-        raw_exprs = obj.get("matchExpressions")
-        if raw_exprs is not None:
-            where = f"{path}.matchExpressions"
-            if not isinstance(raw_exprs, list):
-                self.error(where, f"must be a list, not {describe(raw_exprs)}")
-            else:
-                for i, item in enumerate(raw_exprs):
-                    req = self.requirement(item, f"{where}[{i}]")
-                    if req is not None:
-                        expressions.append(req)
-        return ClusterSelector(labels, tuple(expressions))
-
-    def requirement(self, value: Any, path: str) -> Requirement | None:
-        obj = self.mapping(value, path, _EXPRESSION_KEYS)
-        if obj is None:
-            return None
-        key = self.string(obj, "key", path)
-        if key is None and "key" not in obj:
-            self.error(f"{path}.key", "required")
-        operator = self.string(obj, "operator", path)
-        if operator is None and "operator" not in obj:
-            self.error(f"{path}.operator", "required")
-        elif operator is not None and operator not in OPERATORS:
-            self.error(f"{path}.operator", f"must be one of {', '.join(OPERATORS)}")
-            operator = None
-        values = self.strings(obj, "values", path, allow_empty_list=True) or ()
-        if operator in ("In", "NotIn") and not values:
-            self.error(f"{path}.values", f"must not be empty with operator {operator}")
-            return None
-        if operator in ("Exists", "DoesNotExist") and values:
-            self.error(f"{path}.values", f"must be empty with operator {operator}")
-            return None
-        if key is None or operator is None:
-            return None
-        return Requirement(key, operator, values)
+def _selector(c: Checker, obj: Mapping[str, Any], path: str) -> ClusterSelector | None:
+    selector = c.label_selector(obj, "clusterSelector", path)
+    if selector is None:
+        return None
+    return ClusterSelector(
+        selector.match_labels,
+        tuple(Requirement(*expression) for expression in selector.match_expressions),
+    )
 
 
-def _rule(c: _Checker, value: Any, path: str) -> Rule | None:
+def _names(
+    c: Checker, obj: Mapping[str, Any], key: str, path: str, *, empty: bool = False
+) -> tuple[str, ...] | None:
+    """A list of non-empty strings (an empty list only if ``empty``)."""
+    return c.strings(obj, key, path, empty=empty, empty_items=False)
+
+
+def _rule(c: Checker, value: Any, path: str) -> Rule | None:
     obj = c.mapping(value, path, _RULE_KEYS)
     if obj is None:
         return None
     before = len(c.errors)
-    users = c.strings(obj, "users", path)
-    groups = c.strings(obj, "groups", path)
+    users = _names(c, obj, "users", path)
+    groups = _names(c, obj, "groups", path)
     if users is None and groups is None:
         c.error(path, "needs users or groups (groups: [system:authenticated] for everyone)")
-    urls = c.strings(obj, "nonResourceURLs", path)
+    urls = _names(c, obj, "nonResourceURLs", path)
     if urls is not None or "nonResourceURLs" in obj:
         return _path_rule(c, obj, path, before, users, groups, urls)
-    clusters = c.strings(obj, "clusters", path)
-    selector = None
-    if obj.get("clusterSelector") is not None:
-        selector = c.selector(obj["clusterSelector"], f"{path}.clusterSelector")
+    clusters = _names(c, obj, "clusters", path)
+    selector = _selector(c, obj, path)
     if clusters is None and selector is None:
         c.error(path, 'needs clusters or clusterSelector (clusters: ["*"] for every cluster)')
-    verbs = c.strings(obj, "verbs", path)
+    verbs = _names(c, obj, "verbs", path)
     if verbs is None and "verbs" not in obj:
-        c.error(f"{path}.verbs", "required")
+        c.error(join(path, "verbs"), "required")
     for i, verb in enumerate(verbs or ()):
         if verb != "*" and verb not in VERBS:
             c.error(
                 f"{path}.verbs[{i}]",
                 f"unknown verb {quote(verb)} (known: *, {', '.join(sorted(VERBS))})",
             )
-    namespaces = c.strings(obj, "namespaces", path)
+    namespaces = _names(c, obj, "namespaces", path)
     if len(c.errors) > before:
         return None
     return Rule(
@@ -740,7 +640,7 @@ def _rule(c: _Checker, value: Any, path: str) -> Rule | None:
 
 
 def _path_rule(
-    c: _Checker,
+    c: Checker,
     obj: Mapping[str, Any],
     path: str,
     before: int,
@@ -752,15 +652,16 @@ def _path_rule(
     clusters it names, or of the gateway itself when it names none."""
     if "namespaces" in obj:
         c.error(
-            f"{path}.namespaces",
+            join(path, "namespaces"),
             "not with nonResourceURLs (a path is in no namespace: write two rules)",
         )
-    clusters = c.strings(obj, "clusters", path)
+    clusters = _names(c, obj, "clusters", path)
     if clusters is None and "clusters" in obj:
-        c.error(f"{path}.clusters", "must be a list of strings, not null")
-    selector = None
-    if "clusterSelector" in obj:
-        selector = c.selector(obj["clusterSelector"], f"{path}.clusterSelector")
+        c.error(join(path, "clusters"), "must be a list of strings, not null")
+    if "clusterSelector" in obj and obj["clusterSelector"] is None:
+        # null must not turn a rule about clusters into one about the gateway
+        c.error(join(path, "clusterSelector"), "must be a mapping, not null")
+    selector = _selector(c, obj, path)
     for i, url in enumerate(urls or ()):
         if url != "*" and (not url.startswith("/") or "*" in url[:-1]):
             c.error(
@@ -768,9 +669,9 @@ def _path_rule(
                 "must be a path (/metrics), a prefix ending in * (/debug/*) or *, "
                 f"not {quote(url)}",
             )
-    verbs = c.strings(obj, "verbs", path)
+    verbs = _names(c, obj, "verbs", path)
     if verbs is None and "verbs" not in obj:
-        c.error(f"{path}.verbs", "required")
+        c.error(join(path, "verbs"), "required")
     for i, verb in enumerate(verbs or ()):
         if verb != "*" and verb not in PATH_VERBS:
             c.error(
@@ -790,53 +691,48 @@ def _path_rule(
     )
 
 
-def _exchange_rule(c: _Checker, value: Any, path: str, index: int) -> ExchangeRule | None:
+def _target(c: Checker, obj: Mapping[str, Any], path: str) -> Identity | None:
+    """``target`` of a ``StaticMapping`` rule."""
+    target = c.section(obj, "target", path, _TARGET_KEYS)
+    if target is None:
+        if obj.get("target") is None:
+            c.error(join(path, "target"), "required with type StaticMapping")
+        return None
+    tpath = join(path, "target")
+    user = c.string(target, "user", tpath, required=True)
+    groups = _names(c, target, "groups", tpath, empty=True) or ()
+    uid = c.string(target, "uid", tpath) or ""
+    return Identity(user=user, groups=groups, uid=uid) if user else None
+
+
+def _exchange_rule(c: Checker, value: Any, path: str, index: int) -> ExchangeRule | None:
     obj = c.mapping(value, path, _EXCHANGE_KEYS)
     if obj is None:
         return None
     before = len(c.errors)
-    name = c.string(obj, "name", path) or f"identityExchange[{index}]"
+    name = c.string(obj, "name", path, empty=False) or f"identityExchange[{index}]"
     raw_type = obj.get("type")
     kind = _EXCHANGE_TYPES.get(raw_type) if isinstance(raw_type, str) else None
     if raw_type is None:
-        c.error(f"{path}.type", "required (StaticMapping or Privileged)")
+        c.error(join(path, "type"), "required (StaticMapping or Privileged)")
     elif kind is None:
         shown = quote(raw_type) if isinstance(raw_type, str) else describe(raw_type)
-        c.error(f"{path}.type", f"unsupported {shown}: use StaticMapping or Privileged")
-    source: Mapping[str, Any] = {}
-    if obj.get("source") is not None:
-        source = c.mapping(obj["source"], f"{path}.source", _SOURCE_KEYS) or {}
-    spath = f"{path}.source"
-    selector = None
-    if source.get("clusterSelector") is not None:
-        selector = c.selector(source["clusterSelector"], f"{spath}.clusterSelector")
+        c.error(join(path, "type"), f"unsupported {shown}: use StaticMapping or Privileged")
+    spath = join(path, "source")
+    source = c.section(obj, "source", path, _SOURCE_KEYS) or {}
+    selector = _selector(c, source, spath)
     target: Identity | None = None
     if kind == "StaticMapping":
-        raw_target = obj.get("target")
-        if raw_target is None:
-            c.error(f"{path}.target", "required with type StaticMapping")
-        else:
-            t = c.mapping(raw_target, f"{path}.target", _TARGET_KEYS)
-            if t is not None:
-                user = c.string(t, "user", f"{path}.target")
-                if user is None:
-                    c.error(f"{path}.target.user", "required")
-                groups = c.strings(t, "groups", f"{path}.target", allow_empty_list=True) or ()
-                uid = t.get("uid") or ""
-                if not isinstance(uid, str):
-                    c.error(f"{path}.target.uid", f"must be a string, not {describe(uid)}")
-                    uid = ""
-                if user is not None:
-                    target = Identity(user=user, groups=groups, uid=uid)
+        target = _target(c, obj, path)
     elif obj.get("target") is not None:
-        c.error(f"{path}.target", "only with type StaticMapping")
+        c.error(join(path, "target"), "only with type StaticMapping")
     rule = ExchangeRule(
         name=name,
         kind=kind or "",
-        user=c.string(source, "user", spath),
-        group=c.string(source, "group", spath),
-        uid=c.string(source, "uid", spath),
-        cluster=c.string(source, "cluster", spath),
+        user=c.string(source, "user", spath, empty=False),
+        group=c.string(source, "group", spath, empty=False),
+        uid=c.string(source, "uid", spath, empty=False),
+        cluster=c.string(source, "cluster", spath, empty=False),
         user_pattern=c.pattern(source, "userPattern", spath),
         group_pattern=c.pattern(source, "groupPattern", spath),
         cluster_pattern=c.pattern(source, "clusterPattern", spath),
@@ -850,44 +746,32 @@ def parse_policy(text: str, source: str) -> Policy:
     """Parse the YAML ``text`` of the policy file named ``source``.
 
     Raises :class:`PolicyError` with one ``source: field: message`` line per
-    problem; an empty file is an error (to allow everything, remove the
-    ``policyFile`` setting).
+    problem (:mod:`karpor.config.validation`); an empty file is an error (to
+    allow everything, remove the ``policyFile`` setting).
     """
+    c = Checker()
     try:
-        obj = yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise PolicyError([f"{source}: yaml: {problem}{where}"]) from None
-    c = _Checker()
-    top = c.mapping(obj, "", ("rules", "identityExchange")) if obj is not None else None
-    if obj is None:
-        c.error("rules", "required (the policy file is empty)")
+        obj = load_yaml(text)
+    except YamlError as exc:
+        raise PolicyError([problem_line(source, 0, "yaml", str(exc))]) from None
     rules: list[Rule] = []
     exchange: list[ExchangeRule] = []
+    if obj is None:
+        c.error("rules", "required (the policy file is empty)")
+    top = c.mapping(obj, "", _POLICY_KEYS) if obj is not None else None
     if top is not None:
-        raw_rules = top.get("rules")
-        if raw_rules is None:
+        if top.get("rules") is None:
             c.error("rules", "required")
-        elif not isinstance(raw_rules, list):
-            c.error("rules", f"must be a list, not {describe(raw_rules)}")
-        else:
-            for i, item in enumerate(raw_rules):
-                rule = _rule(c, item, f"rules[{i}]")
-                if rule is not None:
-                    rules.append(rule)
-        raw_exchange = top.get("identityExchange")
-        if raw_exchange is not None:
-            if not isinstance(raw_exchange, list):
-                c.error("identityExchange", f"must be a list, not {describe(raw_exchange)}")
-            else:
-                for i, item in enumerate(raw_exchange):
-                    ex = _exchange_rule(c, item, f"identityExchange[{i}]", i)
-                    if ex is not None:
-                        exchange.append(ex)
+        for where, entry in c.items(top, "rules", ""):
+            rule = _rule(c, entry, where)
+            if rule is not None:
+                rules.append(rule)
+        for i, (where, entry) in enumerate(c.items(top, "identityExchange", "")):
+            ex = _exchange_rule(c, entry, where, i)
+            if ex is not None:
+                exchange.append(ex)
     if c.errors:
-        raise PolicyError([f"{source}: {e}" for e in c.errors])
+        raise PolicyError(c.lines(source))
     return Policy(tuple(rules), tuple(exchange), enforcing=True, source=source)
 
 

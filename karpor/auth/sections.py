@@ -35,20 +35,20 @@ them from there instead (:mod:`karpor.auth.frontproxy`), and no other
 The ConfigMap is read by :mod:`karpor.auth.frontproxysource`.
 
 :func:`parse_audit_log`, :func:`parse_authentication` and
-:func:`parse_authorization` are :class:`karpor.app.settings.Key` parsers
-(``parse(value, base_dir)``, raising :class:`ValueError` with the message;
-nested problems read ``requestHeader.clientCAFile: required``), to be listed
-in :data:`karpor.app.settings.KEYS`.  This module does not import
-``karpor.app.settings`` (which imports it).  Relative paths resolve
-against ``base_dir`` (the settings file's directory).
+:func:`parse_authorization` are parsers of settings keys
+(:data:`karpor.config.validation.FieldParser`, listed in
+:data:`karpor.app.settings.KEYS`): they record problems in the
+:class:`~karpor.config.validation.Checker` with the path of their field
+(``authentication.requestHeader.clientCAFile: required``).  This module does
+not import ``karpor.app.settings`` (which imports it).  Relative paths
+resolve against the checker's ``base_dir`` (the settings file's directory).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from karpor.auth.frontproxy import (
     DEFAULT_REFRESH_INTERVAL,
@@ -56,7 +56,7 @@ from karpor.auth.frontproxy import (
     SERVICE_ACCOUNT_TOKEN_FILE,
 )
 from karpor.auth.requestheader import RequestHeaderConfig
-from karpor.config.clusters import describe, quote
+from karpor.config.validation import Checker, Key, describe, item, join, section_parser
 
 
 @dataclass(frozen=True)
@@ -113,128 +113,75 @@ class AuthorizationSettings:
     policy_file: str | None = field(default=None)
 
 
-def parse_path(value: Any, base_dir: str) -> str:
-    """A file path, relative to ``base_dir``."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"must be a path, not {describe(value)}")
-    return os.path.join(base_dir, value)
-
-
-def parse_audit_log(value: Any, base_dir: str) -> str:
+def parse_audit_log(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> str | None:
     """``auditLog``: a file path, or ``-`` for standard output."""
-    if value == "-":
+    if obj.get(key) == "-":
         return "-"
-    return parse_path(value, base_dir)
+    return c.path(obj, key, path)
 
 
-def parse_bool(value: Any, base_dir: str) -> bool:
-    """``true`` or ``false``."""
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, not {describe(value)}")
-    return value
-
-
-def parse_names(value: Any, base_dir: str) -> tuple[str, ...]:
+def parse_names(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> tuple[str, ...] | None:
     """A list of non-empty strings."""
-    if not isinstance(value, list):
-        raise ValueError(f"must be a list of strings, not {describe(value)}")
-    for item in value:
-        if not isinstance(item, str) or not item:
-            raise ValueError(f"must be a list of non-empty strings, not one with {describe(item)}")
-    return tuple(value)
+    return c.strings(obj, key, path, empty_items=False)
 
 
-def parse_header_names(value: Any, base_dir: str) -> tuple[str, ...]:
+def parse_header_names(
+    c: Checker, obj: Mapping[str, Any], key: str, path: str
+) -> tuple[str, ...] | None:
     """A list of header names (or name prefixes)."""
-    names = parse_names(value, base_dir)
-    for name in names:
-        if any(c.isspace() or c in ':()<>@,;\\"/[]?={}' or ord(c) < 0x21 for c in name):
-            raise ValueError(f"not a header name: {name[:64]!r}")
+    names = parse_names(c, obj, key, path)
+    for i, name in enumerate(names or ()):
+        if any(ch.isspace() or ch in ':()<>@,;\\"/[]?={}' or ord(ch) < 0x21 for ch in name):
+            c.error(item(join(path, key), i), f"not a header name: {name[:64]!r}")
     return names
 
 
-_Parser = Callable[[Any, str], Any]
-_T = TypeVar("_T")
-
-
-def _section(
-    cls: Callable[..., _T], keys: Mapping[str, tuple[str, _Parser]]
-) -> Callable[[Any, str], _T]:
-    """A parser for a mapping of ``keys`` (file key -> attribute, parser)
-    building ``cls(**attributes)``; every problem is reported, joined by
-    ``; `` as ``key: message`` (the caller prefixes its own key)."""
-
-    def parse(value: Any, base_dir: str) -> _T:
-        if not isinstance(value, Mapping):
-            raise ValueError(f"must be a mapping, not {describe(value)}")
-        errors: list[str] = []
-        values: dict[str, Any] = {}
-        for name, item in value.items():
-            known = keys.get(name) if isinstance(name, str) else None
-            if known is None:
-                shown = quote(name)[1:-1] if isinstance(name, str) else repr(name)
-                errors.append(f"{shown}: unknown key (known: {', '.join(keys)})")
-                continue
-            if item is None:
-                continue
-            attribute, parser = known
-            try:
-                values[attribute] = parser(item, base_dir)
-            except ValueError as exc:
-                errors.append(f"{name}: {exc}")
-        if errors:
-            raise ValueError("; ".join(errors))
-        return cls(**values)
-
-    return parse
-
-
-def parse_server(value: Any, base_dir: str) -> str:
+def parse_server(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> str | None:
     """An ``https://`` URL."""
+    value = obj.get(key)
     if not isinstance(value, str) or not value.startswith("https://") or len(value) <= 8:
-        raise ValueError(f"must be an https:// URL, not {describe(value)}")
+        c.error(join(path, key), f"must be an https:// URL, not {describe(value)}")
+        return None
     return value.rstrip("/")
 
 
-def parse_seconds(value: Any, base_dir: str) -> float:
-    """A positive number of seconds."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"must be a positive number of seconds, not {describe(value)}")
-    return float(value)
-
-
-_parse_from_cluster_section = _section(
+_parse_from_cluster_section = section_parser(
     FromClusterSettings,
-    {
-        "server": ("server", parse_server),
-        "tokenFile": ("token_file", parse_path),
-        "caFile": ("ca_file", parse_path),
-        "refreshInterval": ("refresh_interval", parse_seconds),
-    },
+    (
+        Key("server", "server", parse_server),
+        Key("tokenFile", "token_file", Checker.path),
+        Key("caFile", "ca_file", Checker.path),
+        Key("refreshInterval", "refresh_interval", Checker.seconds),
+    ),
 )
 
 
-def parse_from_cluster(value: Any, base_dir: str) -> FromClusterSettings | None:
+def parse_from_cluster(
+    c: Checker, obj: Mapping[str, Any], key: str, path: str
+) -> FromClusterSettings | None:
     """``requestHeader.fromCluster``: ``true`` (the in-cluster defaults),
     ``false`` (off) or a mapping of overrides."""
+    value = obj.get(key)
     if isinstance(value, bool):
         return FromClusterSettings() if value else None
     if not isinstance(value, Mapping):
-        raise ValueError(f"must be true, false or a mapping, not {describe(value)}")
-    return _parse_from_cluster_section(value, base_dir)
+        c.error(join(path, key), f"must be true, false or a mapping, not {describe(value)}")
+        return None
+    parsed: FromClusterSettings | None = _parse_from_cluster_section(c, obj, key, path)
+    return parsed
 
 
-_parse_request_header_section = _section(
+_parse_request_header_section = section_parser(
     RequestHeaderSettings,
-    {
-        "clientCAFile": ("client_ca_file", parse_path),
-        "allowedNames": ("allowed_names", parse_names),
-        "usernameHeaders": ("username_headers", parse_header_names),
-        "groupHeaders": ("group_headers", parse_header_names),
-        "extraHeadersPrefix": ("extra_headers_prefix", parse_header_names),
-        "uidHeaders": ("uid_headers", parse_header_names),
-        "fromCluster": ("from_cluster", parse_from_cluster),
-    },
+    (
+        Key("clientCAFile", "client_ca_file", Checker.path),
+        Key("allowedNames", "allowed_names", parse_names),
+        Key("usernameHeaders", "username_headers", parse_header_names),
+        Key("groupHeaders", "group_headers", parse_header_names),
+        Key("extraHeadersPrefix", "extra_headers_prefix", parse_header_names),
+        Key("uidHeaders", "uid_headers", parse_header_names),
+        Key("fromCluster", "from_cluster", parse_from_cluster),
+    ),
 )
 
 #: the ``requestHeader`` keys the host cluster's ConfigMap sets with ``fromCluster``
@@ -248,34 +195,44 @@ _FROM_CLUSTER_SETS = (
 )
 
 
-def parse_request_header(value: Any, base_dir: str) -> RequestHeaderSettings:
+def parse_request_header(
+    c: Checker, obj: Mapping[str, Any], key: str, path: str
+) -> RequestHeaderSettings | None:
     """``authentication.requestHeader``."""
-    settings = _parse_request_header_section(value, base_dir)
+    settings: RequestHeaderSettings | None = _parse_request_header_section(c, obj, key, path)
+    if settings is None:
+        return None
+    field = join(path, key)
     if settings.from_cluster is not None:
-        given = [k for k in _FROM_CLUSTER_SETS if value.get(k) is not None]
-        if given:
-            raise ValueError(
-                f"{', '.join(given)}: not with fromCluster (the host cluster's ConfigMap "
-                "kube-system/extension-apiserver-authentication sets them)"
+        given = [k for k in _FROM_CLUSTER_SETS if obj[key].get(k) is not None]
+        for name in given:
+            c.error(
+                join(field, name),
+                "not with fromCluster (the host cluster's ConfigMap "
+                "kube-system/extension-apiserver-authentication sets it)",
             )
-        return settings
+        return None if given else settings
     if not settings.client_ca_file:
-        raise ValueError("clientCAFile: required")
+        c.error(join(field, "clientCAFile"), "required")
+        return None
     if not settings.username_headers:
-        raise ValueError("usernameHeaders: must name at least one header")
+        c.error(join(field, "usernameHeaders"), "must name at least one header")
+        return None
     return settings
 
 
 #: ``authentication``
-parse_authentication = _section(
+parse_authentication = section_parser(
     AuthenticationSettings,
-    {
-        "clientCertificates": ("client_certificates", parse_bool),
-        "tokenFile": ("token_file", parse_path),
-        "requestHeader": ("request_header", parse_request_header),
-        "anonymous": ("anonymous", parse_bool),
-    },
+    (
+        Key("clientCertificates", "client_certificates", Checker.boolean),
+        Key("tokenFile", "token_file", Checker.path),
+        Key("requestHeader", "request_header", parse_request_header),
+        Key("anonymous", "anonymous", Checker.boolean),
+    ),
 )
 
 #: ``authorization``
-parse_authorization = _section(AuthorizationSettings, {"policyFile": ("policy_file", parse_path)})
+parse_authorization = section_parser(
+    AuthorizationSettings, (Key("policyFile", "policy_file", Checker.path),)
+)

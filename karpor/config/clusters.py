@@ -4,7 +4,9 @@ This module reads one parsed YAML object of the Karpor form
 (``apiVersion: cluster.karpor.io/v1beta1``, ``kind: Cluster``) into a
 :class:`~karpor.config.model.Cluster`, and holds what the kubeconfig form
 (:mod:`karpor.config.kubeconfig`) shares with it: :class:`Problem`, the
-field :class:`Validator` and the :class:`DocumentContext`.  Splitting files
+field :class:`Validator` (the :class:`~karpor.config.validation.Checker` of
+every configuration file, with the checks of endpoints, certificates, keys
+and tokens) and the :class:`DocumentContext`.  Splitting files
 into documents and walking a directory is :mod:`karpor.config.directory`.
 
 Validation is strict for the Karpor form: an unknown field under ``spec``
@@ -16,8 +18,9 @@ adds to an exported object (``metadata.uid``, ``resourceVersion``,
 client-go reads them (unknown fields ignored), because tools add their own.
 
 Every problem is a :class:`Problem`, rendered as
-``file: document N: field: message``; a document with a problem defines no
-cluster, the others load.  Messages never quote a credential (token, key,
+``file: document N: field: message``
+(:func:`karpor.config.validation.problem_line`); a document with a problem
+defines no cluster, the others load.  Messages never quote a credential (token, key,
 certificate data, exec environment values).
 
 Files named by a document (``caFile``, ``tokenFile``, certificate and key
@@ -30,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import ipaddress
 import os
 import re
@@ -51,6 +53,8 @@ from karpor.config.model import (
     TokenCredential,
     X509Credential,
 )
+from karpor.config.validation import Checker, describe, problem_line, quote
+from karpor.config.validation import join as _join
 
 #: apiVersion of the Karpor ``Cluster`` kind
 CLUSTER_API_VERSION = "cluster.karpor.io/v1beta1"
@@ -68,56 +72,39 @@ _LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 
-_TYPE_NAMES = {
-    bool: "a boolean",
-    int: "a number",
-    float: "a number",
-    str: "a string",
-    list: "a list",
-    dict: "a mapping",
-}
-
 #: ObjectMeta fields a server fills in; accepted in a Cluster and ignored
-_OBJECT_META = frozenset(
-    {
-        "name",
-        "labels",
-        "annotations",
-        "generateName",
-        "namespace",
-        "selfLink",
-        "uid",
-        "resourceVersion",
-        "generation",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "ownerReferences",
-        "finalizers",
-        "managedFields",
-    }
+_OBJECT_META = (
+    "name",
+    "labels",
+    "annotations",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
 )
-_CLUSTER_KEYS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
-_SPEC_KEYS = frozenset(
-    {"provider", "displayName", "description", "impersonate", "finalized", "access"}
+_CLUSTER_KEYS = ("apiVersion", "kind", "metadata", "spec", "status")
+_SPEC_KEYS = ("provider", "displayName", "description", "impersonate", "finalized", "access")
+_ACCESS_KEYS = ("endpoint", "caBundle", "caFile", "insecure", "tlsServerName", "credential")
+_CREDENTIAL_KEYS = ("type", "serviceAccountToken", "tokenFile", "x509", "execConfig")
+_X509_KEYS = ("certificate", "privateKey", "certificateFile", "privateKeyFile")
+_EXEC_KEYS = (
+    "command",
+    "args",
+    "env",
+    "apiVersion",
+    "installHint",
+    "provideClusterInfo",
+    "interactiveMode",
 )
-_ACCESS_KEYS = frozenset(
-    {"endpoint", "caBundle", "caFile", "insecure", "tlsServerName", "credential"}
-)
-_CREDENTIAL_KEYS = frozenset({"type", "serviceAccountToken", "tokenFile", "x509", "execConfig"})
-_X509_KEYS = frozenset({"certificate", "privateKey", "certificateFile", "privateKeyFile"})
-_EXEC_KEYS = frozenset(
-    {
-        "command",
-        "args",
-        "env",
-        "apiVersion",
-        "installHint",
-        "provideClusterInfo",
-        "interactiveMode",
-    }
-)
-_ENV_KEYS = frozenset({"name", "value"})
+_ENV_KEYS = ("name", "value")
 
 
 @dataclass(frozen=True)
@@ -142,13 +129,7 @@ class Problem:
     names: tuple[str, ...] | None = ()
 
     def __str__(self) -> str:
-        parts = [self.source]
-        if self.document:
-            parts.append(f"document {self.document}")
-        if self.field:
-            parts.append(self.field)
-        parts.append(self.message)
-        return ": ".join(parts)
+        return problem_line(self.source, self.document, self.field, self.message)
 
 
 class FileReader(Protocol):
@@ -185,117 +166,19 @@ def credential_type(credential: Credential) -> str:
     return "none"
 
 
-def describe(value: object) -> str:
-    """What kind of YAML value ``value`` is, for a message (never the value)."""
-    if value is None:
-        return "null"
-    return _TYPE_NAMES.get(type(value), type(value).__name__)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def quote(text: str, limit: int = 64) -> str:
-    """A value that is no secret, quoted and cut short for a message."""
-    if len(text) > limit:
-        text = text[:limit] + "…"
-    return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
-
-
-class Validator:
-    """Typed access to the fields of one definition, recording every error.
+class Validator(Checker):
+    """The :class:`~karpor.config.validation.Checker` of cluster definitions:
+    with the checks of endpoints, names, certificates, keys and tokens, and
+    the files a definition names (read through ``files``).
 
     One validator checks one definition (a Cluster, or one kubeconfig
-    cluster or user entry); :attr:`errors` holds ``(field, message)`` pairs.
-    Error messages never include the value of a credential field.
+    cluster or user entry).  Error messages never include the value of a
+    credential field.
     """
 
     def __init__(self, base_dir: str, files: FileReader) -> None:
-        self.base_dir = base_dir
+        super().__init__(base_dir)
         self.files = files
-        self.errors: list[tuple[str, str]] = []
-
-    def error(self, field: str, message: str) -> None:
-        """Record a problem with ``field``."""
-        self.errors.append((field, message))
-
-    # -- shapes ------------------------------------------------------------
-
-    def mapping(self, value: Any, field: str) -> Mapping[str, Any] | None:
-        """``value`` if it is a mapping; otherwise record an error."""
-        if isinstance(value, dict | Mapping):  # dict first: the fast, common case
-            return value
-        self.error(field, f"must be a mapping, not {describe(value)}")
-        return None
-
-    def section(self, obj: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any] | None:
-        """The required mapping at ``obj[key]``; ``None`` (and an error) otherwise."""
-        if obj.get(key) is None:
-            self.error(_join(path, key), "required")
-            return None
-        return self.mapping(obj[key], _join(path, key))
-
-    def unknown(self, obj: Mapping[Any, Any], known: frozenset[str], path: str) -> None:
-        """Record an error for each key of ``obj`` not in ``known``."""
-        for key in obj:
-            if key in known:
-                continue
-            name = quote(key if isinstance(key, str) else repr(key))[1:-1]
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            self.error(_join(path, name), f"unknown field{hint}")
-
-    def string(
-        self,
-        obj: Mapping[str, Any],
-        key: str,
-        path: str,
-        *,
-        required: bool = False,
-        empty: bool = True,
-    ) -> str | None:
-        """The string at ``obj[key]``; ``None`` when absent or wrong."""
-        field = _join(path, key)
-        value = obj.get(key)
-        if value is None:
-            if required:
-                self.error(field, "required")
-            return None
-        if not isinstance(value, str):
-            self.error(field, f"must be a string, not {describe(value)}")
-            return None
-        if not value and (required or not empty):
-            self.error(field, "must not be empty")
-            return None
-        return value
-
-    def boolean(self, obj: Mapping[str, Any], key: str, path: str) -> bool:
-        """The boolean at ``obj[key]`` (``False`` when absent)."""
-        value = obj.get(key)
-        if value is None:
-            return False
-        if not isinstance(value, bool):
-            self.error(_join(path, key), f"must be true or false, not {describe(value)}")
-            return False
-        return value
-
-    def strings(self, obj: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
-        """The list of strings at ``obj[key]`` (empty when absent)."""
-        field = _join(path, key)
-        value = obj.get(key)
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            self.error(field, f"must be a list of strings, not {describe(value)}")
-            return ()
-        out = []
-        for i, item in enumerate(value):
-            if isinstance(item, str):
-                out.append(item)
-            else:
-                self.error(f"{field}[{i}]", f"must be a string, not {describe(item)}")
-        return tuple(out)
 
     def string_map(
         self, obj: Mapping[str, Any], key: str, path: str, *, label_values: bool
@@ -389,13 +272,13 @@ class Validator:
             return None
         return value
 
-    def path(self, value: str) -> str:
+    def resolve(self, value: str) -> str:
         """``value`` resolved against the directory of the naming file."""
         return os.path.join(self.base_dir, value)
 
     def read(self, value: str, field: str) -> tuple[str, bytes] | None:
         """The resolved path of a named file and its content."""
-        path = self.path(value)
+        path = self.resolve(value)
         try:
             return path, self.files.read(path)
         except OSError as exc:
@@ -470,19 +353,12 @@ class Validator:
             self.unknown(obj, _EXEC_KEYS, path)
         before = len(self.errors)
         command = self.string(obj, "command", path, required=True)
-        args = self.strings(obj, "args", path)
+        args = self.strings(obj, "args", path) or ()
         env: list[tuple[str, str]] = []
-        raw_env = obj.get("env")
-        env_field = _join(path, "env")
-        if raw_env is not None and not isinstance(raw_env, list):
-            self.error(env_field, f"must be a list, not {describe(raw_env)}")
-        for i, item in enumerate(raw_env or ()):
-            item_path = f"{env_field}[{i}]"
-            entry = self.mapping(item, item_path)
+        for item_path, item in self.items(obj, "env", path):
+            entry = self.mapping(item, item_path, _ENV_KEYS if strict else None)
             if entry is None:
                 continue
-            if strict:
-                self.unknown(entry, _ENV_KEYS, item_path)
             name = self.string(entry, "name", item_path, required=True)
             value = entry.get("value")
             if value is None:
@@ -511,7 +387,7 @@ class Validator:
         hint = self.string(obj, "installHint", path) or ""
         cluster_info = self.boolean(obj, "provideClusterInfo", path)
         if command and "/" in command:
-            resolved = self.path(command)
+            resolved = self.resolve(command)
             if not self.files.executable(resolved):
                 self.error(_join(path, "command"), f"not an executable file: {resolved}")
             command = resolved
@@ -584,7 +460,7 @@ def parse_cluster(obj: Mapping[str, Any], path: str, ctx: DocumentContext) -> No
         shown = quote(api_version) if isinstance(api_version, str) else describe(api_version)
         v.error(_join(path, "apiVersion"), f"must be {CLUSTER_API_VERSION}, not {shown}")
     meta_path = _join(path, "metadata")
-    section = v.section(obj, "metadata", path)
+    section = v.section(obj, "metadata", path, required=True)
     meta = section if section is not None else {}
     v.unknown(meta, _OBJECT_META, meta_path)
     name = v.string(meta, "name", meta_path, required=True) if section is not None else None
@@ -602,7 +478,7 @@ def parse_cluster(obj: Mapping[str, Any], path: str, ctx: DocumentContext) -> No
     annotations = v.string_map(meta, "annotations", meta_path, label_values=False)
 
     spec_path = _join(path, "spec")
-    section = v.section(obj, "spec", path)
+    section = v.section(obj, "spec", path, required=True)
     spec = section if section is not None else {}
     v.unknown(spec, _SPEC_KEYS, spec_path)
     provider = v.string(spec, "provider", spec_path) or ""
@@ -612,7 +488,7 @@ def parse_cluster(obj: Mapping[str, Any], path: str, ctx: DocumentContext) -> No
     v.boolean(spec, "finalized", spec_path)  # Karpor's; checked, then ignored
 
     access_path = _join(spec_path, "access")
-    section = v.section(spec, "access", spec_path) if section is not None else None
+    section = v.section(spec, "access", spec_path, required=True) if section is not None else None
     access = section if section is not None else {}
     v.unknown(access, _ACCESS_KEYS, access_path)
     raw_endpoint = (

@@ -53,26 +53,21 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from karpor.config.clusters import (
     CLUSTER_API_VERSION,
     Definition,
     DocumentContext,
     FileReader,
     Problem,
-    describe,
     parse_cluster,
-    quote,
 )
 from karpor.config.kubeconfig import parse_kubeconfig
 from karpor.config.model import Cluster
+from karpor.config.validation import YamlError, describe, load_yaml, quote
 
 #: file name suffixes of cluster files
 SUFFIXES = (".yaml", ".yml")
 
-# The C loader (libyaml) is an order of magnitude faster than the pure one.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DOC_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
 
 #: how a directory is listed (:func:`os.scandir`; tests give a failing one)
@@ -206,17 +201,6 @@ def _has_content(text: str) -> bool:
     return False
 
 
-def _yaml_message(exc: yaml.YAMLError, first_line: int) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError):
-        problem = exc.problem or exc.context or "syntax error"
-        mark = exc.problem_mark or exc.context_mark
-        if mark is not None:
-            return f"{problem} (line {first_line + mark.line})"
-        return problem
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def parse_documents(
     text: str,
     source: str,
@@ -238,9 +222,9 @@ def parse_documents(
     for number, (first_line, chunk) in enumerate(split_documents(text), start=1):
         ctx = DocumentContext(source, number, base_dir, files, created)
         try:
-            obj = yaml.load(chunk, Loader=_Loader)  # noqa: S506 (a safe loader)
-        except yaml.YAMLError as exc:
-            ctx.fail("yaml", _yaml_message(exc, first_line), None)
+            obj = load_yaml(chunk, first_line)
+        except YamlError as exc:
+            ctx.fail("yaml", str(exc), None)
         else:
             parse_document(obj, ctx)
         definitions.extend(ctx.definitions)

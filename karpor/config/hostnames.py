@@ -3,7 +3,7 @@
 A serving certificate's SANs are DNS names or IP addresses.  :func:`normal_host`
 gives the form they compare in (IP addresses canonical, names lower-case
 without a trailing dot); :func:`check_host` refuses what cannot be a SAN;
-:func:`parse_host_names` is the :class:`karpor.app.settings.Key` parser
+:func:`parse_host_names` is the :class:`karpor.config.validation.Key` parser
 of ``servingNames`` (a YAML list, or a comma-separated string as the
 ``--serving-names`` flag gives it).
 """
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from karpor.config.clusters import describe
+from karpor.config.validation import Checker, describe, join
 
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -56,20 +57,31 @@ def check_host(value: str) -> str:
     return host
 
 
-def parse_host_names(value: Any, base_dir: str) -> tuple[str, ...]:
+def parse_host_names(
+    c: Checker, obj: Mapping[str, Any], key: str, path: str
+) -> tuple[str, ...] | None:
     """``servingNames``: a list of DNS names or IP addresses (or one string,
     comma-separated), in normal form, without repeats."""
+    value = obj.get(key)
+    field = join(path, key)
     if isinstance(value, str):
         items: list[Any] = [v for v in (p.strip() for p in value.split(",")) if v]
     elif isinstance(value, list):
         items = value
     else:
-        raise ValueError(f"must be a list of DNS names or IP addresses, not {describe(value)}")
+        c.error(field, f"must be a list of DNS names or IP addresses, not {describe(value)}")
+        return None
     names: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ValueError(
-                f"must be a list of DNS names or IP addresses, not one with {describe(item)}"
+    for entry in items:
+        if not isinstance(entry, str):
+            c.error(
+                field,
+                f"must be a list of DNS names or IP addresses, not one with {describe(entry)}",
             )
-        names.append(check_host(item))
+            return None
+        try:
+            names.append(check_host(entry))
+        except ValueError as exc:
+            c.error(field, str(exc))
+            return None
     return tuple(dict.fromkeys(names))

@@ -29,8 +29,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from karpor.config.clusters import DocumentContext, Validator, is_dns_label, quote
+from karpor.config.clusters import DocumentContext, Validator, is_dns_label
 from karpor.config.model import Cluster, Credential, TokenCredential, X509Credential
+from karpor.config.validation import describe, quote
 
 _UNSUPPORTED_USER = {
     "username": "username/password authentication is not supported",
@@ -69,7 +70,7 @@ def parse_kubeconfig(obj: Mapping[str, Any], ctx: DocumentContext) -> None:
         ctx.fail("contexts", "no contexts: each context becomes a cluster", ())
         return
     if not isinstance(contexts, list):
-        ctx.fail("contexts", "must be a list", None)
+        ctx.fail("contexts", f"must be a list, not {describe(contexts)}", None)
         return
 
     # Which contexts use which entries: an entry's problems name them.
@@ -80,7 +81,7 @@ def parse_kubeconfig(obj: Mapping[str, Any], ctx: DocumentContext) -> None:
     for i, item in enumerate(contexts):
         path = f"contexts[{i}]"
         if not isinstance(item, Mapping):
-            ctx.fail(path, "must be a mapping", ())
+            ctx.fail(path, f"must be a mapping, not {describe(item)}", ())
             continue
         name = item.get("name")
         if not isinstance(name, str) or not name:
@@ -101,7 +102,7 @@ def parse_kubeconfig(obj: Mapping[str, Any], ctx: DocumentContext) -> None:
         seen.add(name)
         body = item.get("context")
         if not isinstance(body, Mapping):
-            ctx.fail(f"{path}.context", "must be a mapping", (name,))
+            ctx.fail(f"{path}.context", f"must be a mapping, not {describe(body)}", (name,))
             continue
         cluster_ref = body.get("cluster")
         user_ref = body.get("user")
@@ -156,7 +157,7 @@ def _entries(
     if items is None:
         return out
     if not isinstance(items, list):
-        ctx.fail(key, "must be a list", None)
+        ctx.fail(key, f"must be a list, not {describe(items)}", None)
         return out
     for i, item in enumerate(items):
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):

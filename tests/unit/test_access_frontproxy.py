@@ -39,6 +39,7 @@ from karpor.auth.sections import (
     RequestHeaderSettings,
     parse_authentication,
 )
+from karpor.config.validation import parse_value
 from karpor.kube.status import ApiError
 
 FRONT_CA = CertificateAuthority.create("front-proxy-ca")
@@ -225,8 +226,15 @@ def test_a_refresh_follows_the_ca_and_names_but_keeps_the_headers() -> None:
 # --- the settings --------------------------------------------------------------------
 
 
+def authentication(value: object, base_dir: str) -> AuthenticationSettings:
+    parsed: AuthenticationSettings = parse_value(
+        parse_authentication, value, "authentication", base_dir
+    )
+    return parsed
+
+
 def test_from_cluster_settings() -> None:
-    parsed = parse_authentication({"requestHeader": {"fromCluster": True}}, "/etc/karpor")
+    parsed = authentication({"requestHeader": {"fromCluster": True}}, "/etc/karpor")
     assert parsed.request_header == RequestHeaderSettings(from_cluster=FromClusterSettings())
     assert FromClusterSettings().token_file == frontproxy.SERVICE_ACCOUNT_TOKEN_FILE
     assert FromClusterSettings().ca_file == frontproxy.SERVICE_ACCOUNT_CA_FILE
@@ -236,14 +244,12 @@ def test_from_cluster_settings() -> None:
         "caFile": "sa/ca.crt",
         "refreshInterval": 0.5,
     }
-    parsed = parse_authentication({"requestHeader": {"fromCluster": overrides}}, "/etc/karpor")
+    parsed = authentication({"requestHeader": {"fromCluster": overrides}}, "/etc/karpor")
     assert parsed.request_header is not None
     assert parsed.request_header.from_cluster == FromClusterSettings(
         "https://127.0.0.1:6443", "/etc/karpor/sa/token", "/etc/karpor/sa/ca.crt", 0.5
     )
-    off = parse_authentication(
-        {"requestHeader": {"fromCluster": False, "clientCAFile": "ca.crt"}}, "/e"
-    )
+    off = authentication({"requestHeader": {"fromCluster": False, "clientCAFile": "ca.crt"}}, "/e")
     assert off.request_header is not None
     assert off.request_header.from_cluster is None
 
@@ -253,32 +259,35 @@ def test_from_cluster_settings() -> None:
     [
         (
             {"fromCluster": True, "clientCAFile": "ca.crt", "allowedNames": ["x"]},
-            "requestHeader: clientCAFile, allowedNames: not with fromCluster (the host "
-            "cluster's ConfigMap kube-system/extension-apiserver-authentication sets them)",
+            "authentication.requestHeader.clientCAFile: not with fromCluster (the host "
+            "cluster's ConfigMap kube-system/extension-apiserver-authentication sets it)\n"
+            "authentication.requestHeader.allowedNames: not with fromCluster (the host "
+            "cluster's ConfigMap kube-system/extension-apiserver-authentication sets it)",
         ),
         (
             {"fromCluster": "yes"},
-            "requestHeader: fromCluster: must be true, false or a mapping, not a string",
+            "authentication.requestHeader.fromCluster: must be true, false or a mapping, "
+            "not a string",
         ),
         (
             {"fromCluster": {"server": "http://x"}},
-            "requestHeader: fromCluster: server: must be an https:// URL, not a string",
+            "authentication.requestHeader.fromCluster.server: must be an https:// URL, "
+            "not a string",
         ),
         (
             {"fromCluster": {"refreshInterval": 0}},
-            "requestHeader: fromCluster: refreshInterval: must be a positive number of seconds, "
-            "not a number",
+            "authentication.requestHeader.fromCluster.refreshInterval: must be a positive "
+            "number of seconds, not a number",
         ),
         (
             {"fromCluster": {"token": "x"}},
-            "requestHeader: fromCluster: token: unknown key "
-            "(known: server, tokenFile, caFile, refreshInterval)",
+            "authentication.requestHeader.fromCluster.token: unknown key (did you mean tokenFile?)",
         ),
     ],
 )
 def test_bad_from_cluster_settings(section: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError) as error:
-        parse_authentication({"requestHeader": section}, "/e")
+        authentication({"requestHeader": section}, "/e")
     assert str(error.value) == message
 
 

@@ -208,8 +208,7 @@ oops: 1
         '(clusters: ["*"] for every cluster)',
         'policy.yaml: rules[0].verbs[1]: unknown verb "lst" (known: *, attach, create, delete, '
         "deletecollection, exec, get, impersonate, list, patch, portforward, proxy, update, watch)",
-        "policy.yaml: rules[1].namespace: unknown key (known: users, groups, clusters, "
-        "clusterSelector, verbs, namespaces, nonResourceURLs)",
+        "policy.yaml: rules[1].namespace: unknown key (did you mean namespaces?)",
         "policy.yaml: rules[1].groups: must not be empty (leave the key out instead)",
         "policy.yaml: rules[1]: needs users or groups "
         "(groups: [system:authenticated] for everyone)",
@@ -222,6 +221,23 @@ oops: 1
         "policy.yaml: identityExchange[0].source.userPattern: invalid regular expression: "
         "missing ), unterminated subpattern at position 0",
         "policy.yaml: identityExchange[1].target: required with type StaticMapping",
+    )
+
+
+def test_a_null_selector_key_is_an_error_not_a_wider_rule():
+    """A requirement whose key is null once vanished, selecting every cluster."""
+    text = """
+rules:
+- users: [a]
+  clusterSelector:
+    matchExpressions: [{key: null, operator: Exists}, {key: env, operator: null}]
+  verbs: [get]
+"""
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "p")
+    assert info.value.problems == (
+        "p: rules[0].clusterSelector.matchExpressions[0].key: required",
+        "p: rules[0].clusterSelector.matchExpressions[1].operator: required",
     )
 
 

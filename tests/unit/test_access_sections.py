@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from karpor.auth.requestheader import RequestHeaderConfig
@@ -13,14 +15,20 @@ from karpor.auth.sections import (
     parse_authentication,
     parse_authorization,
 )
+from karpor.config.validation import FieldParser, FileProblems, parse_value
+
+
+def parse(parser: FieldParser, value: Any, base_dir: str, key: str = "authentication") -> Any:
+    """``value`` read as the settings key ``key`` by ``parser``."""
+    return parse_value(parser, value, key, base_dir)
 
 
 def test_audit_log():
-    assert parse_audit_log("-", "/etc/karpor") == "-"
-    assert parse_audit_log("audit.jsonl", "/var/log") == "/var/log/audit.jsonl"
-    assert parse_audit_log("/abs/a.jsonl", "/var/log") == "/abs/a.jsonl"
-    with pytest.raises(ValueError, match="must be a path"):
-        parse_audit_log(3, "/")
+    assert parse(parse_audit_log, "-", "/etc/karpor") == "-"
+    assert parse(parse_audit_log, "audit.jsonl", "/var/log") == "/var/log/audit.jsonl"
+    assert parse(parse_audit_log, "/abs/a.jsonl", "/var/log") == "/abs/a.jsonl"
+    with pytest.raises(ValueError, match=r"^auditLog: must be a path"):
+        parse(parse_audit_log, 3, "/", "auditLog")
 
 
 def test_authentication_full_and_defaults():
@@ -36,7 +44,7 @@ def test_authentication_full_and_defaults():
         },
         "anonymous": True,
     }
-    parsed = parse_authentication(value, "/etc/karpor")
+    parsed = parse(parse_authentication, value, "/etc/karpor")
     assert parsed == AuthenticationSettings(
         client_certificates=False,
         token_file="/etc/karpor/tokens.csv",
@@ -49,23 +57,31 @@ def test_authentication_full_and_defaults():
     assert parsed.request_header.config == RequestHeaderConfig(
         allowed_names=("front-proxy-client",)
     )
-    assert parse_authentication({}, "/") == AuthenticationSettings()
-    assert parse_authorization({"policyFile": "p.yaml"}, "/e") == AuthorizationSettings("/e/p.yaml")
+    assert parse(parse_authentication, {}, "/") == AuthenticationSettings()
+    assert parse(parse_authorization, {"policyFile": "p.yaml"}, "/e") == AuthorizationSettings(
+        "/e/p.yaml"
+    )
 
 
 def test_authentication_errors_name_every_field():
-    with pytest.raises(ValueError) as info:
-        parse_authentication(
-            {"anonymous": "yes", "tokenFle": "x", "requestHeader": {"usernameHeaders": "X"}}, "/"
+    with pytest.raises(FileProblems) as info:
+        parse(
+            parse_authentication,
+            {"anonymous": "yes", "tokenFle": "x", "requestHeader": {"usernameHeaders": "X"}},
+            "/",
         )
-    assert str(info.value) == (
-        "anonymous: must be true or false, not a string; "
-        "tokenFle: unknown key (known: clientCertificates, tokenFile, requestHeader, anonymous); "
-        "requestHeader: usernameHeaders: must be a list of strings, not a string"
+    assert info.value.problems == (
+        "authentication.anonymous: must be true or false, not a string",
+        "authentication.tokenFle: unknown key (did you mean tokenFile?)",
+        "authentication.requestHeader.usernameHeaders: must be a list of strings, not a string",
     )
-    with pytest.raises(ValueError, match="requestHeader: clientCAFile: required"):
-        parse_authentication({"requestHeader": {}}, "/")
-    with pytest.raises(ValueError, match="not a header name"):
-        parse_authentication({"requestHeader": {"clientCAFile": "c", "groupHeaders": ["X Y"]}}, "/")
-    with pytest.raises(ValueError, match="must be a mapping"):
-        parse_authorization(["x"], "/")
+    with pytest.raises(ValueError, match=r"requestHeader\.clientCAFile: required"):
+        parse(parse_authentication, {"requestHeader": {}}, "/")
+    with pytest.raises(ValueError, match=r"groupHeaders\[0\]: not a header name"):
+        parse(
+            parse_authentication,
+            {"requestHeader": {"clientCAFile": "c", "groupHeaders": ["X Y"]}},
+            "/",
+        )
+    with pytest.raises(ValueError, match=r"^authorization: must be a mapping"):
+        parse(parse_authorization, ["x"], "/", "authorization")

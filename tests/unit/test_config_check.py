@@ -70,6 +70,25 @@ def test_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["check"]) == 2
 
 
+def test_config_problems_are_one_line_each_naming_the_field_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "clusters").mkdir()
+    config = tmp_path / "karpor.yaml"
+    config.write_text(
+        "healthProbe: {intervall: 5, failFast: maybe}\n"
+        "authentication: {requestHeader: {allowedNames: [a, '']}}\n"
+    )
+    assert main(["check", "-q", "--config", str(config), str(tmp_path / "clusters")]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{config}: healthProbe.intervall: unknown key (did you mean interval?)",
+        f"{config}: healthProbe.failFast: must be true or false, not a string",
+        f"{config}: authentication.requestHeader.allowedNames[1]: must be a non-empty string, "
+        "not a string",
+        f"{tmp_path}/clusters: no *.yaml or *.yml files (an empty directory is valid)",
+    ]
+
+
 def test_shipped_examples_are_valid() -> None:
     result = load_directory(str(REPO / "etc" / "clusters"))
     assert [str(p) for p in result.problems] == []

@@ -215,7 +215,7 @@ def test_exec_credential() -> None:
             {"tlsServerName": "bad name"},
             'spec.access.tlsServerName: invalid server name "bad name"',
         ),
-        ({"caBundel": "x"}, "spec.access.caBundel: unknown field (did you mean caBundle?)"),
+        ({"caBundel": "x"}, "spec.access.caBundel: unknown key (did you mean caBundle?)"),
     ],
 )
 def test_access_errors(access: dict[str, Any], expected: str) -> None:
@@ -321,11 +321,12 @@ def test_metadata_and_spec_errors() -> None:
     assert lines(parse(obj)) == [
         "/c/a.yaml: document 1: apiVersion: must be cluster.karpor.io/v1beta1, "
         'not "cluster.karpor.io/v1"',
-        "/c/a.yaml: document 1: metadata.nmae: unknown field (did you mean name?)",
+        "/c/a.yaml: document 1: metadata.nmae: unknown key (did you mean name?)",
         '/c/a.yaml: document 1: metadata.name: "Prod_East" is not a DNS-1123 label '
         "(lower-case letters, digits and '-', at most 63 characters)",
         '/c/a.yaml: document 1: metadata.labels.env: invalid label value "a b"',
-        "/c/a.yaml: document 1: spec.extra: unknown field",
+        "/c/a.yaml: document 1: spec.extra: unknown key (known: provider, displayName, "
+        "description, impersonate, finalized, access)",
         "/c/a.yaml: document 1: spec.impersonate: must be true or false, not a string",
     ]
     # an invalid name cannot be told: a reload keeps what the document held

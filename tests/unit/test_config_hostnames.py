@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from karpor.app.settings import SettingsError, merge, parse_settings
 from karpor.config.hostnames import check_host, normal_host, parse_host_names
+from karpor.config.validation import parse_value
 
 
 @pytest.mark.parametrize(
@@ -48,15 +49,15 @@ def test_dns_names_pass_unchanged(name: str) -> None:
 
 
 def test_parse_host_names() -> None:
-    assert parse_host_names(["a.example", "A.example", "10.0.0.1"], "") == (
-        "a.example",
-        "10.0.0.1",
-    )
-    assert parse_host_names("a.example, b.example,,", "") == ("a.example", "b.example")
+    def parse(value: object) -> object:
+        return parse_value(parse_host_names, value, "servingNames")
+
+    assert parse(["a.example", "A.example", "10.0.0.1"]) == ("a.example", "10.0.0.1")
+    assert parse("a.example, b.example,,") == ("a.example", "b.example")
     with pytest.raises(ValueError, match="must be a list of DNS names or IP addresses, not a"):
-        parse_host_names({"a": 1}, "")
-    with pytest.raises(ValueError, match="not one with a number"):
-        parse_host_names(["a", 1], "")
+        parse({"a": 1})
+    with pytest.raises(ValueError, match=r"^servingNames: .*not one with a number"):
+        parse(["a", 1])
 
 
 def test_settings_keys_and_flag() -> None:

@@ -247,5 +247,5 @@ def test_document_level_errors() -> None:
         "/k/config.yaml: document 1: contexts: no contexts: each context becomes a cluster"
     ]
     result = parse({"kind": "Config", "contexts": "x"})
-    assert lines(result) == ["/k/config.yaml: document 1: contexts: must be a list"]
+    assert lines(result) == ["/k/config.yaml: document 1: contexts: must be a list, not a string"]
     assert result.problems[0].names is None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -12,17 +14,14 @@ from hypothesis import strategies as st
 from karpor.app.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
-    KEYS,
-    Key,
     Settings,
     SettingsError,
     default_workers,
     load_settings,
     merge,
-    parse_section,
     parse_settings,
-    section_parser,
 )
+from karpor.config.validation import Checker, Key, parse_section, section_parser
 
 
 def problems(text: str) -> list[str]:
@@ -61,13 +60,10 @@ def test_errors_name_file_and_key() -> None:
     assert problems("port: 0\nworkers: many\nclusterDir: x\nhost: ''\n") == [
         "/etc/karpor/karpor.yaml: port: must be a port number from 1 to 65535",
         "/etc/karpor/karpor.yaml: workers: must be an integer, not a string",
-        "/etc/karpor/karpor.yaml: clusterDir: unknown key "
-        f"(known: {', '.join(k.name for k in KEYS)})",
+        "/etc/karpor/karpor.yaml: clusterDir: unknown key (did you mean clustersDir?)",
         "/etc/karpor/karpor.yaml: host: must be an address or host name",
     ]
-    assert problems("- a list\n") == [
-        "/etc/karpor/karpor.yaml: settings: must be a mapping, not a list"
-    ]
+    assert problems("- a list\n") == ["/etc/karpor/karpor.yaml: must be a mapping, not a list"]
     assert problems("port: [\n") == [
         "/etc/karpor/karpor.yaml: yaml: did not find expected node content (line 2)"
     ]
@@ -121,33 +117,28 @@ def test_a_later_section_slots_in() -> None:
         path: str = ""
         max_size: int = 100
 
-    def text(value: object, base_dir: str) -> str:
-        if not isinstance(value, str):
-            raise ValueError("must be a string")
-        return value
-
-    def number(value: object, base_dir: str) -> int:
-        if not isinstance(value, int):
-            raise ValueError("must be an integer")
-        return value
+    def size(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> int | None:
+        number = c.integer(obj, key, path)
+        if number is not None and number < 1:
+            c.error(f"{path}.{key}", "must be at least 1")
+            return None
+        return number
 
     audit_keys = (
-        Key("path", "path", text, "--audit-path"),
-        Key("maxSize", "max_size", number, "--audit-max-size"),
+        Key("path", "path", Checker.path, "--audit-path"),
+        Key("maxSize", "max_size", size, "--audit-max-size"),
     )
-    keys = (
-        Key(
-            "auditLog", "audit_log", section_parser(AuditLog, audit_keys, "auditLog"), "--audit-log"
-        ),
-    )
-    errors: list[str] = []
-    assert parse_section({"auditLog": {"path": "/a", "maxSize": 5}}, keys, "", "/", errors) == {
-        "audit_log": AuditLog("/a", 5)
+    keys = (Key("auditLog", "audit_log", section_parser(AuditLog, audit_keys), "--audit-log"),)
+    c = Checker("/var/log")
+    assert parse_section(c, {"auditLog": {"path": "a", "maxSize": 5}}, keys, "") == {
+        "audit_log": AuditLog("/var/log/a", 5)
     }
-    assert errors == []
-    parse_section({"auditLog": {"path": 1, "colour": 2}}, keys, "", "/", errors)
-    assert errors == [
-        "auditLog: path: must be a string; colour: unknown key (known: path, maxSize)"
+    assert c.errors == []
+    parse_section(c, {"auditLog": {"path": 1, "colour": 2, "maxSize": 0}}, keys, "")
+    assert c.lines("karpor.yaml") == [
+        "karpor.yaml: auditLog.path: must be a path, not a number",
+        "karpor.yaml: auditLog.colour: unknown key (known: path, maxSize)",
+        "karpor.yaml: auditLog.maxSize: must be at least 1",
     ]
 
 

@@ -43,11 +43,11 @@ def test_file_errors_name_the_file_and_the_field() -> None:
         f"{SOURCE}: healthProbe: timeout (5s) must be less than interval (5s)"
     ]
     assert problems("healthProbe: {intervall: 5, failFast: maybe}\n") == [
-        f"{SOURCE}: healthProbe: intervall: unknown key (known: interval, timeout, failFast); "
-        "failFast: must be true or false, not a string"
+        f"{SOURCE}: healthProbe.intervall: unknown key (did you mean interval?)",
+        f"{SOURCE}: healthProbe.failFast: must be true or false, not a string",
     ]
     assert problems("healthProbe: {interval: -1}\n") == [
-        f"{SOURCE}: healthProbe: interval: must be a positive number of seconds, not a number"
+        f"{SOURCE}: healthProbe.interval: must be a positive number of seconds, not a number"
     ]
     assert problems("healthProbe: 10\n") == [
         f"{SOURCE}: healthProbe: must be a mapping, not a number"

@@ -105,7 +105,7 @@ def test_the_setting() -> None:
     assert UpstreamSettings().response_header_timeout == DEFAULT_RESPONSE_HEADER_TIMEOUT == 60
     parsed = parse_settings("upstream: {responseHeaderTimeout: 0.5}\n", "k.yaml")
     assert parsed.upstream.response_header_timeout == 0.5
-    with pytest.raises(SettingsError, match="upstream: responseHeaderTimeout: must be a positive"):
+    with pytest.raises(SettingsError, match=r"upstream\.responseHeaderTimeout: must be a positive"):
         parse_settings("upstream: {responseHeaderTimeout: 0}\n", "k.yaml")
     with pytest.raises(SettingsError, match="unknown key"):
         parse_settings("upstream: {responseTimeout: 1}\n", "k.yaml")
