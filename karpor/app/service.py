@@ -10,16 +10,25 @@ Every setting may also come from the YAML ``--config`` file (keys ``port``,
 ``host``, ``workers``, ``clustersDir``, ``stateDir``); flags win
 (:mod:`karpor.app.settings`).  Bad flags or settings are a usage error.
 
-:class:`GatewayService` is the gateway in this process: on start it opens
+:func:`make_gateway_service` builds one of two trees (for ``--demo``,
+:mod:`karpor.app.plugin` builds the demo's instead).  With ``--workers N``
+(N ≥ 1; the default is the number of CPUs) the twistd process is a
+supervisor that serves nothing itself and runs N worker processes
+(:mod:`karpor.app.processes`), each of which runs a
+:class:`GatewayService`; with ``--workers 0`` the twistd process runs the
+:class:`GatewayService` itself.
+
+:class:`GatewayService` is the gateway in one process: on start it opens
 the state directory (:mod:`karpor.app.state`: the CA, the serving
 certificate), loads the clusters directory into a
 :class:`~karpor.config.registry.Registry` (a bad document is logged as
 ``file: document N: field: message`` and skipped), builds the own API
 (:class:`~karpor.gatewayapi.handler.GatewayApi`), the upstream pools and the front
-(:class:`~karpor.front.protocol.GatewayFactory`), and listens with TLS (ALPN
-``http/1.1``).
+(:class:`~karpor.front.protocol.GatewayFactory`), and serves TLS (ALPN
+``http/1.1``) on the port it binds, or, in a worker, on the socket the
+supervisor passes it (:mod:`karpor.app.gatewayworker`).
 
-Access (issue 6): :class:`~karpor.auth.access.Access` is built from the
+Access: :class:`~karpor.auth.access.Access` is built from the
 ``authentication`` and ``authorization`` settings (a token, policy,
 requestheader CA or revocation file that cannot be used at start is a fatal
 error); a timer re-checks the token file, the policy file and the state
@@ -31,7 +40,7 @@ credentials share one :class:`~karpor.upstream.execcredential.ExecCredentialCach
 worker runs without signal handlers, so ``spawnProcess`` children would
 never be reaped).
 
-Replicas on Kubernetes (issue 8): ``servingNames`` / ``--serving-names``
+Replicas on Kubernetes: ``servingNames`` / ``--serving-names``
 add names to the serving certificate; a read-only state directory
 (``stateReadOnly``, or one that cannot be written to) is used as it is and
 nothing is written there (:mod:`karpor.app.state`);
@@ -39,19 +48,16 @@ nothing is written there (:mod:`karpor.app.state`);
 cluster before serving (a failure is fatal) and refreshes it
 (:mod:`karpor.auth.frontproxysource`).
 
-Cluster health (issue 8): a :class:`~karpor.health.prober.HealthProber`
+Cluster health: a :class:`~karpor.health.prober.HealthProber`
 probes every cluster through the upstream pools (``healthProbe`` settings,
 flags ``--health-probe-interval``, ``--health-probe-timeout``,
 ``--health-fail-fast``); its verdicts become the clusters' ``status`` in the
 own API's catalog, and the front fails requests to unhealthy clusters fast.
 Each worker probes on its own.
 
-Client connections (issue 14): the ``clientConnections`` settings (head
+Client connections: the ``clientConnections`` settings (head
 size, handshake, head-read and idle timeouts, connections per worker) bound
 each worker's front (:mod:`karpor.http.connections`).
-
-``--workers`` is accepted; this version serves in one process.
-``--demo`` is :mod:`karpor.app.demo`; :mod:`karpor.app.plugin` chooses.
 """
 
 from __future__ import annotations
@@ -279,7 +285,7 @@ class Serving:
 
 
 class GatewayService(Service):
-    """The gateway in this process: state, registry, API, pools, TLS listener.
+    """The gateway in one process: state, registry, API, pools, TLS listener.
 
     ``on_serving`` is called once it listens (the demo writes its kubeconfig
     then).  A port that cannot be bound ends the process with a clear message.

@@ -149,7 +149,7 @@ def tls_send(connection: SSL.Connection, data: bytes | memoryview) -> int:
 
 
 #: the most plaintext one TLS record carries: a shorter read is the end of
-#: what the peer wrote (for now)
+#: what the peer has written so far
 _FULL_RECORD = 16384
 #: bulk mode (:meth:`_TLSConnection.bulk`): most bytes read from the socket
 #: per readable event, and most plaintext encrypted and sent at a time

@@ -9,10 +9,10 @@ identities of its own, so the order does not matter.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ from support.gateway import (
 )
 from support.kubectl import Kubectl
 from support.sim import SimRun, karpor_command
+from support.waits import wait_for
 
 from karpor.auth.ca import CertificateAuthority
 
@@ -251,14 +252,20 @@ def test_revoked_certificate_is_401_within_a_second(setup: Setup) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    deadline = time.monotonic() + 15  # a safety net, not the assertion
-    code = 200
-    while code != 401 and time.monotonic() < deadline:
-        time.sleep(0.2)
-        code = setup.get("sim-1", "/api/v1/namespaces", cert=cert).status
-    assert code == 401
-    # a certificate issued after the revocation (whole seconds: the next one) is good
-    time.sleep(1.1)
+    wait_for(
+        lambda: setup.get("sim-1", "/api/v1/namespaces", cert=cert).status == 401,
+        15,  # a safety net, not the assertion
+        "the revoked certificate refused",
+        step=0.2,
+    )
+    # a certificate issued after the revocation (whole seconds: from the next one on) is good
+    revoked = json.loads((setup.gateway.state_dir / "revoked.json").read_text())
+    at = datetime.datetime.fromisoformat(revoked["users"]["revokee"])
+    wait_for(
+        lambda: datetime.datetime.now(datetime.UTC).replace(microsecond=0) > at,
+        5,
+        f"the second after the revocation at {at}",
+    )
     fresh = issue(setup.ca, "revokee", ("devs",))
     assert setup.get("sim-1", "/api/v1/namespaces", cert=fresh).status == 200
 
@@ -393,10 +400,13 @@ def test_exec_plugin_token_is_cached_until_near_expiry(setup: Setup) -> None:
         assert setup.get("exec-1", "/api/v1/namespaces", cert=admin).status == 200
     first = runs(setup.exec_count)
     assert len(first) - before <= 1  # three requests, one token at most
-    deadline = time.monotonic() + 20  # a safety net, not the assertion
-    while len(runs(setup.exec_count)) <= len(first) and time.monotonic() < deadline:
+
+    def ran_again() -> bool:
         assert setup.get("exec-1", "/api/v1/namespaces", cert=admin).status == 200
-        time.sleep(0.2)
+        return len(runs(setup.exec_count)) > len(first)
+
+    # requests every 0.2 s until one runs the plugin again, near the token's expiry
+    wait_for(ran_again, 20, "the plugin run again", step=0.2)  # a safety net, not the assertion
     later = runs(setup.exec_count)
     assert len(later) > len(first) >= 1
     # each run no earlier than half the token's lifetime after the one before
@@ -563,13 +573,14 @@ def test_zz_audit_lines_and_no_secret_anywhere(setup: Setup) -> None:
     admin = issue(setup.ca, "admin", ("system:masters",))
     assert setup.whoami("sim-2", cert=admin)["username"] == "admin"
     forbidden(setup.get("sim-1", "/api/v1/nodes", token=TEAM))
-    deadline = time.monotonic() + 10  # a safety net: the writer thread appends soon
-    records: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+
+    def audited() -> list[dict[str, Any]]:
         records = [json.loads(line) for line in setup.audit.read_text().splitlines()]
-        if any(r.get("user") == "teamuser" and r.get("resource") == "nodes" for r in records):
-            break
-        time.sleep(0.1)
+        denied = any(r.get("user") == "teamuser" and r.get("resource") == "nodes" for r in records)
+        return records if denied else []
+
+    # a safety net: the writer thread appends soon
+    records = wait_for(audited, 10, "the denial in the audit log")
     denial = next(r for r in records if r["user"] == "teamuser" and r["resource"] == "nodes")
     assert denial["code"] == 403 and denial["cluster"] == "sim-1" and denial["verb"] == "list"
     review = [

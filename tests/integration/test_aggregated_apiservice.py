@@ -21,9 +21,8 @@ import base64
 import json
 import shutil
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from support.access import Cert, issue, write_yaml
 from support.gateway import GatewayRun, Response, client_context, request, start_gateway
 from support.procs import ProcessError
 from support.sim import SimCluster, SimRun, karpor_command, start_sim
+from support.waits import wait_for
 
 from karpor.auth.ca import CertificateAuthority
 from karpor.auth.frontproxy import CONFIGMAP_NAME, CONFIGMAP_NAMESPACE
@@ -249,15 +249,6 @@ def namespace(sim_clusters: SimRun) -> Iterator[str]:
     core.delete_namespace(name)
 
 
-def eventually(check: Callable[[], bool], what: str, deadline: float = 20.0) -> None:
-    """Poll ``check`` until it holds (a bounded wait, not a timing assertion)."""
-    end = time.monotonic() + deadline
-    while not check():
-        if time.monotonic() > end:
-            raise AssertionError(f"never: {what}")
-        time.sleep(0.1)
-
-
 # --- the aggregator's requests -------------------------------------------------------
 
 
@@ -320,11 +311,11 @@ def test_a_changed_configmap_is_followed(setup: Aggregated) -> None:
     bundle = setup.front_ca.cert_pem + rotated.cert_pem
     put_configmap(setup.host, authentication_data(bundle, [AGGREGATOR_CN, "aggregator-2"]))
     try:
-        eventually(lambda: setup.get(path, second, headers).status == 200, "the new CA trusted")
+        wait_for(lambda: setup.get(path, second, headers).status == 200, 20, "the new CA trusted")
         assert setup.get(path, setup.aggregator, headers).status == 200
     finally:
         put_configmap(setup.host, setup.configmap_data)
-    eventually(lambda: setup.get(path, second, headers).status == 401, "the old settings back")
+    wait_for(lambda: setup.get(path, second, headers).status == 401, 20, "the old settings back")
 
 
 def test_nothing_was_written_to_the_state_directory(setup: Aggregated) -> None:

@@ -40,6 +40,7 @@ from support.gateway import (
 from support.kubectl import Kubectl
 from support.procs import free_port
 from support.sim import SimRun, start_sim
+from support.waits import wait_for
 
 pytestmark = pytest.mark.kubectl
 
@@ -102,16 +103,16 @@ class Setup:
     ) -> dict[str, dict[str, Any]]:
         """Poll the statuses until ``check`` holds (``steady`` must be healthy
         at every look); fail after ``within`` seconds."""
-        deadline = time.monotonic() + within
-        while True:
-            statuses = self.statuses()
-            if "healthy" in statuses["steady"]:  # probed (it is, from the first look on)
-                assert statuses["steady"]["healthy"] is True, statuses
-            if check(statuses):
-                return statuses
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not {what} within {within:g}s: {statuses}")
-            time.sleep(0.2)
+        last: dict[str, dict[str, Any]] = {}
+
+        def holds() -> dict[str, dict[str, Any]]:
+            last.clear()
+            last.update(self.statuses())
+            if "healthy" in last["steady"]:  # probed (it is, from the first look on)
+                assert last["steady"]["healthy"] is True, last
+            return dict(last) if check(last) else {}
+
+        return wait_for(holds, within, what, detail=lambda: last, step=0.2)
 
 
 @pytest.fixture

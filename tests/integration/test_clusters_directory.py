@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from support.gateway import (
 )
 from support.kubectl import Kubectl
 from support.sim import SimRun
+from support.waits import wait_for
 
 #: how long a change may take to show (the contract is a second or two; loose
 #: because CI machines are shared: this is not a timing test)
@@ -66,13 +66,8 @@ class Setup:
         return {item["metadata"]["name"] for item in response.json()["items"]}
 
     def wait_for(self, predicate: Callable[[], bool], what: str) -> None:
-        end = time.monotonic() + PATIENCE
-        while time.monotonic() < end:
-            if predicate():
-                return
-            time.sleep(0.1)
-        output = self.gateway.process.output[-4000:]
-        raise AssertionError(f"never saw {what}; gateway log:\n{output}")
+        process = self.gateway.process
+        wait_for(predicate, PATIENCE, what, detail=lambda: process.output[-4000:], step=0.1)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.gateway import (
@@ -35,6 +36,7 @@ from support.gateway import (
     write_kubeconfig,
 )
 from support.sim import SimRun
+from support.waits import wait_for
 
 LIMIT = 65536
 TIMEOUT = 0.5
@@ -157,14 +159,12 @@ def test_the_audit_log_keeps_a_bounded_prefix_of_a_long_url(gw: Bounded) -> None
     code, headers, _ = status_of(response)
     assert code == 401  # answered, and audited
     audit_id = headers["audit-id"]
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+
+    def audited() -> list[dict[str, Any]]:
         lines = [json.loads(line) for line in gw.audit.read_text().splitlines()]
-        found = [r for r in lines if r.get("requestID") == audit_id]
-        if found:
-            break
-        time.sleep(0.05)
-    [record] = found
+        return [r for r in lines if r.get("requestID") == audit_id]
+
+    [record] = wait_for(audited, 5, "the audit record")
     assert len(record["path"]) < 4096 + 64
     assert record["path"].startswith(url[:100].decode())
     assert "truncated" in record["path"]
@@ -204,7 +204,8 @@ def test_a_watch_outlives_the_idle_timeout(gw: Bounded) -> None:
         watch.settimeout(5)
         head = watch.recv(65536)
         assert head.startswith(b"HTTP/1.1 200 OK\r\n")
-        time.sleep(3 * TIMEOUT)  # the idle timeout and two sweeps are 1.5 * TIMEOUT
+        # not a wait: the watch idles past the idle timeout and two sweeps (1.5 * TIMEOUT)
+        time.sleep(3 * TIMEOUT)
         body = json.dumps(
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "outlived"}}
         ).encode()

@@ -27,7 +27,6 @@ import re
 import shutil
 import signal
 import ssl
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from support.gateway import (
 )
 from support.procs import free_port
 from support.sim import SimRun, start_sim
+from support.waits import wait_for
 
 from karpor.auth.ca import CertificateAuthority
 
@@ -129,17 +129,17 @@ class Setup:
 
     def audit_records(self, ids: set[str]) -> dict[str, dict[str, Any]]:
         """The audit records of ``ids`` (waiting for the writers, bounded)."""
-        end = time.monotonic() + DEADLINE
-        while True:
-            found = {}
+
+        def found() -> dict[str, dict[str, Any]]:
+            records = {}
             if self.audit.exists():
                 for line in self.audit.read_text().splitlines():
                     record = json.loads(line)
                     if record.get("requestID") in ids:
-                        found[record["requestID"]] = record
-            if set(found) == ids or time.monotonic() > end:
-                return found
-            time.sleep(0.1)
+                        records[record["requestID"]] = record
+            return records if set(records) == ids else {}
+
+        return wait_for(found, DEADLINE, f"the audit records of {sorted(ids)}")
 
 
 def parse(text: str) -> Samples:
@@ -277,13 +277,14 @@ def test_a_watch_in_flight_shows_whichever_worker_answers(setup: Setup) -> None:
                 assert value(samples, "karpor_long_running_requests", kind="watch") == 1
         finally:
             watch.close()
-    end = time.monotonic() + DEADLINE
-    while any(
-        value(samples, "karpor_long_running_requests", kind="watch")
-        for samples in setup.scrape_each_worker().values()
-    ):
-        assert time.monotonic() < end, "the closed watch is still counted"
-        time.sleep(0.1)
+
+    def uncounted() -> bool:
+        return not any(
+            value(samples, "karpor_long_running_requests", kind="watch")
+            for samples in setup.scrape_each_worker().values()
+        )
+
+    wait_for(uncounted, DEADLINE, "the closed watch no longer counted")
 
 
 def test_every_response_carries_the_audit_id_of_its_audit_record(setup: Setup) -> None:
@@ -354,15 +355,21 @@ def test_a_killed_worker_is_a_restart_and_its_live_gauges_go(setup: Setup) -> No
         for samples in setup.scrape_each_worker().values():
             assert value(samples, "karpor_long_running_requests", kind="watch") == 1
         os.kill(victim, signal.SIGKILL)
-        end = time.monotonic() + DEADLINE * 3
-        while True:
+
+        def replaced() -> bool:
             workers = setup.gateway.worker_pids()
-            if victim not in workers and len(workers) == 2:
-                ready = setup.get("/readyz?verbose", READER_TOKEN).body.decode()
-                if "restarts 1" in ready and ready.count(" ready") == 2:
-                    break
-            assert time.monotonic() < end, setup.gateway.process.output
-            time.sleep(0.2)
+            if victim in workers or len(workers) != 2:
+                return False
+            ready = setup.get("/readyz?verbose", READER_TOKEN).body.decode()
+            return "restarts 1" in ready and ready.count(" ready") == 2
+
+        wait_for(
+            replaced,
+            DEADLINE * 3,
+            "the killed worker replaced",
+            detail=lambda: setup.gateway.process.output,
+            step=0.2,
+        )
     finally:
         conn.close()
     answers = setup.scrape_each_worker()

@@ -16,7 +16,6 @@ import shutil
 import signal
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,8 +32,11 @@ from support.gateway import (
 from support.load import Load
 from support.procs import Process
 from support.sim import SimRun
+from support.waits import wait_for
 
 WORKER = re.compile(rb"\[\+\]worker ok: pid (\d+) generation (\d+)")
+#: a worker's log line: its slot
+WORKER_LINE = re.compile(r" \[worker-(\d+):")
 #: how long a change may take to show before the test gives up (the contract is 1 s;
 #: the bound is loose because CI machines are shared: this is not a timing test)
 PATIENCE = 30.0
@@ -77,12 +79,17 @@ class Pool:
         return {item["metadata"]["name"] for item in yaml.safe_load(body)["items"]}
 
     def wait_for(self, predicate, what: str) -> None:
-        end = time.monotonic() + PATIENCE
-        while time.monotonic() < end:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"never saw {what}; gateway log:\n{self.run.process.output[-4000:]}")
+        wait_for(predicate, PATIENCE, what, detail=lambda: self.run.process.output[-4000:])
+
+    def logged_by_every_worker(self, text: str, since: int) -> bool:
+        """Whether every worker slot logged a line with ``text`` after the
+        first ``since`` lines of the gateway's output."""
+        slots = {
+            found[1]
+            for line in self.run.process.lines[since:]
+            if text in line and (found := WORKER_LINE.search(line))
+        }
+        return len(slots) == len(self.run.worker_pids())
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +151,11 @@ def test_proxying_works_through_every_worker(pool: Pool):
 def test_sighup_rolls_every_worker_with_zero_failed_requests(pool: Pool):
     before = set(pool.run.worker_pids())
     with Load(lambda fresh, state: _proxied_get(pool, fresh, state), threads=4) as load:
-        time.sleep(1.0)
+        pool.wait_for(lambda: before <= set(load.answers), "the old workers answering the load")
         os.kill(pool.run.pid, signal.SIGHUP)
         pool.wait_for(lambda: before.isdisjoint(pool.run.worker_pids()), "every worker replaced")
-        time.sleep(1.0)
+        replaced = set(pool.run.worker_pids())
+        pool.wait_for(lambda: replaced <= set(load.answers), "the new workers answering the load")
     after = set(pool.run.worker_pids())
     assert load.failures == [], load.failures[:5]
     assert load.ok > 50
@@ -187,10 +195,15 @@ def test_sighup_fails_no_request_of_clients_that_never_retry(pool: Pool):
     for t in threads:
         t.start()
     try:
-        time.sleep(0.5)
+        pool.wait_for(lambda: all(counts), "every client answered before the roll")
         os.kill(pool.run.pid, signal.SIGHUP)
         pool.wait_for(lambda: before.isdisjoint(pool.run.worker_pids()), "every worker replaced")
-        time.sleep(0.5)
+        # every client's connection to an old worker is gone: each goes on with a new one
+        marks = list(counts)
+        pool.wait_for(
+            lambda: all(now > mark for now, mark in zip(counts, marks, strict=True)),
+            "every client answered by the new workers",
+        )
     finally:
         done.set()
         for t in threads:
@@ -234,13 +247,16 @@ def test_a_second_gateway_on_a_served_port_refuses_to_start(pool: Pool, tmp_path
 def test_killed_worker_is_replaced_and_new_connections_never_fail(pool: Pool):
     victim = pool.run.worker_pids()[0]
     with Load(lambda fresh, state: pool.worker_pid(), threads=2) as load:
-        time.sleep(0.5)
+        pool.wait_for(lambda: victim in load.answers, "the victim answering the load")
         os.kill(victim, signal.SIGKILL)
         pool.wait_for(
             lambda: victim not in pool.run.worker_pids() and len(pool.run.worker_pids()) == 2,
             "a replacement worker",
         )
-        time.sleep(1.0)
+        replacement = set(pool.run.worker_pids()) - {victim}
+        pool.wait_for(
+            lambda: replacement <= set(load.answers), "the replacement answering the load"
+        )
     # every request here is on a fresh connection: none was held by the victim
     # when it died except those in flight at that instant
     assert len(load.failures) <= 2, load.failures
@@ -269,14 +285,18 @@ def test_add_change_remove_and_break_a_cluster_file(pool: Pool, sim_clusters: Si
 
     pool.wait_for(shows_v2, "the changed cluster")
 
-    # broken: the last good definition keeps serving (on every worker)
+    # broken: the last good definition keeps serving (on every worker), once
+    # every worker reloaded and reported the broken document
+    since = len(pool.run.process.lines)
     (clusters / "extra.yaml").write_text("apiVersion: cluster.karpor.io/v1beta1\nkind: Cluster\n")
-    time.sleep(1.5)
+    pool.wait_for(
+        lambda: pool.logged_by_every_worker("extra.yaml: document 1", since),
+        "every worker reporting the broken file",
+    )
     for _ in range(10):
         assert shows_v2()
     status, _ = pool.get("/apis/cluster.karpor.io/v1beta1/clusters/extra/proxy/api/v1/namespaces")
     assert status == 200
-    assert "extra.yaml: document 1" in pool.run.process.output
 
     (clusters / "extra.yaml").unlink()
     pool.wait_for(lambda: "extra" not in pool.cluster_names(), "the removed cluster gone")

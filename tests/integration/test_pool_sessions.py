@@ -24,6 +24,7 @@ import pytest
 from support.gateway import GatewayRun, start_gateway, write_kubeconfig
 from support.kubectl import Kubectl
 from support.sim import SimRun
+from support.waits import wait_for
 
 pytestmark = pytest.mark.kubectl
 
@@ -164,16 +165,15 @@ def test_sighup_lets_sessions_finish_on_the_old_worker(setup: Setup) -> None:
 
 def _pids_exited(run: GatewayRun, patience: float = 10.0) -> list[str]:
     """The pids of workers that exited after draining (waits for one)."""
-    end = time.monotonic() + patience
-    while True:
-        pids = [
+
+    def exited() -> list[str]:
+        return [
             line.split(" pid ")[1].split()[0]
             for line in run.process.lines
             if "worker exited:" in line and " pid " in line
         ]
-        if pids or time.monotonic() > end:
-            return pids
-        time.sleep(0.1)
+
+    return wait_for(exited, patience, "a worker exiting", detail=lambda: run.process.output[-3000:])
 
 
 def test_sigterm_during_a_roll_cuts_the_old_workers_session(setup: Setup) -> None:
@@ -185,7 +185,9 @@ def test_sigterm_during_a_roll_cuts_the_old_workers_session(setup: Setup) -> Non
         started(proc)
         os.kill(run.pid, signal.SIGHUP)
         run.process.wait_for_line(r"worker draining: slot 0")
-        time.sleep(1.5)  # past the drain deadline: the session runs on
+        # not a wait: the session must outlive the drain deadline (1 s) set
+        # above, and nothing happens at that deadline to wait for
+        time.sleep(1.5)
         assert proc.poll() is None
         os.kill(run.pid, signal.SIGTERM)
         code, out, err = finish(proc)

@@ -14,7 +14,6 @@ import asyncio
 import json
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ import pytest
 import urllib3
 from support.frontgateway import start, stop
 from support.sim import SimRun, start_sim
+from support.waits import wait_for
 
 from karpor.auth.ca import CertificateAuthority
 
@@ -187,12 +187,11 @@ def test_many_watches_share_one_or_two_upstream_connections(setup: Setup) -> Non
         assert isinstance(obj, dict) and obj["metadata"]["name"] == PROBE
 
     # the clients are gone: their streams were cancelled, the connection stays
-    for _ in range(200):
-        stats = setup.stats()
-        if stats["streams"] == 0:
-            break
-        time.sleep(0.05)
-    assert stats["streams"] == 0
+    def cancelled() -> dict[str, int]:
+        now = setup.stats()
+        return now if now["streams"] == 0 else {}
+
+    stats = wait_for(cancelled, 10, "every stream cancelled")
     assert 1 <= stats["h2_connections"] <= 2
 
 
@@ -203,12 +202,13 @@ def _running_pod(setup: Setup, name: str) -> None:
         "POST", pods, body=json.dumps(pod), headers={"Content-Type": "application/json"}
     )
     assert r.status == 201, r.data
-    for _ in range(200):  # the pod runs after the simulator's start delay
+
+    def running() -> bool:
         r = setup.http.request("GET", f"{pods}/{name}")
-        if json.loads(r.data).get("status", {}).get("phase") == "Running":
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"pod {name} never ran")
+        return bool(json.loads(r.data).get("status", {}).get("phase") == "Running")
+
+    # the pod runs after the simulator's start delay
+    wait_for(running, 10, f"pod {name} running")
 
 
 def test_short_requests_keep_http11_and_logs_follow_streams(setup: Setup) -> None:

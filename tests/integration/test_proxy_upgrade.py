@@ -274,7 +274,7 @@ async def until_no_tunnels(setup: Setup) -> int:
         count = await live_tunnels(setup)
         if count == 0:
             break
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # the poll of this wait (support.waits.wait_for blocks the loop)
     return count
 
 

@@ -15,11 +15,15 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.waits import wait_for
 
 TESTS = Path(__file__).resolve().parents[1]
+#: how long a worker may take to start or be replaced (a safety net, not a timing assertion)
+PATIENCE = 30.0
 
 
 class Pool:
@@ -64,13 +68,14 @@ class Pool:
     def worker_pids(self, tries: int = 400) -> set[int]:
         return {self.get() for _ in range(tries)}
 
-    def wait_ready(self, count: int, timeout: float = 30.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if sum("worker ready" in line for line in self.lines) >= count:
-                return
-            time.sleep(0.05)
-        raise AssertionError("".join(self.lines))
+    def wait_for(self, predicate: Callable[[], object], what: str) -> None:
+        wait_for(predicate, PATIENCE, what, detail=lambda: "".join(self.lines))
+
+    def wait_ready(self, count: int) -> None:
+        self.wait_for(
+            lambda: sum("worker ready" in line for line in self.lines) >= count,
+            f"{count} workers ready",
+        )
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -142,7 +147,7 @@ class Load:
                 if conn is not None:
                     conn.close()
                     conn = None
-                time.sleep(0.01)
+                time.sleep(0.01)  # not a wait: a failing client backs off before it retries
 
 
 def test_both_workers_accept(pool):
@@ -153,9 +158,9 @@ def test_killed_worker_is_replaced_without_failed_new_connections(pool):
     before = pool.worker_pids()
     victim = min(before)
     with Load(pool, threads=2) as load:
-        time.sleep(0.5)
+        pool.wait_for(lambda: victim in load.pids, "the victim answering the load")
         os.kill(victim, signal.SIGKILL)
-        time.sleep(2.0)
+        pool.wait_for(lambda: set(load.pids) - before, "the replacement answering the load")
     after = pool.worker_pids()
     assert victim not in after
     assert len(after) == 2
@@ -169,10 +174,10 @@ def test_killed_worker_is_replaced_without_failed_new_connections(pool):
 def test_rolling_restart_under_load_fails_nothing(pool):
     before = pool.worker_pids()
     with Load(pool, threads=4) as load:
-        time.sleep(0.5)
+        pool.wait_for(lambda: before <= set(load.pids), "the old workers answering the load")
         pool.proc.send_signal(signal.SIGHUP)
         pool.wait_ready(4)
-        time.sleep(1.0)
+        pool.wait_for(lambda: len(set(load.pids) - before) == 2, "both new workers answering")
     after = pool.worker_pids()
     assert load.ok > 100
     assert load.failures == [], load.failures
@@ -194,10 +199,7 @@ def test_a_crash_looping_slot_takes_no_new_connections():
     p = Pool(2, FAKE_CRASH_SLOT="1")
     try:
         p.wait_ready(1)
-        end = time.monotonic() + 30
-        while not any("crash loop: slot 1" in line for line in p.lines):
-            assert time.monotonic() < end, "".join(p.lines)
-            time.sleep(0.05)
+        p.wait_for(lambda: any("crash loop: slot 1" in line for line in p.lines), "a crash loop")
         answered: list[int | str] = []
         for _ in range(20):
             conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=2)

@@ -61,7 +61,7 @@ class _Upstream(socketserver.BaseRequestHandler):
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n"
             )
-            time.sleep(3 * TIMEOUT)
+            time.sleep(3 * TIMEOUT)  # not a wait: the watch's event comes later than the timeout
             line = json.dumps(EVENT).encode() + b"\n"
             sock.sendall(b"%x\r\n%b\r\n0\r\n\r\n" % (len(line), line))
             return
@@ -69,7 +69,7 @@ class _Upstream(socketserver.BaseRequestHandler):
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             return
         if target.startswith(b"/slow"):
-            time.sleep(0.4 * TIMEOUT)
+            time.sleep(0.4 * TIMEOUT)  # not a wait: a slow answer, within the timeout
             body = b'{"kind":"Status","status":"Success"}'
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
             return

@@ -55,7 +55,7 @@ class Load(Generic[T]):
             except Exception as exc:  # every failure is counted
                 with self._lock:
                     self.failures.append(repr(exc))
-                time.sleep(0.01)
+                time.sleep(0.01)  # not a wait: a failing client backs off before it retries
                 continue
             with self._lock:
                 self.ok += 1

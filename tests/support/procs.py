@@ -42,7 +42,7 @@ def wait_for_port(host: str, port: int, deadline: float = STARTUP_DEADLINE) -> N
         except OSError:
             if time.monotonic() > end:
                 raise TimeoutError(f"nothing listens on {host}:{port}") from None
-            time.sleep(0.05)
+            time.sleep(0.05)  # the poll of this wait
 
 
 class ProcessError(RuntimeError):

@@ -93,7 +93,7 @@ def wait_until(condition: Callable[[], bool], deadline: float = 5.0, step: float
             return True
         if time.monotonic() > end:
             return False
-        time.sleep(step)
+        time.sleep(step)  # the poll of this wait
 
 
 class PeakRss:
