@@ -3,13 +3,15 @@
 Started by the supervisor (:mod:`karpor.app.supervisor`) with its slot's
 listening socket and a control socket inherited as file descriptors, and the
 ``twistd karpor`` options the supervisor was given.  It builds the gateway
-in-process (:class:`~karpor.app.service.GatewayService`, without a
-listener of its own), adopts the socket (:class:`~karpor.app.worker.WorkerRuntime`)
-and serves until told to drain.  Each worker loads and watches the clusters
-directory itself: nothing is shared on the request path but its metric
-values, written to the directory the supervisor names in its environment
-(``PROMETHEUS_MULTIPROC_DIR``, :mod:`karpor.metrics.multiprocess`), so any
-worker's ``/metrics`` shows every worker's.  Its log lines leave out
+in-process and adopts the socket: its service tree (:func:`worker_tree`)
+is the :class:`~karpor.app.service.GatewayService`, without a listener of
+its own, then the :class:`~karpor.app.worker.WorkerService` that serves
+it on the inherited socket until told to drain.  Each worker loads and
+watches the clusters directory itself: nothing is shared on the request
+path but its metric values, written to the directory the supervisor names
+in its environment (``PROMETHEUS_MULTIPROC_DIR``,
+:mod:`karpor.metrics.multiprocess`), so any worker's ``/metrics`` shows
+every worker's.  Its log lines leave out
 Twisted's own chatter (:func:`karpor.app.logs.start_logging`).  Its
 event loop is :class:`karpor.net.reactor.GatewayReactor`.
 """
@@ -33,7 +35,8 @@ from twisted.python import usage
 from karpor.app.logs import start_logging
 from karpor.app.service import GatewayService, Options
 from karpor.app.supervisor import CONTROL_FD, LISTEN_FD
-from karpor.app.worker import WorkerRuntime
+from karpor.app.tree import ServiceTree
+from karpor.app.worker import WorkerRuntime, WorkerService
 from karpor.net import reactor as event_loop
 
 log = Logger(namespace="karpor.worker")
@@ -62,6 +65,15 @@ class GatewayWorkerApp:
     def supervisor_state(self, state: dict[str, Any]) -> None:
         """Shown in the health output (``/healthz?verbose``)."""
         self.service.health.supervisor = state
+
+
+def worker_tree(gateway: GatewayService, worker: WorkerService) -> ServiceTree:
+    """A worker process's services: the gateway (without a listener), then
+    the runtime serving it on the inherited socket."""
+    tree = ServiceTree()
+    gateway.setServiceParent(tree)
+    worker.setServiceParent(tree)
+    return tree
 
 
 def parse(argv: Sequence[str]) -> tuple[int, int, Options]:
@@ -93,15 +105,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     service = GatewayService(settings, reactor, listen=False)
     service.health.worker = f"pid {os.getpid()} generation {generation}"
     runtime = WorkerRuntime(reactor, GatewayWorkerApp(service), generation, settings.host)
+    tree = worker_tree(service, WorkerService(runtime, CONTROL_FD, LISTEN_FD))
 
     def start() -> None:
         try:
-            service.startService()
+            tree.startService()
         except BaseException:
             log.failure("worker {pid} failed to start", pid=os.getpid())
             reactor.stop()
             return
-        runtime.start(CONTROL_FD, LISTEN_FD)
         # what start-up built (modules, the configuration, contexts) lives
         # as long as the worker: keep the collector from scanning it again
         # and again while requests churn short-lived objects

@@ -9,6 +9,9 @@ is only bound, so it takes connections only from here on), reports
 :class:`~karpor.app.control.Ready`, and drains on
 :class:`~karpor.app.control.Drain`, on SIGTERM/SIGINT, or when the
 supervisor goes away; then it stops the reactor (exit 0).
+:class:`WorkerService` is the runtime as the last child of a worker
+process's service tree: it starts once what it serves has started, and
+stopping it drains.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import socket
 from types import FrameType
 from typing import Any, Protocol
 
+from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, connectionDone
@@ -151,3 +155,26 @@ class WorkerRuntime:
         log.info("worker {pid} drained; exiting", pid=os.getpid())
         if self.reactor.running:
             self.reactor.stop()
+
+
+class WorkerService(Service):
+    """A :class:`WorkerRuntime` as a service: started, it adopts the inherited
+    descriptors and reports ready (:meth:`WorkerRuntime.start`); stopped, it
+    drains (:data:`DEFAULT_DRAIN`) unless it drains already."""
+
+    name = "worker"
+
+    def __init__(self, runtime: WorkerRuntime, control_fd: int, listen_fd: int) -> None:
+        self.runtime = runtime
+        self._fds = (control_fd, listen_fd)
+
+    def startService(self) -> None:
+        """Adopt the sockets, serve, report Ready."""
+        super().startService()
+        self.runtime.start(*self._fds)
+
+    def stopService(self) -> None:
+        """Drain (the runtime stops the reactor once drained)."""
+        super().stopService()
+        if not self.runtime.draining:
+            self.runtime.drain(DEFAULT_DRAIN)

@@ -1,0 +1,247 @@
+"""Service trees: start in the order children were added, stop in reverse,
+and a child that fails to start stops what already started."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import values
+from twisted.application.service import IService, Service
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock
+
+from karpor.app import processes
+from karpor.app.processes import ProcessPoolService
+from karpor.app.service import GatewayService, resolve_settings
+from karpor.app.settings import Settings
+from karpor.app.tree import Part, PeriodicCall, ServiceTree
+from karpor.metrics import multiprocess
+from karpor.net.tlstransport import TLSPort
+
+CLUSTER = """\
+apiVersion: cluster.karpor.io/v1beta1
+kind: Cluster
+metadata: {name: one}
+spec:
+  access:
+    endpoint: https://127.0.0.1:6443
+    insecure: true
+    credential: {type: ServiceAccountToken, serviceAccountToken: tok-secret}
+"""
+
+
+class Recorder(Service):
+    """Records its start and stop in a shared list; may fail or stop slowly."""
+
+    def __init__(
+        self,
+        name: str,
+        events: list[str],
+        fail: bool = False,
+        stopped: defer.Deferred[None] | None = None,
+    ) -> None:
+        self.name = name
+        self.events = events
+        self.fail = fail
+        self.stopped = stopped
+
+    def startService(self) -> None:
+        if self.fail:
+            raise SystemExit(f"{self.name} cannot start")
+        super().startService()
+        self.events.append(f"start {self.name}")
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        super().stopService()
+        self.events.append(f"stop {self.name}")
+        return self.stopped
+
+
+def record(tree: ServiceTree, events: list[str]) -> None:
+    """Make every child of ``tree`` note its start and stop in ``events``."""
+    for child in tree:
+        start, stop = child.startService, child.stopService
+
+        def started(child: IService = child, start: Any = start) -> None:
+            start()
+            events.append(f"start {child.name}")
+
+        def stopping(child: IService = child, stop: Any = stop) -> Any:
+            events.append(f"stop {child.name}")
+            return stop()
+
+        child.startService = started
+        child.stopService = stopping
+
+
+def test_children_start_in_order_and_stop_in_reverse_waiting_for_each():
+    events: list[str] = []
+    slow: defer.Deferred[None] = defer.Deferred()
+    tree = ServiceTree()
+    children = (Recorder("a", events), Recorder("b", events, stopped=slow), Recorder("c", events))
+    for child in children:
+        child.setServiceParent(tree)
+    tree.startService()
+    assert events == ["start a", "start b", "start c"]
+    done = tree.stopService()
+    assert events[3:] == ["stop c", "stop b", "stop a"]
+    assert not done.called  # b still stopping
+    slow.callback(None)
+    assert done.called
+
+
+def test_a_child_that_fails_to_start_stops_the_ones_started_before_it():
+    events: list[str] = []
+    tree = ServiceTree()
+    for child in (
+        Recorder("a", events),
+        Recorder("b", events),
+        Recorder("c", events, fail=True),
+        Recorder("d", events),
+    ):
+        child.setServiceParent(tree)
+    with pytest.raises(SystemExit, match="c cannot start"):
+        tree.startService()
+    assert events == ["start a", "start b", "stop b", "stop a"]
+    assert not tree.running and not any(child.running for child in tree)
+
+
+def test_a_part_runs_its_teardown_once():
+    calls: list[str] = []
+    part = Part("p", lambda: lambda: calls.append("down"))
+    part.startService()
+    part.stopService()
+    part.stopService()
+    assert calls == ["down"] and part.name == "p"
+
+
+def test_a_periodic_call_first_calls_one_interval_after_its_start():
+    clock = MemoryReactorClock()
+    calls: list[float] = []
+    periodic = PeriodicCall(clock, 0.5, lambda: calls.append(clock.seconds()))
+    periodic.startService()
+    assert calls == []
+    clock.advance(0.5)
+    clock.advance(0.5)
+    periodic.stopService()
+    clock.advance(5)
+    assert calls == [0.5, 1.0] and not clock.getDelayedCalls()
+
+
+# -- the gateway ------------------------------------------------------------------
+
+
+@pytest.fixture
+def gateway_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    clusters = tmp_path / "clusters"
+    clusters.mkdir()
+    (clusters / "one.yaml").write_text(CLUSTER)
+
+    def listen(reactor: Any, port: int, factory: Any, context: Any, interface: str = "") -> Any:
+        return reactor.listenTCP(port, factory, interface=interface)
+
+    monkeypatch.setattr(TLSPort, "listen", listen)
+    settings = resolve_settings(
+        None,
+        {"clusters_dir": str(clusters), "state_dir": str(tmp_path / "state"), "port": "9443"},
+        demo=False,
+    )
+    return dataclasses.replace(settings, audit_log=str(tmp_path / "audit.log"))
+
+
+def test_the_gateway_starts_its_parts_in_order_and_stops_them_in_reverse(gateway_settings):
+    reactor = MemoryReactorClock()
+    gateway = GatewayService(gateway_settings, reactor=reactor)
+    assert [child.name for child in gateway] == list(GatewayService.PARTS)
+    events: list[str] = []
+    record(gateway, events)
+    gateway.startService()
+    parts = list(GatewayService.PARTS)
+    assert events == [f"start {name}" for name in parts]
+    assert gateway.serving is not None and gateway.prober is not None
+    assert gateway.audit is not None
+    assert reactor.tcpServers and reactor.getDelayedCalls()  # listening; timers running
+    gateway.stopService()
+    assert events[len(parts) :] == [f"stop {name}" for name in reversed(parts)]
+    assert gateway.prober is None and gateway.audit is None
+    assert not reactor.getDelayedCalls()  # no timer left: probes, polls, samples
+
+
+def test_a_worker_gateway_has_no_listener(gateway_settings):
+    gateway = GatewayService(gateway_settings, reactor=MemoryReactorClock(), listen=False)
+    assert [child.name for child in gateway] == [
+        name for name in GatewayService.PARTS if name != "listener"
+    ]
+
+
+def test_a_port_that_cannot_be_bound_stops_what_already_started(gateway_settings, monkeypatch):
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise CannotListenError("127.0.0.1", 9443, OSError(98, "Address already in use"))
+
+    monkeypatch.setattr(TLSPort, "listen", refuse)
+    reactor = MemoryReactorClock()
+    gateway = GatewayService(gateway_settings, reactor=reactor)
+    events: list[str] = []
+    record(gateway, events)
+    refused = r"cannot listen on 127\.0\.0\.1:9443: Address already in use"
+    with pytest.raises(SystemExit, match=refused):
+        gateway.startService()
+    before = list(GatewayService.PARTS)[: GatewayService.PARTS.index("listener")]
+    assert events == [
+        *(f"start {name}" for name in before),
+        *(f"stop {name}" for name in reversed(before)),
+    ]
+    assert not any(child.running for child in gateway)
+    assert gateway.audit is None and gateway.prober is None and gateway.serving is None
+    assert not reactor.getDelayedCalls()  # the watcher, the prober, the timers: all stopped
+
+
+# -- the supervisor ---------------------------------------------------------------
+
+
+class FakeSupervisor(Service):
+    """Stands in for the worker slots: stopping waits for :attr:`drained`."""
+
+    def __init__(self, reactor: Any, host: str, port: int, workers: int, *a: Any, **k: Any):
+        self.port = 8443
+        self.workers = workers
+        self.drained: defer.Deferred[None] = defer.Deferred()
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        return self.drained
+
+
+def test_the_supervisor_exits_cleanly_once_its_workers_drained(gateway_settings, monkeypatch):
+    monkeypatch.setattr(processes, "Supervisor", FakeSupervisor)
+    monkeypatch.setattr(processes, "refuse_if_served", lambda host, port: None)
+    # the supervisor names its metrics directory in the environment: restored after
+    monkeypatch.delenv(multiprocess.ENV, raising=False)
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)
+    previous = signal.getsignal(signal.SIGHUP)
+    reactor = MemoryReactorClock()
+    reactor._exitSignal = signal.SIGTERM  # type: ignore[attr-defined]
+    settings = dataclasses.replace(gateway_settings, workers=2, audit_log=None)
+    pool = ProcessPoolService(settings, [], lambda: settings, reactor=reactor)
+    assert [child.name for child in pool] == list(ProcessPoolService.PARTS)
+    events: list[str] = []
+    record(pool, events)
+    pool.startService()
+    assert events == [f"start {name}" for name in ProcessPoolService.PARTS]
+    assert signal.getsignal(signal.SIGHUP) != previous
+    supervisor = pool.supervisor
+    assert isinstance(supervisor, FakeSupervisor) and supervisor.running
+    done = pool.stopService()
+    assert events[len(ProcessPoolService.PARTS) :] == [
+        f"stop {name}" for name in reversed(ProcessPoolService.PARTS)
+    ]
+    assert signal.getsignal(signal.SIGHUP) == previous
+    assert not done.called and reactor._exitSignal == signal.SIGTERM
+    supervisor.drained.callback(None)
+    assert done.called and reactor._exitSignal is None
+    values.close_all_multiprocess_files()
