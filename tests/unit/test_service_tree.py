@@ -12,13 +12,15 @@ import pytest
 from prometheus_client import values
 from twisted.application.service import IService, Service
 from twisted.internet import defer
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ProcessDone
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 
 from karpor.app import processes
 from karpor.app.processes import ProcessPoolService
 from karpor.app.service import GatewayService, resolve_settings
 from karpor.app.settings import Settings
+from karpor.app.supervisor import Supervisor
 from karpor.app.tree import Part, PeriodicCall, ServiceTree
 from karpor.metrics import multiprocess
 from karpor.net.tlstransport import TLSPort
@@ -245,3 +247,77 @@ def test_the_supervisor_exits_cleanly_once_its_workers_drained(gateway_settings,
     supervisor.drained.callback(None)
     assert done.called and reactor._exitSignal is None
     values.close_all_multiprocess_files()
+
+
+# -- the worker slots -------------------------------------------------------------
+
+
+class FakeProcess:
+    """A worker process as the supervisor sees it: signals are recorded."""
+
+    def __init__(self, protocol: Any, pid: int, signals: list[tuple[int, str]]) -> None:
+        self.protocol = protocol
+        self.pid = pid
+        self._signals = signals
+
+    def signalProcess(self, name: str) -> None:
+        self._signals.append((self.pid, name))
+
+    def end(self) -> None:
+        self.protocol.processEnded(Failure(ProcessDone(0)))
+
+
+class ProcessReactor(MemoryReactorClock):
+    """A memory reactor that "starts" processes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processes: list[FakeProcess] = []
+        self.signals: list[tuple[int, str]] = []
+
+    def spawnProcess(self, protocol: Any, executable: str, args: Any, **kw: Any) -> FakeProcess:
+        process = FakeProcess(protocol, 100 + len(self.processes), self.signals)
+        self.processes.append(process)
+        return process
+
+
+def test_the_supervisor_is_a_tree_of_worker_slots():
+    reactor = ProcessReactor()
+    supervisor = Supervisor(reactor, "127.0.0.1", 0, 2, lambda slot, gen: ["w", str(slot)])
+    supervisor.startService()
+    try:
+        assert [slot.name for slot in supervisor] == ["slot-0", "slot-1"]
+        assert [w["slot"] for w in supervisor.state()["workers"]] == [0, 1]
+        supervisor.resize(3)
+        assert [slot.name for slot in supervisor] == ["slot-0", "slot-1", "slot-2"]
+        assert [p.pid for p in reactor.processes] == [100, 101, 102]
+    finally:
+        done = supervisor.stopService()
+    # the last slot is told first; each worker is asked to drain (SIGTERM: no control yet)
+    assert reactor.signals == [(102, "TERM"), (101, "TERM"), (100, "TERM")]
+    assert not done.called
+    assert all(slot.socket is not None for slot in supervisor)
+    for process in reactor.processes:
+        process.end()
+    assert done.called  # every worker exited: the sockets are closed
+    assert all(slot.socket is None for slot in supervisor)
+
+
+def test_a_slot_removed_by_a_resize_drains_its_worker_and_then_closes_its_socket():
+    reactor = ProcessReactor()
+    supervisor = Supervisor(reactor, "127.0.0.1", 0, 2, lambda slot, gen: ["w", str(slot)])
+    supervisor.startService()
+    [first, second] = list(supervisor)
+    supervisor.resize(1)
+    assert list(supervisor) == [first] and not second.running
+    assert reactor.signals == [(101, "TERM")]
+    assert second.socket is not None  # until its worker has exited
+    reactor.processes[1].end()
+    assert second.socket is None and first.socket is not None
+    reactor.processes[0].end()  # the current worker dies: the slot starts another
+    reactor.advance(0)
+    assert len(reactor.processes) == 3 and first.current is not None
+    assert first.current.pid == 102
+    done = supervisor.stopService()
+    reactor.processes[2].end()
+    assert done.called and first.socket is None
