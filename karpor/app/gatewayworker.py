@@ -3,10 +3,10 @@
 Started by the supervisor (:mod:`karpor.app.supervisor`) with its slot's
 listening socket and a control socket inherited as file descriptors, and the
 ``twistd karpor`` options the supervisor was given.  It builds the gateway
-in-process and adopts the socket: its service tree (:func:`worker_tree`)
-is the :class:`~karpor.app.service.GatewayService`, without a listener of
-its own, then the :class:`~karpor.app.worker.WorkerService` that serves
-it on the inherited socket until told to drain.  Each worker loads and
+in-process and adopts the socket: its top service is a
+:class:`~karpor.app.worker.WorkerService` whose child is the
+:class:`~karpor.app.service.GatewayService` (without a listener of its
+own); it serves the gateway on the inherited socket until told to drain.  Each worker loads and
 watches the clusters directory itself: nothing is shared on the request
 path but its metric values, written to the directory the supervisor names
 in its environment (``PROMETHEUS_MULTIPROC_DIR``,
@@ -35,7 +35,6 @@ from twisted.python import usage
 from karpor.app.logs import start_logging
 from karpor.app.service import GatewayService, Options
 from karpor.app.supervisor import CONTROL_FD, LISTEN_FD
-from karpor.app.tree import ServiceTree
 from karpor.app.worker import WorkerRuntime, WorkerService
 from karpor.net import reactor as event_loop
 
@@ -67,15 +66,6 @@ class GatewayWorkerApp:
         self.service.health.supervisor = state
 
 
-def worker_tree(gateway: GatewayService, worker: WorkerService) -> ServiceTree:
-    """A worker process's services: the gateway (without a listener), then
-    the runtime serving it on the inherited socket."""
-    tree = ServiceTree()
-    gateway.setServiceParent(tree)
-    worker.setServiceParent(tree)
-    return tree
-
-
 def parse(argv: Sequence[str]) -> tuple[int, int, Options]:
     """``--slot S --generation G -- <twistd karpor options>``."""
     parser = argparse.ArgumentParser(prog="karpor-worker")
@@ -105,11 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     service = GatewayService(settings, reactor, listen=False)
     service.health.worker = f"pid {os.getpid()} generation {generation}"
     runtime = WorkerRuntime(reactor, GatewayWorkerApp(service), generation, settings.host)
-    tree = worker_tree(service, WorkerService(runtime, CONTROL_FD, LISTEN_FD))
+    worker = WorkerService(runtime, CONTROL_FD, LISTEN_FD)
+    service.setServiceParent(worker)
 
     def start() -> None:
         try:
-            tree.startService()
+            worker.startService()
         except BaseException:
             log.failure("worker {pid} failed to start", pid=os.getpid())
             reactor.stop()

@@ -9,9 +9,8 @@ is only bound, so it takes connections only from here on), reports
 :class:`~karpor.app.control.Ready`, and drains on
 :class:`~karpor.app.control.Drain`, on SIGTERM/SIGINT, or when the
 supervisor goes away; then it stops the reactor (exit 0).
-:class:`WorkerService` is the runtime as the last child of a worker
-process's service tree: it starts once what it serves has started, and
-stopping it drains.
+:class:`WorkerService` is a worker process's top service: what the worker
+serves is its child and starts first; stopping it drains.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from karpor.app import control
+from karpor.app.tree import ServiceTree
 from karpor.net.listener import start_listening
 
 log = Logger(namespace="karpor.worker")
@@ -157,24 +157,33 @@ class WorkerRuntime:
             self.reactor.stop()
 
 
-class WorkerService(Service):
-    """A :class:`WorkerRuntime` as a service: started, it adopts the inherited
-    descriptors and reports ready (:meth:`WorkerRuntime.start`); stopped, it
-    drains (:data:`DEFAULT_DRAIN`) unless it drains already."""
+class WorkerService(ServiceTree):
+    """A worker process's top service: its children (what the worker
+    serves: the gateway) start first, then the runtime adopts the inherited
+    descriptors and reports ready (:meth:`WorkerRuntime.start`).  Stopping
+    it drains (:data:`DEFAULT_DRAIN`) unless it drains already: the app
+    finishes in-flight work and stops, then the reactor stops."""
 
     name = "worker"
 
     def __init__(self, runtime: WorkerRuntime, control_fd: int, listen_fd: int) -> None:
+        super().__init__()
         self.runtime = runtime
         self._fds = (control_fd, listen_fd)
 
     def startService(self) -> None:
-        """Adopt the sockets, serve, report Ready."""
+        """Start the children, then adopt the sockets, serve, report Ready
+        (if that fails, the children stop again)."""
         super().startService()
-        self.runtime.start(*self._fds)
+        try:
+            self.runtime.start(*self._fds)
+        except BaseException:
+            super().stopService()
+            raise
 
-    def stopService(self) -> None:
-        """Drain (the runtime stops the reactor once drained)."""
-        super().stopService()
+    def stopService(self) -> defer.Deferred[Any]:
+        """Drain; the app stops once drained, then the reactor."""
+        Service.stopService(self)
         if not self.runtime.draining:
             self.runtime.drain(DEFAULT_DRAIN)
+        return defer.succeed(None)

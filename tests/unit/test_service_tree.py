@@ -4,9 +4,10 @@ and a child that fails to start stops what already started."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client import values
@@ -17,11 +18,13 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 from karpor.app import processes
+from karpor.app.demo import make_demo_service
 from karpor.app.processes import ProcessPoolService
 from karpor.app.service import GatewayService, resolve_settings
 from karpor.app.settings import Settings
 from karpor.app.supervisor import Supervisor
 from karpor.app.tree import Part, PeriodicCall, ServiceTree
+from karpor.app.worker import WorkerRuntime, WorkerService
 from karpor.metrics import multiprocess
 from karpor.net.tlstransport import TLSPort
 
@@ -223,7 +226,8 @@ def test_the_supervisor_exits_cleanly_once_its_workers_drained(gateway_settings,
     monkeypatch.setattr(processes, "Supervisor", FakeSupervisor)
     monkeypatch.setattr(processes, "refuse_if_served", lambda host, port: None)
     # the supervisor names its metrics directory in the environment: restored after
-    monkeypatch.delenv(multiprocess.ENV, raising=False)
+    monkeypatch.setenv(multiprocess.ENV, "")
+    monkeypatch.delenv(multiprocess.ENV)
     monkeypatch.setattr(values, "ValueClass", values.ValueClass)
     previous = signal.getsignal(signal.SIGHUP)
     reactor = MemoryReactorClock()
@@ -321,3 +325,73 @@ def test_a_slot_removed_by_a_resize_drains_its_worker_and_then_closes_its_socket
     done = supervisor.stopService()
     reactor.processes[2].end()
     assert done.called and first.socket is None
+
+
+# -- the worker and the demo ------------------------------------------------------
+
+
+class FakeRuntime:
+    """Stands in for the worker runtime: records its start and drain."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.draining = False
+
+    def start(self, control_fd: int, listen_fd: int) -> None:
+        self.events.append(f"runtime start {control_fd} {listen_fd}")
+
+    def drain(self, deadline: float, sessions: float | None = None) -> None:
+        self.draining = True
+        self.events.append(f"runtime drain {deadline:.0f}")
+
+
+def test_a_worker_serves_once_its_gateway_started_and_stopping_it_drains(gateway_settings):
+    events: list[str] = []
+    gateway = GatewayService(gateway_settings, reactor=MemoryReactorClock(), listen=False)
+    worker = WorkerService(cast(WorkerRuntime, FakeRuntime(events)), 3, 4)
+    gateway.setServiceParent(worker)
+    record(gateway, events)
+    worker.startService()
+    assert events[-2:] == ["start serving", "runtime start 3 4"]
+    worker.stopService()
+    assert events[-1] == "runtime drain 30"
+    assert gateway.running  # until drained: the app stops it then
+
+
+def test_a_worker_whose_gateway_fails_to_start_never_reports_ready(gateway_settings):
+    events: list[str] = []
+    settings = dataclasses.replace(gateway_settings, audit_log="/nonexistent/dir/audit.log")
+    gateway = GatewayService(settings, reactor=MemoryReactorClock(), listen=False)
+    worker = WorkerService(cast(WorkerRuntime, FakeRuntime(events)), 3, 4)
+    gateway.setServiceParent(worker)
+    with pytest.raises(SystemExit, match="auditLog"):
+        worker.startService()
+    assert events == [] and not any(child.running for child in gateway)
+
+
+def test_the_demo_starts_the_clusters_their_files_the_gateway_then_the_kubeconfig(
+    tmp_path, monkeypatch
+):
+    def listen(reactor: Any, port: int, factory: Any, context: Any, interface: str = "") -> Any:
+        return reactor.listenTCP(port, factory, interface=interface)
+
+    monkeypatch.setattr(TLSPort, "listen", listen)
+    out = io.StringIO()
+    settings = resolve_settings(None, {"port": "9443"}, demo=True, cwd=str(tmp_path))
+    demo = cast(ServiceTree, make_demo_service(settings, reactor=MemoryReactorClock(), out=out))
+    names = [type(child).__name__ for child in demo]
+    assert names == [
+        "SimulatedCluster",
+        "SimulatedCluster",
+        "ClusterFilesService",
+        "GatewayService",
+        "AdminKubeconfig",
+    ]
+    demo.startService()
+    try:
+        assert "--context sim-1 get pods -A" in out.getvalue()
+        assert (tmp_path / "karpor-demo" / "admin.kubeconfig").exists()
+        clusters = tmp_path / "karpor-demo" / "clusters"
+        assert sorted(p.name for p in clusters.glob("*.yaml")) == ["sim-1.yaml", "sim-2.yaml"]
+    finally:
+        demo.stopService()
