@@ -9,8 +9,10 @@ and prints the one line to try::
 
     kubectl --kubeconfig karpor-demo/admin.kubeconfig --context sim-1 get pods -A
 
-The state directory is ``./karpor-demo`` unless ``--state-dir`` says
-otherwise.  Nothing but this package is needed.
+The demo is one service tree (:func:`make_demo_service`): the simulated
+clusters, their files, the gateway, the admin kubeconfig, started in that
+order and stopped in reverse.  The state directory is ``./karpor-demo``
+unless ``--state-dir`` says otherwise.  Nothing but this package is needed.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService, Service
 from twisted.logger import Logger
 
 from karpor.app.service import GatewayService, Serving
 from karpor.app.settings import Settings
 from karpor.app.state import create_directory
+from karpor.app.tree import ServiceTree
 from karpor.auth.ca import write_private
 from karpor.auth.kubeconfig import build_kubeconfig, dump_kubeconfig
 from karpor.sim.cluster import SimulatedCluster
@@ -69,16 +72,23 @@ def shown_path(path: Path, cwd: str | None = None) -> str:
     return str(path) if relative.startswith("..") else relative
 
 
-class AdminKubeconfig:
-    """Writes the admin kubeconfig once the gateway serves, and prints the line to try."""
+class AdminKubeconfig(Service):
+    """Once the gateway serves: writes the admin kubeconfig and prints the line to try."""
 
     log = Logger()
 
-    def __init__(self, state_dir: Path, out: Any = None) -> None:
+    def __init__(self, gateway: GatewayService, state_dir: Path, out: Any = None) -> None:
+        self.gateway = gateway
         self.path = state_dir / ADMIN_KUBECONFIG
         self._out = out
 
-    def __call__(self, serving: Serving) -> None:
+    def startService(self) -> None:
+        """Write the kubeconfig for where the gateway serves."""
+        assert self.gateway.serving is not None
+        self.write(self.gateway.serving)
+        super().startService()
+
+    def write(self, serving: Serving) -> None:
         """Issue the admin certificate and write the kubeconfig (mode 0600)."""
         ca = serving.state.ca
         issued = ca.issue_client(ADMIN_USER, ADMIN_GROUPS)
@@ -96,13 +106,15 @@ class AdminKubeconfig:
 
 
 def make_demo_service(settings: Settings, reactor: Any = None, out: Any = None) -> IService:
-    """The demo's services: the simulated clusters, their files, the gateway."""
+    """The demo, a :class:`~karpor.app.tree.ServiceTree`: the simulated
+    clusters, their files, the gateway, the admin kubeconfig (started in
+    that order, stopped in reverse)."""
     assert settings.state_dir is not None
     state_dir = Path(settings.state_dir)
     clusters_dir = state_dir / CLUSTERS_SUBDIR
     create_directory(state_dir)
     clusters_dir.mkdir(mode=0o700, exist_ok=True)
-    top = MultiService()
+    top = ServiceTree()
     sims = [SimulatedCluster(name, reactor=reactor) for name in CLUSTER_NAMES]
     for sim in sims:
         sim.setServiceParent(top)
@@ -115,7 +127,7 @@ def make_demo_service(settings: Settings, reactor: Any = None, out: Any = None) 
         state_dir=str(state_dir),
         source=settings.source,
     )
-    GatewayService(
-        gateway_settings, reactor=reactor, on_serving=AdminKubeconfig(state_dir, out)
-    ).setServiceParent(top)
+    gateway = GatewayService(gateway_settings, reactor=reactor)
+    gateway.setServiceParent(top)
+    AdminKubeconfig(gateway, state_dir, out).setServiceParent(top)
     return top

@@ -3,13 +3,15 @@
 Started by the supervisor (:mod:`karpor.app.supervisor`) with its slot's
 listening socket and a control socket inherited as file descriptors, and the
 ``twistd karpor`` options the supervisor was given.  It builds the gateway
-in-process (:class:`~karpor.app.service.GatewayService`, without a
-listener of its own), adopts the socket (:class:`~karpor.app.worker.WorkerRuntime`)
-and serves until told to drain.  Each worker loads and watches the clusters
-directory itself: nothing is shared on the request path but its metric
-values, written to the directory the supervisor names in its environment
-(``PROMETHEUS_MULTIPROC_DIR``, :mod:`karpor.metrics.multiprocess`), so any
-worker's ``/metrics`` shows every worker's.  Its log lines leave out
+in-process and adopts the socket: its top service is a
+:class:`~karpor.app.worker.WorkerService` whose child is the
+:class:`~karpor.app.service.GatewayService` (without a listener of its
+own); it serves the gateway on the inherited socket until told to drain.  Each worker loads and
+watches the clusters directory itself: nothing is shared on the request
+path but its metric values, written to the directory the supervisor names
+in its environment (``PROMETHEUS_MULTIPROC_DIR``,
+:mod:`karpor.metrics.multiprocess`), so any worker's ``/metrics`` shows
+every worker's.  Its log lines leave out
 Twisted's own chatter (:func:`karpor.app.logs.start_logging`).  Its
 event loop is :class:`karpor.net.reactor.GatewayReactor`.
 """
@@ -33,7 +35,7 @@ from twisted.python import usage
 from karpor.app.logs import start_logging
 from karpor.app.service import GatewayService, Options
 from karpor.app.supervisor import CONTROL_FD, LISTEN_FD
-from karpor.app.worker import WorkerRuntime
+from karpor.app.worker import WorkerRuntime, WorkerService
 from karpor.net import reactor as event_loop
 
 log = Logger(namespace="karpor.worker")
@@ -93,15 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     service = GatewayService(settings, reactor, listen=False)
     service.health.worker = f"pid {os.getpid()} generation {generation}"
     runtime = WorkerRuntime(reactor, GatewayWorkerApp(service), generation, settings.host)
+    worker = WorkerService(runtime, CONTROL_FD, LISTEN_FD)
+    service.setServiceParent(worker)
 
     def start() -> None:
         try:
-            service.startService()
+            worker.startService()
         except BaseException:
             log.failure("worker {pid} failed to start", pid=os.getpid())
             reactor.stop()
             return
-        runtime.start(CONTROL_FD, LISTEN_FD)
         # what start-up built (modules, the configuration, contexts) lives
         # as long as the worker: keep the collector from scanning it again
         # and again while requests churn short-lived objects

@@ -34,7 +34,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
@@ -42,6 +41,7 @@ from twisted.python import usage
 from karpor.app import state
 from karpor.app.settings import Settings
 from karpor.app.supervisor import Supervisor
+from karpor.app.tree import Part, ServiceTree, Teardown
 from karpor.auth.access import AccessError
 from karpor.auth.frontproxysource import check as check_front_proxy
 from karpor.metrics import listener, multiprocess
@@ -73,8 +73,19 @@ def worker_command(
     return command
 
 
-class ProcessPoolService(Service):
-    """The supervisor of the gateway's worker processes."""
+class ProcessPoolService(ServiceTree):
+    """The supervisor of the gateway's worker processes, a
+    :class:`~karpor.app.tree.ServiceTree` of parts started in the order of
+    :attr:`PARTS` and stopped in reverse: ``state`` (the state directory,
+    the front-proxy check and the workers' metrics directory),
+    ``supervisor`` (the worker slots: draining them is what stopping waits
+    for), ``metrics-listener`` (``metricsAddress``), ``serving``
+    (``gateway.json``) and ``sighup`` (the rolling restart's signal
+    handler).  Once every worker has drained the process exits 0 and a
+    temporary metrics directory is removed."""
+
+    #: the parts, in start order
+    PARTS = ("state", "supervisor", "metrics-listener", "serving", "sighup")
 
     def __init__(
         self,
@@ -83,6 +94,7 @@ class ProcessPoolService(Service):
         reload_settings: Callable[[], Settings],
         reactor: Any = None,
     ) -> None:
+        super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor  # noqa: PLC0415
 
@@ -92,21 +104,29 @@ class ProcessPoolService(Service):
         self._arguments = list(worker_arguments)
         self._reload_settings = reload_settings
         self.supervisor: Supervisor | None = None
-        self._previous_hup: Any = None
+        self._state: state.GatewayState | None = None
         #: the workers' shared metrics directory, and whether it is temporary
         self.metrics_dir: Path | None = None
         self._metrics_temporary = False
-        self._metrics_port: Any = None
+        starts: dict[str, Callable[[], Teardown | None]] = {
+            "state": self._open_state,
+            "supervisor": self._start_supervisor,
+            "metrics-listener": self._serve_metrics,
+            "serving": self._record,
+            "sighup": self._handle_hup,
+        }
+        for name in self.PARTS:
+            Part(name, starts[name]).setServiceParent(self)
 
-    def startService(self) -> None:
-        """Prepare the state directory, then start the workers."""
+    def _open_state(self) -> None:
+        """``state``: refuse a port another gateway serves (before anything is
+        written), prepare the state directory once (before any worker could
+        race to), check ``requestHeader.fromCluster`` once (rather than in
+        every worker), prepare the workers' metrics directory."""
         settings = self.settings
-        assert settings.state_dir is not None and settings.clusters_dir is not None
-        # before anything is written: a port another gateway serves ends the start
         refuse_if_served(settings.host, settings.port)
-        prepared = state.prepare_for(settings, log)
+        prepared = self._state = state.prepare_for(settings, log)
         try:
-            # requestHeader.fromCluster: fail here, once, rather than in every worker
             check_front_proxy(settings.authentication)
         except AccessError as exc:
             raise SystemExit(f"karpor: {exc}") from None
@@ -114,7 +134,12 @@ class ProcessPoolService(Service):
         self.metrics_dir = multiprocess.prepare_for(prepared.directory, prepared.read_only)
         self._metrics_temporary = prepared.read_only
         multiprocess.use(self.metrics_dir)
-        self.supervisor = Supervisor(
+
+    def _start_supervisor(self) -> Teardown:
+        """``supervisor``: open the slots' sockets and start the workers;
+        on stop, drain them."""
+        settings = self.settings
+        supervisor = self.supervisor = Supervisor(
             self.reactor,
             settings.host,
             settings.port,
@@ -124,19 +149,38 @@ class ProcessPoolService(Service):
             session_drain_timeout=settings.session_drain_timeout,
             metrics=SupervisorMetrics(str(self.metrics_dir)),
         )
-        self.supervisor.startService()
-        address = settings.metrics_address
-        if address is not None:
-            view = Exposition(directory=str(self.metrics_dir), registry=None, clusters=None)
-            self._metrics_port = listener.listen(self.reactor, address, view.render)
+        supervisor.startService()
+        return supervisor.stopService
+
+    def _serve_metrics(self) -> Teardown | None:
+        """``metrics-listener``: every worker's metrics at ``metricsAddress``."""
+        address = self.settings.metrics_address
+        if address is None:
+            return None
+        view = Exposition(directory=str(self.metrics_dir), registry=None, clusters=None)
+        return listener.listen(self.reactor, address, view.render).stopListening
+
+    def _record(self) -> None:
+        """``serving``: ``gateway.json`` names the clusters directory and the URL."""
+        settings, prepared, supervisor = self.settings, self._state, self.supervisor
+        assert settings.clusters_dir is not None
+        assert prepared is not None and supervisor is not None
         prepared.record(
             state.GatewayRecord(
                 state.absolute(settings.clusters_dir),
-                state.default_server(settings.host, self.supervisor.port),
+                state.default_server(settings.host, supervisor.port),
             )
         )
-        self._previous_hup = signal.signal(signal.SIGHUP, self._on_hup)
-        super().startService()
+
+    def _handle_hup(self) -> Teardown:
+        """``sighup``: SIGHUP rolls the workers (:meth:`reload`)."""
+        previous = signal.signal(signal.SIGHUP, self._on_hup)
+
+        def restore() -> None:
+            if previous is not None:
+                signal.signal(signal.SIGHUP, previous)
+
+        return restore
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         self.reactor.callFromThread(self.reload)
@@ -167,19 +211,11 @@ class ProcessPoolService(Service):
             d.addCallback(lambda _: supervisor.resize(new.workers))
         return d
 
-    def stopService(self) -> defer.Deferred[None]:
-        """Drain every worker."""
-        super().stopService()
-        if self._previous_hup is not None:
-            signal.signal(signal.SIGHUP, self._previous_hup)
-            self._previous_hup = None
-        port, self._metrics_port = self._metrics_port, None
-        if port is not None:
-            port.stopListening()
-        if self.supervisor is None:
-            return defer.succeed(None)
-        d = self.supervisor.stopService()
-        d.addCallback(self._clean_exit)
+    def stopService(self) -> defer.Deferred[Any]:
+        """Stop the parts in reverse; once every worker has drained, exit 0."""
+        d = super().stopService()
+        if self.supervisor is not None:
+            d.addCallback(self._clean_exit)
         return d
 
     def _clean_exit(self, _: object) -> None:

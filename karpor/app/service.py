@@ -10,54 +10,63 @@ Every setting may also come from the YAML ``--config`` file (keys ``port``,
 ``host``, ``workers``, ``clustersDir``, ``stateDir``); flags win
 (:mod:`karpor.app.settings`).  Bad flags or settings are a usage error.
 
-:func:`make_gateway_service` builds one of two trees (for ``--demo``,
-:mod:`karpor.app.plugin` builds the demo's instead).  With ``--workers N``
-(N ≥ 1; the default is the number of CPUs) the twistd process is a
-supervisor that serves nothing itself and runs N worker processes
-(:mod:`karpor.app.processes`), each of which runs a
-:class:`GatewayService`; with ``--workers 0`` the twistd process runs the
-:class:`GatewayService` itself.
+The twistd process runs :class:`~karpor.app.logs.LoggedService` holding
+either a :class:`GatewayService` (``--workers 0``) or the supervisor of
+worker processes (:class:`~karpor.app.processes.ProcessPoolService`; each
+worker runs a :class:`GatewayService` of its own, :mod:`karpor.app.gatewayworker`).
+``--demo`` is :mod:`karpor.app.demo`; :mod:`karpor.app.plugin` chooses.
 
-:class:`GatewayService` is the gateway in one process: on start it opens
-the state directory (:mod:`karpor.app.state`: the CA, the serving
-certificate), loads the clusters directory into a
-:class:`~karpor.config.registry.Registry` (a bad document is logged as
-``file: document N: field: message`` and skipped), builds the own API
-(:class:`~karpor.gatewayapi.handler.GatewayApi`), the upstream pools and the front
-(:class:`~karpor.front.protocol.GatewayFactory`), and serves TLS (ALPN
-``http/1.1``) on the port it binds, or, in a worker, on the socket the
-supervisor passes it (:mod:`karpor.app.gatewayworker`).
+:class:`GatewayService` is the gateway in one process, a
+:class:`~karpor.app.tree.ServiceTree` of parts started in this order and
+stopped in reverse (one that fails to start stops those before it):
 
-Access: :class:`~karpor.auth.access.Access` is built from the
-``authentication`` and ``authorization`` settings (a token, policy,
-requestheader CA or revocation file that cannot be used at start is a fatal
-error); a timer re-checks the token file, the policy file and the state
-directory's ``revoked.json`` every half second (a change holds within 1 s;
-a bad file is logged and the last good one stays).  ``auditLog`` opens an
-:class:`~karpor.auth.audit.AuditWriter`; clusters with exec-plugin
-credentials share one :class:`~karpor.upstream.execcredential.ExecCredentialCache`
-(plugins run in the reactor's thread pool, never blocking the reactor: a
-worker runs without signal handlers, so ``spawnProcess`` children would
-never be reaped).
-
-Replicas on Kubernetes: ``servingNames`` / ``--serving-names``
-add names to the serving certificate; a read-only state directory
-(``stateReadOnly``, or one that cannot be written to) is used as it is and
-nothing is written there (:mod:`karpor.app.state`);
-``requestHeader.fromCluster`` reads the front-proxy trust from the host
-cluster before serving (a failure is fatal) and refreshes it
-(:mod:`karpor.auth.frontproxysource`).
-
-Cluster health: a :class:`~karpor.health.prober.HealthProber`
-probes every cluster through the upstream pools (``healthProbe`` settings,
-flags ``--health-probe-interval``, ``--health-probe-timeout``,
-``--health-fail-fast``); its verdicts become the clusters' ``status`` in the
-own API's catalog, and the front fails requests to unhealthy clusters fast.
-Each worker probes on its own.
-
-Client connections: the ``clientConnections`` settings (head
-size, handshake, head-read and idle timeouts, connections per worker) bound
-each worker's front (:mod:`karpor.http.connections`).
+``state``
+    the state directory (:mod:`karpor.app.state`: the CA, the serving
+    certificate, ``servingNames``; a read-only one is used as it is) and the
+    serving TLS context, built once.
+``access``
+    :class:`~karpor.auth.access.Access` from the ``authentication`` and
+    ``authorization`` settings (a token, policy, requestheader CA or
+    revocation file that cannot be used is a fatal error);
+    ``requestHeader.fromCluster`` reads the front-proxy trust from the host
+    cluster (a failure is fatal) and refreshes it
+    (:mod:`karpor.auth.frontproxysource`).
+``audit``
+    the ``auditLog`` :class:`~karpor.auth.audit.AuditWriter`, closed on stop.
+``metrics``
+    this process's metrics (:class:`~karpor.metrics.process.ProcessMetrics`),
+    served at ``metricsAddress`` too when set.
+``clusters``
+    the clusters directory loaded into a
+    :class:`~karpor.config.registry.Registry` (a bad document is logged as
+    ``file: document N: field: message`` and skipped), and the
+    :class:`~karpor.config.reload.ChangeWatcher` that reloads it.
+``upstream``
+    the upstream pools, and one
+    :class:`~karpor.upstream.execcredential.ExecCredentialCache` shared by
+    the clusters with exec-plugin credentials (plugins run in the reactor's
+    thread pool, never blocking the reactor: a worker runs without signal
+    handlers, so ``spawnProcess`` children would never be reaped).
+``api``
+    the gateway's own API (:class:`~karpor.gatewayapi.handler.GatewayApi`).
+``prober``
+    the :class:`~karpor.health.prober.HealthProber` (``healthProbe``
+    settings, flags ``--health-probe-interval``, ``--health-probe-timeout``,
+    ``--health-fail-fast``): its verdicts become the clusters' ``status`` in
+    the own API's catalog, and the front fails requests to unhealthy
+    clusters fast.
+``front``
+    the :class:`~karpor.front.protocol.GatewayFactory`, bounded by the
+    ``clientConnections`` settings (:mod:`karpor.http.connections`).
+``access-reload``
+    every half second the token file, the policy file and the state
+    directory's ``revoked.json`` are checked again (a change holds within
+    1 s; a bad file is logged and the last good one stays).
+``listener``
+    the TLS port (ALPN ``http/1.1``); a worker has none, it serves the
+    socket the supervisor hands it.
+``serving``
+    ``gateway.json`` in the state directory, and the start-up log line.
 """
 
 from __future__ import annotations
@@ -70,20 +79,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.application.service import IService, Service
+from twisted.application.service import IService
 from twisted.internet import defer, threads
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 
 from karpor.app import state
 from karpor.app.logs import LoggedService
 from karpor.app.settings import Settings, SettingsError, load_settings, merge
+from karpor.app.tree import Part, PeriodicCall, ServiceTree, Teardown
 from karpor.auth.access import Access, AccessError, write_access_record
 from karpor.auth.audit import AuditWriter
-from karpor.auth.frontproxysource import FrontProxyRefresh, start_refresh
+from karpor.auth.frontproxysource import start_refresh
 from karpor.auth.revocation import RELOAD_INTERVAL
 from karpor.config.directory import DirectoryLoader
 from karpor.config.model import Cluster
@@ -284,12 +293,32 @@ class Serving:
     clusters: int
 
 
-class GatewayService(Service):
-    """The gateway in one process: state, registry, API, pools, TLS listener.
+class GatewayService(ServiceTree):
+    """The gateway in this process, a :class:`~karpor.app.tree.ServiceTree`
+    of its parts (see the module docstring): they start in the order of
+    :attr:`PARTS` and stop in reverse.
 
-    ``on_serving`` is called once it listens (the demo writes its kubeconfig
-    then).  A port that cannot be bound ends the process with a clear message.
+    ``on_serving`` is called once it serves.  A port that cannot be bound
+    ends the process with a clear message.  With ``listen=False`` (a
+    worker) the tree has no ``listener``: the worker serves an inherited
+    socket (:meth:`listen_adopted`).
     """
+
+    #: the parts, in start order
+    PARTS = (
+        "state",
+        "access",
+        "audit",
+        "metrics",
+        "clusters",
+        "upstream",
+        "api",
+        "prober",
+        "front",
+        "access-reload",
+        "listener",
+        "serving",
+    )
 
     log = Logger()
 
@@ -301,6 +330,7 @@ class GatewayService(Service):
         *,
         listen: bool = True,
     ) -> None:
+        super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor  # noqa: PLC0415
 
@@ -316,26 +346,46 @@ class GatewayService(Service):
         self._report = Report()
         self.health = Health()
         self.serving: Serving | None = None
+        #: the state directory, once prepared
+        self._state: state.GatewayState | None = None
         #: the front factory (connections arrive through TLS on the socket)
         self.factory: GatewayFactory | None = None
         #: the serving TLS context, built once (:mod:`karpor.net.tlstransport`)
         self.tls_context: SSL.Context | None = None
         self.front: GatewayFactory | None = None
-        self._listen_here = listen
+        self.api: GatewayApi | None = None
         self._pools: UpstreamPools | None = None
         self._port: IListeningPort | None = None
-        self._unsubscribe: Callable[[], None] | None = None
         self._watcher: ChangeWatcher | None = None
         self._file_state: dict[str, tuple[tuple[str, int, int, int, int], ...]] = {}
         self.access: Access | None = None
         self.audit: AuditWriter | None = None
         self._exec: ExecCredentialCache | None = None
-        self._access_timer: LoopingCall | None = None
-        self._front_proxy: FrontProxyRefresh | None = None
         #: the cluster health probes, once started
         self.prober: HealthProber | None = None
         #: this process's metrics (``/metrics``), once started
         self.metrics: ProcessMetrics | None = None
+        starts: dict[str, Callable[[], Teardown | None]] = {
+            "state": self._open_state,
+            "access": self._open_access,
+            "audit": self._open_audit,
+            "metrics": self._start_metrics,
+            "clusters": self._load_clusters,
+            "upstream": self._open_upstream,
+            "api": self._open_api,
+            "prober": self._start_prober,
+            "front": self._make_front,
+            "listener": self._start_listening,
+            "serving": self._announce,
+        }
+        for name in self.PARTS:
+            if name == "access-reload":
+                # the token, policy and revocation files (a change holds within 1 s)
+                reload = PeriodicCall(reactor, RELOAD_INTERVAL, self._poll_access)
+                reload.setName(name)
+                reload.setServiceParent(self)
+            elif name != "listener" or listen:
+                Part(name, starts[name]).setServiceParent(self)
 
     def clusters(self) -> Mapping[str, Cluster]:
         """The current snapshot's clusters by name."""
@@ -423,11 +473,26 @@ class GatewayService(Service):
         return changed
 
     def startService(self) -> None:
-        """Prepare the state, load the clusters, watch them, listen (unless a
-        worker adopts an inherited socket with :attr:`factory`)."""
-        settings = self.settings
-        assert settings.clusters_dir is not None and settings.state_dir is not None
-        prepared = state.prepare_for(settings, self.log)
+        """Start the parts in order; once serving, tell ``on_serving``."""
+        super().startService()
+        if self.on_serving is not None and self.serving is not None:
+            self.on_serving(self.serving)
+
+    # -- the parts, in start order; each returns its teardown ------------------------
+
+    def _open_state(self) -> None:
+        """``state``: the CA and the serving certificate; the serving TLS context."""
+        prepared = self._state = state.prepare_for(self.settings, self.log)
+        self.tls_context = server_options(
+            prepared.serving.cert_pem, prepared.serving.key_pem
+        ).getContext()
+
+    def _open_access(self) -> Teardown | None:
+        """``access``: authentication and authorization as the settings say
+        (unusable files end the process); ``requestHeader.fromCluster`` is
+        read now and refreshed until the part stops."""
+        settings, prepared = self.settings, self._state
+        assert prepared is not None
         try:
             access = Access.from_settings(
                 settings.authentication,
@@ -437,29 +502,79 @@ class GatewayService(Service):
                 audit=settings.audit_log is not None,
                 serving_cert_pem=prepared.serving.cert_pem,
             )
-            # requestHeader.fromCluster: read the host cluster's ConfigMap now, then refresh
-            self._front_proxy = start_refresh(settings.authentication, access, self.reactor)
+            front_proxy = start_refresh(settings.authentication, access, self.reactor)
         except AccessError as exc:
             raise SystemExit(f"karpor: {exc}") from None
-        if settings.audit_log is not None:
-            try:
-                self.audit = AuditWriter(settings.audit_log)
-            except OSError as exc:
-                raise SystemExit(
-                    f"karpor: auditLog {settings.audit_log}: {exc.strerror or exc}"
-                ) from None
         self.access = access
         if not prepared.read_only:
             write_access_record(prepared.directory, settings.authentication, settings.authorization)
+        return front_proxy.stop if front_proxy is not None else None
+
+    def _open_audit(self) -> Teardown | None:
+        """``audit``: the ``auditLog`` writer (one that cannot be opened ends the process)."""
+        path = self.settings.audit_log
+        if path is None:
+            return None
+        try:
+            self.audit = AuditWriter(path)
+        except OSError as exc:
+            raise SystemExit(f"karpor: auditLog {path}: {exc.strerror or exc}") from None
+
+        def close() -> None:
+            audit, self.audit = self.audit, None
+            if audit is not None:
+                audit.close()
+
+        return close
+
+    def _start_metrics(self) -> Teardown:
+        """``metrics``: this process's metrics, served at ``metricsAddress``
+        too when set; on stop what is pending is recorded."""
+        metrics = self.metrics = ProcessMetrics(self.reactor, lambda: self.clusters().keys())
+        metrics.serve(self.settings.metrics_address)
+        return metrics.stop
+
+    def _load_clusters(self) -> Teardown:
+        """``clusters``: load the clusters directory and watch it (and the
+        files its clusters name) until the part stops."""
+        directory = self.settings.clusters_dir
+        assert directory is not None
         snapshot = self.load()
         self._files_changed(snapshot)
         self.health.loaded = True
         self.health.notes["clusters-loaded"] = f"{len(snapshot.clusters)} cluster(s)"
-        reactor = self.reactor
+        watcher = self._watcher = ChangeWatcher(self.reactor, directory, self.reload)
+        watcher.watch_files(f for c in snapshot.clusters.values() for f in c.files())
+        watcher.start()
+        if not self._readability.readable:
+            watcher.retry()
+
+        def stop() -> None:
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:
+                watcher.stop()
+
+        return stop
+
+    def _open_upstream(self) -> Teardown:
+        """``upstream``: the exec-credential cache and the upstream pools
+        (sampled by the metrics); closed on stop."""
+        reactor, metrics = self.reactor, self.metrics
+        assert metrics is not None
         self._exec = ExecCredentialCache(reactor, thread_runner(reactor))
-        metrics = self.metrics = ProcessMetrics(reactor, lambda: self.clusters().keys())
-        metrics.recorder.directory_read(self._readability.readable)
-        api = GatewayApi(
+        pools = self._pools = UpstreamPools(
+            reactor,
+            errors=metrics.recorder,
+            response_header_timeout=self.settings.upstream.response_header_timeout,
+        )
+        metrics.watch_pools(pools.pools)
+        return pools.close
+
+    def _open_api(self) -> Teardown:
+        """``api``: the gateway's own API, refreshed after every reload."""
+        access, metrics, reactor = self.access, self.metrics, self.reactor
+        assert access is not None and metrics is not None
+        api = self.api = GatewayApi(
             self.clusters,
             reactor,
             health=self.health,
@@ -469,58 +584,69 @@ class GatewayService(Service):
             names=access.names,
             shows_endpoint=access.shows_endpoint,
         )
-        self._unsubscribe = self.registry.subscribe(
-            lambda old, new: reactor.callFromThread(api.refresh)
-        )
-        pools = UpstreamPools(
-            reactor,
-            errors=metrics.recorder,
-            response_header_timeout=settings.upstream.response_header_timeout,
-        )
-        self._pools = pools
-        metrics.watch_pools(pools.pools)
-        metrics.serve(settings.metrics_address)
-        prober = HealthProber(
-            reactor,
+        return self.registry.subscribe(lambda old, new: reactor.callFromThread(api.refresh))
+
+    def _start_prober(self) -> Teardown:
+        """``prober``: the cluster health probes (a service of their own),
+        probing the clusters loaded."""
+        api, metrics, pools = self.api, self.metrics, self._pools
+        assert api is not None and metrics is not None and pools is not None
+        prober = self.prober = HealthProber(
+            self.reactor,
             pools,
-            settings.health_probe,
+            self.settings.health_probe,
             exec_credentials=self._exec,
             on_change=metrics.health_listener(api.catalog.set_status),
         )
-        self.prober = prober
-        factory = GatewayFactory(
+        prober.startService()
+        prober.sync(self.clusters())
+
+        def stop() -> Any:
+            self.prober = None
+            return prober.stopService()
+
+        return stop
+
+    def _make_front(self) -> None:
+        """``front``: the protocol factory every client connection is served by."""
+        api, prober, pools = self.api, self.prober, self._pools
+        assert api is not None and prober is not None and pools is not None
+        assert self.metrics is not None
+        self.front = self.factory = GatewayFactory(
             self.clusters,
             api,
             None,
             pools,
-            reactor=reactor,
-            access=access,
+            reactor=self.reactor,
+            access=self.access,
             audit=self.audit,
             exec_credentials=self._exec,
             health_gate=prober.refusal,
-            metrics=metrics.recorder,
-            connections=settings.client_connections,
+            metrics=self.metrics.recorder,
+            connections=self.settings.client_connections,
         )
-        context = server_options(prepared.serving.cert_pem, prepared.serving.key_pem).getContext()
-        self.front = factory
-        self.factory = factory
-        self.tls_context = context
-        self._watcher = ChangeWatcher(reactor, settings.clusters_dir, self.reload)
-        self._watcher.watch_files(f for c in snapshot.clusters.values() for f in c.files())
-        self._watcher.start()
-        if not self._readability.readable:
-            self._watcher.retry()
-        prober.sync(snapshot.clusters)
-        timer = LoopingCall(self._poll_access)
-        timer.clock = reactor
-        timer.start(RELOAD_INTERVAL, now=False)
-        self._access_timer = timer
+
+    def _start_listening(self) -> Teardown:
+        """``listener``: the TLS port (not in a worker); it stops listening on stop."""
+        assert self.factory is not None and self.tls_context is not None
+        port = self._port = self._listen(self.factory, self.tls_context)
+
+        def stop() -> Any:
+            self._port = None
+            return port.stopListening()
+
+        return stop
+
+    def _announce(self) -> None:
+        """``serving``: record where the gateway serves and log it."""
+        settings, prepared = self.settings, self._state
+        assert settings.clusters_dir is not None and prepared is not None
         port = settings.port
-        if self._listen_here:
-            self._port = self._listen(factory, context)
+        if self._port is not None:
             port = int(getattr(self._port.getHost(), "port", settings.port))
         url = state.default_server(settings.host, port)
         prepared.record(state.GatewayRecord(state.absolute(settings.clusters_dir), url))
+        snapshot = self.registry.current
         count = len(snapshot.clusters)
         problems = len(snapshot.errors)
         self.log.info(
@@ -538,12 +664,9 @@ class GatewayService(Service):
             state_dir=settings.state_dir,
         )
         self.serving = Serving(url, port, prepared, count)
-        super().startService()
-        if self.on_serving is not None:
-            self.on_serving(self.serving)
 
     def _poll_access(self) -> None:
-        """Re-check the token, policy and revocation files (a timer)."""
+        """Re-check the token, policy and revocation files (``access-reload``)."""
         if self.access is None:
             return
         for level, message in self.access.poll(self.reactor.seconds()):
@@ -580,36 +703,6 @@ class GatewayService(Service):
         if self.front is None:
             return defer.succeed(None)
         return self.front.drain(deadline, sessions)
-
-    def stopService(self) -> Any:
-        """Stop watching and listening; close the upstream pools."""
-        super().stopService()
-        timer, self._access_timer = self._access_timer, None
-        if timer is not None and timer.running:
-            timer.stop()
-        front_proxy, self._front_proxy = self._front_proxy, None
-        if front_proxy is not None:
-            front_proxy.stop()
-        audit, self.audit = self.audit, None
-        if audit is not None:
-            audit.close()
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        prober, self.prober = self.prober, None
-        if prober is not None:
-            prober.stop()
-        if self.metrics is not None:
-            self.metrics.stop()
-        if self._pools is not None:
-            self._pools.close()
-        port, self._port = self._port, None
-        if port is not None:
-            return port.stopListening()
-        return None
 
 
 def thread_runner(reactor: Any) -> Runner:

@@ -1,7 +1,8 @@
 """The supervisor: the ``twistd`` process of a multi-worker gateway.
 
 It opens one ``SO_REUSEPORT`` listening socket per worker slot (see
-:mod:`karpor.net.listener`), starts one worker process per slot, and:
+:mod:`karpor.net.listener`), starts one worker process per slot (each slot
+a :class:`Slot` service, a child of the :class:`Supervisor`), and:
 
 * refuses to start when anything already listens on the address
   (:func:`~karpor.net.listener.refuse_if_served`): ``SO_REUSEPORT`` would
@@ -53,6 +54,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from karpor.app import control
+from karpor.app.tree import ServiceTree
 from karpor.net.listener import open_listener, refuse_if_served
 
 #: file descriptors of a worker process: the control socket and the listener
@@ -95,6 +97,8 @@ class Worker:
     sessions: float | None = None
     #: the process id (kept after the process ended, for the logs)
     pid: int | None = None
+    #: the slot service it was started for
+    home: Slot | None = None
 
 
 class SupervisorControl(amp.AMP):
@@ -136,10 +140,6 @@ class _WorkerProcess(ProcessProtocol):
         self._supervisor._worker_exited(self._worker, reason)
 
 
-def _close_socket(_: object, sock: socket.socket) -> None:
-    sock.close()
-
-
 def describe_exit(reason: Failure) -> str:
     """``exit status N`` or ``killed by signal N`` for a process-ended reason."""
     value = reason.value
@@ -149,8 +149,77 @@ def describe_exit(reason: Failure) -> str:
     return f"exit status {getattr(value, 'exitCode', None)}"
 
 
-class Supervisor(Service):
-    """Runs and supervises the worker processes of the gateway."""
+class Slot(Service):
+    """One worker slot, a child service of the :class:`Supervisor`: its
+    ``SO_REUSEPORT`` socket and its current worker.
+
+    Started, it opens its socket (unless the supervisor opened it already)
+    and starts a worker; a current worker that dies is replaced, with a
+    back-off (and the socket closed meanwhile) while it crash-loops.
+    Stopped, it tells its worker to drain (every worker of the slot when
+    the supervisor stops, those draining after a roll included) and closes
+    its socket once they have exited.
+    """
+
+    def __init__(self, supervisor: Supervisor, index: int) -> None:
+        self.supervisor = supervisor
+        self.index = index
+        self.name = f"slot-{index}"
+        #: ``None`` while the slot is down (crash-loop back-off)
+        self.socket: socket.socket | None = None
+        self.current: Worker | None = None
+        #: deaths in a row of young workers
+        self.failures = 0
+
+    def startService(self) -> None:
+        """Open the socket (if not yet open) and start the slot's worker."""
+        super().startService()
+        if self.socket is None:
+            self.socket = open_listener(self.supervisor.host, self.supervisor.port)
+        self.current = self.supervisor._spawn(self)
+
+    def stopService(self) -> defer.Deferred[Any]:
+        """Drain the slot's worker(s); close the socket once they have exited."""
+        super().stopService()
+        supervisor = self.supervisor
+        if supervisor._stopping:
+            workers = [w for w in supervisor._live() if w.home is self]
+        else:
+            workers = [w for w in (self.current,) if w is not None and w.state != "exited"]
+        self.current = None
+        ended = [w.ended for w in workers]
+        for worker in workers:
+            supervisor._drain(worker)
+        d: defer.Deferred[Any] = defer.DeferredList(ended, consumeErrors=True)
+        d.addCallback(self._close)
+        return d
+
+    def _close(self, _: object) -> None:
+        sock, self.socket = self.socket, None
+        if sock is not None:
+            sock.close()
+
+    def listening_socket(self) -> socket.socket:
+        """The socket a new worker of the slot adopts; after a crash loop a
+        fresh one that takes connections only once its worker listens on it
+        (when it serves)."""
+        if self.socket is None:
+            self.socket = open_listener(self.supervisor.host, self.supervisor.port, listen=False)
+        return self.socket
+
+    def close_down(self) -> None:
+        """Stop a down slot's socket from taking connections nobody would accept."""
+        if self.socket is None:
+            return
+        self._close(None)
+        log.warn(
+            "slot {slot} is down: its socket is closed until a worker serves it", slot=self.index
+        )
+
+
+class Supervisor(ServiceTree):
+    """Runs and supervises the worker processes of the gateway: a
+    :class:`~karpor.app.tree.ServiceTree` of one :class:`Slot` per worker."""
 
     #: a worker that dies sooner than this after starting counts toward a crash loop
     min_uptime = 5.0
@@ -183,12 +252,11 @@ class Supervisor(Service):
         #: how long a worker replaced by a roll keeps its upgraded sessions
         self.session_drain_timeout = session_drain_timeout
         self.ready_timeout = ready_timeout
+        super().__init__()
         self._env = dict(os.environ if env is None else env)
-        #: one socket per slot; ``None`` while the slot is down (crash-loop back-off)
-        self._sockets: list[socket.socket | None] = []
-        self._current: dict[int, Worker] = {}
+        #: the slots, in order (children of this service)
+        self._slots: list[Slot] = []
         self._all: set[Worker] = set()
-        self._failures: dict[int, int] = {}
         self._restarts = 0
         self._generation = 0
         self._rolls = 0
@@ -199,13 +267,14 @@ class Supervisor(Service):
     # -- lifecycle ---------------------------------------------------------
 
     def startService(self) -> None:
-        """Open the listening sockets and start the workers."""
-        super().startService()
+        """Open the slots' listening sockets, then start the slots (their workers)."""
         refuse_if_served(self.host, self.port)
         first = open_listener(self.host, self.port)
         self.port = first.getsockname()[1]
-        self._sockets = [first]
-        self._sockets += [open_listener(self.host, self.port) for _ in range(1, self.workers)]
+        self._slots = [Slot(self, index) for index in range(self.workers)]
+        self._slots[0].socket = first
+        for slot in self._slots[1:]:
+            slot.socket = open_listener(self.host, self.port)
         log.info(
             "supervisor {pid} listening on {host}:{port} with {n} worker(s)",
             pid=os.getpid(),
@@ -213,28 +282,25 @@ class Supervisor(Service):
             port=self.port,
             n=self.workers,
         )
-        for slot in range(self.workers):
-            self._current[slot] = self._spawn(slot)
+        for slot in self._slots:
+            slot.setServiceParent(self)
+        super().startService()
 
-    def stopService(self) -> defer.Deferred[None]:
-        """Drain every worker, then close the sockets."""
-        super().stopService()
+    def stopService(self) -> defer.Deferred[Any]:
+        """Drain every worker (the slots stop), then close the sockets."""
         self._stopping = True
         log.info(
             "supervisor stopping: draining {n} worker(s) (deadline {d:.0f}s)",
             n=len(self._live()),
             d=self.drain_timeout,
         )
-        ended = [w.ended for w in self._live()]
-        for worker in self._live():
-            self._drain(worker)
-        d: defer.Deferred[Any] = defer.DeferredList(ended, consumeErrors=True)
+        # workers of slots a resize removed may still be draining: waited for too
+        removed = [w.ended for w in self._live() if w.home not in self._slots]
+        d: defer.Deferred[Any] = defer.DeferredList(
+            [super().stopService(), *removed], consumeErrors=True
+        )
 
         def closed(_: object) -> None:
-            for sock in self._sockets:
-                if sock is not None:
-                    sock.close()
-            self._sockets = []
             log.info("supervisor stopped")
 
         d.addCallback(closed)
@@ -242,25 +308,18 @@ class Supervisor(Service):
 
     def resize(self, workers: int) -> None:
         """Serve with ``workers`` slots: new slots start at once; surplus
-        slots' workers drain, and their sockets close once they have exited."""
+        slots stop (their workers drain, and their sockets close once they
+        have exited)."""
         if workers == self.workers or self._stopping or workers < 1:
             return
         log.info("worker count {old} -> {new}", old=self.workers, new=workers)
-        while len(self._sockets) < workers:
-            self._sockets.append(open_listener(self.host, self.port))
-            slot = len(self._sockets) - 1
-            self._current[slot] = self._spawn(slot)
-        for slot in range(workers, self.workers):
-            worker = self._current.pop(slot, None)
-            sock = self._sockets[slot]
-            if worker is None or worker.state == "exited":
-                if sock is not None:
-                    sock.close()
-                continue
-            self._drain(worker)
-            if sock is not None:
-                worker.ended.addCallback(_close_socket, sock)
-        del self._sockets[workers:]
+        while len(self._slots) < workers:
+            slot = Slot(self, len(self._slots))
+            self._slots.append(slot)
+            slot.setServiceParent(self)
+        for slot in self._slots[workers:]:
+            slot.disownServiceParent()
+        del self._slots[workers:]
         self.workers = workers
         self._publish()
 
@@ -280,10 +339,12 @@ class Supervisor(Service):
                 if self._metrics is not None:
                     self._metrics.rolled()
                 log.info("rolling restart {n} of {w} worker(s)", n=self._rolls, w=self.workers)
-                for slot in range(self.workers):
+                for slot in list(self._slots):
                     if self._stopping:
                         return
-                    old = self._current.get(slot)
+                    if not slot.running:
+                        continue  # removed by a resize meanwhile
+                    old = slot.current
                     new = self._spawn(slot)
                     try:
                         await new.ready
@@ -291,11 +352,11 @@ class Supervisor(Service):
                         log.error(
                             "rolling restart aborted: the new worker for slot {slot} did not "
                             "start ({why}); the old one keeps serving",
-                            slot=slot,
+                            slot=slot.index,
                             why=str(exc),
                         )
                         return
-                    self._current[slot] = new
+                    slot.current = new
                     if old is not None and old.state != "exited":
                         self._drain(old, self.session_drain_timeout)
                     self._publish()
@@ -309,18 +370,16 @@ class Supervisor(Service):
     def _live(self) -> list[Worker]:
         return [w for w in self._all if w.state != "exited"]
 
-    def _spawn(self, slot: int) -> Worker:
+    def _spawn(self, slot: Slot) -> Worker:
         self._generation += 1
-        worker = Worker(slot=slot, generation=self._generation, started=time.monotonic())
-        sock = self._sockets[slot]
-        if sock is None:
-            # the slot was down: a socket that takes connections only once
-            # its worker listens on it (when it serves)
-            sock = self._sockets[slot] = open_listener(self.host, self.port, listen=False)
+        worker = Worker(
+            slot=slot.index, generation=self._generation, started=time.monotonic(), home=slot
+        )
+        sock = slot.listening_socket()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         devnull = os.open(os.devnull, os.O_RDONLY)
         try:
-            argv = list(self._command(slot, worker.generation))
+            argv = list(self._command(slot.index, worker.generation))
             worker.process = self._reactor.spawnProcess(
                 _WorkerProcess(self, worker),
                 argv[0],
@@ -347,7 +406,7 @@ class Supervisor(Service):
         self._all.add(worker)
         log.info(
             "worker started: slot {slot} pid {pid} generation {gen}",
-            slot=slot,
+            slot=slot.index,
             pid=worker.pid,
             gen=worker.generation,
         )
@@ -385,8 +444,8 @@ class Supervisor(Service):
         self._publish()
 
     def _uptime_reached(self, worker: Worker) -> None:
-        if worker.state == "ready":
-            self._failures[worker.slot] = 0
+        if worker.state == "ready" and worker.home is not None:
+            worker.home.failures = 0
 
     def _drain(self, worker: Worker, sessions: float | None = None) -> None:
         """Tell ``worker`` to drain: its streams end at the drain deadline, its
@@ -458,7 +517,8 @@ class Supervisor(Service):
         if self._metrics is not None and pid is not None:
             self._metrics.worker_gone(pid)
         worker.ended.callback(None)
-        if self._stopping or self._current.get(worker.slot) is not worker:
+        slot = worker.home
+        if self._stopping or slot is None or slot.current is not worker:
             self._publish()
             return
         # The slot's current worker died: replace it (its socket stays open).
@@ -466,8 +526,7 @@ class Supervisor(Service):
         if self._metrics is not None:
             self._metrics.worker_restarted()
         young = time.monotonic() - worker.started < self.min_uptime
-        failures = self._failures.get(worker.slot, 0) + 1 if young else 0
-        self._failures[worker.slot] = failures
+        failures = slot.failures = slot.failures + 1 if young else 0
         delay = 0.0
         if failures > 1:
             delay = min(0.5 * 2 ** (failures - 2), self.max_backoff)
@@ -477,22 +536,13 @@ class Supervisor(Service):
                 n=failures,
                 d=delay,
             )
-            self._close_slot(worker.slot)
-        self._reactor.callLater(delay, self._replace, worker.slot, worker)
+            slot.close_down()
+        self._reactor.callLater(delay, self._replace, slot, worker)
 
-    def _close_slot(self, slot: int) -> None:
-        """Stop a down slot's socket from taking connections nobody would accept."""
-        sock = self._sockets[slot] if slot < len(self._sockets) else None
-        if sock is None:
+    def _replace(self, slot: Slot, dead: Worker) -> None:
+        if self._stopping or not slot.running or slot.current is not dead:
             return
-        self._sockets[slot] = None
-        sock.close()
-        log.warn("slot {slot} is down: its socket is closed until a worker serves it", slot=slot)
-
-    def _replace(self, slot: int, dead: Worker) -> None:
-        if self._stopping or self._current.get(slot) is not dead:
-            return
-        self._current[slot] = self._spawn(slot)
+        slot.current = self._spawn(slot)
         self._publish()
 
     # -- state -------------------------------------------------------------
@@ -508,14 +558,14 @@ class Supervisor(Service):
                     "pid": w.pid,
                     "generation": w.generation,
                     "state": w.state,
-                    "current": self._current.get(w.slot) is w,
+                    "current": w.home is not None and w.home.current is w,
                 }
                 for w in sorted(self._all, key=lambda w: (w.slot, w.generation))
             ],
             "restarts": self._restarts,
             "rolls": self._rolls,
             "generation": self._generation,
-            "crashLooping": sorted(s for s, n in self._failures.items() if n > 1),
+            "crashLooping": [slot.index for slot in self._slots if slot.failures > 1],
         }
 
     def _publish(self) -> None:
@@ -525,4 +575,4 @@ class Supervisor(Service):
                 worker.control.callRemote(control.State, state=text)
 
 
-__all__ = ["CONTROL_FD", "LISTEN_FD", "Supervisor", "Worker", "describe_exit"]
+__all__ = ["CONTROL_FD", "LISTEN_FD", "Slot", "Supervisor", "Worker", "describe_exit"]

@@ -9,6 +9,8 @@ is only bound, so it takes connections only from here on), reports
 :class:`~karpor.app.control.Ready`, and drains on
 :class:`~karpor.app.control.Drain`, on SIGTERM/SIGINT, or when the
 supervisor goes away; then it stops the reactor (exit 0).
+:class:`WorkerService` is a worker process's top service: what the worker
+serves is its child and starts first; stopping it drains.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import socket
 from types import FrameType
 from typing import Any, Protocol
 
+from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, connectionDone
@@ -28,6 +31,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from karpor.app import control
+from karpor.app.tree import ServiceTree
 from karpor.net.listener import start_listening
 
 log = Logger(namespace="karpor.worker")
@@ -151,3 +155,35 @@ class WorkerRuntime:
         log.info("worker {pid} drained; exiting", pid=os.getpid())
         if self.reactor.running:
             self.reactor.stop()
+
+
+class WorkerService(ServiceTree):
+    """A worker process's top service: its children (what the worker
+    serves: the gateway) start first, then the runtime adopts the inherited
+    descriptors and reports ready (:meth:`WorkerRuntime.start`).  Stopping
+    it drains (:data:`DEFAULT_DRAIN`) unless it drains already: the app
+    finishes in-flight work and stops, then the reactor stops."""
+
+    name = "worker"
+
+    def __init__(self, runtime: WorkerRuntime, control_fd: int, listen_fd: int) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self._fds = (control_fd, listen_fd)
+
+    def startService(self) -> None:
+        """Start the children, then adopt the sockets, serve, report Ready
+        (if that fails, the children stop again)."""
+        super().startService()
+        try:
+            self.runtime.start(*self._fds)
+        except BaseException:
+            super().stopService()
+            raise
+
+    def stopService(self) -> defer.Deferred[Any]:
+        """Drain; the app stops once drained, then the reactor."""
+        Service.stopService(self)
+        if not self.runtime.draining:
+            self.runtime.drain(DEFAULT_DRAIN)
+        return defer.succeed(None)

@@ -5,7 +5,9 @@
 cluster added is probed at once, a removed one is forgotten (its timer and
 any probe in flight cancelled), one whose endpoint, TLS or credential
 changed starts over as never probed.  Each slot has either a timer or one
-probe in flight, never both, so probes never pile up.
+probe in flight, never both, so probes never pile up.  It is a
+:class:`~twisted.application.service.Service` (the gateway's ``prober``
+part): stopping it ends every timer and probe in flight.
 
 A probe (:class:`~karpor.health.probe.Probe`) sends its requests one after
 the other as :class:`~karpor.health.exchange.ProbeExchange`\\ s submitted
@@ -28,6 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
+from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -90,8 +93,9 @@ class _Slot:
         self.run: _Run | None = None
 
 
-class HealthProber:
-    """Probes every cluster of the registry (see the module docstring)."""
+class HealthProber(Service):
+    """Probes every cluster of the registry (see the module docstring); as a
+    service, stopping it ends every timer and probe in flight."""
 
     def __init__(
         self,
@@ -166,8 +170,18 @@ class HealthProber:
         :data:`FIRST_PROBE_SPACING` apart, all within one interval."""
         return (index * FIRST_PROBE_SPACING) % self.settings.interval
 
+    def startService(self) -> None:
+        """Probe the clusters given to :meth:`sync` (again, after a stop)."""
+        super().startService()
+        self._stopped = False
+
+    def stopService(self) -> None:
+        """Stop probing (:meth:`stop`)."""
+        super().stopService()
+        self.stop()
+
     def stop(self) -> None:
-        """Stop probing (on shutdown)."""
+        """Stop probing: every timer and probe in flight ends."""
         self._stopped = True
         slots, self._slots = self._slots, {}
         for slot in slots.values():
