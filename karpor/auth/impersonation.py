@@ -82,8 +82,8 @@ def escape_extra_key(key: str) -> str:
 
 def impersonation_headers(identity: Identity | None) -> list[Header]:
     """The ``Impersonate-*`` headers that make a cluster see ``identity``
-    (none for ``None``), for :func:`karpor.http.headers.request_head`'s
-    ``identity`` argument."""
+    (none for ``None``), for the ``identity`` of an
+    :class:`~karpor.upstream.request.UpstreamRequest`."""
     if identity is None:
         return []
     headers: list[Header] = [(b"Impersonate-User", identity.user.encode("utf-8"))]

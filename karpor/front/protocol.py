@@ -14,13 +14,15 @@ request is authenticated from that and its headers (client certificate,
 front-proxy headers, bearer token: a 401 ``Status`` otherwise, but on the
 public paths), a cluster request is authorized by the policy (403), and the
 identity the cluster must see goes upstream as ``Impersonate-*`` headers
-while the caller's own credential and identity headers never do.  A cluster
-whose credential is an exec plugin gets the plugin's token from the
-:class:`~karpor.upstream.execcredential.ExecCredentialCache` (502 naming the
-cluster when the plugin fails; a 401 from the cluster drops the cached
-token).  With an audit log, one :class:`~karpor.auth.audit.AuditRecord` is
-written per request when it ends (a splice when it closes), where its
-metrics are recorded too (:class:`~karpor.metrics.gateway.GatewayMetrics`).
+while the caller's own credential and identity headers never do.  The
+request goes to the cluster's pool as one
+:class:`~karpor.upstream.request.UpstreamRequest`; the pool adds the
+cluster's credential (an exec plugin's token included: 502 naming the
+cluster when the plugin fails, a 401 from the cluster drops the cached
+token) and picks the carrier.  With an audit log, one
+:class:`~karpor.auth.audit.AuditRecord` is written per request when it
+ends (a splice when it closes), where its metrics are recorded too
+(:class:`~karpor.metrics.gateway.GatewayMetrics`).
 Every response carries the request's ``Audit-Id`` (the caller's when sane,
 else a fresh UUID: :mod:`karpor.http.headers`), which also goes upstream.
 
@@ -113,19 +115,16 @@ from karpor.http.headers import (
     lines,
     new_audit_id,
     request_drops,
-    request_head,
     split_request,
 )
 from karpor.http.route import ApiRoute, ClusterRoute, route
 from karpor.kube.status import ApiError
 from karpor.metrics.labels import GATEWAY, request_verb, stream_kind
-from karpor.upstream.credentials import CredentialError
-from karpor.upstream.execcredential import ExecCredentialCache, ExecPluginError, ExecResult
+from karpor.upstream.execcredential import ExecCredentialCache
 from karpor.upstream.forward import Forwarder, chunk
-from karpor.upstream.h2 import multiplexed
-from karpor.upstream.h2 import request_headers as h2_request_headers
 from karpor.upstream.http1 import no_delay
 from karpor.upstream.pool import ClusterPool, UpstreamPools
+from karpor.upstream.request import CHUNKED, LENGTH, NO_BODY, UpstreamRequest
 from karpor.upstream.splice import Splice, UpgradeForwarder
 
 if TYPE_CHECKING:
@@ -226,25 +225,6 @@ class _Audit:
         self.cluster = ""
         self.authorized: Authorized | None = None
         self.reason = ""
-
-
-class _ExecWait:
-    """A request waiting for its cluster's exec-plugin token: what the
-    client sends meanwhile is kept (reading is paused, so at most a read)."""
-
-    __slots__ = ("body", "ended", "failed")
-
-    def __init__(self) -> None:
-        self.body: list[bytes] = []
-        self.ended = False
-        self.failed = False
-
-    def data(self, data: bytes) -> None:
-        if not self.failed:
-            self.body.append(data)
-
-    def end(self) -> None:
-        self.ended = True
 
 
 class _ClusterForwarder(Forwarder):
@@ -448,8 +428,6 @@ class GatewayProtocol(Protocol):
         self._read_start = 0
         self._in_mark = 0
         self._counting: _Counting | None = None
-        self._exec_wait: _ExecWait | None = None
-        self._exec_cluster = ""
         self._pauses: set[int] = set()
         self._queue: deque[tuple[int, Any]] | None = None
         self._replaying = False
@@ -522,7 +500,6 @@ class GatewayProtocol(Protocol):
         if timer is not None and timer.active():
             timer.cancel()
         self._factory.connection_closed(self)
-        self._exec_wait = None
         if self._audit is not None:
             self._request_done()
         splice, self._splice = self._splice, None
@@ -715,7 +692,6 @@ class GatewayProtocol(Protocol):
         """Forget the request in progress upstream (its body is broken)."""
         self._on_body = None
         self._on_end = None
-        self._exec_wait = None
         forwarder, self._forwarder = self._forwarder, None
         if forwarder is not None:
             forwarder.client_lost()
@@ -924,23 +900,18 @@ class GatewayProtocol(Protocol):
         )
 
     def _upstream_status(self, code: int, response: ResponseHeaders) -> None:
-        """The cluster answered ``code`` (a 401 drops an exec-plugin token);
-        the caller sees the request's ``Audit-Id`` (the cluster's is dropped)."""
+        """The cluster answered ``code``; the caller sees the request's
+        ``Audit-Id`` (the cluster's is dropped)."""
         self._status = code
         audit = self._audit
         if audit is not None:
             audit.head_at = time.monotonic()
             response.forward.insert(0, (AUDIT_ID, audit.audit_id))
-        if code == 401 and self._exec_cluster:
-            cache = self._factory.exec_credentials
-            if cache is not None:
-                cache.invalidate(self._exec_cluster)
 
     def _dispatch(self, head: _Head) -> None:
         self._phase = BUSY
         self._head = head
         self._busy = True
-        self._exec_cluster = ""
         self._start_audit()
         try:
             target = route(self._url)
@@ -1004,174 +975,43 @@ class GatewayProtocol(Protocol):
         pool = factory.pools.get(cluster)
         if pool.error is not None:
             raise pool.error
-        credentials = pool.credentials
-        assert credentials is not None
         request = split_request(self._headers, factory.drop, factory.drop_prefixes)
         identity_headers = impersonation_headers(authorized.upstream)
-        if credentials.exec_credential is not None:
-            self._proxy_exec(cluster, target, head, pool, request, identity_headers)
-            return
-        self._forward(
-            target,
-            head,
-            pool,
-            request,
-            identity_headers,
-            credentials.block(),
-            credentials.h2_headers,
-        )
-
-    def _forward(
-        self,
-        target: ClusterRoute,
-        head: _Head,
-        pool: ClusterPool,
-        request: RequestHeaders,
-        identity_headers: Sequence[Header],
-        block: bytes,
-        h2_headers: Callable[[], list[Header]],
-    ) -> None:
-        """Send the request to the cluster with ``block`` (its ``Host`` and
-        credential) and the identity headers the gateway decided on."""
-        assert pool.credentials is not None
-        path = pool.credentials.endpoint.prefix + target.target
         if head.upgrade:
-            self._proxy_upgrade(head, pool, request, identity_headers, block, path)
+            self._proxy_upgrade(target, head, pool, request, identity_headers)
             return
-        request.upgrade = None  # the parser saw no upgrade: none is asked upstream
-        has_body = request.chunked or bool(request.content_length)
-        audit_id = self._audit.audit_id if self._audit is not None else b""
-        upstream_head = request_head(
-            head.method, path, request, block, self._client_address, identity_headers, audit_id
-        )
-        stream = pool.multiplexes and multiplexed(head.method, target.target)
+        body = CHUNKED if request.chunked else LENGTH if request.content_length else NO_BODY
+        audit = self._audit
         forwarder = _ClusterForwarder(
             self,
-            head.method,
-            upstream_head,
-            body=has_body,
-            chunked=request.chunked,
+            UpstreamRequest(
+                head.method,
+                target.target,
+                request.forward,
+                body,
+                identity_headers,
+                self._client_address,
+                audit.audit_id if audit is not None else b"",
+            ),
             http11=head.http11,
             keep_alive=head.keep_alive,
             head_timeout=pool.head_timeout(head.method, target.target),
-            h2_headers=(
-                h2_request_headers(
-                    head.method,
-                    path,
-                    request,
-                    h2_headers(),
-                    self._client_address,
-                    identity_headers,
-                    audit_id,
-                )
-                if stream
-                else None
-            ),
         )
         self._forwarder = forwarder
-        if has_body:
+        if body:
             self._on_body = forwarder.body
             self._on_end = forwarder.body_end
-        if stream:
-            pool.submit_stream(forwarder)
-        else:
-            pool.submit(forwarder)
+        pool.submit(forwarder)
 
-    def _proxy_exec(
+    def _proxy_upgrade(
         self,
-        cluster: Cluster,
         target: ClusterRoute,
         head: _Head,
         pool: ClusterPool,
         request: RequestHeaders,
         identity_headers: Sequence[Header],
     ) -> None:
-        """Forward once the cluster's exec plugin gave a token (at once when
-        it is cached; else reading pauses until the plugin has run)."""
-        cache = self._factory.exec_credentials
-        if cache is None:
-            raise ApiError(502, f'cluster "{cluster.name}": exec credentials are not enabled')
-        self._exec_cluster = cluster.name
-        wait = _ExecWait()
-        self._exec_wait = wait
-        self._on_body = wait.data
-        self._on_end = wait.end
-        credentials = pool.credentials
-        assert credentials is not None
-
-        def got(result: ExecResult) -> None:
-            if self._exec_wait is not wait:
-                return  # the client went away meanwhile
-            self._exec_wait = None
-            self._resume(_UPSTREAM)
-            try:
-                if result.token is None:
-                    raise ApiError(
-                        502,
-                        f'cluster "{cluster.name}": the exec plugin gave a client certificate; '
-                        "the gateway supports exec plugins giving tokens only",
-                        "BadGateway",
-                    )
-                try:
-                    block, h2 = credentials.with_token(result.token)
-                except CredentialError as exc:
-                    raise ApiError(502, f'cluster "{cluster.name}": {exc}', "BadGateway") from None
-                self._forward(target, head, pool, request, identity_headers, block, lambda: h2)
-            except ApiError as exc:
-                wait.failed = True
-                self._send_error(exc)
-                return
-            except Exception:
-                log.failure(
-                    "forwarding after the exec credential failed (Audit-Id {auditID})",
-                    auditID=self._audit_id(),
-                )
-                wait.failed = True
-                self._send_error(ApiError(500, "internal error"))
-                return
-            forwarder = self._forwarder
-            if forwarder is None or not isinstance(forwarder, Forwarder):
-                return
-            for data in wait.body:
-                forwarder.body(data)
-            wait.body = []
-            if wait.ended:
-                forwarder.body_end()
-
-        def failed(failure: Failure) -> None:
-            if self._exec_wait is not wait:
-                return
-            self._exec_wait = None
-            self._resume(_UPSTREAM)
-            wait.failed = True
-            exc = failure.value
-            if isinstance(exc, ExecPluginError):
-                log.warn(
-                    "{error} {detail} (Audit-Id {auditID})",
-                    error=str(exc),
-                    detail=exc.detail,
-                    auditID=self._audit_id(),
-                )
-                self._send_error(exc.api_error())
-            else:
-                log.failure(
-                    "exec credential failed (Audit-Id {auditID})", failure, auditID=self._audit_id()
-                )
-                self._send_error(ApiError(502, f'cluster "{cluster.name}": exec plugin failed'))
-
-        self._pause(_UPSTREAM)
-        cache.get(cluster).addCallbacks(got, failed)
-
-    def _proxy_upgrade(
-        self,
-        head: _Head,
-        pool: ClusterPool,
-        request: RequestHeaders,
-        identity_headers: Sequence[Header],
-        block: bytes,
-        path: bytes,
-    ) -> None:
-        """Send an upgrade request over a dedicated connection."""
+        """Send an upgrade request (over a dedicated connection)."""
         if request.upgrade is None:
             self._failed = True
             raise ApiError(400, "invalid Upgrade header")
@@ -1179,24 +1019,25 @@ class GatewayProtocol(Protocol):
             # the body would be read as tunnel bytes: nothing sane can follow
             self._failed = True
             raise ApiError(400, "an upgrade request cannot carry a body")
+        audit = self._audit
         forwarder = _ClusterUpgradeForwarder(
             self,
-            head.method,
-            request_head(
+            UpstreamRequest(
                 head.method,
-                path,
-                request,
-                block,
-                self._client_address,
+                target.target,
+                request.forward,
+                NO_BODY,
                 identity_headers,
-                self._audit.audit_id if self._audit is not None else b"",
+                self._client_address,
+                audit.audit_id if audit is not None else b"",
+                request.upgrade,
             ),
             http11=head.http11,
             keep_alive=head.keep_alive,
             clock=pool.reactor,
         )
         self._forwarder = forwarder
-        pool.connect_dedicated(forwarder)
+        pool.submit(forwarder)
 
     def _api(self, target: ApiRoute, head: _Head) -> None:
         identity: Identity | None
@@ -1444,7 +1285,8 @@ class GatewayFactory(Factory):
     ``clusters()`` returns the current registry snapshot's clusters by name
     (looked up once per request); ``pools`` holds the upstream connections;
     ``access`` authenticates and authorizes, ``audit`` writes the audit
-    log, ``exec_credentials`` runs clusters' exec plugins, ``health_gate``
+    log, ``exec_credentials`` (handed to ``pools``, which resolve the
+    credentials) runs clusters' exec plugins, ``health_gate``
     refuses requests to unhealthy clusters
     (:meth:`karpor.health.prober.HealthProber.refusal`), ``metrics``
     records each request; wrap this factory in TLS
@@ -1493,8 +1335,8 @@ class GatewayFactory(Factory):
         self.access = access if access is not None else Access(certificates=authenticator)
         #: where each request's audit record goes (``None``: no audit log)
         self.audit = audit
-        #: exec-plugin tokens of clusters with such credentials
-        self.exec_credentials = exec_credentials
+        if exec_credentials is not None:
+            pools.use_exec_credentials(exec_credentials)
         #: the ``Status`` of a request to an unhealthy cluster (``None``: forward it)
         self.health_gate = health_gate
         #: where each request's metrics go (``None``: none)

@@ -1,9 +1,10 @@
 """One health-probe request, carried by a cluster's connection pool.
 
 A :class:`ProbeExchange` is the smallest :class:`~karpor.upstream.http1.Exchange`:
-a bodiless ``GET`` whose head (:func:`probe_head`) carries the cluster's
-header block (``Host`` and the credential, from
-:class:`~karpor.upstream.credentials.ClusterCredentials`), sent on a pooled
+a bodiless ``GET`` (:func:`probe_request`, an
+:class:`~karpor.upstream.request.UpstreamRequest` like any other) submitted
+to the cluster's pool, which adds the cluster's credential (an exec
+plugin's token included, dropped on a ``401``) and carries it on a pooled
 connection with the pool's TLS options, so a probe costs no TLS context and
 usually no handshake.  It keeps at most :data:`~karpor.health.probe.MAX_BODY`
 bytes of the answer and reports once, to ``done``: ``(code, body, None)``
@@ -22,26 +23,23 @@ from karpor.health.probe import MAX_BODY
 from karpor.http.headers import Header, ResponseHeaders
 from karpor.kube.status import ApiError
 from karpor.upstream.http1 import Carrier, Tunnel
+from karpor.upstream.request import UNRESOLVED, UpstreamRequest
 
 USER_AGENT = b"karpor-health-probe"
+#: the headers of every probe request
+PROBE_HEADERS: tuple[Header, ...] = (
+    (b"Accept", b"application/json, */*"),
+    (b"User-Agent", USER_AGENT),
+)
 
 #: ``done(code, body, error)``: an answer (``error`` is ``None``) or a failure
 Done = Callable[[int | None, bytes, ApiError | None], None]
 
 
-def probe_head(path: bytes, cluster_block: bytes) -> bytes:
-    """The head of ``GET path`` with the cluster's ``Host`` and credential lines."""
-    return b"".join(
-        (
-            b"GET ",
-            path,
-            b" HTTP/1.1\r\n",
-            cluster_block,
-            b"Accept: application/json, */*\r\nUser-Agent: ",
-            USER_AGENT,
-            b"\r\n\r\n",
-        )
-    )
+def probe_request(path: bytes) -> UpstreamRequest:
+    """``GET path`` (the cluster's API path; the pool adds the endpoint's
+    prefix, ``Host`` and the credential)."""
+    return UpstreamRequest(b"GET", path, PROBE_HEADERS)
 
 
 class ProbeExchange:
@@ -53,8 +51,11 @@ class ProbeExchange:
     #: the probe has a timeout of its own
     head_timeout: float | None = None
 
-    def __init__(self, head: bytes, done: Done) -> None:
-        self.head = head
+    def __init__(self, request: UpstreamRequest, done: Done) -> None:
+        self.request = request
+        #: set by the pool (:data:`~karpor.upstream.request.UNRESOLVED`
+        #: while it waits for an exec plugin)
+        self.credential = UNRESOLVED
         self.cancelled = False
         self._done: Done | None = done
         self._carrier: Carrier | None = None
@@ -63,7 +64,7 @@ class ProbeExchange:
         self._size = 0
 
     def attach(self, connection: Carrier) -> None:
-        """The pool wrote the head on ``connection``: the request is complete."""
+        """``connection`` wrote the head: the request is complete."""
         self._carrier = connection
         connection.finish_request()
 

@@ -11,11 +11,11 @@ part): stopping it ends every timer and probe in flight.
 
 A probe (:class:`~karpor.health.probe.Probe`) sends its requests one after
 the other as :class:`~karpor.health.exchange.ProbeExchange`\\ s submitted
-to the cluster's :class:`~karpor.upstream.pool.ClusterPool` (its TLS options,
-header block and pooled connections); a cluster with an exec-plugin
-credential gets the plugin's token from the shared
-:class:`~karpor.upstream.execcredential.ExecCredentialCache` first (a 401
-drops it, as for requests).  A timer bounds the whole probe
+to the cluster's :class:`~karpor.upstream.pool.ClusterPool`, the path every
+request takes: the pool adds the credential (an exec plugin's token from
+the shared :class:`~karpor.upstream.execcredential.ExecCredentialCache`,
+dropped on a 401) and carries it on its pooled connections with its TLS
+options.  A timer bounds the whole probe
 (``timeout``); at its end the verdict goes to ``on_change(name, status)``
 (every probe: the catalog keeps the probe time; ``None`` when a changed
 definition makes the cluster unknown again) and a turn to healthy or
@@ -33,10 +33,9 @@ from collections.abc import Callable, Mapping
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from karpor.config.model import Cluster, ExecCredential
-from karpor.health.exchange import ProbeExchange, probe_head
+from karpor.config.model import Cluster
+from karpor.health.exchange import ProbeExchange, probe_request
 from karpor.health.probe import (
     ClusterHealth,
     ClusterStatus,
@@ -47,9 +46,9 @@ from karpor.health.probe import (
     same_access,
 )
 from karpor.kube.status import ApiError
-from karpor.upstream.credentials import CredentialError
-from karpor.upstream.execcredential import ExecCredentialCache, ExecPluginError, ExecResult
-from karpor.upstream.pool import ClusterPool, UpstreamPools
+from karpor.upstream.execcredential import ExecCredentialCache
+from karpor.upstream.pool import UpstreamPools
+from karpor.upstream.request import UNRESOLVED
 
 log = Logger()
 
@@ -70,14 +69,12 @@ FIRST_PROBE_SPACING = 0.005
 class _Run:
     """One probe in flight."""
 
-    __slots__ = ("deadline", "exchange", "over", "probe", "waiting_for")
+    __slots__ = ("deadline", "exchange", "over", "probe")
 
     def __init__(self, probe: Probe) -> None:
         self.probe = probe
         self.deadline: IDelayedCall | None = None
         self.exchange: ProbeExchange | None = None
-        #: what the probe waits for besides a request ("" for none)
-        self.waiting_for = ""
         self.over = False
 
 
@@ -94,8 +91,10 @@ class _Slot:
 
 
 class HealthProber(Service):
-    """Probes every cluster of the registry (see the module docstring); as a
-    service, stopping it ends every timer and probe in flight."""
+    """Probes every cluster of the registry (see the module docstring);
+    ``exec_credentials``, when given, is handed to ``pools`` (which
+    resolve the credentials).  As a service, stopping it ends every timer
+    and probe in flight."""
 
     def __init__(
         self,
@@ -110,7 +109,8 @@ class HealthProber(Service):
         self._reactor = reactor
         self._pools = pools
         self.settings = settings
-        self._exec = exec_credentials
+        if exec_credentials is not None:
+            pools.use_exec_credentials(exec_credentials)
         self._on_change = on_change
         self._now = now
         self._slots: dict[str, _Slot] = {}
@@ -221,77 +221,17 @@ class HealthProber(Service):
 
     def _step(self, slot: _Slot, run: _Run) -> None:
         """Send the probe's next request, or end it."""
-        probe = run.probe
-        path = probe.path
+        path = run.probe.path
         if path is None:
             self._finish(slot, run)
             return
-        pool = self._pools.get(slot.cluster)
-        credentials = pool.credentials
-        if pool.error is not None or credentials is None:
-            error = pool.error or ApiError(502, "the cluster definition cannot be used")
-            probe.failed(error.message, error.code)
-            self._step(slot, run)
-            return
-        if credentials.exec_credential is None:
-            self._send(slot, run, pool, credentials.block())
-            return
-        cache = self._exec
-        if cache is None:
-            probe.failed("exec credentials are not enabled", 502)
-            self._step(slot, run)
-            return
-        run.waiting_for = "the exec plugin"
-        cache.get(slot.cluster).addCallbacks(
-            self._got_token,
-            self._no_token,
-            callbackArgs=(slot, run, pool),
-            errbackArgs=(slot, run),
-        )
-
-    def _got_token(self, result: ExecResult, slot: _Slot, run: _Run, pool: ClusterPool) -> None:
-        if not self._current(slot, run):
-            return
-        run.waiting_for = ""
-        name = slot.cluster.name
-        if result.token is None:
-            run.probe.failed("the exec plugin gave a client certificate, not a token", 502)
-            self._step(slot, run)
-            return
-        credentials = pool.credentials
-        assert credentials is not None
-        try:
-            block, _ = credentials.with_token(result.token)
-        except CredentialError as exc:
-            run.probe.failed(f'cluster "{name}": {exc}', 502)
-            self._step(slot, run)
-            return
-        self._send(slot, run, pool, block)
-
-    def _no_token(self, failure: Failure, slot: _Slot, run: _Run) -> None:
-        if not self._current(slot, run):
-            return
-        run.waiting_for = ""
-        exc = failure.value
-        if isinstance(exc, ExecPluginError):
-            error = exc.api_error()
-            run.probe.failed(error.message, error.code)
-        else:
-            log.failure("exec credential for a probe failed", failure)
-            run.probe.failed("the exec plugin failed", 502)
-        self._step(slot, run)
-
-    def _send(self, slot: _Slot, run: _Run, pool: ClusterPool, block: bytes) -> None:
-        path = run.probe.path
-        assert path is not None and pool.credentials is not None
-        target = pool.credentials.endpoint.prefix + path.encode()
 
         def done(code: int | None, body: bytes, error: ApiError | None) -> None:
             self._answered(slot, run, code, body, error)
 
-        exchange = ProbeExchange(probe_head(target, block), done)
+        exchange = ProbeExchange(probe_request(path.encode()), done)
         run.exchange = exchange
-        pool.submit(exchange)
+        self._pools.get(slot.cluster).submit(exchange)
 
     def _answered(
         self, slot: _Slot, run: _Run, code: int | None, body: bytes, error: ApiError | None
@@ -303,9 +243,6 @@ class HealthProber(Service):
             failure = error or ApiError(502, "no answer")
             run.probe.failed(failure.message, failure.code)
         else:
-            exec_cluster = isinstance(slot.cluster.credential, ExecCredential)
-            if code == 401 and exec_cluster and self._exec is not None:
-                self._exec.invalidate(slot.cluster.name)
             run.probe.answered(code, body)
         self._step(slot, run)
 
@@ -314,9 +251,12 @@ class HealthProber(Service):
         if not self._current(slot, run):
             return
         exchange, run.exchange = run.exchange, None
+        waiting_for = ""
         if exchange is not None:
+            if exchange.credential is UNRESOLVED:
+                waiting_for = "the exec plugin"
             exchange.cancel()
-        run.probe.timed_out(self.settings.timeout, run.waiting_for)
+        run.probe.timed_out(self.settings.timeout, waiting_for)
         self._finish(slot, run)
 
     def _finish(self, slot: _Slot, run: _Run) -> None:

@@ -9,10 +9,11 @@ so are the caller's ``X-Forwarded-For``, ``X-Real-IP`` and ``Forwarded``
 (a cluster's audit log takes the source address from them: a caller must
 not choose it) and, from ``Sec-WebSocket-Protocol``, the entries carrying a
 bearer token (``base64url.bearer.authorization.k8s.io.<token>``,
-:func:`websocket_protocols`).  The cluster's header block (``Host`` and its
-credential), the identity headers the gateway decides on, and
-``X-Forwarded-For`` holding the one address the gateway saw are added; the
-body framing is restated by the gateway.  Responses lose their
+:func:`websocket_protocols`).  What goes upstream is then written by
+:mod:`karpor.upstream.request`: the cluster's ``Host`` and credential, the
+identity headers the gateway decides on, and ``X-Forwarded-For`` holding the
+one address the gateway saw are added; the body framing is restated by the
+gateway.  Responses lose their
 hop-by-hop headers in the same way.
 
 No header line whose name is not an HTTP token or whose value holds CR, LF
@@ -27,7 +28,7 @@ upstream.
 caller's when it sent a sane one (:func:`caller_audit_id`), else a fresh
 UUID (:func:`new_audit_id`).  The caller's header is never forwarded as
 sent: the gateway states the id itself upstream (``audit_id`` of
-:func:`request_head`), and drops the cluster's ``Audit-Id`` from the
+:class:`~karpor.upstream.request.UpstreamRequest`), and drops the cluster's ``Audit-Id`` from the
 response (:func:`split_response`) so that the caller sees exactly one, the
 gateway's, which is also the id the cluster received.
 """
@@ -261,41 +262,6 @@ def split_request(
         if ups and ups[0].strip():
             upgrade_value = ups[0].strip()
     return RequestHeaders(forward, content_length, chunked, upgrade_value)
-
-
-def request_head(
-    method: bytes,
-    target: bytes,
-    request: RequestHeaders,
-    cluster_block: bytes,
-    client_address: bytes,
-    identity: Sequence[Header] = (),
-    audit_id: bytes = b"",
-) -> bytes:
-    """The upstream request head, in one piece.
-
-    ``cluster_block`` holds the cluster's ``Host`` and credential header
-    lines (each ending in CRLF); ``identity`` the headers the gateway adds
-    for the caller (impersonation), validated here all the same;
-    ``audit_id`` (from :func:`caller_audit_id` or :func:`new_audit_id`,
-    so already safe) goes as ``Audit-Id`` when given; ``X-Forwarded-For``
-    is ``client_address`` alone (the caller's own is never forwarded).
-    """
-    parts: list[bytes] = [method, b" ", target, b" HTTP/1.1\r\n", cluster_block]
-    if audit_id:
-        parts += (b"Audit-Id: ", audit_id, b"\r\n")
-    for name, value in request.forward:
-        parts += (name, b": ", value, b"\r\n")
-    for name, value in identity:
-        if valid_header(name, value):
-            parts += (name, b": ", value, b"\r\n")
-    parts += (b"X-Forwarded-For: ", client_address, b"\r\n")
-    if request.upgrade is not None:
-        parts += (b"Connection: Upgrade\r\nUpgrade: ", request.upgrade, b"\r\n")
-    if request.chunked:
-        parts += (b"Transfer-Encoding: chunked\r\n",)
-    parts += (b"\r\n",)
-    return b"".join(parts)
 
 
 @dataclass(slots=True)

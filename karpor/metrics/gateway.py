@@ -324,7 +324,7 @@ class GatewayMetrics:
         """A long-running request of ``kind`` ended."""
         self._kinds[kind].dec()
 
-    # -- upstream connections (karpor.upstream.pool.UpstreamErrors) --------------------
+    # -- upstream connections (karpor.upstream.connector.UpstreamErrors) --------------------
 
     def connect_error(self, cluster: str) -> None:
         """A connection to ``cluster`` could not be opened."""

@@ -1,16 +1,18 @@
-"""What the gateway presents to one cluster: TLS options and header block.
+"""What the gateway presents to one cluster: TLS options and credential.
 
 Built once per cluster definition (never per request): the TLS client
 options (the cluster's CA, ``insecure``, a client certificate for an
 :class:`~karpor.config.model.X509Credential`, ``tls_server_name``) and the
-header lines every upstream request carries (``Host`` and, for a
-:class:`~karpor.config.model.TokenCredential`, ``Authorization``).  For an
-:class:`~karpor.config.model.ExecCredential` the token comes from the exec
-plugin (:class:`~karpor.upstream.execcredential.ExecCredentialCache`, asked by
-the front per request): :meth:`ClusterCredentials.with_token` adds it to the
-header block, remembering the block of the last token.  A token
+:class:`~karpor.upstream.request.Credential` every upstream request carries
+(the endpoint's prefix, ``Host``/``:authority`` and, for a
+:class:`~karpor.config.model.TokenCredential`, the bearer token) in both
+wire forms.  For an :class:`~karpor.config.model.ExecCredential` the token
+comes from the exec plugin
+(:class:`~karpor.upstream.execcredential.ExecCredentialCache`, asked by
+the cluster's pool per request): :meth:`ClusterCredentials.with_token`
+builds its credential, remembering the one of the last token.  A token
 read from ``token_file`` is re-read when the file changes, checked at most
-once per ``reread_interval``: swapping it is replacing one bytes object.
+once per ``reread_interval``: swapping it is replacing one tuple.
 
 Nothing here puts a token or a key into a message or a ``repr``.
 """
@@ -28,6 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from karpor.config.model import Cluster, ExecCredential, TokenCredential, X509Credential
 from karpor.net import tls
+from karpor.upstream.request import Credential
 
 #: How often (seconds) a ``token_file`` is checked for a new token.
 TOKEN_REREAD_INTERVAL = 60.0
@@ -89,6 +92,10 @@ def _read(path: str, what: str) -> bytes:
         raise CredentialError(f"cannot read {what} {path}: {e.strerror}") from None
 
 
+#: ``Authorization: Bearer <token>\r\n`` -> ``Bearer <token>``
+_VALUE = slice(15, -2)
+
+
 def _token_line(token: bytes) -> bytes:
     token = token.strip()
     if not token:
@@ -99,7 +106,7 @@ def _token_line(token: bytes) -> bytes:
 
 
 class ClusterCredentials:
-    """TLS options and request header block for one cluster definition.
+    """TLS options and request credential for one cluster definition.
 
     Raises :class:`CredentialError` when the definition cannot be used
     (unreadable files, bad PEM).
@@ -119,17 +126,17 @@ class ClusterCredentials:
         self._next_check = 0.0
         self._host_line = b"Host: " + self.endpoint.authority + b"\r\n"
         self._auth_line = b""
-        self._h2_base: list[tuple[bytes, bytes]] = [
+        self._h2_base: tuple[tuple[bytes, bytes], ...] = (
             (b":scheme", self.endpoint.scheme.encode()),
             (b":authority", self.endpoint.authority),
-        ]
+        )
         cred = cluster.credential
         cert_pem: bytes | None = None
         key_pem: bytes | None = None
         #: the exec plugin giving this cluster's token (``None``: none)
         self.exec_credential: ExecCredential | None = None
         self._exec_token: str | None = None
-        self._exec_pair: tuple[bytes, list[tuple[bytes, bytes]]] = (b"", [])
+        self._exec_credential = Credential(self.endpoint.prefix, b"", ())
         if isinstance(cred, ExecCredential):
             self.exec_credential = cred
         elif isinstance(cred, TokenCredential):
@@ -153,8 +160,7 @@ class ClusterCredentials:
                 raise CredentialError(
                     "the client certificate credential needs both a certificate and a key"
                 )
-        self._block = self._host_line + self._auth_line
-        self._h2 = self._h2_headers()
+        self._credential = self._build(self._auth_line)
         self.tls: tls.ClientTLS | None = None
         #: the same TLS options offering ALPN ``h2`` first (HTTP/2 streams)
         self.tls_h2: tls.ClientTLS | None = None
@@ -190,11 +196,11 @@ class ClusterCredentials:
             self._auth_line = _token_line(_read(self._token_file, "token file"))
             self._token_stat = stamp
 
-    def _h2_headers(self) -> list[tuple[bytes, bytes]]:
-        if not self._auth_line:
-            return self._h2_base
-        # "Authorization: Bearer <token>\r\n" -> the value
-        return [*self._h2_base, (b"authorization", self._auth_line[15:-2])]
+    def _build(self, auth_line: bytes) -> Credential:
+        h2 = self._h2_base
+        if auth_line:
+            h2 += ((b"authorization", auth_line[_VALUE]),)
+        return Credential(self.endpoint.prefix, self._host_line + auth_line, h2)
 
     def _refresh(self) -> None:
         if self._token_file is not None:
@@ -203,32 +209,24 @@ class ClusterCredentials:
                 self._next_check = now + self._reread_interval
                 with contextlib.suppress(CredentialError):  # keep the last good token
                     self._load_token_file()
-                self._block = self._host_line + self._auth_line
-                self._h2 = self._h2_headers()
+                self._credential = self._build(self._auth_line)
 
-    def with_token(self, token: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-        """The header block and HTTP/2 headers carrying ``token`` (an exec
-        plugin's): built once per token, shared: do not modify.  Raises
-        :class:`CredentialError` for a token that cannot be a header value."""
+    def with_token(self, token: str) -> Credential:
+        """The credential carrying ``token`` (an exec plugin's): built once
+        per token, shared.  Raises :class:`CredentialError` for a token
+        that cannot be a header value."""
         if token is not self._exec_token:
-            line = _token_line(token.encode("latin-1", "replace"))
-            self._exec_pair = (
-                self._host_line + line,
-                [*self._h2_base, (b"authorization", line[15:-2])],
-            )
+            self._exec_credential = self._build(_token_line(token.encode("latin-1", "replace")))
             self._exec_token = token
-        return self._exec_pair
+        return self._exec_credential
 
-    def block(self) -> bytes:
-        """The header lines every request to the cluster carries (CRLF-ended)."""
-        self._refresh()
-        return self._block
-
-    def h2_headers(self) -> list[tuple[bytes, bytes]]:
-        """The same for an HTTP/2 request: ``:scheme``, ``:authority`` and
-        the credential (``authorization``), shared: do not modify."""
-        self._refresh()
-        return self._h2
+    def current(self) -> Credential:
+        """The credential of the definition (a ``token_file``'s token as
+        last read), shared: what every request to the cluster presents
+        unless its token comes from an exec plugin."""
+        if self._token_file is not None:
+            self._refresh()
+        return self._credential
 
     def __repr__(self) -> str:
         return f"<ClusterCredentials {self.endpoint.scheme}://{self.endpoint.host}:{self.endpoint.port}>"

@@ -30,9 +30,13 @@ from twisted.internet.interfaces import IPushProducer, ITransport
 from karpor.http.headers import Header, ResponseHeaders, lines
 from karpor.kube.status import ApiError
 from karpor.upstream.http1 import Carrier, Tunnel
+from karpor.upstream.request import CHUNKED, NO_BODY, UNRESOLVED, UpstreamRequest
 
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 _LAST_CHUNK = b"0\r\n\r\n"
+#: What a forwarder's ``request`` becomes once the response began (nothing
+#: is retried then; a long response need not keep the request's headers).
+_ANSWERED = UpstreamRequest(b"", b"")
 
 
 class Channel(TypingProtocol):
@@ -70,14 +74,13 @@ def chunk(data: bytes) -> bytes:
 class Forwarder:
     """The exchange of one proxied request (see the module docstring).
 
-    ``head`` is the HTTP/1.1 request head; ``h2_headers``, when given, the
-    same request as an HTTP/2 header list (a long-running request the pool
-    may carry as a stream, :mod:`karpor.upstream.h2`); ``head_timeout``
-    the seconds the cluster may take to send its response head once the
-    request is written (``None``: no limit; :mod:`karpor.upstream.deadline`),
-    a ``504`` after that.  Whichever
-    carries it (an :class:`~karpor.upstream.http1.UpstreamConnection` or an
-    HTTP/2 stream) is its *carrier*.
+    ``request`` is what to ask the cluster (the pool adds the credential,
+    the carrier writes it: an
+    :class:`~karpor.upstream.http1.UpstreamConnection` or an HTTP/2 stream,
+    :mod:`karpor.upstream.h2`); ``head_timeout`` the seconds the cluster
+    may take to send its response head once the request is written
+    (``None``: no limit; :mod:`karpor.upstream.deadline`), a ``504`` after
+    that.
     """
 
     __slots__ = (
@@ -95,36 +98,34 @@ class Forwarder:
         "_started",
         "_streaming",
         "cancelled",
-        "h2_headers",
+        "credential",
         "has_body",
-        "head",
         "head_only",
         "head_timeout",
+        "request",
         "retriable",
     )
 
     def __init__(
         self,
         channel: Channel,
-        method: bytes,
-        head: bytes,
+        request: UpstreamRequest,
         *,
-        body: bool,
-        chunked: bool,
         http11: bool,
         keep_alive: bool,
-        h2_headers: list[Header] | None = None,
         head_timeout: float | None = None,
     ) -> None:
         self._channel = channel
-        self.head = head
-        self.h2_headers = h2_headers
+        self.request = request
+        self.credential = UNRESOLVED
         self.head_timeout = head_timeout
+        method = request.method
+        body = request.body != NO_BODY
         self.head_only = method == b"HEAD"
         self.retriable = not body and method in _IDEMPOTENT
         self.cancelled = False
         self.has_body = body
-        self._chunked_up = chunked
+        self._chunked_up = request.body == CHUNKED
         self._http11 = http11
         self._keep_alive = keep_alive
         self._conn: Carrier | None = None
@@ -144,8 +145,6 @@ class Forwarder:
     def attach(self, connection: Carrier) -> None:
         """Write the request body (so far) to ``connection`` (its head is written)."""
         self._conn = connection
-        if connection.transport is None:
-            self.head = b""  # an HTTP/2 stream: the HTTP/1.1 head is not needed
         if not self.has_body:
             connection.finish_request()
             return
@@ -224,8 +223,7 @@ class Forwarder:
         if self._finished:
             return
         self._started = True
-        self.head = b""  # nothing is retried once a response began
-        self.h2_headers = None
+        self.request = _ANSWERED  # never sent again: not kept while the response lasts
         parts = [b"HTTP/1.1 %d %b\r\n" % (code, reason), *lines(response.forward)]
         body_possible = not self.head_only and code not in (204, 304)
         if body_possible and response.content_length is None:

@@ -13,12 +13,17 @@ same with the sans-IO ``h2`` library under a thin Twisted protocol:
 - a :class:`Multiplexer` (one per cluster pool, so per cluster definition)
   keeps the cluster's :class:`H2UpstreamConnection` objects, each carrying up to the
   server's ``SETTINGS_MAX_CONCURRENT_STREAMS`` streams, and opens another
-  when all are full.  Its connections offer ALPN ``h2`` and ``http/1.1``;
+  when all are full (through its
+  :class:`~karpor.upstream.connector.Connector`: the HTTP/1.1 pool's bounds
+  and errors).  Its connections offer ALPN ``h2`` and ``http/1.1``;
   a cluster that answers ``http/1.1`` is remembered as such and its
   requests go to the HTTP/1.1 pool from then on.
 - an :class:`H2Stream` is the carrier of one request (a
-  :class:`~karpor.upstream.forward.Forwarder`): the request headers go out as
-  one HEADERS frame (the body, rare for watches, in DATA frames within the
+  :class:`~karpor.upstream.forward.Forwarder`): the request goes out as
+  one HEADERS frame (:func:`~karpor.upstream.request.h2_header_list`, from
+  the exchange's :class:`~karpor.upstream.request.UpstreamRequest` and
+  credential; a ``401`` tells the pool, which drops an exec-plugin token;
+  the body, rare for watches, in DATA frames within the
   stream's send window), the response head and each DATA frame's bytes go to
   the forwarder the moment they are parsed.
 
@@ -54,9 +59,7 @@ from __future__ import annotations
 import contextlib
 import http
 from collections import deque
-from collections.abc import Callable, Sequence
 from typing import Protocol as TypingProtocol
-from typing import TypeVar
 
 import h2.config
 import h2.connection
@@ -64,7 +67,6 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHandshakeListener,
@@ -72,21 +74,22 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from karpor.http.headers import (
     Header,
-    RequestHeaders,
     ResponseHeaders,
     split_response,
     valid_header,
 )
 from karpor.kube.status import ApiError
 from karpor.net.h2window import send_within_window
+from karpor.upstream.connector import Connector, UpstreamErrors, describe_failure
 from karpor.upstream.deadline import HeadDeadline, timeout_error
-from karpor.upstream.http1 import Exchange, describe_failure, no_delay
+from karpor.upstream.http1 import Exchange, no_delay
+from karpor.upstream.request import NO_BODY, h2_header_list
 
 #: Each stream's receive window (SETTINGS_INITIAL_WINDOW_SIZE, the default):
 #: the most a paused client lets the cluster send ahead.
@@ -108,29 +111,6 @@ _PHRASES: dict[int, bytes] = {s.value: s.phrase.encode() for s in http.HTTPStatu
 _TRUE = frozenset({b"true", b"1", b"t", b"True", b"TRUE", b"T"})
 _CANCEL = h2.errors.ErrorCodes.CANCEL
 _REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
-
-
-# -- connecting -----------------------------------------------------------------
-
-_P = TypeVar("_P", bound=Protocol)
-
-
-class _Quiet(Factory):
-    """Builds the one protocol it was given, without Twisted's per-connection
-    ``Starting factory`` log lines (``connectProtocol``'s factory is noisy)."""
-
-    noisy = False
-
-    def __init__(self, protocol: Protocol) -> None:
-        self._protocol = protocol
-
-    def buildProtocol(self, addr: object) -> Protocol:
-        return self._protocol
-
-
-def connect(endpoint: IStreamClientEndpoint, protocol: _P) -> Deferred[_P]:
-    """Connect ``protocol`` through ``endpoint`` (as ``connectProtocol``, quietly)."""
-    return endpoint.connect(_Quiet(protocol))  # type: ignore[return-value]
 
 
 # -- policy -------------------------------------------------------------------
@@ -163,45 +143,10 @@ def multiplexed(method: bytes, target: bytes) -> bool:
     return is_long_running(target)
 
 
-def request_headers(
-    method: bytes,
-    path: bytes,
-    request: RequestHeaders,
-    cluster_headers: Sequence[Header],
-    client_address: bytes,
-    identity: Sequence[Header] = (),
-    audit_id: bytes = b"",
-) -> list[Header]:
-    """The HTTP/2 header list of one upstream request: the same rewrite as
-    :func:`~karpor.http.headers.request_head` (``request`` already lost
-    its hop-by-hop and caller-credential headers), names lower-cased, the
-    pseudo-headers and the cluster's ``:authority``/credential
-    (``cluster_headers``, see
-    :meth:`~karpor.upstream.credentials.ClusterCredentials.h2_headers`) first.
-    ``Transfer-Encoding``, ``Connection`` and ``TE`` never appear;
-    ``audit-id`` comes last when given."""
-    out: list[Header] = [(b":method", method), (b":path", path)]
-    out += cluster_headers
-    for name, value in request.forward:
-        out.append((name.lower(), value))
-    for name, value in identity:
-        if valid_header(name, value):
-            out.append((name.lower(), value))
-    out.append((b"x-forwarded-for", client_address))
-    if audit_id:
-        out.append((b"audit-id", audit_id))
-    return out
-
-
 class StreamExchange(Exchange, TypingProtocol):
-    """An :class:`~karpor.upstream.http1.Exchange` that can travel as an
-    HTTP/2 stream (a :class:`~karpor.upstream.forward.Forwarder` built with
-    ``h2_headers``)."""
-
-    #: the request as an HTTP/2 header list (``None``: HTTP/1.1 only)
-    h2_headers: list[Header] | None
-    #: whether a request body follows the headers
-    has_body: bool
+    """An :class:`~karpor.upstream.http1.Exchange` travelling as an HTTP/2
+    stream: its request goes out as one HEADERS frame
+    (:func:`~karpor.upstream.request.h2_header_list`)."""
 
 
 class PoolSide(TypingProtocol):
@@ -209,6 +154,9 @@ class PoolSide(TypingProtocol):
 
     def fallback(self, exchange: StreamExchange) -> None:
         """Carry ``exchange`` over HTTP/1.1 (the cluster does not speak h2)."""
+
+    def unauthorized(self) -> None:
+        """The cluster answered ``401``: its credential was refused."""
 
 
 # -- one stream ---------------------------------------------------------------
@@ -251,7 +199,7 @@ class H2Stream:
         self._pending: bytes = b""
         self._end_pending = False
         #: our sending side is over (headers with END_STREAM, or the body's end)
-        self._ended = not exchange.has_body
+        self._ended = exchange.request.body == NO_BODY
         self._body_producer: IPushProducer | None = None
         self._deadline: HeadDeadline | None = None
 
@@ -505,8 +453,8 @@ class H2UpstreamConnection(Protocol):
 
     def open_stream(self, exchange: StreamExchange) -> None:
         """Send ``exchange``'s request headers on a new stream and attach it."""
-        headers = exchange.h2_headers
-        assert headers is not None
+        request = exchange.request
+        headers = h2_header_list(request, exchange.credential)
         if self.idle_timer is not None:
             if self.idle_timer.active():
                 self.idle_timer.cancel()
@@ -515,7 +463,7 @@ class H2UpstreamConnection(Protocol):
         stream_id = conn.get_next_available_stream_id()
         stream = H2Stream(self, stream_id, exchange)
         self.streams[stream_id] = stream
-        conn.send_headers(stream_id, headers, end_stream=not exchange.has_body)
+        conn.send_headers(stream_id, headers, end_stream=request.body == NO_BODY)
         exchange.attach(stream)
         self.flush()
 
@@ -619,6 +567,8 @@ class H2UpstreamConnection(Protocol):
                 code = int(value)
             elif not name.startswith(b":") and valid_header(name, value):
                 plain.append((name, value))
+        if code == 401:
+            self.multiplexer.unauthorized()
         response: ResponseHeaders = split_response(plain)
         exchange.upstream_head(code, _PHRASES.get(code, b"Unknown"), response)
 
@@ -711,17 +661,6 @@ def _code_name(code: int | None) -> str:
 # -- the connections of one cluster -------------------------------------------------
 
 
-class _Attempt:
-    """A connection being opened."""
-
-    __slots__ = ("deferred", "timed_out", "timer")
-
-    def __init__(self) -> None:
-        self.deferred: Deferred[H2UpstreamConnection] | None = None
-        self.timer: IDelayedCall | None = None
-        self.timed_out = False
-
-
 class Multiplexer:
     """The HTTP/2 connections of one cluster pool (see the module docstring).
 
@@ -741,22 +680,20 @@ class Multiplexer:
         idle_timeout: float,
         max_connections: int,
         tls: bool = True,
-        on_failure: Callable[[bool], None] | None = None,
+        errors: UpstreamErrors | None = None,
     ) -> None:
         self.name = name
-        #: told of each failed connection attempt: ``True`` for a TLS handshake failure
-        self._on_failure = on_failure
         self._pool = pool
-        self._endpoint = endpoint
         self._reactor = reactor
-        self._connect_timeout = connect_timeout
+        self._connector: Connector[H2UpstreamConnection] = Connector(
+            name, endpoint, reactor, connect_timeout, self._connect_failed, errors
+        )
         self._idle_timeout = idle_timeout
         self._max_connections = max_connections
         self._tls = tls
         self.speaks_h2: bool | None = None
         self.expected_streams = ASSUMED_MAX_STREAMS
         self.connections: list[H2UpstreamConnection] = []
-        self._connecting: dict[H2UpstreamConnection, _Attempt] = {}
         self._waiting: deque[StreamExchange] = deque()
         self.draining = False
 
@@ -778,7 +715,7 @@ class Multiplexer:
     def submit(self, exchange: StreamExchange) -> None:
         """Carry ``exchange`` as a stream on a connection with room, opening
         one when all are full."""
-        if self.speaks_h2 is False or exchange.h2_headers is None:
+        if self.speaks_h2 is False:
             self._pool.fallback(exchange)
             return
         for conn in self.connections:
@@ -807,50 +744,13 @@ class Multiplexer:
     def _connect(self) -> H2UpstreamConnection:
         conn = H2UpstreamConnection(self, tls=self._tls)
         self.connections.append(conn)
-        attempt = _Attempt()
-        self._connecting[conn] = attempt
-        attempt.timer = self._reactor.callLater(self._connect_timeout, self._timed_out, conn)
-        d = connect(self._endpoint, conn)
-        attempt.deferred = d
-        d.addCallbacks(self._connected, self._connect_failed, errbackArgs=(conn,))
+        self._connector.open(conn)
         return conn
 
-    def _connected(self, conn: H2UpstreamConnection) -> None:
-        attempt = self._connecting.get(conn)
-        if attempt is not None:
-            attempt.deferred = None
-
-    def _timed_out(self, conn: H2UpstreamConnection) -> None:
-        attempt = self._connecting.get(conn)
-        if attempt is None:
-            return
-        attempt.timer = None
-        attempt.timed_out = True
-        if attempt.deferred is not None:
-            attempt.deferred.cancel()
-        elif conn.transport is not None and not conn.closed:
-            conn.transport.abortConnection()  # type: ignore[attr-defined]
-
-    def _settle(self, conn: H2UpstreamConnection) -> _Attempt | None:
-        attempt = self._connecting.pop(conn, None)
-        if attempt is not None and attempt.timer is not None:
-            attempt.timer.cancel()
-            attempt.timer = None
-        return attempt
-
-    def _connect_failed(self, failure: Failure, conn: H2UpstreamConnection) -> None:
-        attempt = self._settle(conn)
+    def _connect_failed(self, conn: H2UpstreamConnection, error: ApiError) -> None:
         if conn in self.connections:
             self.connections.remove(conn)
-        timed_out = attempt is not None and attempt.timed_out
-        reason = (
-            f"connection timed out after {self._connect_timeout:g}s"
-            if timed_out or failure.check(CancelledError)
-            else describe_failure(failure)
-        )
-        if self._on_failure is not None:
-            self._on_failure(False)
-        self._fail_waiting(ApiError(503, f"cluster {self.name!r} is unreachable: {reason}"))
+        self._fail_waiting(error)
 
     def _fail_waiting(self, error: ApiError) -> None:
         """A connection could not be opened: fail the exchanges no other
@@ -863,7 +763,7 @@ class Multiplexer:
 
     def connection_ready(self, conn: H2UpstreamConnection) -> None:
         """``conn`` speaks HTTP/2 and has the server's SETTINGS."""
-        self._settle(conn)
+        self._connector.opened(conn)
         self.speaks_h2 = True
         self._drain_waiting(conn)
         if not conn.streams:
@@ -874,7 +774,7 @@ class Multiplexer:
     def refused(self, conn: H2UpstreamConnection) -> None:
         """ALPN chose HTTP/1.1: remember it and hand every waiting exchange
         to the HTTP/1.1 pool."""
-        self._settle(conn)
+        self._connector.opened(conn)
         self.speaks_h2 = False
         waiting, self._waiting = self._waiting, deque()
         for exchange in waiting:
@@ -908,26 +808,17 @@ class Multiplexer:
 
     def connection_lost(self, conn: H2UpstreamConnection, reason: Failure) -> None:
         """``conn`` closed (it then ends its streams itself)."""
-        attempt = self._settle(conn)
+        error = self._connector.lost(conn, reason)
         if conn in self.connections:
             self.connections.remove(conn)
-        if attempt is not None and self._on_failure is not None:
-            self._on_failure(not attempt.timed_out)
-        if attempt is not None and self.speaks_h2 is not False:
-            if attempt.timed_out:
-                error = ApiError(
-                    503,
-                    f"cluster {self.name!r} is unreachable: connection timed out after "
-                    f"{self._connect_timeout:g}s",
-                )
-            else:
-                error = ApiError(
-                    502,
-                    f"cluster {self.name!r}: TLS handshake failed: {describe_failure(reason)}",
-                )
+        if error is not None and self.speaks_h2 is not False:
             self._fail_waiting(error)
         elif self._waiting and not self.draining:
             self._grow()
+
+    def unauthorized(self) -> None:
+        """A stream was answered ``401``: the pool drops an exec-plugin token."""
+        self._pool.unauthorized()
 
     def drain(self) -> None:
         """Stop opening streams: close idle connections now, the others when

@@ -1,7 +1,10 @@
 """The upstream side: one persistent HTTP/1.1 connection to a cluster.
 
 An :class:`UpstreamConnection` carries one :class:`Exchange` at a time: it
-writes the request head and body the exchange gives it, parses the response
+writes the head of the exchange's request
+(:func:`~karpor.upstream.request.http1_head`, with the credential its pool
+resolved) and the body the exchange gives it, tells its pool of a ``401``
+(:meth:`~karpor.upstream.pool.ClusterPool.unauthorized`), parses the response
 with llhttp (``httptools.HttpResponseParser``) and hands the pieces to the
 exchange as they arrive (never accumulating a body).  When a response ends
 and both sides allow it, the connection goes back to its pool
@@ -31,7 +34,6 @@ from typing import TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
 import httptools
-from OpenSSL import SSL
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
@@ -44,7 +46,9 @@ from zope.interface import implementer
 
 from karpor.http.headers import Header, ResponseHeaders, split_response
 from karpor.kube.status import ApiError
+from karpor.upstream.connector import describe_failure
 from karpor.upstream.deadline import HeadDeadline, timeout_error
+from karpor.upstream.request import Credential, UpstreamRequest, http1_head
 
 if TYPE_CHECKING:
     from karpor.upstream.pool import ClusterPool
@@ -105,8 +109,11 @@ class Carrier(TypingProtocol):
 class Exchange(TypingProtocol):
     """One request travelling to a cluster, as the upstream side sees it."""
 
-    #: the request head, ready to write
-    head: bytes
+    #: what to ask the cluster (its carrier writes it)
+    request: UpstreamRequest
+    #: how the request presents itself to the cluster (set by the pool,
+    #: :data:`~karpor.upstream.request.UNRESOLVED` until then)
+    credential: Credential
     #: whether the request is ``HEAD`` (its response has no body)
     head_only: bool
     #: whether a stale pooled connection may be retried (idempotent, no body)
@@ -154,21 +161,6 @@ def no_delay(transport: object) -> None:
 
 class _Stop(Exception):
     """Raised inside a parser callback to stop parsing (HEAD responses)."""
-
-
-def describe_failure(reason: Failure) -> str:
-    """A short, credential-free description of why a connection failed."""
-    value = reason.value
-    if isinstance(value, SSL.Error):
-        args = value.args[0] if value.args else None
-        if isinstance(args, list) and args and isinstance(args[-1], tuple):
-            return str(args[-1][-1]) or "TLS error"
-        return "TLS error"
-    name = type(value).__name__
-    if name == "VerificationError":
-        return f"certificate verify failed: {value}"
-    text = str(value).strip()
-    return text or name
 
 
 @implementer(IPushProducer)
@@ -286,7 +278,7 @@ class UpstreamConnection(Protocol):
         self.exchange = exchange
         self._request_done = False
         self._reset_response()
-        self.transport.write(exchange.head)  # type: ignore[union-attr]
+        self.transport.write(http1_head(exchange.request, exchange.credential))  # type: ignore[union-attr]
 
     def finish_request(self) -> None:
         """The exchange wrote its whole request (head and body): the wait
@@ -424,6 +416,8 @@ class UpstreamConnection(Protocol):
             reason, self._reason = self._reason, b""
             exchange.upstream_interim(code, reason, headers)
             return
+        if code == 401:
+            self.pool.unauthorized()
         response = split_response(self._headers)
         self._keep_alive = self._parser.should_keep_alive() and not response.close
         body_possible = not exchange.head_only and code not in (204, 304)

@@ -1,41 +1,52 @@
 """Per-cluster pools of persistent upstream connections.
 
 :class:`UpstreamPools` keeps one :class:`ClusterPool` per cluster name.  A
-pool is built for one cluster *definition*: its TLS options and header
-block are made once (:class:`~karpor.upstream.credentials.ClusterCredentials`);
+pool is built for one cluster *definition*: its TLS options and credential
+are made once (:class:`~karpor.upstream.credentials.ClusterCredentials`);
 when the definition changes (a different, unequal ``Cluster``), the next
 request gets a fresh pool while the old one drains (its connections close
 when their exchanges end).
 
-A pool hands an exchange an idle connection (most recently used first),
-opens a new one (connect and TLS handshake bounded by ``connect_timeout``:
-503 when the cluster cannot be reached, 502 naming the TLS failure), or
-queues the exchange when ``max_connections`` are open.  Idle connections
-expire after ``idle_timeout``; at most ``max_idle`` are kept once a burst is
-over (those beyond it close after :data:`EXCESS_IDLE_GRACE` seconds idle,
-not at once: a busy gateway would otherwise close and reopen connections
-from one reactor turn to the next).
+Every request reaches a cluster the same way, through
+:meth:`ClusterPool.submit`: an exchange holding one
+:class:`~karpor.upstream.request.UpstreamRequest` (a proxied request, an
+upgrade, a health probe).  The pool resolves the credential: the
+definition's (a ``token_file`` re-read when it changed), or an exec
+plugin's token from the
+:class:`~karpor.upstream.execcredential.ExecCredentialCache` (waited for
+when not cached; ``502`` naming the cluster when the plugin fails; a
+``401`` from the cluster, on any carrier, drops the cached token:
+:meth:`ClusterPool.unauthorized`).  Then it picks the carrier, which
+writes the request in its own framing:
 
-Long-running requests (watches, ``logs -f``: the policy is
-:func:`karpor.upstream.h2.multiplexed`) go through
-:meth:`ClusterPool.submit_stream` to the pool's
-:class:`~karpor.upstream.h2.Multiplexer`: HTTP/2 streams, many per
-connection.  A cluster that answers ALPN ``http/1.1`` (remembered per
-definition: per pool) or a plain-HTTP endpoint gets them on the HTTP/1.1
-connections like any request.
+- an upgrade request gets a connection of its own (a
+  :class:`~karpor.upstream.http1.DedicatedConnection`): opened the same
+  way (same TLS options, same timeouts and errors), never pooled, not
+  counted against ``max_connections`` (an exec session may last for hours);
+- a long-running request (watches, ``logs -f``: the policy is
+  :func:`karpor.upstream.h2.multiplexed`) goes to the pool's
+  :class:`~karpor.upstream.h2.Multiplexer` as an HTTP/2 stream, many per
+  connection.  A cluster that answers ALPN ``http/1.1`` (remembered per
+  definition: per pool) or a plain-HTTP endpoint gets them on the HTTP/1.1
+  connections like any request;
+- any other request gets an idle connection (most recently used first), a
+  new one, or waits in a queue while ``max_connections`` are open.
 
-An upgrade request gets a connection of its own
-(:meth:`ClusterPool.connect_dedicated`): opened the same way (same TLS
-options, same timeouts and errors), never pooled, not counted against
-``max_connections`` (an exec session may last for hours).
+Connections are opened by a :class:`~karpor.upstream.connector.Connector`
+(one per pool, one per multiplexer: the same bounds and errors): connect
+and TLS handshake bounded by ``connect_timeout``, 503 when the cluster
+cannot be reached, 502 naming the TLS failure; each failure is reported to
+the pools' :class:`~karpor.upstream.connector.UpstreamErrors` (the
+metrics).  Idle connections expire after ``idle_timeout``; at most
+``max_idle`` are kept once a burst is over (those beyond it close after
+:data:`EXCESS_IDLE_GRACE` seconds idle, not at once: a busy gateway would
+otherwise close and reopen connections from one reactor turn to the next).
 
 A request that is not long-running waits at most
 ``response_header_timeout`` seconds for the cluster's response head
 (:meth:`ClusterPool.head_timeout`; ``504`` after that, the connection
 closed: :mod:`karpor.upstream.deadline`).
 
-Connections that cannot be opened and TLS handshakes that fail are reported
-to the pools' :class:`UpstreamErrors` (the metrics), HTTP/2 ones included;
 :meth:`UpstreamPools.pools` lists every pool still holding connections, for
 the periodic sampling of their sizes (:mod:`karpor.metrics.sampling`).
 """
@@ -45,9 +56,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
@@ -57,15 +66,12 @@ from karpor.config.model import Cluster
 from karpor.kube.requestinfo import long_running_target
 from karpor.kube.status import ApiError
 from karpor.net.tlstransport import TLSClientEndpoint
+from karpor.upstream.connector import Connector, UpstreamErrors
 from karpor.upstream.credentials import ClusterCredentials, CredentialError
 from karpor.upstream.deadline import DEFAULT_RESPONSE_HEADER_TIMEOUT
-from karpor.upstream.h2 import Multiplexer, StreamExchange, connect
-from karpor.upstream.http1 import (
-    DedicatedConnection,
-    Exchange,
-    UpstreamConnection,
-    describe_failure,
-)
+from karpor.upstream.execcredential import ExecCredentialCache, ExecPluginError, ExecResult
+from karpor.upstream.h2 import Multiplexer, StreamExchange, multiplexed
+from karpor.upstream.http1 import DedicatedConnection, Exchange, UpstreamConnection
 
 log = Logger()
 
@@ -85,14 +91,7 @@ EndpointFactory = Callable[[ClusterCredentials], IStreamClientEndpoint]
 H2EndpointFactory = Callable[[ClusterCredentials], IStreamClientEndpoint | None]
 
 
-class UpstreamErrors(Protocol):
-    """Where failed connection attempts are reported (the metrics)."""
-
-    def connect_error(self, cluster: str) -> None:
-        """A connection to ``cluster`` could not be opened (refused, timed out)."""
-
-    def tls_error(self, cluster: str) -> None:
-        """A TLS handshake with ``cluster`` failed."""
+__all__ = ["ClusterPool", "PoolSettings", "UpstreamErrors", "UpstreamPools"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,18 +106,6 @@ class PoolSettings:
     response_header_timeout: float = DEFAULT_RESPONSE_HEADER_TIMEOUT
 
 
-class _Attempt:
-    """A connection being opened for an exchange."""
-
-    __slots__ = ("deferred", "exchange", "timed_out", "timer")
-
-    def __init__(self, exchange: Exchange) -> None:
-        self.exchange = exchange
-        self.deferred: Deferred[UpstreamConnection] | None = None
-        self.timer: IDelayedCall | None = None
-        self.timed_out = False
-
-
 class ClusterPool:
     """Persistent connections to one cluster definition."""
 
@@ -130,14 +117,16 @@ class ClusterPool:
         endpoint_factory: EndpointFactory | None = None,
         h2_endpoint_factory: H2EndpointFactory | None = None,
         errors: UpstreamErrors | None = None,
+        exec_credentials: ExecCredentialCache | None = None,
     ) -> None:
         self.cluster = cluster
         self._reactor = reactor
         self._settings = settings
-        self._errors = errors
+        #: exec-plugin tokens (clusters with an exec credential need it)
+        self.exec_credentials = exec_credentials
         self.error: ApiError | None = None
         self.credentials: ClusterCredentials | None = None
-        self._endpoint: IStreamClientEndpoint | None = None
+        self._connector: Connector[UpstreamConnection] | None = None
         try:
             self.credentials = ClusterCredentials(cluster, reactor)
         except CredentialError as e:
@@ -146,7 +135,14 @@ class ClusterPool:
         self.multiplexer: Multiplexer | None = None
         if self.credentials is not None:
             factory = endpoint_factory or self._default_endpoint
-            self._endpoint = factory(self.credentials)
+            self._connector = Connector(
+                cluster.name,
+                factory(self.credentials),
+                reactor,
+                settings.connect_timeout,
+                self._connect_failed,
+                errors,
+            )
             if h2_endpoint_factory is None and endpoint_factory is None:
                 h2_endpoint_factory = self._default_h2_endpoint
             h2_endpoint = h2_endpoint_factory(self.credentials) if h2_endpoint_factory else None
@@ -160,13 +156,14 @@ class ClusterPool:
                     idle_timeout=settings.idle_timeout,
                     max_connections=settings.max_connections,
                     tls=self.credentials.tls is not None,
-                    on_failure=self._failed_attempt if errors is not None else None,
+                    errors=errors,
                 )
         self._idle: list[UpstreamConnection] = []
         self._open = 0
         self._dedicated = 0
         self._waiting: deque[Exchange] = deque()
-        self._connecting: dict[UpstreamConnection, _Attempt] = {}
+        #: the exchange each connection being opened is for
+        self._connecting: dict[UpstreamConnection, Exchange] = {}
         self._sweeper: IDelayedCall | None = None
         self._trimmer: IDelayedCall | None = None
         self.draining = False
@@ -191,13 +188,6 @@ class ClusterPool:
         return TLSClientEndpoint(
             self._reactor, ep.host, ep.port, credentials.tls_h2, self._settings.connect_timeout
         )
-
-    @property
-    def multiplexes(self) -> bool:
-        """Whether long-running requests may go as HTTP/2 streams (the
-        cluster speaks h2, or has not said yet)."""
-        mux = self.multiplexer
-        return mux is not None and mux.speaks_h2 is not False and not self.draining
 
     @property
     def name(self) -> str:
@@ -250,10 +240,43 @@ class ClusterPool:
     # -- exchanges -------------------------------------------------------------
 
     def submit(self, exchange: Exchange) -> None:
-        """Carry ``exchange`` on a pooled, new or (when full) the next free
-        connection; failures reach ``exchange.upstream_failed``."""
-        if self.error is not None:
-            exchange.upstream_failed(self.error)
+        """Carry ``exchange.request`` to the cluster; failures (and the
+        answer) reach the exchange.
+
+        The pool resolves the credential first (``exchange.credential``:
+        the definition's, or an exec plugin's token, waited for when it is
+        not cached: a client sending a body meanwhile is paused by its
+        exchange), then picks the carrier: a dedicated HTTP/1.1 connection
+        for an upgrade, an HTTP/2 stream for a multiplexed request
+        (:func:`~karpor.upstream.h2.multiplexed`) where the cluster speaks
+        h2, else a pooled HTTP/1.1 connection (an idle one, a new one, or
+        the next free one when ``max_connections`` are open)."""
+        credentials = self.credentials
+        if credentials is None:
+            exchange.upstream_failed(
+                self.error or ApiError(502, "the cluster definition cannot be used")
+            )
+            return
+        if credentials.exec_credential is None:
+            exchange.credential = credentials.current()
+            self._carry(exchange)
+        else:
+            self._await_token(exchange)
+
+    def _carry(self, exchange: Exchange) -> None:
+        """Hand ``exchange`` (its credential resolved) to its carrier."""
+        request = exchange.request
+        if request.upgrade is not None:
+            self._connect(exchange, dedicated=True)
+            return
+        mux = self.multiplexer
+        if (
+            mux is not None
+            and mux.speaks_h2 is not False
+            and not self.draining
+            and multiplexed(request.method, request.target)
+        ):
+            mux.submit(exchange)
             return
         idle = self._idle
         if idle:
@@ -272,30 +295,85 @@ class ClusterPool:
         else:
             self._waiting.append(exchange)
 
-    def submit_stream(self, exchange: StreamExchange) -> None:
-        """Carry ``exchange`` (built with ``h2_headers``) as an HTTP/2
-        stream, or as any request when the cluster speaks HTTP/1.1 only."""
-        if self.error is not None:
-            exchange.upstream_failed(self.error)
+    # -- credentials -------------------------------------------------------------
+
+    def _await_token(self, exchange: Exchange) -> None:
+        cache = self.exec_credentials
+        if cache is None:
+            exchange.upstream_failed(
+                ApiError(502, f'cluster "{self.cluster.name}": exec credentials are not enabled')
+            )
             return
-        if self.multiplexer is None or self.draining or exchange.h2_headers is None:
-            self.submit(exchange)
+        cache.get(self.cluster).addCallbacks(
+            self._got_token, self._no_token, callbackArgs=(exchange,), errbackArgs=(exchange,)
+        )
+
+    def _got_token(self, result: ExecResult, exchange: Exchange) -> None:
+        if exchange.cancelled:
+            return  # the client went away (or the probe timed out) meanwhile
+        name = self.cluster.name
+        credentials = self.credentials
+        assert credentials is not None
+        if result.token is None:
+            exchange.upstream_failed(
+                ApiError(
+                    502,
+                    f'cluster "{name}": the exec plugin gave a client certificate; '
+                    "the gateway supports exec plugins giving tokens only",
+                    "BadGateway",
+                )
+            )
             return
-        self.multiplexer.submit(exchange)
+        try:
+            exchange.credential = credentials.with_token(result.token)
+        except CredentialError as exc:
+            exchange.upstream_failed(ApiError(502, f'cluster "{name}": {exc}', "BadGateway"))
+            return
+        try:
+            self._carry(exchange)
+        except Exception:
+            log.failure(
+                "forwarding after the exec credential failed (Audit-Id {auditID})",
+                auditID=exchange.request.audit_id.decode("ascii", "replace"),
+            )
+            exchange.upstream_failed(ApiError(500, "internal error"))
+
+    def _no_token(self, failure: Failure, exchange: Exchange) -> None:
+        if exchange.cancelled:
+            return
+        exc = failure.value
+        audit_id = exchange.request.audit_id
+        if isinstance(exc, ExecPluginError):
+            if audit_id:  # a client's request; a probe says it in its verdict
+                log.warn(
+                    "{error} {detail} (Audit-Id {auditID})",
+                    error=str(exc),
+                    detail=exc.detail,
+                    auditID=audit_id.decode("ascii", "replace"),
+                )
+            exchange.upstream_failed(exc.api_error())
+            return
+        log.failure(
+            "exec credential failed (Audit-Id {auditID})",
+            failure,
+            auditID=audit_id.decode("ascii", "replace"),
+        )
+        exchange.upstream_failed(
+            ApiError(502, f'cluster "{self.cluster.name}": exec plugin failed')
+        )
+
+    def unauthorized(self) -> None:
+        """The cluster answered ``401``: an exec plugin's cached token is
+        dropped (the next request runs the plugin again)."""
+        cache = self.exec_credentials
+        credentials = self.credentials
+        if cache is not None and credentials is not None and credentials.exec_credential:
+            cache.invalidate(self.cluster.name)
 
     def fallback(self, exchange: StreamExchange) -> None:
-        """The cluster answered ALPN ``http/1.1``: HTTP/1.1 it is."""
-        exchange.h2_headers = None
-        self.submit(exchange)
-
-    def connect_dedicated(self, exchange: Exchange) -> None:
-        """Carry ``exchange`` (an upgrade request) on a new connection of its
-        own, closed when the exchange ends; failures reach
-        ``exchange.upstream_failed`` as for pooled ones."""
-        if self.error is not None:
-            exchange.upstream_failed(self.error)
-            return
-        self._connect(exchange, dedicated=True)
+        """The cluster answered ALPN ``http/1.1``: HTTP/1.1 it is (the
+        multiplexer no longer takes requests)."""
+        self._carry(exchange)
 
     def retry(self, exchange: Exchange) -> None:
         """Carry ``exchange`` again, on a fresh connection (its pooled one
@@ -316,49 +394,16 @@ class ClusterPool:
     # -- connections -------------------------------------------------------------
 
     def _connect(self, exchange: Exchange, dedicated: bool = False) -> None:
-        assert self._endpoint is not None and self.credentials is not None
+        connector = self._connector
+        assert connector is not None and self.credentials is not None
         kind = DedicatedConnection if dedicated else UpstreamConnection
         if dedicated:
             self._dedicated += 1
         else:
             self._open += 1
         conn = kind(self, tls=self.credentials.tls is not None)
-        attempt = _Attempt(exchange)
-        self._connecting[conn] = attempt
-        attempt.timer = self._reactor.callLater(
-            self._settings.connect_timeout, self._timed_out, conn, attempt
-        )
-        d = connect(self._endpoint, conn)
-        attempt.deferred = d
-        d.addCallbacks(self._connected, self._connect_failed, errbackArgs=(conn, attempt))
-
-    def _connected(self, conn: UpstreamConnection) -> None:
-        attempt = self._connecting.get(conn)
-        if attempt is not None:
-            attempt.deferred = None
-
-    def _timed_out(self, conn: UpstreamConnection, attempt: _Attempt) -> None:
-        attempt.timer = None
-        attempt.timed_out = True
-        if attempt.deferred is not None:
-            attempt.deferred.cancel()
-        elif not conn.closed and conn.transport is not None:
-            conn.transport.abortConnection()  # type: ignore[attr-defined]
-
-    def _unreachable(self, attempt: _Attempt, reason: str) -> ApiError:
-        if attempt.timed_out:
-            reason = f"connection timed out after {self._settings.connect_timeout:g}s"
-        return ApiError(503, f"cluster {self.cluster.name!r} is unreachable: {reason}")
-
-    def _failed_attempt(self, tls: bool) -> None:
-        """A connection attempt failed: connecting (``tls`` false) or in the
-        TLS handshake."""
-        errors = self._errors
-        if errors is not None:
-            if tls:
-                errors.tls_error(self.cluster.name)
-            else:
-                errors.connect_error(self.cluster.name)
+        self._connecting[conn] = exchange
+        connector.open(conn)
 
     def _closed(self, conn: UpstreamConnection) -> None:
         if conn.dedicated:
@@ -366,29 +411,20 @@ class ClusterPool:
         else:
             self._open -= 1
 
-    def _connect_failed(
-        self, failure: Failure, conn: UpstreamConnection, attempt: _Attempt
-    ) -> None:
-        self._connecting.pop(conn, None)
-        if attempt.timer is not None:
-            attempt.timer.cancel()
+    def _connect_failed(self, conn: UpstreamConnection, error: ApiError) -> None:
+        exchange = self._connecting.pop(conn, None)
         self._closed(conn)
-        reason = (
-            "connection timed out" if failure.check(CancelledError) else describe_failure(failure)
-        )
-        self._failed_attempt(tls=False)
-        if not attempt.exchange.cancelled:
-            attempt.exchange.upstream_failed(self._unreachable(attempt, reason))
+        if exchange is not None and not exchange.cancelled:
+            exchange.upstream_failed(error)
         self._fill()
 
     def connection_ready(self, conn: UpstreamConnection) -> None:
         """``conn`` is connected (and its TLS handshake verified)."""
-        attempt = self._connecting.pop(conn, None)
-        if attempt is None:
+        exchange = self._connecting.pop(conn, None)
+        if exchange is None:
             return
-        if attempt.timer is not None:
-            attempt.timer.cancel()
-        exchange = attempt.exchange
+        if self._connector is not None:
+            self._connector.opened(conn)
         if exchange.cancelled:
             self.release(conn)
         else:
@@ -396,22 +432,12 @@ class ClusterPool:
 
     def connection_lost(self, conn: UpstreamConnection, reason: Failure, was_ready: bool) -> None:
         """``conn`` closed (the connection itself then settles its exchange)."""
-        attempt = self._connecting.pop(conn, None)
+        exchange = self._connecting.pop(conn, None)
         self._closed(conn)
-        if attempt is not None:
-            if attempt.timer is not None:
-                attempt.timer.cancel()
-            self._failed_attempt(tls=not attempt.timed_out)
-            if not attempt.exchange.cancelled:
-                if attempt.timed_out:
-                    error = self._unreachable(attempt, "")
-                else:
-                    error = ApiError(
-                        502,
-                        f"cluster {self.cluster.name!r}: TLS handshake failed: "
-                        f"{describe_failure(reason)}",
-                    )
-                attempt.exchange.upstream_failed(error)
+        if exchange is not None and self._connector is not None:
+            error = self._connector.lost(conn, reason)
+            if error is not None and not exchange.cancelled:
+                exchange.upstream_failed(error)
         self._fill()
 
     def _fill(self) -> None:
@@ -510,8 +536,11 @@ class UpstreamPools:
         h2_endpoint_factory: H2EndpointFactory | None = None,
         errors: UpstreamErrors | None = None,
         response_header_timeout: float = DEFAULT_RESPONSE_HEADER_TIMEOUT,
+        exec_credentials: ExecCredentialCache | None = None,
     ) -> None:
         self._reactor = reactor
+        #: exec-plugin tokens, for the clusters whose credential is an exec plugin
+        self.exec_credentials = exec_credentials
         self.settings = PoolSettings(
             connect_timeout, idle_timeout, max_idle, max_connections, response_header_timeout
         )
@@ -540,11 +569,18 @@ class UpstreamPools:
             self._endpoint_factory,
             self._h2_endpoint_factory,
             self._errors,
+            self.exec_credentials,
         )
         if pool.error is not None:
             log.warn("{pool}: {error}", pool=pool, error=pool.error.message)
         self._pools[cluster.name] = pool
         return pool
+
+    def use_exec_credentials(self, cache: ExecCredentialCache) -> None:
+        """Resolve exec-plugin credentials with ``cache`` from now on."""
+        self.exec_credentials = cache
+        for pool in self._pools.values():
+            pool.exec_credentials = cache
 
     def _retire(self, pool: ClusterPool) -> None:
         pool.drain()

@@ -4,8 +4,8 @@ the client and cluster connections spliced.
 An upgrade request (``Connection: Upgrade`` with ``Upgrade: SPDY/3.1`` or
 ``websocket``) travels like a plain one (same routing, same header rewriting
 and credential) but on a connection of its own
-(:meth:`karpor.upstream.pool.ClusterPool.connect_dedicated`), carried by an
-:class:`UpgradeForwarder`:
+(:meth:`karpor.upstream.pool.ClusterPool.submit` gives a request with an
+``upgrade`` one), carried by an :class:`UpgradeForwarder`:
 
 - a non-``101`` answer (400, 403, 404 ``Status``…) is relayed unchanged like
   any response (kubectl's WebSocket→SPDY fallback relies on it); the client
@@ -53,6 +53,7 @@ from zope.interface import implementer
 from karpor.http.headers import ResponseHeaders, lines
 from karpor.http.sessionend import SessionEnd, session_end
 from karpor.upstream.forward import Channel, Forwarder
+from karpor.upstream.request import UpstreamRequest
 
 #: Seconds a closing side of a splice may take to flush and close cleanly.
 CLOSE_GRACE = 10.0
@@ -268,30 +269,21 @@ class Splice:
 
 
 class UpgradeForwarder(Forwarder):
-    """The exchange of one upgrade request: a :class:`Forwarder` (so a
-    non-``101`` answer is relayed like any response) that splices the two
-    connections on ``101``.  Upgrade requests carry no body."""
+    """The exchange of one upgrade request (``request.upgrade`` set, no
+    body): a :class:`Forwarder` (so a non-``101`` answer is relayed like
+    any response) that splices the two connections on ``101``."""
 
     def __init__(
         self,
         channel: TunnelChannel,
-        method: bytes,
-        head: bytes,
+        request: UpstreamRequest,
         *,
         http11: bool,
         keep_alive: bool,
         clock: IReactorTime,
         close_grace: float = CLOSE_GRACE,
     ) -> None:
-        super().__init__(
-            channel,
-            method,
-            head,
-            body=False,
-            chunked=False,
-            http11=http11,
-            keep_alive=keep_alive,
-        )
+        super().__init__(channel, request, http11=http11, keep_alive=keep_alive)
         self.retriable = False
         self._tunnel_channel = channel
         self._clock = clock

@@ -14,6 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from karpor.config.model import Cluster, TokenCredential
 from karpor.upstream.pool import EXCESS_IDLE_GRACE, ClusterPool, PoolSettings
+from karpor.upstream.request import UpstreamRequest
 
 CLUSTER = Cluster(name="a", endpoint="http://10.0.0.9:6443", credential=TokenCredential(token="t"))
 
@@ -85,6 +86,7 @@ class _Exchange:
     """An exchange noting the connection the pool hands it."""
 
     cancelled = False
+    request = UpstreamRequest(b"GET", b"/api")
 
     def __init__(self, taken: list[Any]) -> None:
         self.taken = taken

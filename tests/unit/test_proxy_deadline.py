@@ -19,6 +19,7 @@ from karpor.upstream.deadline import DEFAULT_RESPONSE_HEADER_TIMEOUT, HeadDeadli
 from karpor.upstream.forward import Forwarder
 from karpor.upstream.http1 import UpstreamConnection
 from karpor.upstream.pool import ClusterPool, PoolSettings
+from karpor.upstream.request import UpstreamRequest
 
 
 class Client:
@@ -172,10 +173,7 @@ class _Pool:
 def _get(client: Client, timeout: float | None) -> Forwarder:
     return Forwarder(
         client,
-        b"GET",
-        b"GET /api/v1/pods HTTP/1.1\r\n\r\n",
-        body=False,
-        chunked=False,
+        UpstreamRequest(b"GET", b"/api/v1/pods"),
         http11=True,
         keep_alive=True,
         head_timeout=timeout,

@@ -41,11 +41,14 @@ from karpor.upstream.h2 import (
     StreamExchange,
     is_long_running,
     multiplexed,
-    request_headers,
 )
+from karpor.upstream.request import UpstreamRequest, h2_header_list
 
 TOKEN = "s3cr3t-cluster-token"
 WATCH = b"/api/v1/namespaces/default/configmaps?watch=true"
+CREDENTIAL = ClusterCredentials(
+    Cluster(name="c", endpoint="https://10.0.0.1:6443", insecure=True), MemoryReactorClock()
+).current()
 
 
 # -- doubles ----------------------------------------------------------------------
@@ -70,9 +73,13 @@ class Pool:
 
     def __init__(self) -> None:
         self.fallen_back: list[StreamExchange] = []
+        self.refused_credentials = 0
 
     def fallback(self, exchange: StreamExchange) -> None:
         self.fallen_back.append(exchange)
+
+    def unauthorized(self) -> None:
+        self.refused_credentials += 1
 
 
 @implementer(IPushProducer)
@@ -180,23 +187,14 @@ def watch(client: Client | None = None, target: bytes = WATCH) -> tuple[Forwarde
     request = split_request(
         [(b"Accept", b"application/json"), (b"TE", b"trailers"), (b"Connection", b"keep-alive")]
     )
-    headers = request_headers(
-        b"GET",
-        target,
-        request,
-        [(b":scheme", b"https"), (b":authority", b"10.0.0.1:6443")],
-        b"192.0.2.7",
-    )
     forwarder = Forwarder(
         client,
-        b"GET",
-        b"GET " + target + b" HTTP/1.1\r\n\r\n",
-        body=False,
-        chunked=False,
+        UpstreamRequest(b"GET", target, request.forward, forwarded_for=b"192.0.2.7"),
         http11=True,
         keep_alive=True,
-        h2_headers=headers,
     )
+    # what the pool sets before it submits to the multiplexer
+    forwarder.credential = CREDENTIAL
     return forwarder, client
 
 
@@ -268,8 +266,9 @@ def test_request_headers_are_h2_shaped() -> None:
             (b"X-Real-IP", b"198.51.100.2"),
         ]
     )
-    headers = request_headers(
-        b"GET", creds.endpoint.prefix + WATCH, request, creds.h2_headers(), b"192.0.2.7"
+    headers = h2_header_list(
+        UpstreamRequest(b"GET", WATCH, request.forward, forwarded_for=b"192.0.2.7"),
+        creds.current(),
     )
     assert headers[:4] == [
         (b":method", b"GET"),
@@ -706,6 +705,19 @@ def test_simulator_refuses_upgrades_over_h2(sim: SimulatedCluster) -> None:
     assert client.status(sid) == b"400"
     status = json.loads(client.body(sid))
     assert "HTTP/1.1" in status["message"] and "HTTP/2" in status["message"]
+
+
+def test_a_401_on_a_stream_tells_the_pool(setup: Any) -> None:
+    """The pool drops an exec plugin's token on a 401, whatever carried it."""
+    mux, endpoint, pool, _ = setup
+    forwarder, client = watch()
+    mux.submit(forwarder)
+    cluster = Cluster2(endpoint.protocols[0])
+    [stream_id] = cluster.requests()
+    cluster.server.send_headers(stream_id, [(b":status", b"401")], end_stream=True)
+    cluster.pump()
+    assert pool.refused_credentials == 1
+    assert client.client.value().startswith(b"HTTP/1.1 401 ")
 
 
 # -- the response-header timeout: the stream is reset ------------------------------

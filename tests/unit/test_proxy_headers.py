@@ -10,17 +10,71 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from karpor.http.headers import (
+    Header,
+    RequestHeaders,
     caller_audit_id,
     new_audit_id,
-    request_head,
     split_request,
     split_response,
     valid_header,
     websocket_protocols,
 )
-from karpor.upstream.h2 import request_headers as h2_request_headers
+from karpor.upstream.request import (
+    CHUNKED,
+    LENGTH,
+    NO_BODY,
+    Credential,
+    UpstreamRequest,
+    h2_header_list,
+    http1_head,
+)
 
 BLOCK = b"Host: cluster.example:6443\r\nAuthorization: Bearer cluster-token\r\n"
+
+
+def _request(
+    method: bytes,
+    target: bytes,
+    req: RequestHeaders,
+    client: bytes,
+    identity: list[Header] | None = None,
+    audit_id: bytes = b"",
+) -> UpstreamRequest:
+    """The upstream request the front builds from a caller's rewritten headers."""
+    body = CHUNKED if req.chunked else LENGTH if req.content_length else NO_BODY
+    return UpstreamRequest(
+        method, target, req.forward, body, identity or (), client, audit_id, req.upgrade
+    )
+
+
+def request_head(
+    method: bytes,
+    target: bytes,
+    req: RequestHeaders,
+    block: bytes,
+    client: bytes,
+    identity: list[Header] | None = None,
+    audit_id: bytes = b"",
+) -> bytes:
+    """The HTTP/1.1 head of that request with the cluster ``block``."""
+    return http1_head(
+        _request(method, target, req, client, identity, audit_id), Credential(b"", block, ())
+    )
+
+
+def h2_request_headers(
+    method: bytes,
+    target: bytes,
+    req: RequestHeaders,
+    cluster: list[Header],
+    client: bytes,
+    audit_id: bytes = b"",
+) -> list[Header]:
+    """The HTTP/2 header list of that request with the cluster's ``cluster`` headers."""
+    return h2_header_list(
+        _request(method, target, req, client, audit_id=audit_id),
+        Credential(b"", b"", tuple(cluster)),
+    )
 
 
 def _parse_head(head: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
