@@ -41,6 +41,11 @@ clientConnections (per field) bounds on client connections, per worker:
                           ``headerReadTimeout`` (30 s),
                           ``idleTimeout`` (120 s), ``maxConnections``
                           (20000); see :mod:`karpor.server.connections`
+tlsImplementation fast    ``fast``: karpor's TLS transport and worker
+                          reactor (falling back on their own where the
+                          installed Twisted or pyOpenSSL lacks what they
+                          need); ``twisted``: Twisted's own TLS and stock
+                          reactor (:mod:`karpor.net.implementation`)
 ========== ============== ===========================================
 
 ``healthProbe`` fields have flags of their own (``--health-probe-interval``,
@@ -148,6 +153,8 @@ class Settings:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     #: bounds on client connections (``clientConnections``)
     client_connections: ClientConnectionSettings = field(default_factory=ClientConnectionSettings)
+    #: ``fast`` or ``twisted`` (``tlsImplementation``, :mod:`karpor.net.implementation`)
+    tls_implementation: str = "fast"
     #: the ``--config`` file these came from ("" for none)
     source: str = ""
 
@@ -233,6 +240,13 @@ def _directory(value: Any, base_dir: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"must be a path, not {describe(value)}")
     return os.path.join(base_dir, value)
+
+
+def _tls_implementation(value: Any, base_dir: str) -> str:
+    if value not in ("fast", "twisted"):
+        shown = quote(value) if isinstance(value, str) else describe(value)
+        raise ValueError(f"must be fast or twisted, not {shown}")
+    return str(value)
 
 
 def _boolean(value: Any, base_dir: str) -> bool:
@@ -321,6 +335,7 @@ KEYS: tuple[Key, ...] = (
     Key("metricsAddress", "metrics_address", _address, "--metrics-address"),
     Key("upstream", "upstream", _upstream, "upstream"),
     Key("clientConnections", "client_connections", _client_connections, "clientConnections"),
+    Key("tlsImplementation", "tls_implementation", _tls_implementation, "tlsImplementation"),
 )
 
 _T = TypeVar("_T")

@@ -11,7 +11,9 @@ values, written to the directory the supervisor names in its environment
 (``PROMETHEUS_MULTIPROC_DIR``, :mod:`karpor.metrics.multiprocess`), so any
 worker's ``/metrics`` shows every worker's.  Its log lines leave out
 Twisted's own chatter (:func:`karpor.server.logs.start_logging`).  Its
-event loop is :class:`karpor.server.reactor.GatewayReactor`.
+event loop is :class:`karpor.server.reactor.GatewayReactor` (Twisted's stock
+epoll reactor with ``tlsImplementation: twisted``, or where the installed
+Twisted lacks what it needs: :mod:`karpor.net.implementation`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
+from karpor.net import implementation
 from karpor.server import reactor as event_loop
 from karpor.server.logs import start_logging
 from karpor.server.service import GatewayService, Options
@@ -86,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except usage.UsageError as exc:
         print(f"karpor worker: {exc}", file=sys.stderr)
         return 2
-    reactor = event_loop.install()
+    # the supervisor warned of any fallback already
+    choice = implementation.select(options.settings.tls_implementation, warn=False)
+    reactor = event_loop.install(choice.gateway_reactor)
     start_logging(options.settings.log_format, f"worker-{slot}")
     # the supervisor serves metricsAddress; a worker serves its own listener only
     settings = dataclasses.replace(options.settings, workers=0, metrics_address=None)

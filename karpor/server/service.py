@@ -86,6 +86,7 @@ from karpor.config.reload import ChangeWatcher
 from karpor.config.settings import Settings, SettingsError, load_settings, merge
 from karpor.health.prober import HealthProber
 from karpor.metrics.process import ProcessMetrics
+from karpor.net import implementation
 from karpor.proxy.execcredential import (
     ExecCredentialCache,
     ProcessResult,
@@ -641,6 +642,7 @@ def fingerprint_files(paths: Sequence[str]) -> tuple[tuple[str, int, int, int, i
 def makeService(options: Options) -> IService:
     """Build the service tree for ``twistd karpor``."""
     settings = options.settings
+    implementation.select(settings.tls_implementation)  # warns of a fallback
     if options["demo"]:
         from karpor.server.demo import make_demo_service  # noqa: PLC0415 - only for --demo
 
