@@ -13,7 +13,9 @@ in its environment (``PROMETHEUS_MULTIPROC_DIR``,
 :mod:`karpor.metrics.multiprocess`), so any worker's ``/metrics`` shows
 every worker's.  Its log lines leave out
 Twisted's own chatter (:func:`karpor.app.logs.start_logging`).  Its
-event loop is :class:`karpor.net.reactor.GatewayReactor`.
+event loop is :class:`karpor.net.reactor.GatewayReactor` (Twisted's stock
+epoll reactor with ``tlsImplementation: twisted``, or where the installed
+Twisted lacks what it needs: :mod:`karpor.net.implementation`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from karpor.app.logs import start_logging
 from karpor.app.service import GatewayService, Options
 from karpor.app.supervisor import CONTROL_FD, LISTEN_FD
 from karpor.app.worker import WorkerRuntime, WorkerService
+from karpor.net import implementation
 from karpor.net import reactor as event_loop
 
 log = Logger(namespace="karpor.worker")
@@ -88,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except usage.UsageError as exc:
         print(f"karpor worker: {exc}", file=sys.stderr)
         return 2
-    reactor = event_loop.install()
+    # the supervisor warned of any fallback already
+    choice = implementation.select(options.settings.tls_implementation, warn=False)
+    reactor = event_loop.install(choice.gateway_reactor)
     start_logging(options.settings.log_format, f"worker-{slot}")
     # the supervisor serves metricsAddress; a worker serves its own listener only
     settings = dataclasses.replace(options.settings, workers=0, metrics_address=None)

@@ -12,12 +12,16 @@ from __future__ import annotations
 from twisted.application.service import IService
 
 from karpor.app.service import Options, make_gateway_service
+from karpor.net import implementation
 
 __all__ = ["Options", "makeService"]
 
 
 def makeService(options: Options) -> IService:
-    """Build the service tree for ``twistd karpor``."""
+    """Build the service tree for ``twistd karpor`` once this process's TLS
+    implementation is chosen (:mod:`karpor.net.implementation`, logging a
+    fallback)."""
+    implementation.select(options.settings.tls_implementation)
     if options["demo"]:
         from karpor.app.demo import make_demo_service  # noqa: PLC0415 - only for --demo
 

@@ -41,6 +41,11 @@ clientConnections (per field) bounds on client connections, per worker:
                           ``headerReadTimeout`` (30 s),
                           ``idleTimeout`` (120 s), ``maxConnections``
                           (20000); see :mod:`karpor.http.connections`
+tlsImplementation fast    ``fast``: karpor's TLS transport and worker
+                          reactor (falling back on their own where the
+                          installed Twisted or pyOpenSSL lacks what they
+                          need); ``twisted``: Twisted's own TLS and stock
+                          reactor (:mod:`karpor.net.implementation`)
 ========== ============== ===========================================
 
 ``healthProbe`` fields have flags of their own (``--health-probe-interval``,
@@ -161,6 +166,8 @@ class Settings:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     #: bounds on client connections (``clientConnections``)
     client_connections: ClientConnectionSettings = field(default_factory=ClientConnectionSettings)
+    #: ``fast`` or ``twisted`` (``tlsImplementation``, :mod:`karpor.net.implementation`)
+    tls_implementation: str = "fast"
     #: the ``--config`` file these came from ("" for none)
     source: str = ""
 
@@ -222,6 +229,14 @@ def _address(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> str | N
 
 def _boolean(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> bool:
     return c.boolean(obj, key, path, words=True)  # "true"/"false" as a flag gives it
+
+
+#: the values of ``tlsImplementation``
+TLS_IMPLEMENTATIONS = ("fast", "twisted")
+
+
+def _tls_implementation(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> str | None:
+    return c.choice(obj, key, path, TLS_IMPLEMENTATIONS)
 
 
 #: the keys of ``healthProbe``
@@ -286,6 +301,7 @@ KEYS: tuple[Key, ...] = (
         section_parser(ClientConnectionSettings, CLIENT_CONNECTIONS_KEYS),
         "clientConnections",
     ),
+    Key("tlsImplementation", "tls_implementation", _tls_implementation, "tlsImplementation"),
 )
 
 

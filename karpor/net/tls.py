@@ -15,8 +15,8 @@ from typing import Any
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 
+from karpor.net import implementation, openssl_internals, twistedtls
 from karpor.net.tlstransport import ClientTLS
 
 __all__ = ["H2", "HTTP11", "ClientTLS", "client_options", "load_certificates", "server_options"]
@@ -53,11 +53,14 @@ TLS13_SUITES = b"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY
 
 
 def _prefer_aes_128(context: SSL.Context) -> None:
-    """Set :data:`TLS13_SUITES` on ``context`` (pyOpenSSL 25.2 or later;
-    OpenSSL's order otherwise)."""
+    """Set :data:`TLS13_SUITES` on ``context`` (pyOpenSSL 25.2 or later; with
+    an older one through its binding, unless the process does without it:
+    OpenSSL's order then)."""
     set_suites = getattr(context, "set_tls13_ciphersuites", None)
     if set_suites is not None:
         set_suites(TLS13_SUITES)
+    elif implementation.current().openssl_binding:
+        openssl_internals.set_tls13_suites(context, TLS13_SUITES)
 
 
 def _alpn_chooser(offered: Sequence[bytes]) -> Callable[[SSL.Connection, list[bytes]], bytes]:
@@ -78,20 +81,30 @@ def _alpn_chooser(offered: Sequence[bytes]) -> Callable[[SSL.Connection, list[by
 
 
 class _ServerOptions(ssl.CertificateOptions):
-    """Server options whose context chooses ALPN with :func:`_alpn_chooser`."""
+    """Server options whose context chooses ALPN with :func:`_alpn_chooser`
+    and prefers :data:`TLS13_SUITES`.
+
+    Twisted's context, built once, is adjusted before anything uses it: the
+    public ``getContext()`` then returns it (to karpor's socket transport
+    and to Twisted's own TLS alike).
+    """
 
     request_client_certificate = False
     #: the ALPN protocols served, most preferred first
     alpn: Sequence[bytes] = HTTP11
+    _karpor_context: SSL.Context | None = None
 
-    def _makeContext(self, skipCiphers: bool = False) -> SSL.Context:
-        ctx: SSL.Context = super()._makeContext(skipCiphers)
-        _prefer_aes_128(ctx)
-        if self.alpn:
-            ctx.set_alpn_select_callback(_alpn_chooser(self.alpn))
-        if self.request_client_certificate:
-            ctx.set_verify(SSL.VERIFY_PEER, _accept_any)
-        return ctx
+    def getContext(self) -> SSL.Context:
+        """The server context (built and adjusted on the first call)."""
+        if self._karpor_context is None:
+            ctx: SSL.Context = super().getContext()
+            _prefer_aes_128(ctx)
+            if self.alpn:
+                ctx.set_alpn_select_callback(_alpn_chooser(self.alpn))
+            if self.request_client_certificate:
+                ctx.set_verify(SSL.VERIFY_PEER, _accept_any)
+            self._karpor_context = ctx
+        return self._karpor_context
 
 
 class _RequestClientCertificate(_ServerOptions):
@@ -162,7 +175,7 @@ def client_options(
             **kwargs,
         )
         return ClientTLS(_offering(opts.getContext(), alpn), hostname, verify=False)
-    trust: IOpenSSLTrustRoot
+    trust: Any
     if ca_pem:
         trust = ssl.trustRootFromCertificates(
             [ssl.Certificate(c) for c in load_certificates(ca_pem)]
@@ -175,7 +188,9 @@ def client_options(
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
         **kwargs,
     )
-    return ClientTLS(_offering(opts.getContext(), alpn), hostname, verify=True)
+    tls = ClientTLS(_offering(opts.getContext(), alpn), hostname, verify=True)
+    twistedtls.verify_on_handshake(tls.context, hostname, tls.is_ip)
+    return tls
 
 
 def _offering(context: SSL.Context, alpn: Sequence[bytes]) -> SSL.Context:

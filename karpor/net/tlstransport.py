@@ -20,7 +20,7 @@ protocol handles a read, what it writes to any of these connections is
 held and written once it returns, one record per connection
 (:class:`_Held`): a proxied response's head and body, say, go out as one
 record and one ``send``.  The success path of ``SSL_read``/``SSL_write``
-skips pyOpenSSL's per-call Python (:func:`tls_recv`, :func:`tls_send`).
+skips pyOpenSSL's per-call Python (:mod:`karpor.net.openssl_internals`).
 A spliced connection (exec, attach, port-forward) switches to *bulk mode*
 (:meth:`_TLSConnection.bulk`): OpenSSL then works on memory BIOs and the
 transport reads up to 256 KiB (many records) per event with one ``recv``
@@ -49,13 +49,20 @@ buffering, producers and consumers, ``loseConnection``, half-close,
 :class:`TLSPort` listens (or adopts a listening descriptor from the
 supervisor); :class:`TLSClientEndpoint` connects.  The SSL contexts come
 from :mod:`karpor.net.tls`, built once per server or per cluster.
+
+What this takes from Twisted and pyOpenSSL beyond their public API goes
+through :mod:`karpor.net.twisted_internals` and
+:mod:`karpor.net.openssl_internals`, which check it once per process: where
+Twisted's part is missing (or ``tlsImplementation: twisted``), ports and
+endpoints serve with Twisted's own TLS instead (:mod:`karpor.net.twistedtls`,
+chosen by :mod:`karpor.net.implementation`); where pyOpenSSL's is, records
+go through pyOpenSSL's public ``recv``/``send`` and there is no bulk mode.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import ipaddress
 import socket
 import struct
@@ -83,6 +90,14 @@ from twisted.internet.protocol import ClientFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from karpor.net import implementation, openssl_internals, twistedtls
+from karpor.net.twisted_internals import (
+    ClientInternals,
+    ConnectionInternals,
+    ConnectorInternals,
+    adopt_port,
+)
+
 #: most ``SSL_read``s (records) per readable event: a connection reads until
 #: ``WantReadError``, in turns of at most this many records, and hands the
 #: protocol what one turn read as one piece
@@ -99,53 +114,27 @@ PLAIN_HTTP_REFUSAL = (
 
 # -- record reads and writes ------------------------------------------------
 #
-# ``SSL.Connection.recv``/``send`` wrap ``SSL_read``/``SSL_write`` in a few
-# microseconds of Python per call (a fresh 64 KiB buffer per read, a
-# context manager per write, an error check walking five constants even on
-# success): on the request path, four calls per proxied request.  Here the
-# success path calls the same OpenSSL functions through pyOpenSSL's own cffi
-# binding, reading into one reused buffer (the reactor is single-threaded
-# and the bytes are copied out at once); any other result goes to the
-# connection's own error handling, which raises exactly what ``recv`` and
-# ``send`` raise.  Should a pyOpenSSL release move those internals, the
-# public methods are used.
-
-try:
-    from OpenSSL.SSL import _ffi, _lib  # type: ignore[attr-defined]
-
-    _SSL_read: Callable[[Any, Any, int], int] = _lib.SSL_read
-    _SSL_write: Callable[[Any, Any, int], int] = _lib.SSL_write
-    _unpack: Callable[[Any, int], bytes] = _ffi.unpack
-    _from_buffer: Callable[[Any], Any] = _ffi.from_buffer
-    _READ_BUFFER_SIZE = 65536
-    _read_buffer: Any = _ffi.new("char[]", _READ_BUFFER_SIZE)
-    _DIRECT = callable(getattr(SSL.Connection, "_raise_ssl_error", None))
-except (ImportError, AttributeError):  # pragma: no cover - another pyOpenSSL
-    _DIRECT = False
+# ``SSL.Connection.recv``/``send`` cost a few microseconds of Python per
+# call; where pyOpenSSL's binding passes its check, the direct calls of
+# :mod:`karpor.net.openssl_internals` replace them (bound by
+# :func:`_bind_records` once the process has chosen, on the first port or
+# endpoint).
 
 
-def tls_recv(connection: SSL.Connection, size: int) -> bytes:
-    """``connection.recv(size)``: the plaintext of (at most) one record."""
-    ssl = getattr(connection, "_ssl", None) if _DIRECT else None
-    if ssl is None:
-        return connection.recv(size)
-    read = _SSL_read(ssl, _read_buffer, min(size, _READ_BUFFER_SIZE))
-    if read > 0:
-        return _unpack(_read_buffer, read)
-    connection._raise_ssl_error(ssl, read)
-    return b""
+def _public_recv(connection: SSL.Connection, size: int) -> bytes:
+    return connection.recv(size)
 
 
-def tls_send(connection: SSL.Connection, data: bytes | memoryview) -> int:
-    """``connection.send(data)``: how many bytes of ``data`` were written."""
-    ssl = getattr(connection, "_ssl", None) if _DIRECT else None
-    if ssl is None or not data:
-        return connection.send(data)
-    written = _SSL_write(ssl, data if isinstance(data, bytes) else _from_buffer(data), len(data))
-    if written > 0:
-        return written
-    connection._raise_ssl_error(ssl, written)
-    return 0
+def _public_send(connection: SSL.Connection, data: bytes | memoryview) -> int:
+    return connection.send(data)
+
+
+def _bind_records() -> None:
+    """Use pyOpenSSL's binding if this process's choice allows it."""
+    direct = implementation.current().openssl_binding
+    _TLSConnection.direct_records = direct
+    _TLSConnection.read_record = staticmethod(openssl_internals.recv if direct else _public_recv)
+    _TLSConnection.write_record = staticmethod(openssl_internals.send if direct else _public_send)
 
 
 #: the most plaintext one TLS record carries: a shorter read is the end of
@@ -165,15 +154,13 @@ _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 
 
 class _Bulk:
-    """A connection's memory BIOs once it is in bulk mode (the ``SSL``
-    object owns and frees them), and the ciphertext the socket has not
-    taken yet."""
+    """A connection's memory BIOs once it is in bulk mode, and the
+    ciphertext the socket has not taken yet."""
 
-    __slots__ = ("cipher", "held", "incoming", "outgoing")
+    __slots__ = ("bios", "cipher", "held")
 
-    def __init__(self, incoming: Any, outgoing: Any) -> None:
-        self.incoming = incoming
-        self.outgoing = outgoing
+    def __init__(self, bios: openssl_internals.BulkBIOs) -> None:
+        self.bios = bios
         #: ciphertext waiting for the socket
         self.cipher = b""
         #: plaintext bytes left in Twisted's buffer whose ciphertext is in
@@ -181,21 +168,9 @@ class _Bulk:
         self.held = 0
 
 
-class _BulkBuffers:
-    """The buffers every bulk connection of the process works in (the
-    reactor is single-threaded; each is copied out before anything else
-    runs), made on first use."""
-
-    def __init__(self) -> None:
-        self.raw = _ffi.new("char[]", BULK_READ)
-        self.raw_view = memoryview(_ffi.buffer(self.raw))
-        self.plain = _ffi.new("char[]", _BULK_PLAIN)
-        self.cipher = _ffi.new("char[]", _BULK_CIPHER)
-
-
-@functools.cache
-def _buffers() -> _BulkBuffers:
-    return _BulkBuffers()
+def _buffers() -> openssl_internals.BulkBuffers:
+    """The buffers every bulk connection of the process works in."""
+    return openssl_internals.bulk_buffers(BULK_READ, _BULK_PLAIN, _BULK_CIPHER)
 
 
 class _Held:
@@ -255,8 +230,6 @@ class _TLSConnection:
     disconnected: int
     dataBuffer: bytes
     offset: int
-    _tempDataBuffer: list[bytes]
-    _writeDisconnected: bool
     _raw: socket.socket
     _client_tls: ClientTLS | None = None
     _handshaken = False
@@ -267,6 +240,13 @@ class _TLSConnection:
     _held: list[bytes] | None = None
     #: the memory BIOs of bulk mode (``None``: OpenSSL works on the socket)
     _bulk: _Bulk | None = None
+    #: whether pyOpenSSL's binding is used: direct record calls, bulk mode
+    #: (every connection alike: :func:`_bind_records`)
+    direct_records = False
+    #: ``connection.recv(size)``: the plaintext of (at most) one record
+    read_record: Callable[[SSL.Connection, int], bytes] = staticmethod(_public_recv)
+    #: ``connection.send(data)``: how many bytes of ``data`` were written
+    write_record: Callable[[SSL.Connection, bytes | memoryview], int] = staticmethod(_public_send)
 
     def _wrap(self, raw: socket.socket, context: SSL.Context, server: bool) -> SSL.Connection:
         self._raw = raw
@@ -305,7 +285,7 @@ class _TLSConnection:
             except VerificationError as exc:
                 return exc
         self._handshaken = True
-        if self._tempDataBuffer or self.offset < len(self.dataBuffer) or self.disconnecting:
+        if self.output_buffered() or self.disconnecting:  # type: ignore[attr-defined]
             self.startWriting()  # type: ignore[attr-defined]
         else:
             self.stopWriting()  # type: ignore[attr-defined]
@@ -332,7 +312,7 @@ class _TLSConnection:
         if self._reading and self.connected and not self.disconnected:
             why = self.doRead()
             if why is not None:
-                self.reactor._disconnectSelectable(self, why, True)
+                self.lose_connection_now(why)  # type: ignore[attr-defined]
 
     def doRead(self) -> BaseException | None:
         if self._bulk is not None:
@@ -342,13 +322,14 @@ class _TLSConnection:
             if failed is not None or not self._handshaken:
                 return failed
         conn = self.socket
+        read_record = self.read_record
         size: int = self.bufferSize  # type: ignore[attr-defined]
         chunks: list[bytes] = []
         why: BaseException | None = None
         self._unfinished = False
         for _ in range(_READS_PER_EVENT):
             try:
-                data = tls_recv(conn, size)
+                data = read_record(conn, size)
                 chunks.append(data)
                 if len(data) < _FULL_RECORD:
                     # a short record: most likely all the peer wrote; if
@@ -413,55 +394,28 @@ class _TLSConnection:
         socket and switch here.  The switch waits for nothing: it is made
         only when OpenSSL holds no unsent record (nothing is buffered)."""
         if (
-            not _DIRECT
+            not self.direct_records
             or self._bulk is not None
             or not self._handshaken
             or not self.connected
-            or self._tempDataBuffer
-            or self.offset < len(self.dataBuffer)
+            or self.output_buffered()  # type: ignore[attr-defined]
         ):
             return
-        ssl = self.socket._ssl
-        incoming = _lib.BIO_new(_lib.BIO_s_mem())
-        outgoing = _lib.BIO_new(_lib.BIO_s_mem())
-        _lib.SSL_set_bio(ssl, incoming, outgoing)
-        # one SSL_write takes a whole piece (memory BIOs never refuse)
-        _lib.SSL_clear_mode(ssl, _lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
-        self._bulk = _Bulk(incoming, outgoing)
+        self._bulk = _Bulk(openssl_internals.BulkBIOs(self.socket))
 
     def _bulk_read(self, bulk: _Bulk) -> BaseException | None:
         buffers = _buffers()
         try:
-            got = self._raw.recv_into(buffers.raw_view)
+            got = self._raw.recv_into(buffers.raw)
         except OSError as exc:
             return None if exc.errno in _AGAIN else main.CONNECTION_LOST
         if not got:
             return main.CONNECTION_DONE  # a TCP end, with or without close_notify
-        if _lib.BIO_write(bulk.incoming, buffers.raw, got) != got:
+        if not bulk.bios.feed(buffers, got):
             return main.CONNECTION_LOST
-        conn = self.socket
-        ssl = conn._ssl
-        plain = buffers.plain
-        pieces: list[bytes] = []
-        filled = 0
-        why: BaseException | None = None
-        while True:
-            if filled == _BULK_PLAIN:
-                pieces.append(_ffi.buffer(plain, filled)[:])
-                filled = 0
-            n = _lib.SSL_read(ssl, plain + filled, _BULK_PLAIN - filled)
-            if n > 0:
-                filled += n
-                continue
-            if _lib.SSL_get_error(ssl, n) == _lib.SSL_ERROR_WANT_READ:
-                break  # the usual end of a turn
-            try:
-                conn._raise_ssl_error(ssl, n)
-            except SSL.Error as exc:
-                why = self._read_failed(exc)
-            break
-        if filled:
-            pieces.append(_ffi.buffer(plain, filled)[:])
+        # every whole record fed; the usual end of a turn: OpenSSL wants more
+        pieces, error = bulk.bios.decrypt(buffers)
+        why = self._read_failed(error) if error is not None else None
         sent = self._bulk_send(bulk)  # a post-handshake message may want an answer
         if pieces:
             self._deliver(pieces)
@@ -478,18 +432,18 @@ class _TLSConnection:
             if bulk.cipher:
                 self.startWriting()  # type: ignore[attr-defined]
                 return None
-        buf = _buffers().cipher
+        buffers = _buffers()
         while True:
-            n = _lib.BIO_read(bulk.outgoing, buf, _BULK_CIPHER)
-            if n <= 0:
+            chunk = bulk.bios.ciphertext(buffers)
+            if chunk is None:
                 return None
-            sent = self._send_raw(_ffi.buffer(buf, n))
+            sent = self._send_raw(chunk)
             if sent is None:
                 return main.CONNECTION_LOST
-            if sent < n:
-                rest = [_ffi.buffer(buf, n)[sent:]]
-                while (n := _lib.BIO_read(bulk.outgoing, buf, _BULK_CIPHER)) > 0:
-                    rest.append(_ffi.buffer(buf, n)[:])
+            if sent < len(chunk):
+                rest = [bytes(chunk[sent:])]
+                while (chunk := bulk.bios.ciphertext(buffers)) is not None:
+                    rest.append(bytes(chunk))
                 bulk.cipher = b"".join(rest)
                 self.startWriting()  # type: ignore[attr-defined]
                 return None
@@ -512,18 +466,15 @@ class _TLSConnection:
                 return 0
         done, bulk.held = bulk.held, 0
         view = memoryview(data)
-        ssl = self.socket._ssl
         while done < len(view) and not bulk.cipher:
             n = len(view) - done
             if n > BULK_WRITE + _BULK_TAIL:
                 n = BULK_WRITE
-            with _ffi.from_buffer(view[done : done + n]) as piece:
-                written = _lib.SSL_write(ssl, piece, n)
-            if written <= 0:
-                try:
-                    self.socket._raise_ssl_error(ssl, written)
-                except SSL.Error:
-                    return main.CONNECTION_LOST
+            try:
+                written = bulk.bios.encrypt(view[done : done + n])
+            except SSL.Error:
+                return main.CONNECTION_LOST
+            if not written:
                 return done
             done += written
             why = self._bulk_send(bulk)
@@ -560,7 +511,7 @@ class _TLSConnection:
         conn = self.socket
         if len(data) <= _WRITE_SLICE:
             try:
-                return tls_send(conn, data)
+                return self.write_record(conn, data)
             except (SSL.WantWriteError, SSL.WantReadError):
                 return 0
             except SSL.Error:
@@ -569,7 +520,7 @@ class _TLSConnection:
         sent = 0
         while sent < len(view):
             try:
-                sent += tls_send(conn, view[sent : sent + _WRITE_SLICE])
+                sent += self.write_record(conn, view[sent : sent + _WRITE_SLICE])
             except (SSL.WantWriteError, SSL.WantReadError):
                 break
             except SSL.Error:
@@ -596,11 +547,10 @@ class _TLSConnection:
         if (
             self._handshaken
             and not (self._bulk is not None and self._bulk.cipher)
-            and not self._tempDataBuffer
-            and self.offset == len(self.dataBuffer)
+            and not self.output_buffered()  # type: ignore[attr-defined]
             and self.connected
             and not self.disconnecting
-            and not self._writeDisconnected
+            and not self.write_side_closed()  # type: ignore[attr-defined]
             and data
         ):
             sent = self.writeSomeData(data)
@@ -626,7 +576,8 @@ class _TLSConnection:
 
     # -- closing -------------------------------------------------------------
 
-    def _closeWriteConnection(self) -> None:
+    def close_write_side(self) -> None:
+        """``close_notify``, then the socket's write side."""
         if self._handshaken:
             with contextlib.suppress(SSL.Error):
                 self.socket.shutdown()  # close_notify
@@ -641,11 +592,12 @@ class _TLSConnection:
             except BaseException:
                 self.connectionLost(Failure())  # type: ignore[attr-defined]
 
-    def _closeSocket(self, orderly: bool) -> None:
+    def close_socket(self, orderly: bool) -> None:
+        """``close_notify`` (orderly) or a reset, then close the socket."""
         raw = self._raw
         try:
             if orderly:
-                if self._handshaken and not self._writeDisconnected:
+                if self._handshaken and not self.write_side_closed():  # type: ignore[attr-defined]
                     with contextlib.suppress(SSL.Error):
                         self.socket.shutdown()  # close_notify, best effort
                     if self._bulk is not None:
@@ -678,7 +630,7 @@ class _TLSConnection:
 
 
 @implementer(ISSLTransport)
-class TLSServer(_TLSConnection, tcp.Server):  # type: ignore[misc]
+class TLSServer(_TLSConnection, ConnectionInternals, tcp.Server):  # type: ignore[misc]
     """An accepted connection of a :class:`TLSPort`."""
 
     def __init__(
@@ -703,7 +655,12 @@ class TLSServer(_TLSConnection, tcp.Server):  # type: ignore[misc]
 
 
 class TLSPort(tcp.Port):
-    """A listening port whose connections speak TLS with ``context``."""
+    """A listening port whose connections speak TLS with ``context``.
+
+    :meth:`adopt` and :meth:`listen` serve with the process's TLS
+    implementation (:mod:`karpor.net.implementation`): a :class:`TLSPort`,
+    or a port of Twisted's own TLS (:mod:`karpor.net.twistedtls`).
+    """
 
     transport = TLSServer  # type: ignore[assignment]
 
@@ -720,7 +677,9 @@ class TLSPort(tcp.Port):
         context: SSL.Context,
     ) -> IListeningPort:
         """Listen on an inherited listening descriptor (a worker's)."""
-        port: TLSPort = cls._fromListeningDescriptor(reactor, fd, family, factory)
+        if not _fast():
+            return twistedtls.adopt(reactor, fd, family, factory, context)
+        port: TLSPort = adopt_port(cls, reactor, fd, family, factory)  # type: ignore[assignment]
         port.context = context
         port.startListening()
         return port
@@ -736,6 +695,8 @@ class TLSPort(tcp.Port):
         backlog: int = 50,
     ) -> IListeningPort:
         """Listen on ``interface:port`` (``CannotListenError`` as ``listenTCP``)."""
+        if not _fast():
+            return twistedtls.listen(reactor, port, factory, context, interface, backlog)
         listening = cls(port, factory, backlog=backlog, interface=interface, reactor=reactor)
         listening.context = context
         listening.startListening()
@@ -743,21 +704,22 @@ class TLSPort(tcp.Port):
 
 
 @implementer(ISSLTransport)
-class TLSClient(_TLSConnection, tcp.Client):  # type: ignore[misc]
+class TLSClient(_TLSConnection, ClientInternals, tcp.Client):  # type: ignore[misc]
     """An outgoing connection that speaks TLS once TCP is connected."""
 
     def __init__(self, host: str, port: int, connector: _TLSConnector, reactor: Any) -> None:
         self._client_tls = connector.tls
         tcp.Client.__init__(self, host, port, None, connector, reactor)
 
-    def _connectDone(self) -> None:
+    def tcp_connected(self) -> None:
+        """Wrap the socket in TLS; the protocol is built; the ClientHello goes."""
         tls = self._client_tls
         assert tls is not None
         conn = self._wrap(self.socket, tls.context, server=False)
         if not tls.is_ip:
             conn.set_tlsext_host_name(tls.hostname.encode("idna"))
         self.socket = conn
-        tcp.Client._connectDone(self)
+        self.finish_connecting()
         if self.connected:
             self.startWriting()  # the ClientHello
             factory = self.connector.factory
@@ -765,7 +727,7 @@ class TLSClient(_TLSConnection, tcp.Client):  # type: ignore[misc]
                 factory.connected(self.protocol)
 
 
-class _TLSConnector(tcp.Connector):
+class _TLSConnector(ConnectorInternals):
     def __init__(
         self,
         host: str,
@@ -778,7 +740,7 @@ class _TLSConnector(tcp.Connector):
         super().__init__(host, port, factory, timeout, None, reactor)
         self.tls = tls
 
-    def _makeTransport(self) -> TLSClient:
+    def make_transport(self) -> TLSClient:
         return TLSClient(self.host, self.port, self, self.reactor)
 
 
@@ -856,6 +818,12 @@ class TLSClientEndpoint:
         return deferred
 
     def _connect_to(self, host: str, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        if not _fast():
+            tls = self._tls
+            name = None if tls.is_ip else tls.hostname.encode("idna")
+            return twistedtls.connect(
+                self._reactor, host, self._port, protocolFactory, tls.context, name, self._timeout
+            )
         connector: list[_TLSConnector] = []
         d: Deferred[IProtocol] = Deferred(lambda _: connector[0].stopConnecting())
         factory = _Connecting(protocolFactory, d)
@@ -863,6 +831,15 @@ class TLSClientEndpoint:
         connector.append(c)
         c.connect()
         return d
+
+
+def _fast() -> bool:
+    """Whether this process serves with the socket transport (binding the
+    record calls it chose on the way)."""
+    if implementation.current().transport != implementation.FAST:
+        return False
+    _bind_records()
+    return True
 
 
 def _plain_http(error: SSL.Error) -> bool:

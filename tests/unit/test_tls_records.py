@@ -1,20 +1,25 @@
 """Record reads and writes on a pyOpenSSL connection (karpor.net.tlstransport's
 tls_recv and tls_send): the same bytes and the same exceptions as
-Connection.recv and Connection.send, through the direct OpenSSL calls and
-through pyOpenSSL's public methods (the fallback)."""
+Connection.recv and Connection.send, through the direct OpenSSL calls
+(karpor.net.openssl_internals) and through pyOpenSSL's public methods (the
+fallback)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from OpenSSL import SSL
 
 from karpor.auth.ca import CertificateAuthority
-from karpor.net import tlstransport
+from karpor.net import openssl_internals, tlstransport
 from karpor.net.tls import client_options, server_options
-from karpor.net.tlstransport import tls_recv, tls_send
+
+_Recv = Callable[[SSL.Connection, int], bytes]
+_Send = Callable[[SSL.Connection, "bytes | memoryview"], int]
+tls_recv: _Recv
+tls_send: _Send
 
 
 def _pump(a: SSL.Connection, b: SSL.Connection) -> None:
@@ -52,12 +57,13 @@ def pair(request: pytest.FixtureRequest) -> Iterator[tuple[SSL.Connection, SSL.C
         server_options(serving.cert_pem, serving.key_pem).getContext(),
         SSL.Context(SSL.TLS_CLIENT_METHOD),
     )
-    saved = tlstransport._DIRECT
-    tlstransport._DIRECT = request.param
-    try:
-        yield client, server
-    finally:
-        tlstransport._DIRECT = saved
+    global tls_recv, tls_send
+    if request.param:
+        assert openssl_internals.check() is None
+        tls_recv, tls_send = openssl_internals.recv, openssl_internals.send
+    else:
+        tls_recv, tls_send = tlstransport._public_recv, tlstransport._public_send
+    yield client, server
 
 
 def test_bytes_round_trip_and_memoryviews_are_written(

@@ -1,0 +1,115 @@
+"""Both values of ``tlsImplementation`` (:mod:`karpor.net.implementation`):
+``fast``, the default (the session's gateway), serves with karpor's socket
+transport on the installed Twisted and pyOpenSSL; ``twisted`` serves and
+reaches its clusters with Twisted's own TLS and runs its workers on
+Twisted's stock reactor.  kubectl works through either alike: get, watch,
+exec with stdin and an exit code."""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.gateway import GatewayRun, start_gateway, write_kubeconfig
+from support.kubectl import Kubectl
+from support.sim import SimRun
+
+pytest_plugins = ("support.gateway",)
+
+pytestmark = pytest.mark.kubectl
+
+
+@pytest.fixture(scope="module", params=["fast", "twisted"])
+def served(
+    request: pytest.FixtureRequest,
+    gateway_clusters_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, GatewayRun]]:
+    if request.param == "fast":
+        yield "fast", request.getfixturevalue("gateway")  # the default, shared
+        return
+    base = tmp_path_factory.mktemp("tls-fallback")
+    config = base / "karpor.yaml"
+    config.write_text("tlsImplementation: twisted\n")
+    run = start_gateway(
+        gateway_clusters_dir, base / "state", "--workers", "1", "--config", str(config)
+    )
+    try:
+        yield "twisted", run
+    finally:
+        run.stop()
+
+
+@pytest.fixture(scope="module")
+def via(
+    served: tuple[str, GatewayRun], sim_clusters: SimRun, kubectl_bins: dict[str, Path]
+) -> Iterator[tuple[Kubectl, str]]:
+    """kubectl through the gateway, and the name of a running pod of ``sim-1``."""
+    implementation, gateway = served
+    pod = f"tls-{implementation}-box"
+    label = next((v for v in ("path", "1.33", "1.30", "1.27") if v in kubectl_bins), None)
+    if label is None:
+        pytest.skip("no kubectl found")
+    kubeconfig = write_kubeconfig(
+        gateway.state_dir, gateway.state_dir.parent / f"{implementation}.kubeconfig", gateway.url
+    )
+    admin = Kubectl(kubectl_bins[label], sim_clusters["sim-1"].kubeconfig, label)
+    admin.out("run", pod, "--image=busybox", "--restart=Never")
+    admin.out("wait", "--for=condition=Ready", f"pod/{pod}", "--timeout=30s")
+    try:
+        yield Kubectl(kubectl_bins[label], kubeconfig, label), pod
+    finally:
+        admin.run("delete", "pod", pod, "--wait=false", check=False)
+
+
+def test_what_serves_is_what_was_asked(served: tuple[str, GatewayRun]) -> None:
+    implementation, gateway = served
+    said = {
+        "fast": "tlsImplementation fast: karpor's socket TLS transport and worker reactor",
+        "twisted": "tlsImplementation twisted: Twisted's own TLS and stock epoll reactor",
+    }
+    assert said[implementation] in gateway.process.output
+    assert "falling back" not in gateway.process.output
+    # the socket transport answers plain HTTP with Go's 400; Twisted's TLS
+    # only ends the connection
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    refused = b"Client sent an HTTP request to an HTTPS server" in answer
+    assert refused is (implementation == "fast")
+
+
+def test_get_and_watch(via: tuple[Kubectl, str]) -> None:
+    k, pod = via
+    pods = k.out("--context", "sim-1", "get", "pods", "-A")
+    assert pods.splitlines()[0].split()[:2] == ["NAMESPACE", "NAME"]
+    assert pod in pods
+    clusters = k.out("--context", "karpor", "get", "clusters")
+    assert "sim-2" in clusters
+    watch = k.popen("--context", "sim-1", "get", "pod", pod, "--watch", "--output=name")
+    try:
+        assert watch.stdout is not None
+        ready, _, _ = select.select([watch.stdout], [], [], 30)
+        assert ready, "the watch printed nothing"
+        assert watch.stdout.readline().strip() == f"pod/{pod}"
+    finally:
+        watch.kill()
+        watch.communicate(timeout=10)
+
+
+def test_exec(via: tuple[Kubectl, str]) -> None:
+    k, pod = via
+    context = ("--context", "sim-1")
+    result = k.run(*context, "exec", pod, "--", "echo", "hello")
+    assert (result.returncode, result.stdout) == (0, "hello\n"), result.stderr
+    data = "".join(f"stdin line {i}\n" for i in range(2000))
+    result = k.run(*context, "exec", "-i", pod, "--", "cat", input=data)
+    assert (result.returncode, result.stdout) == (0, data), result.stderr
+    result = k.run(*context, "exec", pod, "--", "sh", "-c", "exit 3", check=False)
+    assert result.returncode == 3, result.stderr
+    assert "command terminated with exit code 3" in result.stderr
