@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
+from support.prometheus import close_value_files
 
 from karpor.metrics import multiprocess
 from karpor.metrics.exposition import Exposition
@@ -28,18 +29,10 @@ def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setattr(values, "ValueClass", values.ValueClass)
     _classes.clear()
     yield path
-    _close_files()
+    close_value_files()
 
 
 _classes: dict[int, Any] = {}
-
-
-def _close_files() -> None:
-    """Close this process's value files (prometheus_client 0.21 on; an
-    older one keeps them open until the process ends)."""
-    close = getattr(values, "close_all_multiprocess_files", None)
-    if close is not None:
-        close()
 
 
 def as_process(pid: int) -> None:
@@ -195,7 +188,7 @@ def test_use_names_the_directory_and_switches_the_value_class(
         GatewayMetrics().reloaded(0)
         assert any(p.name.startswith("counter_") for p in tmp_path.iterdir())
     finally:
-        _close_files()
+        close_value_files()
 
 
 def test_the_process_id_naming_metric_files_follows_a_fork() -> None:

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import pytest
 from prometheus_client import values
+from support.prometheus import close_value_files
 from twisted.application.service import IService, Service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError, ProcessDone
@@ -250,7 +251,7 @@ def test_the_supervisor_exits_cleanly_once_its_workers_drained(gateway_settings,
     assert not done.called and reactor._exitSignal == signal.SIGTERM
     supervisor.drained.callback(None)
     assert done.called and reactor._exitSignal is None
-    values.close_all_multiprocess_files()
+    close_value_files()
 
 
 # -- the worker slots -------------------------------------------------------------
