@@ -1,8 +1,10 @@
 """The front protocol: HTTP/1.1 from callers (inside TLS), the top of the
 request path.
 
-One :class:`GatewayProtocol` per client connection: it parses requests with
-llhttp (``httptools.HttpRequestParser``), routes each request
+One :class:`GatewayProtocol` per client connection, a Twisted adapter over
+the sans-IO :class:`~karpor.http.connection.FrontConnection` (which parses
+requests with llhttp, bounds their heads, keeps pipelined requests in
+order and holds the connection's state): it routes each request
 (:func:`karpor.http.route.route`) and either forwards it to its cluster
 (:class:`karpor.upstream.forward.Forwarder`; long-running requests as
 HTTP/2 streams, :mod:`karpor.upstream.h2`) or hands it to the gateway's own
@@ -33,8 +35,8 @@ attempted) unless the settings say to try anyway.
 
 Requests on a connection are answered in order, one at a time: when a
 request begins while the previous response is still going (pipelining),
-reading pauses and the parsed pieces of what was already read wait in a
-small queue until that response is done.  A connection that is not
+reading pauses and the connection holds the parsed pieces of what was
+already read until that response is done.  A connection that is not
 pipelining keeps reading, so a client that goes away is noticed at once and
 its upstream connection closed.
 
@@ -62,11 +64,9 @@ from __future__ import annotations
 
 import http
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-import httptools
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -90,21 +90,17 @@ from karpor.auth.identity import Identity
 from karpor.auth.impersonation import impersonation_headers
 from karpor.config.model import Cluster
 from karpor.gatewayapi.request import ApiHandler, ApiRequest
+from karpor.http.connection import END, FrontConnection, ProtocolError, RequestHead
 from karpor.http.connections import (
     BUSY,
     CLOSING,
     HANDSHAKE,
     HEAD,
-    IDLE,
     ClientConnectionSettings,
     ConnectionCap,
     head_timed_out,
-    head_too_large,
-    http_version_refused,
-    parser_error,
     phase_limits,
     sweep_interval,
-    unsupported_transfer_encoding,
 )
 from karpor.http.headers import (
     AUDIT_ID,
@@ -148,25 +144,12 @@ _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 # why reading from the client is paused
-_PIPELINE = 1
+_HELD = 1  # the connection holds bytes (pipelined requests, after an upgrade request)
 _UPSTREAM = 2
 _BODY = 3
-_RAW = 4  # bytes after an upgrade request's head wait for its answer
 _SPLICE = 5  # the cluster side of a splice is slow
 
-# kinds of queued parser events
-_BEGIN = 0
-_URL = 1
-_HEADER = 2
-_HEADERS_DONE = 3
-_DATA = 4
-_DONE = 5
-_BAD = 6
-
-_UNKNOWN: Any = object()
 _NO_PEER: Any = object()
-#: the head budget while a request body is read (no head is being read)
-_NO_HEAD = 1 << 62
 
 
 class _Counting:
@@ -271,15 +254,6 @@ def status_line(code: int) -> bytes:
     return b"HTTP/1.1 %d %b\r\n" % (code, _PHRASES.get(code, b"Unknown"))
 
 
-class _Head(NamedTuple):
-    """What the parser knew of a request when its head was complete."""
-
-    method: bytes
-    http11: bool
-    keep_alive: bool
-    upgrade: bool
-
-
 @implementer(IPushProducer)
 class _ReadValve:
     """Pauses reading the request body from the client (registered as the
@@ -304,7 +278,7 @@ class _ReadValve:
 class Responder:
     """How the own API answers one request (:class:`karpor.gatewayapi.request.Responder`)."""
 
-    def __init__(self, protocol: GatewayProtocol, head: _Head) -> None:
+    def __init__(self, protocol: GatewayProtocol, head: RequestHead) -> None:
         self._protocol = protocol
         self._head = head
         self._started = False
@@ -405,54 +379,36 @@ class GatewayProtocol(Protocol):
 
     Bounds (:mod:`karpor.http.connections`): a request head (request line
     and headers) over ``maxHeaderBytes`` is answered ``431`` (``414`` for
-    the URL alone) and the connection closed; the bytes fed to the parser
-    while a head is read are counted (:attr:`_head_left`), so no more than
-    that (and at most one read before the head's start) is ever held.  The
-    connection's phase (:attr:`_phase`, with the sweep clock at its start
-    in :attr:`_since`) is what the factory's sweep times out.
+    the URL alone) and the connection closed; the parsing, the head bound,
+    the order of pipelined requests and the connection's state are the
+    sans-IO :class:`~karpor.http.connection.FrontConnection`'s
+    (:attr:`_conn`), whose phase (with the sweep clock at its start) is
+    what the factory's sweep times out.
     """
 
     def __init__(self, factory: GatewayFactory) -> None:
         self._factory = factory
-        #: what the connection is doing (a phase of :mod:`karpor.http.connections`)
-        self._phase = HANDSHAKE
-        self._since = 0.0
-        #: bytes the current request head may still take (:data:`_NO_HEAD` while none is read)
-        self._head_left = factory.max_header_bytes
-        self._parser = httptools.HttpRequestParser(self)
+        #: the connection's HTTP/1.1, sans-IO
+        self._conn = FrontConnection(factory.max_header_bytes)
         self._peer: Peer = _NO_PEER
         self._client_address = b""
         self._status = 0
         self._audit: _Audit | None = None
-        self._received = 0
-        self._read_start = 0
-        self._in_mark = 0
         self._counting: _Counting | None = None
         self._pauses: set[int] = set()
-        self._queue: deque[tuple[int, Any]] | None = None
-        self._replaying = False
-        self._busy = False
-        self._in_message = False
-        self._closing = False
-        self._failed = False
+        self._pumping = False
         self.disconnected = False
-        self._head: _Head | None = None
-        self._url = b""
-        self._headers: list[Header] = []
+        self._head: RequestHead | None = None
         self._on_body: Callable[[bytes], None] | None = None
         self._on_end: Callable[[], None] | None = None
         self._forwarder: Forwarder | None = None
         self._splice: Splice | None = None
-        self._raw = False
-        self._held: list[bytes] = []
         self._responder: Responder | None = None
         self._api_body: list[bytes] = []
         self._api_size = 0
-        self._draining = False
         self._idle_timer: IDelayedCall | None = None
         #: the cluster the request in progress goes to (its streams end if it is removed)
         self._cluster_name: str | None = None
-        self._answered = 0
 
     # -- connection ---------------------------------------------------------------
 
@@ -460,21 +416,20 @@ class GatewayProtocol(Protocol):
         """Note the caller's address (for ``X-Forwarded-For``); no Nagle
         delays (streams and interactive sessions write small pieces)."""
         no_delay(self.transport)
+        conn = self._conn
         if not ISSLTransport.providedBy(self.transport):
-            self._phase = HEAD  # no handshake to wait for
+            conn.phase = HEAD  # no handshake to wait for
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self._client_address = str(getattr(peer, "host", "")).encode()
         if self._factory.audit is not None or self._factory.metrics is not None:
             self._counting = _Counting(self.transport)
             self.transport = self._counting  # type: ignore[assignment]
         self._factory.connection_opened(self)
-        self._since = self._factory.now
+        conn.since = self._factory.now
 
     def handshakeCompleted(self) -> None:
         """TLS is up: the first request head is read from now on."""
-        if self._phase == HANDSHAKE:
-            self._phase = HEAD
-            self._since = self._factory.now
+        self._conn.handshake_completed(self._factory.now)
 
     def timed_out(self) -> None:
         """The current phase outlived its timeout (the factory's sweep):
@@ -482,12 +437,13 @@ class GatewayProtocol(Protocol):
         and the connection closes; an idle connection (or one that sent
         nothing) closes silently, as Go closes it; one that was closing is
         aborted (its client does not take the last bytes)."""
-        phase = self._phase
+        conn = self._conn
+        phase = conn.phase
         if phase in (HANDSHAKE, CLOSING):
-            self._phase = BUSY  # aborted: never again
+            conn.phase = BUSY  # aborted: never again
             self.transport.abortConnection()  # type: ignore[union-attr]
-        elif phase == HEAD and self._in_message and not self._busy:
-            self._failed = True
+        elif phase == HEAD and conn.in_message and not conn.busy:
+            conn.failed = True
             self._head = None
             self._send_error(head_timed_out(self._factory.connections.header_read_timeout))
         else:
@@ -506,8 +462,7 @@ class GatewayProtocol(Protocol):
         if splice is not None:
             splice.client_lost()
             return
-        self._queue = None
-        self._held = []
+        self._conn.take_events()
         forwarder, self._forwarder = self._forwarder, None
         if forwarder is not None:
             forwarder.client_lost()
@@ -525,7 +480,9 @@ class GatewayProtocol(Protocol):
 
     def _authenticate(self) -> Identity:
         """The caller of the current request; raises the 401."""
-        identity = self._factory.access.authenticate(self._peer_of(), self._headers)
+        head = self._head
+        assert head is not None
+        identity = self._factory.access.authenticate(self._peer_of(), head.headers)
         if self._audit is not None:
             self._audit.identity = identity
         return identity
@@ -555,138 +512,65 @@ class GatewayProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Parse request bytes (or pass them to the splice)."""
-        self._read_start = self._received
-        self._received += len(data)
         splice = self._splice
+        conn = self._conn
         if splice is not None:
+            conn.received += len(data)
             splice.client_data(data)
             return
-        if self._failed or self._closing:
+        conn.receive_data(data, self._factory.now)
+        if conn.holding:
+            self._pause(_HELD)
+        if conn.events:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Handle the connection's events, in order (not re-entered: an
+        event handled meanwhile, e.g. a response that ended at once and
+        released the next pipelined request, is handled by the loop)."""
+        if self._pumping:
             return
-        if self._raw:
-            self._hold(data)
-            return
-        left = self._head_left - len(data)
-        if left < 0:
-            self._feed_bounded(data)
-            return
-        self._head_left = left
+        self._pumping = True
+        conn = self._conn
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as e:
-            self._upgrade_parsed(data[e.args[0] :])
-        except httptools.HttpParserError as e:
-            self._failed = True
-            self._bad_request(e)
+            while conn.events:
+                for event in conn.take_events():
+                    if self.disconnected or conn.closing:
+                        return
+                    if type(event) is bytes:
+                        on_body = self._on_body
+                        if on_body is not None:
+                            on_body(event)
+                    elif event is END:
+                        on_end, self._on_end = self._on_end, None
+                        self._on_body = None
+                        if on_end is not None:
+                            on_end()
+                    elif type(event) is RequestHead:
+                        self._dispatch(event)
+                    else:
+                        assert isinstance(event, ProtocolError)
+                        self._protocol_error(event)
+        finally:
+            self._pumping = False
 
-    def _feed(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as e:
-            self._upgrade_parsed(data[e.args[0] :])
-        except httptools.HttpParserError as e:
-            self._failed = True
-            self._bad_request(e)
-
-    def _feed_bounded(self, data: bytes) -> None:
-        """Feed ``data``, which may take the request head past its budget:
-        what fits first; if the head is still not complete, the request is
-        refused (431 or 414) and the parser, with what it held, dropped."""
-        while data:
-            fit = self._head_left
-            if len(data) <= fit:
-                self._head_left = fit - len(data)
-                self._feed(data)
-                return
-            self._head_left = 0
-            self._feed(data[:fit])
-            data = data[fit:]
-            if self._failed or self._closing or self.disconnected:
-                return
-            if self._raw:
-                self._hold(data)
-                return
-            if self._head_left == 0:  # neither the head nor its message ended
-                self._failed = True
-                self._parser = httptools.HttpRequestParser(self)  # what it held goes
-                self._refuse(head_too_large(self._url_bytes(), self._factory.max_header_bytes))
-                return
-
-    def _url_bytes(self) -> int:
-        """How much of the URL of the request head being read has arrived."""
-        queue = self._queue
-        if queue is None:
-            return len(self._url)
-        size = 0
-        for kind, arg in queue:
-            if kind == _BEGIN:
-                size = 0
-            elif kind == _URL:
-                size += len(arg)
-        return size
-
-    # -- after an upgrade request's head ------------------------------------------
-
-    def _upgrade_parsed(self, rest: bytes) -> None:
-        """The parser stopped after an upgrade request's head; ``rest`` is
-        what followed it in the same read."""
-        self._parser = httptools.HttpRequestParser(self)
-        self._head_left = self._factory.max_header_bytes
-        if self._closing:
-            return
-        self._raw = True
-        if rest:
-            self._hold(rest)
-        if not self._busy and self._queue is None:
-            self._end_raw()  # already answered (an error, the own API)
-
-    def _hold(self, data: bytes) -> None:
-        self._held.append(data)
-        self._pause(_RAW)
-
-    def _end_raw(self) -> None:
-        """The upgrade request was answered without switching: what the
-        client sent after it is HTTP again."""
-        self._raw = False
-        held = b"".join(self._held)
-        self._held = []
-        self._resume(_RAW)
-        if held:
-            self.dataReceived(held)
-
-    def _bad_request(self, error: Exception) -> None:
-        cause = error.__context__ if isinstance(error, httptools.HttpParserCallbackError) else None
-        if isinstance(cause, ApiError):
-            refusal = cause  # a head the callbacks refused (transfer coding, version)
-        else:
-            if cause is not None:
-                log.failure(
-                    "request handling failed (Audit-Id {auditID})",
-                    Failure(cause),
-                    auditID=self._audit_id(),
-                )
-            refusal = parser_error(str(error.args[0]) if error.args and cause is None else "")
-        self._refuse(refusal)
-
-    def _refuse(self, refusal: ApiError) -> None:
-        """Answer a request the connection cannot read on from (``_failed``
-        is set): in turn when pipelined; a broken body of a request already
-        answered, or whose response began, closes (or drops) the connection."""
-        if self._queue is not None:
-            self._enqueue(_BAD, refusal)  # in pipelined bytes: answer in turn
-        elif self._in_message and self._head is not None:
+    def _protocol_error(self, event: ProtocolError) -> None:
+        """Answer a request the connection cannot read on from: a broken
+        body of a request already answered, or whose response began, closes
+        (or drops) the connection."""
+        if event.in_body:
             # the body of a dispatched request is broken: nothing sane can follow
-            if not self._busy:
+            if not self._conn.busy:
                 self._close()
             elif self._status == 0 and self._splice is None:
                 self._drop_request()  # no response yet: the client hears why
-                self._send_error(refusal)
+                self._send_error(event.error)
             else:
                 self.transport.abortConnection()  # type: ignore[union-attr]
-        elif self._busy:
-            self._enqueue(_BAD, refusal)
         else:
-            self._reject_malformed(refusal)
+            self._head = RequestHead(b"GET", event.target, [], True, False, False)
+            self._start_audit()
+            self._send_error(event.error)
 
     def _drop_request(self) -> None:
         """Forget the request in progress upstream (its body is broken)."""
@@ -696,151 +580,25 @@ class GatewayProtocol(Protocol):
         if forwarder is not None:
             forwarder.client_lost()
 
-    def _reject_malformed(self, refusal: ApiError) -> None:
-        self._head = _Head(b"GET", True, False, False)
-        self._busy = True
-        self._start_audit()
-        self._send_error(refusal)
-
     def _close(self) -> None:
-        if not self._closing:
-            self._closing = True
-            # aborted if its last bytes are not taken within a handshake timeout
-            self._phase = CLOSING
-            self._since = self._factory.now
+        # aborted if its last bytes are not taken within a handshake timeout
+        if self._conn.close(self._factory.now):
             self.transport.loseConnection()  # type: ignore[union-attr]
 
-    # -- parser callbacks (queued while a previous response is going) ----------
-
-    def _enqueue(self, kind: int, arg: Any) -> None:
-        if self._queue is None:
-            self._queue = deque()
-            self._pause(_PIPELINE)
-        self._queue.append((kind, arg))
-
-    def on_message_begin(self) -> None:
-        """Parser: a request begins."""
-        if self._busy or self._queue is not None:
-            self._enqueue(_BEGIN, None)
-        else:
-            self._begin()
-
-    def on_url(self, url: bytes) -> None:
-        """Parser: (a piece of) the request target."""
-        if self._queue is not None:
-            self._enqueue(_URL, url)
-        else:
-            self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """Parser: one header (a transfer coding but ``chunked`` is refused: 501)."""
-        if len(name) == 17 and name.lower() == b"transfer-encoding":
-            unsupported = unsupported_transfer_encoding(value)
-            if unsupported is not None:
-                raise unsupported
-        if self._queue is not None:
-            self._enqueue(_HEADER, (name, value))
-        else:
-            self._headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        """Parser: the request head is complete (HTTP/1.0 or 1.1 only: any
-        other version is refused, not read as HTTP/1.1)."""
-        self._head_left = _NO_HEAD
-        p = self._parser
-        version = p.get_http_version()
-        if version not in ("1.1", "1.0"):
-            refused = http_version_refused(version)
-            if refused is not None:
-                raise refused
-        head = _Head(p.get_method(), version == "1.1", p.should_keep_alive(), p.should_upgrade())
-        if self._queue is not None:
-            self._enqueue(_HEADERS_DONE, head)
-        else:
-            self._dispatch(head)
-
-    def on_body(self, data: bytes) -> None:
-        """Parser: request body bytes."""
-        if self._queue is not None:
-            self._enqueue(_DATA, data)
-        elif self._on_body is not None:
-            self._on_body(data)
-
-    def on_message_complete(self) -> None:
-        """Parser: the request is complete."""
-        self._head_left = self._factory.max_header_bytes
-        if self._queue is not None:
-            self._enqueue(_DONE, None)
-        else:
-            self._message_done()
-
-    def _replay(self) -> None:
-        queue = self._queue
-        if queue is None or self._replaying:
-            return
-        self._replaying = True
-        try:
-            while queue and not self._closing and not self.disconnected:
-                kind, arg = queue[0]
-                if kind in (_BEGIN, _BAD) and self._busy:
-                    break
-                queue.popleft()
-                if kind == _BEGIN:
-                    self._begin()
-                elif kind == _URL:
-                    self._url += arg
-                elif kind == _HEADER:
-                    self._headers.append(arg)
-                elif kind == _HEADERS_DONE:
-                    self._dispatch(arg)
-                elif kind == _DATA:
-                    if self._on_body is not None:
-                        self._on_body(arg)
-                elif kind == _DONE:
-                    self._message_done()
-                else:
-                    self._reject_malformed(arg)
-        finally:
-            self._replaying = False
-        if not queue and self._queue is queue:
-            self._queue = None
-            self._resume(_PIPELINE)
-            if self._failed and not self._busy:
-                self._close()
-            elif self._raw and not self._busy:
-                self._end_raw()
-
     # -- requests -----------------------------------------------------------------
-
-    def _begin(self) -> None:
-        if self._phase == IDLE:
-            self._phase = HEAD  # the first byte of a request head
-            self._since = self._factory.now
-        self._in_mark = self._read_start
-        self._in_message = True
-        self._head = None
-        self._url = b""
-        self._headers = []
-        self._on_body = None
-        self._on_end = None
-
-    def _message_done(self) -> None:
-        self._in_message = False
-        on_end, self._on_end = self._on_end, None
-        self._on_body = None
-        if on_end is not None:
-            on_end()
 
     def _start_audit(self) -> None:
         self._status = 0
         counting = self._counting
+        head = self._head
+        assert head is not None
         self._audit = audit = _Audit(
             time.time(),
-            self._in_mark,
+            head.in_mark,
             counting.written if counting is not None else 0,
-            caller_audit_id(self._headers) or new_audit_id(),
+            caller_audit_id(head.headers) or new_audit_id(),
         )
-        audit.target = self._url
+        audit.target = head.target
 
     def _request_done(self) -> None:
         """Record the metrics and write the audit record of the request that just ended."""
@@ -864,7 +622,7 @@ class GatewayProtocol(Protocol):
                 else request_verb(head.method if head is not None else b"GET", audit.target),
                 self._status,
                 (audit.head_at or time.monotonic()) - audit.ticks,
-                max(0, self._received - audit.in_mark),
+                max(0, self._conn.received - audit.in_mark),
                 bytes_out,
             )
         writer = factory.audit
@@ -884,10 +642,10 @@ class GatewayProtocol(Protocol):
                 namespace=attrs.namespace if attrs is not None else "",
                 resource=attrs.resource if attrs is not None else "",
                 subresource=attrs.subresource if attrs is not None else "",
-                path=self._url.decode("latin-1"),
+                path=head.target.decode("latin-1") if head is not None else "",
                 method=head.method.decode("latin-1") if head is not None else "",
                 status=self._status,
-                bytes_in=max(0, self._received - audit.in_mark),
+                bytes_in=max(0, self._conn.received - audit.in_mark),
                 bytes_out=bytes_out,
                 duration=time.time() - audit.started,
                 impersonated_user=upstream.user if upstream is not None else None,
@@ -908,13 +666,13 @@ class GatewayProtocol(Protocol):
             audit.head_at = time.monotonic()
             response.forward.insert(0, (AUDIT_ID, audit.audit_id))
 
-    def _dispatch(self, head: _Head) -> None:
-        self._phase = BUSY
+    def _dispatch(self, head: RequestHead) -> None:
         self._head = head
-        self._busy = True
+        self._on_body = None
+        self._on_end = None
         self._start_audit()
         try:
-            target = route(self._url)
+            target = route(head.target)
             if self._factory.metrics is not None:
                 self._note_route(target, head)
             if isinstance(target, ClusterRoute):
@@ -927,7 +685,7 @@ class GatewayProtocol(Protocol):
             log.failure("request dispatch failed (Audit-Id {auditID})", auditID=self._audit_id())
             self._send_error(ApiError(500, "internal error"))
 
-    def _note_route(self, target: ClusterRoute | ApiRoute, head: _Head) -> None:
+    def _note_route(self, target: ClusterRoute | ApiRoute, head: RequestHead) -> None:
         """For the metrics: the target the verb is read from, and a
         long-running request counted in flight (until :meth:`_request_done`)."""
         audit = self._audit
@@ -945,7 +703,7 @@ class GatewayProtocol(Protocol):
         audit = self._audit
         return audit.audit_id.decode("ascii") if audit is not None else ""
 
-    def _proxy(self, target: ClusterRoute, head: _Head) -> None:
+    def _proxy(self, target: ClusterRoute, head: RequestHead) -> None:
         factory = self._factory
         identity = self._authenticate()
         audit = self._audit
@@ -955,11 +713,11 @@ class GatewayProtocol(Protocol):
         try:
             if cluster is None:  # 404, or the 403 of a cluster the caller may not reach
                 raise factory.access.unknown_cluster(
-                    identity, target.name, head.method, target.target, self._headers
+                    identity, target.name, head.method, target.target, head.headers
                 )
             self._cluster_name = cluster.name
             authorized = factory.access.authorize(
-                identity, cluster, head.method, target.target, self._headers
+                identity, cluster, head.method, target.target, head.headers
             )
         except Forbidden as denied:
             if audit is not None:
@@ -975,7 +733,7 @@ class GatewayProtocol(Protocol):
         pool = factory.pools.get(cluster)
         if pool.error is not None:
             raise pool.error
-        request = split_request(self._headers, factory.drop, factory.drop_prefixes)
+        request = split_request(head.headers, factory.drop, factory.drop_prefixes)
         identity_headers = impersonation_headers(authorized.upstream)
         if head.upgrade:
             self._proxy_upgrade(target, head, pool, request, identity_headers)
@@ -1006,18 +764,18 @@ class GatewayProtocol(Protocol):
     def _proxy_upgrade(
         self,
         target: ClusterRoute,
-        head: _Head,
+        head: RequestHead,
         pool: ClusterPool,
         request: RequestHeaders,
         identity_headers: Sequence[Header],
     ) -> None:
         """Send an upgrade request (over a dedicated connection)."""
         if request.upgrade is None:
-            self._failed = True
+            self._conn.failed = True
             raise ApiError(400, "invalid Upgrade header")
         if request.chunked or request.content_length:
             # the body would be read as tunnel bytes: nothing sane can follow
-            self._failed = True
+            self._conn.failed = True
             raise ApiError(400, "an upgrade request cannot carry a body")
         audit = self._audit
         forwarder = _ClusterUpgradeForwarder(
@@ -1039,11 +797,11 @@ class GatewayProtocol(Protocol):
         self._forwarder = forwarder
         pool.submit(forwarder)
 
-    def _api(self, target: ApiRoute, head: _Head) -> None:
+    def _api(self, target: ApiRoute, head: RequestHead) -> None:
         identity: Identity | None
         if target.public:
             access = self._factory.access
-            identity = access.try_authenticate(self._peer_of(), self._headers)
+            identity = access.try_authenticate(self._peer_of(), head.headers)
             if self._audit is not None:
                 self._audit.identity = identity
         else:
@@ -1053,7 +811,7 @@ class GatewayProtocol(Protocol):
         self._on_body = self._api_data
         self._on_end = lambda: self._api_call(target, head, identity)
         if head.http11 and any(
-            n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in self._headers
+            n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in head.headers
         ):
             self.transport.write(_CONTINUE)  # type: ignore[union-attr]
 
@@ -1067,10 +825,10 @@ class GatewayProtocol(Protocol):
             return
         self._api_body.append(data)
 
-    def _api_call(self, target: ApiRoute, head: _Head, identity: Identity | None) -> None:
+    def _api_call(self, target: ApiRoute, head: RequestHead, identity: Identity | None) -> None:
         body = b"".join(self._api_body)
         self._api_body = []
-        headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in self._headers}
+        headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in head.headers}
         headers["audit-id"] = self._audit_id()  # the request's, for the API's log lines
         request = ApiRequest(
             method=head.method.decode("ascii"),
@@ -1108,7 +866,9 @@ class GatewayProtocol(Protocol):
         if self._audit is not None and error.code in (401, 403):
             self._audit.reason = error.message
         head = self._head
-        close = head is None or not head.keep_alive or self._failed or self._last_before_drain()
+        close = (
+            head is None or not head.keep_alive or self._conn.failed or self._last_before_drain()
+        )
         body = error.body()
         parts = [status_line(error.code), *lines(_JSON), b"Content-Length: %d\r\n" % len(body)]
         if self._audit is not None:
@@ -1125,21 +885,22 @@ class GatewayProtocol(Protocol):
         """The response to the current request is complete."""
         if self._audit is not None:
             self._request_done()
-        self._busy = False
         self._forwarder = None
         self._responder = None
         self._cluster_name = None
-        self._answered += 1
-        self._phase = IDLE
-        self._since = self._factory.now
-        if close or (self._failed and self._queue is None):
+        conn = self._conn
+        if conn.end_response(close, self._factory.now):
             self._close()
             return
-        if self._raw and self._queue is None:
-            self._end_raw()  # the upgrade request, answered without switching
-        else:
-            self._replay()
-        if self._draining:
+        # what was held (the next pipelined request, or the bytes after an
+        # upgrade request answered without switching) is handled now
+        if conn.events:
+            self._pump()
+        if conn.holding:
+            self._pause(_HELD)
+        elif self._pauses:
+            self._resume(_HELD)
+        if conn.draining:
             self._close_when_idle()
 
     # -- draining (the worker is stopping) ------------------------------------------
@@ -1148,16 +909,11 @@ class GatewayProtocol(Protocol):
         """Whether the response being started is the connection's last: the
         worker drains and no further request was received (pipelined requests
         already received are answered first, the last with ``Connection: close``)."""
-        return self._draining and self._queue is None
+        conn = self._conn
+        return conn.draining and conn.last_response()
 
     def _idle(self) -> bool:
-        return not (
-            self._busy
-            or self._in_message
-            or self._raw
-            or self._queue is not None
-            or self._splice is not None
-        )
+        return self._conn.idle and self._splice is None
 
     def drain(self) -> None:
         """Stop taking requests on this connection without failing one.
@@ -1170,12 +926,12 @@ class GatewayProtocol(Protocol):
         close``).  A connection that has not sent its first request yet gets
         it answered first (it was accepted to be served: closing it now would
         fail a request no client retries), or waits for the drain deadline."""
-        self._draining = True
-        if self._answered:
+        self._conn.draining = True
+        if self._conn.answered:
             self._close_when_idle()
 
     def _close_when_idle(self) -> None:
-        if self._idle_timer is None and self._idle() and not self._closing:
+        if self._idle_timer is None and self._idle() and not self._conn.closing:
             clock: Any = self._factory.clock()
             self._idle_timer = clock.callLater(DRAIN_IDLE_GRACE, self._idle_timeout)
 
@@ -1188,7 +944,7 @@ class GatewayProtocol(Protocol):
         """End the stream in progress (watch, ``logs -f``, exec) if it goes
         to one of the removed clusters ``names``: cleanly, as at a drain (a
         session is cut as a failure the client sees)."""
-        busy = self._busy or self._splice is not None
+        busy = self._conn.busy or self._splice is not None
         if busy and self._cluster_name in names:
             self.end_streams(f'the cluster "{self._cluster_name}" was removed from the gateway')
 
@@ -1199,7 +955,7 @@ class GatewayProtocol(Protocol):
         upgraded session is cut with a failure carrying ``reason``
         (:meth:`end_session`), or left running when ``reason`` is ``None``
         (its own deadline comes later)."""
-        self._draining = True
+        self._conn.draining = True
         if self._splice is not None:
             if reason is not None:
                 self.end_session(reason)
@@ -1217,7 +973,7 @@ class GatewayProtocol(Protocol):
         the client sees a failure carrying ``reason`` (:meth:`Splice.cut`)."""
         splice = self._splice
         if splice is not None:
-            self._closing = True
+            self._conn.closing = True
             splice.cut(reason)
 
     # -- Channel (for the forwarder) ------------------------------------------------
@@ -1260,10 +1016,8 @@ class GatewayProtocol(Protocol):
         belongs to ``splice``; returns the bytes held since the request head."""
         self._splice = splice
         self._forwarder = None
-        self._raw = False
-        self._queue = None
-        held = b"".join(self._held)
-        self._held = []
+        held = self._conn.switched()
+        self._conn.take_events()
         if self._pauses:
             self._pauses.clear()
             if not self.disconnected:
@@ -1382,7 +1136,7 @@ class GatewayFactory(Factory):
         """Time out the connections whose phase outlived its timeout."""
         now = self.now = self.clock().seconds()
         limits = self._phase_limits
-        late = [p for p in self.protocols if now - p._since >= limits[p._phase]]
+        late = [p for p in self.protocols if now - p._conn.since >= limits[p._conn.phase]]
         for protocol in late:
             protocol.timed_out()
 

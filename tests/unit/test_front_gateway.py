@@ -11,9 +11,12 @@ from typing import Any
 
 import httptools
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from OpenSSL import SSL
 from prometheus_client import CollectorRegistry
 from support.fakeendpoint import FakeEndpoint
+from support.http1 import encode, requests_strategy, splits
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -195,6 +198,36 @@ def status_of(body: bytes) -> dict[str, Any]:
 
 
 # -- plain requests -----------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(requests_strategy, min_size=1, max_size=5),
+    st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+)
+def test_the_adapter_answers_pipelined_requests_in_order(
+    requests: list[tuple[bytes, bytes, str, bytes, int]], cuts: list[int]
+) -> None:
+    """Through GatewayProtocol (own-API requests, answered by a fake API
+    with what it read): N requests however split, N answers in order."""
+    h = Harness()
+
+    def answer(request: Any, responder: Any) -> None:
+        responder.respond(200, [], request.method.encode() + b" " + request.body)
+
+    h.api.answer = answer
+    encoded = [
+        encode((m, b"/version/" + str(i).encode(), f, b, n))
+        for i, (m, _, f, b, n) in enumerate(requests)
+    ]
+    for piece in splits(b"".join(encoded), cuts):
+        h.send(piece)
+    got = [(code, body) for code, _, body in h.responses()]
+    assert got == [(200, m + b" " + (b if f != "none" else b"")) for m, _, f, b, _ in requests]
+    assert [r.path for r, _ in h.api.requests] == [
+        "/version/" + str(i) for i in range(len(requests))
+    ]
+    assert not h.client.disconnecting and h.client.producerState == "producing"
 
 
 def test_get_is_forwarded_with_cluster_credential_and_pooled() -> None:
