@@ -4,11 +4,15 @@ request path.
 One :class:`GatewayProtocol` per client connection, a Twisted adapter over
 the sans-IO :class:`~karpor.http.connection.FrontConnection` (which parses
 requests with llhttp, bounds their heads, keeps pipelined requests in
-order and holds the connection's state): it routes each request
+order and holds the connection's state).  It hands each request to the
+factory's :class:`~karpor.front.pipeline.RequestPipeline`, which routes it
 (:func:`karpor.http.route.route`) and either forwards it to its cluster
 (:class:`karpor.upstream.forward.Forwarder`; long-running requests as
 HTTP/2 streams, :mod:`karpor.upstream.h2`) or hands it to the gateway's own
-API (:class:`karpor.gatewayapi.request.ApiHandler`) with a :class:`Responder`.
+API (:class:`karpor.gatewayapi.request.ApiHandler`) with a
+:class:`~karpor.front.responder.Responder`; the adapter keeps the
+transport, backpressure, timeouts, draining, the audit record and metrics
+of each request, and writes error answers.
 
 Access (:class:`karpor.auth.access.Access`): the TLS peer certificate is
 checked once per connection (:meth:`~karpor.auth.access.Access.peer`); each
@@ -62,7 +66,6 @@ drops the connection).
 
 from __future__ import annotations
 
-import http
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -83,13 +86,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from karpor.auth.access import Access, Authorized, Forbidden, Peer
+from karpor.auth.access import Access, Authorized, Peer
 from karpor.auth.audit import AuditRecord, AuditWriter
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
-from karpor.auth.impersonation import impersonation_headers
 from karpor.config.model import Cluster
-from karpor.gatewayapi.request import ApiHandler, ApiRequest
+from karpor.front.pipeline import RequestPipeline
+from karpor.front.responder import Responder, status_line
+from karpor.gatewayapi.request import ApiHandler
 from karpor.http.connection import END, FrontConnection, ProtocolError, RequestHead
 from karpor.http.connections import (
     BUSY,
@@ -105,23 +109,19 @@ from karpor.http.connections import (
 from karpor.http.headers import (
     AUDIT_ID,
     Header,
-    RequestHeaders,
     ResponseHeaders,
     caller_audit_id,
     lines,
     new_audit_id,
     request_drops,
-    split_request,
 )
-from karpor.http.route import ApiRoute, ClusterRoute, route
 from karpor.kube.status import ApiError
-from karpor.metrics.labels import GATEWAY, request_verb, stream_kind
+from karpor.metrics.labels import GATEWAY, request_verb
 from karpor.upstream.execcredential import ExecCredentialCache
-from karpor.upstream.forward import Forwarder, chunk
+from karpor.upstream.forward import Forwarder
 from karpor.upstream.http1 import no_delay
-from karpor.upstream.pool import ClusterPool, UpstreamPools
-from karpor.upstream.request import CHUNKED, LENGTH, NO_BODY, UpstreamRequest
-from karpor.upstream.splice import Splice, UpgradeForwarder
+from karpor.upstream.pool import UpstreamPools
+from karpor.upstream.splice import Splice
 
 if TYPE_CHECKING:
     from karpor.metrics.gateway import GatewayMetrics
@@ -138,10 +138,7 @@ DRAIN_GRACE = 2.0
 #: ``Connection: close``) rather than the connection closed under it.
 DRAIN_IDLE_GRACE = 1.0
 
-_PHRASES: dict[int, bytes] = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 _JSON: list[Header] = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache")]
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 # why reading from the client is paused
 _HELD = 1  # the connection holds bytes (pipelined requests, after an upgrade request)
@@ -210,50 +207,6 @@ class _Audit:
         self.reason = ""
 
 
-class _ClusterForwarder(Forwarder):
-    """A :class:`Forwarder` telling the front the cluster's status code."""
-
-    __slots__ = ("_front",)
-
-    def __init__(self, front: GatewayProtocol, *args: Any, **kwargs: Any) -> None:
-        super().__init__(front, *args, **kwargs)
-        self._front = front
-
-    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
-        """Note the status, then relay the head (saying ``Connection: close``
-        when the worker drains and no further request was received)."""
-        if not self._finished:
-            self._front._upstream_status(code, response)
-            if self._front._last_before_drain():
-                self.close_after()
-        super().upstream_head(code, reason, response)
-
-
-class _ClusterUpgradeForwarder(UpgradeForwarder):
-    """An :class:`UpgradeForwarder` telling the front the cluster's status code."""
-
-    def __init__(self, front: GatewayProtocol, *args: Any, **kwargs: Any) -> None:
-        super().__init__(front, *args, **kwargs)
-        self._front = front
-
-    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
-        """Note the status, then relay the head."""
-        if not self._finished:
-            self._front._upstream_status(code, response)
-        super().upstream_head(code, reason, response)
-
-    def upstream_switch(self, reason: bytes, response: ResponseHeaders) -> Splice | None:
-        """Note the ``101``, then splice."""
-        if not self._finished:
-            self._front._upstream_status(101, response)
-        return super().upstream_switch(reason, response)
-
-
-def status_line(code: int) -> bytes:
-    """``HTTP/1.1 <code> <phrase>`` with CRLF."""
-    return b"HTTP/1.1 %d %b\r\n" % (code, _PHRASES.get(code, b"Unknown"))
-
-
 @implementer(IPushProducer)
 class _ReadValve:
     """Pauses reading the request body from the client (registered as the
@@ -275,104 +228,6 @@ class _ReadValve:
         self._protocol._resume(_BODY)
 
 
-class Responder:
-    """How the own API answers one request (:class:`karpor.gatewayapi.request.Responder`)."""
-
-    def __init__(self, protocol: GatewayProtocol, head: RequestHead) -> None:
-        self._protocol = protocol
-        self._head = head
-        self._started = False
-        self._done = False
-        self._lost = False
-        self._chunked = False
-        #: the connection closes after this response (it drains)
-        self._close = False
-        self._callbacks: list[Callable[[], None]] = []
-
-    @property
-    def started(self) -> bool:
-        """Whether a response began."""
-        return self._started
-
-    def _head_bytes(self, code: int, headers: Sequence[Header]) -> list[bytes]:
-        parts = [status_line(code)]
-        for name, value in headers:
-            if name.lower() not in _FRAMING:
-                parts += (name, b": ", value, b"\r\n")
-        audit = self._protocol._audit
-        if audit is not None:
-            audit.head_at = time.monotonic()
-            parts += (b"Audit-Id: ", audit.audit_id, b"\r\n")
-        return parts
-
-    def respond(self, code: int, headers: Sequence[Header], body: bytes) -> None:
-        """Send a complete response."""
-        if self._started or self._lost:
-            return
-        self._started = self._done = True
-        self._protocol._status = code
-        close = not self._head.keep_alive or self._protocol._last_before_drain()
-        parts = self._head_bytes(code, headers)
-        parts.append(b"Content-Length: %d\r\n" % len(body))
-        if close:
-            parts.append(b"Connection: close\r\n")
-        parts += (b"\r\n", b"" if self._head.method == b"HEAD" else body)
-        self._protocol.transport.write(b"".join(parts))  # type: ignore[union-attr]
-        self._protocol._finish_response(close)
-
-    def start(self, code: int, headers: Sequence[Header]) -> None:
-        """Start a streamed response (chunked for HTTP/1.1)."""
-        if self._started or self._lost:
-            return
-        self._started = True
-        self._protocol._status = code
-        parts = self._head_bytes(code, headers)
-        if self._head.http11:
-            self._chunked = True
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        if self._protocol._last_before_drain():
-            self._close = True
-        if self._close or not self._head.keep_alive or not self._head.http11:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        self._protocol.transport.write(b"".join(parts))  # type: ignore[union-attr]
-
-    def write(self, data: bytes) -> None:
-        """Send a piece of a streamed response."""
-        if not self._started or self._done or self._lost or not data:
-            return
-        self._protocol.transport.write(chunk(data) if self._chunked else data)  # type: ignore[union-attr]
-
-    def finish(self) -> None:
-        """End a streamed response."""
-        if not self._started or self._done or self._lost:
-            return
-        self._done = True
-        if self._chunked:
-            self._protocol.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
-        self._protocol._finish_response(
-            self._close or not self._head.keep_alive or not self._chunked
-        )
-
-    def on_close(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once if the client goes away before :meth:`finish`."""
-        if self._lost:
-            callback()
-        elif not self._done:
-            self._callbacks.append(callback)
-
-    def _connection_lost(self) -> None:
-        if self._done or self._lost:
-            return
-        self._lost = True
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                log.failure("on_close callback failed")
-
-
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
 class GatewayProtocol(Protocol):
     """One client connection (see the module docstring).
@@ -382,33 +237,31 @@ class GatewayProtocol(Protocol):
     the URL alone) and the connection closed; the parsing, the head bound,
     the order of pipelined requests and the connection's state are the
     sans-IO :class:`~karpor.http.connection.FrontConnection`'s
-    (:attr:`_conn`), whose phase (with the sweep clock at its start) is
+    (:attr:`conn`), whose phase (with the sweep clock at its start) is
     what the factory's sweep times out.
     """
 
     def __init__(self, factory: GatewayFactory) -> None:
         self._factory = factory
         #: the connection's HTTP/1.1, sans-IO
-        self._conn = FrontConnection(factory.max_header_bytes)
+        self.conn = FrontConnection(factory.max_header_bytes)
         self._peer: Peer = _NO_PEER
-        self._client_address = b""
-        self._status = 0
-        self._audit: _Audit | None = None
+        self.client_address = b""
+        self.status = 0
+        self.audit: _Audit | None = None
         self._counting: _Counting | None = None
         self._pauses: set[int] = set()
         self._pumping = False
         self.disconnected = False
         self._head: RequestHead | None = None
-        self._on_body: Callable[[bytes], None] | None = None
-        self._on_end: Callable[[], None] | None = None
-        self._forwarder: Forwarder | None = None
+        self.on_body: Callable[[bytes], None] | None = None
+        self.on_end: Callable[[], None] | None = None
+        self.forwarder: Forwarder | None = None
         self._splice: Splice | None = None
-        self._responder: Responder | None = None
-        self._api_body: list[bytes] = []
-        self._api_size = 0
+        self.responder: Responder | None = None
         self._idle_timer: IDelayedCall | None = None
         #: the cluster the request in progress goes to (its streams end if it is removed)
-        self._cluster_name: str | None = None
+        self.cluster_name: str | None = None
 
     # -- connection ---------------------------------------------------------------
 
@@ -416,11 +269,11 @@ class GatewayProtocol(Protocol):
         """Note the caller's address (for ``X-Forwarded-For``); no Nagle
         delays (streams and interactive sessions write small pieces)."""
         no_delay(self.transport)
-        conn = self._conn
+        conn = self.conn
         if not ISSLTransport.providedBy(self.transport):
             conn.phase = HEAD  # no handshake to wait for
         peer = self.transport.getPeer()  # type: ignore[union-attr]
-        self._client_address = str(getattr(peer, "host", "")).encode()
+        self.client_address = str(getattr(peer, "host", "")).encode()
         if self._factory.audit is not None or self._factory.metrics is not None:
             self._counting = _Counting(self.transport)
             self.transport = self._counting  # type: ignore[assignment]
@@ -429,7 +282,7 @@ class GatewayProtocol(Protocol):
 
     def handshakeCompleted(self) -> None:
         """TLS is up: the first request head is read from now on."""
-        self._conn.handshake_completed(self._factory.now)
+        self.conn.handshake_completed(self._factory.now)
 
     def timed_out(self) -> None:
         """The current phase outlived its timeout (the factory's sweep):
@@ -437,7 +290,7 @@ class GatewayProtocol(Protocol):
         and the connection closes; an idle connection (or one that sent
         nothing) closes silently, as Go closes it; one that was closing is
         aborted (its client does not take the last bytes)."""
-        conn = self._conn
+        conn = self.conn
         phase = conn.phase
         if phase in (HANDSHAKE, CLOSING):
             conn.phase = BUSY  # aborted: never again
@@ -456,21 +309,21 @@ class GatewayProtocol(Protocol):
         if timer is not None and timer.active():
             timer.cancel()
         self._factory.connection_closed(self)
-        if self._audit is not None:
+        if self.audit is not None:
             self._request_done()
         splice, self._splice = self._splice, None
         if splice is not None:
             splice.client_lost()
             return
-        self._conn.take_events()
-        forwarder, self._forwarder = self._forwarder, None
+        self.conn.take_events()
+        forwarder, self.forwarder = self.forwarder, None
         if forwarder is not None:
             forwarder.client_lost()
-        responder, self._responder = self._responder, None
+        responder, self.responder = self.responder, None
         if responder is not None:
-            responder._connection_lost()
+            responder.connection_lost()
 
-    def _peer_of(self) -> Peer:
+    def peer(self) -> Peer:
         """What the connection's client certificate proves (decided once)."""
         if self._peer is _NO_PEER:
             get_peer = getattr(self.transport, "getPeerCertificate", None)
@@ -482,9 +335,9 @@ class GatewayProtocol(Protocol):
         """The caller of the current request; raises the 401."""
         head = self._head
         assert head is not None
-        identity = self._factory.access.authenticate(self._peer_of(), head.headers)
-        if self._audit is not None:
-            self._audit.identity = identity
+        identity = self._factory.access.authenticate(self.peer(), head.headers)
+        if self.audit is not None:
+            self.audit.identity = identity
         return identity
 
     def _pause(self, reason: int) -> None:
@@ -513,7 +366,7 @@ class GatewayProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         """Parse request bytes (or pass them to the splice)."""
         splice = self._splice
-        conn = self._conn
+        conn = self.conn
         if splice is not None:
             conn.received += len(data)
             splice.client_data(data)
@@ -531,19 +384,19 @@ class GatewayProtocol(Protocol):
         if self._pumping:
             return
         self._pumping = True
-        conn = self._conn
+        conn = self.conn
         try:
             while conn.events:
                 for event in conn.take_events():
                     if self.disconnected or conn.closing:
                         return
                     if type(event) is bytes:
-                        on_body = self._on_body
+                        on_body = self.on_body
                         if on_body is not None:
                             on_body(event)
                     elif event is END:
-                        on_end, self._on_end = self._on_end, None
-                        self._on_body = None
+                        on_end, self.on_end = self.on_end, None
+                        self.on_body = None
                         if on_end is not None:
                             on_end()
                     elif type(event) is RequestHead:
@@ -560,9 +413,9 @@ class GatewayProtocol(Protocol):
         (or drops) the connection."""
         if event.in_body:
             # the body of a dispatched request is broken: nothing sane can follow
-            if not self._conn.busy:
+            if not self.conn.busy:
                 self._close()
-            elif self._status == 0 and self._splice is None:
+            elif self.status == 0 and self._splice is None:
                 self._drop_request()  # no response yet: the client hears why
                 self._send_error(event.error)
             else:
@@ -574,25 +427,25 @@ class GatewayProtocol(Protocol):
 
     def _drop_request(self) -> None:
         """Forget the request in progress upstream (its body is broken)."""
-        self._on_body = None
-        self._on_end = None
-        forwarder, self._forwarder = self._forwarder, None
+        self.on_body = None
+        self.on_end = None
+        forwarder, self.forwarder = self.forwarder, None
         if forwarder is not None:
             forwarder.client_lost()
 
     def _close(self) -> None:
         # aborted if its last bytes are not taken within a handshake timeout
-        if self._conn.close(self._factory.now):
+        if self.conn.close(self._factory.now):
             self.transport.loseConnection()  # type: ignore[union-attr]
 
     # -- requests -----------------------------------------------------------------
 
     def _start_audit(self) -> None:
-        self._status = 0
+        self.status = 0
         counting = self._counting
         head = self._head
         assert head is not None
-        self._audit = audit = _Audit(
+        self.audit = audit = _Audit(
             time.time(),
             head.in_mark,
             counting.written if counting is not None else 0,
@@ -602,7 +455,7 @@ class GatewayProtocol(Protocol):
 
     def _request_done(self) -> None:
         """Record the metrics and write the audit record of the request that just ended."""
-        audit, self._audit = self._audit, None
+        audit, self.audit = self.audit, None
         if audit is None:
             return
         factory = self._factory
@@ -616,13 +469,13 @@ class GatewayProtocol(Protocol):
             if audit.kind is not None:
                 metrics.stream_ended(audit.kind)
             metrics.request_done(
-                self._cluster_name or GATEWAY,
+                self.cluster_name or GATEWAY,
                 attrs.verb
                 if attrs is not None
                 else request_verb(head.method if head is not None else b"GET", audit.target),
-                self._status,
+                self.status,
                 (audit.head_at or time.monotonic()) - audit.ticks,
-                max(0, self._conn.received - audit.in_mark),
+                max(0, self.conn.received - audit.in_mark),
                 bytes_out,
             )
         writer = factory.audit
@@ -636,7 +489,7 @@ class GatewayProtocol(Protocol):
                 request_id=audit.audit_id.decode("ascii"),
                 user=identity.user if identity is not None else "",
                 groups=identity.groups if identity is not None else (),
-                source=self._client_address.decode("latin-1"),
+                source=self.client_address.decode("latin-1"),
                 cluster=audit.cluster,
                 verb=attrs.verb if attrs is not None else "",
                 namespace=attrs.namespace if attrs is not None else "",
@@ -644,8 +497,8 @@ class GatewayProtocol(Protocol):
                 subresource=attrs.subresource if attrs is not None else "",
                 path=head.target.decode("latin-1") if head is not None else "",
                 method=head.method.decode("latin-1") if head is not None else "",
-                status=self._status,
-                bytes_in=max(0, self._conn.received - audit.in_mark),
+                status=self.status,
+                bytes_in=max(0, self.conn.received - audit.in_mark),
                 bytes_out=bytes_out,
                 duration=time.time() - audit.started,
                 impersonated_user=upstream.user if upstream is not None else None,
@@ -657,222 +510,37 @@ class GatewayProtocol(Protocol):
             )
         )
 
-    def _upstream_status(self, code: int, response: ResponseHeaders) -> None:
+    def upstream_status(self, code: int, response: ResponseHeaders) -> None:
         """The cluster answered ``code``; the caller sees the request's
         ``Audit-Id`` (the cluster's is dropped)."""
-        self._status = code
-        audit = self._audit
+        self.status = code
+        audit = self.audit
         if audit is not None:
             audit.head_at = time.monotonic()
             response.forward.insert(0, (AUDIT_ID, audit.audit_id))
 
     def _dispatch(self, head: RequestHead) -> None:
         self._head = head
-        self._on_body = None
-        self._on_end = None
+        self.on_body = None
+        self.on_end = None
         self._start_audit()
-        try:
-            target = route(head.target)
-            if self._factory.metrics is not None:
-                self._note_route(target, head)
-            if isinstance(target, ClusterRoute):
-                self._proxy(target, head)
-            else:
-                self._api(target, head)
-        except ApiError as e:
-            self._send_error(e)
-        except Exception:
-            log.failure("request dispatch failed (Audit-Id {auditID})", auditID=self._audit_id())
-            self._send_error(ApiError(500, "internal error"))
+        self._factory.pipeline.handle(self, head)
 
-    def _note_route(self, target: ClusterRoute | ApiRoute, head: RequestHead) -> None:
-        """For the metrics: the target the verb is read from, and a
-        long-running request counted in flight (until :meth:`_request_done`)."""
-        audit = self._audit
-        metrics = self._factory.metrics
-        assert audit is not None and metrics is not None
-        if isinstance(target, ClusterRoute):
-            audit.target = target.target
-        kind = stream_kind(audit.target, head.upgrade)
-        if kind is not None:
-            audit.kind = kind
-            metrics.stream_started(kind)
-
-    def _audit_id(self) -> str:
+    def audit_id(self) -> str:
         """The current request's ``Audit-Id`` (for log lines; "" between requests)."""
-        audit = self._audit
+        audit = self.audit
         return audit.audit_id.decode("ascii") if audit is not None else ""
 
-    def _proxy(self, target: ClusterRoute, head: RequestHead) -> None:
-        factory = self._factory
-        identity = self._authenticate()
-        audit = self._audit
-        if audit is not None:
-            audit.cluster = target.name
-        cluster = factory.clusters().get(target.name)
-        try:
-            if cluster is None:  # 404, or the 403 of a cluster the caller may not reach
-                raise factory.access.unknown_cluster(
-                    identity, target.name, head.method, target.target, head.headers
-                )
-            self._cluster_name = cluster.name
-            authorized = factory.access.authorize(
-                identity, cluster, head.method, target.target, head.headers
-            )
-        except Forbidden as denied:
-            if audit is not None:
-                audit.authorized = Authorized(denied.attrs, None)
-            raise
-        if audit is not None:
-            audit.authorized = authorized
-        gate = factory.health_gate
-        if gate is not None:
-            unhealthy = gate(cluster)
-            if unhealthy is not None:
-                raise unhealthy
-        pool = factory.pools.get(cluster)
-        if pool.error is not None:
-            raise pool.error
-        request = split_request(head.headers, factory.drop, factory.drop_prefixes)
-        identity_headers = impersonation_headers(authorized.upstream)
-        if head.upgrade:
-            self._proxy_upgrade(target, head, pool, request, identity_headers)
-            return
-        body = CHUNKED if request.chunked else LENGTH if request.content_length else NO_BODY
-        audit = self._audit
-        forwarder = _ClusterForwarder(
-            self,
-            UpstreamRequest(
-                head.method,
-                target.target,
-                request.forward,
-                body,
-                identity_headers,
-                self._client_address,
-                audit.audit_id if audit is not None else b"",
-            ),
-            http11=head.http11,
-            keep_alive=head.keep_alive,
-            head_timeout=pool.head_timeout(head.method, target.target),
-        )
-        self._forwarder = forwarder
-        if body:
-            self._on_body = forwarder.body
-            self._on_end = forwarder.body_end
-        pool.submit(forwarder)
-
-    def _proxy_upgrade(
-        self,
-        target: ClusterRoute,
-        head: RequestHead,
-        pool: ClusterPool,
-        request: RequestHeaders,
-        identity_headers: Sequence[Header],
-    ) -> None:
-        """Send an upgrade request (over a dedicated connection)."""
-        if request.upgrade is None:
-            self._conn.failed = True
-            raise ApiError(400, "invalid Upgrade header")
-        if request.chunked or request.content_length:
-            # the body would be read as tunnel bytes: nothing sane can follow
-            self._conn.failed = True
-            raise ApiError(400, "an upgrade request cannot carry a body")
-        audit = self._audit
-        forwarder = _ClusterUpgradeForwarder(
-            self,
-            UpstreamRequest(
-                head.method,
-                target.target,
-                request.forward,
-                NO_BODY,
-                identity_headers,
-                self._client_address,
-                audit.audit_id if audit is not None else b"",
-                request.upgrade,
-            ),
-            http11=head.http11,
-            keep_alive=head.keep_alive,
-            clock=pool.reactor,
-        )
-        self._forwarder = forwarder
-        pool.submit(forwarder)
-
-    def _api(self, target: ApiRoute, head: RequestHead) -> None:
-        identity: Identity | None
-        if target.public:
-            access = self._factory.access
-            identity = access.try_authenticate(self._peer_of(), head.headers)
-            if self._audit is not None:
-                self._audit.identity = identity
-        else:
-            identity = self._authenticate()
-        self._api_body = []
-        self._api_size = 0
-        self._on_body = self._api_data
-        self._on_end = lambda: self._api_call(target, head, identity)
-        if head.http11 and any(
-            n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in head.headers
-        ):
-            self.transport.write(_CONTINUE)  # type: ignore[union-attr]
-
-    def _api_data(self, data: bytes) -> None:
-        self._api_size += len(data)
-        if self._api_size > self._factory.max_api_body:
-            self._on_body = None
-            self._on_end = None
-            self._api_body = []
-            self._send_error(ApiError(413, "the request body is too large"))
-            return
-        self._api_body.append(data)
-
-    def _api_call(self, target: ApiRoute, head: RequestHead, identity: Identity | None) -> None:
-        body = b"".join(self._api_body)
-        self._api_body = []
-        headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in head.headers}
-        headers["audit-id"] = self._audit_id()  # the request's, for the API's log lines
-        request = ApiRequest(
-            method=head.method.decode("ascii"),
-            path=target.path,
-            query=target.query,
-            headers=headers,
-            identity=identity,
-            body=body,
-        )
-        responder = Responder(self, head)
-        self._responder = responder
-        try:
-            self._factory.api.handle(request, responder)
-        except ApiError as e:
-            if not responder.started:
-                self._responder = None
-                self._send_error(e)
-            else:
-                self.transport.abortConnection()  # type: ignore[union-attr]
-        except Exception:
-            log.failure(
-                "the API handler failed on {method} {path} (Audit-Id {auditID})",
-                method=request.method,
-                path=request.path,
-                auditID=self._audit_id(),
-            )
-            if not responder.started:
-                self._responder = None
-                self._send_error(ApiError(500, "internal error"))
-            else:
-                self.transport.abortConnection()  # type: ignore[union-attr]
-
     def _send_error(self, error: ApiError) -> None:
-        self._status = error.code
-        if self._audit is not None and error.code in (401, 403):
-            self._audit.reason = error.message
+        self.status = error.code
+        if self.audit is not None and error.code in (401, 403):
+            self.audit.reason = error.message
         head = self._head
-        close = (
-            head is None or not head.keep_alive or self._conn.failed or self._last_before_drain()
-        )
+        close = head is None or not head.keep_alive or self.conn.failed or self.last_before_drain()
         body = error.body()
         parts = [status_line(error.code), *lines(_JSON), b"Content-Length: %d\r\n" % len(body)]
-        if self._audit is not None:
-            parts += (b"Audit-Id: ", self._audit.audit_id, b"\r\n")
+        if self.audit is not None:
+            parts += (b"Audit-Id: ", self.audit.audit_id, b"\r\n")
         if close:
             parts.append(b"Connection: close\r\n")
         parts.append(b"\r\n")
@@ -883,12 +551,12 @@ class GatewayProtocol(Protocol):
 
     def _finish_response(self, close: bool) -> None:
         """The response to the current request is complete."""
-        if self._audit is not None:
+        if self.audit is not None:
             self._request_done()
-        self._forwarder = None
-        self._responder = None
-        self._cluster_name = None
-        conn = self._conn
+        self.forwarder = None
+        self.responder = None
+        self.cluster_name = None
+        conn = self.conn
         if conn.end_response(close, self._factory.now):
             self._close()
             return
@@ -905,15 +573,15 @@ class GatewayProtocol(Protocol):
 
     # -- draining (the worker is stopping) ------------------------------------------
 
-    def _last_before_drain(self) -> bool:
+    def last_before_drain(self) -> bool:
         """Whether the response being started is the connection's last: the
         worker drains and no further request was received (pipelined requests
         already received are answered first, the last with ``Connection: close``)."""
-        conn = self._conn
+        conn = self.conn
         return conn.draining and conn.last_response()
 
     def _idle(self) -> bool:
-        return self._conn.idle and self._splice is None
+        return self.conn.idle and self._splice is None
 
     def drain(self) -> None:
         """Stop taking requests on this connection without failing one.
@@ -926,12 +594,12 @@ class GatewayProtocol(Protocol):
         close``).  A connection that has not sent its first request yet gets
         it answered first (it was accepted to be served: closing it now would
         fail a request no client retries), or waits for the drain deadline."""
-        self._conn.draining = True
-        if self._conn.answered:
+        self.conn.draining = True
+        if self.conn.answered:
             self._close_when_idle()
 
     def _close_when_idle(self) -> None:
-        if self._idle_timer is None and self._idle() and not self._conn.closing:
+        if self._idle_timer is None and self._idle() and not self.conn.closing:
             clock: Any = self._factory.clock()
             self._idle_timer = clock.callLater(DRAIN_IDLE_GRACE, self._idle_timeout)
 
@@ -944,9 +612,9 @@ class GatewayProtocol(Protocol):
         """End the stream in progress (watch, ``logs -f``, exec) if it goes
         to one of the removed clusters ``names``: cleanly, as at a drain (a
         session is cut as a failure the client sees)."""
-        busy = self._conn.busy or self._splice is not None
-        if busy and self._cluster_name in names:
-            self.end_streams(f'the cluster "{self._cluster_name}" was removed from the gateway')
+        busy = self.conn.busy or self._splice is not None
+        if busy and self.cluster_name in names:
+            self.end_streams(f'the cluster "{self.cluster_name}" was removed from the gateway')
 
     def end_streams(self, reason: str | None = "the gateway is shutting down") -> None:
         """The drain deadline: end what is still going, cleanly where the
@@ -955,15 +623,15 @@ class GatewayProtocol(Protocol):
         upgraded session is cut with a failure carrying ``reason``
         (:meth:`end_session`), or left running when ``reason`` is ``None``
         (its own deadline comes later)."""
-        self._conn.draining = True
+        self.conn.draining = True
         if self._splice is not None:
             if reason is not None:
                 self.end_session(reason)
             return
-        forwarder = self._forwarder
+        forwarder = self.forwarder
         if forwarder is not None:
             forwarder.end_stream()
-        responder = self._responder
+        responder = self.responder
         if responder is not None:
             responder.finish()
         self._close()
@@ -973,7 +641,7 @@ class GatewayProtocol(Protocol):
         the client sees a failure carrying ``reason`` (:meth:`Splice.cut`)."""
         splice = self._splice
         if splice is not None:
-            self._conn.closing = True
+            self.conn.closing = True
             splice.cut(reason)
 
     # -- Channel (for the forwarder) ------------------------------------------------
@@ -1006,7 +674,7 @@ class GatewayProtocol(Protocol):
 
     def abort(self) -> None:
         """Drop the client connection."""
-        self._forwarder = None
+        self.forwarder = None
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     # -- TunnelChannel (for an upgrade) ----------------------------------------------
@@ -1015,9 +683,9 @@ class GatewayProtocol(Protocol):
         """The request switched protocols: from now on the connection
         belongs to ``splice``; returns the bytes held since the request head."""
         self._splice = splice
-        self._forwarder = None
-        held = self._conn.switched()
-        self._conn.take_events()
+        self.forwarder = None
+        held = self.conn.switched()
+        self.conn.take_events()
         if self._pauses:
             self._pauses.clear()
             if not self.disconnected:
@@ -1101,6 +769,8 @@ class GatewayFactory(Factory):
         self.pools = pools
         self.reactor = reactor
         self.max_api_body = max_api_body
+        #: what happens to each request (authenticate → authorize → gate → forward | own API)
+        self.pipeline = RequestPipeline(self)
         self.protocols: set[GatewayProtocol] = set()
         self.draining = False
         self._drained: Deferred[None] | None = None
@@ -1136,7 +806,7 @@ class GatewayFactory(Factory):
         """Time out the connections whose phase outlived its timeout."""
         now = self.now = self.clock().seconds()
         limits = self._phase_limits
-        late = [p for p in self.protocols if now - p._conn.since >= limits[p._conn.phase]]
+        late = [p for p in self.protocols if now - p.conn.since >= limits[p.conn.phase]]
         for protocol in late:
             protocol.timed_out()
 
