@@ -92,7 +92,7 @@ from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
 from karpor.config.model import Cluster
 from karpor.front.pipeline import RequestPipeline
-from karpor.front.responder import Responder, status_line
+from karpor.front.responder import Responder
 from karpor.gatewayapi.request import ApiHandler
 from karpor.http.connection import END, FrontConnection, ProtocolError, RequestHead
 from karpor.http.connections import (
@@ -111,7 +111,6 @@ from karpor.http.headers import (
     Header,
     ResponseHeaders,
     caller_audit_id,
-    lines,
     new_audit_id,
     request_drops,
 )
@@ -533,20 +532,14 @@ class GatewayProtocol(Protocol):
 
     def _send_error(self, error: ApiError) -> None:
         self.status = error.code
-        if self.audit is not None and error.code in (401, 403):
-            self.audit.reason = error.message
-        head = self._head
-        close = head is None or not head.keep_alive or self.conn.failed or self.last_before_drain()
-        body = error.body()
-        parts = [status_line(error.code), *lines(_JSON), b"Content-Length: %d\r\n" % len(body)]
-        if self.audit is not None:
-            parts += (b"Audit-Id: ", self.audit.audit_id, b"\r\n")
-        if close:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        if head is None or head.method != b"HEAD":
-            parts.append(body)
-        self.transport.write(b"".join(parts))  # type: ignore[union-attr]
+        audit = self.audit
+        if audit is not None and error.code in (401, 403):
+            audit.reason = error.message
+        headers = _JSON if audit is None else [*_JSON, (AUDIT_ID, audit.audit_id)]
+        data, close = self.conn.respond(
+            self._head, error.code, headers, error.body(), self.conn.failed
+        )
+        self.transport.write(data)  # type: ignore[union-attr]
         self._finish_response(close)
 
     def _finish_response(self, close: bool) -> None:

@@ -6,7 +6,6 @@ response before a drain says ``Connection: close``."""
 
 from __future__ import annotations
 
-import http
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -14,21 +13,12 @@ from typing import TYPE_CHECKING
 from twisted.logger import Logger
 
 from karpor.http.connection import RequestHead
-from karpor.http.headers import Header
-from karpor.upstream.forward import chunk
+from karpor.http.headers import AUDIT_ID, Header
 
 if TYPE_CHECKING:
     from karpor.front.protocol import GatewayProtocol
 
 log = Logger()
-
-_PHRASES: dict[int, bytes] = {s.value: s.phrase.encode() for s in http.HTTPStatus}
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-
-
-def status_line(code: int) -> bytes:
-    """``HTTP/1.1 <code> <phrase>`` with CRLF."""
-    return b"HTTP/1.1 %d %b\r\n" % (code, _PHRASES.get(code, b"Unknown"))
 
 
 class Responder:
@@ -40,9 +30,6 @@ class Responder:
         self._started = False
         self._done = False
         self._lost = False
-        self._chunked = False
-        #: the connection closes after this response (it drains)
-        self._close = False
         self._callbacks: list[Callable[[], None]] = []
 
     @property
@@ -50,65 +37,52 @@ class Responder:
         """Whether a response began."""
         return self._started
 
-    def _head_bytes(self, code: int, headers: Sequence[Header]) -> list[bytes]:
-        parts = [status_line(code)]
-        for name, value in headers:
-            if name.lower() not in _FRAMING:
-                parts += (name, b": ", value, b"\r\n")
+    def _headers(self, headers: Sequence[Header]) -> Sequence[Header]:
+        """``headers`` and the request's ``Audit-Id`` (noting when the head went)."""
         audit = self._protocol.audit
-        if audit is not None:
-            audit.head_at = time.monotonic()
-            parts += (b"Audit-Id: ", audit.audit_id, b"\r\n")
-        return parts
+        if audit is None:
+            return headers
+        audit.head_at = time.monotonic()
+        return [*headers, (AUDIT_ID, audit.audit_id)]
 
     def respond(self, code: int, headers: Sequence[Header], body: bytes) -> None:
         """Send a complete response."""
         if self._started or self._lost:
             return
         self._started = self._done = True
-        self._protocol.status = code
-        close = not self._head.keep_alive or self._protocol.last_before_drain()
-        parts = self._head_bytes(code, headers)
-        parts.append(b"Content-Length: %d\r\n" % len(body))
-        if close:
-            parts.append(b"Connection: close\r\n")
-        parts += (b"\r\n", b"" if self._head.method == b"HEAD" else body)
-        self._protocol.transport.write(b"".join(parts))  # type: ignore[union-attr]
-        self._protocol.response_finished(close)
+        protocol = self._protocol
+        protocol.status = code
+        data, close = protocol.conn.respond(self._head, code, self._headers(headers), body)
+        protocol.transport.write(data)  # type: ignore[union-attr]
+        protocol.response_finished(close)
 
     def start(self, code: int, headers: Sequence[Header]) -> None:
         """Start a streamed response (chunked for HTTP/1.1)."""
         if self._started or self._lost:
             return
         self._started = True
-        self._protocol.status = code
-        parts = self._head_bytes(code, headers)
-        if self._head.http11:
-            self._chunked = True
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        if self._protocol.last_before_drain():
-            self._close = True
-        if self._close or not self._head.keep_alive or not self._head.http11:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        self._protocol.transport.write(b"".join(parts))  # type: ignore[union-attr]
+        protocol = self._protocol
+        protocol.status = code
+        data = protocol.conn.start_response(self._head, code, self._headers(headers))
+        protocol.transport.write(data)  # type: ignore[union-attr]
 
     def write(self, data: bytes) -> None:
         """Send a piece of a streamed response."""
         if not self._started or self._done or self._lost or not data:
             return
-        self._protocol.transport.write(chunk(data) if self._chunked else data)  # type: ignore[union-attr]
+        protocol = self._protocol
+        protocol.transport.write(protocol.conn.send_body(data))  # type: ignore[union-attr]
 
     def finish(self) -> None:
         """End a streamed response."""
         if not self._started or self._done or self._lost:
             return
         self._done = True
-        if self._chunked:
-            self._protocol.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
-        self._protocol.response_finished(
-            self._close or not self._head.keep_alive or not self._chunked
-        )
+        protocol = self._protocol
+        data, close = protocol.conn.finish_body()
+        if data:
+            protocol.transport.write(data)  # type: ignore[union-attr]
+        protocol.response_finished(close)
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once if the client goes away before :meth:`finish`."""

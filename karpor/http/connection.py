@@ -22,10 +22,18 @@ and released when the response ends.  After the head of an upgrade request
 the bytes that follow are not HTTP until it is answered: they are held
 (:data:`UPGRADE`); :meth:`FrontConnection.switched` hands them over when
 the request switched protocols (:data:`SWITCHED`), any other answer reads
-them as HTTP again.  :meth:`FrontConnection.last_response` says whether a
-response being started must say ``Connection: close`` because the
-connection drains (:attr:`FrontConnection.draining`, no further request
-received).
+them as HTTP again.
+
+The gateway's own answers are written by the connection too: a complete
+response (:meth:`FrontConnection.respond`) or a streamed one
+(:meth:`~FrontConnection.start_response`, :meth:`~FrontConnection.send_body`,
+:meth:`~FrontConnection.finish_body`: chunked over HTTP/1.1, else delimited
+by the close), each deciding keep-alive: ``Connection: close`` when the
+request did not keep alive, the caller asks, or the connection drains
+(:attr:`FrontConnection.draining`) and no further request was received
+(:meth:`FrontConnection.last_response`).  A relayed response (a
+cluster's) is framed by its forwarder, which asks
+:meth:`~FrontConnection.last_response` the same way.
 
 The connection's timeout phase (:mod:`karpor.http.connections`) is kept in
 :attr:`FrontConnection.phase` with the caller's clock at its start in
@@ -35,7 +43,9 @@ is read up to ``max_header_bytes``.
 
 from __future__ import annotations
 
+import http
 from collections import deque
+from collections.abc import Sequence
 from typing import Final
 
 import httptools
@@ -53,6 +63,10 @@ from karpor.http.connections import (
 )
 from karpor.http.headers import Header
 from karpor.kube.status import ApiError
+
+_PHRASES: dict[int, bytes] = {s.value: s.phrase.encode() for s in http.HTTPStatus}
+#: the framing headers a response's writer sets (dropped from the headers given)
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 
 #: what stops the parser: an upgrade request's head, or an error
 _STOPS = (httptools.HttpParserUpgrade, httptools.HttpParserError)
@@ -78,6 +92,11 @@ DRAINING: Final = "draining"
 CLOSING_STATE: Final = "closing"
 #: a request could not be parsed: answered in turn, then the connection closes
 ERROR: Final = "error"
+
+
+def status_line(code: int) -> bytes:
+    """``HTTP/1.1 <code> <phrase>`` with CRLF."""
+    return b"HTTP/1.1 %d %b\r\n" % (code, _PHRASES.get(code, b"Unknown"))
 
 
 class RequestHead:
@@ -190,6 +209,9 @@ class FrontConnection:
         # bytes held after an upgrade request's head
         self._raw = False
         self._held: list[bytes] = []
+        # the streamed response in progress
+        self._chunked = False
+        self._response_closes = False
 
     # -- state ------------------------------------------------------------------
 
@@ -482,3 +504,57 @@ class FrontConnection:
             events.append(queue.popleft())
         self._queue = None
         self.holding = self._raw
+
+    # -- bytes out (the gateway's own answers) ---------------------------------------
+
+    def _head_parts(self, code: int, headers: Sequence[Header]) -> list[bytes]:
+        parts = [status_line(code)]
+        for name, value in headers:
+            if name.lower() not in _FRAMING:
+                parts += (name, b": ", value, b"\r\n")
+        return parts
+
+    def respond(
+        self,
+        head: RequestHead | None,
+        code: int,
+        headers: Sequence[Header],
+        body: bytes,
+        close: bool = False,
+    ) -> tuple[bytes, bool]:
+        """A complete response to ``head`` (``None``: a request never read
+        whole) as bytes (no body for ``HEAD``), and whether the connection
+        closes after it: ``close`` asked, the request did not keep alive, or
+        this is the last response of a draining connection."""
+        close = close or head is None or not head.keep_alive or self.last_response()
+        parts = self._head_parts(code, headers)
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+        if close:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        if head is None or head.method != b"HEAD":
+            parts.append(body)
+        return b"".join(parts), close
+
+    def start_response(self, head: RequestHead, code: int, headers: Sequence[Header]) -> bytes:
+        """The head of a streamed response to ``head``: chunked over
+        HTTP/1.1 (else delimited by the close); ``Connection: close`` as
+        :meth:`respond` decides, and for HTTP/1.0."""
+        chunked = self._chunked = head.http11
+        parts = self._head_parts(code, headers)
+        if chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        close = self._response_closes = self.last_response() or not head.keep_alive or not chunked
+        if close:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def send_body(self, data: bytes) -> bytes:
+        """A piece of the streamed response as bytes."""
+        return b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data
+
+    def finish_body(self) -> tuple[bytes, bool]:
+        """The end of the streamed response as bytes, and whether the
+        connection closes after it."""
+        return (b"0\r\n\r\n" if self._chunked else b""), self._response_closes

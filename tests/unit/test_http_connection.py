@@ -262,3 +262,64 @@ def test_a_refused_pipelined_head_waits_its_turn() -> None:
     [error] = take(c)
     assert isinstance(error, ProtocolError) and error.error.code == 505
     assert c.end_response(False, 0.0)
+
+
+# -- responses ----------------------------------------------------------------------
+
+
+def read_one(c: FrontConnection, data: bytes) -> RequestHead:
+    c.receive_data(data, 0.0)
+    head = take(c)[0]
+    assert isinstance(head, RequestHead)
+    return head
+
+
+def test_a_complete_response_keeps_alive_and_drops_framing_headers() -> None:
+    c = conn()
+    head = read_one(c, b"GET /a HTTP/1.1\r\n\r\n")
+    data, close = c.respond(
+        head, 200, [(b"Content-Type", b"text/plain"), (b"Content-Length", b"99")], b"ok"
+    )
+    assert not close
+    assert data == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+
+
+def test_a_response_closes_when_asked_without_keep_alive_or_unread() -> None:
+    c = conn()
+    head = read_one(c, b"HEAD /a HTTP/1.0\r\n\r\n")
+    data, close = c.respond(head, 404, [], b"body")
+    assert close and data.endswith(b"Content-Length: 4\r\nConnection: close\r\n\r\n")
+    c = conn()
+    head = read_one(c, b"GET /a HTTP/1.1\r\n\r\n")
+    assert c.respond(head, 400, [], b"", close=True)[1]
+    assert c.respond(None, 408, [], b"x")[0].endswith(b"Connection: close\r\n\r\nx")
+
+
+def test_the_drain_rule_closes_the_last_response_only() -> None:
+    c = conn()
+    c.receive_data(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n", 0.0)
+    first = take(c)[0]
+    assert isinstance(first, RequestHead)
+    c.draining = True
+    _, close = c.respond(first, 200, [], b"")
+    assert not close  # /b was received: it is answered first
+    c.end_response(close, 0.0)
+    second = take(c)[0]
+    assert isinstance(second, RequestHead)
+    data, close = c.respond(second, 200, [], b"")
+    assert close and b"Connection: close\r\n" in data
+
+
+def test_a_streamed_response_is_chunked_over_http11_else_ends_with_the_close() -> None:
+    c = conn()
+    head = read_one(c, b"GET /w HTTP/1.1\r\n\r\n")
+    assert c.start_response(head, 200, [(b"Transfer-Encoding", b"gzip")]) == (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    assert c.send_body(b"hello") == b"5\r\nhello\r\n"
+    assert c.finish_body() == (b"0\r\n\r\n", False)
+    c = conn()
+    head = read_one(c, b"GET /w HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert c.start_response(head, 200, []) == b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
+    assert c.send_body(b"hello") == b"hello"
+    assert c.finish_body() == (b"", True)
