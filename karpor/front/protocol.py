@@ -67,7 +67,7 @@ drops the connection).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -84,14 +84,14 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides, implementer, providedBy
+from zope.interface import implementer
 
-from karpor.auth.access import Access, Authorized, Peer
-from karpor.auth.audit import AuditRecord, AuditWriter
+from karpor.auth.access import Access, Peer
+from karpor.auth.audit import AuditWriter
 from karpor.auth.authenticate import CertificateAuthenticator
-from karpor.auth.identity import Identity
 from karpor.config.model import Cluster
 from karpor.front.pipeline import RequestPipeline
+from karpor.front.record import CountingTransport, RequestRecord, record_request
 from karpor.front.responder import Responder
 from karpor.gatewayapi.request import ApiHandler
 from karpor.http.connection import END, FrontConnection, ProtocolError, RequestHead
@@ -115,7 +115,6 @@ from karpor.http.headers import (
     request_drops,
 )
 from karpor.kube.status import ApiError
-from karpor.metrics.labels import GATEWAY, request_verb
 from karpor.upstream.execcredential import ExecCredentialCache
 from karpor.upstream.forward import Forwarder
 from karpor.upstream.http1 import no_delay
@@ -146,64 +145,6 @@ _BODY = 3
 _SPLICE = 5  # the cluster side of a splice is slow
 
 _NO_PEER: Any = object()
-
-
-class _Counting:
-    """The client transport, counting the bytes written (for the audit log);
-    everything else is the transport's own."""
-
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-        self._write = transport.write
-        self.written = 0
-        directlyProvides(self, *providedBy(transport))
-
-    def write(self, data: bytes) -> None:
-        self.written += len(data)
-        self._write(data)
-
-    def writeSequence(self, data: Sequence[bytes]) -> None:
-        self.written += sum(len(d) for d in data)
-        self._transport.writeSequence(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class _Audit:
-    """What the audit log and the metrics will say of the current request."""
-
-    __slots__ = (
-        "audit_id",
-        "authorized",
-        "cluster",
-        "head_at",
-        "identity",
-        "in_mark",
-        "kind",
-        "out_mark",
-        "reason",
-        "started",
-        "target",
-        "ticks",
-    )
-
-    def __init__(self, started: float, in_mark: int, out_mark: int, audit_id: bytes) -> None:
-        self.started = started
-        #: the monotonic clock at the start, and when the response head went
-        self.ticks = time.monotonic()
-        self.head_at = 0.0
-        self.audit_id = audit_id
-        #: the target the verb is read from (the cluster's, once routed)
-        self.target = b""
-        #: the long-running kind (``None``: not long-running)
-        self.kind: str | None = None
-        self.in_mark = in_mark
-        self.out_mark = out_mark
-        self.identity: Identity | None = None
-        self.cluster = ""
-        self.authorized: Authorized | None = None
-        self.reason = ""
 
 
 @implementer(IPushProducer)
@@ -247,8 +188,8 @@ class GatewayProtocol(Protocol):
         self._peer: Peer = _NO_PEER
         self.client_address = b""
         self.status = 0
-        self.audit: _Audit | None = None
-        self._counting: _Counting | None = None
+        self.audit: RequestRecord | None = None
+        self._counting: CountingTransport | None = None
         self._pauses: set[int] = set()
         self._pumping = False
         self.disconnected = False
@@ -274,7 +215,7 @@ class GatewayProtocol(Protocol):
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.client_address = str(getattr(peer, "host", "")).encode()
         if self._factory.audit is not None or self._factory.metrics is not None:
-            self._counting = _Counting(self.transport)
+            self._counting = CountingTransport(self.transport)
             self.transport = self._counting  # type: ignore[assignment]
         self._factory.connection_opened(self)
         conn.since = self._factory.now
@@ -329,15 +270,6 @@ class GatewayProtocol(Protocol):
             cert = get_peer() if get_peer is not None else None
             self._peer = self._factory.access.peer(cert)
         return self._peer
-
-    def _authenticate(self) -> Identity:
-        """The caller of the current request; raises the 401."""
-        head = self._head
-        assert head is not None
-        identity = self._factory.access.authenticate(self.peer(), head.headers)
-        if self.audit is not None:
-            self.audit.identity = identity
-        return identity
 
     def _pause(self, reason: int) -> None:
         if not self._pauses and not self.disconnected:
@@ -444,7 +376,7 @@ class GatewayProtocol(Protocol):
         counting = self._counting
         head = self._head
         assert head is not None
-        self.audit = audit = _Audit(
+        self.audit = audit = RequestRecord(
             time.time(),
             head.in_mark,
             counting.written if counting is not None else 0,
@@ -455,58 +387,20 @@ class GatewayProtocol(Protocol):
     def _request_done(self) -> None:
         """Record the metrics and write the audit record of the request that just ended."""
         audit, self.audit = self.audit, None
-        if audit is None:
-            return
         factory = self._factory
-        authorized = audit.authorized
-        attrs = authorized.attrs if authorized is not None else None
-        head = self._head
-        counting = self._counting
-        bytes_out = (counting.written - audit.out_mark) if counting is not None else 0
-        metrics = factory.metrics
-        if metrics is not None:
-            if audit.kind is not None:
-                metrics.stream_ended(audit.kind)
-            metrics.request_done(
-                self.cluster_name or GATEWAY,
-                attrs.verb
-                if attrs is not None
-                else request_verb(head.method if head is not None else b"GET", audit.target),
-                self.status,
-                (audit.head_at or time.monotonic()) - audit.ticks,
-                max(0, self.conn.received - audit.in_mark),
-                bytes_out,
-            )
-        writer = factory.audit
-        if writer is None:
+        if audit is None or (factory.metrics is None and factory.audit is None):
             return
-        identity = audit.identity
-        upstream = authorized.upstream if authorized is not None else None
-        writer.write(
-            AuditRecord(
-                time=audit.started,
-                request_id=audit.audit_id.decode("ascii"),
-                user=identity.user if identity is not None else "",
-                groups=identity.groups if identity is not None else (),
-                source=self.client_address.decode("latin-1"),
-                cluster=audit.cluster,
-                verb=attrs.verb if attrs is not None else "",
-                namespace=attrs.namespace if attrs is not None else "",
-                resource=attrs.resource if attrs is not None else "",
-                subresource=attrs.subresource if attrs is not None else "",
-                path=head.target.decode("latin-1") if head is not None else "",
-                method=head.method.decode("latin-1") if head is not None else "",
-                status=self.status,
-                bytes_in=max(0, self.conn.received - audit.in_mark),
-                bytes_out=bytes_out,
-                duration=time.time() - audit.started,
-                impersonated_user=upstream.user if upstream is not None else None,
-                impersonated_groups=tuple(g for g in upstream.groups if g != "system:authenticated")
-                if upstream is not None
-                else (),
-                exchange_rule=authorized.exchange_rule if authorized is not None else "",
-                reason=audit.reason,
-            )
+        counting = self._counting
+        record_request(
+            audit,
+            metrics=factory.metrics,
+            writer=factory.audit,
+            head=self._head,
+            cluster=self.cluster_name,
+            status=self.status,
+            bytes_in=max(0, self.conn.received - audit.in_mark),
+            bytes_out=(counting.written - audit.out_mark) if counting is not None else 0,
+            source=self.client_address,
         )
 
     def upstream_status(self, code: int, response: ResponseHeaders) -> None:
