@@ -1,12 +1,18 @@
 """The front protocol: HTTP/1.1 from callers (inside TLS), the top of the
 request path.
 
-One :class:`GatewayProtocol` per client connection: it parses requests with
-llhttp (``httptools.HttpRequestParser``), routes each request
+One :class:`GatewayProtocol` per client connection, a Twisted adapter over
+the sans-IO :class:`~karpor.http.connection.FrontConnection` (which parses
+requests with llhttp, bounds their heads, keeps pipelined requests in
+order and holds the connection's state).  It hands each request to the
+factory's :class:`~karpor.front.pipeline.RequestPipeline`, which routes it
 (:func:`karpor.http.route.route`) and either forwards it to its cluster
 (:class:`karpor.upstream.forward.Forwarder`; long-running requests as
 HTTP/2 streams, :mod:`karpor.upstream.h2`) or hands it to the gateway's own
-API (:class:`karpor.gatewayapi.request.ApiHandler`) with a :class:`Responder`.
+API (:class:`karpor.gatewayapi.request.ApiHandler`) with a
+:class:`~karpor.front.responder.Responder`; the adapter keeps the
+transport, backpressure, timeouts, draining, the audit record and metrics
+of each request, and writes error answers.
 
 Access (:class:`karpor.auth.access.Access`): the TLS peer certificate is
 checked once per connection (:meth:`~karpor.auth.access.Access.peer`); each
@@ -33,8 +39,8 @@ attempted) unless the settings say to try anyway.
 
 Requests on a connection are answered in order, one at a time: when a
 request begins while the previous response is still going (pipelining),
-reading pauses and the parsed pieces of what was already read wait in a
-small queue until that response is done.  A connection that is not
+reading pauses and the connection holds the parsed pieces of what was
+already read until that response is done.  A connection that is not
 pipelining keeps reading, so a client that goes away is noticed at once and
 its upstream connection closed.
 
@@ -60,13 +66,10 @@ drops the connection).
 
 from __future__ import annotations
 
-import http
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-import httptools
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -81,51 +84,42 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides, implementer, providedBy
+from zope.interface import implementer
 
-from karpor.auth.access import Access, Authorized, Forbidden, Peer
-from karpor.auth.audit import AuditRecord, AuditWriter
+from karpor.auth.access import Access, Peer
+from karpor.auth.audit import AuditWriter
 from karpor.auth.authenticate import CertificateAuthenticator
-from karpor.auth.identity import Identity
-from karpor.auth.impersonation import impersonation_headers
 from karpor.config.model import Cluster
-from karpor.gatewayapi.request import ApiHandler, ApiRequest
+from karpor.front.pipeline import RequestPipeline
+from karpor.front.record import CountingTransport, RequestRecord, record_request
+from karpor.front.responder import Responder
+from karpor.gatewayapi.request import ApiHandler
+from karpor.http.connection import END, FrontConnection, ProtocolError, RequestHead
 from karpor.http.connections import (
     BUSY,
     CLOSING,
     HANDSHAKE,
     HEAD,
-    IDLE,
     ClientConnectionSettings,
     ConnectionCap,
     head_timed_out,
-    head_too_large,
-    http_version_refused,
-    parser_error,
     phase_limits,
     sweep_interval,
-    unsupported_transfer_encoding,
 )
 from karpor.http.headers import (
     AUDIT_ID,
     Header,
-    RequestHeaders,
     ResponseHeaders,
     caller_audit_id,
-    lines,
     new_audit_id,
     request_drops,
-    split_request,
 )
-from karpor.http.route import ApiRoute, ClusterRoute, route
 from karpor.kube.status import ApiError
-from karpor.metrics.labels import GATEWAY, request_verb, stream_kind
 from karpor.upstream.execcredential import ExecCredentialCache
-from karpor.upstream.forward import Forwarder, chunk
+from karpor.upstream.forward import Forwarder
 from karpor.upstream.http1 import no_delay
-from karpor.upstream.pool import ClusterPool, UpstreamPools
-from karpor.upstream.request import CHUNKED, LENGTH, NO_BODY, UpstreamRequest
-from karpor.upstream.splice import Splice, UpgradeForwarder
+from karpor.upstream.pool import UpstreamPools
+from karpor.upstream.splice import Splice
 
 if TYPE_CHECKING:
     from karpor.metrics.gateway import GatewayMetrics
@@ -142,142 +136,15 @@ DRAIN_GRACE = 2.0
 #: ``Connection: close``) rather than the connection closed under it.
 DRAIN_IDLE_GRACE = 1.0
 
-_PHRASES: dict[int, bytes] = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 _JSON: list[Header] = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache")]
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 # why reading from the client is paused
-_PIPELINE = 1
+_HELD = 1  # the connection holds bytes (pipelined requests, after an upgrade request)
 _UPSTREAM = 2
 _BODY = 3
-_RAW = 4  # bytes after an upgrade request's head wait for its answer
 _SPLICE = 5  # the cluster side of a splice is slow
 
-# kinds of queued parser events
-_BEGIN = 0
-_URL = 1
-_HEADER = 2
-_HEADERS_DONE = 3
-_DATA = 4
-_DONE = 5
-_BAD = 6
-
-_UNKNOWN: Any = object()
 _NO_PEER: Any = object()
-#: the head budget while a request body is read (no head is being read)
-_NO_HEAD = 1 << 62
-
-
-class _Counting:
-    """The client transport, counting the bytes written (for the audit log);
-    everything else is the transport's own."""
-
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-        self._write = transport.write
-        self.written = 0
-        directlyProvides(self, *providedBy(transport))
-
-    def write(self, data: bytes) -> None:
-        self.written += len(data)
-        self._write(data)
-
-    def writeSequence(self, data: Sequence[bytes]) -> None:
-        self.written += sum(len(d) for d in data)
-        self._transport.writeSequence(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class _Audit:
-    """What the audit log and the metrics will say of the current request."""
-
-    __slots__ = (
-        "audit_id",
-        "authorized",
-        "cluster",
-        "head_at",
-        "identity",
-        "in_mark",
-        "kind",
-        "out_mark",
-        "reason",
-        "started",
-        "target",
-        "ticks",
-    )
-
-    def __init__(self, started: float, in_mark: int, out_mark: int, audit_id: bytes) -> None:
-        self.started = started
-        #: the monotonic clock at the start, and when the response head went
-        self.ticks = time.monotonic()
-        self.head_at = 0.0
-        self.audit_id = audit_id
-        #: the target the verb is read from (the cluster's, once routed)
-        self.target = b""
-        #: the long-running kind (``None``: not long-running)
-        self.kind: str | None = None
-        self.in_mark = in_mark
-        self.out_mark = out_mark
-        self.identity: Identity | None = None
-        self.cluster = ""
-        self.authorized: Authorized | None = None
-        self.reason = ""
-
-
-class _ClusterForwarder(Forwarder):
-    """A :class:`Forwarder` telling the front the cluster's status code."""
-
-    __slots__ = ("_front",)
-
-    def __init__(self, front: GatewayProtocol, *args: Any, **kwargs: Any) -> None:
-        super().__init__(front, *args, **kwargs)
-        self._front = front
-
-    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
-        """Note the status, then relay the head (saying ``Connection: close``
-        when the worker drains and no further request was received)."""
-        if not self._finished:
-            self._front._upstream_status(code, response)
-            if self._front._last_before_drain():
-                self.close_after()
-        super().upstream_head(code, reason, response)
-
-
-class _ClusterUpgradeForwarder(UpgradeForwarder):
-    """An :class:`UpgradeForwarder` telling the front the cluster's status code."""
-
-    def __init__(self, front: GatewayProtocol, *args: Any, **kwargs: Any) -> None:
-        super().__init__(front, *args, **kwargs)
-        self._front = front
-
-    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
-        """Note the status, then relay the head."""
-        if not self._finished:
-            self._front._upstream_status(code, response)
-        super().upstream_head(code, reason, response)
-
-    def upstream_switch(self, reason: bytes, response: ResponseHeaders) -> Splice | None:
-        """Note the ``101``, then splice."""
-        if not self._finished:
-            self._front._upstream_status(101, response)
-        return super().upstream_switch(reason, response)
-
-
-def status_line(code: int) -> bytes:
-    """``HTTP/1.1 <code> <phrase>`` with CRLF."""
-    return b"HTTP/1.1 %d %b\r\n" % (code, _PHRASES.get(code, b"Unknown"))
-
-
-class _Head(NamedTuple):
-    """What the parser knew of a request when its head was complete."""
-
-    method: bytes
-    http11: bool
-    keep_alive: bool
-    upgrade: bool
 
 
 @implementer(IPushProducer)
@@ -301,158 +168,40 @@ class _ReadValve:
         self._protocol._resume(_BODY)
 
 
-class Responder:
-    """How the own API answers one request (:class:`karpor.gatewayapi.request.Responder`)."""
-
-    def __init__(self, protocol: GatewayProtocol, head: _Head) -> None:
-        self._protocol = protocol
-        self._head = head
-        self._started = False
-        self._done = False
-        self._lost = False
-        self._chunked = False
-        #: the connection closes after this response (it drains)
-        self._close = False
-        self._callbacks: list[Callable[[], None]] = []
-
-    @property
-    def started(self) -> bool:
-        """Whether a response began."""
-        return self._started
-
-    def _head_bytes(self, code: int, headers: Sequence[Header]) -> list[bytes]:
-        parts = [status_line(code)]
-        for name, value in headers:
-            if name.lower() not in _FRAMING:
-                parts += (name, b": ", value, b"\r\n")
-        audit = self._protocol._audit
-        if audit is not None:
-            audit.head_at = time.monotonic()
-            parts += (b"Audit-Id: ", audit.audit_id, b"\r\n")
-        return parts
-
-    def respond(self, code: int, headers: Sequence[Header], body: bytes) -> None:
-        """Send a complete response."""
-        if self._started or self._lost:
-            return
-        self._started = self._done = True
-        self._protocol._status = code
-        close = not self._head.keep_alive or self._protocol._last_before_drain()
-        parts = self._head_bytes(code, headers)
-        parts.append(b"Content-Length: %d\r\n" % len(body))
-        if close:
-            parts.append(b"Connection: close\r\n")
-        parts += (b"\r\n", b"" if self._head.method == b"HEAD" else body)
-        self._protocol.transport.write(b"".join(parts))  # type: ignore[union-attr]
-        self._protocol._finish_response(close)
-
-    def start(self, code: int, headers: Sequence[Header]) -> None:
-        """Start a streamed response (chunked for HTTP/1.1)."""
-        if self._started or self._lost:
-            return
-        self._started = True
-        self._protocol._status = code
-        parts = self._head_bytes(code, headers)
-        if self._head.http11:
-            self._chunked = True
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        if self._protocol._last_before_drain():
-            self._close = True
-        if self._close or not self._head.keep_alive or not self._head.http11:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        self._protocol.transport.write(b"".join(parts))  # type: ignore[union-attr]
-
-    def write(self, data: bytes) -> None:
-        """Send a piece of a streamed response."""
-        if not self._started or self._done or self._lost or not data:
-            return
-        self._protocol.transport.write(chunk(data) if self._chunked else data)  # type: ignore[union-attr]
-
-    def finish(self) -> None:
-        """End a streamed response."""
-        if not self._started or self._done or self._lost:
-            return
-        self._done = True
-        if self._chunked:
-            self._protocol.transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
-        self._protocol._finish_response(
-            self._close or not self._head.keep_alive or not self._chunked
-        )
-
-    def on_close(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once if the client goes away before :meth:`finish`."""
-        if self._lost:
-            callback()
-        elif not self._done:
-            self._callbacks.append(callback)
-
-    def _connection_lost(self) -> None:
-        if self._done or self._lost:
-            return
-        self._lost = True
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                log.failure("on_close callback failed")
-
-
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
 class GatewayProtocol(Protocol):
     """One client connection (see the module docstring).
 
     Bounds (:mod:`karpor.http.connections`): a request head (request line
     and headers) over ``maxHeaderBytes`` is answered ``431`` (``414`` for
-    the URL alone) and the connection closed; the bytes fed to the parser
-    while a head is read are counted (:attr:`_head_left`), so no more than
-    that (and at most one read before the head's start) is ever held.  The
-    connection's phase (:attr:`_phase`, with the sweep clock at its start
-    in :attr:`_since`) is what the factory's sweep times out.
+    the URL alone) and the connection closed; the parsing, the head bound,
+    the order of pipelined requests and the connection's state are the
+    sans-IO :class:`~karpor.http.connection.FrontConnection`'s
+    (:attr:`conn`), whose phase (with the sweep clock at its start) is
+    what the factory's sweep times out.
     """
 
     def __init__(self, factory: GatewayFactory) -> None:
         self._factory = factory
-        #: what the connection is doing (a phase of :mod:`karpor.http.connections`)
-        self._phase = HANDSHAKE
-        self._since = 0.0
-        #: bytes the current request head may still take (:data:`_NO_HEAD` while none is read)
-        self._head_left = factory.max_header_bytes
-        self._parser = httptools.HttpRequestParser(self)
+        #: the connection's HTTP/1.1, sans-IO
+        self.conn = FrontConnection(factory.max_header_bytes)
         self._peer: Peer = _NO_PEER
-        self._client_address = b""
-        self._status = 0
-        self._audit: _Audit | None = None
-        self._received = 0
-        self._read_start = 0
-        self._in_mark = 0
-        self._counting: _Counting | None = None
+        self.client_address = b""
+        self.status = 0
+        self.audit: RequestRecord | None = None
+        self._counting: CountingTransport | None = None
         self._pauses: set[int] = set()
-        self._queue: deque[tuple[int, Any]] | None = None
-        self._replaying = False
-        self._busy = False
-        self._in_message = False
-        self._closing = False
-        self._failed = False
+        self._pumping = False
         self.disconnected = False
-        self._head: _Head | None = None
-        self._url = b""
-        self._headers: list[Header] = []
-        self._on_body: Callable[[bytes], None] | None = None
-        self._on_end: Callable[[], None] | None = None
-        self._forwarder: Forwarder | None = None
+        self._head: RequestHead | None = None
+        self.on_body: Callable[[bytes], None] | None = None
+        self.on_end: Callable[[], None] | None = None
+        self.forwarder: Forwarder | None = None
         self._splice: Splice | None = None
-        self._raw = False
-        self._held: list[bytes] = []
-        self._responder: Responder | None = None
-        self._api_body: list[bytes] = []
-        self._api_size = 0
-        self._draining = False
+        self.responder: Responder | None = None
         self._idle_timer: IDelayedCall | None = None
         #: the cluster the request in progress goes to (its streams end if it is removed)
-        self._cluster_name: str | None = None
-        self._answered = 0
+        self.cluster_name: str | None = None
 
     # -- connection ---------------------------------------------------------------
 
@@ -460,21 +209,20 @@ class GatewayProtocol(Protocol):
         """Note the caller's address (for ``X-Forwarded-For``); no Nagle
         delays (streams and interactive sessions write small pieces)."""
         no_delay(self.transport)
+        conn = self.conn
         if not ISSLTransport.providedBy(self.transport):
-            self._phase = HEAD  # no handshake to wait for
+            conn.phase = HEAD  # no handshake to wait for
         peer = self.transport.getPeer()  # type: ignore[union-attr]
-        self._client_address = str(getattr(peer, "host", "")).encode()
+        self.client_address = str(getattr(peer, "host", "")).encode()
         if self._factory.audit is not None or self._factory.metrics is not None:
-            self._counting = _Counting(self.transport)
+            self._counting = CountingTransport(self.transport)
             self.transport = self._counting  # type: ignore[assignment]
         self._factory.connection_opened(self)
-        self._since = self._factory.now
+        conn.since = self._factory.now
 
     def handshakeCompleted(self) -> None:
         """TLS is up: the first request head is read from now on."""
-        if self._phase == HANDSHAKE:
-            self._phase = HEAD
-            self._since = self._factory.now
+        self.conn.handshake_completed(self._factory.now)
 
     def timed_out(self) -> None:
         """The current phase outlived its timeout (the factory's sweep):
@@ -482,12 +230,13 @@ class GatewayProtocol(Protocol):
         and the connection closes; an idle connection (or one that sent
         nothing) closes silently, as Go closes it; one that was closing is
         aborted (its client does not take the last bytes)."""
-        phase = self._phase
+        conn = self.conn
+        phase = conn.phase
         if phase in (HANDSHAKE, CLOSING):
-            self._phase = BUSY  # aborted: never again
+            conn.phase = BUSY  # aborted: never again
             self.transport.abortConnection()  # type: ignore[union-attr]
-        elif phase == HEAD and self._in_message and not self._busy:
-            self._failed = True
+        elif phase == HEAD and conn.in_message and not conn.busy:
+            conn.failed = True
             self._head = None
             self._send_error(head_timed_out(self._factory.connections.header_read_timeout))
         else:
@@ -500,35 +249,27 @@ class GatewayProtocol(Protocol):
         if timer is not None and timer.active():
             timer.cancel()
         self._factory.connection_closed(self)
-        if self._audit is not None:
+        if self.audit is not None:
             self._request_done()
         splice, self._splice = self._splice, None
         if splice is not None:
             splice.client_lost()
             return
-        self._queue = None
-        self._held = []
-        forwarder, self._forwarder = self._forwarder, None
+        self.conn.take_events()
+        forwarder, self.forwarder = self.forwarder, None
         if forwarder is not None:
             forwarder.client_lost()
-        responder, self._responder = self._responder, None
+        responder, self.responder = self.responder, None
         if responder is not None:
-            responder._connection_lost()
+            responder.connection_lost()
 
-    def _peer_of(self) -> Peer:
+    def peer(self) -> Peer:
         """What the connection's client certificate proves (decided once)."""
         if self._peer is _NO_PEER:
             get_peer = getattr(self.transport, "getPeerCertificate", None)
             cert = get_peer() if get_peer is not None else None
             self._peer = self._factory.access.peer(cert)
         return self._peer
-
-    def _authenticate(self) -> Identity:
-        """The caller of the current request; raises the 401."""
-        identity = self._factory.access.authenticate(self._peer_of(), self._headers)
-        if self._audit is not None:
-            self._audit.identity = identity
-        return identity
 
     def _pause(self, reason: int) -> None:
         if not self._pauses and not self.disconnected:
@@ -555,609 +296,179 @@ class GatewayProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Parse request bytes (or pass them to the splice)."""
-        self._read_start = self._received
-        self._received += len(data)
         splice = self._splice
+        conn = self.conn
         if splice is not None:
+            conn.received += len(data)
             splice.client_data(data)
             return
-        if self._failed or self._closing:
+        conn.receive_data(data, self._factory.now)
+        if conn.holding:
+            self._pause(_HELD)
+        if conn.events:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Handle the connection's events, in order (not re-entered: an
+        event handled meanwhile, e.g. a response that ended at once and
+        released the next pipelined request, is handled by the loop)."""
+        if self._pumping:
             return
-        if self._raw:
-            self._hold(data)
-            return
-        left = self._head_left - len(data)
-        if left < 0:
-            self._feed_bounded(data)
-            return
-        self._head_left = left
+        self._pumping = True
+        conn = self.conn
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as e:
-            self._upgrade_parsed(data[e.args[0] :])
-        except httptools.HttpParserError as e:
-            self._failed = True
-            self._bad_request(e)
+            while conn.events:
+                for event in conn.take_events():
+                    if self.disconnected or conn.closing:
+                        return
+                    if type(event) is bytes:
+                        on_body = self.on_body
+                        if on_body is not None:
+                            on_body(event)
+                    elif event is END:
+                        on_end, self.on_end = self.on_end, None
+                        self.on_body = None
+                        if on_end is not None:
+                            on_end()
+                    elif type(event) is RequestHead:
+                        self._dispatch(event)
+                    else:
+                        assert isinstance(event, ProtocolError)
+                        self._protocol_error(event)
+        finally:
+            self._pumping = False
 
-    def _feed(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as e:
-            self._upgrade_parsed(data[e.args[0] :])
-        except httptools.HttpParserError as e:
-            self._failed = True
-            self._bad_request(e)
-
-    def _feed_bounded(self, data: bytes) -> None:
-        """Feed ``data``, which may take the request head past its budget:
-        what fits first; if the head is still not complete, the request is
-        refused (431 or 414) and the parser, with what it held, dropped."""
-        while data:
-            fit = self._head_left
-            if len(data) <= fit:
-                self._head_left = fit - len(data)
-                self._feed(data)
-                return
-            self._head_left = 0
-            self._feed(data[:fit])
-            data = data[fit:]
-            if self._failed or self._closing or self.disconnected:
-                return
-            if self._raw:
-                self._hold(data)
-                return
-            if self._head_left == 0:  # neither the head nor its message ended
-                self._failed = True
-                self._parser = httptools.HttpRequestParser(self)  # what it held goes
-                self._refuse(head_too_large(self._url_bytes(), self._factory.max_header_bytes))
-                return
-
-    def _url_bytes(self) -> int:
-        """How much of the URL of the request head being read has arrived."""
-        queue = self._queue
-        if queue is None:
-            return len(self._url)
-        size = 0
-        for kind, arg in queue:
-            if kind == _BEGIN:
-                size = 0
-            elif kind == _URL:
-                size += len(arg)
-        return size
-
-    # -- after an upgrade request's head ------------------------------------------
-
-    def _upgrade_parsed(self, rest: bytes) -> None:
-        """The parser stopped after an upgrade request's head; ``rest`` is
-        what followed it in the same read."""
-        self._parser = httptools.HttpRequestParser(self)
-        self._head_left = self._factory.max_header_bytes
-        if self._closing:
-            return
-        self._raw = True
-        if rest:
-            self._hold(rest)
-        if not self._busy and self._queue is None:
-            self._end_raw()  # already answered (an error, the own API)
-
-    def _hold(self, data: bytes) -> None:
-        self._held.append(data)
-        self._pause(_RAW)
-
-    def _end_raw(self) -> None:
-        """The upgrade request was answered without switching: what the
-        client sent after it is HTTP again."""
-        self._raw = False
-        held = b"".join(self._held)
-        self._held = []
-        self._resume(_RAW)
-        if held:
-            self.dataReceived(held)
-
-    def _bad_request(self, error: Exception) -> None:
-        cause = error.__context__ if isinstance(error, httptools.HttpParserCallbackError) else None
-        if isinstance(cause, ApiError):
-            refusal = cause  # a head the callbacks refused (transfer coding, version)
-        else:
-            if cause is not None:
-                log.failure(
-                    "request handling failed (Audit-Id {auditID})",
-                    Failure(cause),
-                    auditID=self._audit_id(),
-                )
-            refusal = parser_error(str(error.args[0]) if error.args and cause is None else "")
-        self._refuse(refusal)
-
-    def _refuse(self, refusal: ApiError) -> None:
-        """Answer a request the connection cannot read on from (``_failed``
-        is set): in turn when pipelined; a broken body of a request already
-        answered, or whose response began, closes (or drops) the connection."""
-        if self._queue is not None:
-            self._enqueue(_BAD, refusal)  # in pipelined bytes: answer in turn
-        elif self._in_message and self._head is not None:
+    def _protocol_error(self, event: ProtocolError) -> None:
+        """Answer a request the connection cannot read on from: a broken
+        body of a request already answered, or whose response began, closes
+        (or drops) the connection."""
+        if event.in_body:
             # the body of a dispatched request is broken: nothing sane can follow
-            if not self._busy:
+            if not self.conn.busy:
                 self._close()
-            elif self._status == 0 and self._splice is None:
+            elif self.status == 0 and self._splice is None:
                 self._drop_request()  # no response yet: the client hears why
-                self._send_error(refusal)
+                self._send_error(event.error)
             else:
                 self.transport.abortConnection()  # type: ignore[union-attr]
-        elif self._busy:
-            self._enqueue(_BAD, refusal)
         else:
-            self._reject_malformed(refusal)
+            self._head = RequestHead(b"GET", event.target, [], True, False, False)
+            self._start_audit()
+            self._send_error(event.error)
 
     def _drop_request(self) -> None:
         """Forget the request in progress upstream (its body is broken)."""
-        self._on_body = None
-        self._on_end = None
-        forwarder, self._forwarder = self._forwarder, None
+        self.on_body = None
+        self.on_end = None
+        forwarder, self.forwarder = self.forwarder, None
         if forwarder is not None:
             forwarder.client_lost()
 
-    def _reject_malformed(self, refusal: ApiError) -> None:
-        self._head = _Head(b"GET", True, False, False)
-        self._busy = True
-        self._start_audit()
-        self._send_error(refusal)
-
     def _close(self) -> None:
-        if not self._closing:
-            self._closing = True
-            # aborted if its last bytes are not taken within a handshake timeout
-            self._phase = CLOSING
-            self._since = self._factory.now
+        # aborted if its last bytes are not taken within a handshake timeout
+        if self.conn.close(self._factory.now):
             self.transport.loseConnection()  # type: ignore[union-attr]
-
-    # -- parser callbacks (queued while a previous response is going) ----------
-
-    def _enqueue(self, kind: int, arg: Any) -> None:
-        if self._queue is None:
-            self._queue = deque()
-            self._pause(_PIPELINE)
-        self._queue.append((kind, arg))
-
-    def on_message_begin(self) -> None:
-        """Parser: a request begins."""
-        if self._busy or self._queue is not None:
-            self._enqueue(_BEGIN, None)
-        else:
-            self._begin()
-
-    def on_url(self, url: bytes) -> None:
-        """Parser: (a piece of) the request target."""
-        if self._queue is not None:
-            self._enqueue(_URL, url)
-        else:
-            self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """Parser: one header (a transfer coding but ``chunked`` is refused: 501)."""
-        if len(name) == 17 and name.lower() == b"transfer-encoding":
-            unsupported = unsupported_transfer_encoding(value)
-            if unsupported is not None:
-                raise unsupported
-        if self._queue is not None:
-            self._enqueue(_HEADER, (name, value))
-        else:
-            self._headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        """Parser: the request head is complete (HTTP/1.0 or 1.1 only: any
-        other version is refused, not read as HTTP/1.1)."""
-        self._head_left = _NO_HEAD
-        p = self._parser
-        version = p.get_http_version()
-        if version not in ("1.1", "1.0"):
-            refused = http_version_refused(version)
-            if refused is not None:
-                raise refused
-        head = _Head(p.get_method(), version == "1.1", p.should_keep_alive(), p.should_upgrade())
-        if self._queue is not None:
-            self._enqueue(_HEADERS_DONE, head)
-        else:
-            self._dispatch(head)
-
-    def on_body(self, data: bytes) -> None:
-        """Parser: request body bytes."""
-        if self._queue is not None:
-            self._enqueue(_DATA, data)
-        elif self._on_body is not None:
-            self._on_body(data)
-
-    def on_message_complete(self) -> None:
-        """Parser: the request is complete."""
-        self._head_left = self._factory.max_header_bytes
-        if self._queue is not None:
-            self._enqueue(_DONE, None)
-        else:
-            self._message_done()
-
-    def _replay(self) -> None:
-        queue = self._queue
-        if queue is None or self._replaying:
-            return
-        self._replaying = True
-        try:
-            while queue and not self._closing and not self.disconnected:
-                kind, arg = queue[0]
-                if kind in (_BEGIN, _BAD) and self._busy:
-                    break
-                queue.popleft()
-                if kind == _BEGIN:
-                    self._begin()
-                elif kind == _URL:
-                    self._url += arg
-                elif kind == _HEADER:
-                    self._headers.append(arg)
-                elif kind == _HEADERS_DONE:
-                    self._dispatch(arg)
-                elif kind == _DATA:
-                    if self._on_body is not None:
-                        self._on_body(arg)
-                elif kind == _DONE:
-                    self._message_done()
-                else:
-                    self._reject_malformed(arg)
-        finally:
-            self._replaying = False
-        if not queue and self._queue is queue:
-            self._queue = None
-            self._resume(_PIPELINE)
-            if self._failed and not self._busy:
-                self._close()
-            elif self._raw and not self._busy:
-                self._end_raw()
 
     # -- requests -----------------------------------------------------------------
 
-    def _begin(self) -> None:
-        if self._phase == IDLE:
-            self._phase = HEAD  # the first byte of a request head
-            self._since = self._factory.now
-        self._in_mark = self._read_start
-        self._in_message = True
-        self._head = None
-        self._url = b""
-        self._headers = []
-        self._on_body = None
-        self._on_end = None
-
-    def _message_done(self) -> None:
-        self._in_message = False
-        on_end, self._on_end = self._on_end, None
-        self._on_body = None
-        if on_end is not None:
-            on_end()
-
     def _start_audit(self) -> None:
-        self._status = 0
+        self.status = 0
         counting = self._counting
-        self._audit = audit = _Audit(
+        head = self._head
+        assert head is not None
+        self.audit = audit = RequestRecord(
             time.time(),
-            self._in_mark,
+            head.in_mark,
             counting.written if counting is not None else 0,
-            caller_audit_id(self._headers) or new_audit_id(),
+            caller_audit_id(head.headers) or new_audit_id(),
         )
-        audit.target = self._url
+        audit.target = head.target
 
     def _request_done(self) -> None:
         """Record the metrics and write the audit record of the request that just ended."""
-        audit, self._audit = self._audit, None
-        if audit is None:
-            return
+        audit, self.audit = self.audit, None
         factory = self._factory
-        authorized = audit.authorized
-        attrs = authorized.attrs if authorized is not None else None
-        head = self._head
-        counting = self._counting
-        bytes_out = (counting.written - audit.out_mark) if counting is not None else 0
-        metrics = factory.metrics
-        if metrics is not None:
-            if audit.kind is not None:
-                metrics.stream_ended(audit.kind)
-            metrics.request_done(
-                self._cluster_name or GATEWAY,
-                attrs.verb
-                if attrs is not None
-                else request_verb(head.method if head is not None else b"GET", audit.target),
-                self._status,
-                (audit.head_at or time.monotonic()) - audit.ticks,
-                max(0, self._received - audit.in_mark),
-                bytes_out,
-            )
-        writer = factory.audit
-        if writer is None:
+        if audit is None or (factory.metrics is None and factory.audit is None):
             return
-        identity = audit.identity
-        upstream = authorized.upstream if authorized is not None else None
-        writer.write(
-            AuditRecord(
-                time=audit.started,
-                request_id=audit.audit_id.decode("ascii"),
-                user=identity.user if identity is not None else "",
-                groups=identity.groups if identity is not None else (),
-                source=self._client_address.decode("latin-1"),
-                cluster=audit.cluster,
-                verb=attrs.verb if attrs is not None else "",
-                namespace=attrs.namespace if attrs is not None else "",
-                resource=attrs.resource if attrs is not None else "",
-                subresource=attrs.subresource if attrs is not None else "",
-                path=self._url.decode("latin-1"),
-                method=head.method.decode("latin-1") if head is not None else "",
-                status=self._status,
-                bytes_in=max(0, self._received - audit.in_mark),
-                bytes_out=bytes_out,
-                duration=time.time() - audit.started,
-                impersonated_user=upstream.user if upstream is not None else None,
-                impersonated_groups=tuple(g for g in upstream.groups if g != "system:authenticated")
-                if upstream is not None
-                else (),
-                exchange_rule=authorized.exchange_rule if authorized is not None else "",
-                reason=audit.reason,
-            )
+        counting = self._counting
+        record_request(
+            audit,
+            metrics=factory.metrics,
+            writer=factory.audit,
+            head=self._head,
+            cluster=self.cluster_name,
+            status=self.status,
+            bytes_in=max(0, self.conn.received - audit.in_mark),
+            bytes_out=(counting.written - audit.out_mark) if counting is not None else 0,
+            source=self.client_address,
         )
 
-    def _upstream_status(self, code: int, response: ResponseHeaders) -> None:
+    def upstream_status(self, code: int, response: ResponseHeaders) -> None:
         """The cluster answered ``code``; the caller sees the request's
         ``Audit-Id`` (the cluster's is dropped)."""
-        self._status = code
-        audit = self._audit
+        self.status = code
+        audit = self.audit
         if audit is not None:
             audit.head_at = time.monotonic()
             response.forward.insert(0, (AUDIT_ID, audit.audit_id))
 
-    def _dispatch(self, head: _Head) -> None:
-        self._phase = BUSY
+    def _dispatch(self, head: RequestHead) -> None:
         self._head = head
-        self._busy = True
+        self.on_body = None
+        self.on_end = None
         self._start_audit()
-        try:
-            target = route(self._url)
-            if self._factory.metrics is not None:
-                self._note_route(target, head)
-            if isinstance(target, ClusterRoute):
-                self._proxy(target, head)
-            else:
-                self._api(target, head)
-        except ApiError as e:
-            self._send_error(e)
-        except Exception:
-            log.failure("request dispatch failed (Audit-Id {auditID})", auditID=self._audit_id())
-            self._send_error(ApiError(500, "internal error"))
+        self._factory.pipeline.handle(self, head)
 
-    def _note_route(self, target: ClusterRoute | ApiRoute, head: _Head) -> None:
-        """For the metrics: the target the verb is read from, and a
-        long-running request counted in flight (until :meth:`_request_done`)."""
-        audit = self._audit
-        metrics = self._factory.metrics
-        assert audit is not None and metrics is not None
-        if isinstance(target, ClusterRoute):
-            audit.target = target.target
-        kind = stream_kind(audit.target, head.upgrade)
-        if kind is not None:
-            audit.kind = kind
-            metrics.stream_started(kind)
-
-    def _audit_id(self) -> str:
+    def audit_id(self) -> str:
         """The current request's ``Audit-Id`` (for log lines; "" between requests)."""
-        audit = self._audit
+        audit = self.audit
         return audit.audit_id.decode("ascii") if audit is not None else ""
 
-    def _proxy(self, target: ClusterRoute, head: _Head) -> None:
-        factory = self._factory
-        identity = self._authenticate()
-        audit = self._audit
-        if audit is not None:
-            audit.cluster = target.name
-        cluster = factory.clusters().get(target.name)
-        try:
-            if cluster is None:  # 404, or the 403 of a cluster the caller may not reach
-                raise factory.access.unknown_cluster(
-                    identity, target.name, head.method, target.target, self._headers
-                )
-            self._cluster_name = cluster.name
-            authorized = factory.access.authorize(
-                identity, cluster, head.method, target.target, self._headers
-            )
-        except Forbidden as denied:
-            if audit is not None:
-                audit.authorized = Authorized(denied.attrs, None)
-            raise
-        if audit is not None:
-            audit.authorized = authorized
-        gate = factory.health_gate
-        if gate is not None:
-            unhealthy = gate(cluster)
-            if unhealthy is not None:
-                raise unhealthy
-        pool = factory.pools.get(cluster)
-        if pool.error is not None:
-            raise pool.error
-        request = split_request(self._headers, factory.drop, factory.drop_prefixes)
-        identity_headers = impersonation_headers(authorized.upstream)
-        if head.upgrade:
-            self._proxy_upgrade(target, head, pool, request, identity_headers)
-            return
-        body = CHUNKED if request.chunked else LENGTH if request.content_length else NO_BODY
-        audit = self._audit
-        forwarder = _ClusterForwarder(
-            self,
-            UpstreamRequest(
-                head.method,
-                target.target,
-                request.forward,
-                body,
-                identity_headers,
-                self._client_address,
-                audit.audit_id if audit is not None else b"",
-            ),
-            http11=head.http11,
-            keep_alive=head.keep_alive,
-            head_timeout=pool.head_timeout(head.method, target.target),
-        )
-        self._forwarder = forwarder
-        if body:
-            self._on_body = forwarder.body
-            self._on_end = forwarder.body_end
-        pool.submit(forwarder)
-
-    def _proxy_upgrade(
-        self,
-        target: ClusterRoute,
-        head: _Head,
-        pool: ClusterPool,
-        request: RequestHeaders,
-        identity_headers: Sequence[Header],
-    ) -> None:
-        """Send an upgrade request (over a dedicated connection)."""
-        if request.upgrade is None:
-            self._failed = True
-            raise ApiError(400, "invalid Upgrade header")
-        if request.chunked or request.content_length:
-            # the body would be read as tunnel bytes: nothing sane can follow
-            self._failed = True
-            raise ApiError(400, "an upgrade request cannot carry a body")
-        audit = self._audit
-        forwarder = _ClusterUpgradeForwarder(
-            self,
-            UpstreamRequest(
-                head.method,
-                target.target,
-                request.forward,
-                NO_BODY,
-                identity_headers,
-                self._client_address,
-                audit.audit_id if audit is not None else b"",
-                request.upgrade,
-            ),
-            http11=head.http11,
-            keep_alive=head.keep_alive,
-            clock=pool.reactor,
-        )
-        self._forwarder = forwarder
-        pool.submit(forwarder)
-
-    def _api(self, target: ApiRoute, head: _Head) -> None:
-        identity: Identity | None
-        if target.public:
-            access = self._factory.access
-            identity = access.try_authenticate(self._peer_of(), self._headers)
-            if self._audit is not None:
-                self._audit.identity = identity
-        else:
-            identity = self._authenticate()
-        self._api_body = []
-        self._api_size = 0
-        self._on_body = self._api_data
-        self._on_end = lambda: self._api_call(target, head, identity)
-        if head.http11 and any(
-            n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in self._headers
-        ):
-            self.transport.write(_CONTINUE)  # type: ignore[union-attr]
-
-    def _api_data(self, data: bytes) -> None:
-        self._api_size += len(data)
-        if self._api_size > self._factory.max_api_body:
-            self._on_body = None
-            self._on_end = None
-            self._api_body = []
-            self._send_error(ApiError(413, "the request body is too large"))
-            return
-        self._api_body.append(data)
-
-    def _api_call(self, target: ApiRoute, head: _Head, identity: Identity | None) -> None:
-        body = b"".join(self._api_body)
-        self._api_body = []
-        headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in self._headers}
-        headers["audit-id"] = self._audit_id()  # the request's, for the API's log lines
-        request = ApiRequest(
-            method=head.method.decode("ascii"),
-            path=target.path,
-            query=target.query,
-            headers=headers,
-            identity=identity,
-            body=body,
-        )
-        responder = Responder(self, head)
-        self._responder = responder
-        try:
-            self._factory.api.handle(request, responder)
-        except ApiError as e:
-            if not responder.started:
-                self._responder = None
-                self._send_error(e)
-            else:
-                self.transport.abortConnection()  # type: ignore[union-attr]
-        except Exception:
-            log.failure(
-                "the API handler failed on {method} {path} (Audit-Id {auditID})",
-                method=request.method,
-                path=request.path,
-                auditID=self._audit_id(),
-            )
-            if not responder.started:
-                self._responder = None
-                self._send_error(ApiError(500, "internal error"))
-            else:
-                self.transport.abortConnection()  # type: ignore[union-attr]
-
     def _send_error(self, error: ApiError) -> None:
-        self._status = error.code
-        if self._audit is not None and error.code in (401, 403):
-            self._audit.reason = error.message
-        head = self._head
-        close = head is None or not head.keep_alive or self._failed or self._last_before_drain()
-        body = error.body()
-        parts = [status_line(error.code), *lines(_JSON), b"Content-Length: %d\r\n" % len(body)]
-        if self._audit is not None:
-            parts += (b"Audit-Id: ", self._audit.audit_id, b"\r\n")
-        if close:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        if head is None or head.method != b"HEAD":
-            parts.append(body)
-        self.transport.write(b"".join(parts))  # type: ignore[union-attr]
+        self.status = error.code
+        audit = self.audit
+        if audit is not None and error.code in (401, 403):
+            audit.reason = error.message
+        headers = _JSON if audit is None else [*_JSON, (AUDIT_ID, audit.audit_id)]
+        data, close = self.conn.respond(
+            self._head, error.code, headers, error.body(), self.conn.failed
+        )
+        self.transport.write(data)  # type: ignore[union-attr]
         self._finish_response(close)
 
     def _finish_response(self, close: bool) -> None:
         """The response to the current request is complete."""
-        if self._audit is not None:
+        if self.audit is not None:
             self._request_done()
-        self._busy = False
-        self._forwarder = None
-        self._responder = None
-        self._cluster_name = None
-        self._answered += 1
-        self._phase = IDLE
-        self._since = self._factory.now
-        if close or (self._failed and self._queue is None):
+        self.forwarder = None
+        self.responder = None
+        self.cluster_name = None
+        conn = self.conn
+        if conn.end_response(close, self._factory.now):
             self._close()
             return
-        if self._raw and self._queue is None:
-            self._end_raw()  # the upgrade request, answered without switching
-        else:
-            self._replay()
-        if self._draining:
+        # what was held (the next pipelined request, or the bytes after an
+        # upgrade request answered without switching) is handled now
+        if conn.events:
+            self._pump()
+        if conn.holding:
+            self._pause(_HELD)
+        elif self._pauses:
+            self._resume(_HELD)
+        if conn.draining:
             self._close_when_idle()
 
     # -- draining (the worker is stopping) ------------------------------------------
 
-    def _last_before_drain(self) -> bool:
+    def last_before_drain(self) -> bool:
         """Whether the response being started is the connection's last: the
         worker drains and no further request was received (pipelined requests
         already received are answered first, the last with ``Connection: close``)."""
-        return self._draining and self._queue is None
+        conn = self.conn
+        return conn.draining and conn.last_response()
 
     def _idle(self) -> bool:
-        return not (
-            self._busy
-            or self._in_message
-            or self._raw
-            or self._queue is not None
-            or self._splice is not None
-        )
+        return self.conn.idle and self._splice is None
 
     def drain(self) -> None:
         """Stop taking requests on this connection without failing one.
@@ -1170,12 +481,12 @@ class GatewayProtocol(Protocol):
         close``).  A connection that has not sent its first request yet gets
         it answered first (it was accepted to be served: closing it now would
         fail a request no client retries), or waits for the drain deadline."""
-        self._draining = True
-        if self._answered:
+        self.conn.draining = True
+        if self.conn.answered:
             self._close_when_idle()
 
     def _close_when_idle(self) -> None:
-        if self._idle_timer is None and self._idle() and not self._closing:
+        if self._idle_timer is None and self._idle() and not self.conn.closing:
             clock: Any = self._factory.clock()
             self._idle_timer = clock.callLater(DRAIN_IDLE_GRACE, self._idle_timeout)
 
@@ -1188,9 +499,9 @@ class GatewayProtocol(Protocol):
         """End the stream in progress (watch, ``logs -f``, exec) if it goes
         to one of the removed clusters ``names``: cleanly, as at a drain (a
         session is cut as a failure the client sees)."""
-        busy = self._busy or self._splice is not None
-        if busy and self._cluster_name in names:
-            self.end_streams(f'the cluster "{self._cluster_name}" was removed from the gateway')
+        busy = self.conn.busy or self._splice is not None
+        if busy and self.cluster_name in names:
+            self.end_streams(f'the cluster "{self.cluster_name}" was removed from the gateway')
 
     def end_streams(self, reason: str | None = "the gateway is shutting down") -> None:
         """The drain deadline: end what is still going, cleanly where the
@@ -1199,15 +510,15 @@ class GatewayProtocol(Protocol):
         upgraded session is cut with a failure carrying ``reason``
         (:meth:`end_session`), or left running when ``reason`` is ``None``
         (its own deadline comes later)."""
-        self._draining = True
+        self.conn.draining = True
         if self._splice is not None:
             if reason is not None:
                 self.end_session(reason)
             return
-        forwarder = self._forwarder
+        forwarder = self.forwarder
         if forwarder is not None:
             forwarder.end_stream()
-        responder = self._responder
+        responder = self.responder
         if responder is not None:
             responder.finish()
         self._close()
@@ -1217,7 +528,7 @@ class GatewayProtocol(Protocol):
         the client sees a failure carrying ``reason`` (:meth:`Splice.cut`)."""
         splice = self._splice
         if splice is not None:
-            self._closing = True
+            self.conn.closing = True
             splice.cut(reason)
 
     # -- Channel (for the forwarder) ------------------------------------------------
@@ -1250,7 +561,7 @@ class GatewayProtocol(Protocol):
 
     def abort(self) -> None:
         """Drop the client connection."""
-        self._forwarder = None
+        self.forwarder = None
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     # -- TunnelChannel (for an upgrade) ----------------------------------------------
@@ -1259,11 +570,9 @@ class GatewayProtocol(Protocol):
         """The request switched protocols: from now on the connection
         belongs to ``splice``; returns the bytes held since the request head."""
         self._splice = splice
-        self._forwarder = None
-        self._raw = False
-        self._queue = None
-        held = b"".join(self._held)
-        self._held = []
+        self.forwarder = None
+        held = self.conn.switched()
+        self.conn.take_events()
         if self._pauses:
             self._pauses.clear()
             if not self.disconnected:
@@ -1347,6 +656,8 @@ class GatewayFactory(Factory):
         self.pools = pools
         self.reactor = reactor
         self.max_api_body = max_api_body
+        #: what happens to each request (authenticate → authorize → gate → forward | own API)
+        self.pipeline = RequestPipeline(self)
         self.protocols: set[GatewayProtocol] = set()
         self.draining = False
         self._drained: Deferred[None] | None = None
@@ -1382,7 +693,7 @@ class GatewayFactory(Factory):
         """Time out the connections whose phase outlived its timeout."""
         now = self.now = self.clock().seconds()
         limits = self._phase_limits
-        late = [p for p in self.protocols if now - p._since >= limits[p._phase]]
+        late = [p for p in self.protocols if now - p.conn.since >= limits[p.conn.phase]]
         for protocol in late:
             protocol.timed_out()
 

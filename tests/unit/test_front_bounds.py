@@ -310,7 +310,7 @@ def test_the_audit_log_keeps_a_bounded_prefix_of_a_url() -> None:
 def test_a_handshake_not_done_in_time_is_aborted() -> None:
     w = World(tls=True)
     client, proto = w.connect()
-    assert proto._phase == HANDSHAKE
+    assert proto.conn.phase == HANDSHAKE
     w.clock.advance(0.3 - TICK)
     w.clock.advance(TICK / 2)
     assert not client.disconnecting
@@ -346,7 +346,7 @@ def test_an_idle_keep_alive_connection_is_closed_silently() -> None:
     w = World()
     client, proto = w.connect()
     proto.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert proto._phase == IDLE
+    assert proto.conn.phase == IDLE
     answered = client.value()
     w.clock.pump([TICK] * 2)
     proto.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # used again: idle anew
@@ -366,9 +366,9 @@ def test_a_request_in_flight_and_a_watch_are_never_timed_out() -> None:
     up, _ = w.accept()
     up.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
     w.clock.pump([TICK] * 40)  # streaming
-    assert proto._phase == BUSY and not client.disconnecting
+    assert proto.conn.phase == BUSY and not client.disconnecting
     up.dataReceived(b"5\r\nevent\r\n0\r\n\r\n")
-    assert proto._phase == IDLE
+    assert proto.conn.phase == IDLE
     w.clock.pump([TICK] * 8)
     assert client.disconnecting
 
@@ -379,7 +379,7 @@ def test_a_closing_connection_whose_client_reads_nothing_is_aborted() -> None:
     proto.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert (
         client.disconnecting
-        and proto._phase == CLOSING
+        and proto.conn.phase == CLOSING
         and not getattr(client, "disconnected", False)
     )
     w.clock.pump([TICK] * 8)
@@ -458,7 +458,7 @@ def test_a_broken_chunked_body_is_400_and_the_upstream_request_dropped(body: byt
     )
     code, _, headers = only_status(client)
     assert code == 400 and headers[b"connection"] == b"close" and client.disconnecting
-    assert proto._forwarder is None
+    assert proto.forwarder is None
 
 
 def test_a_broken_body_after_the_response_began_still_drops_the_connection() -> None:

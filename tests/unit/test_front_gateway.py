@@ -11,9 +11,12 @@ from typing import Any
 
 import httptools
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from OpenSSL import SSL
 from prometheus_client import CollectorRegistry
 from support.fakeendpoint import FakeEndpoint
+from support.http1 import encode, requests_strategy, splits
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -24,6 +27,7 @@ from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
 from karpor.config.model import Cluster, ExecCredential, TokenCredential
 from karpor.front.protocol import DRAIN_IDLE_GRACE, GatewayFactory, GatewayProtocol
+from karpor.front.responder import Responder as FrontResponder
 from karpor.gatewayapi.request import ApiRequest, Responder
 from karpor.metrics.gateway import GatewayMetrics
 from karpor.upstream.execcredential import ExecCredentialCache, ProcessResult
@@ -195,6 +199,84 @@ def status_of(body: bytes) -> dict[str, Any]:
 
 
 # -- plain requests -----------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(requests_strategy, min_size=1, max_size=5),
+    st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+)
+def test_the_adapter_answers_pipelined_requests_in_order(
+    requests: list[tuple[bytes, bytes, str, bytes, int]], cuts: list[int]
+) -> None:
+    """Through GatewayProtocol (own-API requests, answered by a fake API
+    with what it read): N requests however split, N answers in order."""
+    h = Harness()
+
+    def answer(request: Any, responder: Any) -> None:
+        responder.respond(200, [], request.method.encode() + b" " + request.body)
+
+    h.api.answer = answer
+    encoded = [
+        encode((m, b"/version/" + str(i).encode(), f, b, n))
+        for i, (m, _, f, b, n) in enumerate(requests)
+    ]
+    for piece in splits(b"".join(encoded), cuts):
+        h.send(piece)
+    got = [(code, body) for code, _, body in h.responses()]
+    assert got == [(200, m + b" " + (b if f != "none" else b"")) for m, _, f, b, _ in requests]
+    assert [r.path for r, _ in h.api.requests] == [
+        "/version/" + str(i) for i in range(len(requests))
+    ]
+    assert not h.client.disconnecting and h.client.producerState == "producing"
+
+
+class FakePipeline:
+    """Answers each request with its method and body, at once or (every
+    other request) only once the next read arrives."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        self.later: list[Callable[[], None]] = []
+
+    def handle(self, front: GatewayProtocol, head: Any) -> None:
+        body: list[bytes] = []
+        front.on_body = body.append
+
+        def answer() -> None:
+            FrontResponder(front, head).respond(200, [], head.method + b" " + b"".join(body))
+
+        def end() -> None:
+            if len(self.seen) % 2:
+                self.later.append(answer)
+            else:
+                answer()
+
+        self.seen.append(head.target)
+        front.on_end = end
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(requests_strategy, min_size=1, max_size=5),
+    st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+)
+def test_the_adapter_with_a_fake_pipeline_answers_in_order(
+    requests: list[tuple[bytes, bytes, str, bytes, int]], cuts: list[int]
+) -> None:
+    """N pipelined requests however split, answered now or later by a fake
+    pipeline: N answers in order, and reading resumes once all are answered."""
+    h = Harness()
+    pipeline = FakePipeline()
+    h.factory.pipeline = pipeline  # type: ignore[assignment]
+    for piece in splits(b"".join(encode(r) for r in requests), cuts):
+        h.send(piece)
+        while pipeline.later:
+            pipeline.later.pop(0)()
+    got = [(code, body) for code, _, body in h.responses()]
+    assert got == [(200, m + b" " + (b if f != "none" else b"")) for m, _, f, b, _ in requests]
+    assert pipeline.seen == [p for _, p, _, _, _ in requests]
+    assert not h.client.disconnecting and h.client.producerState == "producing"
 
 
 def test_get_is_forwarded_with_cluster_credential_and_pooled() -> None:

@@ -1,0 +1,318 @@
+"""The request pipeline: what happens to one request read on a front
+connection, top to bottom.
+
+:meth:`RequestPipeline.handle` routes the request
+(:func:`karpor.http.route.route`); a cluster request is authenticated
+(401), authorized by the policy (403), refused at once when its cluster's
+last health probe failed (the factory's ``health_gate``: 503) or its pool
+cannot serve (``pool.error``), then forwarded as one
+:class:`~karpor.upstream.request.UpstreamRequest` (an upgrade request over
+a dedicated connection, :class:`~karpor.upstream.splice.UpgradeForwarder`);
+a request to the gateway's own API is authenticated (not on the public
+paths), its body read (up to ``max_api_body``: 413) and handed to the
+:class:`~karpor.gatewayapi.request.ApiHandler` with a
+:class:`~karpor.front.responder.Responder`.  Whatever refuses the request
+is answered as a ``Status`` on the front connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+
+from karpor.auth.access import Authorized, Forbidden
+from karpor.auth.identity import Identity
+from karpor.auth.impersonation import impersonation_headers
+from karpor.front.responder import Responder
+from karpor.gatewayapi.request import ApiRequest
+from karpor.http.connection import RequestHead
+from karpor.http.headers import Header, RequestHeaders, ResponseHeaders, split_request
+from karpor.http.route import ApiRoute, ClusterRoute, route
+from karpor.kube.status import ApiError
+from karpor.metrics.labels import stream_kind
+from karpor.upstream.forward import Forwarder
+from karpor.upstream.pool import ClusterPool
+from karpor.upstream.request import CHUNKED, LENGTH, NO_BODY, UpstreamRequest
+from karpor.upstream.splice import Splice, UpgradeForwarder
+
+if TYPE_CHECKING:
+    from karpor.front.protocol import GatewayFactory, GatewayProtocol
+
+log = Logger()
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _ClusterForwarder(Forwarder):
+    """A :class:`Forwarder` telling the front the cluster's status code."""
+
+    __slots__ = ("_front",)
+
+    def __init__(self, front: GatewayProtocol, *args: Any, **kwargs: Any) -> None:
+        super().__init__(front, *args, **kwargs)
+        self._front = front
+
+    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
+        """Note the status, then relay the head (saying ``Connection: close``
+        when the worker drains and no further request was received)."""
+        if not self._finished:
+            self._front.upstream_status(code, response)
+            if self._front.last_before_drain():
+                self.close_after()
+        super().upstream_head(code, reason, response)
+
+
+class _ClusterUpgradeForwarder(UpgradeForwarder):
+    """An :class:`UpgradeForwarder` telling the front the cluster's status code."""
+
+    def __init__(self, front: GatewayProtocol, *args: Any, **kwargs: Any) -> None:
+        super().__init__(front, *args, **kwargs)
+        self._front = front
+
+    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
+        """Note the status, then relay the head."""
+        if not self._finished:
+            self._front.upstream_status(code, response)
+        super().upstream_head(code, reason, response)
+
+    def upstream_switch(self, reason: bytes, response: ResponseHeaders) -> Splice | None:
+        """Note the ``101``, then splice."""
+        if not self._finished:
+            self._front.upstream_status(101, response)
+        return super().upstream_switch(reason, response)
+
+
+class RequestPipeline:
+    """authenticate → authorize → gate → forward, or the own API (see the
+    module docstring); one per :class:`~karpor.front.protocol.GatewayFactory`,
+    whose collaborators (clusters, access, health gate, pools, API, metrics)
+    it uses."""
+
+    def __init__(self, factory: GatewayFactory) -> None:
+        self._factory = factory
+
+    def _authenticate(self, front: GatewayProtocol, head: RequestHead) -> Identity:
+        """The caller of the request; raises the 401."""
+        identity = self._factory.access.authenticate(front.peer(), head.headers)
+        if front.audit is not None:
+            front.audit.identity = identity
+        return identity
+
+    def handle(self, front: GatewayProtocol, head: RequestHead) -> None:
+        """Answer the request ``head`` read on ``front`` (its audit begun):
+        forward it to its cluster or hand it to the own API, or answer the
+        ``Status`` that refuses it."""
+        try:
+            target = route(head.target)
+            if self._factory.metrics is not None:
+                self._note_route(front, target, head)
+            if isinstance(target, ClusterRoute):
+                self._proxy(front, target, head)
+            else:
+                self._api(front, target, head)
+        except ApiError as e:
+            front.send_error(e)
+        except Exception:
+            log.failure("request dispatch failed (Audit-Id {auditID})", auditID=front.audit_id())
+            front.send_error(ApiError(500, "internal error"))
+
+    def _note_route(
+        self, front: GatewayProtocol, target: ClusterRoute | ApiRoute, head: RequestHead
+    ) -> None:
+        """For the metrics: the target the verb is read from, and a
+        long-running request counted in flight (until the request is done)."""
+        audit = front.audit
+        metrics = self._factory.metrics
+        assert audit is not None and metrics is not None
+        if isinstance(target, ClusterRoute):
+            audit.target = target.target
+        kind = stream_kind(audit.target, head.upgrade)
+        if kind is not None:
+            audit.kind = kind
+            metrics.stream_started(kind)
+
+    def _proxy(self, front: GatewayProtocol, target: ClusterRoute, head: RequestHead) -> None:
+        factory = self._factory
+        identity = self._authenticate(front, head)
+        audit = front.audit
+        if audit is not None:
+            audit.cluster = target.name
+        cluster = factory.clusters().get(target.name)
+        try:
+            if cluster is None:  # 404, or the 403 of a cluster the caller may not reach
+                raise factory.access.unknown_cluster(
+                    identity, target.name, head.method, target.target, head.headers
+                )
+            front.cluster_name = cluster.name
+            authorized = factory.access.authorize(
+                identity, cluster, head.method, target.target, head.headers
+            )
+        except Forbidden as denied:
+            if audit is not None:
+                audit.authorized = Authorized(denied.attrs, None)
+            raise
+        if audit is not None:
+            audit.authorized = authorized
+        gate = factory.health_gate
+        if gate is not None:
+            unhealthy = gate(cluster)
+            if unhealthy is not None:
+                raise unhealthy
+        pool = factory.pools.get(cluster)
+        if pool.error is not None:
+            raise pool.error
+        request = split_request(head.headers, factory.drop, factory.drop_prefixes)
+        identity_headers = impersonation_headers(authorized.upstream)
+        if head.upgrade:
+            self._proxy_upgrade(front, target, head, pool, request, identity_headers)
+            return
+        body = CHUNKED if request.chunked else LENGTH if request.content_length else NO_BODY
+        audit = front.audit
+        forwarder = _ClusterForwarder(
+            front,
+            UpstreamRequest(
+                head.method,
+                target.target,
+                request.forward,
+                body,
+                identity_headers,
+                front.client_address,
+                audit.audit_id if audit is not None else b"",
+            ),
+            http11=head.http11,
+            keep_alive=head.keep_alive,
+            head_timeout=pool.head_timeout(head.method, target.target),
+        )
+        front.forwarder = forwarder
+        if body:
+            front.on_body = forwarder.body
+            front.on_end = forwarder.body_end
+        pool.submit(forwarder)
+
+    def _proxy_upgrade(
+        self,
+        front: GatewayProtocol,
+        target: ClusterRoute,
+        head: RequestHead,
+        pool: ClusterPool,
+        request: RequestHeaders,
+        identity_headers: Sequence[Header],
+    ) -> None:
+        """Send an upgrade request (over a dedicated connection)."""
+        if request.upgrade is None:
+            front.conn.failed = True
+            raise ApiError(400, "invalid Upgrade header")
+        if request.chunked or request.content_length:
+            # the body would be read as tunnel bytes: nothing sane can follow
+            front.conn.failed = True
+            raise ApiError(400, "an upgrade request cannot carry a body")
+        audit = front.audit
+        forwarder = _ClusterUpgradeForwarder(
+            front,
+            UpstreamRequest(
+                head.method,
+                target.target,
+                request.forward,
+                NO_BODY,
+                identity_headers,
+                front.client_address,
+                audit.audit_id if audit is not None else b"",
+                request.upgrade,
+            ),
+            http11=head.http11,
+            keep_alive=head.keep_alive,
+            clock=pool.reactor,
+        )
+        front.forwarder = forwarder
+        pool.submit(forwarder)
+
+    def _api(self, front: GatewayProtocol, target: ApiRoute, head: RequestHead) -> None:
+        identity: Identity | None
+        if target.public:
+            access = self._factory.access
+            identity = access.try_authenticate(front.peer(), head.headers)
+            if front.audit is not None:
+                front.audit.identity = identity
+        else:
+            identity = self._authenticate(front, head)
+        call = _ApiCall(self._factory, front, target, head, identity)
+        front.on_body = call.data
+        front.on_end = call.end
+        if head.http11 and any(
+            n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in head.headers
+        ):
+            front.transport.write(_CONTINUE)  # type: ignore[union-attr]
+
+
+class _ApiCall:
+    """A request to the own API whose body is being read."""
+
+    __slots__ = ("_body", "_factory", "_front", "_head", "_identity", "_size", "_target")
+
+    def __init__(
+        self,
+        factory: GatewayFactory,
+        front: GatewayProtocol,
+        target: ApiRoute,
+        head: RequestHead,
+        identity: Identity | None,
+    ) -> None:
+        self._factory = factory
+        self._front = front
+        self._target = target
+        self._head = head
+        self._identity = identity
+        self._body: list[bytes] = []
+        self._size = 0
+
+    def data(self, data: bytes) -> None:
+        """A piece of the body (past the factory's ``max_api_body``: 413)."""
+        self._size += len(data)
+        if self._size > self._factory.max_api_body:
+            front = self._front
+            front.on_body = None
+            front.on_end = None
+            self._body = []
+            front.send_error(ApiError(413, "the request body is too large"))
+            return
+        self._body.append(data)
+
+    def end(self) -> None:
+        """The request is complete: hand it to the API."""
+        front, head, target = self._front, self._head, self._target
+        body = b"".join(self._body)
+        self._body = []
+        headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in head.headers}
+        headers["audit-id"] = front.audit_id()  # the request's, for the API's log lines
+        request = ApiRequest(
+            method=head.method.decode("ascii"),
+            path=target.path,
+            query=target.query,
+            headers=headers,
+            identity=self._identity,
+            body=body,
+        )
+        responder = Responder(front, head)
+        front.responder = responder
+        try:
+            self._factory.api.handle(request, responder)
+        except ApiError as e:
+            if not responder.started:
+                front.responder = None
+                front.send_error(e)
+            else:
+                front.transport.abortConnection()  # type: ignore[union-attr]
+        except Exception:
+            log.failure(
+                "the API handler failed on {method} {path} (Audit-Id {auditID})",
+                method=request.method,
+                path=request.path,
+                auditID=front.audit_id(),
+            )
+            if not responder.started:
+                front.responder = None
+                front.send_error(ApiError(500, "internal error"))
+            else:
+                front.transport.abortConnection()  # type: ignore[union-attr]

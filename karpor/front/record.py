@@ -1,0 +1,145 @@
+"""What the gateway records of each request on a front connection: its
+metrics (:class:`~karpor.metrics.gateway.GatewayMetrics`) and, with an
+audit log, one :class:`~karpor.auth.audit.AuditRecord`, written when the
+request ends (a splice when it closes) from its :class:`RequestRecord`;
+the bytes a client connection wrote are counted by a
+:class:`CountingTransport`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from zope.interface import directlyProvides, providedBy
+
+from karpor.auth.access import Authorized
+from karpor.auth.audit import AuditRecord, AuditWriter
+from karpor.auth.identity import Identity
+from karpor.http.connection import RequestHead
+from karpor.metrics.labels import GATEWAY, request_verb
+
+if TYPE_CHECKING:
+    from karpor.metrics.gateway import GatewayMetrics
+
+
+class CountingTransport:
+    """The client transport, counting the bytes written (for the audit log);
+    everything else is the transport's own."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._write = transport.write
+        self.written = 0
+        directlyProvides(self, *providedBy(transport))
+
+    def write(self, data: bytes) -> None:
+        """Write ``data``, counted."""
+        self.written += len(data)
+        self._write(data)
+
+    def writeSequence(self, data: Sequence[bytes]) -> None:
+        """Write the pieces of ``data``, counted."""
+        self.written += sum(len(d) for d in data)
+        self._transport.writeSequence(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class RequestRecord:
+    """What the audit log and the metrics will say of the current request."""
+
+    __slots__ = (
+        "audit_id",
+        "authorized",
+        "cluster",
+        "head_at",
+        "identity",
+        "in_mark",
+        "kind",
+        "out_mark",
+        "reason",
+        "started",
+        "target",
+        "ticks",
+    )
+
+    def __init__(self, started: float, in_mark: int, out_mark: int, audit_id: bytes) -> None:
+        self.started = started
+        #: the monotonic clock at the start, and when the response head went
+        self.ticks = time.monotonic()
+        self.head_at = 0.0
+        self.audit_id = audit_id
+        #: the target the verb is read from (the cluster's, once routed)
+        self.target = b""
+        #: the long-running kind (``None``: not long-running)
+        self.kind: str | None = None
+        self.in_mark = in_mark
+        self.out_mark = out_mark
+        self.identity: Identity | None = None
+        self.cluster = ""
+        self.authorized: Authorized | None = None
+        self.reason = ""
+
+
+def record_request(
+    record: RequestRecord,
+    *,
+    metrics: GatewayMetrics | None,
+    writer: AuditWriter | None,
+    head: RequestHead | None,
+    cluster: str | None,
+    status: int,
+    bytes_in: int,
+    bytes_out: int,
+    source: bytes,
+) -> None:
+    """Record the metrics of the request ``record`` is about (answered
+    ``status``; ``cluster`` ``None``: the gateway's own) and write its
+    audit record."""
+    authorized = record.authorized
+    attrs = authorized.attrs if authorized is not None else None
+    if metrics is not None:
+        if record.kind is not None:
+            metrics.stream_ended(record.kind)
+        metrics.request_done(
+            cluster or GATEWAY,
+            attrs.verb
+            if attrs is not None
+            else request_verb(head.method if head is not None else b"GET", record.target),
+            status,
+            (record.head_at or time.monotonic()) - record.ticks,
+            bytes_in,
+            bytes_out,
+        )
+    if writer is None:
+        return
+    identity = record.identity
+    upstream = authorized.upstream if authorized is not None else None
+    writer.write(
+        AuditRecord(
+            time=record.started,
+            request_id=record.audit_id.decode("ascii"),
+            user=identity.user if identity is not None else "",
+            groups=identity.groups if identity is not None else (),
+            source=source.decode("latin-1"),
+            cluster=record.cluster,
+            verb=attrs.verb if attrs is not None else "",
+            namespace=attrs.namespace if attrs is not None else "",
+            resource=attrs.resource if attrs is not None else "",
+            subresource=attrs.subresource if attrs is not None else "",
+            path=head.target.decode("latin-1") if head is not None else "",
+            method=head.method.decode("latin-1") if head is not None else "",
+            status=status,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            duration=time.time() - record.started,
+            impersonated_user=upstream.user if upstream is not None else None,
+            impersonated_groups=tuple(g for g in upstream.groups if g != "system:authenticated")
+            if upstream is not None
+            else (),
+            exchange_rule=authorized.exchange_rule if authorized is not None else "",
+            reason=record.reason,
+        )
+    )
