@@ -57,7 +57,7 @@ stopped in reverse (one that fails to start stops those before it):
     clusters fast.
 ``front``
     the :class:`~karpor.front.protocol.GatewayFactory`, bounded by the
-    ``clientConnections`` settings (:mod:`karpor.http.connections`).
+    ``clientConnections`` settings (:mod:`karpor.http.bounds`).
 ``access-reload``
     every half second the token file, the policy file and the state
     directory's ``revoked.json`` are checked again (a change holds within

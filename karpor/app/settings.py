@@ -40,7 +40,7 @@ clientConnections (per field) bounds on client connections, per worker:
                           ``handshakeTimeout`` (10 s),
                           ``headerReadTimeout`` (30 s),
                           ``idleTimeout`` (120 s), ``maxConnections``
-                          (20000); see :mod:`karpor.http.connections`
+                          (20000); see :mod:`karpor.http.bounds`
 tlsImplementation fast    ``fast``: karpor's TLS transport and worker
                           reactor (falling back on their own where the
                           installed Twisted or pyOpenSSL lacks what they
@@ -102,7 +102,7 @@ from karpor.config.validation import (
     section_parser,
 )
 from karpor.health.probe import ProbeSettings
-from karpor.http.connections import ClientConnectionSettings
+from karpor.http.bounds import ClientConnectionSettings
 
 DEFAULT_PORT = 8443
 DEFAULT_HOST = "127.0.0.1"

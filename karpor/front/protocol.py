@@ -52,7 +52,7 @@ and the connection, to a :class:`~karpor.upstream.splice.Splice`
 cluster's, an error of the gateway's, the own API's) is an ordinary
 response, after which a fresh parser reads the held bytes as HTTP again.
 
-Bounds (:mod:`karpor.http.connections`, the ``clientConnections``
+Bounds (:mod:`karpor.http.bounds`, the ``clientConnections``
 settings): a request head is read up to ``maxHeaderBytes`` (then a 431 or
 414 ``Status``); the handshake, a request head and an idle keep-alive
 connection have timeouts kept by one sweep per worker (a request in
@@ -94,8 +94,7 @@ from karpor.front.pipeline import RequestPipeline
 from karpor.front.record import CountingTransport, RequestRecord, record_request
 from karpor.front.responder import Responder
 from karpor.gatewayapi.request import ApiHandler
-from karpor.http.connection import END, FrontConnection, ProtocolError, RequestHead
-from karpor.http.connections import (
+from karpor.http.bounds import (
     BUSY,
     CLOSING,
     HANDSHAKE,
@@ -106,6 +105,7 @@ from karpor.http.connections import (
     phase_limits,
     sweep_interval,
 )
+from karpor.http.connection import END, FrontConnection, ProtocolError, RequestHead
 from karpor.http.headers import (
     AUDIT_ID,
     Header,
@@ -172,7 +172,7 @@ class _ReadValve:
 class GatewayProtocol(Protocol):
     """One client connection (see the module docstring).
 
-    Bounds (:mod:`karpor.http.connections`): a request head (request line
+    Bounds (:mod:`karpor.http.bounds`): a request head (request line
     and headers) over ``maxHeaderBytes`` is answered ``431`` (``414`` for
     the URL alone) and the connection closed; the parsing, the head bound,
     the order of pipelined requests and the connection's state are the
@@ -602,11 +602,11 @@ class GatewayFactory(Factory):
     (``karpor.net.tls.server_options``) to serve it.
 
     ``connections`` bounds the client connections
-    (:class:`~karpor.http.connections.ClientConnectionSettings`): past
+    (:class:`~karpor.http.bounds.ClientConnectionSettings`): past
     ``maxConnections`` open ones, :meth:`buildProtocol` refuses (the
     listener closes the socket at once, before any TLS), logging once per
     burst; while connections are open, one timer sweeps them every
-    :func:`~karpor.http.connections.sweep_interval` seconds and times
+    :func:`~karpor.http.bounds.sweep_interval` seconds and times
     out those whose phase outlived its timeout.
     """
 

@@ -35,7 +35,7 @@ request did not keep alive, the caller asks, or the connection drains
 cluster's) is framed by its forwarder, which asks
 :meth:`~FrontConnection.last_response` the same way.
 
-The connection's timeout phase (:mod:`karpor.http.connections`) is kept in
+The connection's timeout phase (:mod:`karpor.http.bounds`) is kept in
 :attr:`FrontConnection.phase` with the caller's clock at its start in
 :attr:`FrontConnection.since` (the caller passes ``now``); a request head
 is read up to ``max_header_bytes``.
@@ -50,7 +50,7 @@ from typing import Final
 
 import httptools
 
-from karpor.http.connections import (
+from karpor.http.bounds import (
     BUSY,
     CLOSING,
     HANDSHAKE,
@@ -170,7 +170,7 @@ class FrontConnection:
 
     def __init__(self, max_header_bytes: int) -> None:
         self.max_header_bytes = max_header_bytes
-        #: the timeout phase (:mod:`karpor.http.connections`) and the
+        #: the timeout phase (:mod:`karpor.http.bounds`) and the
         #: caller's clock when it began
         self.phase = HANDSHAKE
         self.since = 0.0

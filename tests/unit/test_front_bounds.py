@@ -1,5 +1,5 @@
 """Bounds on client connections (issue 14, items 3, 5 and 13) without
-sockets: the sans-IO decisions of :mod:`karpor.http.connections`, and the
+sockets: the sans-IO decisions of :mod:`karpor.http.bounds`, and the
 front protocol on StringTransports and a MemoryReactorClock.
 
 * the request head is bounded (431, or 414 for the URL alone), a body is not;
@@ -30,7 +30,7 @@ from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import Identity
 from karpor.config.model import Cluster, TokenCredential
 from karpor.front.protocol import GatewayFactory, GatewayProtocol
-from karpor.http.connections import (
+from karpor.http.bounds import (
     BUSY,
     CLOSING,
     HANDSHAKE,

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.http1 import encode, requests_strategy, splits
 
+from karpor.http.bounds import BUSY, HANDSHAKE, HEAD, IDLE
 from karpor.http.connection import (
     CLOSING_STATE,
     DRAINING,
@@ -27,7 +28,6 @@ from karpor.http.connection import (
     ProtocolError,
     RequestHead,
 )
-from karpor.http.connections import BUSY, HANDSHAKE, HEAD, IDLE
 
 LIMIT = 4096
 
