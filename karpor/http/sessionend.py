@@ -144,6 +144,18 @@ class _FrameCursor:
         self.head = bytearray()
         self.remaining = 0
 
+    def read_head(self, data: bytes, pos: int) -> tuple[int, tuple[int, int] | None]:
+        """Take what ``data[pos:]`` holds of the current frame head: the new
+        position, and the head's two 32-bit words once all 8 bytes are in."""
+        take = min(8 - len(self.head), len(data) - pos)
+        self.head += data[pos : pos + take]
+        pos += take
+        if len(self.head) < 8:
+            return pos, None
+        words: tuple[int, int] = _U32x2.unpack(self.head)
+        self.head.clear()
+        return pos, words
+
 
 class SpdyEnd:
     """:class:`SessionEnd` of an SPDY/3.1 session (see the module docstring).
@@ -187,13 +199,10 @@ class SpdyEnd:
                     payload, self._payload = bytes(self._payload), bytearray()
                     self._client_control(payload)
                 continue
-            take = min(8 - len(cursor.head), size - pos)
-            cursor.head += data[pos : pos + take]
-            pos += take
-            if len(cursor.head) < 8:
+            pos, words = cursor.read_head(data, pos)
+            if words is None:
                 continue
-            first, second = _U32x2.unpack(cursor.head)
-            cursor.head.clear()
+            first, second = words
             length = second & 0xFFFFFF
             kind = first & 0xFFFF
             control = bool(first & 0x80000000)
@@ -238,13 +247,10 @@ class SpdyEnd:
                 cursor.remaining -= take
                 pos += take
                 continue
-            take = min(8 - len(cursor.head), size - pos)
-            cursor.head += data[pos : pos + take]
-            pos += take
-            if len(cursor.head) < 8:
+            pos, words = cursor.read_head(data, pos)
+            if words is None:
                 continue
-            first, second = _U32x2.unpack(cursor.head)
-            cursor.head.clear()
+            first, second = words
             cursor.remaining = second & 0xFFFFFF
             flags = second >> 24
             self._server_data = not first & 0x80000000
