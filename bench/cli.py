@@ -36,7 +36,7 @@ from bench.peers import (
     start_nginx_proxy,
     start_upstream,
 )
-from bench.procs import BenchError, Processes
+from bench.procs import BenchError, Processes, export_revision
 from bench.results import Results, Row
 from bench.wrk import find_wrk
 from karpor.app.settings import default_workers
@@ -156,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the scratch directory (configs, logs) and print its path",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="also measure karpor as of git revision REV (1 worker, peer `baseline-1`) in "
+        "workloads 1 and 2, side by side with the working tree's karpor",
+    )
     return parser
 
 
@@ -200,15 +207,29 @@ def run_reqresp(
     workers: int,
     workloads: Sequence[str],
     wrk_bin: str,
+    baseline: str | None = None,
 ) -> list[Peer]:
-    """Workloads 1, 2, 6: start the proxies, run wrk against every peer, stop them."""
+    """Workloads 1, 2, 6: start the proxies, run wrk against every peer, stop them.
+
+    With ``baseline`` (a git revision), karpor as of that revision runs
+    beside them as peer ``baseline-1`` (1 worker, its source exported with
+    ``git archive`` and put first on its PYTHONPATH).
+    """
     peers: list[Peer] = [upstream]
     directory = ws.clusters_dir("clusters", upstream.port)
-    karpors = [1] if workers == 1 else [1, workers]
-    for n in karpors:
-        key, label = f"karpor-{n}", f"karpor, {n} worker{'s' if n > 1 else ''}"
+    karpors: list[tuple[str, str, int, dict[str, str] | None]] = [
+        (f"karpor-{n}", f"karpor, {n} worker{'s' if n > 1 else ''}", n, None)
+        for n in ([1] if workers == 1 else [1, workers])
+    ]
+    if baseline is not None:
         try:
-            gw = start_karpor(procs, ws, key, directory, n)
+            env = export_revision(baseline, ws.root / "baseline-src")
+            karpors.insert(1, ("baseline-1", f"karpor at {baseline}, 1 worker", 1, env))
+        except BenchError as exc:
+            peers.append(_unavailable("baseline-1", f"karpor at {baseline}", str(exc)))
+    for key, label, n, env in karpors:
+        try:
+            gw = start_karpor(procs, ws, key, directory, n, env=env)
             peer = karpor_peer(gw, ws, key, label, n)
         except BenchError as exc:
             peer = _unavailable(key, label, str(exc).splitlines()[0])
@@ -341,7 +362,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             upstream = start_upstream(procs, ws, args.workers)
             if REQRESP & set(workloads):
                 print("workloads latency / throughput / workers (wrk)", flush=True)
-                run_reqresp(results, procs, ws, upstream, plan, args.workers, workloads, wrk_bin)
+                run_reqresp(
+                    results,
+                    procs,
+                    ws,
+                    upstream,
+                    plan,
+                    args.workers,
+                    workloads,
+                    wrk_bin,
+                    args.baseline,
+                )
             if SIM & set(workloads):
                 try:
                     run_sim(results, procs, ws, plan, workloads)

@@ -285,6 +285,7 @@ def start_karpor(
     clusters_dir: Path,
     workers: int,
     use_config: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Karpor:
     """``twistd -n --pidfile= karpor …`` with ``workers``; ready when ``/readyz`` says ok.
 
@@ -316,7 +317,7 @@ def start_karpor(
         if config is not None:
             argv += ["--config", str(config)]
         started = time.monotonic()
-        proc = procs.start(name, argv)
+        proc = procs.start(name, argv, env)
         ca_file = state_dir / "ca.crt"
         holder: dict[str, ssl.SSLContext] = {}
 

@@ -189,6 +189,27 @@ def client_context(
     return context
 
 
+def export_revision(revision: str, directory: Path) -> dict[str, str]:
+    """Export the repository at ``revision`` into ``directory`` (``git archive``)
+    and return an environment that runs its karpor (and its twistd plugin)
+    instead of the working tree's."""
+    root = Path(__file__).resolve().parent.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", revision, "karpor", "twisted"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {revision}: {archive.stderr.decode(errors='replace')}")
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(directory)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    return env
+
+
 # ---- memory of a process tree -------------------------------------------------------------
 
 
@@ -237,6 +258,22 @@ def tree_rss_kib(root: int) -> int:
 def tree_hwm_kib(root: int) -> int:
     """The summed VmHWM (peak RSS of each process) of a process tree, KiB."""
     return sum(_status_kib(pid, "VmHWM") for pid in tree_pids(root))
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of one process (and of its children already waited for), in clock ticks."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat[stat.rfind(")") + 2 :].split()
+    # fields[11..14]: utime, stime, cutime, cstime (proc(5), counted from the state field)
+    return sum(int(f) for f in fields[11:15])
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """The CPU time a process tree has used so far (user + system, every process), seconds."""
+    return sum(_cpu_ticks(pid) for pid in tree_pids(root)) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_size(root: int) -> int:

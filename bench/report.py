@@ -48,19 +48,25 @@ def sections(karpor: str) -> list[Section]:
     """The workloads in report order; ``karpor`` is the reference karpor peer key."""
     ms = "{:.2f}"
     rps = "{:,.0f}"
+    us = "{:,.0f}"
     return [
         Section(
             "latency",
             "1. Latency of a small GET at concurrency 1",
-            "wrk -t1 -c1, one keep-alive connection; milliseconds.",
+            "wrk -t1 -c1, one keep-alive connection; milliseconds. CPU µs/req as in table 2.",
             (
                 Column("p50", "p50 ms", ms),
                 Column("p90", "p90 ms", ms),
                 Column("p99", "p99 ms", ms),
                 Column("p99.9", "p99.9 ms", ms),
                 Column("rps", "req/s", rps),
+                Column("cpu_us", "CPU µs/req", us),
             ),
-            (Ratio("p50", karpor, "p50 ÷ karpor"), Ratio("p50", "direct", "p50 ÷ direct")),
+            (
+                Ratio("p50", karpor, "p50 ÷ karpor"),
+                Ratio("p50", "direct", "p50 ÷ direct"),
+                Ratio("cpu_us", karpor, "CPU ÷ karpor"),
+            ),
         ),
         Section(
             "latency-py",
@@ -80,17 +86,22 @@ def sections(karpor: str) -> list[Section]:
         Section(
             "throughput",
             "2. Throughput and p99 by concurrency",
-            "wrk -t2 -cC (keep-alive connections); the pod JSON, ~3 KB.",
+            "wrk -t2 -cC (keep-alive connections); the pod JSON, ~3 KB. CPU µs/req: the "
+            "CPU time (user + system) of the peer's whole process tree during the run "
+            "divided by the requests it served (for `direct`, nginx's own; for the proxies, "
+            "the proxy's tree, not the upstream's).",
             (
                 Column("rps", "req/s", rps),
                 Column("p50", "p50 ms", ms),
                 Column("p99", "p99 ms", ms),
+                Column("cpu_us", "CPU µs/req", us),
                 Column("errors", "errors", "{:.0f}"),
             ),
             (
                 Ratio("rps", karpor, "req/s ÷ karpor"),
                 Ratio("rps", "direct", "req/s ÷ direct"),
                 Ratio("p99", karpor, "p99 ÷ karpor"),
+                Ratio("cpu_us", karpor, "CPU ÷ karpor"),
             ),
         ),
         Section(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench import wrk
 from bench.peers import Peer
-from bench.procs import LOOPBACK
+from bench.procs import LOOPBACK, tree_cpu_seconds
 from bench.results import Results, Row
 
 LATENCY = "latency"
@@ -25,9 +25,11 @@ THROUGHPUT = "throughput"
 WORKERS = "workers"
 
 
-def _values(runs: Sequence[wrk.WrkResult]) -> dict[str, float]:
+def _values(runs: Sequence[wrk.WrkResult], cpu_us: Sequence[float]) -> dict[str, float]:
     """The medians of ``runs`` (alternating rounds of one peer at one
-    concurrency): requests/s and each percentile; requests and errors summed."""
+    concurrency): requests/s, each percentile and the CPU time per request
+    (``cpu_us``, one figure per run, when the peer's process tree is known);
+    requests and errors summed."""
     values = {
         "rps": statistics.median(r.rps for r in runs),
         "requests": float(sum(r.requests for r in runs)),
@@ -35,7 +37,22 @@ def _values(runs: Sequence[wrk.WrkResult]) -> dict[str, float]:
     }
     for q in runs[0].percentiles_ms:
         values[f"p{q:g}"] = statistics.median(r.percentiles_ms.get(q, 0.0) for r in runs)
+    if cpu_us:
+        values["cpu_us"] = statistics.median(cpu_us)
     return values
+
+
+def _measured_run(
+    wrk_bin: str, peer: Peer, script: Path, connections: int, duration: float
+) -> tuple[wrk.WrkResult, float | None]:
+    """One wrk run against ``peer`` and the CPU time its whole process tree
+    spent per request during it (µs; None when the peer has no process here)."""
+    root = peer.proc.pid if peer.proc is not None else None
+    before = tree_cpu_seconds(root) if root is not None else 0.0
+    result = wrk.run(wrk_bin, peer.url, script, connections, duration)
+    if root is None or not result.requests:
+        return result, None
+    return result, (tree_cpu_seconds(root) - before) / result.requests * 1e6
 
 
 def _note(runs: Sequence[wrk.WrkResult]) -> str:
@@ -79,6 +96,7 @@ def measure_peers(
         ready.append((peer, script))
     for c in concurrencies:
         runs: dict[str, list[wrk.WrkResult]] = {peer.key: [] for peer, _ in ready}
+        cpu: dict[str, list[float]] = {peer.key: [] for peer, _ in ready}
         problems: dict[str, str] = {}
         for r in range(rounds):
             turn = ready[r % len(ready) :] + ready[: r % len(ready)] if ready else []
@@ -86,16 +104,20 @@ def measure_peers(
                 if peer.key in problems:
                     continue
                 try:
-                    runs[peer.key].append(wrk.run(wrk_bin, peer.url, script, c, duration))
+                    result, cpu_us = _measured_run(wrk_bin, peer, script, c, duration)
                 except (ValueError, OSError) as exc:
                     problems[peer.key] = f"not measured: {exc}"
+                    continue
+                runs[peer.key].append(result)
+                if cpu_us is not None:
+                    cpu[peer.key].append(cpu_us)
         for peer, _ in ready:
             done = runs[peer.key]
             if peer.key in problems or not done:
                 values: dict[str, float] = {}
                 note = problems.get(peer.key, "not measured")
             else:
-                values = _values(done)
+                values = _values(done, cpu[peer.key])
                 note = _note(done)
             for workload in workloads:
                 if workload == LATENCY and c != 1:
@@ -106,6 +128,7 @@ def measure_peers(
                 + (
                     f"{values['rps']:9.0f} req/s  p50 {values['p50']:7.2f} ms  "
                     f"p99 {values['p99']:7.2f} ms"
+                    + (f"  CPU {values['cpu_us']:6.0f} µs/req" if "cpu_us" in values else "")
                     if values
                     else note
                 ),
