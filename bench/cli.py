@@ -223,8 +223,8 @@ def run_reqresp(
     ]
     if baseline is not None:
         try:
-            env = export_revision(baseline, ws.root / "baseline-src")
-            karpors.insert(1, ("baseline-1", f"karpor at {baseline}, 1 worker", 1, env))
+            source = export_revision(baseline, ws.root / "baseline-src")
+            karpors.insert(1, ("baseline-1", f"karpor at {baseline}, 1 worker", 1, source))
         except BenchError as exc:
             peers.append(_unavailable("baseline-1", f"karpor at {baseline}", str(exc)))
     for key, label, n, env in karpors:

@@ -18,7 +18,7 @@ is answered as a ``Status`` on the front connection.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
@@ -28,60 +28,19 @@ from karpor.auth.impersonation import impersonation_headers
 from karpor.front.responder import Responder
 from karpor.gatewayapi.request import ApiRequest
 from karpor.http.connection import RequestHead
-from karpor.http.headers import Header, RequestHeaders, ResponseHeaders, split_request
+from karpor.http.headers import Header, RequestHeaders, split_request
 from karpor.http.route import ApiRoute, ClusterRoute, route
 from karpor.kube.status import ApiError
 from karpor.metrics.labels import stream_kind
 from karpor.upstream.forward import Forwarder
 from karpor.upstream.pool import ClusterPool
 from karpor.upstream.request import CHUNKED, LENGTH, NO_BODY, UpstreamRequest
-from karpor.upstream.splice import Splice, UpgradeForwarder
+from karpor.upstream.splice import UpgradeForwarder
 
 if TYPE_CHECKING:
     from karpor.front.protocol import GatewayFactory, GatewayProtocol
 
 log = Logger()
-
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class _ClusterForwarder(Forwarder):
-    """A :class:`Forwarder` telling the front the cluster's status code."""
-
-    __slots__ = ("_front",)
-
-    def __init__(self, front: GatewayProtocol, *args: Any, **kwargs: Any) -> None:
-        super().__init__(front, *args, **kwargs)
-        self._front = front
-
-    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
-        """Note the status, then relay the head (saying ``Connection: close``
-        when the worker drains and no further request was received)."""
-        if not self._finished:
-            self._front.upstream_status(code, response)
-            if self._front.last_before_drain():
-                self.close_after()
-        super().upstream_head(code, reason, response)
-
-
-class _ClusterUpgradeForwarder(UpgradeForwarder):
-    """An :class:`UpgradeForwarder` telling the front the cluster's status code."""
-
-    def __init__(self, front: GatewayProtocol, *args: Any, **kwargs: Any) -> None:
-        super().__init__(front, *args, **kwargs)
-        self._front = front
-
-    def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
-        """Note the status, then relay the head."""
-        if not self._finished:
-            self._front.upstream_status(code, response)
-        super().upstream_head(code, reason, response)
-
-    def upstream_switch(self, reason: bytes, response: ResponseHeaders) -> Splice | None:
-        """Note the ``101``, then splice."""
-        if not self._finished:
-            self._front.upstream_status(101, response)
-        return super().upstream_switch(reason, response)
 
 
 class RequestPipeline:
@@ -170,7 +129,7 @@ class RequestPipeline:
             return
         body = CHUNKED if request.chunked else LENGTH if request.content_length else NO_BODY
         audit = front.audit
-        forwarder = _ClusterForwarder(
+        forwarder = Forwarder(
             front,
             UpstreamRequest(
                 head.method,
@@ -181,8 +140,6 @@ class RequestPipeline:
                 front.client_address,
                 audit.audit_id if audit is not None else b"",
             ),
-            http11=head.http11,
-            keep_alive=head.keep_alive,
             head_timeout=pool.head_timeout(head.method, target.target),
         )
         front.forwarder = forwarder
@@ -209,7 +166,7 @@ class RequestPipeline:
             front.conn.failed = True
             raise ApiError(400, "an upgrade request cannot carry a body")
         audit = front.audit
-        forwarder = _ClusterUpgradeForwarder(
+        forwarder = UpgradeForwarder(
             front,
             UpstreamRequest(
                 head.method,
@@ -221,8 +178,6 @@ class RequestPipeline:
                 audit.audit_id if audit is not None else b"",
                 request.upgrade,
             ),
-            http11=head.http11,
-            keep_alive=head.keep_alive,
             clock=pool.reactor,
         )
         front.forwarder = forwarder
@@ -240,10 +195,8 @@ class RequestPipeline:
         call = _ApiCall(self._factory, front, target, head, identity)
         front.on_body = call.data
         front.on_end = call.end
-        if head.http11 and any(
-            n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in head.headers
-        ):
-            front.transport.write(_CONTINUE)  # type: ignore[union-attr]
+        if any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in head.headers):
+            front.relay_interim(100, b"Continue", [])
 
 
 class _ApiCall:

@@ -197,6 +197,8 @@ class GatewayProtocol(Protocol):
         self.on_body: Callable[[bytes], None] | None = None
         self.on_end: Callable[[], None] | None = None
         self.forwarder: Forwarder | None = None
+        #: a relayed response's producer is registered on the transport
+        self._relaying = False
         self._splice: Splice | None = None
         self.responder: Responder | None = None
         self._idle_timer: IDelayedCall | None = None
@@ -434,9 +436,9 @@ class GatewayProtocol(Protocol):
             self._head, error.code, headers, error.body(), self.conn.failed
         )
         self.transport.write(data)  # type: ignore[union-attr]
-        self._finish_response(close)
+        self.finish_response(close)
 
-    def _finish_response(self, close: bool) -> None:
+    def finish_response(self, close: bool) -> None:
         """The response to the current request is complete."""
         if self.audit is not None:
             self._request_done()
@@ -459,13 +461,6 @@ class GatewayProtocol(Protocol):
             self._close_when_idle()
 
     # -- draining (the worker is stopping) ------------------------------------------
-
-    def last_before_drain(self) -> bool:
-        """Whether the response being started is the connection's last: the
-        worker drains and no further request was received (pipelined requests
-        already received are answered first, the last with ``Connection: close``)."""
-        conn = self.conn
-        return conn.draining and conn.last_response()
 
     def _idle(self) -> bool:
         return self.conn.idle and self._splice is None
@@ -555,16 +550,63 @@ class GatewayProtocol(Protocol):
         """Answer the current request with a ``Status``."""
         self._send_error(error)
 
-    def response_finished(self, close: bool) -> None:
-        """The forwarded response is complete."""
-        self._finish_response(close)
+    def relay_interim(self, code: int, reason: bytes, headers: list[Header]) -> None:
+        """Pass a cluster's ``1xx`` on (HTTP/1.1 clients only)."""
+        assert self._head is not None
+        data = self.conn.interim_head(self._head, code, reason, headers)
+        if data:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def relay_head(self, code: int, reason: bytes, response: ResponseHeaders) -> bool:
+        """Note the cluster's status (audit, metrics), then pass its head on,
+        framed by the connection (``Connection: close`` when the worker
+        drains and no further request was received); whether a body follows."""
+        assert self._head is not None
+        self.upstream_status(code, response)
+        data, body = self.conn.relay_head(
+            self._head, code, reason, response.forward, response.content_length
+        )
+        self.transport.write(data)  # type: ignore[union-attr]
+        return body
+
+    def stream_from(self, producer: IPushProducer) -> None:
+        """Pause ``producer`` (the cluster's side) while the client is slow."""
+        self.transport.registerProducer(producer, True)  # type: ignore[union-attr]
+        self._relaying = True
+
+    def relay_body(self, data: bytes) -> None:
+        """Pass a piece of the cluster's response body on."""
+        self.transport.write(self.conn.send_body(data))  # type: ignore[union-attr]
+
+    def relay_chunked(self) -> bool:
+        """Whether the relayed response is chunked (it can end at any point)."""
+        return self.conn.chunked
+
+    def relay_end(self, close: bool = False) -> None:
+        """The relayed response is complete."""
+        transport = self.transport
+        data, closes = self.conn.finish_body()
+        if data:
+            transport.write(data)  # type: ignore[union-attr]
+        if self._relaying:
+            self._relaying = False
+            transport.unregisterProducer()  # type: ignore[union-attr]
+        self.finish_response(close or closes)
 
     def abort(self) -> None:
         """Drop the client connection."""
         self.forwarder = None
+        if self._relaying:
+            self._relaying = False
+            self.transport.unregisterProducer()  # type: ignore[union-attr]
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     # -- TunnelChannel (for an upgrade) ----------------------------------------------
+
+    def relay_switch(self, reason: bytes, response: ResponseHeaders) -> None:
+        """Note the ``101``, then pass the cluster's head on."""
+        self.upstream_status(101, response)
+        self.transport.write(self.conn.switch_head(reason, response.forward))  # type: ignore[union-attr]
 
     def spliced(self, splice: Splice) -> bytes:
         """The request switched protocols: from now on the connection

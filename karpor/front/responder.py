@@ -54,7 +54,7 @@ class Responder:
         protocol.status = code
         data, close = protocol.conn.respond(self._head, code, self._headers(headers), body)
         protocol.transport.write(data)  # type: ignore[union-attr]
-        protocol.response_finished(close)
+        protocol.finish_response(close)
 
     def start(self, code: int, headers: Sequence[Header]) -> None:
         """Start a streamed response (chunked for HTTP/1.1)."""
@@ -82,7 +82,7 @@ class Responder:
         data, close = protocol.conn.finish_body()
         if data:
             protocol.transport.write(data)  # type: ignore[union-attr]
-        protocol.response_finished(close)
+        protocol.finish_response(close)
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once if the client goes away before :meth:`finish`."""

@@ -32,8 +32,13 @@ by the close), each deciding keep-alive: ``Connection: close`` when the
 request did not keep alive, the caller asks, or the connection drains
 (:attr:`FrontConnection.draining`) and no further request was received
 (:meth:`FrontConnection.last_response`).  A relayed response (a
-cluster's) is framed by its forwarder, which asks
-:meth:`~FrontConnection.last_response` the same way.
+cluster's) is framed here too: :meth:`~FrontConnection.relay_head` keeps
+the cluster's headers and reason phrase (its ``Content-Length`` frames the
+body; a body of unknown length is chunked, or delimited by the close for an
+HTTP/1.0 client), then :meth:`~FrontConnection.send_body` and
+:meth:`~FrontConnection.finish_body` as for a streamed answer;
+:meth:`~FrontConnection.interim_head` and
+:meth:`~FrontConnection.switch_head` write a ``1xx`` and a ``101``.
 
 The connection's timeout phase (:mod:`karpor.http.bounds`) is kept in
 :attr:`FrontConnection.phase` with the caller's clock at its start in
@@ -61,7 +66,7 @@ from karpor.http.bounds import (
     parser_error,
     unsupported_transfer_encoding,
 )
-from karpor.http.headers import Header
+from karpor.http.headers import Header, lines
 from karpor.kube.status import ApiError
 
 _PHRASES: dict[int, bytes] = {s.value: s.phrase.encode() for s in http.HTTPStatus}
@@ -92,6 +97,11 @@ DRAINING: Final = "draining"
 CLOSING_STATE: Final = "closing"
 #: a request could not be parsed: answered in turn, then the connection closes
 ERROR: Final = "error"
+
+
+def reason_phrase(code: int) -> bytes:
+    """The standard reason phrase of ``code`` (``Unknown`` for a code without one)."""
+    return _PHRASES.get(code, b"Unknown")
 
 
 def status_line(code: int) -> bytes:
@@ -549,6 +559,53 @@ class FrontConnection:
             parts.append(b"Connection: close\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)
+
+    def relay_head(
+        self,
+        head: RequestHead,
+        code: int,
+        reason: bytes,
+        headers: Sequence[Header],
+        content_length: int | None,
+    ) -> tuple[bytes, bool]:
+        """The head of a cluster's response to ``head``, relayed (see the
+        module docstring), and whether a body follows it (not for ``HEAD``,
+        ``204`` or ``304``).  ``headers`` are the cluster's, hop-by-hop
+        ones removed (:func:`karpor.http.headers.split_response`)."""
+        parts = [b"HTTP/1.1 %d %b\r\n" % (code, reason), *lines(headers)]
+        body = head.method != b"HEAD" and code not in (204, 304)
+        unsized = body and content_length is None
+        chunked = self._chunked = unsized and head.http11
+        if chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        close = self._response_closes = (
+            not head.keep_alive or (unsized and not chunked) or self.last_response()
+        )
+        if close:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts), body
+
+    @property
+    def chunked(self) -> bool:
+        """Whether the streamed response in progress is chunked (so that it
+        can be ended cleanly at any point)."""
+        return self._chunked
+
+    def interim_head(
+        self, head: RequestHead, code: int, reason: bytes, headers: Sequence[Header]
+    ) -> bytes:
+        """A cluster's ``1xx`` (``100 Continue``) for ``head``: nothing for
+        an HTTP/1.0 client, which does not expect one."""
+        if not head.http11:
+            return b""
+        return b"".join([b"HTTP/1.1 %d %b\r\n" % (code, reason), *lines(headers), b"\r\n"])
+
+    @staticmethod
+    def switch_head(reason: bytes, headers: Sequence[Header]) -> bytes:
+        """A cluster's ``101 Switching Protocols``, relayed (``headers`` keep
+        its ``Connection: Upgrade`` and ``Upgrade``)."""
+        return b"".join([b"HTTP/1.1 101 %b\r\n" % reason, *lines(headers), b"\r\n"])
 
     def send_body(self, data: bytes) -> bytes:
         """A piece of the streamed response as bytes."""

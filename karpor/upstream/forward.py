@@ -3,11 +3,11 @@
 A :class:`Forwarder` is the :class:`~karpor.upstream.http1.Exchange` of one
 client request.  The front protocol (its :class:`Channel`) feeds it the
 request body as it is parsed; the pool attaches it to an upstream
-connection; the connection feeds it the response, which it writes to the
-client as it arrives.  Nothing is accumulated:
+connection; the connection feeds it the response, which it hands to the
+channel as it arrives.  Nothing is accumulated:
 
 - while the response streams, the upstream connection's :class:`Valve` is
-  the producer of the client transport (a slow client pauses the cluster);
+  the producer of the client side (a slow client pauses the cluster);
   for a request carried as an HTTP/2 stream
   (:mod:`karpor.upstream.h2`) the stream is, and a slow client stops
   the stream's flow-control credit instead of the whole connection;
@@ -16,18 +16,22 @@ client as it arrives.  Nothing is accumulated:
 - before a connection is attached, client reads are paused, so at most the
   bytes of one read wait here.
 
-``Content-Length`` passes through; any other body is re-chunked for an
-HTTP/1.1 client (each piece flushed as it comes, so watch events and log
-lines are not held back) or delimited by closing for an HTTP/1.0 one.
+The forwarder decides what happens (relay, retry, fail, cut); the channel
+frames it for its client (``relay_*``: for HTTP/1.1,
+:meth:`karpor.http.connection.FrontConnection.relay_head` and its
+neighbours: ``Content-Length`` passes through, any other body is chunked,
+or delimited by closing for an HTTP/1.0 client), and the carrier
+(:class:`~karpor.upstream.http1.Carrier`) frames the request for the
+cluster.
 """
 
 from __future__ import annotations
 
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.interfaces import IPushProducer
 
-from karpor.http.headers import Header, ResponseHeaders, lines
+from karpor.http.headers import Header, ResponseHeaders
 from karpor.kube.status import ApiError
 from karpor.upstream.http1 import Carrier, Tunnel
 from karpor.upstream.request import CHUNKED, NO_BODY, UNRESOLVED, UpstreamRequest
@@ -41,11 +45,7 @@ _ANSWERED = UpstreamRequest(b"", b"")
 
 class Channel(TypingProtocol):
     """The client side of a forwarded request, implemented by the front
-    protocol."""
-
-    @property
-    def client(self) -> ITransport:
-        """The client's transport (TLS)."""
+    protocol: it frames the relayed response for its client."""
 
     def reading(self) -> IPushProducer:
         """A producer that pauses reading the request body from the client."""
@@ -59,8 +59,26 @@ class Channel(TypingProtocol):
     def send_error(self, error: ApiError) -> None:
         """Answer the request with a ``Status`` (no response started yet)."""
 
-    def response_finished(self, close: bool) -> None:
-        """The response is complete; ``close`` the connection after it."""
+    def relay_interim(self, code: int, reason: bytes, headers: list[Header]) -> None:
+        """Pass a ``1xx`` (``100 Continue``) on, where the client expects one."""
+
+    def relay_head(self, code: int, reason: bytes, response: ResponseHeaders) -> bool:
+        """Pass the cluster's response head on; whether a body follows."""
+
+    def stream_from(self, producer: IPushProducer) -> None:
+        """Register ``producer`` (the upstream side of the body) to be paused
+        while the client cannot take more."""
+
+    def relay_body(self, data: bytes) -> None:
+        """Pass a piece of the response body on."""
+
+    def relay_chunked(self) -> bool:
+        """Whether the relayed response can be ended cleanly at any point
+        (its body is chunked)."""
+
+    def relay_end(self, close: bool = False) -> None:
+        """The response is complete (``close``: close the connection after
+        it); the producer from :meth:`stream_from` is unregistered."""
 
     def abort(self) -> None:
         """Drop the client connection (a response broke off mid-way)."""
@@ -87,16 +105,11 @@ class Forwarder:
         "_body_done",
         "_body_producer",
         "_channel",
-        "_chunked_down",
         "_chunked_up",
-        "_close",
         "_conn",
         "_finished",
-        "_http11",
-        "_keep_alive",
         "_pending",
         "_started",
-        "_streaming",
         "cancelled",
         "credential",
         "has_body",
@@ -111,8 +124,6 @@ class Forwarder:
         channel: Channel,
         request: UpstreamRequest,
         *,
-        http11: bool,
-        keep_alive: bool,
         head_timeout: float | None = None,
     ) -> None:
         self._channel = channel
@@ -126,17 +137,12 @@ class Forwarder:
         self.cancelled = False
         self.has_body = body
         self._chunked_up = request.body == CHUNKED
-        self._http11 = http11
-        self._keep_alive = keep_alive
         self._conn: Carrier | None = None
         self._pending: list[bytes] = []
         self._body_done = not body
         self._body_producer: IPushProducer | None = None
         self._started = False
         self._finished = False
-        self._chunked_down = False
-        self._streaming = False
-        self._close = not keep_alive
         if body:
             channel.pause_for_upstream()
 
@@ -212,39 +218,19 @@ class Forwarder:
     # -- the response, from the cluster -------------------------------------------
 
     def upstream_interim(self, code: int, reason: bytes, headers: list[Header]) -> None:
-        """Relay a 1xx (``100 Continue``) to an HTTP/1.1 client."""
-        if self._http11 and not self._started and not self._finished:
-            self._channel.client.write(
-                b"".join([b"HTTP/1.1 %d %b\r\n" % (code, reason), *lines(headers), b"\r\n"])
-            )
+        """Relay a 1xx (``100 Continue``)."""
+        if not self._started and not self._finished:
+            self._channel.relay_interim(code, reason, headers)
 
     def upstream_head(self, code: int, reason: bytes, response: ResponseHeaders) -> None:
-        """Write the response head to the client and start streaming."""
+        """Relay the response head and start streaming."""
         if self._finished:
             return
         self._started = True
         self.request = _ANSWERED  # never sent again: not kept while the response lasts
-        parts = [b"HTTP/1.1 %d %b\r\n" % (code, reason), *lines(response.forward)]
-        body_possible = not self.head_only and code not in (204, 304)
-        if body_possible and response.content_length is None:
-            if self._http11:
-                self._chunked_down = True
-                parts.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                self._close = True
-        if self._close:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        client = self._channel.client
-        client.write(b"".join(parts))
-        if body_possible and self._conn is not None:
-            client.registerProducer(self._conn.valve(self), True)  # type: ignore[attr-defined]
-            self._streaming = True
-
-    def close_after(self) -> None:
-        """Close the client connection after this response (it says
-        ``Connection: close`` unless its head is already written)."""
-        self._close = True
+        channel = self._channel
+        if channel.relay_head(code, reason, response) and self._conn is not None:
+            channel.stream_from(self._conn.valve(self))
 
     def upstream_switch(self, reason: bytes, response: ResponseHeaders) -> Tunnel | None:
         """A plain request never switches protocols (see
@@ -253,28 +239,19 @@ class Forwarder:
 
     def upstream_body(self, data: bytes) -> None:
         """Pass a piece of the response body on."""
-        if self._finished or not data:
-            return
-        if self._chunked_down:
-            # one write of the chunk: size line, data and CRLF (chunk(), inlined)
-            self._channel.client.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            self._channel.client.write(data)
+        if not self._finished and data:
+            self._channel.relay_body(data)
 
     def upstream_end(self) -> None:
         """The response is complete."""
         if self._finished:
             return
         self._finished = True
-        client = self._channel.client
-        if self._chunked_down:
-            client.write(_LAST_CHUNK)
-        if self._streaming:
-            client.unregisterProducer()  # type: ignore[attr-defined]
         self._stop_body_producer()
         self._conn = None
-        self._channel.resume_for_upstream()
-        self._channel.response_finished(self._close)
+        channel = self._channel
+        channel.resume_for_upstream()
+        channel.relay_end()
 
     def end_stream(self) -> None:
         """End the response now (a drain deadline): cleanly where the framing
@@ -283,21 +260,17 @@ class Forwarder:
         upstream connection is closed, never pooled."""
         if self._finished:
             return
-        if not (self._started and self._chunked_down):
+        if not (self._started and self._channel.relay_chunked()):
             self._channel.abort()
             self.client_lost()
             return
         self._finished = True
         self.cancelled = True
-        client = self._channel.client
-        client.write(_LAST_CHUNK)
-        if self._streaming:
-            client.unregisterProducer()  # type: ignore[attr-defined]
         self._stop_body_producer()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.abort()
-        self._channel.response_finished(True)
+        self._channel.relay_end(close=True)
 
     def upstream_failed(self, error: ApiError) -> None:
         """Answer the error, or break the client connection if the response
@@ -309,8 +282,6 @@ class Forwarder:
         self._conn = None
         self._pending = []
         if self._started:
-            if self._streaming:
-                self._channel.client.unregisterProducer()  # type: ignore[attr-defined]
             self._channel.abort()
             return
         self._channel.resume_for_upstream()

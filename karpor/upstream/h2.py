@@ -57,7 +57,6 @@ answered ``504`` (:mod:`karpor.upstream.deadline`).
 from __future__ import annotations
 
 import contextlib
-import http
 from collections import deque
 from typing import Protocol as TypingProtocol
 
@@ -78,6 +77,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from karpor.http.connection import reason_phrase
 from karpor.http.headers import (
     Header,
     ResponseHeaders,
@@ -107,7 +107,6 @@ ACK_BATCH = 8192
 #: (kube-apiserver announces 250, Go's default).
 ASSUMED_MAX_STREAMS = 100
 
-_PHRASES: dict[int, bytes] = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 _TRUE = frozenset({b"true", b"1", b"t", b"True", b"TRUE", b"T"})
 _CANCEL = h2.errors.ErrorCodes.CANCEL
 _REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
@@ -570,7 +569,7 @@ class H2UpstreamConnection(Protocol):
         if code == 401:
             self.multiplexer.unauthorized()
         response: ResponseHeaders = split_response(plain)
-        exchange.upstream_head(code, _PHRASES.get(code, b"Unknown"), response)
+        exchange.upstream_head(code, reason_phrase(code), response)
 
     def _interim(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
         stream = self.streams.get(stream_id)
@@ -579,7 +578,7 @@ class H2UpstreamConnection(Protocol):
         status = dict(headers).get(b":status", b"100")
         code = int(status)
         plain = [(n, v) for n, v in headers if not n.startswith(b":")]
-        stream.exchange.upstream_interim(code, _PHRASES.get(code, b"Unknown"), plain)
+        stream.exchange.upstream_interim(code, reason_phrase(code), plain)
 
     def _ended(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)

@@ -50,7 +50,7 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
-from karpor.http.headers import ResponseHeaders, lines
+from karpor.http.headers import ResponseHeaders
 from karpor.http.sessionend import SessionEnd, session_end
 from karpor.upstream.forward import Channel, Forwarder
 from karpor.upstream.request import UpstreamRequest
@@ -75,6 +75,13 @@ class Reading(TypingProtocol):
 class TunnelChannel(Channel, Reading, TypingProtocol):
     """The client side of an upgrade request, implemented by the front
     protocol."""
+
+    @property
+    def client(self) -> ITransport:
+        """The client's transport (spliced to the cluster's after the ``101``)."""
+
+    def relay_switch(self, reason: bytes, response: ResponseHeaders) -> None:
+        """Pass the cluster's ``101`` head on."""
 
     def spliced(self, splice: Splice) -> bytes:
         """The request switched protocols: hand every byte the client sends
@@ -278,12 +285,10 @@ class UpgradeForwarder(Forwarder):
         channel: TunnelChannel,
         request: UpstreamRequest,
         *,
-        http11: bool,
-        keep_alive: bool,
         clock: IReactorTime,
         close_grace: float = CLOSE_GRACE,
     ) -> None:
-        super().__init__(channel, request, http11=http11, keep_alive=keep_alive)
+        super().__init__(channel, request)
         self.retriable = False
         self._tunnel_channel = channel
         self._clock = clock
@@ -300,10 +305,9 @@ class UpgradeForwarder(Forwarder):
         self._started = True
         self._conn = None
         channel = self._tunnel_channel
-        client = channel.client
-        client.write(b"".join([b"HTTP/1.1 101 %b\r\n" % reason, *lines(response.forward), b"\r\n"]))
+        channel.relay_switch(reason, response)
         splice = Splice(
-            client,
+            channel.client,
             channel,
             conn.transport,
             conn,

@@ -323,3 +323,64 @@ def test_a_streamed_response_is_chunked_over_http11_else_ends_with_the_close() -
     assert c.start_response(head, 200, []) == b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
     assert c.send_body(b"hello") == b"hello"
     assert c.finish_body() == (b"", True)
+
+
+# -- a relayed response (a cluster's) -------------------------------------------------
+
+
+def test_a_relayed_head_keeps_the_clusters_length_and_reason() -> None:
+    c = conn()
+    head = read_one(c, b"GET /p HTTP/1.1\r\n\r\n")
+    data, body = c.relay_head(head, 200, b"Fine", [(b"Content-Length", b"2")], 2)
+    assert body and data == b"HTTP/1.1 200 Fine\r\nContent-Length: 2\r\n\r\n"
+    assert c.send_body(b"ok") == b"ok"
+    assert c.finish_body() == (b"", False)
+    assert not c.chunked
+
+
+def test_a_relayed_body_of_unknown_length_is_chunked_or_ends_with_the_close() -> None:
+    c = conn()
+    head = read_one(c, b"GET /w HTTP/1.1\r\n\r\n")
+    data, body = c.relay_head(head, 200, b"OK", [], None)
+    assert body and data == b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert c.chunked and c.send_body(b"e") == b"1\r\ne\r\n"
+    assert c.finish_body() == (b"0\r\n\r\n", False)
+    c = conn()
+    head = read_one(c, b"GET /w HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    data, body = c.relay_head(head, 200, b"OK", [], None)
+    assert data == b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" and not c.chunked
+    assert c.finish_body() == (b"", True)
+
+
+@pytest.mark.parametrize(
+    ("request_line", "code"),
+    [(b"HEAD /p HTTP/1.1", 200), (b"GET /p HTTP/1.1", 204), (b"GET /p HTTP/1.1", 304)],
+)
+def test_a_relayed_response_without_a_body_is_not_chunked(request_line: bytes, code: int) -> None:
+    c = conn()
+    head = read_one(c, request_line + b"\r\n\r\n")
+    data, body = c.relay_head(head, code, b"X", [], None)
+    assert not body and b"Transfer-Encoding" not in data and b"Connection" not in data
+
+
+def test_a_relayed_response_closes_on_drain_or_without_keep_alive() -> None:
+    c = conn()
+    head = read_one(c, b"GET /p HTTP/1.1\r\n\r\n")
+    c.draining = True
+    data, _ = c.relay_head(head, 200, b"OK", [(b"Content-Length", b"0")], 0)
+    assert data.endswith(b"Connection: close\r\n\r\n") and c.finish_body() == (b"", True)
+    c = conn()
+    head = read_one(c, b"GET /p HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert c.relay_head(head, 200, b"OK", [], 0)[0].endswith(b"Connection: close\r\n\r\n")
+
+
+def test_interim_and_switch_heads() -> None:
+    c = conn()
+    head = read_one(c, b"PUT /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+    assert c.interim_head(head, 100, b"Continue", []) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    c = conn()
+    old = read_one(c, b"PUT /p HTTP/1.0\r\nContent-Length: 1\r\n\r\n")
+    assert c.interim_head(old, 100, b"Continue", []) == b""
+    assert FrontConnection.switch_head(b"Switching Protocols", [(b"Upgrade", b"SPDY/3.1")]) == (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: SPDY/3.1\r\n\r\n"
+    )

@@ -9,41 +9,17 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.channel import RecordingChannel as Client
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from karpor.app.settings import SettingsError, UpstreamSettings, parse_settings
 from karpor.config.model import Cluster, TokenCredential
 from karpor.kube.requestinfo import long_running, long_running_target, parse_request_info
-from karpor.kube.status import ApiError
 from karpor.upstream.deadline import DEFAULT_RESPONSE_HEADER_TIMEOUT, HeadDeadline
 from karpor.upstream.forward import Forwarder
 from karpor.upstream.http1 import UpstreamConnection
 from karpor.upstream.pool import ClusterPool, PoolSettings
 from karpor.upstream.request import UpstreamRequest
-
-
-class Client:
-    """The front protocol's side of one forwarded request (a Channel)."""
-
-    def __init__(self) -> None:
-        self.client = StringTransport()
-        self.errors: list[ApiError] = []
-        self.finished: list[bool] = []
-
-    def reading(self) -> Any:
-        return None
-
-    def pause_for_upstream(self) -> None: ...
-    def resume_for_upstream(self) -> None: ...
-
-    def send_error(self, error: ApiError) -> None:
-        self.errors.append(error)
-
-    def response_finished(self, close: bool) -> None:
-        self.finished.append(close)
-
-    def abort(self) -> None: ...
-
 
 CLUSTER = Cluster(name="slow", endpoint="http://10.0.0.9:6443", credential=TokenCredential("t"))
 
@@ -174,8 +150,6 @@ def _get(client: Client, timeout: float | None) -> Forwarder:
     return Forwarder(
         client,
         UpstreamRequest(b"GET", b"/api/v1/pods"),
-        http11=True,
-        keep_alive=True,
         head_timeout=timeout,
     )
 

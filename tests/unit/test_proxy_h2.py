@@ -13,6 +13,7 @@ import h2.errors
 import h2.events
 import h2.settings
 import pytest
+from support.channel import RecordingChannel as Client
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionLost
@@ -28,7 +29,6 @@ from zope.interface import implementer
 
 from karpor.config.model import Cluster, TokenCredential
 from karpor.http.headers import split_request
-from karpor.kube.status import ApiError
 from karpor.sim.cluster import SimulatedCluster
 from karpor.sim.http2 import NegotiatingChannel
 from karpor.upstream.credentials import ClusterCredentials
@@ -87,31 +87,6 @@ class Reading:
     def pauseProducing(self) -> None: ...
     def resumeProducing(self) -> None: ...
     def stopProducing(self) -> None: ...
-
-
-class Client:
-    """The front protocol's side of one forwarded request (a Channel)."""
-
-    def __init__(self) -> None:
-        self.client = StringTransport()
-        self.errors: list[ApiError] = []
-        self.finished: list[bool] = []
-        self.aborted = False
-
-    def reading(self) -> IPushProducer:
-        return Reading()
-
-    def pause_for_upstream(self) -> None: ...
-    def resume_for_upstream(self) -> None: ...
-
-    def send_error(self, error: ApiError) -> None:
-        self.errors.append(error)
-
-    def response_finished(self, close: bool) -> None:
-        self.finished.append(close)
-
-    def abort(self) -> None:
-        self.aborted = True
 
 
 class Cluster2:
@@ -190,8 +165,6 @@ def watch(client: Client | None = None, target: bytes = WATCH) -> tuple[Forwarde
     forwarder = Forwarder(
         client,
         UpstreamRequest(b"GET", target, request.forward, forwarded_for=b"192.0.2.7"),
-        http11=True,
-        keep_alive=True,
     )
     # what the pool sets before it submits to the multiplexer
     forwarder.credential = CREDENTIAL
