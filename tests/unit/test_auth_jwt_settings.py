@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_auth_jwt import ISSUER, NOW, RSA_SET, claims, sign
+from support.jwts import ISSUER, NOW, RSA_SET, claims, sign
 
 from karpor.app.settings import SettingsError, parse_settings
 from karpor.auth.access import Access, Peer
