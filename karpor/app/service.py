@@ -93,6 +93,7 @@ from karpor.app.tree import Part, PeriodicCall, ServiceTree, Teardown
 from karpor.auth.access import Access, AccessError, write_access_record
 from karpor.auth.audit import AuditWriter
 from karpor.auth.frontproxysource import start_refresh
+from karpor.auth.oidcfetch import KeyFetcher
 from karpor.auth.revocation import RELOAD_INTERVAL
 from karpor.config.directory import DirectoryLoader
 from karpor.config.model import Cluster
@@ -508,7 +509,19 @@ class GatewayService(ServiceTree):
         self.access = access
         if not prepared.read_only:
             write_access_record(prepared.directory, settings.authentication, settings.authorization)
-        return front_proxy.stop if front_proxy is not None else None
+        keys = None
+        if access.oidc is not None:
+            # the OpenID providers' keys: fetched now and kept fresh, never awaited
+            keys = KeyFetcher(access.oidc, self.reactor)
+            keys.start()
+
+        def stop() -> None:
+            if front_proxy is not None:
+                front_proxy.stop()
+            if keys is not None:
+                keys.stop()
+
+        return stop
 
     def _open_audit(self) -> Teardown | None:
         """``audit``: the ``auditLog`` writer (one that cannot be opened ends the process)."""

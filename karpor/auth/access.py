@@ -12,11 +12,14 @@ assembled for the front (sans-IO but for the files it reloads).
   request headers, in this order: the gateway-CA certificate (refused when
   revoked or expired since the handshake); the front-proxy headers, only on
   a connection whose certificate verified against the requestheader CA with
-  an allowed CN; the bearer token of the token file.  When nothing
+  an allowed CN; the bearer token of the token file; a bearer JWT of a
+  configured OpenID provider (:mod:`karpor.auth.oidc`; its 401 says why in
+  general terms).  When nothing
   succeeded, a credential that was presented and refused is a 401; no
   credential at all is ``system:anonymous`` (group
   ``system:unauthenticated``) with ``anonymous: true``, else a 401.  Only
-  dict lookups and a SHA-256 of a presented token happen here;
+  dict lookups and a SHA-256 of a presented token happen here (the first
+  sight of a JWT checks its signature once; the judgement is cached);
 - :meth:`Access.authorize`, per cluster request: the policy
   (:mod:`karpor.auth.policy`), the caller's own ``Impersonate-*`` headers
   (403 unless the policy grants ``impersonate`` on the cluster; then the
@@ -71,6 +74,8 @@ from karpor.auth.impersonation import (
     requested_identity,
     upstream_identity,
 )
+from karpor.auth.jwt import JwtError
+from karpor.auth.oidc import OidcAuthenticator
 from karpor.auth.policy import ALLOW_ALL, Attributes, Policy, attributes, load_policy
 from karpor.auth.requestheader import RequestHeaderConfig, authenticate_headers
 from karpor.auth.revocation import (
@@ -175,6 +180,7 @@ class Access:
         policy: ReloadingFile[Policy] | None = None,
         clock: Callable[[], float] | None = None,
         audit: bool = False,
+        oidc: OidcAuthenticator | None = None,
     ) -> None:
         import time  # noqa: PLC0415
 
@@ -190,6 +196,8 @@ class Access:
         self.anonymous = anonymous
         self._policy = policy
         self._clock = clock or time.time
+        #: OpenID providers' tokens (``authentication.jwt``; ``None``: none configured)
+        self.oidc = oidc
         #: whether the audit log needs every request's attributes
         self.audit = audit
         names, prefixes = self._request_header.header_names() if request_header else ((), ())
@@ -257,6 +265,7 @@ class Access:
             anonymous=authentication.anonymous,
             policy=policy,
             audit=audit,
+            oidc=OidcAuthenticator(authentication.jwt) if authentication.jwt else None,
         )
 
     def set_front_proxy(self, ca_pems: Sequence[bytes], config: RequestHeaderConfig) -> None:
@@ -337,6 +346,15 @@ class Access:
             found = tokens.value.authenticator.identify(bearer) if tokens is not None else None
             if found is not None:
                 return found
+            oidc = self.oidc
+            if oidc is not None:
+                try:
+                    found = oidc.identify(bearer, self._clock())
+                except JwtError as exc:
+                    # why, in general terms; never the token
+                    raise ApiError(401, f"Unauthorized: {exc}", "Unauthorized") from None
+                if found is not None:
+                    return found
             rejected = True
         if rejected or not self.anonymous:
             raise unauthorized()

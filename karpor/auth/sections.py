@@ -14,6 +14,17 @@
         extraHeadersPrefix: [X-Remote-Extra-]
         uidHeaders: []
       anonymous: false
+      jwt:                                     # OpenID providers (kube-apiserver's form)
+      - issuer:
+          url: https://issuer.example.com      # the tokens' iss, exactly
+          audiences: [karpor]                  # one of them must be in aud
+          certificateAuthority: <PEM>          # optional: the issuer's TLS CA
+          discoveryURL: https://…              # optional: default url + /.well-known/…
+        claimMappings:
+          username: {claim: email, prefix: ""} # prefix required unless the claim is email
+          groups: {claim: groups, prefix: "oidc:"}   # optional; prefix required
+        claimValidationRules:                  # optional
+        - {claim: hd, requiredValue: example.com}
     authorization:
       policyFile: /etc/karpor/policy.yaml
 
@@ -55,6 +66,7 @@ from karpor.auth.frontproxy import (
     SERVICE_ACCOUNT_CA_FILE,
     SERVICE_ACCOUNT_TOKEN_FILE,
 )
+from karpor.auth.jwt import ClaimMapping, ClaimRule, JwtIssuer
 from karpor.auth.requestheader import RequestHeaderConfig
 from karpor.config.validation import Checker, Key, describe, item, join, section_parser
 
@@ -104,6 +116,8 @@ class AuthenticationSettings:
     token_file: str | None = None
     request_header: RequestHeaderSettings | None = None
     anonymous: bool = False
+    #: OpenID providers whose tokens are accepted (:mod:`karpor.auth.oidc`)
+    jwt: tuple[JwtIssuer, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,6 +235,113 @@ def parse_request_header(
     return settings
 
 
+def _claim_mapping(
+    c: Checker, obj: Mapping[str, Any], key: str, path: str, *, prefix_unless_email: bool
+) -> ClaimMapping | None:
+    section = c.section(obj, key, path, ("claim", "prefix"))
+    if section is None:
+        return None
+    field = join(path, key)
+    claim = c.string(section, "claim", field, required=True)
+    prefix = c.string(section, "prefix", field)
+    if claim is None:
+        return None
+    if prefix is None:
+        if claim != "email" or not prefix_unless_email:
+            c.error(
+                join(field, "prefix"),
+                'required (may be ""): as kube-apiserver, only the email claim has a default',
+            )
+            return None
+        prefix = ""
+    return ClaimMapping(claim, prefix)
+
+
+def _certificate_authority(c: Checker, obj: Mapping[str, Any], path: str) -> str | None:
+    pem = c.string(obj, "certificateAuthority", path, empty=False)
+    if pem is None:
+        return None
+    from cryptography import x509  # noqa: PLC0415
+
+    try:
+        x509.load_pem_x509_certificates(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        c.error(join(path, "certificateAuthority"), "not a PEM certificate (or bundle)")
+        return None
+    return pem
+
+
+def _jwt_issuer(c: Checker, value: Any, at: str) -> JwtIssuer | None:
+    entry = c.mapping(value, at, ("issuer", "claimMappings", "claimValidationRules"))
+    if entry is None:
+        return None
+    before = len(c.errors)
+    issuer_field = join(at, "issuer")
+    issuer = c.section(
+        entry,
+        "issuer",
+        at,
+        ("url", "audiences", "certificateAuthority", "discoveryURL"),
+        required=True,
+    )
+    url = audiences = ca = discovery = None
+    if issuer is not None:
+        url = parse_server(c, issuer, "url", issuer_field) if "url" in issuer else None
+        if "url" not in issuer:
+            c.error(join(issuer_field, "url"), "required")
+        audiences = c.strings(issuer, "audiences", issuer_field, empty=False, empty_items=False)
+        if audiences is None and "audiences" not in issuer:
+            c.error(join(issuer_field, "audiences"), "required")
+        ca = _certificate_authority(c, issuer, issuer_field)
+        if "discoveryURL" in issuer:
+            discovery = parse_server(c, issuer, "discoveryURL", issuer_field)
+    mappings_field = join(at, "claimMappings")
+    mappings = c.section(entry, "claimMappings", at, ("username", "groups"), required=True)
+    username = groups = None
+    if mappings is not None:
+        username = _claim_mapping(c, mappings, "username", mappings_field, prefix_unless_email=True)
+        if "username" not in mappings:
+            c.error(join(mappings_field, "username"), "required")
+        groups = _claim_mapping(c, mappings, "groups", mappings_field, prefix_unless_email=False)
+    rules: list[ClaimRule] = []
+    for rule_field, rule in c.items(entry, "claimValidationRules", at):
+        rule_map = c.mapping(rule, rule_field, ("claim", "requiredValue"))
+        if rule_map is None:
+            continue
+        claim = c.string(rule_map, "claim", rule_field, required=True)
+        required_value = c.string(rule_map, "requiredValue", rule_field, required=True)
+        if claim is not None and required_value is not None:
+            rules.append(ClaimRule(claim, required_value))
+    if len(c.errors) > before or url is None or not audiences or username is None:
+        return None
+    return JwtIssuer(
+        url=url,
+        audiences=audiences,
+        username=username,
+        groups=groups,
+        rules=tuple(rules),
+        certificate_authority=ca,
+        discovery_url=discovery,
+    )
+
+
+def parse_jwt(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> tuple[JwtIssuer, ...]:
+    """``authentication.jwt``: the OpenID providers whose tokens are accepted
+    (one entry per issuer URL)."""
+    issuers: list[JwtIssuer] = []
+    seen: set[str] = set()
+    for at, value in c.items(obj, key, path):
+        issuer = _jwt_issuer(c, value, at)
+        if issuer is None:
+            continue
+        if issuer.url in seen:
+            c.error(join(join(at, "issuer"), "url"), "names an issuer already configured")
+            continue
+        seen.add(issuer.url)
+        issuers.append(issuer)
+    return tuple(issuers)
+
+
 #: ``authentication``
 parse_authentication = section_parser(
     AuthenticationSettings,
@@ -229,6 +350,7 @@ parse_authentication = section_parser(
         Key("tokenFile", "token_file", Checker.path),
         Key("requestHeader", "request_header", parse_request_header),
         Key("anonymous", "anonymous", Checker.boolean),
+        Key("jwt", "jwt", parse_jwt),
     ),
 )
 
