@@ -301,3 +301,39 @@ def test_status_follows_definitions_and_may_come_first():
     catalog.update(snapshot(cluster("sim-1")))
     [late] = catalog.update(snapshot(cluster("sim-1"), cluster("sim-2")))
     assert late.type == "ADDED" and late.entry.status is None
+
+
+def test_two_workers_read_each_others_resource_versions_as_times():
+    """Each worker process keeps a catalog of its own; with wall-clock
+    floors, one's resourceVersion means "as of that time" to the other."""
+    clock = [100.0]
+
+    def floor() -> int:
+        return int(clock[0] * 1_000_000)
+
+    a = ClusterCatalog(floor=floor)
+    clock[0] += 0.002
+    b = ClusterCatalog(floor=floor)  # started a little later
+    one = snapshot(cluster("sim-1"))
+    a.update(one)
+    b.update(one)
+    listed_on_a = a.resource_version
+    # a worker started after that time cannot tell what happened before: 410
+    assert b.since(listed_on_a - 2_000_000) is None
+    clock[0] += 1
+    two = snapshot(cluster("sim-1"), cluster("sim-2"))
+    b.update(two)  # b sees the new file first...
+    clock[0] += 0.001
+    a.update(two)  # ...a a millisecond later
+    # a watch resumed on b from a's list sees the change; b's own load of
+    # sim-1, later than a's list, comes again (a repeat of what the client has)
+    assert [(e.type, e.entry.cluster.name) for e in since(b, listed_on_a)] == [
+        ("ADDED", "sim-1"),
+        ("ADDED", "sim-2"),
+    ]
+    # and resumed on b from a's later list, nothing more
+    assert since(b, a.resource_version) == []
+    # resourceVersions only grow, even when the clock goes back
+    clock[0] -= 50
+    a.set_status("sim-1", ClusterStatus(False, "down", 0))
+    assert a.resource_version > listed_on_a
