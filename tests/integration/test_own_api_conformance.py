@@ -84,9 +84,9 @@ def test_python_client_pages_with_limit_and_continue(custom: Any) -> None:
     everything = custom.list_cluster_custom_object(GROUP, VERSION, "clusters")
     names: list[str] = []
     token = None
-    versions = set()
+    versions: set[str] = set()
     while True:
-        kwargs = {"_continue": token} if token else {}
+        kwargs: dict[str, str] = {"_continue": token} if token else {}
         page = custom.list_cluster_custom_object(GROUP, VERSION, "clusters", limit=1, **kwargs)
         names += [item["metadata"]["name"] for item in page["items"]]
         versions.add(page["metadata"]["resourceVersion"])
