@@ -23,6 +23,7 @@ WARNING = b"warning"
 
 
 def _clean(text: str) -> str:
+    text = text.replace("\u2026", "...")  # the ellipsis of a shortened probe message
     text = "".join(c if " " <= c <= "~" else " " if c in "\t\r\n" else "?" for c in text)
     text = " ".join(text.split())
     if len(text) > MAX_WARNING:

@@ -485,11 +485,12 @@ def paged_world():
     return World(*(cluster(f"c{i}", labels={"n": str(i % 2)}) for i in range(5)))
 
 
-def pages(world, query="", accept="application/json"):
-    """Every page of a list by ``limit=2``: (names, metadata) per page."""
+def pages(world, query="", accept="application/json", limit=2):
+    """Every page of a list by ``limit``: (names, metadata) per page."""
     out, token = [], ""
     while True:
-        q = "limit=2" + (f"&continue={token}" if token else "") + (f"&{query}" if query else "")
+        q = f"limit={limit}" + (f"&continue={token}" if token else "")
+        q += f"&{query}" if query else ""
         r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query=q, accept=accept)
         assert r.code == 200, r.body
         doc = r.json()
@@ -509,6 +510,13 @@ def test_limit_pages_with_a_continue_token_and_remaining_count(accept):
     assert [meta.get("remainingItemCount") for _, meta in found] == [3, 1, None]
     # every page is of the same list: the first page's resourceVersion
     assert len({meta["resourceVersion"] for _, meta in found}) == 1
+
+
+@pytest.mark.parametrize("limit", [1, 3, 4, 5, 6, 500])
+def test_any_limit_lists_every_cluster_once_in_order(limit):
+    found = pages(paged_world(), limit=limit, accept=TABLE)
+    assert [n for names, _ in found for n in names] == ["c0", "c1", "c2", "c3", "c4"]
+    assert len(found) == -(-5 // limit)
 
 
 def test_remaining_count_is_left_out_with_a_selector():

@@ -13,6 +13,10 @@ def test_kube_form():
     )
 
 
+def test_an_ellipsis_stays_readable():
+    assert warning_header("cut\u2026 \u00e9")[1] == b'299 - "cut... ?"'
+
+
 @given(st.text())
 def test_any_text_makes_a_safe_header_value(text):
     name, value = warning_header(text)
