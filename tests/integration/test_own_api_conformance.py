@@ -100,11 +100,18 @@ def test_python_client_pages_with_limit_and_continue(custom: Any) -> None:
 
 
 @pytest.fixture
-def added_cluster(gateway: GatewayRun) -> Iterator[Path]:
-    """Where a test may write a cluster file (removed afterwards)."""
+def added_cluster(gateway: GatewayRun, custom: Any) -> Iterator[Path]:
+    """Where a test may write a cluster file; removed afterwards, and gone
+    from the gateway before the next test (others compare the cluster list)."""
     path = gateway.clusters_dir / f"added-{uuid.uuid4().hex[:6]}.yaml"
     yield path
     path.unlink(missing_ok=True)
+
+    def gone() -> bool:
+        listed = custom.list_cluster_custom_object(GROUP, VERSION, "clusters")
+        return path.stem not in {item["metadata"]["name"] for item in listed["items"]}
+
+    wait_for(gone, 30, f"the gateway to drop cluster {path.stem}")
 
 
 def test_a_watch_resumed_from_a_list_sees_a_later_change(custom: Any, added_cluster: Path) -> None:
