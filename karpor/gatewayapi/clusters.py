@@ -25,19 +25,21 @@ Pure building blocks of ``GET /apis/cluster.karpor.io/v1beta1/clusters``:
 Resource versions: every change of a cluster's definition or of its
 health, version or probe message takes a new, higher resourceVersion (a
 probe that only moves ``lastProbeTime`` does not: watches are told of
-changes, not of every probe); a list's resourceVersion is the latest.  The
-gateway's own API gives the catalog a ``floor`` of wall-clock microseconds
-(:class:`~karpor.gatewayapi.handler.GatewayApi`), so a resourceVersion is
-the time this process saw the change (one more than the last when the clock
-has not moved or went back).  That is what keeps several worker processes
-(and replicas) consistent enough for clients, though each loads the
-clusters directory and probes the clusters on its own and none shares a
-counter: a resourceVersion from one worker means "the state as of that
-time" to every other.  A watch (or a continued list) that reaches another
-worker resumes from that worker's history after that time, so it may
-repeat a change both saw (a MODIFIED of what the client already has) but
-misses one only when the two workers saw it more than the time between the
-list and the watch apart (a reload is seen by every worker within
+changes, not of every probe); a list's resourceVersion is the latest, or
+the time of the list when that is later
+(:meth:`ClusterCatalog.list_version`, as kube gives a list the current
+revision).  The gateway's own API gives the catalog a ``floor`` of
+wall-clock microseconds (:class:`~karpor.gatewayapi.handler.GatewayApi`),
+so a resourceVersion is the time this process saw the change or served the
+list (one more than the last when the clock has not moved or went back).
+That keeps several worker processes (and replicas) consistent enough for
+clients, though each loads the clusters directory and probes the clusters
+on its own and none shares a counter: a resourceVersion from one worker
+means "the state as of that time" to every other.  A watch (or a continued
+list) that reaches another worker resumes from that worker's history after
+that time, so it may repeat a change both saw (an ADDED or MODIFIED of what
+the client already has); it misses one only when one worker saw it before
+the list and the other after (a reload reaches every worker within
 milliseconds; health verdicts are each worker's own).  A worker that
 started after that time has no history reaching back to it: 410 Expired,
 and the client lists again, as after a kube-apiserver restart.  The
@@ -135,6 +137,13 @@ class ClusterCatalog:
     @property
     def resource_version(self) -> int:
         """The latest resourceVersion (that of the last change)."""
+        return self._version
+
+    def list_version(self) -> int:
+        """The resourceVersion of a list served now: the latest change's, or
+        the floor (the time) when that is higher, as kube gives a list the
+        current revision; every later change takes a higher one."""
+        self._version = max(self._version, self._floor())
         return self._version
 
     def _bump(self) -> None:

@@ -463,7 +463,7 @@ class GatewayApi:
         when the history no longer reaches back that far)."""
         token = query.continue_from
         if token is None or token.resource_version == paging.CURRENT:
-            return self.catalog.resource_version, self._visible_entries(identity, query)
+            return self.catalog.list_version(), self._visible_entries(identity, query)
         state = self.catalog.state_at(token.resource_version)
         if state is None:
             raise paging.expired(token.start)
