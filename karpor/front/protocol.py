@@ -432,6 +432,8 @@ class GatewayProtocol(Protocol):
         if audit is not None and error.code in (401, 403):
             audit.reason = error.message
         headers = _JSON if audit is None else [*_JSON, (AUDIT_ID, audit.audit_id)]
+        if error.headers:
+            headers = [*headers, *error.headers]
         data, close = self.conn.respond(
             self._head, error.code, headers, error.body(), self.conn.failed
         )

@@ -22,12 +22,30 @@ Pure building blocks of ``GET /apis/cluster.karpor.io/v1beta1/clusters``:
   (ADDED/MODIFIED/DELETED), keeping a short history so a watch may resume
   from a resourceVersion it was given.
 
-Resource versions are a counter per catalog (one per process): every change
-of a cluster's definition or of its health, version or probe message takes
-the next value (a probe that only moves ``lastProbeTime`` does not: watches
-are told of changes, not of every probe); a list's resourceVersion is the
-latest.  The ``uid`` derives from the name and creation time, so it is
-stable for a definition across restarts.
+Resource versions: every change of a cluster's definition or of its
+health, version or probe message takes a new, higher resourceVersion (a
+probe that only moves ``lastProbeTime`` does not: watches are told of
+changes, not of every probe); a list's resourceVersion is the latest, or
+the time of the list when that is later
+(:meth:`ClusterCatalog.list_version`, as kube gives a list the current
+revision).  The gateway's own API gives the catalog a ``floor`` of
+wall-clock microseconds (:class:`~karpor.gatewayapi.handler.GatewayApi`),
+so a resourceVersion is the time this process saw the change or served the
+list (one more than the last when the clock has not moved or went back).
+That keeps several worker processes (and replicas) consistent enough for
+clients, though each loads the clusters directory and probes the clusters
+on its own and none shares a counter: a resourceVersion from one worker
+means "the state as of that time" to every other.  A watch (or a continued
+list) that reaches another worker resumes from that worker's history after
+that time, so it may repeat a change both saw (an ADDED or MODIFIED of what
+the client already has); it misses one only when one worker saw it before
+the list and the other after (a reload reaches every worker within
+milliseconds; health verdicts are each worker's own).  A worker that
+started after that time has no history reaching back to it: 410 Expired,
+and the client lists again, as after a kube-apiserver restart.  The
+history keeps the last ``history`` events (256 by default); an older
+resourceVersion is a 410 too.  The ``uid`` derives from the name and
+creation time, so it is stable for a definition across restarts.
 """
 
 from __future__ import annotations
@@ -99,12 +117,20 @@ class ClusterCatalog:
     is found.
     """
 
-    def __init__(self, now: Callable[[], float] = time.time, history: int = 256) -> None:
+    def __init__(
+        self,
+        now: Callable[[], float] = time.time,
+        history: int = 256,
+        floor: Callable[[], int] = lambda: 0,
+    ) -> None:
         self._now = now
+        self._floor = floor
         self._snapshot: Mapping[str, Cluster] | None = None
         self._entries: dict[str, Entry] = {}
-        self._version = 0
+        self._version = floor()
         self._history: deque[tuple[int, Event]] = deque(maxlen=history)
+        #: the history holds every event after this resourceVersion
+        self._known_since = self._version
         self._subscribers: list[Callable[[Event], None]] = []
         self._statuses: dict[str, ClusterStatus] = {}
 
@@ -112,6 +138,17 @@ class ClusterCatalog:
     def resource_version(self) -> int:
         """The latest resourceVersion (that of the last change)."""
         return self._version
+
+    def list_version(self) -> int:
+        """The resourceVersion of a list served now: the latest change's, or
+        the floor (the time) when that is higher, as kube gives a list the
+        current revision; every later change takes a higher one."""
+        self._version = max(self._version, self._floor())
+        return self._version
+
+    def _bump(self) -> None:
+        """The next resourceVersion: one more, or the floor when that is higher."""
+        self._version = max(self._version + 1, self._floor())
 
     def entries(self) -> list[Entry]:
         """The current objects, sorted by name."""
@@ -131,7 +168,7 @@ class ClusterCatalog:
             del self._statuses[name]  # removed (perhaps before the catalog ever saw it)
         for name in sorted(self._entries.keys() - clusters.keys()):
             old = self._entries.pop(name)
-            self._version += 1
+            self._bump()
             gone = Entry(old.cluster, old.uid, self._version, old.created, old.status)
             events.append(Event("DELETED", gone))
         for name in sorted(clusters):
@@ -141,7 +178,7 @@ class ClusterCatalog:
                 # the same definition (perhaps moved to another file): no change
                 self._entries[name] = dataclasses.replace(previous, cluster=cluster)
                 continue
-            self._version += 1
+            self._bump()
             if previous is not None:
                 # an edited definition: the same object, modified
                 entry = Entry(
@@ -174,7 +211,7 @@ class ClusterCatalog:
             # the probe time only: the same object, no event
             self._entries[name] = dataclasses.replace(entry, status=status)
             return None
-        self._version += 1
+        self._bump()
         changed = dataclasses.replace(entry, resource_version=self._version, status=status)
         self._entries[name] = changed
         event = Event("MODIFIED", changed, entry)
@@ -182,8 +219,11 @@ class ClusterCatalog:
         return event
 
     def _publish(self, events: list[Event]) -> None:
+        history = self._history
         for event in events:
-            self._history.append((event.entry.resource_version, event))
+            if len(history) == history.maxlen:
+                self._known_since = history[0][0]  # about to be forgotten
+            history.append((event.entry.resource_version, event))
         for event in events:
             for subscriber in list(self._subscribers):
                 subscriber(event)
@@ -193,8 +233,7 @@ class ClusterCatalog:
         no longer reaches back that far (the watch must then re-list: 410)."""
         if resource_version >= self._version:
             return []
-        oldest = self._history[0][0] if self._history else self._version + 1
-        if resource_version < oldest - 1:
+        if resource_version < self._known_since:
             return None
         return [event for version, event in self._history if version > resource_version]
 
@@ -298,14 +337,34 @@ def cluster_object(entry: Entry, where: bool = True) -> dict[str, Any]:
     }
 
 
-def cluster_list(
-    entries: Iterable[Entry], resource_version: int, where: Callable[[Entry], bool] = _always
+def list_metadata(
+    resource_version: int | None, continue_token: str = "", remaining: int | None = None
 ) -> dict[str, Any]:
-    """The ``ClusterList`` of ``entries`` (``spec.access`` where ``where`` says)."""
+    """A list's ``ListMeta``: its resourceVersion and, for a page with more
+    to come, ``continue`` and ``remainingItemCount``."""
+    meta: dict[str, Any] = {}
+    if resource_version is not None:
+        meta["resourceVersion"] = str(resource_version)
+    if continue_token:
+        meta["continue"] = continue_token
+    if remaining is not None:
+        meta["remainingItemCount"] = remaining
+    return meta
+
+
+def cluster_list(
+    entries: Iterable[Entry],
+    resource_version: int,
+    where: Callable[[Entry], bool] = _always,
+    continue_token: str = "",
+    remaining: int | None = None,
+) -> dict[str, Any]:
+    """The ``ClusterList`` of ``entries`` (``spec.access`` where ``where``
+    says); a page of a longer list carries ``continue_token`` and ``remaining``."""
     return {
         "apiVersion": GROUP_VERSION,
         "kind": LIST_KIND,
-        "metadata": {"resourceVersion": str(resource_version)},
+        "metadata": list_metadata(resource_version, continue_token, remaining),
         "items": [cluster_object(e, where(e)) for e in entries],
     }
 
@@ -370,8 +429,11 @@ def cluster_table(
     headers: bool = True,
     include_object: str = "Metadata",
     where: Callable[[Entry], bool] = _always,
+    continue_token: str = "",
+    remaining: int | None = None,
 ) -> dict[str, Any]:
-    """The ``Table`` of ``entries`` at time ``now`` (for the Age column).
+    """The ``Table`` of ``entries`` at time ``now`` (for the Age column);
+    a page of a longer list carries ``continue_token`` and ``remaining``.
 
     ``headers=False`` leaves ``columnDefinitions`` empty, as kube does for
     every watch event after the first.  For an entry ``where`` refuses, the
@@ -397,13 +459,10 @@ def cluster_table(
         if obj is not None:
             row["object"] = obj
         rows.append(row)
-    metadata: dict[str, Any] = {}
-    if resource_version is not None:
-        metadata["resourceVersion"] = str(resource_version)
     return {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
-        "metadata": metadata,
+        "metadata": list_metadata(resource_version, continue_token, remaining),
         "columnDefinitions": [dict(c, priority=0) for c in COLUMNS] if headers else [],
         "rows": rows,
     }

@@ -13,7 +13,13 @@ Routes every path that is not a cluster proxy path:
   aggregated when asked for;
 * ``/apis/cluster.karpor.io/v1beta1/clusters[/NAME]``: list, get and watch of
   the virtual ``clusters`` resource (:mod:`karpor.gatewayapi.clusters`), as JSON or
-  as a Table, with label and field selectors;
+  as a Table, with label and field selectors; lists in pages with ``limit``
+  and ``continue`` (:mod:`karpor.kube.paging`: a continued list shows the
+  clusters as they were at its first page; a bad token is a 400, one older
+  than the catalog's history a 410);
+* ``/openapi/v2`` (JSON, or protobuf when asked), ``/openapi/v3`` and
+  ``/openapi/v3/apis/cluster.karpor.io/v1beta1``
+  (:mod:`karpor.gatewayapi.openapi`), for ``kubectl explain clusters``;
 * ``/metrics``: the Prometheus metrics of every gateway process
   (:mod:`karpor.metrics.exposition`), for a caller the policy grants
   ``get`` on it (a ``nonResourceURLs`` rule; 403 otherwise);
@@ -43,7 +49,7 @@ from twisted.logger import Logger
 
 from karpor.auth.identity import ANONYMOUS_USER, Identity
 from karpor.config.model import Cluster
-from karpor.gatewayapi import version
+from karpor.gatewayapi import openapi, openapiproto, version
 from karpor.gatewayapi.clusters import (
     INCLUDE_OBJECT,
     KIND,
@@ -59,7 +65,7 @@ from karpor.gatewayapi.clusters import (
 )
 from karpor.gatewayapi.health import Health
 from karpor.gatewayapi.request import ApiRequest, Header, Responder
-from karpor.kube import discovery
+from karpor.kube import discovery, paging
 from karpor.kube.clusterstatus import forbidden, not_found
 from karpor.kube.requestinfo import parse_query, query_bool
 from karpor.kube.selectors import (
@@ -132,6 +138,22 @@ def _segments(path: str) -> list[str]:
     return trimmed.split("/") if trimmed else []
 
 
+#: ``/openapi/v2`` as protobuf, built once
+_V2_PROTOBUF = openapiproto.document_protobuf(openapi.v2_document())
+
+
+def _wants_protobuf(accept: str) -> bool:
+    """Whether ``Accept`` names the protobuf OpenAPI v2 document (as kubectl's does)."""
+    return any(
+        m.type == "application" and m.subtype.startswith("com.github.proto-openapi.spec.v2")
+        for m in discovery.media_ranges(accept)
+    )
+
+
+def _entry_name(entry: Entry) -> str:
+    return entry.cluster.name
+
+
 def _method_not_allowed() -> ApiError:
     return ApiError(405, "the server does not allow this method on the requested resource")
 
@@ -152,6 +174,9 @@ class _Query:
 
         self.watch = query_bool(params.get("watch"))
         self.resource_version = first("resourceVersion")
+        self.limit = paging.parse_limit(first("limit"))
+        continue_value = first("continue")
+        self.continue_from = paging.decode_continue(continue_value) if continue_value else None
         self.send_initial_events = query_bool(params.get("sendInitialEvents"))
         self.labels: LabelSelector = parse_label_selector(first("labelSelector"))
         self.fields: FieldSelector = parse_field_selector(first("fieldSelector"))
@@ -168,6 +193,16 @@ class _Query:
             raise ApiError(
                 400, f'timeoutSeconds: invalid value "{timeout}"', "BadRequest"
             ) from None
+
+    @property
+    def start(self) -> str:
+        """The name a continued list starts after ("" for a first page)."""
+        return self.continue_from.start if self.continue_from is not None else ""
+
+    @property
+    def unfiltered(self) -> bool:
+        """Whether no label or field selector narrows the list."""
+        return self.labels.empty and self.fields.empty
 
     def matches(self, entry: Entry) -> bool:
         """Whether the selectors admit ``entry``."""
@@ -202,7 +237,8 @@ class GatewayApi:
         self._visible = visible
         self._now = now
         self._watch_timeout = watch_timeout
-        self.catalog = ClusterCatalog(now=now)
+        # resourceVersions are wall-clock microseconds (see karpor.gatewayapi.clusters)
+        self.catalog = ClusterCatalog(now=now, floor=lambda: int(now() * 1_000_000))
         self.refresh()
 
     def refresh(self) -> None:
@@ -215,7 +251,8 @@ class GatewayApi:
         try:
             self._handle(request, responder)
         except ApiError as error:
-            responder.respond(error.code, [(b"content-type", _JSON)], error.body() + b"\n")
+            headers = [(b"content-type", _JSON), *error.headers]
+            responder.respond(error.code, headers, error.body() + b"\n")
         except Exception:
             _log.failure(
                 "own API request {method} {path} failed (Audit-Id {auditID})",
@@ -248,6 +285,9 @@ class GatewayApi:
             return
         if not parts:
             self._json(responder, {"paths": self._root_paths()})
+            return
+        if parts[0] == "openapi":
+            self._openapi(request, responder, parts[1:])
             return
         if parts[0] == "api" and len(parts) == 1:
             self._discovery(request, responder, core=True)
@@ -282,6 +322,9 @@ class GatewayApi:
             "/healthz/ping",
             "/livez",
             "/livez/ping",
+            "/openapi/v2",
+            "/openapi/v3",
+            "/openapi/v3/",
             "/readyz",
             "/readyz/ping",
             "/version",
@@ -289,6 +332,25 @@ class GatewayApi:
         if self.metrics is not None:
             paths.insert(paths.index("/readyz"), METRICS_PATH)
         return paths
+
+    def _openapi(self, request: ApiRequest, responder: Responder, parts: list[str]) -> None:
+        """``/openapi/v2`` (JSON, or protobuf when asked), ``/openapi/v3`` and
+        the group/version's v3 document (:mod:`karpor.gatewayapi.openapi`)."""
+        if parts == ["v2"]:
+            if _wants_protobuf(request.headers.get("accept", "")):
+                body = _V2_PROTOBUF
+                content_type = openapiproto.OPENAPI_V2_PROTOBUF_CONTENT_TYPE.encode()
+                responder.respond(200, [(b"content-type", content_type), _NO_CACHE], body)
+                return
+            responder.respond(200, [(b"content-type", _JSON), _NO_CACHE], openapi.V2_BODY)
+            return
+        if parts == ["v3"]:
+            self._json(responder, openapi.v3_root(), [_NO_CACHE])
+            return
+        if "/".join(parts[1:]) == openapi.V3_KEY and parts[0] == "v3":
+            responder.respond(200, [(b"content-type", _JSON), _NO_CACHE], openapi.V3_BODY)
+            return
+        raise _path_not_found()
 
     def _discovery(self, request: ApiRequest, responder: Responder, core: bool) -> None:
         negotiated = discovery.negotiate(request.headers.get("accept", ""))
@@ -376,15 +438,38 @@ class GatewayApi:
                 doc = cluster_object(entry, where(entry))
             self._json(responder, doc)
             return
-        entries = self._visible_entries(identity, query)
-        rv = self.catalog.resource_version
+        rv, entries = self._listed(identity, query)
+        found = paging.page(entries, _entry_name, query.limit, query.start, rv)
+        # kube counts what remains only without selectors; so does the gateway
+        remaining = found.remaining if query.unfiltered else None
+        token = found.continue_token
         if table:
             doc = cluster_table(
-                entries, rv, self._now(), include_object=query.include_object, where=where
+                found.items,
+                rv,
+                self._now(),
+                include_object=query.include_object,
+                where=where,
+                continue_token=token,
+                remaining=remaining,
             )
         else:
-            doc = cluster_list(entries, rv, where)
+            doc = cluster_list(found.items, rv, where, continue_token=token, remaining=remaining)
         self._json(responder, doc)
+
+    def _listed(self, identity: Identity, query: _Query) -> tuple[int, list[Entry]]:
+        """The list's resourceVersion and the entries it shows: now, or, for
+        a continued list, as they were when its first page was served (a 410
+        when the history no longer reaches back that far)."""
+        token = query.continue_from
+        if token is None or token.resource_version == paging.CURRENT:
+            return self.catalog.list_version(), self._visible_entries(identity, query)
+        state = self.catalog.state_at(token.resource_version)
+        if state is None:
+            raise paging.expired(token.start)
+        rv = token.resource_version
+        entries = [state[name] for name in sorted(state)]
+        return rv, [e for e in entries if self._visible(identity, e.cluster) and query.matches(e)]
 
     def _where(self, identity: Identity) -> Callable[[Entry], bool]:
         """Whether ``identity`` may see where an entry's cluster is (``spec.access``)."""

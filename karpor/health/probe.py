@@ -43,6 +43,7 @@ from karpor.config.model import Cluster
 from karpor.kube.discovery import GROUP
 from karpor.kube.humanize import format_timestamp
 from karpor.kube.status import ApiError
+from karpor.kube.warning import warning_header
 
 #: seconds between two probes of a healthy cluster
 DEFAULT_INTERVAL = 10.0
@@ -295,7 +296,11 @@ def change_line(name: str, status: ClusterStatus) -> str:
 def refusal(name: str, status: ClusterStatus | None, settings: ProbeSettings) -> ApiError | None:
     """The ``Status`` a request to cluster ``name`` gets without being
     forwarded, or ``None`` to forward it: only an unhealthy cluster with
-    ``fail_fast`` is refused (a cluster never probed is not)."""
+    ``fail_fast`` is refused (a cluster never probed is not).  The
+    ``Status`` carries a ``Warning`` header with the probe's message (which
+    holds no secret: pool errors are worded without one, and an endpoint
+    has no userinfo), as kubectl prints it where its discovery would show
+    only "the server is currently unable to handle the request"."""
     if status is None or status.healthy or not settings.fail_fast:
         return None
     return ApiError(
@@ -308,6 +313,8 @@ def refusal(name: str, status: ClusterStatus | None, settings: ProbeSettings) ->
             "kind": "clusters",
             "retryAfterSeconds": math.ceil(settings.retry_interval),
         },
+        # kubectl prints it even where discovery drops the Status message
+        headers=(warning_header(f'cluster "{name}" is unhealthy: {status.message}'),),
     )
 
 

@@ -46,16 +46,25 @@ class ApiError(Exception):
         message: str,
         reason: str | None = None,
         details: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.reason = reason or REASONS.get(code, "Unknown")
         self.details = details
+        #: the ``Status``'s ``metadata`` (``ListMeta``: a 410's ``continue``)
+        self.metadata = metadata
+        #: extra response headers (e.g. a ``Warning``), written with the ``Status``
+        self.headers = headers
 
     def status(self) -> dict[str, Any]:
         """The ``Status`` object as a dict."""
-        return status(self.code, self.message, self.reason, self.details)
+        obj = status(self.code, self.message, self.reason, self.details)
+        if self.metadata:
+            obj["metadata"] = dict(self.metadata)
+        return obj
 
     def body(self) -> bytes:
         """The ``Status`` object as JSON bytes."""

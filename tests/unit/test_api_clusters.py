@@ -301,3 +301,43 @@ def test_status_follows_definitions_and_may_come_first():
     catalog.update(snapshot(cluster("sim-1")))
     [late] = catalog.update(snapshot(cluster("sim-1"), cluster("sim-2")))
     assert late.type == "ADDED" and late.entry.status is None
+
+
+def test_two_workers_read_each_others_resource_versions_as_times():
+    """Each worker process keeps a catalog of its own; with wall-clock
+    floors, one's resourceVersion means "as of that time" to the other."""
+    clock = [100.0]
+
+    def floor() -> int:
+        return int(clock[0] * 1_000_000)
+
+    a = ClusterCatalog(floor=floor)
+    one = snapshot(cluster("sim-1"))
+    a.update(one)
+    early = a.list_version()
+    clock[0] += 0.002
+    b = ClusterCatalog(floor=floor)  # started a little later
+    b.update(one)
+    # a worker started after a list cannot tell what happened before it: 410
+    assert b.since(early) is None
+    clock[0] += 60
+    # a list long after both started: its version is its time, not the last change's
+    listed_on_a = a.list_version()
+    assert listed_on_a == floor() and since(b, listed_on_a) == []
+    clock[0] += 1
+    two = snapshot(cluster("sim-1"), cluster("sim-2"))
+    b.update(two)  # b sees the new file first...
+    clock[0] += 0.001
+    a.update(two)  # ...a a millisecond later
+    # a watch resumed on b from a's list sees the change, once
+    assert [(e.type, e.entry.cluster.name) for e in since(b, listed_on_a)] == [("ADDED", "sim-2")]
+    # and from a's later list, nothing more
+    assert since(b, a.list_version()) == []
+    # a change in the same microsecond as a list still comes after it
+    listed = a.list_version()
+    a.set_status("sim-1", ClusterStatus(False, "down", 0))
+    assert a.resource_version > listed
+    # resourceVersions only grow, even when the clock goes back
+    clock[0] -= 50
+    a.set_status("sim-1", ClusterStatus(True, "up", 0))
+    assert a.list_version() > listed + 1

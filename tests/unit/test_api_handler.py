@@ -10,6 +10,7 @@ from karpor.auth.identity import Identity
 from karpor.config.model import Cluster, TokenCredential
 from karpor.gatewayapi.handler import GatewayApi
 from karpor.gatewayapi.request import ApiRequest
+from karpor.health.probe import ClusterStatus
 from karpor.kube.humanize import parse_timestamp
 from karpor.kube.status import ApiError
 
@@ -475,3 +476,141 @@ def test_without_a_policy_anonymous_may_not_read_metrics():
 def test_without_metrics_the_path_is_404(world):
     assert world.call("/metrics").code == 404
     assert "/metrics" not in world.call("/").json()["paths"]
+
+
+# -- paging (limit / continue) ------------------------------------------------------------
+
+
+def paged_world():
+    return World(*(cluster(f"c{i}", labels={"n": str(i % 2)}) for i in range(5)))
+
+
+def pages(world, query="", accept="application/json", limit=2):
+    """Every page of a list by ``limit``: (names, metadata) per page."""
+    out, token = [], ""
+    while True:
+        q = f"limit={limit}" + (f"&continue={token}" if token else "")
+        q += f"&{query}" if query else ""
+        r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query=q, accept=accept)
+        assert r.code == 200, r.body
+        doc = r.json()
+        rows = doc["rows"] if doc["kind"] == "Table" else doc["items"]
+        names = [(row["object"] if "cells" in row else row)["metadata"]["name"] for row in rows]
+        out.append((names, doc["metadata"]))
+        token = doc["metadata"].get("continue", "")
+        if not token:
+            return out
+
+
+@pytest.mark.parametrize("accept", ["application/json", TABLE])
+def test_limit_pages_with_a_continue_token_and_remaining_count(accept):
+    world = paged_world()
+    found = pages(world, accept=accept)
+    assert [names for names, _ in found] == [["c0", "c1"], ["c2", "c3"], ["c4"]]
+    assert [meta.get("remainingItemCount") for _, meta in found] == [3, 1, None]
+    # every page is of the same list: the first page's resourceVersion
+    assert len({meta["resourceVersion"] for _, meta in found}) == 1
+
+
+@pytest.mark.parametrize("limit", [1, 3, 4, 5, 6, 500])
+def test_any_limit_lists_every_cluster_once_in_order(limit):
+    found = pages(paged_world(), limit=limit, accept=TABLE)
+    assert [n for names, _ in found for n in names] == ["c0", "c1", "c2", "c3", "c4"]
+    assert len(found) == -(-5 // limit)
+
+
+def test_remaining_count_is_left_out_with_a_selector():
+    found = pages(paged_world(), query="labelSelector=n%3D0")
+    assert [names for names, _ in found] == [["c0", "c2"], ["c4"]]
+    assert "remainingItemCount" not in found[0][1] and found[0][1]["continue"]
+
+
+def test_a_continued_list_shows_the_clusters_as_at_its_first_page():
+    world = paged_world()
+    first = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query="limit=2").json()
+    world.set(*(c for n, c in world.clusters.items() if n != "c3"), cluster("c2a"))
+    world.api.refresh()
+    world.clock.advance(1)
+    token = first["metadata"]["continue"]
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query=f"limit=10&continue={token}")
+    # c3 (deleted since) is still there, c2a (added since) not yet
+    assert [i["metadata"]["name"] for i in r.json()["items"]] == ["c2", "c3", "c4"]
+    assert r.json()["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+    fresh = world.call("/apis/cluster.karpor.io/v1beta1/clusters").json()
+    assert [i["metadata"]["name"] for i in fresh["items"]] == ["c0", "c1", "c2", "c2a", "c4"]
+
+
+def test_a_bad_continue_token_is_400_and_a_too_old_one_410():
+    world = paged_world()
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query="limit=2&continue=nope")
+    assert r.code == 400 and r.json()["reason"] == "BadRequest"
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query="limit=x")
+    assert r.code == 400
+    token = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query="limit=2").json()[
+        "metadata"
+    ]["continue"]
+    for i in range(300):  # more changes than the history keeps
+        world.set(cluster(f"c{i % 2}", description=str(i)))
+        world.api.refresh()
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query=f"limit=2&continue={token}")
+    assert r.code == 410 and r.json()["reason"] == "Expired"
+    # kube's way on: a token continuing on the current state
+    again = r.json()["metadata"]["continue"]
+    r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query=f"limit=2&continue={again}")
+    assert r.code == 200 and r.json()["items"] == []  # only c0, c1 remain: none after c1
+
+
+def test_resource_versions_are_wall_clock_microseconds_and_change_with_status(world):
+    listed = world.call("/apis/cluster.karpor.io/v1beta1/clusters").json()
+    rv = int(listed["metadata"]["resourceVersion"])
+    assert rv >= int(world.clock.seconds() * 1_000_000)
+    item_rv = listed["items"][0]["metadata"]["resourceVersion"]
+    world.clock.advance(5)
+    world.api.catalog.set_status("sim-1", ClusterStatus(False, "down", world.clock.seconds()))
+    after = world.call("/apis/cluster.karpor.io/v1beta1/clusters/sim-1").json()
+    assert int(after["metadata"]["resourceVersion"]) == int(world.clock.seconds() * 1_000_000)
+    assert after["metadata"]["resourceVersion"] != item_rv
+    assert world.api.catalog.since(rv) is not None
+
+
+def test_a_watch_from_before_this_process_started_is_410():
+    world = paged_world()
+    r = world.call(
+        "/apis/cluster.karpor.io/v1beta1/clusters",
+        query=f"watch=1&resourceVersion={int(world.clock.seconds() * 1_000_000) - 1}",
+    )
+    [event] = r.events()
+    assert event["type"] == "ERROR" and event["object"]["code"] == 410
+
+
+# -- OpenAPI --------------------------------------------------------------------------------
+
+
+def test_openapi_v3_root_points_at_the_group_version_document(world):
+    root = world.call("/openapi/v3").json()
+    url = root["paths"]["apis/cluster.karpor.io/v1beta1"]["serverRelativeURL"]
+    path, _, query = url.partition("?")
+    assert query.startswith("hash=")
+    r = world.call(path, query=query)
+    assert r.code == 200 and r.header(b"content-type") == "application/json"
+    doc = r.json()
+    schema = doc["components"]["schemas"]["io.karpor.cluster.v1beta1.Cluster"]
+    assert schema["x-kubernetes-group-version-kind"] == [
+        {"group": "cluster.karpor.io", "version": "v1beta1", "kind": "Cluster"}
+    ]
+    assert world.call("/openapi/v3/apis/apps/v1").code == 404
+    assert world.call("/openapi/v3", identity=None).code == 401
+
+
+def test_openapi_v2_is_json_or_protobuf_as_asked(world):
+    r = world.call("/openapi/v2")
+    assert r.code == 200 and r.json()["swagger"] == "2.0"
+    pb = world.call(
+        "/openapi/v2", accept="application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+    )
+    assert pb.code == 200
+    assert pb.header(b"content-type") == (
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    )
+    assert pb.body.startswith(b"\n\x032.0")
+    assert "/openapi/v3" in world.call("/").json()["paths"]

@@ -272,3 +272,12 @@ def test_failure_and_recovery_are_seen_within_the_bounds(
         return
     assert seen_down - down_at <= settings.interval + settings.timeout + 1e-6
     assert seen_up - up_at <= 2 * settings.timeout + settings.retry_interval + 1e-6
+
+
+def test_refusal_carries_the_probe_message_as_a_warning() -> None:
+    down = ClusterStatus(False, f"GET /readyz: {UNREACHABLE}", 1_700_000_000.0)
+    error = refusal("a", down, SETTINGS)
+    assert error is not None
+    assert error.headers == (
+        (b"warning", f'299 - "cluster \\"a\\" is unhealthy: GET /readyz: {UNREACHABLE}"'.encode()),
+    )

@@ -258,6 +258,10 @@ def test_the_front_fails_fast_without_connecting() -> None:
     assert status["details"]["name"] == "a"
     assert not h.endpoint.attempts  # no connection was even tried
     assert TOKEN not in json.dumps(status)
+    # kubectl prints it even where its discovery drops the Status message
+    head = client.value().split(b"\r\n\r\n")[0].decode()
+    assert '\r\nwarning: 299 - "cluster \\"a\\" is unhealthy: get /readyz: ' in head.lower()
+    assert TOKEN not in head
 
 
 def test_try_anyway_forwards_to_an_unhealthy_cluster() -> None:
