@@ -159,3 +159,46 @@ def test_the_gateways_security_context_and_requests() -> None:
     requests = container()["resources"]["requests"]
     assert requests["cpu"] and requests["memory"]
     assert container()["resources"]["limits"]["memory"]
+
+
+# --- the README's three commands -------------------------------------------------------
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match, f"README.md has no section {title!r}"
+    return match.group(1)
+
+
+def commands(section: str, start: str) -> list[list[str]]:
+    """The indented command lines of ``section`` starting with ``start`` (continuations joined)."""
+    joined = re.sub(r"\\\n\s*", "", section)
+    return [
+        shlex.split(line.strip())
+        for line in joined.splitlines()
+        if line.startswith("    ") and line.strip().startswith(start)
+    ]
+
+
+def test_the_readme_onboards_a_cluster_with_these_files() -> None:
+    section = readme_section("Clusters behind NAT or firewalls")
+    # 1. the cluster file: a tunnel, no endpoint
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    cluster = yaml.safe_load(block)
+    assert cluster["spec"]["access"] == {"tunnel": True}
+    name = cluster["metadata"]["name"]
+    # 2. karpor agent-credentials, with the CLI's flags, for that cluster
+    (issue,) = commands(section, "karpor agent-credentials")
+    args = build_parser().parse_args(issue[1:])
+    assert args.cluster == name
+    # 3. these manifests, and the Secret the Deployment mounts, from that file
+    assert ["kubectl", "apply", "-f", "etc/kubernetes/agent/"] in commands(section, "kubectl")
+    (create,) = commands(section, "kubectl -n")
+    documented = re.search(
+        r"kubectl .*create secret generic .*", (AGENT / "20-deployment.yaml").read_text()
+    )
+    assert documented
+    expected = shlex.split(documented.group(0).replace("AGENT_FILE", args.output))
+    assert create == expected
+    assert "**The cluster credential never leaves the cluster.**" in section
