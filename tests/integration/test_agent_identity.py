@@ -40,7 +40,12 @@ def test_an_agents_credentials_reach_nothing_through_kubectl(
         "--server", gateway.url, "-o", str(agent_file),
     )  # fmt: skip
     kubectl = Kubectl(binary, agent_file)
-    for path in (f"{PROXY}/sim-1/proxy/api/v1/namespaces", f"{PROXY}/sim-1", "/metrics"):
+    for path in (
+        f"{PROXY}/sim-1/proxy/api/v1/namespaces",
+        f"{PROXY}/sim-1",
+        "/metrics",
+        "/healthz?verbose",
+    ):
         denied = kubectl.run("get", "--raw", path, check=False)
         assert denied.returncode != 0
         assert "Forbidden" in denied.stderr or "forbidden" in denied.stderr, denied.stderr

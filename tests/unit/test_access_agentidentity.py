@@ -27,6 +27,7 @@ from karpor.auth.revocation import ReloadingFile
 from karpor.auth.tokens import parse_token_file
 from karpor.config.clusters import is_dns_label
 from karpor.config.model import Cluster
+from karpor.gatewayapi.handler import authenticated as own_paths_without_policy
 from karpor.kube.status import ApiError
 
 GATEWAY_CA = CertificateAuthority.create("karpor-ca")
@@ -253,3 +254,15 @@ def test_nobody_impersonates_an_agent() -> None:
             assert denied.code == 403 and "reserved for karpor agents" in denied.message
         else:
             raise AssertionError(f"alice impersonated {headers}")
+
+
+def test_the_gateways_own_paths_refuse_an_agent_without_a_policy() -> None:
+    # the verbose health report is for authenticated callers: not agents
+    agent = authenticated(GATEWAY_CA)
+    try:
+        own_paths_without_policy(agent, "get", "/healthz")
+    except ApiError as denied:
+        assert denied.code == 403
+    else:
+        raise AssertionError("an agent read the verbose health")
+    own_paths_without_policy(Identity("alice"), "get", "/healthz")
