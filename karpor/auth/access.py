@@ -37,6 +37,11 @@ decides whether the gateway's credential may impersonate it); they are never
 dropped so that the request silently runs as the cluster's credential.
 ``system:anonymous`` reaches no cluster.
 
+An identity bearing an agent's user name or group
+(:func:`karpor.auth.agentidentity.is_reserved`), asserted by whatever
+means and also when impersonated, reaches no cluster and no gateway path
+whatever the policy says: agents open tunnels, nothing else.
+
 A request for a cluster that does not exist (:meth:`Access.unknown_cluster`)
 is a 404 only for a caller who may learn which names exist
 (:meth:`karpor.auth.policy.Policy.names`); for anyone else it is the same
@@ -67,6 +72,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from OpenSSL import crypto
 
+from karpor.auth.agentidentity import is_reserved
 from karpor.auth.authenticate import CertificateAuthenticator, public_key_der
 from karpor.auth.identity import ANONYMOUS_USER, UNAUTHENTICATED, Identity
 from karpor.auth.impersonation import (
@@ -119,6 +125,16 @@ class Forbidden(ApiError):
 def unauthorized() -> ApiError:
     """kube-apiserver's 401 ``Status``."""
     return ApiError(401, "Unauthorized", "Unauthorized")
+
+
+def agent_forbidden(identity: Identity, where: str) -> ApiError:
+    """The 403 of an identity with an agent's name or group (``where``: what it asked for)."""
+    return ApiError(
+        403,
+        f'forbidden: User "{identity.user}" cannot reach {where}: the agent user name '
+        "prefix and group are reserved for karpor agents, which only open tunnels",
+        "Forbidden",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,12 +392,19 @@ class Access:
     def authorize_path(self, identity: Identity, verb: str, path: str) -> None:
         """Whether ``identity`` may ``verb`` the gateway's own ``path``
         (:meth:`karpor.auth.policy.Policy.allows_path`); raises the 403."""
+        if is_reserved(identity):
+            raise Forbidden(
+                agent_forbidden(identity, f'path "{path}"'),
+                Attributes(verb=verb, is_resource_request=False, path=path),
+            )
         decision = self.policy.allows_path(identity, verb, path)
         if not decision.allowed:
             raise Forbidden(decision.error(), decision.attrs)
 
     def reaches(self, identity: Identity, cluster: Cluster) -> bool:
         """Whether ``identity`` may reach ``cluster`` at all (``kubectl get clusters``)."""
+        if is_reserved(identity):
+            return False
         policy = self.policy
         if not policy.enforcing:
             return identity.user != ANONYMOUS_USER
@@ -413,7 +436,7 @@ class Access:
         cluster the caller may not reach gets (a 400 where the request is
         malformed), so that nobody learns which names exist by probing."""
         policy = self.policy
-        if policy.names(caller, name):
+        if self.names(caller, name):
             return not_found(name)
         denying = policy if not policy.enforcing else _NO_RULES
         try:
@@ -435,6 +458,10 @@ class Access:
         attrs: Attributes | None = None
         if policy.enforcing or requested is not None or self.audit:
             attrs = request_attributes(method, target)
+        if is_reserved(caller) or (requested is not None and is_reserved(requested)):
+            shown = caller if is_reserved(caller) else requested
+            assert shown is not None
+            raise Forbidden(agent_forbidden(shown, f'cluster "{cluster.name}"'), attrs)
         if not policy.enforcing and caller.user == ANONYMOUS_USER:
             raise Forbidden(
                 ApiError(
@@ -471,12 +498,12 @@ class Access:
     def shows_endpoint(self, identity: Identity, cluster: Cluster) -> bool:
         """Whether ``identity`` may see where ``cluster`` is
         (:meth:`karpor.auth.policy.Policy.shows_endpoint`)."""
-        return self.policy.shows_endpoint(identity, cluster)
+        return not is_reserved(identity) and self.policy.shows_endpoint(identity, cluster)
 
     def names(self, identity: Identity, name: str) -> bool:
         """Whether ``identity`` may learn that no cluster ``name`` exists
         (:meth:`karpor.auth.policy.Policy.names`)."""
-        return self.policy.names(identity, name)
+        return not is_reserved(identity) and self.policy.names(identity, name)
 
 
 #: the access settings' record in the state directory (for ``karpor kubeconfig``)

@@ -117,7 +117,7 @@ class CertificateAuthenticator:
         groups = tuple(
             str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
         )
-        return Identity(user=user, groups=groups)
+        return Identity(user=user, groups=groups, client_certificate=True)
 
     @staticmethod
     def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:

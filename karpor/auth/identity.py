@@ -12,15 +12,31 @@ UNAUTHENTICATED = "system:unauthenticated"
 
 @dataclass(frozen=True)
 class Identity:
-    """A caller as Kubernetes sees one: user name, uid, groups and extra."""
+    """A caller as Kubernetes sees one: user name, uid, groups and extra.
+
+    ``client_certificate`` says how the identity was proven, not who it is:
+    ``True`` only for one a client certificate of the gateway CA proved
+    (:class:`karpor.auth.authenticate.CertificateAuthenticator`); identities
+    asserted by front-proxy headers, a token or ``Impersonate-*`` headers
+    never carry it.  Only :func:`karpor.auth.agentidentity.tunnel_cluster`
+    reads it (an agent must prove itself by certificate), so it takes no
+    part in equality.
+    """
 
     user: str
     groups: tuple[str, ...] = ()
     uid: str = ""
     extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    client_certificate: bool = field(default=False, compare=False)
 
     def with_authenticated(self) -> Identity:
         """The identity with ``system:authenticated`` added, as the apiserver does."""
         if AUTHENTICATED in self.groups or self.user == ANONYMOUS_USER:
             return self
-        return Identity(self.user, (*self.groups, AUTHENTICATED), self.uid, self.extra)
+        return Identity(
+            self.user,
+            (*self.groups, AUTHENTICATED),
+            self.uid,
+            self.extra,
+            self.client_certificate,
+        )

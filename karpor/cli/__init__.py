@@ -16,6 +16,7 @@ from collections.abc import Sequence
 #: modules providing the subcommands, in the order ``--help`` lists them
 SUBCOMMANDS = (
     "karpor.cli.kubeconfig",  # karpor kubeconfig
+    "karpor.cli.agentcredentials",  # karpor agent-credentials
     "karpor.cli.revoke",  # karpor revoke
     "karpor.cli.check",  # karpor check DIR
     "karpor.cli.certificates",  # karpor certificates DIR

@@ -37,6 +37,7 @@ from cryptography import x509
 
 from karpor.app import state
 from karpor.auth.access import read_access_record
+from karpor.auth.agentidentity import is_reserved
 from karpor.auth.ca import CertificateAuthority, write_private
 from karpor.auth.identity import Identity
 from karpor.auth.kubeconfig import build_kubeconfig, dump_kubeconfig, parse_duration
@@ -210,6 +211,12 @@ def generate(
     certificate); also the cluster names and the certificate's expiry."""
     if not user:
         raise CommandError("--user must not be empty")
+    if is_reserved(Identity(user, tuple(groups))):
+        raise CommandError(
+            f"{user}: the user name prefix system:karpor:agent: and the group "
+            "system:karpor:agents are reserved for agents, which reach no cluster as users "
+            "(an agent's credentials: karpor agent-credentials --cluster NAME)"
+        )
     if not state.has_ca(state_dir):
         raise CommandError(
             f"{state_dir} holds no gateway CA: start the gateway once with --state-dir "

@@ -47,6 +47,7 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from karpor.auth.agentidentity import is_reserved
 from karpor.auth.identity import ANONYMOUS_USER, Identity
 from karpor.config.model import Cluster
 from karpor.gatewayapi import openapi, openapiproto, version
@@ -119,8 +120,9 @@ def every_name(identity: Identity, name: str) -> bool:
 
 def authenticated(identity: Identity, verb: str, path: str) -> None:
     """The own paths' authorization without an access policy: any caller
-    but ``system:anonymous``."""
-    if identity.user == ANONYMOUS_USER:
+    but ``system:anonymous`` and an agent
+    (:func:`karpor.auth.agentidentity.is_reserved`)."""
+    if identity.user == ANONYMOUS_USER or is_reserved(identity):
         raise ApiError(
             403, f'forbidden: User "{identity.user}" cannot {verb} path "{path}"', "Forbidden"
         )

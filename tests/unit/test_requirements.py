@@ -3,8 +3,10 @@
 ``install_requires`` lists what ``karpor/`` and ``twisted/plugins/`` import
 (the simulator included: ``karpor sim`` and ``--demo`` run it), plus what
 :data:`KEPT` names with its reason; a distribution only the tests import is
-in the ``test`` extra.  A module imported but declared nowhere must come
-with a declared distribution (``zope.interface`` with Twisted).
+in the ``test`` extra, and only there (``kubernetes``, which the agent
+imports, is a run-time requirement the tests also use).  A module imported
+but declared nowhere must come with a declared distribution
+(``zope.interface`` with Twisted).
 """
 
 from __future__ import annotations
@@ -127,3 +129,10 @@ def test_what_the_tests_import_is_declared() -> None:
     used = distributions(imported("tests"), {"karpor", "support", "bench"})
     undeclared = set(used) - closure({**runtime, **test})
     assert not undeclared, f"the tests import what nothing declares: {undeclared}"
+
+
+def test_the_test_extra_repeats_nothing_of_install_requires() -> None:
+    # a distribution the package imports at run time (kubernetes: the agent's
+    # in-cluster loader) is declared there once, with one lower bound
+    runtime, test = declared()
+    assert not set(runtime) & set(test)
