@@ -111,6 +111,19 @@ class Forbidden(ApiError):
         self.attrs = attrs
 
 
+@dataclass(frozen=True, slots=True)
+class Reviewer:
+    """Whom a caller's reviews about itself are about (:meth:`Access.reviewer`)."""
+
+    #: the caller, or the identity its ``Impersonate-*`` headers ask for
+    identity: Identity
+    #: whom the gateway impersonates on the cluster (``None``: nobody, the
+    #: cluster sees its own credential)
+    upstream: Identity | None
+    #: the identity-exchange rule that decided (``""``: none)
+    exchange: str = ""
+
+
 def unauthorized() -> ApiError:
     """kube-apiserver's 401 ``Status``."""
     return ApiError(401, "Unauthorized", "Unauthorized")
@@ -449,6 +462,32 @@ class Access:
             upstream_identity(caller, cluster, exchange),
             exchange.rule if exchange is not None else "",
         )
+
+    def reviewer(
+        self, caller: Identity, cluster: Cluster, headers: Sequence[Header]
+    ) -> Reviewer | None:
+        """Who the reviews a caller asks about itself on ``cluster``
+        (``kubectl auth whoami``, ``auth can-i``) are about, and whom the
+        cluster sees: ``None`` when that identity may not reach the cluster
+        at all or the caller may not impersonate whom it asks for (the
+        request is then authorized as any other, and refused)."""
+        policy = self.policy
+        if not policy.enforcing and caller.user == ANONYMOUS_USER:
+            return None
+        requested = _impersonation(headers)
+        exchange = None
+        upstream: Identity | None
+        if requested is not None:
+            if not authorize_impersonation(policy, caller, cluster, requested).allowed:
+                return None
+            effective, upstream = requested, requested
+        else:
+            effective = caller
+            exchange = policy.exchange(caller, cluster) if policy.exchange_rules else None
+            upstream = upstream_identity(caller, cluster, exchange)
+        if policy.enforcing and not policy.reaches(effective, cluster):
+            return None
+        return Reviewer(effective, upstream, exchange.rule if exchange is not None else "")
 
     def shows_endpoint(self, identity: Identity, cluster: Cluster) -> bool:
         """Whether ``identity`` may see where ``cluster`` is
