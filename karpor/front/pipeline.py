@@ -264,7 +264,9 @@ class RequestPipeline:
         audit = front.audit
         if audit is not None:
             audit.authorized = Authorized(
-                request_attributes(head.method, target.target), reviewer.upstream
+                request_attributes(head.method, target.target),
+                reviewer.upstream,
+                reviewer.exchange,
             )
         handler = ClusterReviews(
             self._factory,
