@@ -467,10 +467,11 @@ class Access:
         self, caller: Identity, cluster: Cluster, headers: Sequence[Header]
     ) -> Reviewer | None:
         """Who the reviews a caller asks about itself on ``cluster``
-        (``kubectl auth whoami``, ``auth can-i``) are about, and whom the
-        cluster sees: ``None`` when that identity may not reach the cluster
-        at all or the caller may not impersonate whom it asks for (the
-        request is then authorized as any other, and refused)."""
+        (``kubectl auth whoami``, ``auth can-i``) are about (the caller, or
+        whom its ``Impersonate-*`` headers ask for), and whom the cluster
+        sees: ``None`` when the caller may not reach the cluster at all or
+        may not impersonate whom it asks for (the request is then authorized
+        as any other, and refused)."""
         policy = self.policy
         if not policy.enforcing and caller.user == ANONYMOUS_USER:
             return None
@@ -485,7 +486,9 @@ class Access:
             effective = caller
             exchange = policy.exchange(caller, cluster) if policy.exchange_rules else None
             upstream = upstream_identity(caller, cluster, exchange)
-        if policy.enforcing and not policy.reaches(effective, cluster):
+        # (a caller granted impersonation reaches the cluster: it is asked about
+        # whom it impersonates, who may be allowed nothing there)
+        if policy.enforcing and requested is None and not policy.reaches(caller, cluster):
             return None
         return Reviewer(effective, upstream, exchange.rule if exchange is not None else "")
 

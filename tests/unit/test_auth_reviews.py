@@ -159,6 +159,9 @@ def test_reviewer() -> None:
     assert as_team is not None and as_team.identity.user == "team"
     assert as_team.upstream is not None and as_team.upstream.user == "team"
     assert access.reviewer(TEAM, C1, [(b"Impersonate-User", b"bob")]) is None
+    # whom imp impersonates need not reach the cluster: the answers are then no
+    nobody = access.reviewer(Identity("imp"), C1, [(b"Impersonate-User", b"nobody")])
+    assert nobody is not None and nobody.identity.user == "nobody"
     with pytest.raises(ApiError):
         access.reviewer(TEAM, C1, [(b"Impersonate-Group", b"g")])
     assert Access().reviewer(Identity(ANONYMOUS_USER), C1, []) is None
