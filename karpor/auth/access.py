@@ -23,7 +23,10 @@ assembled for the front (sans-IO but for the files it reloads).
   request is authorized as the impersonated identity) and the identity sent
   upstream (:func:`karpor.auth.impersonation.upstream_identity`);
 - :meth:`Access.authorize_path`, for the gateway's own paths that need a
-  grant (``/metrics``): the policy's ``nonResourceURLs`` rules (403).
+  grant (``/metrics``): the policy's ``nonResourceURLs`` rules (403);
+- :meth:`Access.reviewer`, for the reviews a caller asks about itself on a
+  cluster (``kubectl auth whoami``, ``auth can-i``; answered by
+  :mod:`karpor.auth.reviews`): whom they are about and whom the cluster sees.
 
 Without a policy file every *authenticated* caller may do everything,
 impersonate included, as a policy granting ``impersonate`` on every cluster

@@ -26,6 +26,7 @@ with an ``evaluationError`` saying why.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from karpor.auth.access import Reviewer
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
     from karpor.front.protocol import GatewayFactory
 
 _JSON = b"application/json"
+#: the answer to a review from the cluster's ``(code, body)`` (``code`` ``None``: a failure)
+Answer = Callable[[int | None, bytes], dict[str, Any]]
 
 
 def _answer(responder: Responder, doc: dict[str, Any]) -> None:
@@ -146,12 +149,7 @@ class ClusterReviews:
             return f"cluster {self._cluster.name!r}: {body.decode('utf-8', 'replace')}"
         return f"cluster {self._cluster.name!r} answered {code}"
 
-    def _ask(
-        self,
-        body: bytes,
-        responder: Responder,
-        answer: Any,
-    ) -> None:
+    def _ask(self, body: bytes, responder: Responder, answer: Answer) -> None:
         """Send the review to the cluster as the impersonated identity, then
         answer with ``answer(code, body)`` (``code`` ``None``: a failure,
         ``body`` its message)."""
