@@ -10,6 +10,8 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.task import Clock
+from unit.test_api_handler import FakeResponder
 
 from karpor.auth.access import Access
 from karpor.auth.identity import ANONYMOUS_USER, Identity
@@ -23,6 +25,8 @@ from karpor.auth.reviews import (
 )
 from karpor.auth.revocation import ReloadingFile
 from karpor.config.model import Cluster
+from karpor.gatewayapi.handler import GatewayApi
+from karpor.gatewayapi.request import ApiRequest
 from karpor.gatewayapi.reviews import own_review
 from karpor.kube.reviews import (
     ACCESS,
@@ -210,3 +214,18 @@ def test_simulator_authorizer() -> None:
     assert not allowed and reason.startswith("RBAC: ")
     assert Authorizer().access_review(TEAM, q("delete", "nodes")) == (True, "")
     assert Authorizer().rules_review(TEAM, "x") == EVERYTHING
+
+
+def test_own_api_handler_answers_reviews_and_nothing_else_posted() -> None:
+    api = GatewayApi(lambda: {}, Clock(), policy=lambda: POLICY)
+
+    def post(path: str, body: bytes = b"{}") -> FakeResponder:
+        responder = FakeResponder()
+        api.handle(ApiRequest("POST", path, "", {}, TEAM, body), responder)
+        return responder
+
+    whoami = post("/apis/authentication.k8s.io/v1beta1/selfsubjectreviews")
+    assert whoami.code == 201
+    assert whoami.json()["apiVersion"] == "authentication.k8s.io/v1beta1"
+    assert post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews").code == 422
+    assert post("/apis/cluster.karpor.io/v1beta1/clusters").code == 405

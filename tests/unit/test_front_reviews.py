@@ -23,6 +23,7 @@ IMPERSONATING = Cluster(
     credential=TokenCredential(token=TOKEN),
     impersonate=True,
 )
+ALIAS = b"/apis/cluster.core.oam.dev/v1alpha1/clustergateways/"
 WHOAMI = b"/apis/authentication.k8s.io/v1/selfsubjectreviews"
 SSAR = b"/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 SSRR = b"/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
@@ -54,6 +55,10 @@ def test_whoami_is_answered_by_the_gateway() -> None:
     assert info["username"] == ALICE.user and "system:authenticated" in info["groups"]
     assert info["extra"]["karpor.io/cluster-identity"] == ["credential"]
     assert h.endpoint.attempts == []  # the cluster was not asked
+    # the same through the KubeVela alias
+    alias = post(b"a", WHOAMI, {}).replace(PREFIX, ALIAS, 1)
+    h.send(alias)
+    assert h.responses()[1][0] == 201
 
 
 def _ssar(verb: str) -> dict[str, Any]:
