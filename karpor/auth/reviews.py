@@ -52,7 +52,8 @@ from karpor.auth.policy import (
     groups_of,
 )
 from karpor.config.model import Cluster
-from karpor.kube.reviews import AccessQuery, NonResourceRule, ResourceRule, RulesStatus
+from karpor.kube.rbacrules import NonResourceRule, ResourceRule
+from karpor.kube.reviews import AccessQuery, RulesStatus
 
 #: ``extra`` key: the cluster the review was asked of
 EXTRA_CLUSTER = "karpor.io/cluster"

@@ -23,11 +23,10 @@ from karpor.auth.identity import Identity
 from karpor.auth.policy import Policy
 from karpor.auth.reviews import REVIEW_RULES, gateway_path_rules
 from karpor.kube import discovery
+from karpor.kube.rbacrules import NonResourceRule, ResourceRule
 from karpor.kube.reviews import (
     ACCESS,
     WHOAMI,
-    NonResourceRule,
-    ResourceRule,
     ReviewKind,
     RulesStatus,
     access_review,

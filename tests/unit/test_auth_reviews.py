@@ -28,15 +28,8 @@ from karpor.config.model import Cluster
 from karpor.gatewayapi.handler import GatewayApi
 from karpor.gatewayapi.request import ApiRequest
 from karpor.gatewayapi.reviews import own_review
-from karpor.kube.reviews import (
-    ACCESS,
-    RULES,
-    WHOAMI,
-    AccessQuery,
-    NonResourceRule,
-    ResourceRule,
-    ReviewKind,
-)
+from karpor.kube.rbacrules import NonResourceRule, ResourceRule
+from karpor.kube.reviews import ACCESS, RULES, WHOAMI, AccessQuery, ReviewKind
 from karpor.kube.status import ApiError
 from karpor.sim.auth import Authorizer
 

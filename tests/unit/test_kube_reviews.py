@@ -9,18 +9,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from karpor.kube.rbacrules import (
+    NonResourceRule,
+    ResourceRule,
+    intersect_non_resource_rules,
+    intersect_resource_rules,
+)
 from karpor.kube.reviews import (
     ACCESS,
     RULES,
     WHOAMI,
-    NonResourceRule,
-    ResourceRule,
     ReviewKind,
     RulesStatus,
     access_review,
     combine_rules,
-    intersect_non_resource_rules,
-    intersect_resource_rules,
     parse_access_review,
     parse_access_status,
     parse_rules_review,
