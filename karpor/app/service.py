@@ -596,6 +596,7 @@ class GatewayService(ServiceTree):
             authorize_path=access.authorize_path,
             names=access.names,
             shows_endpoint=access.shows_endpoint,
+            policy=lambda: access.policy,
         )
         return self.registry.subscribe(lambda old, new: reactor.callFromThread(api.refresh))
 

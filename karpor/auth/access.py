@@ -26,7 +26,10 @@ assembled for the front (sans-IO but for the files it reloads).
   request is authorized as the impersonated identity) and the identity sent
   upstream (:func:`karpor.auth.impersonation.upstream_identity`);
 - :meth:`Access.authorize_path`, for the gateway's own paths that need a
-  grant (``/metrics``): the policy's ``nonResourceURLs`` rules (403).
+  grant (``/metrics``): the policy's ``nonResourceURLs`` rules (403);
+- :meth:`Access.reviewer`, for the reviews a caller asks about itself on a
+  cluster (``kubectl auth whoami``, ``auth can-i``; answered by
+  :mod:`karpor.auth.reviews`): whom they are about and whom the cluster sees.
 
 Without a policy file every *authenticated* caller may do everything,
 impersonate included, as a policy granting ``impersonate`` on every cluster
@@ -120,6 +123,19 @@ class Forbidden(ApiError):
     def __init__(self, error: ApiError, attrs: Attributes | None) -> None:
         super().__init__(error.code, error.message, error.reason, error.details)
         self.attrs = attrs
+
+
+@dataclass(frozen=True, slots=True)
+class Reviewer:
+    """Whom a caller's reviews about itself are about (:meth:`Access.reviewer`)."""
+
+    #: the caller, or the identity its ``Impersonate-*`` headers ask for
+    identity: Identity
+    #: whom the gateway impersonates on the cluster (``None``: nobody, the
+    #: cluster sees its own credential)
+    upstream: Identity | None
+    #: the identity-exchange rule that decided (``""``: none)
+    exchange: str = ""
 
 
 def unauthorized() -> ApiError:
@@ -494,6 +510,35 @@ class Access:
             upstream_identity(caller, cluster, exchange),
             exchange.rule if exchange is not None else "",
         )
+
+    def reviewer(
+        self, caller: Identity, cluster: Cluster, headers: Sequence[Header]
+    ) -> Reviewer | None:
+        """Who the reviews a caller asks about itself on ``cluster``
+        (``kubectl auth whoami``, ``auth can-i``) are about (the caller, or
+        whom its ``Impersonate-*`` headers ask for), and whom the cluster
+        sees: ``None`` when the caller may not reach the cluster at all or
+        may not impersonate whom it asks for (the request is then authorized
+        as any other, and refused)."""
+        policy = self.policy
+        if not policy.enforcing and caller.user == ANONYMOUS_USER:
+            return None
+        requested = _impersonation(headers)
+        exchange = None
+        upstream: Identity | None
+        if requested is not None:
+            if not authorize_impersonation(policy, caller, cluster, requested).allowed:
+                return None
+            effective, upstream = requested, requested
+        else:
+            effective = caller
+            exchange = policy.exchange(caller, cluster) if policy.exchange_rules else None
+            upstream = upstream_identity(caller, cluster, exchange)
+        # (a caller granted impersonation reaches the cluster: it is asked about
+        # whom it impersonates, who may be allowed nothing there)
+        if policy.enforcing and requested is None and not policy.reaches(caller, cluster):
+            return None
+        return Reviewer(effective, upstream, exchange.rule if exchange is not None else "")
 
     def shows_endpoint(self, identity: Identity, cluster: Cluster) -> bool:
         """Whether ``identity`` may see where ``cluster`` is

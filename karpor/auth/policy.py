@@ -294,6 +294,12 @@ def _groups_of(identity: Identity) -> frozenset[str]:
     return frozenset((*identity.groups, implied))
 
 
+def groups_of(identity: Identity) -> frozenset[str]:
+    """The groups the rules see for ``identity`` (``system:authenticated``,
+    or ``system:unauthenticated`` for ``system:anonymous``, added)."""
+    return _groups_of(identity)
+
+
 def url_matches(url: str, path: str) -> bool:
     """Whether a ``nonResourceURLs`` entry matches ``path``, as kube RBAC's
     ``NonResourceURLMatches``: ``*`` matches every path, an entry ending in

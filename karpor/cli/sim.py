@@ -28,6 +28,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
+from karpor.auth.policy import PolicyError, load_policy
 from karpor.sim.cluster import NonLoopbackAddress, SimulatedCluster, SimulatedClusterOptions
 
 
@@ -71,13 +72,23 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="changes kept for watches resuming from a resourceVersion (10000)",
     )
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="authorize as a karpor policy file says (the clusters' RBAC; default: allow all)",
+    )
     parser.set_defaults(handler=run)
 
 
 def build_clusters(args: argparse.Namespace, reactor: Any) -> list[SimulatedCluster]:
     """The clusters ``args`` ask for (not started)."""
     options = SimulatedClusterOptions(
-        log_interval=args.log_interval, history=args.history, access_log=args.access_log
+        log_interval=args.log_interval,
+        history=args.history,
+        access_log=args.access_log,
+        policy=load_policy(str(args.policy)) if args.policy is not None else None,
     )
     return [
         SimulatedCluster(
@@ -103,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         clusters = build_clusters(args, reactor)
     except NonLoopbackAddress as exc:
+        print(f"karpor sim: {exc}", file=sys.stderr)
+        return 2
+    except PolicyError as exc:
         print(f"karpor sim: {exc}", file=sys.stderr)
         return 2
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)

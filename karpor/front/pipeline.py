@@ -11,8 +11,11 @@ a dedicated connection, :class:`~karpor.upstream.splice.UpgradeForwarder`);
 a request to the gateway's own API is authenticated (not on the public
 paths), its body read (up to ``max_api_body``: 413) and handed to the
 :class:`~karpor.gatewayapi.request.ApiHandler` with a
-:class:`~karpor.front.responder.Responder`.  Whatever refuses the request
-is answered as a ``Status`` on the front connection.
+:class:`~karpor.front.responder.Responder`.  A ``POST`` of a review the
+caller asks about itself on a cluster (``kubectl auth whoami``, ``auth
+can-i``) is read the same way and answered by the gateway
+(:mod:`karpor.front.reviews`).  Whatever refuses the request is answered
+as a ``Status`` on the front connection.
 """
 
 from __future__ import annotations
@@ -22,14 +25,17 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
-from karpor.auth.access import Authorized, Forbidden
+from karpor.auth.access import Authorized, Forbidden, request_attributes
 from karpor.auth.identity import Identity
 from karpor.auth.impersonation import impersonation_headers
+from karpor.config.model import Cluster
 from karpor.front.responder import Responder
-from karpor.gatewayapi.request import ApiRequest
+from karpor.front.reviews import ClusterReviews
+from karpor.gatewayapi.request import ApiHandler, ApiRequest
 from karpor.http.connection import RequestHead
 from karpor.http.headers import Header, RequestHeaders, split_request
 from karpor.http.route import ApiRoute, ClusterRoute, route
+from karpor.kube.reviews import REVIEW_PREFIXES, review_kind
 from karpor.kube.status import ApiError
 from karpor.metrics.labels import stream_kind
 from karpor.upstream.forward import Forwarder
@@ -99,6 +105,13 @@ class RequestPipeline:
         if audit is not None:
             audit.cluster = target.name
         cluster = factory.clusters().get(target.name)
+        if (
+            cluster is not None
+            and head.method == b"POST"
+            and target.target.startswith(REVIEW_PREFIXES)
+            and self._review(front, target, head, identity, cluster)
+        ):
+            return
         try:
             if cluster is None:  # 404, or the 403 of a cluster the caller may not reach
                 raise factory.access.unknown_cluster(
@@ -183,6 +196,47 @@ class RequestPipeline:
         front.forwarder = forwarder
         pool.submit(forwarder)
 
+    def _review(
+        self,
+        front: GatewayProtocol,
+        target: ClusterRoute,
+        head: RequestHead,
+        identity: Identity,
+        cluster: Cluster,
+    ) -> bool:
+        """A review the caller asks about itself (``kubectl auth whoami``,
+        ``auth can-i``): read its body and answer it
+        (:mod:`karpor.front.reviews`); ``False`` when it is not one the
+        gateway answers for this caller (then authorized as any request)."""
+        path, _, query = target.target.partition(b"?")
+        kind = review_kind(path.decode("latin-1"))
+        if kind is None:
+            return False
+        reviewer = self._factory.access.reviewer(identity, cluster, head.headers)
+        if reviewer is None:
+            return False
+        front.cluster_name = cluster.name
+        audit = front.audit
+        if audit is not None:
+            audit.authorized = Authorized(
+                request_attributes(head.method, target.target),
+                reviewer.upstream,
+                reviewer.exchange,
+            )
+        handler = ClusterReviews(
+            self._factory,
+            cluster,
+            kind,
+            reviewer,
+            target.target,
+            front.client_address,
+            audit.audit_id if audit is not None else b"",
+        )
+        self._read_body(
+            front, head, path.decode("latin-1"), query.decode("latin-1"), identity, handler
+        )
+        return True
+
     def _api(self, front: GatewayProtocol, target: ApiRoute, head: RequestHead) -> None:
         identity: Identity | None
         if target.public:
@@ -192,7 +246,19 @@ class RequestPipeline:
                 front.audit.identity = identity
         else:
             identity = self._authenticate(front, head)
-        call = _ApiCall(self._factory, front, target, head, identity)
+        self._read_body(front, head, target.path, target.query, identity, self._factory.api)
+
+    def _read_body(
+        self,
+        front: GatewayProtocol,
+        head: RequestHead,
+        path: str,
+        query: str,
+        identity: Identity | None,
+        handler: ApiHandler,
+    ) -> None:
+        """Read the body (bounded by ``max_api_body``), then hand the request to ``handler``."""
+        call = _ApiCall(self._factory, front, path, query, head, identity, handler)
         front.on_body = call.data
         front.on_end = call.end
         if any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in head.headers):
@@ -202,19 +268,33 @@ class RequestPipeline:
 class _ApiCall:
     """A request to the own API whose body is being read."""
 
-    __slots__ = ("_body", "_factory", "_front", "_head", "_identity", "_size", "_target")
+    __slots__ = (
+        "_body",
+        "_factory",
+        "_front",
+        "_handler",
+        "_head",
+        "_identity",
+        "_path",
+        "_query",
+        "_size",
+    )
 
     def __init__(
         self,
         factory: GatewayFactory,
         front: GatewayProtocol,
-        target: ApiRoute,
+        path: str,
+        query: str,
         head: RequestHead,
         identity: Identity | None,
+        handler: ApiHandler,
     ) -> None:
         self._factory = factory
         self._front = front
-        self._target = target
+        self._path = path
+        self._query = query
+        self._handler = handler
         self._head = head
         self._identity = identity
         self._body: list[bytes] = []
@@ -234,15 +314,15 @@ class _ApiCall:
 
     def end(self) -> None:
         """The request is complete: hand it to the API."""
-        front, head, target = self._front, self._head, self._target
+        front, head = self._front, self._head
         body = b"".join(self._body)
         self._body = []
         headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in head.headers}
         headers["audit-id"] = front.audit_id()  # the request's, for the API's log lines
         request = ApiRequest(
             method=head.method.decode("ascii"),
-            path=target.path,
-            query=target.query,
+            path=self._path,
+            query=self._query,
             headers=headers,
             identity=self._identity,
             body=body,
@@ -250,7 +330,7 @@ class _ApiCall:
         responder = Responder(front, head)
         front.responder = responder
         try:
-            self._factory.api.handle(request, responder)
+            self._handler.handle(request, responder)
         except ApiError as e:
             if not responder.started:
                 front.responder = None

@@ -23,6 +23,9 @@ Routes every path that is not a cluster proxy path:
 * ``/metrics``: the Prometheus metrics of every gateway process
   (:mod:`karpor.metrics.exposition`), for a caller the policy grants
   ``get`` on it (a ``nonResourceURLs`` rule; 403 otherwise);
+* ``POST`` of a ``SelfSubjectReview``, ``SelfSubjectAccessReview`` or
+  ``SelfSubjectRulesReview`` (``kubectl auth whoami``, ``auth can-i``):
+  :mod:`karpor.gatewayapi.reviews`;
 * anything else: 404; a method other than GET/HEAD: 405; no identity: 401.
 
 Which clusters a caller sees is decided by ``visible`` (every cluster until
@@ -49,6 +52,7 @@ from twisted.logger import Logger
 
 from karpor.auth.agentidentity import is_reserved
 from karpor.auth.identity import ANONYMOUS_USER, Identity
+from karpor.auth.policy import ALLOW_ALL, Policy
 from karpor.config.model import Cluster
 from karpor.gatewayapi import openapi, openapiproto, version
 from karpor.gatewayapi.clusters import (
@@ -66,9 +70,11 @@ from karpor.gatewayapi.clusters import (
 )
 from karpor.gatewayapi.health import Health
 from karpor.gatewayapi.request import ApiRequest, Header, Responder
+from karpor.gatewayapi.reviews import own_review
 from karpor.kube import discovery, paging
 from karpor.kube.clusterstatus import forbidden, not_found
 from karpor.kube.requestinfo import parse_query, query_bool
+from karpor.kube.reviews import review_kind
 from karpor.kube.selectors import (
     FieldSelector,
     LabelSelector,
@@ -227,7 +233,10 @@ class GatewayApi:
         authorize_path: PathAuthorizer = authenticated,
         names: Naming = every_name,
         shows_endpoint: Visibility = everyone,
+        policy: Callable[[], Policy] = lambda: ALLOW_ALL,
     ) -> None:
+        #: the access policy now (the reviews a caller asks about itself)
+        self._policy = policy
         self._clusters = clusters
         self._names = names
         self._shows_endpoint = shows_endpoint
@@ -270,6 +279,12 @@ class GatewayApi:
         parts = _segments(request.path)
         if request.identity is None and path not in PUBLIC_PATHS:
             raise ApiError(401, "Unauthorized")
+        if request.method == "POST" and request.identity is not None:
+            kind = review_kind(path)
+            if kind is not None:  # kubectl auth whoami / can-i --context karpor
+                doc = own_review(kind, request.body, request.identity, self._policy())
+                responder.respond(201, [(b"content-type", _JSON)], _dumps(doc))
+                return
         if request.method not in ("GET", "HEAD"):
             raise _method_not_allowed()
         if parts and parts[0] in _HEALTH and (len(parts) == 1 or parts[1:] == ["ping"]):

@@ -1,14 +1,20 @@
-"""Authentication, impersonation and ``SelfSubjectReview`` in the simulator.
+"""Authentication, impersonation, authorization and the self-subject reviews
+in the simulator.
 
 A simulated cluster accepts two credentials, as a kube-apiserver with
 ``--anonymous-auth=false`` does: a client certificate issued by its CA
 (``CN`` = user, each ``O`` = a group) or its bearer token.  Anything else is
-answered ``401 Unauthorized``.  Every authenticated caller may do
-everything, impersonation included: ``Impersonate-User``,
+answered ``401 Unauthorized``.  Without a policy every authenticated
+caller may do everything, impersonation included: ``Impersonate-User``,
 ``Impersonate-Group``, ``Impersonate-Uid`` and ``Impersonate-Extra-*``
 replace the caller's identity as kube's impersonation filter does, so the
 identity a gateway forwards is the one the cluster sees (``kubectl auth
 whoami`` shows it).
+
+With a policy (``karpor sim --policy FILE``, :class:`Authorizer`) the
+cluster authorizes as kube RBAC would with those rules, and answers
+``SelfSubjectAccessReview`` / ``SelfSubjectRulesReview`` (``kubectl auth
+can-i``) from them; without one everything is allowed (and said so).
 
 Everything here is sans-IO: headers in, an :class:`Identity` out.
 """
@@ -24,6 +30,12 @@ from OpenSSL import crypto
 
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.auth.identity import ANONYMOUS_USER, AUTHENTICATED, UNAUTHENTICATED, Identity
+from karpor.auth.impersonation import authorize_impersonation
+from karpor.auth.policy import ALLOW_ALL, Policy, attributes
+from karpor.auth.reviews import access_decision, policy_rules
+from karpor.config.model import Cluster
+from karpor.kube.requestinfo import RequestInfoError, parse_request_info
+from karpor.kube.reviews import AccessQuery, RulesStatus
 from karpor.kube.status import ApiError
 
 #: the identity the bearer token stands for: a service account, since the
@@ -142,3 +154,73 @@ def self_subject_review(api_version: str, identity: Identity) -> dict[str, Any]:
         "metadata": {"creationTimestamp": None},
         "status": {"userInfo": user_info},
     }
+
+
+#: the group that may do everything whatever the policy says (kube's superusers)
+MASTERS = "system:masters"
+#: API versions of ``authorization.k8s.io`` serving the self-subject reviews
+AUTHORIZATION_VERSIONS = ("v1",)
+
+
+class Authorizer:
+    """What a simulated cluster lets its users do: everything without a
+    policy; with one, a karpor policy (:mod:`karpor.auth.policy`, the
+    format of ``authorization.policyFile``, with ``clusters: ["*"]``) is
+    the cluster's RBAC.  Members of ``system:masters`` may do everything,
+    and every authenticated user may create the reviews about itself
+    (kube's ``system:basic-user``).  A user who impersonates someone needs
+    the ``impersonate`` verb, as in kube."""
+
+    def __init__(self, policy: Policy | None = None, cluster: str = "sim") -> None:
+        self.policy = policy
+        self._cluster = Cluster(cluster, "")
+
+    def __repr__(self) -> str:
+        return f"Authorizer(policy={self.policy is not None})"
+
+    def _policy(self, identity: Identity) -> Policy:
+        if self.policy is None or MASTERS in identity.groups:
+            return ALLOW_ALL
+        return self.policy
+
+    def check(
+        self, caller: Identity, identity: Identity, method: str, path: str, query: str
+    ) -> None:
+        """Raise the 403 ``caller`` (as ``identity`` once impersonated) gets for
+        the request, if any."""
+        if self.policy is None:
+            return
+        if identity is not caller:
+            granted = authorize_impersonation(self._policy(caller), caller, self._cluster, identity)
+            if not granted.allowed:
+                raise granted.error()
+        try:
+            info = parse_request_info(method, path, query)
+        except RequestInfoError:
+            return  # the router answers it
+        attrs = attributes(info)
+        if (attrs.api_group, attrs.resource) in _REVIEWS and attrs.verb == "create":
+            return
+        decision = self._policy(identity).allows(identity, self._cluster, attrs)
+        if not decision.allowed:
+            raise decision.error()
+
+    def access_review(self, identity: Identity, query: AccessQuery) -> tuple[bool, str]:
+        """``(allowed, reason)`` of a ``SelfSubjectAccessReview``."""
+        if self.policy is None:
+            return True, ""
+        allowed, reason = access_decision(self._policy(identity), identity, self._cluster, query)
+        return allowed, reason.replace("karpor: ", "RBAC: ", 1)
+
+    def rules_review(self, identity: Identity, namespace: str) -> RulesStatus:
+        """The rules of a ``SelfSubjectRulesReview`` of ``namespace``."""
+        return policy_rules(self._policy(identity), identity, self._cluster, namespace)
+
+
+_REVIEWS = frozenset(
+    {
+        ("authentication.k8s.io", "selfsubjectreviews"),
+        ("authorization.k8s.io", "selfsubjectaccessreviews"),
+        ("authorization.k8s.io", "selfsubjectrulesreviews"),
+    }
+)

@@ -45,10 +45,11 @@ from twisted.logger import Logger
 
 from karpor.auth.ca import CertificateAuthority, IssuedCertificate, write_private
 from karpor.auth.identity import Identity
+from karpor.auth.policy import Policy
 from karpor.config.hostnames import url_host
 from karpor.net.tls import H2, server_options
 from karpor.net.tlstransport import TLSPort
-from karpor.sim.auth import DEFAULT_TOKEN_IDENTITY, Authenticator
+from karpor.sim.auth import DEFAULT_TOKEN_IDENTITY, Authenticator, Authorizer
 from karpor.sim.controllers import DeploymentController
 from karpor.sim.kubelet import DEFAULT_NODE, Kubelet
 from karpor.sim.logs import DEFAULT_INTERVAL
@@ -104,6 +105,8 @@ class SimulatedClusterOptions:
     node_name: str = DEFAULT_NODE
     token_identity: Identity = DEFAULT_TOKEN_IDENTITY
     access_log: bool = False
+    #: the cluster's RBAC, as a karpor policy (``None``: everyone may do everything)
+    policy: Policy | None = None
 
 
 class SimulatedCluster(Service):
@@ -172,6 +175,7 @@ class SimulatedCluster(Service):
             server_address=f"{url_host(host)}:{port}",
             log_interval=self.options.log_interval,
             bookmark_interval=self.options.bookmark_interval,
+            authorizer=Authorizer(self.options.policy, name),
         )
         self.site = SimulatorSite(self.api, access_log=self.options.access_log, reactor=reactor)
         self._listening: IListeningPort | None = None

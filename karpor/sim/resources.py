@@ -182,7 +182,12 @@ def _selfsubjectreviews(version: str) -> ResourceType:
     )
 
 
-#: The simulator's resource types: core/v1, apps/v1 and authentication.k8s.io.
+def _self_review(plural: str, kind: str) -> ResourceType:
+    return _rt("authorization.k8s.io", "v1", plural, kind, False, verbs=("create",), stored=False)
+
+
+#: The simulator's resource types: core/v1, apps/v1, authentication.k8s.io
+#: and authorization.k8s.io.
 CATALOG = Catalog(
     [
         _rt(
@@ -273,5 +278,7 @@ CATALOG = Catalog(
         _selfsubjectreviews("v1"),
         _selfsubjectreviews("v1beta1"),
         _selfsubjectreviews("v1alpha1"),
+        _self_review("selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+        _self_review("selfsubjectrulesreviews", "SelfSubjectRulesReview"),
     ]
 )

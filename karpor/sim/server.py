@@ -10,7 +10,9 @@ authenticator, clocks) and answers one request at a time:
 3. resource paths, parsed into a :class:`~karpor.kube.requestinfo.RequestInfo`:
    get, list, watch (streamed), create, update, patch, delete,
    deletecollection, the ``status`` and ``deployments/scale`` subresources,
-   ``pods/log`` (streamed with ``follow``), ``selfsubjectreviews``;
+   ``pods/log`` (streamed with ``follow``), ``selfsubjectreviews``,
+   ``selfsubjectaccessreviews`` and ``selfsubjectrulesreviews``
+   (:class:`~karpor.sim.auth.Authorizer`, which also authorizes every request);
    ``pods/exec``, ``pods/attach`` and ``pods/portforward`` (GET for
    WebSocket, POST for SPDY) go, once the pod is found, to the cluster's
    :class:`~karpor.sim.streaming.StreamServer`, which upgrades the connection.
@@ -57,11 +59,20 @@ from karpor.auth.identity import Identity
 from karpor.kube import negotiate
 from karpor.kube.negotiate import JSON, YAML, Negotiated, Representation
 from karpor.kube.requestinfo import RequestInfo, RequestInfoError, parse_query, parse_request_info
+from karpor.kube.reviews import (
+    ACCESS,
+    AUTHORIZATION_GROUP,
+    ReviewKind,
+    access_review,
+    parse_access_review,
+    parse_rules_review,
+    rules_review,
+)
 from karpor.kube.selectors import label_selector_from_object
 from karpor.kube.status import ApiError
 from karpor.sim import discovery, openapi, protobuf
 from karpor.sim import patch as patches
-from karpor.sim.auth import Authenticator, impersonate, self_subject_review
+from karpor.sim.auth import Authenticator, Authorizer, impersonate, self_subject_review
 from karpor.sim.channels import Kind
 from karpor.sim.http2 import NegotiatingChannel
 from karpor.sim.logs import DEFAULT_INTERVAL, LogFollower, LogOptions, render_lines, resolve
@@ -164,8 +175,11 @@ class ApiServer:
         log_interval: float = DEFAULT_INTERVAL,
         bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL,
         streams: StreamServer | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.store = store
+        #: what users may do (everything without a policy)
+        self.authorizer = authorizer or Authorizer()
         self.streams = streams
         self.authenticator = authenticator
         self.reactor = reactor
@@ -208,6 +222,7 @@ class ApiServer:
             if identity is None:
                 raise ApiError(401, "Unauthorized")
             call.identity = impersonate(identity, headers)
+            self.authorizer.check(identity, call.identity, call.method, raw_path, raw_query)
             request.setHeader(b"x-kubernetes-pf-flowschema-uid", self._flow_schema_uid.encode())
             request.setHeader(
                 b"x-kubernetes-pf-prioritylevel-uid", self._priority_level_uid.encode()
@@ -603,6 +618,18 @@ class ApiServer:
             assert call.identity is not None
             review = self_subject_review(rt.version, call.identity)
             return self._respond(call.request, 201, review)
+        if rt.group == AUTHORIZATION_GROUP and verb == "create":
+            assert call.identity is not None
+            kind = ReviewKind(rt.kind, rt.group, rt.version)
+            if rt.kind == ACCESS:
+                query = parse_access_review(call.body(), kind)
+                allowed, reason = self.authorizer.access_review(call.identity, query)
+                answer = access_review(kind, query, allowed, reason)
+            else:
+                namespace = parse_rules_review(call.body(), kind)
+                rules = self.authorizer.rules_review(call.identity, namespace)
+                answer = rules_review(kind, namespace, rules)
+            return self._respond(call.request, 201, answer)
         raise ApiError(405, METHOD_NOT_ALLOWED_MESSAGE)
 
     # -- subresources ------------------------------------------------------

@@ -131,7 +131,7 @@ class Setup:
         )
 
     def whoami(self, cluster: str, **kwargs: Any) -> dict[str, Any]:
-        """The cluster's ``SelfSubjectReview`` of the caller: ``userInfo``."""
+        """The gateway's ``SelfSubjectReview`` of the caller on ``cluster``: ``userInfo``."""
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
         response = self.get(
             cluster,
@@ -282,7 +282,7 @@ def test_front_proxy_headers_from_an_allowed_certificate(setup: Setup) -> None:
     other = issue(setup.front_ca, "someone-else")
     assert setup.get("sim-1", "/api/v1/namespaces", cert=other, headers=headers).status == 401
     # X-Remote headers over a token or a gateway certificate change nothing
-    assert setup.whoami("sim-2", token=OPS, headers=headers)["username"] == "mapped-admin"
+    assert setup.whoami("sim-2", token=OPS, headers=headers)["username"] == "opsuser"
 
 
 # -- authorization --------------------------------------------------------------------
@@ -352,16 +352,26 @@ def test_get_clusters_lists_only_reachable_clusters(setup: Setup) -> None:
 
 
 def test_impersonating_cluster_sees_the_caller(setup: Setup) -> None:
+    # whoami answers for the caller; extra says whom the cluster sees (issue 17)
     admin = issue(setup.ca, "admin", ("system:masters", "ops-team"))
     seen = setup.whoami("sim-2", cert=admin)
     assert seen["username"] == "admin"
     assert "system:masters" in seen["groups"] and "ops-team" in seen["groups"]
+    assert seen["extra"]["karpor.io/cluster-identity"] == ["impersonated"]
+    assert seen["extra"]["karpor.io/cluster-user"] == ["admin"]
+    assert "ops-team" in seen["extra"]["karpor.io/cluster-groups"]
     # a cluster without impersonation sees the gateway's credential
-    assert setup.whoami("sim-1", cert=admin)["username"] != "admin"
+    plain = setup.whoami("sim-1", cert=admin)
+    assert plain["username"] == "admin"
+    assert plain["extra"]["karpor.io/cluster-identity"] == ["credential"]
+    assert "karpor.io/cluster-user" not in plain["extra"]
     # identity exchange: ops callers are mapped on sim-2
     mapped = setup.whoami("sim-2", token=OPS)
-    assert mapped["username"] == "mapped-admin"
-    assert "mapped-group" in mapped["groups"] and "ops" not in mapped["groups"]
+    assert mapped["username"] == "opsuser" and "ops" in mapped["groups"]
+    assert mapped["extra"]["karpor.io/cluster-user"] == ["mapped-admin"]
+    assert "mapped-group" in mapped["extra"]["karpor.io/cluster-groups"]
+    assert "ops" not in mapped["extra"]["karpor.io/cluster-groups"]
+    assert mapped["extra"]["karpor.io/identity-exchange"] == ["ops-to-admin"]
 
 
 def test_callers_impersonation_needs_the_impersonate_verb(setup: Setup) -> None:

@@ -44,11 +44,17 @@ def test_kubectl_as_reaches_the_cluster_as_the_identity_asked_for(
 ) -> None:
     kubectl = _kubectl(kubectl_bins, gateway_kubeconfig)
     # sim-1 has no spec.impersonate: without --as it sees the gateway's credential
-    own = _whoami(kubectl)["username"]
-    assert own != "admin"
+    # (whoami is the gateway's answer about the caller; issue 17)
+    own = _whoami(kubectl)
+    assert own["extra"] == {
+        "karpor.io/cluster": ["sim-1"],
+        "karpor.io/cluster-identity": ["credential"],
+    }
     jane = _whoami(kubectl, "--as=jane")
-    assert jane["username"] == "jane" != own
+    assert jane["username"] == "jane" != own["username"]
     assert "system:masters" not in jane.get("groups", [])  # type: ignore[operator]
+    assert jane["extra"]["karpor.io/cluster-identity"] == ["impersonated"]  # type: ignore[index]
+    assert jane["extra"]["karpor.io/cluster-user"] == ["jane"]  # type: ignore[index]
     grouped = _whoami(kubectl, "--as=jane", "--as-group=devs", "--as-group=qa")
     assert grouped["username"] == "jane"
     assert {"devs", "qa"} <= set(grouped["groups"])  # type: ignore[call-overload]

@@ -98,6 +98,7 @@ def test_group_versions_in_kube_order():
         ("", ["v1"]),
         ("apps", ["v1"]),
         ("authentication.k8s.io", ["v1", "v1beta1", "v1alpha1"]),
+        ("authorization.k8s.io", ["v1"]),
     ]
     assert [rt.plural for rt in CATALOG.resources("apps", "v1")] == ["deployments"]
     assert len(CATALOG.resources("", "v1")) == 7
