@@ -17,7 +17,9 @@ What is never accepted, whatever a token or a JWKS says:
   as an HMAC key);
 * an algorithm the key does not fit (an RSA key for ``ES256``), or other
   than the key's own ``alg`` when the JWKS states one;
-* a token over :data:`MAX_TOKEN_BYTES`, a JWKS over :data:`MAX_KEYS` keys.
+* a token over :data:`MAX_TOKEN_BYTES`, a JWKS over :data:`MAX_KEYS` keys;
+* a user or group name beginning ``system:`` (kube-apiserver refuses them
+  too: they name the cluster's components, and karpor's agents).
 
 Every refusal is a :class:`JwtError` whose message says why in general
 terms ("token expired", "audience not accepted") and never carries the
@@ -401,7 +403,12 @@ def check_claims(
         if value is not None and not all(isinstance(g, str) for g in names):
             raise JwtError(f"token {issuer.groups.claim} claim is not a string or list of strings")
         groups = tuple(issuer.groups.prefix + g for g in names)
-    return Identity(mapping.prefix + user, groups), exp
+    username = mapping.prefix + user
+    # as kube-apiserver: a token never names a system: user or group (those
+    # are the cluster's own, and karpor's agents')
+    if username.startswith("system:") or any(g.startswith("system:") for g in groups):
+        raise JwtError("token maps to a reserved system: name")
+    return Identity(username, groups), exp
 
 
 def allowed_algorithms(keys: KeySet, announced: Sequence[str] = ()) -> frozenset[str]:

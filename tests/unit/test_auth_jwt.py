@@ -138,11 +138,20 @@ def test_a_jwks_is_bounded_and_bad_keys_are_skipped_by_name() -> None:
         ({"email": None}, "no email claim"),
         ({"email_verified": False}, "not verified"),
         ({"groups": [1, 2]}, "groups claim"),
+        ({"email": "system:karpor:agent:c1"}, "reserved system: name"),
     ],
 )
 def test_each_claim_rule_refuses_in_general_terms(over: dict[str, Any], why: str) -> None:
     with pytest.raises(JwtError, match=why):
         check_claims(ISSUER_CONFIG, claims(**over), NOW)
+
+
+def test_no_token_names_a_system_group() -> None:
+    bare = JwtIssuer(ISSUER, ("karpor",), ClaimMapping("email", ""), ClaimMapping("groups", ""))
+    with pytest.raises(JwtError, match="reserved system: name"):
+        check_claims(bare, claims(groups=["dev", "system:masters"]), NOW)
+    prefixed = check_claims(ISSUER_CONFIG, claims(groups=["system:masters"]), NOW)[0]
+    assert prefixed.groups == ("oidc:system:masters",)
 
 
 def test_audience_lists_groups_strings_and_rules() -> None:
