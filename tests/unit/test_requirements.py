@@ -126,7 +126,7 @@ def test_install_requires_is_what_the_package_imports() -> None:
 
 def test_what_the_tests_import_is_declared() -> None:
     runtime, test = declared()
-    used = distributions(imported("tests"), {"karpor", "support", "bench"})
+    used = distributions(imported("tests"), {"karpor", "support", "bench", "unit"})
     undeclared = set(used) - closure({**runtime, **test})
     assert not undeclared, f"the tests import what nothing declares: {undeclared}"
 
