@@ -113,6 +113,7 @@ from karpor.upstream.execcredential import (
     subprocess_runner,
 )
 from karpor.upstream.pool import UpstreamPools
+from karpor.upstream.tunnel import Tunnels
 
 #: the demo's state directory when none is given (in the working directory)
 DEMO_STATE_DIR = "karpor-demo"
@@ -355,6 +356,10 @@ class GatewayService(ServiceTree):
         self.front: GatewayFactory | None = None
         self.api: GatewayApi | None = None
         self._pools: UpstreamPools | None = None
+        #: this worker's index and the worker count (told to agents)
+        self.worker_slot = (0, 1)
+        #: the agents' tunnels of this worker (:mod:`karpor.upstream.tunnel`)
+        self.tunnels: Tunnels | None = None
         self._port: IListeningPort | None = None
         self._watcher: ChangeWatcher | None = None
         self._file_state: dict[str, tuple[tuple[str, int, int, int, int], ...]] = {}
@@ -562,13 +567,23 @@ class GatewayService(ServiceTree):
         reactor, metrics = self.reactor, self.metrics
         assert metrics is not None
         self._exec = ExecCredentialCache(reactor, thread_runner(reactor))
+        worker, workers = self.worker_slot
+        tunnels = self.tunnels = Tunnels(
+            reactor, worker=worker, workers=workers, metrics=metrics.recorder
+        )
         pools = self._pools = UpstreamPools(
             reactor,
             errors=metrics.recorder,
             response_header_timeout=self.settings.upstream.response_header_timeout,
+            tunnels=tunnels,
         )
         metrics.watch_pools(pools.pools)
-        return pools.close
+
+        def close() -> None:
+            tunnels.close()
+            pools.close()
+
+        return close
 
     def _open_api(self) -> Teardown:
         """``api``: the gateway's own API, refreshed after every reload."""
@@ -600,6 +615,8 @@ class GatewayService(ServiceTree):
         )
         prober.startService()
         prober.sync(self.clusters())
+        if self.tunnels is not None:
+            self.tunnels.on_connect = prober.probe_now
 
         def stop() -> Any:
             self.prober = None
@@ -700,6 +717,9 @@ class GatewayService(ServiceTree):
         streams end cleanly at ``deadline`` seconds, upgraded sessions at
         ``sessions`` (see the front)."""
         self.health.draining = True
+        if self.tunnels is not None:
+            # agents redial at once and land on the workers that serve on
+            self.tunnels.close()
         if self.front is None:
             return defer.succeed(None)
         return self.front.drain(deadline, sessions)

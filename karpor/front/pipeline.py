@@ -26,6 +26,7 @@ from karpor.auth.access import Authorized, Forbidden
 from karpor.auth.identity import Identity
 from karpor.auth.impersonation import impersonation_headers
 from karpor.front.responder import Responder
+from karpor.front.tunnel import accept_tunnel
 from karpor.gatewayapi.request import ApiRequest
 from karpor.http.connection import RequestHead
 from karpor.http.headers import Header, RequestHeaders, ResponseHeaders, split_request
@@ -103,8 +104,13 @@ class RequestPipeline:
     def handle(self, front: GatewayProtocol, head: RequestHead) -> None:
         """Answer the request ``head`` read on ``front`` (its audit begun):
         forward it to its cluster or hand it to the own API, or answer the
-        ``Status`` that refuses it."""
+        ``Status`` that refuses it (an agent's tunnel request is accepted
+        by :func:`~karpor.front.tunnel.accept_tunnel`)."""
         try:
+            if head.upgrade:
+                tunnels = self._factory.pools.tunnels
+                if tunnels is not None and accept_tunnel(self._factory, tunnels, front, head):
+                    return
             target = route(head.target)
             if self._factory.metrics is not None:
                 self._note_route(front, target, head)

@@ -120,6 +120,7 @@ from karpor.upstream.forward import Forwarder
 from karpor.upstream.http1 import no_delay
 from karpor.upstream.pool import UpstreamPools
 from karpor.upstream.splice import Splice
+from karpor.upstream.tunnel import AgentLink
 
 if TYPE_CHECKING:
     from karpor.metrics.gateway import GatewayMetrics
@@ -197,7 +198,8 @@ class GatewayProtocol(Protocol):
         self.on_body: Callable[[bytes], None] | None = None
         self.on_end: Callable[[], None] | None = None
         self.forwarder: Forwarder | None = None
-        self._splice: Splice | None = None
+        #: the splice of an upgraded request (or an agent's tunnel)
+        self._splice: Splice | AgentLink | None = None
         self.responder: Responder | None = None
         self._idle_timer: IDelayedCall | None = None
         #: the cluster the request in progress goes to (its streams end if it is removed)
@@ -566,7 +568,7 @@ class GatewayProtocol(Protocol):
 
     # -- TunnelChannel (for an upgrade) ----------------------------------------------
 
-    def spliced(self, splice: Splice) -> bytes:
+    def spliced(self, splice: Splice | AgentLink) -> bytes:
         """The request switched protocols: from now on the connection
         belongs to ``splice``; returns the bytes held since the request head."""
         self._splice = splice
