@@ -1,0 +1,285 @@
+"""Clusters behind NAT: ``karpor agent`` serving a cluster through its tunnel (issue 16).
+
+A gateway of this module's own (``--workers 2``) is given no endpoint for
+cluster ``tun`` (``spec.access.tunnel: true``); ``karpor agent`` runs
+beside the session's simulated cluster ``sim-1`` (its kubeconfig: the
+cluster credential stays with the agent) and dials the gateway, keeping
+one tunnel per worker.  ``lonely`` is a tunnel cluster no agent serves;
+``direct`` an ordinary cluster (the same simulator) an agent may not open
+a tunnel for.  kubectl (1.27, 1.30, 1.33) and the Python client reach
+``tun`` through the gateway as any cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
+from support.agent import AGENT_GROUP, AGENT_USER_PREFIX, start_agent, write_agent_credentials
+from support.gateway import (
+    GatewayRun,
+    client_context,
+    credentials_of,
+    request,
+    start_gateway,
+    write_kubeconfig,
+)
+from support.kubectl import Kubectl
+from support.procs import Process
+from support.sim import SimRun
+
+from karpor.http.tunnelwire import TUNNEL_PATH, upgrade_request
+
+pytestmark = pytest.mark.kubectl
+
+TUNNEL = "tun"
+LONELY = "lonely"
+DIRECT = "direct"
+WORKERS = 2
+DEADLINE = 60.0
+
+
+def tunnel_document(name: str) -> dict[str, object]:
+    return {
+        "apiVersion": "cluster.karpor.io/v1beta1",
+        "kind": "Cluster",
+        "metadata": {"name": name},
+        "spec": {"access": {"tunnel": True}},
+    }
+
+
+@dataclass
+class Setup:
+    gateway: GatewayRun
+    kubeconfig: Path
+    credentials: Path
+    agent_kubeconfig: Path
+    namespace: str
+    bins: dict[str, Path]
+    base: Path
+    agent: Process | None = None
+
+    def kubectl(self, version: str = "1.33") -> Kubectl:
+        if version not in self.bins:
+            pytest.skip(f"kubectl {version} is not installed")
+        return Kubectl(self.bins[version], self.kubeconfig, version)
+
+    def start_agent(self) -> Process:
+        self.agent = start_agent(self.credentials, self.agent_kubeconfig, WORKERS)
+        return self.agent
+
+    def proxy(self, cluster: str, path: str) -> str:
+        return f"/apis/cluster.karpor.io/v1beta1/clusters/{cluster}/proxy{path}"
+
+    def admin_context(self) -> ssl.SSLContext:
+        ca, cert, key = credentials_of(self.kubeconfig, "karpor")
+        return client_context(ca, cert, key)
+
+
+@pytest.fixture(scope="module")
+def setup(
+    sim_clusters: SimRun, kubectl_bins: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Setup]:
+    base = tmp_path_factory.mktemp("tunnel")
+    clusters_dir = base / "clusters"
+    clusters_dir.mkdir()
+    sim = sim_clusters["sim-1"]
+    for name in (TUNNEL, LONELY):
+        (clusters_dir / f"{name}.yaml").write_text(yaml.safe_dump(tunnel_document(name)))
+    direct = yaml.safe_load(sim.cluster_file.read_text())
+    direct["metadata"]["name"] = DIRECT
+    (clusters_dir / f"{DIRECT}.yaml").write_text(yaml.safe_dump(direct))
+    run = start_gateway(clusters_dir, base / "state", "--workers", str(WORKERS))
+    setup: Setup | None = None
+    try:
+        kubeconfig = write_kubeconfig(run.state_dir, base / "admin.kubeconfig", run.url)
+        credentials = write_agent_credentials(run.state_dir, TUNNEL, run.url, base / "agent.yaml")
+        namespace = f"tunnel-{uuid.uuid4().hex[:8]}"
+        setup = Setup(run, kubeconfig, credentials, sim.kubeconfig, namespace, kubectl_bins, base)
+        setup.start_agent()
+        label = next((v for v in ("1.33", "1.30", "1.27", "path") if v in kubectl_bins), None)
+        if label is None:
+            pytest.skip("no kubectl found")
+        Kubectl(kubectl_bins[label], sim.kubeconfig, label).out("create", "namespace", namespace)
+        yield setup
+    finally:
+        if setup is not None and setup.agent is not None:
+            setup.agent.stop()
+        run.stop()
+
+
+# --- every verb, kubectl and the Python client --------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.27", "1.30", "1.33"])
+def test_kubectl_verbs_through_the_tunnel(setup: Setup, version: str) -> None:
+    k = setup.kubectl(version)
+    ns = ("--context", TUNNEL, "-n", setup.namespace)
+    name = f"cm-{version.replace('.', '-')}"
+    assert "kube-system" in k.out("--context", TUNNEL, "get", "namespaces")
+    k.out(*ns, "create", "configmap", name, "--from-literal=a=1")
+    k.out(*ns, "patch", "configmap", name, "-p", '{"data":{"b":"2"}}')
+    got = json.loads(k.out(*ns, "get", "configmap", name, "-o", "json"))
+    assert got["data"] == {"a": "1", "b": "2"}
+    k.out(*ns, "delete", "configmap", name)
+    assert name not in k.out(*ns, "get", "configmaps")
+
+
+def test_python_client_list_create_watch(setup: Setup) -> None:
+    api_client = k8s_config.new_client_from_config(str(setup.kubeconfig), context=TUNNEL)
+    api = k8s_client.CoreV1Api(api_client)
+    names = {ns.metadata.name for ns in api.list_namespace().items}
+    assert setup.namespace in names
+    body = k8s_client.V1ConfigMap(metadata=k8s_client.V1ObjectMeta(name="py"), data={"x": "1"})
+    api.create_namespaced_config_map(setup.namespace, body)
+    seen = []
+    for event in k8s_watch.Watch().stream(
+        api.list_namespaced_config_map, setup.namespace, timeout_seconds=5
+    ):
+        seen.append((event["type"], event["object"].metadata.name))
+        if ("ADDED", "py") in seen:
+            break
+    assert ("ADDED", "py") in seen
+    api.delete_namespaced_config_map("py", setup.namespace)
+
+
+def test_watch_and_logs_follow_stream(setup: Setup) -> None:
+    """A watch's event and ``logs -f`` lines arrive while the streams stay open."""
+    k = setup.kubectl()
+    ns = ("--context", TUNNEL, "-n", setup.namespace)
+    k.out(*ns, "run", "talker", "--image=busybox", "--restart=Never")
+    k.out(*ns, "wait", "--for=condition=Ready", "pod/talker", "--timeout=30s")
+    logs = subprocess.Popen(
+        k.command(*ns, "logs", "-f", "talker"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    watch = subprocess.Popen(
+        k.command(*ns, "get", "configmaps", "--watch", "--output-watch-events", "-o", "name"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert logs.stdout is not None and watch.stdout is not None
+        lines = [logs.stdout.readline() for _ in range(3)]
+        assert all(lines), lines
+        assert logs.poll() is None  # still following
+        time.sleep(0.3)  # the watch is established (kube-root-ca arrives first or not)
+        k.out(*ns, "create", "configmap", "watched")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            line = watch.stdout.readline().decode()
+            if "watched" in line:
+                break
+        else:
+            pytest.fail("the watch never saw the new configmap")
+        assert watch.poll() is None
+    finally:
+        for proc in (logs, watch):
+            proc.kill()
+            proc.wait(DEADLINE)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+
+# --- no agent, any worker, a restarted agent -------------------------------------------------
+
+
+def test_no_agent_is_a_fast_503(setup: Setup) -> None:
+    started = time.monotonic()
+    r = request(setup.gateway.port, setup.proxy(LONELY, "/api"), setup.admin_context())
+    elapsed = time.monotonic() - started
+    assert r.status == 503
+    status = r.json()
+    assert status["kind"] == "Status" and status["code"] == 503
+    assert '"lonely"' in status["message"] and "no agent connected" in status["message"]
+    assert elapsed < 1.0
+
+
+def test_every_worker_reaches_the_agent(setup: Setup) -> None:
+    """The agent holds one tunnel per worker; requests on fresh connections
+    (spread over both workers by SO_REUSEPORT) all reach it."""
+    output = setup.gateway.process.output
+    for worker in range(WORKERS):
+        assert f"worker {worker}/{WORKERS}" in output
+    context = setup.admin_context()
+    for _ in range(16):
+        r = request(setup.gateway.port, setup.proxy(TUNNEL, "/api/v1/namespaces"), context)
+        assert r.status == 200, r.body
+
+
+def test_restarted_agent_serves_again(setup: Setup) -> None:
+    agent = setup.agent
+    assert agent is not None
+    agent.popen.kill()
+    agent.stop()
+    context = setup.admin_context()
+    path = setup.proxy(TUNNEL, "/api/v1/namespaces")
+    deadline = time.monotonic() + 5
+    while request(setup.gateway.port, path, context).status != 503:
+        assert time.monotonic() < deadline, "the killed agent's tunnels never went away"
+        time.sleep(0.05)
+    setup.start_agent()  # returns once both tunnels are up
+    up = time.monotonic()
+    for _ in range(8):
+        r = request(setup.gateway.port, path, context)
+        assert r.status == 200, r.body
+    assert time.monotonic() - up < 2.0
+
+
+# --- security ------------------------------------------------------------------------------
+
+
+def _open_tunnel(setup: Setup, context: ssl.SSLContext) -> bytes:
+    """Send an agent's upgrade request with ``context``'s certificate; the answer head."""
+    raw = socket.create_connection(("127.0.0.1", setup.gateway.port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(upgrade_request(f"127.0.0.1:{setup.gateway.port}", "test"))
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = tls.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.split(b"\r\n\r\n", 1)[0]
+
+
+def _agent_context(setup: Setup, cluster: str) -> ssl.SSLContext:
+    """A client certificate for agent identity ``cluster`` (from the gateway CA)."""
+    kubeconfig = write_kubeconfig(
+        setup.gateway.state_dir,
+        setup.base / f"agent-{cluster}.kubeconfig",
+        setup.gateway.url,
+        f"{AGENT_USER_PREFIX}{cluster}",
+        (AGENT_GROUP,),
+    )
+    return client_context(*credentials_of(kubeconfig, "karpor"))
+
+
+def test_users_never_see_the_tunnel_endpoint(setup: Setup) -> None:
+    head = _open_tunnel(setup, setup.admin_context())
+    assert head.split(b" ")[1] in (b"403", b"404"), head
+    r = request(setup.gateway.port, TUNNEL_PATH.decode(), setup.admin_context())
+    assert r.status in (403, 404)
+
+
+@pytest.mark.parametrize("cluster", [DIRECT, "nowhere"])
+def test_agent_refused_for_a_cluster_not_tunnelled(setup: Setup, cluster: str) -> None:
+    head = _open_tunnel(setup, _agent_context(setup, cluster))
+    assert head.split(b" ")[1] in (b"403", b"404"), head
+
+
+def test_agent_opens_its_own_cluster(setup: Setup) -> None:
+    head = _open_tunnel(setup, _agent_context(setup, TUNNEL))
+    assert head.startswith(b"HTTP/1.1 101 "), head
