@@ -27,7 +27,7 @@ import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
-from support.agent import AGENT_GROUP, AGENT_USER_PREFIX, start_agent, write_agent_credentials
+from support.agent import agent_certificate, start_agent, write_agent_credentials
 from support.gateway import (
     GatewayRun,
     client_context,
@@ -257,14 +257,7 @@ def _open_tunnel(setup: Setup, context: ssl.SSLContext) -> bytes:
 
 def _agent_context(setup: Setup, cluster: str) -> ssl.SSLContext:
     """A client certificate for agent identity ``cluster`` (from the gateway CA)."""
-    kubeconfig = write_kubeconfig(
-        setup.gateway.state_dir,
-        setup.base / f"agent-{cluster}.kubeconfig",
-        setup.gateway.url,
-        f"{AGENT_USER_PREFIX}{cluster}",
-        (AGENT_GROUP,),
-    )
-    return client_context(*credentials_of(kubeconfig, "karpor"))
+    return client_context(*agent_certificate(setup.gateway.state_dir, cluster))
 
 
 def test_users_never_see_the_tunnel_endpoint(setup: Setup) -> None:

@@ -2,10 +2,11 @@
 
 :func:`write_agent_credentials` writes an agent's credentials file: with
 ``karpor agent-credentials`` when the command exists, else (until it
-lands) by issuing the agent's certificate with ``karpor kubeconfig``
-(user ``system:karpor:agent:NAME``, group ``system:karpor:agents``) and
-writing the file the placeholder loader reads.  :func:`start_agent` runs
-``karpor agent`` and waits until it holds ``tunnels`` tunnels.
+lands) by issuing the agent's certificate from the gateway CA
+(:func:`agent_certificate`: user ``system:karpor:agent:NAME``, group
+``system:karpor:agents``) and writing the file the placeholder loader
+reads.  :func:`start_agent` runs ``karpor agent`` and waits until it holds
+``tunnels`` tunnels.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from support.gateway import credentials_of, write_kubeconfig
+from karpor.auth.ca import CertificateAuthority
 from support.procs import Process
 from support.sim import karpor_command
 
@@ -25,13 +26,17 @@ AGENT_USER_PREFIX = "system:karpor:agent:"
 
 
 def _has_agent_credentials_command() -> bool:
-    result = subprocess.run(
-        [*karpor_command(), "agent-credentials", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return result.returncode == 0
+    from karpor.cli import SUBCOMMANDS  # noqa: PLC0415
+
+    return any("agent" in name and "credentials" in name for name in SUBCOMMANDS)
+
+
+def agent_certificate(state_dir: Path, cluster: str) -> tuple[bytes, bytes, bytes]:
+    """(gateway CA, certificate, key) PEM of agent identity ``cluster``, issued
+    by the gateway CA in ``state_dir``."""
+    ca = CertificateAuthority.load(state_dir)
+    issued = ca.issue_client(f"{AGENT_USER_PREFIX}{cluster}", (AGENT_GROUP,))
+    return ca.cert_pem, issued.cert_pem, issued.key_pem
 
 
 def write_agent_credentials(state_dir: Path, cluster: str, server: str, out: Path) -> Path:
@@ -53,14 +58,7 @@ def write_agent_credentials(state_dir: Path, cluster: str, server: str, out: Pat
         if result.returncode != 0:
             raise AssertionError(f"karpor agent-credentials failed:\n{result.stderr}")
         return out
-    kubeconfig = write_kubeconfig(
-        state_dir,
-        out.with_suffix(".kubeconfig"),
-        server,
-        f"{AGENT_USER_PREFIX}{cluster}",
-        (AGENT_GROUP,),
-    )
-    ca, cert, key = credentials_of(kubeconfig, "karpor")
+    ca, cert, key = agent_certificate(state_dir, cluster)
     document = {
         "cluster": cluster,
         "server": server,
