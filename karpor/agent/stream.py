@@ -199,10 +199,10 @@ class AgentStream:
         if carrier is None:
             return
         if self._switched:
+            # the gateway's splice closed (TLS has no half-close): so does the session
             transport = carrier.transport
-            lose_write = getattr(transport, "loseWriteConnection", None)
-            if lose_write is not None:
-                lose_write()
+            if transport is not None:
+                transport.loseConnection()
             return
         carrier.unregister_body_producer()
         self._end_body(carrier)

@@ -13,6 +13,7 @@ a tunnel for.  kubectl (1.27, 1.30, 1.33) and the Python client reach
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -37,7 +38,7 @@ from support.gateway import (
     write_kubeconfig,
 )
 from support.kubectl import Kubectl
-from support.procs import Process
+from support.procs import Process, free_port
 from support.sim import SimRun
 
 from karpor.http.tunnelwire import TUNNEL_PATH, upgrade_request
@@ -140,7 +141,7 @@ def test_kubectl_verbs_through_the_tunnel(setup: Setup, version: str) -> None:
 def test_python_client_list_create_watch(setup: Setup) -> None:
     api_client = k8s_config.new_client_from_config(str(setup.kubeconfig), context=TUNNEL)
     api = k8s_client.CoreV1Api(api_client)
-    names = {ns.metadata.name for ns in api.list_namespace().items}
+    names = {ns.metadata.name for ns in api.list_namespace().items if ns.metadata is not None}
     assert setup.namespace in names
     body = k8s_client.V1ConfigMap(metadata=k8s_client.V1ObjectMeta(name="py"), data={"x": "1"})
     api.create_namespaced_config_map(setup.namespace, body)
@@ -276,3 +277,69 @@ def test_agent_refused_for_a_cluster_not_tunnelled(setup: Setup, cluster: str) -
 def test_agent_opens_its_own_cluster(setup: Setup) -> None:
     head = _open_tunnel(setup, _agent_context(setup, TUNNEL))
     assert head.startswith(b"HTTP/1.1 101 "), head
+
+
+# --- upgrades: exec and port-forward over WebSocket and SPDY ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def pod(setup: Setup) -> str:
+    k = setup.kubectl()
+    ns = ("--context", TUNNEL, "-n", setup.namespace)
+    k.out(*ns, "run", "box", "--image=busybox", "--restart=Never")
+    k.out(*ns, "wait", "--for=condition=Ready", "pod/box", "--timeout=30s")
+    return "box"
+
+
+@pytest.mark.parametrize(
+    ("version", "websockets"), [("1.33", True), ("1.33", False), ("1.27", False)]
+)
+def test_exec_through_the_tunnel(setup: Setup, pod: str, version: str, websockets: bool) -> None:
+    k = setup.kubectl(version)
+    env = {**os.environ}
+    if not websockets:
+        env["KUBECTL_REMOTE_COMMAND_WEBSOCKETS"] = "false"
+    argv = k.command("--context", TUNNEL, "-n", setup.namespace, "exec", "-i", pod, "--")
+    r = subprocess.run(
+        [*argv, "sh", "-c", "cat; echo err >&2; exit 3"],
+        input=b"through the tunnel\n" * 1000,
+        capture_output=True,
+        env=env,
+        timeout=DEADLINE,
+    )
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == b"through the tunnel\n" * 1000
+    assert b"err" in r.stderr
+
+
+@pytest.mark.parametrize("websockets", [True, False])
+def test_port_forward_through_the_tunnel(setup: Setup, pod: str, websockets: bool) -> None:
+    k = setup.kubectl("1.33")
+    env = {**os.environ}
+    if not websockets:
+        env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "false"
+    port = free_port()
+    argv = k.command("--context", TUNNEL, "-n", setup.namespace, "port-forward")
+    proc = subprocess.Popen(
+        [*argv, "--address", "127.0.0.1", f"pod/{pod}", f"{port}:8080"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        assert b"Forwarding from" in proc.stdout.readline()
+        payload = os.urandom(256 * 1024)
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as conn:
+            conn.sendall(payload)
+            conn.shutdown(socket.SHUT_WR)
+            received = bytearray()
+            while chunk := conn.recv(65536):
+                received += chunk
+        assert bytes(received) == payload
+    finally:
+        proc.kill()
+        proc.wait(DEADLINE)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
