@@ -598,6 +598,7 @@ class GatewayService(ServiceTree):
             authorize_path=access.authorize_path,
             names=access.names,
             shows_endpoint=access.shows_endpoint,
+            agents=self.tunnels.status if self.tunnels is not None else None,
         )
         return self.registry.subscribe(lambda old, new: reactor.callFromThread(api.refresh))
 

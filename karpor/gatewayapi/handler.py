@@ -48,6 +48,7 @@ from karpor.gatewayapi.clusters import (
     INCLUDE_OBJECT,
     KIND,
     WATCH_CONTENT_TYPE,
+    AgentLookup,
     ClusterCatalog,
     Entry,
     Event,
@@ -190,8 +191,11 @@ class GatewayApi:
         authorize_path: PathAuthorizer = authenticated,
         names: Naming = every_name,
         shows_endpoint: Visibility = everyone,
+        agents: AgentLookup | None = None,
     ) -> None:
         self._clusters = clusters
+        #: what the clusters Table shows of tunnelled clusters' agents
+        self.agents = agents
         self._names = names
         self._shows_endpoint = shows_endpoint
         #: renders ``/metrics`` (``None``: not served, 404)
@@ -370,7 +374,12 @@ class GatewayApi:
                 raise forbidden(name, identity.user)
             if table:
                 doc = cluster_table(
-                    [entry], None, self._now(), include_object=query.include_object, where=where
+                    [entry],
+                    None,
+                    self._now(),
+                    include_object=query.include_object,
+                    where=where,
+                    agents=self.agents,
                 )
             else:
                 doc = cluster_object(entry, where(entry))
@@ -380,7 +389,12 @@ class GatewayApi:
         rv = self.catalog.resource_version
         if table:
             doc = cluster_table(
-                entries, rv, self._now(), include_object=query.include_object, where=where
+                entries,
+                rv,
+                self._now(),
+                include_object=query.include_object,
+                where=where,
+                agents=self.agents,
             )
         else:
             doc = cluster_list(entries, rv, where)
@@ -418,6 +432,7 @@ class GatewayApi:
             include_object=query.include_object,
             now=self._now,
             where=self._where(identity),
+            agents=self.agents,
         )
         shown = {name for name, entry in (known or {}).items() if admit(entry)}
         stream.open(self.catalog, backlog, timeout, query.send_initial_events, shown)
@@ -440,9 +455,11 @@ class ClusterWatch:
         include_object: str,
         now: Callable[[], float],
         where: Callable[[Entry], bool] = lambda entry: True,
+        agents: AgentLookup | None = None,
     ) -> None:
         self._responder = responder
         self._where = where
+        self._agents = agents
         self._reactor = reactor
         self._admit = admit
         self._table = table
@@ -517,6 +534,7 @@ class ClusterWatch:
             headers=not self._headers_sent,
             include_object=self._include_object,
             where=self._where,
+            agents=self._agents,
         )
         self._headers_sent = True
         return table
