@@ -269,7 +269,6 @@ class ClusterPool:
         tunnelled cluster's exchanges all go to its agents' links."""
         tunnel = self.tunnel
         if tunnel is not None:
-            exchange.credential = tunnel.credential
             tunnel.submit(exchange)
             return
         credentials = self.credentials

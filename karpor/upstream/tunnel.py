@@ -126,7 +126,9 @@ class TunnelMultiplexer(Multiplexer):
 
     def submit(self, exchange: StreamExchange) -> None:
         """Carry ``exchange`` on the newest link with room; with none
-        connected, fail it at once (``503``)."""
+        connected, fail it at once (``503``).  Its credential is the
+        tunnel's (nothing secret: the agent adds the cluster's)."""
+        exchange.credential = self.credential
         for conn in reversed(self.connections):
             if conn.ready and conn.free > 0:
                 conn.open_stream(exchange)
