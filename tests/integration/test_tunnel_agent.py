@@ -55,12 +55,12 @@ WORKERS = 2
 DEADLINE = 60.0
 
 
-def tunnel_document(name: str) -> dict[str, object]:
+def tunnel_document(name: str, impersonate: bool = False) -> dict[str, object]:
     return {
         "apiVersion": "cluster.karpor.io/v1beta1",
         "kind": "Cluster",
         "metadata": {"name": name},
-        "spec": {"access": {"tunnel": True}},
+        "spec": {"impersonate": impersonate, "access": {"tunnel": True}},
     }
 
 
@@ -101,7 +101,8 @@ def setup(
     clusters_dir.mkdir()
     sim = sim_clusters["sim-1"]
     for name in (TUNNEL, LONELY):
-        (clusters_dir / f"{name}.yaml").write_text(yaml.safe_dump(tunnel_document(name)))
+        document = tunnel_document(name, impersonate=name == TUNNEL)
+        (clusters_dir / f"{name}.yaml").write_text(yaml.safe_dump(document))
     direct = yaml.safe_load(sim.cluster_file.read_text())
     direct["metadata"]["name"] = DIRECT
     (clusters_dir / f"{DIRECT}.yaml").write_text(yaml.safe_dump(direct))
@@ -195,6 +196,24 @@ def test_watch_and_logs_follow_stream(setup: Setup) -> None:
             for pipe in (proc.stdout, proc.stderr):
                 if pipe is not None:
                     pipe.close()
+
+
+def test_impersonating_cluster_sees_the_caller(setup: Setup) -> None:
+    """``tun`` impersonates: the cluster sees the caller (admin), not the
+    agent's own credential."""
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    r = request(
+        setup.gateway.port,
+        setup.proxy(TUNNEL, "/apis/authentication.k8s.io/v1/selfsubjectreviews"),
+        setup.admin_context(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(review).encode(),
+    )
+    assert r.status == 201, r.body
+    user = r.json()["status"]["userInfo"]
+    assert user["username"] == "admin"
+    assert "system:masters" in user["groups"]
 
 
 # --- no agent, any worker, a restarted agent -------------------------------------------------
