@@ -151,6 +151,9 @@ class AgentStream:
         early, self._early = self._early, []
         for data in early:
             self._write_body(connection, data)
+        unacked, self._unacked = self._unacked, 0
+        if unacked:  # what came before the carrier is written now
+            self._side.acknowledge(self.stream_id, unacked)
         if self.request.upgrade is not None:
             connection.finish_request()
             return

@@ -445,6 +445,11 @@ class GatewayService(ServiceTree):
         if self.front is not None:
             # a removed cluster's open watches (and exec sessions) end cleanly
             self.front.end_cluster_streams(frozenset(diff.removed))
+        if self.tunnels is not None:
+            # agents of clusters no longer tunnelled (removed ones went above)
+            tunnelled = {n for n, c in snapshot.clusters.items() if c.tunnel}
+            untunnelled = {link.name for link in self.tunnels.links()} - tunnelled
+            self.tunnels.cut(frozenset(untunnelled), "the cluster is no longer a tunnel cluster")
         if self.prober is not None:
             self.prober.sync(snapshot.clusters)
         if self._watcher is not None:

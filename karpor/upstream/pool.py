@@ -224,7 +224,10 @@ class ClusterPool:
 
     @property
     def h2_streams(self) -> int:
-        """Streams open on the HTTP/2 connections."""
+        """Streams open on the HTTP/2 connections (a tunnelled cluster's: on
+        its agents' links, counted by the current definition's pool only)."""
+        if self.tunnel is not None:
+            return 0 if self.draining else self.tunnel.streams
         return self.multiplexer.streams if self.multiplexer is not None else 0
 
     @property
