@@ -40,6 +40,7 @@ from support.gateway import (
 from support.kubectl import Kubectl
 from support.procs import Process, free_port
 from support.sim import SimRun
+from support.waits import wait_for
 
 from karpor import __version__ as karpor_version
 from karpor.auth.agentidentity import AGENT_USER_PREFIX
@@ -166,36 +167,22 @@ def test_watch_and_logs_follow_stream(setup: Setup) -> None:
     ns = ("--context", TUNNEL, "-n", setup.namespace)
     k.out(*ns, "run", "talker", "--image=busybox", "--restart=Never")
     k.out(*ns, "wait", "--for=condition=Ready", "pod/talker", "--timeout=30s")
-    logs = subprocess.Popen(
-        k.command(*ns, "logs", "-f", "talker"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    watch = subprocess.Popen(
-        k.command(*ns, "get", "configmaps", "--watch", "--output-watch-events", "-o", "name"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    k.out(*ns, "create", "configmap", "listed")
+    logs = Process(k.command(*ns, "logs", "-f", "talker"))
+    watch = Process(k.command(*ns, "get", "configmaps", "--watch", "-o", "name"))
     try:
-        assert logs.stdout is not None and watch.stdout is not None
-        lines = [logs.stdout.readline() for _ in range(3)]
-        assert all(lines), lines
-        assert logs.poll() is None  # still following
-        time.sleep(0.3)  # the watch is established (kube-root-ca arrives first or not)
+        wait_for(
+            lambda: len(logs.lines) >= 3, DEADLINE, "three log lines", detail=lambda: logs.output
+        )
+        assert logs.popen.poll() is None  # still following
+        # the list came (the watch starts after it): an object created now is an event
+        watch.wait_for_line(r"configmap/listed", DEADLINE)
         k.out(*ns, "create", "configmap", "watched")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            line = watch.stdout.readline().decode()
-            if "watched" in line:
-                break
-        else:
-            pytest.fail("the watch never saw the new configmap")
-        assert watch.poll() is None
+        watch.wait_for_line(r"configmap/watched", DEADLINE)
+        assert watch.popen.poll() is None
     finally:
-        for proc in (logs, watch):
-            proc.kill()
-            proc.wait(DEADLINE)
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
+        logs.stop()
+        watch.stop()
 
 
 def test_impersonating_cluster_sees_the_caller(setup: Setup) -> None:
@@ -249,10 +236,11 @@ def test_restarted_agent_serves_again(setup: Setup) -> None:
     agent.stop()
     context = setup.admin_context()
     path = setup.proxy(TUNNEL, "/api/v1/namespaces")
-    deadline = time.monotonic() + 5
-    while request(setup.gateway.port, path, context).status != 503:
-        assert time.monotonic() < deadline, "the killed agent's tunnels never went away"
-        time.sleep(0.05)
+    wait_for(
+        lambda: request(setup.gateway.port, path, context).status == 503,
+        5,
+        "the killed agent's tunnels gone",
+    )
     setup.start_agent()  # returns once both tunnels are up
     up = time.monotonic()
     for _ in range(2):
@@ -382,10 +370,11 @@ def test_revoked_agent_is_cut(setup: Setup) -> None:
     add_revocations(
         str(setup.gateway.state_dir / REVOKED_FILE), users=[f"{AGENT_USER_PREFIX}{TUNNEL}"]
     )
-    revoked = time.monotonic()
     context = setup.admin_context()
     path = setup.proxy(TUNNEL, "/api/v1/namespaces")
-    while request(setup.gateway.port, path, context).status != 503:
-        assert time.monotonic() - revoked < 3.0, "the revoked agent still serves"
-        time.sleep(0.05)
+    wait_for(
+        lambda: request(setup.gateway.port, path, context).status == 503,
+        3,
+        "the revoked agent's tunnels cut",
+    )
     assert "no longer accepted" in setup.gateway.process.output
