@@ -14,9 +14,9 @@ Pure building blocks of ``GET /apis/cluster.karpor.io/v1beta1/clusters``:
   ``version`` (the server's gitVersion), ``lastProbeTime`` and ``message``
   (only ``message: not probed yet`` before the first probe);
 * :func:`cluster_table` builds the ``meta.k8s.io/v1`` ``Table`` kubectl prints
-  (Name, Display Name, Provider, Endpoint, Ready, Version, Age, Reach,
-  Agent, Agent Since, Agent Version; Ready is ``True``, ``False`` or
-  ``Unknown`` before the first probe; Reach is ``direct`` or ``tunnel``, and for a
+  (Name, Display Name, Provider, Endpoint, Ready, Version, Age, and with
+  ``-o wide`` Reach, Agent, Agent Since, Agent Version; Ready is ``True``,
+  ``False`` or ``Unknown`` before the first probe; Reach is ``direct`` or ``tunnel``, and for a
   tunnelled cluster Agent says whether its agent is connected to the worker
   that answered, since when and in which version: ``agents``);
 * :class:`ClusterCatalog` gives the objects their ``resourceVersion`` and
@@ -357,12 +357,14 @@ COLUMNS: tuple[dict[str, Any], ...] = (
     {
         "name": "Reach",
         "type": "string",
+        "priority": 1,
         "format": "",
         "description": "How the gateway reaches the cluster: direct, or tunnel (karpor agent).",
     },
     {
         "name": "Agent",
         "type": "string",
+        "priority": 1,
         "format": "",
         "description": "A tunnelled cluster's agent: connected (to the worker that answered) "
         "or disconnected.",
@@ -370,12 +372,14 @@ COLUMNS: tuple[dict[str, Any], ...] = (
     {
         "name": "Agent Since",
         "type": "string",
+        "priority": 1,
         "format": "",
         "description": "How long the agent's oldest tunnel to this worker has been up.",
     },
     {
         "name": "Agent Version",
         "type": "string",
+        "priority": 1,
         "format": "",
         "description": "The connected agent's version.",
     },
@@ -440,7 +444,7 @@ def cluster_table(
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": metadata,
-        "columnDefinitions": [dict(c, priority=0) for c in COLUMNS] if headers else [],
+        "columnDefinitions": [{"priority": 0, **c} for c in COLUMNS] if headers else [],
         "rows": rows,
     }
 

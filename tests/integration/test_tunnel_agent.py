@@ -250,7 +250,7 @@ def test_restarted_agent_serves_again(setup: Setup) -> None:
 
 
 def test_get_clusters_shows_reach_and_agent(setup: Setup) -> None:
-    table = setup.kubectl().out("--context", "karpor", "get", "clusters")
+    table = setup.kubectl().out("--context", "karpor", "get", "clusters", "-o", "wide")
     rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
     assert rows[TUNNEL][-4:-2] == ["tunnel", "connected"]
     assert rows[TUNNEL][-1] == karpor_version
