@@ -261,6 +261,7 @@ class AgentLink:
         if self.closed:
             return
         self.closed = True
+        self._report()
         self.mux.remove(self)
         self.connection.connectionLost(Failure(ConnectionError("the agent's tunnel closed")))
         self.tunnels.closed(self)

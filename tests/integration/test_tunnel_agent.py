@@ -331,6 +331,18 @@ def test_exec_through_the_tunnel(setup: Setup, pod: str, version: str, websocket
     assert b"err" in r.stderr
 
 
+def test_cp_both_ways_through_the_tunnel(setup: Setup, pod: str) -> None:
+    k = setup.kubectl()
+    ns = ("--context", TUNNEL, "-n", setup.namespace)
+    local = setup.base / "to-pod.bin"
+    payload = os.urandom(200 * 1024)
+    local.write_bytes(payload)
+    k.out(*ns, "cp", str(local), f"{pod}:/tmp/copied.bin")
+    back = setup.base / "from-pod.bin"
+    k.out(*ns, "cp", f"{pod}:/tmp/copied.bin", str(back))
+    assert back.read_bytes() == payload
+
+
 @pytest.mark.parametrize("websockets", [True, False])
 def test_port_forward_through_the_tunnel(setup: Setup, pod: str, websockets: bool) -> None:
     k = setup.kubectl("1.33")

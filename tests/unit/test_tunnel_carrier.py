@@ -154,3 +154,36 @@ def test_a_revoked_agent_is_cut_at_the_next_sweep() -> None:
     authorized[0] = False
     clock.advance(SWEEP_INTERVAL)
     assert transport.aborted
+
+
+def test_tunnel_metrics_count_links_connects_and_bytes() -> None:
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from karpor.metrics.gateway import GatewayMetrics  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    clock = Clock()
+    tunnels = Tunnels(clock, metrics=metrics)
+    transport = FakeTransport()
+    link = AgentLink(
+        tunnels,
+        "edge",
+        transport,  # type: ignore[arg-type]
+        agent="system:karpor:agent:edge",
+        address="10.0.0.7",
+        version="1.0",
+        authorized=lambda: True,
+    )
+    link.start(b"")
+    link.client_data(agent_settings())
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"cluster": "edge", **labels})
+
+    assert value("karpor_tunnels") == 1
+    assert value("karpor_tunnel_connects_total") == 1
+    clock.advance(SWEEP_INTERVAL)
+    assert value("karpor_tunnel_bytes_total", direction="in") == link.received
+    link.client_lost()
+    assert value("karpor_tunnels") == 0
