@@ -49,6 +49,7 @@ from karpor.http.tunnelwire import (
 )
 from karpor.kube.status import ApiError
 from karpor.net.h2window import send_within_window
+from karpor.upstream.connector import describe_failure
 from karpor.upstream.http1 import no_delay
 from karpor.upstream.pool import ClusterPool
 from karpor.upstream.request import CHUNKED, LENGTH, NO_BODY, UpstreamRequest
@@ -127,7 +128,7 @@ class AgentTunnel(Protocol):
             stream.connection_lost()
         why = self._why
         if self._why == "the connection closed" and reason is not None:
-            text = str(reason.value).strip()
+            text = describe_failure(reason)
             if text:
                 why = f"the connection closed: {text}"
         self._ended(self, why)

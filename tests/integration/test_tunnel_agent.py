@@ -17,6 +17,7 @@ import os
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,11 +40,12 @@ from support.gateway import (
 )
 from support.kubectl import Kubectl
 from support.procs import Process, free_port
-from support.sim import SimRun
+from support.sim import SimRun, karpor_command
 from support.waits import wait_for
 
 from karpor import __version__ as karpor_version
 from karpor.auth.agentidentity import AGENT_USER_PREFIX
+from karpor.auth.ca import CertificateAuthority
 from karpor.auth.revocation import REVOKED_FILE, add_revocations
 from karpor.http.tunnelwire import TUNNEL_PATH, upgrade_request
 
@@ -291,6 +293,48 @@ def test_users_never_see_the_tunnel_endpoint(setup: Setup) -> None:
 def test_agent_refused_for_a_cluster_not_tunnelled(setup: Setup, cluster: str) -> None:
     head = _open_tunnel(setup, _agent_context(setup, cluster))
     assert head.split(b" ")[1] in (b"403", b"404"), head
+
+
+def test_agent_verifies_the_gateway(setup: Setup) -> None:
+    """An agent never talks to a server whose certificate the gateway CA of
+    its credentials did not issue (here: an impostor on another port)."""
+    impostor_ca = CertificateAuthority.create("an impostor")
+    served = impostor_ca.issue_server("127.0.0.1", ["127.0.0.1"])
+    served.write(setup.base / "impostor.crt", setup.base / "impostor.key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(setup.base / "impostor.crt", setup.base / "impostor.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(raw)
+            try:
+                context.wrap_socket(raw, server_side=True).close()
+            except (OSError, ssl.SSLError):
+                raw.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    credentials = write_agent_credentials(
+        setup.gateway.state_dir, TUNNEL, f"https://127.0.0.1:{port}", setup.base / "impostor.yaml"
+    )
+    argv = [*karpor_command(), "agent", "--credentials", str(credentials)]
+    agent = Process([*argv, "--kubeconfig", str(setup.agent_kubeconfig)])
+    try:
+        agent.wait_for_line(r"certificate verify failed", DEADLINE)
+        assert "up: worker" not in agent.output
+        assert accepted
+    finally:
+        agent.stop()
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        listener.close()
+        thread.join(5)
 
 
 def test_agent_opens_its_own_cluster(setup: Setup) -> None:
