@@ -26,7 +26,7 @@ from karpor.auth.access import Authorized, Forbidden
 from karpor.auth.identity import Identity
 from karpor.auth.impersonation import impersonation_headers
 from karpor.front.responder import Responder
-from karpor.front.tunnel import accept_tunnel
+from karpor.front.tunnel import accept_tunnel, refuse_agent
 from karpor.gatewayapi.request import ApiRequest
 from karpor.http.connection import RequestHead
 from karpor.http.headers import Header, RequestHeaders, ResponseHeaders, split_request
@@ -95,10 +95,12 @@ class RequestPipeline:
         self._factory = factory
 
     def _authenticate(self, front: GatewayProtocol, head: RequestHead) -> Identity:
-        """The caller of the request; raises the 401."""
+        """The caller of the request; raises the 401 (and the 403 of an
+        agent identity: :func:`~karpor.front.tunnel.refuse_agent`)."""
         identity = self._factory.access.authenticate(front.peer(), head.headers)
         if front.audit is not None:
             front.audit.identity = identity
+        refuse_agent(identity)
         return identity
 
     def handle(self, front: GatewayProtocol, head: RequestHead) -> None:

@@ -17,6 +17,12 @@ count) and hands the connection to an
 request: it goes on through the pipeline like any request for an unknown
 path (``404``, or ``403`` where a policy says so), so the endpoint is
 invisible to users; an agent refused for its cluster is logged.
+
+An agent's identity opens its tunnel and nothing else: any other request
+it authenticates (a cluster, the gateway's own API) is refused with a
+``403`` (:func:`refuse_agent`), whatever the policy says, so agent
+credentials (which live in the member clusters) never reach another
+cluster through the gateway.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
-from karpor.auth.agentidentity import tunnel_cluster
+from karpor.auth.agentidentity import AGENT_GROUP, tunnel_cluster
+from karpor.auth.identity import Identity
 from karpor.http.connection import RequestHead
 from karpor.http.tunnelwire import VERSION_HEADER, clean_version, is_tunnel_request, switch_response
 from karpor.kube.status import ApiError
@@ -45,6 +52,17 @@ def _header(head: RequestHead, lname: bytes) -> bytes | None:
         if name.lower() == lname:
             return value.strip()
     return None
+
+
+def refuse_agent(identity: Identity) -> None:
+    """Raise the ``403`` of an agent identity making any request but its
+    tunnel's (see the module docstring)."""
+    if AGENT_GROUP in identity.groups:
+        raise ApiError(
+            403,
+            f'User "{identity.user}" is an agent identity: it may only open its tunnel',
+            "Forbidden",
+        )
 
 
 def accept_tunnel(

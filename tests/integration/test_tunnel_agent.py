@@ -337,6 +337,17 @@ def test_agent_verifies_the_gateway(setup: Setup) -> None:
         thread.join(5)
 
 
+@pytest.mark.parametrize("path", ["/apis/cluster.karpor.io/v1beta1/clusters", "direct"])
+def test_agent_identity_reaches_nothing_else(setup: Setup, path: str) -> None:
+    """Agent credentials live in member clusters: they never reach another
+    cluster (or the gateway's API) through the gateway."""
+    if path == DIRECT:
+        path = setup.proxy(DIRECT, "/api/v1/namespaces")
+    r = request(setup.gateway.port, path, _agent_context(setup, TUNNEL))
+    assert r.status == 403, r.body
+    assert "agent identity" in r.json()["message"]
+
+
 def test_agent_opens_its_own_cluster(setup: Setup) -> None:
     head = _open_tunnel(setup, _agent_context(setup, TUNNEL))
     assert head.startswith(b"HTTP/1.1 101 "), head
