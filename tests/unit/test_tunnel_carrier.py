@@ -187,3 +187,87 @@ def test_tunnel_metrics_count_links_connects_and_bytes() -> None:
     assert value("karpor_tunnel_bytes_total", direction="in") == link.received
     link.client_lost()
     assert value("karpor_tunnels") == 0
+
+
+class RecordingTunnel:
+    def __init__(self) -> None:
+        self.data = b""
+        self.eof = False
+        self.lost = False
+
+    def upstream_data(self, data: bytes) -> None:
+        self.data += data
+
+    def upstream_eof(self) -> None:
+        self.eof = True
+
+    def upstream_lost(self) -> None:
+        self.lost = True
+
+
+class UpgradeExchange(FakeExchange):
+    def __init__(self) -> None:
+        super().__init__(b"/api/v1/namespaces/a/pods/p/exec?command=sh")
+        self.request = UpstreamRequest(
+            b"POST",
+            self.request.target,
+            [(b"Content-Length", b"0"), (b"X-Stream-Protocol-Version", b"v4.channel.k8s.io")],
+            upgrade=b"SPDY/3.1",
+        )
+        self.switched: ResponseHeaders | None = None
+        self.tunnel = RecordingTunnel()
+
+    def upstream_switch(self, reason: bytes, response: ResponseHeaders) -> Any:
+        self.switched = response
+        return self.tunnel
+
+
+def test_an_upgrade_is_a_session_stream_spliced_on_switch() -> None:
+    import h2.events  # noqa: PLC0415
+
+    from karpor.http.tunnelwire import SWITCHED_HEADER, UPGRADE_HEADER  # noqa: PLC0415
+
+    clock = Clock()
+    tunnels, link, transport = make_link(clock, [True])
+    agent = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False, header_encoding=None)
+    )
+    agent.initiate_connection()
+    agent.receive_data(transport.data)
+    transport.data = b""
+    link.client_data(agent.data_to_send())
+    exchange = UpgradeExchange()
+    tunnels.multiplexer("edge").submit(exchange)
+    events = agent.receive_data(transport.data)
+    transport.data = b""
+    (received,) = [e for e in events if isinstance(e, h2.events.RequestReceived)]
+    headers = dict(received.headers or [])
+    assert headers[b":method"] == b"POST"
+    assert headers[UPGRADE_HEADER] == b"SPDY/3.1"
+    assert b"content-length" not in headers  # the session's bytes are no body
+    assert received.stream_ended is None  # the stream stays open
+    stream_id = received.stream_id or 0
+    agent.send_headers(
+        stream_id,
+        [
+            (b":status", b"200"),
+            (b"x-stream-protocol-version", b"v4.channel.k8s.io"),
+            (SWITCHED_HEADER, b"101"),
+            (UPGRADE_HEADER, b"SPDY/3.1"),
+        ],
+    )
+    agent.send_data(stream_id, b"from the pod")
+    link.client_data(agent.data_to_send())
+    assert exchange.switched is not None
+    forward = exchange.switched.forward
+    assert (b"Upgrade", b"SPDY/3.1") in forward and (b"Connection", b"Upgrade") in forward
+    assert (b"x-stream-protocol-version", b"v4.channel.k8s.io") in forward
+    assert exchange.tunnel.data == b"from the pod"
+    exchange.carrier.transport.write(b"from the client")
+    events = agent.receive_data(transport.data)
+    assert b"".join(e.data or b"" for e in events if isinstance(e, h2.events.DataReceived)) == (
+        b"from the client"
+    )
+    agent.end_stream(stream_id)
+    link.client_data(agent.data_to_send())
+    assert exchange.tunnel.eof and exchange.tunnel.lost
