@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the supervisor serves metricsAddress; a worker serves its own listener only
     settings = dataclasses.replace(options.settings, workers=0, metrics_address=None)
     service = GatewayService(settings, reactor, listen=False)
+    service.worker_slot = (slot, max(1, options.settings.workers, slot + 1))
     service.health.worker = f"pid {os.getpid()} generation {generation}"
     runtime = WorkerRuntime(reactor, GatewayWorkerApp(service), generation, settings.host)
     worker = WorkerService(runtime, CONTROL_FD, LISTEN_FD)

@@ -114,6 +114,7 @@ from karpor.upstream.execcredential import (
     subprocess_runner,
 )
 from karpor.upstream.pool import UpstreamPools
+from karpor.upstream.tunnel import Tunnels
 
 #: the demo's state directory when none is given (in the working directory)
 DEMO_STATE_DIR = "karpor-demo"
@@ -356,6 +357,10 @@ class GatewayService(ServiceTree):
         self.front: GatewayFactory | None = None
         self.api: GatewayApi | None = None
         self._pools: UpstreamPools | None = None
+        #: this worker's index and the worker count (told to agents)
+        self.worker_slot = (0, 1)
+        #: the agents' tunnels of this worker (:mod:`karpor.upstream.tunnel`)
+        self.tunnels: Tunnels | None = None
         self._port: IListeningPort | None = None
         self._watcher: ChangeWatcher | None = None
         self._file_state: dict[str, tuple[tuple[str, int, int, int, int], ...]] = {}
@@ -441,6 +446,11 @@ class GatewayService(ServiceTree):
         if self.front is not None:
             # a removed cluster's open watches (and exec sessions) end cleanly
             self.front.end_cluster_streams(frozenset(diff.removed))
+        if self.tunnels is not None:
+            # agents of clusters no longer tunnelled (removed ones went above)
+            tunnelled = {n for n, c in snapshot.clusters.items() if c.tunnel}
+            untunnelled = {link.name for link in self.tunnels.links()} - tunnelled
+            self.tunnels.cut(frozenset(untunnelled), "the cluster is no longer a tunnel cluster")
         if self.prober is not None:
             self.prober.sync(snapshot.clusters)
         if self._watcher is not None:
@@ -575,13 +585,23 @@ class GatewayService(ServiceTree):
         reactor, metrics = self.reactor, self.metrics
         assert metrics is not None
         self._exec = ExecCredentialCache(reactor, thread_runner(reactor))
+        worker, workers = self.worker_slot
+        tunnels = self.tunnels = Tunnels(
+            reactor, worker=worker, workers=workers, metrics=metrics.recorder
+        )
         pools = self._pools = UpstreamPools(
             reactor,
             errors=metrics.recorder,
             response_header_timeout=self.settings.upstream.response_header_timeout,
+            tunnels=tunnels,
         )
         metrics.watch_pools(pools.pools)
-        return pools.close
+
+        def close() -> None:
+            tunnels.close()
+            pools.close()
+
+        return close
 
     def _open_api(self) -> Teardown:
         """``api``: the gateway's own API, refreshed after every reload."""
@@ -597,6 +617,7 @@ class GatewayService(ServiceTree):
             names=access.names,
             shows_endpoint=access.shows_endpoint,
             policy=lambda: access.policy,
+            agents=self.tunnels.status if self.tunnels is not None else None,
         )
         return self.registry.subscribe(lambda old, new: reactor.callFromThread(api.refresh))
 
@@ -614,6 +635,8 @@ class GatewayService(ServiceTree):
         )
         prober.startService()
         prober.sync(self.clusters())
+        if self.tunnels is not None:
+            self.tunnels.on_connect = prober.probe_now
 
         def stop() -> Any:
             self.prober = None
@@ -714,6 +737,9 @@ class GatewayService(ServiceTree):
         streams end cleanly at ``deadline`` seconds, upgraded sessions at
         ``sessions`` (see the front)."""
         self.health.draining = True
+        if self.tunnels is not None:
+            # agents redial at once and land on the workers that serve on
+            self.tunnels.close()
         if self.front is None:
             return defer.succeed(None)
         return self.front.drain(deadline, sessions)

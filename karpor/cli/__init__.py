@@ -21,6 +21,7 @@ SUBCOMMANDS = (
     "karpor.cli.check",  # karpor check DIR
     "karpor.cli.certificates",  # karpor certificates DIR
     "karpor.cli.sim",  # karpor sim
+    "karpor.cli.agent",  # karpor agent
 )
 
 

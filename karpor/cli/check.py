@@ -49,7 +49,13 @@ def format_table(clusters: Sequence[Cluster]) -> list[str]:
     """The listing of ``clusters``: aligned columns, no secret."""
     rows = [("NAME", "ENDPOINT", "CREDENTIAL", "DOCUMENT", "FILE")]
     rows += [
-        (c.name, c.endpoint, credential_type(c.credential), str(c.document), c.source)
+        (
+            c.name,
+            "(tunnel)" if c.tunnel else c.endpoint,
+            credential_type(c.credential),
+            str(c.document),
+            c.source,
+        )
         for c in clusters
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

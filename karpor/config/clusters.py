@@ -92,7 +92,15 @@ _OBJECT_META = (
 )
 _CLUSTER_KEYS = ("apiVersion", "kind", "metadata", "spec", "status")
 _SPEC_KEYS = ("provider", "displayName", "description", "impersonate", "finalized", "access")
-_ACCESS_KEYS = ("endpoint", "caBundle", "caFile", "insecure", "tlsServerName", "credential")
+_ACCESS_KEYS = (
+    "endpoint",
+    "caBundle",
+    "caFile",
+    "insecure",
+    "tlsServerName",
+    "credential",
+    "tunnel",
+)
 _CREDENTIAL_KEYS = ("type", "serviceAccountToken", "tokenFile", "x509", "execConfig")
 _X509_KEYS = ("certificate", "privateKey", "certificateFile", "privateKeyFile")
 _EXEC_KEYS = (
@@ -491,10 +499,15 @@ def parse_cluster(obj: Mapping[str, Any], path: str, ctx: DocumentContext) -> No
     section = v.section(spec, "access", spec_path, required=True) if section is not None else None
     access = section if section is not None else {}
     v.unknown(access, _ACCESS_KEYS, access_path)
+    tunnel = v.boolean(access, "tunnel", access_path)
     raw_endpoint = (
-        v.string(access, "endpoint", access_path, required=True) if section is not None else None
+        v.string(access, "endpoint", access_path, required=not tunnel)
+        if section is not None
+        else None
     )
     endpoint = raw_endpoint and v.endpoint(raw_endpoint, _join(access_path, "endpoint"))
+    if tunnel:
+        _tunnel_access(access, access_path, v)
     ca_pem = ca_file = None
     ca_bundle = v.string(access, "caBundle", access_path, empty=False)
     ca_name = v.string(access, "caFile", access_path, empty=False)
@@ -525,7 +538,7 @@ def parse_cluster(obj: Mapping[str, Any], path: str, ctx: DocumentContext) -> No
         if cred is not None:
             credential = _karpor_credential(cred, cred_path, v)
 
-    if v.errors or name is None or names is None or not endpoint:
+    if v.errors or name is None or names is None or not (endpoint or tunnel):
         if not v.errors:  # every path above records why; never drop silently
             v.error(path or "spec", "incomplete definition")
         ctx.report(v, names)
@@ -533,8 +546,9 @@ def parse_cluster(obj: Mapping[str, Any], path: str, ctx: DocumentContext) -> No
     ctx.define(
         Cluster(
             name=name,
-            endpoint=endpoint,
+            endpoint=endpoint or "",
             credential=credential,
+            tunnel=tunnel,
             ca_pem=ca_pem,
             ca_file=ca_file,
             insecure=insecure,
@@ -551,6 +565,14 @@ def parse_cluster(obj: Mapping[str, Any], path: str, ctx: DocumentContext) -> No
         ),
         _join(meta_path, "name"),
     )
+
+
+def _tunnel_access(access: Mapping[str, Any], path: str, v: Validator) -> None:
+    """A cluster reached through an agent (``tunnel: true``) names no
+    endpoint and no way to reach or trust it: the agent holds those."""
+    for key in ("endpoint", "caBundle", "caFile", "insecure", "tlsServerName", "credential"):
+        if access.get(key) is not None:
+            v.error(_join(path, key), "a tunnel cluster is reached through its agent: remove it")
 
 
 def _karpor_credential(cred: Mapping[str, Any], path: str, v: Validator) -> Credential:

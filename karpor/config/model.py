@@ -65,6 +65,8 @@ class Cluster:
     provider: str = ""
     display_name: str = ""
     description: str = ""
+    #: reached only through an agent's tunnel (``spec.access.tunnel``; no endpoint)
+    tunnel: bool = False
     #: where the definition came from: file path and 1-based document number
     source: str = ""
     document: int = 0

@@ -31,6 +31,7 @@ from karpor.auth.impersonation import impersonation_headers
 from karpor.config.model import Cluster
 from karpor.front.responder import Responder
 from karpor.front.reviews import ClusterReviews
+from karpor.front.tunnel import accept_tunnel, refuse_agent
 from karpor.gatewayapi.request import ApiHandler, ApiRequest
 from karpor.http.connection import RequestHead
 from karpor.http.headers import Header, RequestHeaders, split_request
@@ -59,17 +60,24 @@ class RequestPipeline:
         self._factory = factory
 
     def _authenticate(self, front: GatewayProtocol, head: RequestHead) -> Identity:
-        """The caller of the request; raises the 401."""
+        """The caller of the request; raises the 401 (and the 403 of an
+        agent identity: :func:`~karpor.front.tunnel.refuse_agent`)."""
         identity = self._factory.access.authenticate(front.peer(), head.headers)
         if front.audit is not None:
             front.audit.identity = identity
+        refuse_agent(identity)
         return identity
 
     def handle(self, front: GatewayProtocol, head: RequestHead) -> None:
         """Answer the request ``head`` read on ``front`` (its audit begun):
         forward it to its cluster or hand it to the own API, or answer the
-        ``Status`` that refuses it."""
+        ``Status`` that refuses it (an agent's tunnel request is accepted
+        by :func:`~karpor.front.tunnel.accept_tunnel`)."""
         try:
+            if head.upgrade:
+                tunnels = self._factory.pools.tunnels
+                if tunnels is not None and accept_tunnel(self._factory, tunnels, front, head):
+                    return
             target = route(head.target)
             if self._factory.metrics is not None:
                 self._note_route(front, target, head)

@@ -120,6 +120,7 @@ from karpor.upstream.forward import Forwarder
 from karpor.upstream.http1 import no_delay
 from karpor.upstream.pool import UpstreamPools
 from karpor.upstream.splice import Splice
+from karpor.upstream.tunnel import AgentLink
 
 if TYPE_CHECKING:
     from karpor.metrics.gateway import GatewayMetrics
@@ -199,7 +200,8 @@ class GatewayProtocol(Protocol):
         self.forwarder: Forwarder | None = None
         #: a relayed response's producer is registered on the transport
         self._relaying = False
-        self._splice: Splice | None = None
+        #: the splice of an upgraded request (or an agent's tunnel)
+        self._splice: Splice | AgentLink | None = None
         self.responder: Responder | None = None
         self._idle_timer: IDelayedCall | None = None
         #: the cluster the request in progress goes to (its streams end if it is removed)
@@ -610,7 +612,7 @@ class GatewayProtocol(Protocol):
         self.upstream_status(101, response)
         self.transport.write(self.conn.switch_head(reason, response.forward))  # type: ignore[union-attr]
 
-    def spliced(self, splice: Splice) -> bytes:
+    def spliced(self, splice: Splice | AgentLink) -> bytes:
         """The request switched protocols: from now on the connection
         belongs to ``splice``; returns the bytes held since the request head."""
         self._splice = splice

@@ -14,8 +14,11 @@ Pure building blocks of ``GET /apis/cluster.karpor.io/v1beta1/clusters``:
   ``version`` (the server's gitVersion), ``lastProbeTime`` and ``message``
   (only ``message: not probed yet`` before the first probe);
 * :func:`cluster_table` builds the ``meta.k8s.io/v1`` ``Table`` kubectl prints
-  (Name, Display Name, Provider, Endpoint, Ready, Version, Age; Ready is
-  ``True``, ``False`` or ``Unknown`` before the first probe);
+  (Name, Display Name, Provider, Endpoint, Ready, Version, Age, and with
+  ``-o wide`` Reach, Agent, Agent Since, Agent Version; Ready is ``True``,
+  ``False`` or ``Unknown`` before the first probe; Reach is ``direct`` or ``tunnel``, and for a
+  tunnelled cluster Agent says whether its agent is connected to the worker
+  that answered, since when and in which version: ``agents``);
 * :class:`ClusterCatalog` gives the objects their ``resourceVersion`` and
   ``uid`` and turns successive registry snapshots and health verdicts
   (:meth:`ClusterCatalog.set_status`) into watch events
@@ -66,6 +69,10 @@ from karpor.config.registry import same_definition
 from karpor.health.probe import ClusterStatus
 from karpor.kube.discovery import GROUP_VERSION, media_ranges
 from karpor.kube.humanize import age, format_timestamp
+from karpor.upstream.tunnel import AgentStatus
+
+#: what the clusters Table shows of a tunnelled cluster's agent (by cluster name)
+AgentLookup = Callable[[str], AgentStatus]
 
 KIND = "Cluster"
 LIST_KIND = "ClusterList"
@@ -279,6 +286,8 @@ def _metadata(entry: Entry) -> dict[str, Any]:
 
 
 def _access(cluster: Cluster) -> dict[str, Any]:
+    if cluster.tunnel:
+        return {"tunnel": True}
     access: dict[str, Any] = {"endpoint": cluster.endpoint}
     if cluster.ca_pem:
         access["caBundle"] = base64.b64encode(cluster.ca_pem).decode()
@@ -404,6 +413,35 @@ COLUMNS: tuple[dict[str, Any], ...] = (
         "description": "The cluster's Kubernetes version (gitVersion).",
     },
     {"name": "Age", "type": "date", "format": "", "description": _AGE_DESCRIPTION},
+    {
+        "name": "Reach",
+        "type": "string",
+        "priority": 1,
+        "format": "",
+        "description": "How the gateway reaches the cluster: direct, or tunnel (karpor agent).",
+    },
+    {
+        "name": "Agent",
+        "type": "string",
+        "priority": 1,
+        "format": "",
+        "description": "A tunnelled cluster's agent: connected (to the worker that answered) "
+        "or disconnected.",
+    },
+    {
+        "name": "Agent Since",
+        "type": "string",
+        "priority": 1,
+        "format": "",
+        "description": "How long the agent's oldest tunnel to this worker has been up.",
+    },
+    {
+        "name": "Agent Version",
+        "type": "string",
+        "priority": 1,
+        "format": "",
+        "description": "The connected agent's version.",
+    },
 )
 
 #: ``?includeObject=`` values (``metav1.IncludeObjectPolicy``)
@@ -431,6 +469,7 @@ def cluster_table(
     where: Callable[[Entry], bool] = _always,
     continue_token: str = "",
     remaining: int | None = None,
+    agents: AgentLookup | None = None,
 ) -> dict[str, Any]:
     """The ``Table`` of ``entries`` at time ``now`` (for the Age column);
     a page of a longer list carries ``continue_token`` and ``remaining``.
@@ -449,10 +488,11 @@ def cluster_table(
                 cluster.name,
                 cluster.display_name or "<none>",
                 cluster.provider or "<none>",
-                cluster.endpoint if shown else HIDDEN,
+                (cluster.endpoint or "<none>") if shown else HIDDEN,
                 "Unknown" if status is None else str(status.healthy),
                 (status.version if status is not None else "") or "<unknown>",
                 age(entry.created, now),
+                *_agent_cells(cluster, agents, now),
             ]
         }
         obj = _row_object(entry, include_object, shown)
@@ -463,9 +503,20 @@ def cluster_table(
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_metadata(resource_version, continue_token, remaining),
-        "columnDefinitions": [dict(c, priority=0) for c in COLUMNS] if headers else [],
+        "columnDefinitions": [{"priority": 0, **c} for c in COLUMNS] if headers else [],
         "rows": rows,
     }
+
+
+def _agent_cells(cluster: Cluster, agents: AgentLookup | None, now: float) -> list[str]:
+    """Reach, Agent, Agent Since and Agent Version of a Table row."""
+    if not cluster.tunnel:
+        return ["direct", "<none>", "<none>", "<none>"]
+    status = agents(cluster.name) if agents is not None else AgentStatus(0, None, "")
+    if not status.connected or status.since is None:
+        return ["tunnel", "disconnected", "<none>", "<none>"]
+    since = age(format_timestamp(status.since), now)
+    return ["tunnel", "connected", since, status.version or "<unknown>"]
 
 
 def wants_table(accept: str) -> bool:

@@ -59,6 +59,7 @@ from karpor.gatewayapi.clusters import (
     INCLUDE_OBJECT,
     KIND,
     WATCH_CONTENT_TYPE,
+    AgentLookup,
     ClusterCatalog,
     Entry,
     Event,
@@ -234,10 +235,13 @@ class GatewayApi:
         names: Naming = every_name,
         shows_endpoint: Visibility = everyone,
         policy: Callable[[], Policy] = lambda: ALLOW_ALL,
+        agents: AgentLookup | None = None,
     ) -> None:
         #: the access policy now (the reviews a caller asks about itself)
         self._policy = policy
         self._clusters = clusters
+        #: what the clusters Table shows of tunnelled clusters' agents
+        self.agents = agents
         self._names = names
         self._shows_endpoint = shows_endpoint
         #: renders ``/metrics`` (``None``: not served, 404)
@@ -449,7 +453,12 @@ class GatewayApi:
                 raise forbidden(name, identity.user)
             if table:
                 doc = cluster_table(
-                    [entry], None, self._now(), include_object=query.include_object, where=where
+                    [entry],
+                    None,
+                    self._now(),
+                    include_object=query.include_object,
+                    where=where,
+                    agents=self.agents,
                 )
             else:
                 doc = cluster_object(entry, where(entry))
@@ -469,6 +478,7 @@ class GatewayApi:
                 where=where,
                 continue_token=token,
                 remaining=remaining,
+                agents=self.agents,
             )
         else:
             doc = cluster_list(found.items, rv, where, continue_token=token, remaining=remaining)
@@ -520,6 +530,7 @@ class GatewayApi:
             include_object=query.include_object,
             now=self._now,
             where=self._where(identity),
+            agents=self.agents,
         )
         shown = {name for name, entry in (known or {}).items() if admit(entry)}
         stream.open(self.catalog, backlog, timeout, query.send_initial_events, shown)
@@ -542,9 +553,11 @@ class ClusterWatch:
         include_object: str,
         now: Callable[[], float],
         where: Callable[[Entry], bool] = lambda entry: True,
+        agents: AgentLookup | None = None,
     ) -> None:
         self._responder = responder
         self._where = where
+        self._agents = agents
         self._reactor = reactor
         self._admit = admit
         self._table = table
@@ -619,6 +632,7 @@ class ClusterWatch:
             headers=not self._headers_sent,
             include_object=self._include_object,
             where=self._where,
+            agents=self._agents,
         )
         self._headers_sent = True
         return table

@@ -129,6 +129,10 @@ class HealthProber(Service):
         slot = self._slots.get(cluster.name)
         if slot is None:
             return None
+        if cluster.tunnel:
+            tunnels = self._pools.tunnels
+            if tunnels is not None and tunnels.status(cluster.name).connected:
+                return None  # an agent connected since the last verdict: try it
         status = slot.health.status
         if status is None or status.healthy or not self.settings.fail_fast:
             return None
@@ -164,6 +168,17 @@ class HealthProber(Service):
                 self._on_change(name, None)
                 self._schedule(slot, 0.0)
             slot.cluster = cluster
+
+    def probe_now(self, name: str) -> None:
+        """Probe cluster ``name`` at once (its agent just connected), unless
+        a probe of it is under way."""
+        slot = self._slots.get(name)
+        if slot is None or slot.run is not None or self._stopped:
+            return
+        timer, slot.timer = slot.timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._schedule(slot, 0.0)
 
     def _first_delay(self, index: int) -> float:
         """When the ``index``-th cluster added by one sync is first probed:

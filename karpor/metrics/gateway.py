@@ -194,6 +194,27 @@ class GatewayMetrics:
             ["cluster"],
             registry=registry,
         )
+        self.tunnels = Gauge(
+            "karpor_tunnels",
+            "Agent tunnels connected (karpor agent), by cluster; an agent keeps one "
+            "per gateway worker.",
+            ["cluster"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.tunnel_connects = Counter(
+            "karpor_tunnel_connects",
+            "Agent tunnels opened (first connections and reconnects), by cluster.",
+            ["cluster"],
+            registry=registry,
+        )
+        self.tunnel_bytes = Counter(
+            "karpor_tunnel_bytes",
+            "Bytes moved on agent tunnels, by cluster and direction (in: from the "
+            "agent, out: to it), counted every half second.",
+            ["cluster", "direction"],
+            registry=registry,
+        )
         self.connections = Gauge(
             "karpor_upstream_connections",
             "Connections open to a cluster, by protocol: http1 (the pooled HTTP/1.1 "
@@ -333,6 +354,24 @@ class GatewayMetrics:
     def tls_error(self, cluster: str) -> None:
         """A TLS handshake with ``cluster`` failed."""
         self.tls_errors.labels(cluster).inc()
+
+    # -- agent tunnels (karpor.upstream.tunnel.TunnelMetrics) ---------------------------
+
+    def tunnel_opened(self, cluster: str) -> None:
+        """An agent's tunnel to ``cluster`` connected."""
+        self.tunnels.labels(cluster).inc()
+        self.tunnel_connects.labels(cluster).inc()
+
+    def tunnel_closed(self, cluster: str) -> None:
+        """An agent's tunnel to ``cluster`` closed."""
+        self.tunnels.labels(cluster).dec()
+
+    def tunnel_bytes_moved(self, cluster: str, received: int, sent: int) -> None:
+        """Bytes moved on ``cluster``'s tunnels since the last report."""
+        if received:
+            self.tunnel_bytes.labels(cluster, "in").inc(received)
+        if sent:
+            self.tunnel_bytes.labels(cluster, "out").inc(sent)
 
     def pool_sizes(self, sizes: Iterable[PoolSizes]) -> None:
         """Set the connection gauges from a sample of every pool; clusters

@@ -59,6 +59,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from typing import Protocol as TypingProtocol
+from typing import cast
 
 import h2.config
 import h2.connection
@@ -72,6 +73,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorTime,
     IStreamClientEndpoint,
+    ITransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -84,11 +86,12 @@ from karpor.http.headers import (
     split_response,
     valid_header,
 )
+from karpor.http.tunnelwire import SWITCHED_HEADER, UPGRADE_HEADER
 from karpor.kube.status import ApiError
 from karpor.net.h2window import send_within_window
 from karpor.upstream.connector import Connector, UpstreamErrors, describe_failure
 from karpor.upstream.deadline import HeadDeadline, timeout_error
-from karpor.upstream.http1 import Exchange, no_delay
+from karpor.upstream.http1 import Exchange, Tunnel, no_delay
 from karpor.upstream.request import NO_BODY, h2_header_list
 
 #: Each stream's receive window (SETTINGS_INITIAL_WINDOW_SIZE, the default):
@@ -183,7 +186,7 @@ class H2Stream:
     )
 
     #: an HTTP/2 stream has no transport of its own (only upgrades use one)
-    transport = None
+    transport: ITransport | None = None
 
     def __init__(
         self, connection: H2UpstreamConnection, stream_id: int, exchange: StreamExchange
@@ -350,6 +353,133 @@ class H2Stream:
         return unacked
 
 
+class _StreamTransport:
+    """A :class:`SessionStream` seen as the upstream transport of a
+    :class:`~karpor.upstream.splice.Splice`: writes go out as DATA within
+    the send window (a producer registered here is paused while bytes
+    wait), closing ends our side of the stream, aborting resets it."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: SessionStream) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes) -> None:
+        """Session bytes to the cluster."""
+        self._stream.write(data)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        """Same as :meth:`write`, joined."""
+        self._stream.write(b"".join(data))
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        """Pause ``producer`` while bytes wait for the send window."""
+        self._stream.register_body_producer(producer)
+
+    def unregisterProducer(self) -> None:
+        """Undo :meth:`registerProducer`."""
+        self._stream.unregister_body_producer()
+
+    def loseConnection(self) -> None:
+        """End our side of the stream once what waits is sent."""
+        self._stream.end_session()
+
+    def abortConnection(self) -> None:
+        """Reset the stream; the splice hears it is gone."""
+        self._stream.reset_session()
+
+    def getPeer(self) -> None:
+        """No address of its own."""
+        return None
+
+    def getHost(self) -> None:
+        """No address of its own."""
+        return None
+
+
+class SessionStream(H2Stream):
+    """The stream of an upgrade request carried through an agent's tunnel
+    (:mod:`karpor.http.tunnelwire`): it goes out with
+    :data:`~karpor.http.tunnelwire.UPGRADE_HEADER` and stays open after the
+    request; when the answer says
+    :data:`~karpor.http.tunnelwire.SWITCHED_HEADER`, the exchange splices
+    it (:attr:`transport` is the stream seen as a transport) and DATA both
+    ways carry the session's bytes."""
+
+    __slots__ = ("transport", "tunnel")
+
+    def __init__(
+        self, connection: H2UpstreamConnection, stream_id: int, exchange: StreamExchange
+    ) -> None:
+        super().__init__(connection, stream_id, exchange)
+        self._ended = False
+        #: the stream as the splice's upstream transport
+        self.transport = cast(ITransport, _StreamTransport(self))
+        #: where the session's bytes go once switched
+        self.tunnel: Tunnel | None = None
+
+    def finish_request(self) -> None:
+        """The request head is all: the stream stays open for the session."""
+
+    def switch(self, headers: list[Header]) -> None:
+        """The cluster switched protocols: hand the exchange the ``101``
+        (``Upgrade`` restored from the header the agent sent)."""
+        exchange, self.exchange = self.exchange, None
+        if exchange is None:
+            return
+        upgrade = b""
+        forward: list[Header] = []
+        for name, value in headers:
+            if name == UPGRADE_HEADER:
+                upgrade = value
+            elif name != SWITCHED_HEADER:
+                forward.append((name, value))
+        forward += [
+            (b"Upgrade", upgrade or exchange.request.upgrade or b""),
+            (b"Connection", b"Upgrade"),
+        ]
+        response = ResponseHeaders(forward, None, False, False)
+        tunnel = exchange.upstream_switch(b"Switching Protocols", response)
+        if tunnel is None:
+            self.abort()
+            exchange.upstream_failed(ApiError(502, "the agent switched protocols unasked"))
+            return
+        self.tunnel = tunnel
+
+    def data(self, data: bytes, flow_controlled: int) -> None:
+        """Session bytes from the cluster (or, before the switch, the body of
+        a refusal)."""
+        tunnel = self.tunnel
+        if tunnel is None:
+            super().data(data, flow_controlled)
+            return
+        if data:
+            tunnel.upstream_data(data)
+        if flow_controlled:
+            unacked = self._unacked + flow_controlled
+            if self._paused or unacked < ACK_BATCH:
+                self._unacked = unacked
+            else:
+                self._unacked = 0
+                self.connection.acknowledge(self.stream_id, unacked)
+
+    def end_session(self) -> None:
+        """End our side once what waits is sent."""
+        if self.closed or self._ended:
+            return
+        self._end_pending = True
+        self._send_pending()
+
+    def reset_session(self) -> None:
+        """Reset the stream and tell the splice."""
+        tunnel, self.tunnel = self.tunnel, None
+        self.exchange = None
+        if not self.closed:
+            self.connection.reset(self, _CANCEL)
+        if tunnel is not None:
+            tunnel.upstream_lost()
+
+
 # -- one connection -------------------------------------------------------------
 
 
@@ -433,6 +563,10 @@ class H2UpstreamConnection(Protocol):
         name = self.multiplexer.name
         for stream in streams.values():
             stream.closed_by_connection()
+            if isinstance(stream, SessionStream) and stream.tunnel is not None:
+                tunnel, stream.tunnel = stream.tunnel, None
+                tunnel.upstream_lost()
+                continue
             exchange, stream.exchange = stream.exchange, None
             if exchange is None or exchange.cancelled:
                 continue
@@ -460,9 +594,18 @@ class H2UpstreamConnection(Protocol):
             self.idle_timer = None
         conn = self.h2
         stream_id = conn.get_next_available_stream_id()
-        stream = H2Stream(self, stream_id, exchange)
+        stream: H2Stream
+        if request.upgrade is not None:  # only through an agent's tunnel
+            # the session's bytes follow, not a body (SPDY's POST says Content-Length: 0)
+            headers = [h for h in headers if h[0] != b"content-length"]
+            headers.append((UPGRADE_HEADER, request.upgrade))
+            stream = SessionStream(self, stream_id, exchange)
+        else:
+            stream = H2Stream(self, stream_id, exchange)
         self.streams[stream_id] = stream
-        conn.send_headers(stream_id, headers, end_stream=request.body == NO_BODY)
+        conn.send_headers(
+            stream_id, headers, end_stream=request.body == NO_BODY and request.upgrade is None
+        )
         exchange.attach(stream)
         self.flush()
 
@@ -559,6 +702,9 @@ class H2UpstreamConnection(Protocol):
         exchange = stream.exchange
         if exchange is None:
             return
+        if isinstance(stream, SessionStream) and any(n == SWITCHED_HEADER for n, _ in headers):
+            stream.switch([(n, v) for n, v in headers if not n.startswith(b":")])
+            return
         code = 502
         plain: list[Header] = []
         for name, value in headers:
@@ -584,6 +730,13 @@ class H2UpstreamConnection(Protocol):
         stream = self.streams.get(stream_id)
         if stream is None:
             return
+        if isinstance(stream, SessionStream) and stream.tunnel is not None:
+            tunnel = stream.tunnel
+            tunnel.upstream_eof()  # the splice closes: our side ends too
+            stream.tunnel = None
+            self._forget(stream)
+            tunnel.upstream_lost()
+            return
         exchange, stream.exchange = stream.exchange, None
         self._forget(stream)
         if exchange is not None:
@@ -597,6 +750,11 @@ class H2UpstreamConnection(Protocol):
     def _reset_by_server(self, stream_id: int, code: int | None) -> None:
         stream = self.streams.get(stream_id)
         if stream is None:
+            return
+        if isinstance(stream, SessionStream) and stream.tunnel is not None:
+            tunnel, stream.tunnel = stream.tunnel, None
+            self._forget(stream)
+            tunnel.upstream_lost()
             return
         exchange, stream.exchange = stream.exchange, None
         self._forget(stream)

@@ -19,6 +19,11 @@ when not cached; ``502`` naming the cluster when the plugin fails; a
 :meth:`ClusterPool.unauthorized`).  Then it picks the carrier, which
 writes the request in its own framing:
 
+- a tunnelled cluster (``spec.access.tunnel``) has no connection of its
+  own: every exchange (upgrades included) goes to its agent's links, the
+  worker's :class:`~karpor.upstream.tunnel.TunnelMultiplexer`
+  (:mod:`karpor.upstream.tunnel`), with a credential holding nothing
+  secret (the agent adds its own);
 - an upgrade request gets a connection of its own (a
   :class:`~karpor.upstream.http1.DedicatedConnection`): opened the same
   way (same TLS options, same timeouts and errors), never pooled, not
@@ -72,6 +77,7 @@ from karpor.upstream.deadline import DEFAULT_RESPONSE_HEADER_TIMEOUT
 from karpor.upstream.execcredential import ExecCredentialCache, ExecPluginError, ExecResult
 from karpor.upstream.h2 import Multiplexer, StreamExchange, multiplexed
 from karpor.upstream.http1 import DedicatedConnection, Exchange, UpstreamConnection
+from karpor.upstream.tunnel import TunnelMultiplexer, Tunnels
 
 log = Logger()
 
@@ -118,6 +124,7 @@ class ClusterPool:
         h2_endpoint_factory: H2EndpointFactory | None = None,
         errors: UpstreamErrors | None = None,
         exec_credentials: ExecCredentialCache | None = None,
+        tunnels: Tunnels | None = None,
     ) -> None:
         self.cluster = cluster
         self._reactor = reactor
@@ -127,10 +134,18 @@ class ClusterPool:
         self.error: ApiError | None = None
         self.credentials: ClusterCredentials | None = None
         self._connector: Connector[UpstreamConnection] | None = None
-        try:
-            self.credentials = ClusterCredentials(cluster, reactor)
-        except CredentialError as e:
-            self.error = ApiError(502, f"cluster {cluster.name!r}: {e}")
+        #: the agents' links of a tunnelled cluster (``None``: a direct one)
+        self.tunnel: TunnelMultiplexer | None = None
+        if cluster.tunnel:
+            if tunnels is None:
+                self.error = ApiError(502, f"cluster {cluster.name!r}: tunnels are not enabled")
+            else:
+                self.tunnel = tunnels.multiplexer(cluster.name)
+        else:
+            try:
+                self.credentials = ClusterCredentials(cluster, reactor)
+            except CredentialError as e:
+                self.error = ApiError(502, f"cluster {cluster.name!r}: {e}")
         #: the HTTP/2 connections (``None``: HTTP/1.1 only)
         self.multiplexer: Multiplexer | None = None
         if self.credentials is not None:
@@ -209,7 +224,10 @@ class ClusterPool:
 
     @property
     def h2_streams(self) -> int:
-        """Streams open on the HTTP/2 connections."""
+        """Streams open on the HTTP/2 connections (a tunnelled cluster's: on
+        its agents' links, counted by the current definition's pool only)."""
+        if self.tunnel is not None:
+            return 0 if self.draining else self.tunnel.streams
         return self.multiplexer.streams if self.multiplexer is not None else 0
 
     @property
@@ -250,7 +268,12 @@ class ClusterPool:
         for an upgrade, an HTTP/2 stream for a multiplexed request
         (:func:`~karpor.upstream.h2.multiplexed`) where the cluster speaks
         h2, else a pooled HTTP/1.1 connection (an idle one, a new one, or
-        the next free one when ``max_connections`` are open)."""
+        the next free one when ``max_connections`` are open); a
+        tunnelled cluster's exchanges all go to its agents' links."""
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.submit(exchange)
+            return
         credentials = self.credentials
         if credentials is None:
             exchange.upstream_failed(
@@ -537,8 +560,11 @@ class UpstreamPools:
         errors: UpstreamErrors | None = None,
         response_header_timeout: float = DEFAULT_RESPONSE_HEADER_TIMEOUT,
         exec_credentials: ExecCredentialCache | None = None,
+        tunnels: Tunnels | None = None,
     ) -> None:
         self._reactor = reactor
+        #: the agents' links of this worker (``None``: no tunnelled cluster is served)
+        self.tunnels = tunnels
         #: exec-plugin tokens, for the clusters whose credential is an exec plugin
         self.exec_credentials = exec_credentials
         self.settings = PoolSettings(
@@ -570,6 +596,7 @@ class UpstreamPools:
             self._h2_endpoint_factory,
             self._errors,
             self.exec_credentials,
+            self.tunnels,
         )
         if pool.error is not None:
             log.warn("{pool}: {error}", pool=pool, error=pool.error.message)

@@ -1,6 +1,7 @@
 """The clusters resource: objects without secrets, the Table, the catalog's
 events, and the health status (``status``, the Ready and Version columns)."""
 
+import dataclasses
 import json
 from types import MappingProxyType
 
@@ -17,6 +18,7 @@ from karpor.gatewayapi.clusters import (
 from karpor.health.probe import ClusterStatus
 from karpor.kube.clusterstatus import not_found
 from karpor.kube.humanize import parse_timestamp
+from karpor.upstream.tunnel import AgentStatus
 
 SECRET_TOKEN = "s3cr3t-t0ken-value"
 SECRET_KEY = b"-----BEGIN PRIVATE KEY-----\nsecret-key-bytes\n-----END PRIVATE KEY-----\n"
@@ -171,6 +173,10 @@ def test_table():
         "Ready",
         "Version",
         "Age",
+        "Reach",
+        "Agent",
+        "Agent Since",
+        "Agent Version",
     ]
     assert table["rows"][0]["cells"] == [
         "sim-1",
@@ -180,6 +186,10 @@ def test_table():
         "Unknown",  # never probed
         "<unknown>",
         "3h1m",
+        "direct",
+        "<none>",
+        "<none>",
+        "<none>",
     ]
     assert table["rows"][1]["cells"][1:3] == ["<none>", "<none>"]
     obj = table["rows"][0]["object"]
@@ -341,3 +351,27 @@ def test_two_workers_read_each_others_resource_versions_as_times():
     clock[0] -= 50
     a.set_status("sim-1", ClusterStatus(True, "up", 0))
     assert a.list_version() > listed + 1
+
+
+def test_table_shows_how_a_cluster_is_reached_and_its_agent():
+    catalog = ClusterCatalog()
+    tunnelled = dataclasses.replace(cluster("edge"), endpoint="", tunnel=True)
+    catalog.update(snapshot(tunnelled, cluster("lonely-edge")))
+    now = parse_timestamp(CREATED) + 3600
+    agents = {"edge": AgentStatus(2, now - 90, "0.1.0")}
+
+    def lookup(name: str) -> AgentStatus:
+        return agents.get(name, AgentStatus(0, None, ""))
+
+    rows = cluster_table(catalog.entries(), 2, now, agents=lookup)["rows"]
+    cells = {row["cells"][0]: row["cells"] for row in rows}
+    assert cells["edge"][3] == "<none>"
+    assert cells["edge"][-4:] == ["tunnel", "connected", "90s", "0.1.0"]
+    agents.clear()
+    rows = cluster_table(catalog.entries(), 2, now, agents=lookup)["rows"]
+    cells = {row["cells"][0]: row["cells"] for row in rows}
+    assert cells["edge"][-4:] == ["tunnel", "disconnected", "<none>", "<none>"]
+    assert cells["lonely-edge"][-4:] == ["direct", "<none>", "<none>", "<none>"]
+    obj = cluster_table(catalog.entries(), 2, now, include_object="Object")["rows"]
+    edge = next(r["object"] for r in obj if r["object"]["metadata"]["name"] == "edge")
+    assert edge["spec"]["access"] == {"tunnel": True}

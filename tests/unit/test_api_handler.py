@@ -234,6 +234,10 @@ def test_table_list_and_get(world):
         "Unknown",  # not probed: no prober in this world
         "<unknown>",
         "10m",
+        "direct",
+        "<none>",
+        "<none>",
+        "<none>",
     ]
     r = world.call("/apis/cluster.karpor.io/v1beta1/clusters/sim-2", accept=TABLE)
     assert [row["cells"][0] for row in r.json()["rows"]] == ["sim-2"]
@@ -343,7 +347,7 @@ def test_watch_with_a_table_sends_headers_once(world):
     r = world.call("/apis/cluster.karpor.io/v1beta1/clusters", query="watch=true", accept=TABLE)
     first, second = r.events()
     assert first["object"]["kind"] == "Table"
-    assert len(first["object"]["columnDefinitions"]) == 7
+    assert len(first["object"]["columnDefinitions"]) == 11
     assert second["object"]["columnDefinitions"] == []
     assert second["object"]["rows"][0]["cells"][0] == "sim-2"
 

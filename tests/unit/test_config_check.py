@@ -39,6 +39,18 @@ def test_clean_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "SECRET" not in out
 
 
+def test_a_tunnel_cluster_is_listed_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "edge.yaml").write_text(
+        "apiVersion: cluster.karpor.io/v1beta1\nkind: Cluster\nmetadata: {name: edge}\n"
+        "spec: {access: {tunnel: true}}\n"
+    )
+    assert main(["check", str(tmp_path)]) == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[1].split()[:3] == ["edge", "(tunnel)", "none"]
+
+
 def test_problems_go_to_stderr_and_exit_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

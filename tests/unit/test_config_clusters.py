@@ -508,3 +508,43 @@ def test_rsa_and_encrypted_keys() -> None:
         "/c/a.yaml: document 1: spec.access.credential.x509.privateKey: "
         "private key is encrypted (not supported)"
     ]
+
+
+def test_tunnel_cluster_has_no_endpoint() -> None:
+    obj = manifest()
+    obj["spec"]["access"] = {"tunnel": True}
+    result = parse(obj)
+    assert lines(result) == []
+    (cluster,) = result.clusters
+    assert cluster.tunnel and cluster.endpoint == ""
+    assert cluster.credential is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"endpoint": "https://10.0.0.1:6443"}, "endpoint"),
+        ({"credential": TOKEN}, "credential"),
+        ({"insecure": True}, "insecure"),
+        ({"tlsServerName": "a.example"}, "tlsServerName"),
+    ],
+)
+def test_tunnel_cluster_names_no_way_to_reach_it(extra: dict[str, Any], field: str) -> None:
+    obj = manifest()
+    obj["spec"]["access"] = {"tunnel": True, **extra}
+    result = parse(obj)
+    assert result.clusters == ()
+    assert (
+        f"/c/a.yaml: document 1: spec.access.{field}: a tunnel cluster is reached through "
+        "its agent: remove it"
+    ) in lines(result)
+
+
+def test_tunnel_must_be_a_boolean() -> None:
+    obj = manifest()
+    obj["spec"]["access"] = {"tunnel": "yes"}
+    result = parse(obj)
+    assert result.clusters == ()
+    assert "/c/a.yaml: document 1: spec.access.tunnel: must be true or false, not a string" in (
+        lines(result)
+    )

@@ -1,0 +1,447 @@
+"""Clusters behind NAT: ``karpor agent`` serving a cluster through its tunnel (issue 16).
+
+A gateway of this module's own (``--workers 2``) is given no endpoint for
+cluster ``tun`` (``spec.access.tunnel: true``); ``karpor agent`` runs
+beside the session's simulated cluster ``sim-1`` (its kubeconfig: the
+cluster credential stays with the agent) and dials the gateway, keeping
+one tunnel per worker.  ``lonely`` is a tunnel cluster no agent serves;
+``direct`` an ordinary cluster (the same simulator) an agent may not open
+a tunnel for.  kubectl (1.27, 1.30, 1.33) and the Python client reach
+``tun`` through the gateway as any cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
+from support.agent import agent_certificate, start_agent, write_agent_credentials
+from support.gateway import (
+    GatewayRun,
+    client_context,
+    credentials_of,
+    request,
+    start_gateway,
+    write_kubeconfig,
+)
+from support.kubectl import Kubectl
+from support.procs import Process, free_port
+from support.sim import SimRun, karpor_command
+from support.waits import wait_for
+
+from karpor import __version__ as karpor_version
+from karpor.auth.agentidentity import AGENT_USER_PREFIX
+from karpor.auth.ca import CertificateAuthority
+from karpor.auth.revocation import REVOKED_FILE, add_revocations
+from karpor.http.tunnelwire import TUNNEL_PATH, upgrade_request
+
+pytestmark = pytest.mark.kubectl
+
+TUNNEL = "tun"
+LONELY = "lonely"
+DIRECT = "direct"
+WORKERS = 2
+DEADLINE = 60.0
+
+
+def tunnel_document(name: str, impersonate: bool = False) -> dict[str, object]:
+    return {
+        "apiVersion": "cluster.karpor.io/v1beta1",
+        "kind": "Cluster",
+        "metadata": {"name": name},
+        "spec": {"impersonate": impersonate, "access": {"tunnel": True}},
+    }
+
+
+@dataclass
+class Setup:
+    gateway: GatewayRun
+    kubeconfig: Path
+    credentials: Path
+    agent_kubeconfig: Path
+    namespace: str
+    bins: dict[str, Path]
+    base: Path
+    agent: Process | None = None
+
+    def kubectl(self, version: str = "1.33") -> Kubectl:
+        if version not in self.bins:
+            pytest.skip(f"kubectl {version} is not installed")
+        return Kubectl(self.bins[version], self.kubeconfig, version)
+
+    def start_agent(self) -> Process:
+        self.agent = start_agent(self.credentials, self.agent_kubeconfig, WORKERS)
+        return self.agent
+
+    def proxy(self, cluster: str, path: str) -> str:
+        return f"/apis/cluster.karpor.io/v1beta1/clusters/{cluster}/proxy{path}"
+
+    def admin_context(self) -> ssl.SSLContext:
+        ca, cert, key = credentials_of(self.kubeconfig, "karpor")
+        return client_context(ca, cert, key)
+
+
+@pytest.fixture(scope="module")
+def setup(
+    sim_clusters: SimRun, kubectl_bins: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Setup]:
+    base = tmp_path_factory.mktemp("tunnel")
+    clusters_dir = base / "clusters"
+    clusters_dir.mkdir()
+    sim = sim_clusters["sim-1"]
+    for name in (TUNNEL, LONELY):
+        document = tunnel_document(name, impersonate=name == TUNNEL)
+        (clusters_dir / f"{name}.yaml").write_text(yaml.safe_dump(document))
+    direct = yaml.safe_load(sim.cluster_file.read_text())
+    direct["metadata"]["name"] = DIRECT
+    (clusters_dir / f"{DIRECT}.yaml").write_text(yaml.safe_dump(direct))
+    run = start_gateway(clusters_dir, base / "state", "--workers", str(WORKERS))
+    setup: Setup | None = None
+    try:
+        kubeconfig = write_kubeconfig(run.state_dir, base / "admin.kubeconfig", run.url)
+        credentials = write_agent_credentials(run.state_dir, TUNNEL, run.url, base / "agent.yaml")
+        namespace = f"tunnel-{uuid.uuid4().hex[:8]}"
+        setup = Setup(run, kubeconfig, credentials, sim.kubeconfig, namespace, kubectl_bins, base)
+        setup.start_agent()
+        label = next((v for v in ("1.33", "1.30", "1.27", "path") if v in kubectl_bins), None)
+        if label is None:
+            pytest.skip("no kubectl found")
+        Kubectl(kubectl_bins[label], sim.kubeconfig, label).out("create", "namespace", namespace)
+        yield setup
+    finally:
+        if setup is not None and setup.agent is not None:
+            setup.agent.stop()
+        run.stop()
+
+
+# --- every verb, kubectl and the Python client --------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.27", "1.30", "1.33"])
+def test_kubectl_verbs_through_the_tunnel(setup: Setup, version: str) -> None:
+    k = setup.kubectl(version)
+    ns = ("--context", TUNNEL, "-n", setup.namespace)
+    name = f"cm-{version.replace('.', '-')}"
+    assert "kube-system" in k.out("--context", TUNNEL, "get", "namespaces")
+    k.out(*ns, "create", "configmap", name, "--from-literal=a=1")
+    k.out(*ns, "patch", "configmap", name, "-p", '{"data":{"b":"2"}}')
+    got = json.loads(k.out(*ns, "get", "configmap", name, "-o", "json"))
+    assert got["data"] == {"a": "1", "b": "2"}
+    k.out(*ns, "delete", "configmap", name)
+    assert name not in k.out(*ns, "get", "configmaps")
+
+
+def test_python_client_list_create_watch(setup: Setup) -> None:
+    api_client = k8s_config.new_client_from_config(str(setup.kubeconfig), context=TUNNEL)
+    api = k8s_client.CoreV1Api(api_client)
+    names = {ns.metadata.name for ns in api.list_namespace().items if ns.metadata is not None}
+    assert setup.namespace in names
+    body = k8s_client.V1ConfigMap(metadata=k8s_client.V1ObjectMeta(name="py"), data={"x": "1"})
+    api.create_namespaced_config_map(setup.namespace, body)
+    seen = []
+    for event in k8s_watch.Watch().stream(
+        api.list_namespaced_config_map, setup.namespace, timeout_seconds=5
+    ):
+        seen.append((event["type"], event["object"].metadata.name))
+        if ("ADDED", "py") in seen:
+            break
+    assert ("ADDED", "py") in seen
+    api.delete_namespaced_config_map("py", setup.namespace)
+
+
+def test_watch_and_logs_follow_stream(setup: Setup) -> None:
+    """A watch's event and ``logs -f`` lines arrive while the streams stay open."""
+    k = setup.kubectl()
+    ns = ("--context", TUNNEL, "-n", setup.namespace)
+    k.out(*ns, "run", "talker", "--image=busybox", "--restart=Never")
+    k.out(*ns, "wait", "--for=condition=Ready", "pod/talker", "--timeout=30s")
+    k.out(*ns, "create", "configmap", "listed")
+    logs = Process(k.command(*ns, "logs", "-f", "talker"))
+    watch = Process(k.command(*ns, "get", "configmaps", "--watch", "-o", "name"))
+    try:
+        wait_for(
+            lambda: len(logs.lines) >= 3, DEADLINE, "three log lines", detail=lambda: logs.output
+        )
+        assert logs.popen.poll() is None  # still following
+        # the list came (the watch starts after it): an object created now is an event
+        watch.wait_for_line(r"configmap/listed", DEADLINE)
+        k.out(*ns, "create", "configmap", "watched")
+        watch.wait_for_line(r"configmap/watched", DEADLINE)
+        assert watch.popen.poll() is None
+    finally:
+        logs.stop()
+        watch.stop()
+
+
+def test_impersonating_cluster_sees_the_caller(setup: Setup) -> None:
+    """``tun`` impersonates: the cluster sees the caller (admin), not the
+    agent's own credential."""
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    r = request(
+        setup.gateway.port,
+        setup.proxy(TUNNEL, "/apis/authentication.k8s.io/v1/selfsubjectreviews"),
+        setup.admin_context(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(review).encode(),
+    )
+    assert r.status == 201, r.body
+    user = r.json()["status"]["userInfo"]
+    assert user["username"] == "admin"
+    assert "system:masters" in user["groups"]
+
+
+# --- no agent, any worker, a restarted agent -------------------------------------------------
+
+
+def test_no_agent_is_a_fast_503(setup: Setup) -> None:
+    started = time.monotonic()
+    r = request(setup.gateway.port, setup.proxy(LONELY, "/api"), setup.admin_context())
+    elapsed = time.monotonic() - started
+    assert r.status == 503
+    status = r.json()
+    assert status["kind"] == "Status" and status["code"] == 503
+    assert '"lonely"' in status["message"] and "no agent connected" in status["message"]
+    assert elapsed < 1.0
+
+
+def test_every_worker_reaches_the_agent(setup: Setup) -> None:
+    """The agent holds one tunnel per worker; requests on fresh connections
+    (spread over both workers by SO_REUSEPORT) all reach it."""
+    output = setup.gateway.process.output
+    for worker in range(WORKERS):
+        assert f"worker {worker}/{WORKERS}" in output
+    context = setup.admin_context()
+    for _ in range(16):
+        r = request(setup.gateway.port, setup.proxy(TUNNEL, "/api/v1/namespaces"), context)
+        assert r.status == 200, r.body
+
+
+def test_restarted_agent_serves_again(setup: Setup) -> None:
+    agent = setup.agent
+    assert agent is not None
+    agent.popen.kill()
+    agent.stop()
+    context = setup.admin_context()
+    path = setup.proxy(TUNNEL, "/api/v1/namespaces")
+    wait_for(
+        lambda: request(setup.gateway.port, path, context).status == 503,
+        5,
+        "the killed agent's tunnels gone",
+    )
+    setup.start_agent()  # returns once both tunnels are up
+    up = time.monotonic()
+    for _ in range(2):
+        r = request(setup.gateway.port, path, context)
+        assert r.status == 200, r.body
+    assert time.monotonic() - up < 2.0  # the issue's bound: served within 2 s of connecting
+
+
+def test_get_clusters_shows_reach_and_agent(setup: Setup) -> None:
+    table = setup.kubectl().out("--context", "karpor", "get", "clusters", "-o", "wide")
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
+    assert rows[TUNNEL][-4:-2] == ["tunnel", "connected"]
+    assert rows[TUNNEL][-1] == karpor_version
+    assert rows[LONELY][-4:] == ["tunnel", "disconnected", "<none>", "<none>"]
+    assert rows[DIRECT][-4] == "direct"
+
+
+# --- security ------------------------------------------------------------------------------
+
+
+def _open_tunnel(setup: Setup, context: ssl.SSLContext) -> bytes:
+    """Send an agent's upgrade request with ``context``'s certificate; the answer head."""
+    raw = socket.create_connection(("127.0.0.1", setup.gateway.port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(upgrade_request(f"127.0.0.1:{setup.gateway.port}", "test"))
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = tls.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.split(b"\r\n\r\n", 1)[0]
+
+
+def _agent_context(setup: Setup, cluster: str) -> ssl.SSLContext:
+    """A client certificate for agent identity ``cluster`` (from the gateway CA)."""
+    return client_context(*agent_certificate(setup.gateway.state_dir, cluster))
+
+
+def test_users_never_see_the_tunnel_endpoint(setup: Setup) -> None:
+    head = _open_tunnel(setup, setup.admin_context())
+    assert head.split(b" ")[1] in (b"403", b"404"), head
+    r = request(setup.gateway.port, TUNNEL_PATH.decode(), setup.admin_context())
+    assert r.status in (403, 404)
+
+
+@pytest.mark.parametrize("cluster", [DIRECT, "nowhere"])
+def test_agent_refused_for_a_cluster_not_tunnelled(setup: Setup, cluster: str) -> None:
+    head = _open_tunnel(setup, _agent_context(setup, cluster))
+    assert head.split(b" ")[1] in (b"403", b"404"), head
+
+
+def test_agent_verifies_the_gateway(setup: Setup) -> None:
+    """An agent never talks to a server whose certificate the gateway CA of
+    its credentials did not issue (here: an impostor on another port)."""
+    impostor_ca = CertificateAuthority.create("an impostor")
+    served = impostor_ca.issue_server("127.0.0.1", ["127.0.0.1"])
+    served.write(setup.base / "impostor.crt", setup.base / "impostor.key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(setup.base / "impostor.crt", setup.base / "impostor.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(raw)
+            try:
+                context.wrap_socket(raw, server_side=True).close()
+            except (OSError, ssl.SSLError):
+                raw.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    credentials = write_agent_credentials(
+        setup.gateway.state_dir, TUNNEL, f"https://127.0.0.1:{port}", setup.base / "impostor.yaml"
+    )
+    argv = [*karpor_command(), "agent", "--credentials", str(credentials)]
+    agent = Process([*argv, "--kubeconfig", str(setup.agent_kubeconfig)])
+    try:
+        agent.wait_for_line(r"certificate verify failed", DEADLINE)
+        assert "up: worker" not in agent.output
+        assert accepted
+    finally:
+        agent.stop()
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        listener.close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize("path", ["/apis/cluster.karpor.io/v1beta1/clusters", "direct"])
+def test_agent_identity_reaches_nothing_else(setup: Setup, path: str) -> None:
+    """Agent credentials live in member clusters: they never reach another
+    cluster (or the gateway's API) through the gateway."""
+    if path == DIRECT:
+        path = setup.proxy(DIRECT, "/api/v1/namespaces")
+    r = request(setup.gateway.port, path, _agent_context(setup, TUNNEL))
+    assert r.status == 403, r.body
+    assert "agent identity" in r.json()["message"]
+
+
+def test_agent_opens_its_own_cluster(setup: Setup) -> None:
+    head = _open_tunnel(setup, _agent_context(setup, TUNNEL))
+    assert head.startswith(b"HTTP/1.1 101 "), head
+
+
+# --- upgrades: exec and port-forward over WebSocket and SPDY ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def pod(setup: Setup) -> str:
+    k = setup.kubectl()
+    ns = ("--context", TUNNEL, "-n", setup.namespace)
+    k.out(*ns, "run", "box", "--image=busybox", "--restart=Never")
+    k.out(*ns, "wait", "--for=condition=Ready", "pod/box", "--timeout=30s")
+    return "box"
+
+
+@pytest.mark.parametrize(
+    ("version", "websockets"), [("1.33", True), ("1.33", False), ("1.27", False)]
+)
+def test_exec_through_the_tunnel(setup: Setup, pod: str, version: str, websockets: bool) -> None:
+    k = setup.kubectl(version)
+    env = {**os.environ}
+    if not websockets:
+        env["KUBECTL_REMOTE_COMMAND_WEBSOCKETS"] = "false"
+    argv = k.command("--context", TUNNEL, "-n", setup.namespace, "exec", "-i", pod, "--")
+    r = subprocess.run(
+        [*argv, "sh", "-c", "cat; echo err >&2; exit 3"],
+        input=b"through the tunnel\n" * 1000,
+        capture_output=True,
+        env=env,
+        timeout=DEADLINE,
+    )
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == b"through the tunnel\n" * 1000
+    assert b"err" in r.stderr
+
+
+def test_cp_both_ways_through_the_tunnel(setup: Setup, pod: str) -> None:
+    k = setup.kubectl()
+    ns = ("--context", TUNNEL, "-n", setup.namespace)
+    local = setup.base / "to-pod.bin"
+    payload = os.urandom(200 * 1024)
+    local.write_bytes(payload)
+    k.out(*ns, "cp", str(local), f"{pod}:/tmp/copied.bin")
+    back = setup.base / "from-pod.bin"
+    k.out(*ns, "cp", f"{pod}:/tmp/copied.bin", str(back))
+    assert back.read_bytes() == payload
+
+
+@pytest.mark.parametrize("websockets", [True, False])
+def test_port_forward_through_the_tunnel(setup: Setup, pod: str, websockets: bool) -> None:
+    k = setup.kubectl("1.33")
+    env = {**os.environ}
+    if not websockets:
+        env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "false"
+    port = free_port()
+    argv = k.command("--context", TUNNEL, "-n", setup.namespace, "port-forward")
+    proc = subprocess.Popen(
+        [*argv, "--address", "127.0.0.1", f"pod/{pod}", f"{port}:8080"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        assert b"Forwarding from" in proc.stdout.readline()
+        payload = os.urandom(256 * 1024)
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as conn:
+            conn.sendall(payload)
+            conn.shutdown(socket.SHUT_WR)
+            received = bytearray()
+            while chunk := conn.recv(65536):
+                received += chunk
+        assert bytes(received) == payload
+    finally:
+        proc.kill()
+        proc.wait(DEADLINE)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_revoked_agent_is_cut(setup: Setup) -> None:
+    """Last in the module: revoking the agent's identity cuts its tunnels
+    within a second (the revocation list is re-read every half second)."""
+    add_revocations(
+        str(setup.gateway.state_dir / REVOKED_FILE), users=[f"{AGENT_USER_PREFIX}{TUNNEL}"]
+    )
+    context = setup.admin_context()
+    path = setup.proxy(TUNNEL, "/api/v1/namespaces")
+    wait_for(
+        lambda: request(setup.gateway.port, path, context).status == 503,
+        3,
+        "the revoked agent's tunnels cut",
+    )
+    assert "no longer accepted" in setup.gateway.process.output
