@@ -29,9 +29,12 @@ from cryptography import x509
 from kubernetes import client, config
 from support.access import Cert, issue, write_yaml
 from support.gateway import (
+    CLOSED_CLUSTER,
     GatewayRun,
     Response,
     client_context,
+    closed_port,
+    cluster_document,
     request,
     start_gateway,
     write_kubeconfig,
@@ -110,6 +113,8 @@ def setup(sim_clusters: SimRun, tmp_path_factory: pytest.TempPathFactory) -> Ite
     clusters.mkdir()
     for cluster in sim_clusters.clusters:
         (clusters / cluster.cluster_file.name).write_text(cluster.cluster_file.read_text())
+    closed = cluster_document(CLOSED_CLUSTER, f"https://127.0.0.1:{closed_port()}")
+    write_yaml(clusters / "closed.yaml", closed)
     write_yaml(tmp / "policy.yaml", POLICY)
     audit = tmp / "audit.jsonl"
     config = {"auditLog": str(audit), "authorization": {"policyFile": str(tmp / "policy.yaml")}}
@@ -349,6 +354,18 @@ def test_the_gateways_own_paths_under_a_cluster_host_are_the_clusters(
     assert setup.raw("/metrics", "scraper").status == 200
     cluster_metrics = setup.raw("/metrics", "scraper", f"sim-1.{SUFFIX}")
     assert cluster_metrics.status == 403, cluster_metrics.body
+
+
+def test_the_health_gate_is_the_same_under_both_routings(setup: Setup) -> None:
+    prefix = f"/apis/cluster.karpor.io/v1beta1/clusters/{CLOSED_CLUSTER}/proxy"
+
+    def gated() -> list[Response]:
+        answer = setup.raw(prefix + "/api/v1/namespaces")
+        return [answer] if answer.status == 503 else []
+
+    (by_path,) = wait_for(gated, 30, "the probe to find the closed cluster unhealthy")
+    by_host = setup.raw("/api/v1/namespaces", server_name=f"{CLOSED_CLUSTER}.{SUFFIX}")
+    assert (by_host.status, by_host.json()) == (by_path.status, by_path.json())
 
 
 def test_server_name_and_host_rules(setup: Setup) -> None:
