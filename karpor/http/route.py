@@ -219,10 +219,6 @@ class HostRouting:
         """The name the serving certificate must cover (``*.<suffix>``)."""
         return f"*.{self.suffix}"
 
-    def host_for(self, cluster: str) -> str:
-        """The server name of ``cluster`` (``NAME.<suffix>``)."""
-        return f"{cluster}.{self.suffix}"
-
     def cluster_of(self, host: bytes) -> str | None:
         """The cluster ``host`` (a server name, or a ``Host`` value with or
         without a port) names, ``None`` when it names none (not under the
@@ -283,8 +279,8 @@ def route_request(
     docstring for the rule when the SNI and ``Host`` disagree (421)."""
     if not hosts.suffix:
         return route(target)
-    if isinstance(server, ApiError):
-        raise server
+    if isinstance(server, ApiError):  # a fresh one: a raise extends the traceback it holds
+        raise ApiError(server.code, server.message, server.reason)
     named = hosts.cluster_of(request_host(headers))
     if server is not None and named is not None and named != server:
         raise ApiError(
