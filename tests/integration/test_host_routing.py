@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
-from kubernetes import client, config
+from kubernetes import client, config, watch
+from kubernetes.stream import stream
 from support.access import Cert, issue, write_yaml
 from support.gateway import (
     CLOSED_CLUSTER,
@@ -256,12 +257,13 @@ class _Proxy:
         self.process.communicate(timeout=STREAM_DEADLINE)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 def test_kubectl_proxy_in_front_of_a_host_routed_context(
-    setup: Setup, kubectl_bins: dict[str, Path]
+    setup: Setup, kubectl_bins: dict[str, Path], version: str
 ) -> None:
-    via = _Proxy(kubectl(kubectl_bins, "1.33", setup.host_admin), "--context", "sim-1")
+    via = _Proxy(kubectl(kubectl_bins, version, setup.host_admin), "--context", "sim-1")
     try:
-        direct = _Proxy(kubectl(kubectl_bins, "1.33", setup.sim["sim-1"].kubeconfig))
+        direct = _Proxy(kubectl(kubectl_bins, version, setup.sim["sim-1"].kubeconfig))
         try:
             for path in (*RAW_PATHS, "/api/v1/namespaces/default/configmaps"):
                 assert canon(via.get(path)) == canon(direct.get(path)), path
@@ -291,9 +293,10 @@ def test_exec_and_watch_through_a_host_routed_context(
     ns = f"host-{uuid.uuid4().hex[:8]}"
     direct.out("create", "namespace", ns)
     try:
-        watch = via.popen("--context", "sim-1", "-n", ns, "get", "configmaps", "-w", "-o", "name")
+        watched = ("get", "configmaps", "-w", "-o", "name")
+        watching = via.popen("--context", "sim-1", "-n", ns, *watched)
         try:
-            lines = _lines(watch)
+            lines = _lines(watching)
             via.out("--context", "sim-1", "-n", ns, "create", "configmap", "watched")
 
             def seen() -> bool:
@@ -304,8 +307,8 @@ def test_exec_and_watch_through_a_host_routed_context(
 
             wait_for(seen, STREAM_DEADLINE, "the watch event through the host-routed context")
         finally:
-            watch.terminate()
-            watch.communicate(timeout=STREAM_DEADLINE)
+            watching.terminate()
+            watching.communicate(timeout=STREAM_DEADLINE)
         via.out("--context", "sim-1", "-n", ns, "run", "box", "--image=busybox", "--restart=Never")
         via.out("--context", "sim-1", "-n", ns, "wait", "--for=condition=Ready", "pod/box")
         command = ("exec", "box", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
@@ -313,6 +316,26 @@ def test_exec_and_watch_through_a_host_routed_context(
         straight = direct.run("-n", ns, *command, check=False)
         assert (through.returncode, through.stdout) == (straight.returncode, straight.stdout)
         assert through.returncode == 3 and "err" in through.stderr
+        # the Python client: its WebSocket exec and its watch honour tls-server-name too
+        api = config.new_client_from_config(str(setup.host_admin), context="sim-1")
+        try:
+            core = client.CoreV1Api(api)
+            said = stream(
+                core.connect_get_namespaced_pod_exec,
+                "box",
+                ns,
+                command=["sh", "-c", "echo python"],
+                stdout=True,
+                stderr=True,
+                stdin=False,
+                tty=False,
+            )
+            assert said == "python\n"
+            events = watch.Watch().stream(core.list_namespaced_config_map, ns, timeout_seconds=30)
+            names = (e["object"].metadata.name for e in events)
+            assert "watched" in names
+        finally:
+            api.close()
     finally:
         direct.run("delete", "namespace", ns, "--wait=false", check=False)
 
