@@ -202,12 +202,17 @@ class HostRouting:
     """
 
     suffix: str = DEFAULT_HOST_SUFFIX
-    _dot_suffix: bytes = field(default=b"", init=False, repr=False, compare=False)
+    #: ``NAME.<suffix>``, a trailing dot and a port allowed, any case (one
+    #: match per request; a host not under the suffix fails it at once)
+    _under: re.Pattern[bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         suffix = check_host_suffix(self.suffix)
         object.__setattr__(self, "suffix", suffix)
-        object.__setattr__(self, "_dot_suffix", b"." + suffix.encode("ascii"))
+        if suffix:
+            escaped = re.escape(suffix.encode("ascii"))
+            under = re.compile(rb"([^:\[\]]*)\." + escaped + rb"\.?(?::[0-9]*)?", re.IGNORECASE)
+            object.__setattr__(self, "_under", under)
 
     @property
     def enabled(self) -> bool:
@@ -224,13 +229,11 @@ class HostRouting:
         without a port) names, ``None`` when it names none (not under the
         suffix, an IP address, the suffix alone); 400 for a name under the
         suffix that is not a cluster name."""
-        dot_suffix = self._dot_suffix
-        if not self.suffix or not host or host[:1] == b"[":
+        under = self._under
+        found = under.fullmatch(host) if under is not None else None
+        if found is None:
             return None
-        name = host.partition(b":")[0].rstrip(b".").lower()
-        if not name.endswith(dot_suffix):
-            return None
-        name = name[: -len(dot_suffix)]
+        name = found[1].lower()
         if len(name) > _MAX_NAME or not _NAME.fullmatch(name):
             raise ApiError(
                 400,
