@@ -6,7 +6,8 @@ the sans-IO :class:`~karpor.http.connection.FrontConnection` (which parses
 requests with llhttp, bounds their heads, keeps pipelined requests in
 order and holds the connection's state).  It hands each request to the
 factory's :class:`~karpor.front.pipeline.RequestPipeline`, which routes it
-(:func:`karpor.http.route.route`) and either forwards it to its cluster
+by host or path (:func:`karpor.http.route.route_request`; the client's TLS
+server name is read once, at the handshake) and either forwards it to its cluster
 (:class:`karpor.upstream.forward.Forwarder`; long-running requests as
 HTTP/2 streams, :mod:`karpor.upstream.h2`) or hands it to the gateway's own
 API (:class:`karpor.gatewayapi.request.ApiHandler`) with a
