@@ -377,4 +377,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         f"(current: {contexts[0]}; clusters {routed}); {credential}",
         file=err,
     )
+    if routing == HOST_ROUTING and names:
+        print(
+            "karpor kubeconfig: note: kubectl caches discovery per server URL, which "
+            "host-routed contexts share: set KUBECACHEDIR per context (or use wildcard "
+            "DNS) when the clusters serve different APIs",
+            file=err,
+        )
     return 0

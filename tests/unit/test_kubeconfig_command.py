@@ -155,6 +155,7 @@ def test_routing_host_and_path(state_dir, clusters_dir, tmp_path):
     code, _, err = run(*base, "--routing", "host", "-o", str(tmp_path / "host"))
     assert code == 0, err
     assert "clusters by host (*.k.example)" in err
+    assert "caches discovery per server URL" in err
     assert "does not cover '*.k.example'" in err  # the certificate predates the suffix
     alpha = _clusters_of(tmp_path / "host")["alpha"]
     assert alpha["server"] == "https://127.0.0.1:8443"
