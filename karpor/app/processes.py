@@ -169,6 +169,7 @@ class ProcessPoolService(ServiceTree):
             state.GatewayRecord(
                 state.absolute(settings.clusters_dir),
                 state.default_server(settings.host, supervisor.port),
+                settings.host_routing.suffix,
             )
         )
 

@@ -661,6 +661,7 @@ class GatewayService(ServiceTree):
             health_gate=prober.refusal,
             metrics=self.metrics.recorder,
             connections=self.settings.client_connections,
+            host_routing=self.settings.host_routing,
         )
 
     def _start_listening(self) -> Teardown:
@@ -682,7 +683,11 @@ class GatewayService(ServiceTree):
         if self._port is not None:
             port = int(getattr(self._port.getHost(), "port", settings.port))
         url = state.default_server(settings.host, port)
-        prepared.record(state.GatewayRecord(state.absolute(settings.clusters_dir), url))
+        prepared.record(
+            state.GatewayRecord(
+                state.absolute(settings.clusters_dir), url, settings.host_routing.suffix
+            )
+        )
         snapshot = self.registry.current
         count = len(snapshot.clusters)
         problems = len(snapshot.errors)

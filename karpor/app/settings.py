@@ -41,6 +41,12 @@ clientConnections (per field) bounds on client connections, per worker:
                           ``headerReadTimeout`` (30 s),
                           ``idleTimeout`` (120 s), ``maxConnections``
                           (20000); see :mod:`karpor.http.bounds`
+hostRouting (see below)   clusters by TLS server name: ``suffix``
+                          (``clusters.karpor``): a request for
+                          ``NAME.<suffix>`` (SNI, else ``Host``) goes to
+                          cluster NAME, its path the cluster's own; the
+                          serving certificate covers ``*.<suffix>``;
+                          ``""`` turns it off (:mod:`karpor.http.route`)
 tlsImplementation fast    ``fast``: karpor's TLS transport and worker
                           reactor (falling back on their own where the
                           installed Twisted or pyOpenSSL lacks what they
@@ -103,6 +109,7 @@ from karpor.config.validation import (
 )
 from karpor.health.probe import ProbeSettings
 from karpor.http.bounds import ClientConnectionSettings
+from karpor.http.route import HostRouting, check_host_suffix
 
 DEFAULT_PORT = 8443
 DEFAULT_HOST = "127.0.0.1"
@@ -166,6 +173,8 @@ class Settings:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     #: bounds on client connections (``clientConnections``)
     client_connections: ClientConnectionSettings = field(default_factory=ClientConnectionSettings)
+    #: clusters by TLS server name or ``Host`` (``hostRouting``)
+    host_routing: HostRouting = field(default_factory=HostRouting)
     #: ``fast`` or ``twisted`` (``tlsImplementation``, :mod:`karpor.net.implementation`)
     tls_implementation: str = "fast"
     #: the ``--config`` file these came from ("" for none)
@@ -253,6 +262,21 @@ UPSTREAM_KEYS: tuple[Key, ...] = (
     ),
 )
 
+
+def _host_suffix(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = c.string(obj, key, path)
+    if value is None:
+        return None
+    try:
+        return check_host_suffix(value)
+    except ValueError as exc:
+        c.error(join(path, key), str(exc))
+        return None
+
+
+#: the keys of ``hostRouting``
+HOST_ROUTING_KEYS: tuple[Key, ...] = (Key("suffix", "suffix", _host_suffix, "hostRouting"),)
+
 #: the keys of ``clientConnections``
 CLIENT_CONNECTIONS_KEYS: tuple[Key, ...] = (
     Key("maxHeaderBytes", "max_header_bytes", _count, "clientConnections"),
@@ -302,6 +326,12 @@ KEYS: tuple[Key, ...] = (
         "clientConnections",
     ),
     Key("tlsImplementation", "tls_implementation", _tls_implementation, "tlsImplementation"),
+    Key(
+        "hostRouting",
+        "host_routing",
+        section_parser(HostRouting, HOST_ROUTING_KEYS),
+        "hostRouting",
+    ),
 )
 
 

@@ -15,11 +15,15 @@ It holds:
   before that rule, or elsewhere: it could also pass as a client
   certificate);
 * ``gateway.json``: what ``karpor kubeconfig`` needs to know of the gateway
-  (the clusters directory it serves, its address).
+  (the clusters directory it serves, its address, its host-routing suffix).
 
 The directory is created readable by its owner only.  Extra names for the
 serving certificate (``servingNames``: a load balancer's name, a Kubernetes
-Service's DNS names) are added to the hosts it must cover.
+Service's DNS names) are added to the hosts it must cover, and so is
+``*.<suffix>`` of host routing (``hostRouting.suffix``,
+:mod:`karpor.http.route`): a certificate made before, or for another
+suffix, is issued again on start (a read-only one lacking it is a warning:
+host-routed contexts fail to verify it).
 
 **Read-only state** (replicas): a state directory the gateway cannot write
 to (a Kubernetes Secret volume), or one the settings declare read-only
@@ -222,10 +226,16 @@ class GatewayRecord:
 
     clusters_dir: str | None = None
     server: str | None = None
+    #: ``hostRouting.suffix`` (``None``: not recorded, ``""``: host routing off)
+    host_suffix: str | None = None
 
     def to_json(self) -> bytes:
         """The record as ``gateway.json`` holds it."""
-        doc = {"clustersDir": self.clusters_dir, "server": self.server}
+        doc = {
+            "clustersDir": self.clusters_dir,
+            "server": self.server,
+            "hostSuffix": self.host_suffix,
+        }
         return json.dumps(doc, indent=2).encode() + b"\n"
 
     @classmethod
@@ -236,9 +246,11 @@ class GatewayRecord:
             raise ValueError("not a JSON object")
         clusters_dir = doc.get("clustersDir")
         server = doc.get("server")
+        suffix = doc.get("hostSuffix")
         return cls(
             clusters_dir if isinstance(clusters_dir, str) else None,
             server if isinstance(server, str) else None,
+            suffix if isinstance(suffix, str) else None,
         )
 
 
@@ -375,9 +387,12 @@ class GatewayState:
         *,
         names: Sequence[str] = (),
         read_only: bool | None = None,
+        wildcards: Sequence[str] = (),
     ) -> GatewayState:
         """Open (creating on first use) the state in ``directory`` for a
-        gateway on ``host`` whose serving certificate also covers ``names``.
+        gateway on ``host`` whose serving certificate also covers ``names``
+        and the ``wildcards`` of host routing (``*.<suffix>``: only a
+        warning when a read-only certificate lacks one).
 
         ``read_only``: use the directory as it is (see the module
         docstring); ``None``: when it exists and cannot be written to.
@@ -387,10 +402,19 @@ class GatewayState:
             read_only = is_read_only(directory)
         if read_only:
             ca, serving, warnings = load_read_only(directory, required_hosts(host, names), now)
+            lacking = [w for w in (_normal(w) for w in wildcards) if w not in serving.hosts]
+            if lacking:
+                warnings += (
+                    f"{directory / SERVING_CERT_FILE}: does not cover {', '.join(lacking)}: "
+                    "host-routed contexts (hostRouting) will not verify it; issue it again "
+                    "with `karpor certificates DIR --name NAME... --name '*.SUFFIX'` and "
+                    "update the directory",
+                )
             return cls(directory, ca, serving, True, warnings)
         create_directory(directory)
         ca = CertificateAuthority.load_or_create(directory, CA_COMMON_NAME)
-        serving = ensure_serving_certificate(directory, ca, serving_hosts(host, names), now)
+        hosts = serving_hosts(host, [*names, *wildcards])
+        serving = ensure_serving_certificate(directory, ca, hosts, now)
         return cls(directory, ca, serving)
 
     def record(self, record: GatewayRecord) -> None:
@@ -401,7 +425,7 @@ class GatewayState:
 
 def prepare_for(settings: Settings, log: Logger) -> GatewayState:
     """:meth:`GatewayState.prepare` as the settings say (``stateDir``,
-    ``host``, ``servingNames``, ``stateReadOnly``), logging what was issued
+    ``host``, ``servingNames``, ``stateReadOnly``, ``hostRouting``), logging what was issued
     and every warning; a :class:`StateError` ends the process with its message."""
     assert settings.state_dir is not None
     try:
@@ -410,6 +434,7 @@ def prepare_for(settings: Settings, log: Logger) -> GatewayState:
             settings.host,
             names=settings.serving_names,
             read_only=True if settings.state_read_only else None,
+            wildcards=((settings.host_routing.wildcard,) if settings.host_routing.enabled else ()),
         )
     except StateError as exc:
         raise SystemExit(f"karpor: {exc}") from None

@@ -1,9 +1,15 @@
 """User kubeconfigs for the gateway (sans-IO): what ``karpor kubeconfig`` writes.
 
-One context per cluster the user may reach, named after the cluster, whose
-server is the cluster's proxy path on the gateway
-(``https://HOST:PORT/apis/cluster.karpor.io/v1beta1/clusters/NAME/proxy``),
-plus a context ``karpor`` for the gateway's own API (``https://HOST:PORT``).
+One context per cluster the user may reach, named after the cluster, plus
+a context ``karpor`` for the gateway's own API (``https://HOST:PORT``).  A
+cluster's context reaches it one of two ways (``routing``):
+
+* :data:`PATH_ROUTING`: its server is the cluster's proxy path on the
+  gateway (``https://HOST:PORT/apis/cluster.karpor.io/v1beta1/clusters/NAME/proxy``);
+* :data:`HOST_ROUTING`: its server is the gateway itself
+  (``https://HOST:PORT``) with ``tls-server-name: NAME.<suffix>``, so the
+  request path is the cluster's own (``kubectl get --raw /version``,
+  ``kubectl proxy``) and no DNS name is needed.
 Every context trusts the gateway CA and authenticates with the same client
 certificate (inline, so the file is self-contained).
 """
@@ -22,6 +28,12 @@ from karpor.kube.discovery import GROUP_VERSION
 
 #: the context (and kubeconfig cluster) of the gateway's own API
 GATEWAY_CONTEXT = "karpor"
+#: cluster contexts by TLS server name (``tls-server-name: NAME.<suffix>``)
+HOST_ROUTING = "host"
+#: cluster contexts by proxy path
+PATH_ROUTING = "path"
+#: the values of ``routing``
+ROUTINGS = (HOST_ROUTING, PATH_ROUTING)
 
 _DURATION_PART = re.compile(r"(\d+)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -58,6 +70,17 @@ def cluster_server(server: str, cluster: str) -> str:
     return f"{normalize_server(server)}/apis/{GROUP_VERSION}/clusters/{cluster}/proxy"
 
 
+def _cluster_entry(base: str, name: str, ca: str, routing: str, host_suffix: str) -> dict[str, str]:
+    """The kubeconfig ``cluster`` of cluster ``name`` through the gateway at ``base``."""
+    if routing == HOST_ROUTING:
+        return {
+            "server": base,
+            "tls-server-name": f"{name}.{host_suffix}",
+            "certificate-authority-data": ca,
+        }
+    return {"server": cluster_server(base, name), "certificate-authority-data": ca}
+
+
 def build_kubeconfig(
     server: str,
     ca_pem: bytes,
@@ -66,15 +89,25 @@ def build_kubeconfig(
     key_pem: bytes | None,
     clusters: Iterable[str],
     token: str | None = None,
+    *,
+    routing: str = PATH_ROUTING,
+    host_suffix: str = "",
 ) -> dict[str, Any]:
     """A kubeconfig for ``user`` reaching ``clusters`` through the gateway,
     authenticated by a client certificate and key or, with ``token``, by that
-    bearer token (a user of the gateway's token file).
+    bearer token (a user of the gateway's token file); the cluster contexts
+    by ``routing`` (:data:`HOST_ROUTING` needs the gateway's ``host_suffix``).
 
     Contexts are sorted by cluster name, then ``karpor``; the current context
     is the first cluster, or ``karpor`` when there is none.
     """
     base = normalize_server(server)
+    if routing not in ROUTINGS:
+        raise ValueError(f"routing must be one of {', '.join(ROUTINGS)}, not {routing!r}")
+    if routing == HOST_ROUTING and not host_suffix:
+        raise ValueError(
+            "host routing is off on this gateway (hostRouting.suffix is empty): use path routing"
+        )
     names = sorted(set(clusters))
     if GATEWAY_CONTEXT in names:
         raise ValueError(
@@ -88,16 +121,15 @@ def build_kubeconfig(
         credential = {"client-certificate-data": _b64(cert_pem), "client-key-data": _b64(key_pem)}
     else:
         raise ValueError("a kubeconfig needs a client certificate and key, or a token")
-    entries = [(name, cluster_server(base, name)) for name in names]
-    entries.append((GATEWAY_CONTEXT, base))
+    entries: list[tuple[str, dict[str, str]]] = [
+        (name, _cluster_entry(base, name, ca, routing, host_suffix)) for name in names
+    ]
+    entries.append((GATEWAY_CONTEXT, {"server": base, "certificate-authority-data": ca}))
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "preferences": {},
-        "clusters": [
-            {"name": name, "cluster": {"server": url, "certificate-authority-data": ca}}
-            for name, url in entries
-        ],
+        "clusters": [{"name": name, "cluster": entry} for name, entry in entries],
         "users": [{"name": user, "user": credential}],
         "contexts": [
             {"name": name, "context": {"cluster": name, "user": user}} for name, _ in entries

@@ -7,10 +7,12 @@
 Writes the gateway CA (``ca.crt``, ``ca.key``) and a serving certificate
 (``serving.crt``, ``serving.key``) into ``DIR`` (created readable by its
 owner only), the serving certificate covering every ``--name`` (default:
-:data:`DEFAULT_NAMES`, the Service of ``etc/kubernetes``) and the loopback
-names.  Run again on the same ``DIR`` it keeps the CA and keeps the serving
-certificate unless it is missing a name or expires within 30 days (then it
-is issued again, keeping the names it had).
+:data:`DEFAULT_NAMES`, the Service of ``etc/kubernetes``), the loopback
+names and ``*.clusters.karpor`` (host routing's default suffix; give
+``--name '*.SUFFIX'`` for another).  Run again on the same ``DIR`` it
+keeps the CA and keeps the serving certificate unless it is missing a name
+or expires within 30 days (then it is issued again, keeping the names it
+had).
 
 Standard output gets the CA certificate base64-encoded: the ``caBundle`` of
 the ``APIService``; a summary (never a key) goes to standard error, ending
@@ -50,6 +52,7 @@ from karpor.app.state import (
 from karpor.auth.ca import CA_CERT_FILE, CertificateAuthority
 from karpor.auth.revocation import REVOKED_FILE
 from karpor.config.hostnames import check_host
+from karpor.http.route import HostRouting
 
 #: the DNS names of the Service in ``etc/kubernetes`` (``karpor`` in namespace ``karpor``)
 DEFAULT_NAMES = ("karpor.karpor.svc", "karpor.karpor.svc.cluster.local")
@@ -83,7 +86,8 @@ def write_state(directory: Path, names: Sequence[str]) -> GatewayState:
     """Create (or complete) the state in ``directory`` for ``names``."""
     create_directory(directory)
     ca = CertificateAuthority.load_or_create(directory, CA_COMMON_NAME)
-    serving = ensure_serving_certificate(directory, ca, [*names, *LOOPBACK])
+    wildcard = HostRouting().wildcard  # host routing, default suffix
+    serving = ensure_serving_certificate(directory, ca, [*names, *LOOPBACK, wildcard])
     return GatewayState(directory, ca, serving)
 
 

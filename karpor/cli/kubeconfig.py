@@ -5,13 +5,20 @@
     karpor kubeconfig --state-dir DIR --user U [--group G]... --server https://HOST:PORT
                       [-o FILE] [--clusters-dir DIR] [--ttl 90d] [--config FILE]
     karpor kubeconfig --state-dir DIR --token TOKEN [...]
+    [--routing host|path]
 
 The client certificate is signed by the gateway CA kept in ``--state-dir``
 (CN = user, one O per group).  The kubeconfig
 (:func:`karpor.auth.kubeconfig.build_kubeconfig`) has one context per
 cluster of the clusters directory (``--clusters-dir``, else the one the
 gateway recorded in the state directory when it last started) and the
-``karpor`` context.  It is written with mode 0600 to ``-o FILE``, or to
+``karpor`` context.  ``--routing`` says how a cluster's context reaches
+it: ``path`` (the default, :data:`DEFAULT_ROUTING`) writes the cluster's
+proxy path as server; ``host`` writes ``server: https://GATEWAY`` and
+``tls-server-name: NAME.<suffix>`` (the gateway's ``hostRouting.suffix``,
+as recorded in the state directory or read from ``--config``), so request
+paths are the cluster's own (``kubectl get --raw /version``, ``kubectl
+proxy``).  It is written with mode 0600 to ``-o FILE``, or to
 standard output (no ``-o``, or ``-o -``); a summary goes to standard error.
 
 Contexts are written only for the clusters the user may reach under the
@@ -40,11 +47,26 @@ from karpor.auth.access import read_access_record
 from karpor.auth.agentidentity import is_reserved
 from karpor.auth.ca import CertificateAuthority, write_private
 from karpor.auth.identity import Identity
-from karpor.auth.kubeconfig import build_kubeconfig, dump_kubeconfig, parse_duration
+from karpor.auth.kubeconfig import (
+    HOST_ROUTING,
+    PATH_ROUTING,
+    ROUTINGS,
+    build_kubeconfig,
+    dump_kubeconfig,
+    parse_duration,
+)
 from karpor.auth.policy import PolicyError, load_policy
 from karpor.auth.tokens import TokenFileError, load_token_file
 from karpor.config.directory import load_directory
 from karpor.config.model import Cluster
+from karpor.http.route import DEFAULT_HOST_SUFFIX
+
+#: how cluster contexts reach their cluster unless ``--routing`` says.
+#: Every client tested honours ``tls-server-name`` (kubectl 1.27-1.33, the
+#: Python client, client-node), but kubectl keeps its discovery cache per
+#: ``server`` URL: host-routed contexts share one URL, so one cluster's
+#: cached resource list would answer for another (README, "Routing").
+DEFAULT_ROUTING = PATH_ROUTING
 
 DEFAULT_TTL = "90d"
 
@@ -109,6 +131,13 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="the gateway's settings file, for its policy and token files "
         "(default: as the gateway recorded them in the state dir)",
     )
+    parser.add_argument(
+        "--routing",
+        choices=ROUTINGS,
+        help="how cluster contexts reach their cluster: host (server https://GATEWAY, "
+        "tls-server-name NAME.<suffix>; request paths are the cluster's own) or path "
+        f"(the cluster's proxy path as server); default: {DEFAULT_ROUTING}",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -119,17 +148,47 @@ def cluster_names(
     return sorted(c.name for c in clusters if reachable(identity, c))
 
 
+def _settings(config: Path) -> Any:
+    from karpor.app.settings import SettingsError, load_settings  # noqa: PLC0415
+
+    try:
+        return load_settings(str(config))
+    except SettingsError as exc:
+        raise CommandError("; ".join(exc.problems)) from None
+
+
 def access_files(state_dir: Path, config: Path | None) -> tuple[str | None, str | None]:
     """``(token file, policy file)`` of ``config``, else as the gateway recorded them."""
     if config is None:
         return read_access_record(state_dir)
-    from karpor.app.settings import SettingsError, load_settings  # noqa: PLC0415
-
-    try:
-        settings = load_settings(str(config))
-    except SettingsError as exc:
-        raise CommandError("; ".join(exc.problems)) from None
+    settings = _settings(config)
     return settings.authentication.token_file, settings.authorization.policy_file
+
+
+def host_suffix(state_dir: Path, config: Path | None) -> str:
+    """The gateway's ``hostRouting.suffix``: of ``config``, else as the
+    gateway recorded it, else the default (``""``: host routing off)."""
+    if config is not None:
+        suffix: str = _settings(config).host_routing.suffix
+        return suffix
+    record = state.read_record(state_dir)
+    if record is not None and record.host_suffix is not None:
+        return record.host_suffix
+    return DEFAULT_HOST_SUFFIX
+
+
+def choose_routing(requested: str | None, suffix: str) -> str:
+    """The routing of the cluster contexts: ``requested``, else
+    :data:`DEFAULT_ROUTING` (path when host routing is off: ``suffix`` empty);
+    host routing on a gateway whose host routing is off is an error."""
+    if requested is None:
+        return DEFAULT_ROUTING if suffix else PATH_ROUTING
+    if requested == HOST_ROUTING and not suffix:
+        raise CommandError(
+            "--routing host: the gateway's host routing is off (hostRouting.suffix is "
+            "empty); use --routing path"
+        )
+    return requested
 
 
 def policy_reachable(policy_file: str | None) -> Reachable:
@@ -176,8 +235,11 @@ def _load_clusters(directory: Path | None, err: TextIO) -> list[Cluster]:
     return list(result.clusters)
 
 
-def _check_server_covered(state_dir: Path, server: str, err: TextIO) -> None:
-    """Warn when the serving certificate does not name the host of ``server``."""
+def _check_server_covered(
+    state_dir: Path, server: str, err: TextIO, wildcard: str | None = None
+) -> None:
+    """Warn when the serving certificate does not name the host of
+    ``server`` (or, for host routing, does not cover ``wildcard``)."""
     cert_path = state_dir / state.SERVING_CERT_FILE
     host = urlsplit(server).hostname
     if host is None or not cert_path.exists():
@@ -187,6 +249,13 @@ def _check_server_covered(state_dir: Path, server: str, err: TextIO) -> None:
     except ValueError:
         return
     covered = state.certificate_hosts(cert)
+    if wildcard is not None and wildcard not in covered:
+        print(
+            f"karpor kubeconfig: warning: the gateway's serving certificate does not cover "
+            f"{wildcard!r}: host-routed contexts will not verify it; start the gateway with "
+            "this host routing suffix so it is issued again",
+            file=err,
+        )
     if state.serving_hosts(host)[0] not in covered:
         print(
             f"karpor kubeconfig: warning: the gateway's serving certificate does not cover "
@@ -206,9 +275,14 @@ def generate(
     err: TextIO,
     reachable: Reachable = everyone,
     token: str | None = None,
+    *,
+    routing: str = PATH_ROUTING,
+    suffix: str = DEFAULT_HOST_SUFFIX,
 ) -> tuple[bytes, list[str], datetime.datetime | None]:
     """The kubeconfig for ``user`` (with ``token``: a token user, no
-    certificate); also the cluster names and the certificate's expiry."""
+    certificate), cluster contexts by ``routing`` (``suffix``: the
+    gateway's host-routing suffix); also the cluster names and the
+    certificate's expiry."""
     if not user:
         raise CommandError("--user must not be empty")
     if is_reserved(Identity(user, tuple(groups))):
@@ -233,17 +307,21 @@ def generate(
     names = cluster_names(_load_clusters(clusters_dir, err), identity, reachable)
     expiry: datetime.datetime | None = None
     try:
+        how = {"routing": routing, "host_suffix": suffix}
         if token is not None:
-            config = build_kubeconfig(server, ca.cert_pem, user, None, None, names, token=token)
+            config = build_kubeconfig(
+                server, ca.cert_pem, user, None, None, names, token=token, **how
+            )
         else:
             issued = ca.issue_client(user, groups, ttl)
             config = build_kubeconfig(
-                server, ca.cert_pem, user, issued.cert_pem, issued.key_pem, names
+                server, ca.cert_pem, user, issued.cert_pem, issued.key_pem, names, **how
             )
             expiry = datetime.datetime.now(datetime.UTC) + ttl
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    _check_server_covered(state_dir, server, err)
+    wildcard = f"*.{suffix}" if routing == HOST_ROUTING else None
+    _check_server_covered(state_dir, server, err, wildcard)
     return dump_kubeconfig(config), names, expiry
 
 
@@ -264,6 +342,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
                 )
             identity = token_identity(token_file, token)
             user, groups = identity.user, list(identity.groups)
+        suffix = host_suffix(args.state_dir, getattr(args, "config", None))
+        routing = choose_routing(getattr(args, "routing", None), suffix)
         data, names, expiry = generate(
             args.state_dir,
             user,
@@ -274,6 +354,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             err,
             policy_reachable(policy_file),
             token,
+            routing=routing,
+            suffix=suffix,
         )
     except (CommandError, ValueError, OSError) as exc:
         print(f"karpor kubeconfig: error: {exc}", file=err)
@@ -296,9 +378,17 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         if expiry is not None
         else f"token of {user}{shown} (no certificate issued)"
     )
+    routed = f"by host (*.{suffix})" if routing == HOST_ROUTING else "by path"
     print(
         f"karpor kubeconfig: wrote {where}: contexts {', '.join(contexts)} "
-        f"(current: {contexts[0]}); {credential}",
+        f"(current: {contexts[0]}; clusters {routed}); {credential}",
         file=err,
     )
+    if routing == HOST_ROUTING and names:
+        print(
+            "karpor kubeconfig: note: kubectl caches discovery per server URL, which "
+            "host-routed contexts share: set KUBECACHEDIR per context (or use wildcard "
+            "DNS) when the clusters serve different APIs",
+            file=err,
+        )
     return 0

@@ -1,8 +1,8 @@
 """The request pipeline: what happens to one request read on a front
 connection, top to bottom.
 
-:meth:`RequestPipeline.handle` routes the request
-(:func:`karpor.http.route.route`); a cluster request is authenticated
+:meth:`RequestPipeline.handle` routes the request by host or path
+(:func:`karpor.http.route.route_request`); a cluster request is authenticated
 (401), authorized by the policy (403), refused at once when its cluster's
 last health probe failed (the factory's ``health_gate``: 503) or its pool
 cannot serve (``pool.error``), then forwarded as one
@@ -35,7 +35,7 @@ from karpor.front.tunnel import accept_tunnel, refuse_agent
 from karpor.gatewayapi.request import ApiHandler, ApiRequest
 from karpor.http.connection import RequestHead
 from karpor.http.headers import Header, RequestHeaders, split_request
-from karpor.http.route import ApiRoute, ClusterRoute, route
+from karpor.http.route import ApiRoute, ClusterRoute, route_request
 from karpor.kube.reviews import REVIEW_PREFIXES, review_kind
 from karpor.kube.status import ApiError
 from karpor.metrics.labels import stream_kind
@@ -78,7 +78,9 @@ class RequestPipeline:
                 tunnels = self._factory.pools.tunnels
                 if tunnels is not None and accept_tunnel(self._factory, tunnels, front, head):
                     return
-            target = route(head.target)
+            target = route_request(
+                head.target, head.headers, front.server_route, self._factory.host_routing
+            )
             if self._factory.metrics is not None:
                 self._note_route(front, target, head)
             if isinstance(target, ClusterRoute):

@@ -6,7 +6,8 @@ the sans-IO :class:`~karpor.http.connection.FrontConnection` (which parses
 requests with llhttp, bounds their heads, keeps pipelined requests in
 order and holds the connection's state).  It hands each request to the
 factory's :class:`~karpor.front.pipeline.RequestPipeline`, which routes it
-(:func:`karpor.http.route.route`) and either forwards it to its cluster
+by host or path (:func:`karpor.http.route.route_request`; the client's TLS
+server name is read once, at the handshake) and either forwards it to its cluster
 (:class:`karpor.upstream.forward.Forwarder`; long-running requests as
 HTTP/2 streams, :mod:`karpor.upstream.h2`) or hands it to the gateway's own
 API (:class:`karpor.gatewayapi.request.ApiHandler`) with a
@@ -114,7 +115,9 @@ from karpor.http.headers import (
     new_audit_id,
     request_drops,
 )
+from karpor.http.route import NO_HOST_ROUTING, HostRouting
 from karpor.kube.status import ApiError
+from karpor.net.tlstransport import server_name
 from karpor.upstream.execcredential import ExecCredentialCache
 from karpor.upstream.forward import Forwarder
 from karpor.upstream.http1 import no_delay
@@ -206,6 +209,9 @@ class GatewayProtocol(Protocol):
         self._idle_timer: IDelayedCall | None = None
         #: the cluster the request in progress goes to (its streams end if it is removed)
         self.cluster_name: str | None = None
+        #: the cluster the connection's TLS server name names (host routing;
+        #: classified once, at the handshake: :meth:`HostRouting.server_name`)
+        self.server_route: str | ApiError | None = None
 
     # -- connection ---------------------------------------------------------------
 
@@ -225,8 +231,12 @@ class GatewayProtocol(Protocol):
         conn.since = self._factory.now
 
     def handshakeCompleted(self) -> None:
-        """TLS is up: the first request head is read from now on."""
+        """TLS is up: the first request head is read from now on; the
+        client's server name (SNI) is classified for host routing."""
         self.conn.handshake_completed(self._factory.now)
+        hosts = self._factory.host_routing
+        if hosts.enabled:
+            self.server_route = hosts.server_name(server_name(self.transport))
 
     def timed_out(self) -> None:
         """The current phase outlived its timeout (the factory's sweep):
@@ -647,6 +657,9 @@ class GatewayFactory(Factory):
     records each request; wrap this factory in TLS
     (``karpor.net.tls.server_options``) to serve it.
 
+    ``host_routing`` routes requests to clusters by TLS server name or
+    ``Host`` besides paths (:class:`~karpor.http.route.HostRouting`).
+
     ``connections`` bounds the client connections
     (:class:`~karpor.http.bounds.ClientConnectionSettings`): past
     ``maxConnections`` open ones, :meth:`buildProtocol` refuses (the
@@ -673,8 +686,11 @@ class GatewayFactory(Factory):
         health_gate: Callable[[Cluster], ApiError | None] | None = None,
         metrics: GatewayMetrics | None = None,
         connections: ClientConnectionSettings | None = None,
+        host_routing: HostRouting = NO_HOST_ROUTING,
     ) -> None:
         self.clusters = clusters
+        #: clusters by TLS server name or ``Host`` (:mod:`karpor.http.route`; off by default)
+        self.host_routing = host_routing
         #: the bounds on client connections
         self.connections = connections = connections or ClientConnectionSettings()
         self.max_header_bytes = connections.max_header_bytes

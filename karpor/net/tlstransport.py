@@ -43,6 +43,8 @@ buffering, producers and consumers, ``loseConnection``, half-close,
 * protocols providing :class:`~twisted.internet.interfaces.IHandshakeListener`
   hear ``handshakeCompleted``; ``getPeerCertificate`` and
   ``negotiatedProtocol`` (ALPN) answer as Twisted's TLS transports do;
+  :func:`server_name` gives the client's SNI under either implementation
+  (host routing, :mod:`karpor.http.route`);
 * an orderly close (and ``loseWriteConnection``) sends ``close_notify``;
   a peer's ``close_notify``, or a TCP end without one, is the end of input.
 
@@ -628,6 +630,11 @@ class _TLSConnection:
         chosen: bytes | None = self.socket.get_alpn_proto_negotiated() or None
         return chosen
 
+    def server_name(self) -> bytes | None:
+        """The TLS server name (SNI) the client sent (``None``: none)."""
+        name: bytes | None = self.socket.get_servername()
+        return name
+
 
 @implementer(ISSLTransport)
 class TLSServer(_TLSConnection, ConnectionInternals, tcp.Server):  # type: ignore[misc]
@@ -831,6 +838,17 @@ class TLSClientEndpoint:
         connector.append(c)
         c.connect()
         return d
+
+
+def server_name(transport: object) -> bytes | None:
+    """The TLS server name (SNI) a client sent on ``transport``, served by
+    either TLS implementation (a wrapper forwarding attributes, such as the
+    front's counting transport, is fine); ``None`` without SNI or TLS."""
+    own = getattr(transport, "server_name", None)
+    if own is not None:
+        name: bytes | None = own()
+        return name
+    return twistedtls.server_name(transport)
 
 
 def _fast() -> bool:

@@ -115,6 +115,19 @@ def connect(
     return connecting
 
 
+def server_name(transport: object) -> bytes | None:
+    """The TLS server name (SNI) the client sent on a connection of
+    Twisted's TLS (``transport``: the ``TLSMemoryBIOProtocol``, whose
+    ``getHandle`` is its ``SSL.Connection``); ``None`` without SNI, or for
+    any other transport."""
+    get_handle = getattr(transport, "getHandle", None)
+    connection = get_handle() if get_handle is not None else None
+    if not isinstance(connection, SSL.Connection):
+        return None
+    name: bytes | None = connection.get_servername()
+    return name
+
+
 def verify_on_handshake(context: SSL.Context, hostname: str, is_ip: bool) -> None:
     """Have Twisted's TLS connections made from ``context`` verify the
     server's ``hostname`` (an IP address: ``is_ip``) once the handshake is

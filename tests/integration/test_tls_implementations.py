@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.gateway import GatewayRun, start_gateway, write_kubeconfig
+from support.gateway import GatewayRun, client_context, request, start_gateway, write_kubeconfig
 from support.kubectl import Kubectl
 from support.sim import SimRun
+
+from karpor.auth.ca import CertificateAuthority
 
 pytest_plugins = ("support.gateway",)
 
@@ -113,3 +115,16 @@ def test_exec(via: tuple[Kubectl, str]) -> None:
     result = k.run(*context, "exec", pod, "--", "sh", "-c", "exit 3", check=False)
     assert result.returncode == 3, result.stderr
     assert "command terminated with exit code 3" in result.stderr
+
+
+def test_host_routing_reads_the_server_name(
+    served: tuple[str, GatewayRun], sim_clusters: SimRun
+) -> None:
+    """Either TLS implementation gives the client's SNI to host routing."""
+    _, gateway = served
+    admin = CertificateAuthority.load(gateway.state_dir).issue_client("admin", ["system:masters"])
+    context = client_context(gateway.ca_pem, admin.cert_pem, admin.key_pem)
+    answer = request(gateway.port, "/api", context, server_name="sim-2.clusters.karpor")
+    assert answer.status == 200, answer.body
+    address = answer.json()["serverAddressByClientCIDRs"][0]["serverAddress"]
+    assert address.endswith(f":{sim_clusters['sim-2'].port}")

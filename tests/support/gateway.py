@@ -231,9 +231,14 @@ def request(
     body: bytes | None = None,
     host: str = "127.0.0.1",
     timeout: float = 30.0,
+    server_name: str | None = None,
 ) -> Response:
-    """One HTTPS request on a fresh connection."""
+    """One HTTPS request on a fresh connection (TLS server name
+    ``server_name`` when given: host routing)."""
     conn = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
+    if server_name is not None:
+        raw = socket.create_connection((host, port), timeout=timeout)
+        conn.sock = context.wrap_socket(raw, server_hostname=server_name)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()

@@ -152,3 +152,17 @@ def test_session_drain_timeout() -> None:
         "/etc/karpor/karpor.yaml: sessionDrainTimeout: must be a positive number of seconds, "
         "not a number"
     ]
+
+
+def test_host_routing_suffix() -> None:
+    assert parse_settings("", "k.yaml").host_routing.suffix == "clusters.karpor"
+    settings = parse_settings("hostRouting: {suffix: Kube.Example.}\n", "k.yaml")
+    assert settings.host_routing.suffix == "kube.example"
+    assert not parse_settings("hostRouting: {suffix: ''}\n", "k.yaml").host_routing.enabled
+    assert problems("hostRouting: {suffix: '*.x'}\n") == [
+        "/etc/karpor/karpor.yaml: hostRouting.suffix: must be a DNS name "
+        "(clusters are NAME.<suffix>) or empty, not '*.x'"
+    ]
+    assert problems("hostRouting: {suffix: 3}\n")[0].startswith(
+        "/etc/karpor/karpor.yaml: hostRouting.suffix: "
+    )

@@ -122,3 +122,33 @@ def test_parse_duration(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_host_routing_contexts(ca):
+    issued = ca.issue_client("alice")
+    config = build_kubeconfig(
+        "https://127.0.0.1:8443",
+        ca.cert_pem,
+        "alice",
+        issued.cert_pem,
+        issued.key_pem,
+        ["sim-2", "sim-1"],
+        routing="host",
+        host_suffix="clusters.karpor",
+    )
+    clusters = {c["name"]: c["cluster"] for c in config["clusters"]}
+    assert clusters["sim-1"]["server"] == "https://127.0.0.1:8443"
+    assert clusters["sim-1"]["tls-server-name"] == "sim-1.clusters.karpor"
+    assert clusters["sim-2"]["tls-server-name"] == "sim-2.clusters.karpor"
+    assert clusters["karpor"] == {
+        "server": "https://127.0.0.1:8443",
+        "certificate-authority-data": clusters["sim-1"]["certificate-authority-data"],
+    }
+    with pytest.raises(ValueError, match="host routing is off"):
+        build_kubeconfig(
+            "https://gw", ca.cert_pem, "a", issued.cert_pem, issued.key_pem, [], routing="host"
+        )
+    with pytest.raises(ValueError, match="routing must be one of"):
+        build_kubeconfig(
+            "https://gw", ca.cert_pem, "a", issued.cert_pem, issued.key_pem, [], routing="dns"
+        )

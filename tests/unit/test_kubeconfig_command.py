@@ -134,3 +134,35 @@ def test_a_state_dir_without_ca(tmp_path):
     code, _, err = run("--state-dir", str(tmp_path), "--user", "u", "--server", "https://h:1")
     assert code == 1
     assert "holds no gateway CA" in err
+
+
+def _clusters_of(target: Path) -> dict[str, dict[str, str]]:
+    return {c["name"]: c["cluster"] for c in yaml.safe_load(target.read_text())["clusters"]}
+
+
+def test_routing_host_and_path(state_dir, clusters_dir, tmp_path):
+    base = (
+        *("--state-dir", str(state_dir), "--user", "alice"),
+        *("--clusters-dir", str(clusters_dir), "--server", "https://127.0.0.1:8443"),
+    )
+    # the default: path
+    code, _, err = run(*base, "-o", str(tmp_path / "path"))
+    assert code == 0, err
+    assert "clusters by path" in err
+    assert _clusters_of(tmp_path / "path")["alpha"]["server"].endswith("/clusters/alpha/proxy")
+    # host, with the suffix the gateway recorded
+    state.write_record(state_dir, state.GatewayRecord(None, None, "k.example"))
+    code, _, err = run(*base, "--routing", "host", "-o", str(tmp_path / "host"))
+    assert code == 0, err
+    assert "clusters by host (*.k.example)" in err
+    assert "caches discovery per server URL" in err
+    assert "does not cover '*.k.example'" in err  # the certificate predates the suffix
+    alpha = _clusters_of(tmp_path / "host")["alpha"]
+    assert alpha["server"] == "https://127.0.0.1:8443"
+    assert alpha["tls-server-name"] == "alpha.k.example"
+    # host routing off on the gateway
+    state.write_record(state_dir, state.GatewayRecord(None, None, ""))
+    code, _, err = run(*base, "--routing", "host", "-o", str(tmp_path / "off"))
+    assert code == 1 and "host routing is off" in err
+    code, _, err = run(*base, "-o", str(tmp_path / "off"))
+    assert code == 0 and "clusters by path" in err

@@ -51,14 +51,20 @@ def test_writes_the_four_files_and_prints_the_ca_bundle(tmp_path: Path) -> None:
     assert os.stat(directory).st_mode & 0o777 == 0o700
     assert base64.b64decode(out.strip()) == (directory / "ca.crt").read_bytes()
     assert set(certificates.DEFAULT_NAMES) | set(state.LOOPBACK) <= covered(directory)
+    assert "*.clusters.karpor" in covered(directory)  # host routing's default suffix
     # the replicas' Secret: every file but the CA key
     files = [w for w in err.split() if w.startswith("--from-file=")]
     assert files == [f"--from-file={directory / name}" for name in _SECRET_FILES]
     assert "PRIVATE" not in out + err
     # what replicas mount read-only
     prepared = state.GatewayState.prepare(
-        directory, "0.0.0.0", names=certificates.DEFAULT_NAMES, read_only=True
+        directory,
+        "0.0.0.0",
+        names=certificates.DEFAULT_NAMES,
+        read_only=True,
+        wildcards=["*.clusters.karpor"],
     )
+    assert prepared.warnings == ()
     assert base64.b64encode(prepared.ca.cert_pem).decode() == out.strip()
 
 

@@ -164,7 +164,11 @@ def test_start_loads_listens_and_records(tmp_path, monkeypatch):
     assert serving.url == "https://127.0.0.1:9443"
     assert serving.clusters == 1
     record = json.loads((tmp_path / "state" / "gateway.json").read_text())
-    assert record == {"clustersDir": str(clusters), "server": "https://127.0.0.1:9443"}
+    assert record == {
+        "clustersDir": str(clusters),
+        "server": "https://127.0.0.1:9443",
+        "hostSuffix": "clusters.karpor",
+    }
     assert cast(GatewayFactory, factory).clusters() is service.registry.current.clusters
     service.stopService()
     assert state.read_record(tmp_path / "state") is not None

@@ -261,3 +261,31 @@ def test_state_errors_never_show_key_material(tmp_path):
         state.GatewayState.prepare(tmp_path, "0.0.0.0", read_only=True)
     assert "PRIVATE" not in str(error.value)
     assert "BEGIN" not in str(error.value)
+
+
+def test_host_routing_wildcard_is_covered_and_a_state_without_it_reissued(tmp_path):
+    before = state.GatewayState.prepare(tmp_path, "127.0.0.1", names=["gw.example"])
+    assert "*.clusters.karpor" not in sans(before.serving.cert_pem)
+    again = state.GatewayState.prepare(
+        tmp_path, "127.0.0.1", names=["gw.example"], wildcards=["*.clusters.karpor"]
+    )
+    assert again.serving.issued_because == "it does not cover *.clusters.karpor"
+    assert {"*.clusters.karpor", "gw.example", "127.0.0.1"} <= set(sans(again.serving.cert_pem))
+    kept = state.GatewayState.prepare(tmp_path, "127.0.0.1", wildcards=["*.clusters.karpor"])
+    assert kept.serving.issued_because is None
+
+
+def test_read_only_state_without_the_wildcard_warns(tmp_path):
+    directory = tmp_path / "state"
+    replica_state(directory)
+    prepared = state.GatewayState.prepare(
+        directory, "0.0.0.0", names=SERVICE_NAMES, read_only=True, wildcards=["*.c.example"]
+    )
+    assert len(prepared.warnings) == 1
+    assert "does not cover *.c.example" in prepared.warnings[0]
+
+
+def test_record_keeps_the_host_suffix(tmp_path):
+    record = state.GatewayRecord("/srv/clusters", "https://gw:8443", "clusters.karpor")
+    assert state.GatewayRecord.from_json(record.to_json()) == record
+    assert state.GatewayRecord.from_json(b'{"server": "https://gw"}').host_suffix is None
