@@ -63,6 +63,7 @@ from karpor.sim import discovery, openapi, protobuf
 from karpor.sim import patch as patches
 from karpor.sim.auth import Authenticator, impersonate, self_subject_review
 from karpor.sim.channels import Kind
+from karpor.sim.headlimit import LimitedHTTPChannel
 from karpor.sim.http2 import NegotiatingChannel
 from karpor.sim.logs import DEFAULT_INTERVAL, LogFollower, LogOptions, render_lines, resolve
 from karpor.sim.resources import CATALOG, Catalog, ResourceType
@@ -821,7 +822,13 @@ def access_line(timestamp: str, request: Any) -> str:
 
 
 class SimulatorSite(Site):
-    """A ``Site`` serving :class:`SimulatorResource`, quiet unless ``access_log``."""
+    """A ``Site`` serving :class:`SimulatorResource`, quiet unless ``access_log``.
+
+    HTTP/1.1 connections read request heads up to Go's limit (1 MiB,
+    :mod:`karpor.sim.headlimit`).
+    """
+
+    protocol = LimitedHTTPChannel  # type: ignore[assignment]
 
     def __init__(
         self, api: ApiServer, *, access_log: bool = False, reactor: IReactorTime | None = None

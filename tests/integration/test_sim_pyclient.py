@@ -240,3 +240,17 @@ def test_aggregated_discovery(sim_clusters: SimRun) -> None:
         for version in item["versions"]:
             for resource in version["resources"]:
                 assert resource["responseKind"]["kind"]
+
+
+def test_request_head_limit_is_go_1mib(sim_clusters: SimRun) -> None:
+    """A 100 KiB header (a big OIDC token, many impersonated groups) passes, as
+    through kube-apiserver; a head past Go's 1 MiB is a bare 431."""
+    cluster = sim_clusters["sim-1"]
+    big = {"X-Big": "a" * (100 * 1024)}
+    status, _, body = _request(cluster, "/version", token=cluster.token, headers=big)
+    assert status == 200, body
+    huge = {"X-Big": "a" * ((1 << 20) + 8192)}
+    status, headers, body = _request(cluster, "/version", token=cluster.token, headers=huge)
+    assert status == 431
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert body == b"431 Request Header Fields Too Large"
