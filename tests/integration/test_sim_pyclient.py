@@ -254,3 +254,20 @@ def test_request_head_limit_is_go_1mib(sim_clusters: SimRun) -> None:
     assert status == 431
     assert headers["content-type"] == "text/plain; charset=utf-8"
     assert body == b"431 Request Header Fields Too Large"
+
+
+def test_paged_list_carries_remaining_item_count(core: Any, namespace: str) -> None:
+    for index in range(5):
+        core.create_namespaced_config_map(namespace, _configmap(f"cm-{index}"))
+    first = core.list_namespaced_config_map(namespace, limit=2)
+    assert [cm.metadata.name for cm in first.items] == ["cm-0", "cm-1"]
+    # kube-root-ca.crt is in every namespace, as on a real cluster
+    assert first.metadata.remaining_item_count == 4
+    second = core.list_namespaced_config_map(namespace, limit=2, _continue=first.metadata._continue)
+    assert [cm.metadata.name for cm in second.items] == ["cm-2", "cm-3"]
+    assert second.metadata.remaining_item_count == 2
+    last = core.list_namespaced_config_map(namespace, limit=10, _continue=second.metadata._continue)
+    assert last.metadata.remaining_item_count is None and not last.metadata._continue
+    # with a selector kube cannot count what remains, and says nothing
+    selected = core.list_namespaced_config_map(namespace, limit=2, label_selector="!absent")
+    assert selected.metadata._continue and selected.metadata.remaining_item_count is None
