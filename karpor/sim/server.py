@@ -9,7 +9,7 @@ authenticator, clocks) and answers one request at a time:
    discovery (``/api``, ``/apis``, legacy and aggregated), ``/openapi/v3``;
 3. resource paths, parsed into a :class:`~karpor.kube.requestinfo.RequestInfo`:
    get, list, watch (streamed), create, update, patch, delete,
-   deletecollection, the ``status`` and ``deployments/scale`` subresources,
+   deletecollection, the ``status`` and ``scale`` (deployments, replica sets) subresources,
    ``pods/log`` (streamed with ``follow``), ``selfsubjectreviews``;
    ``pods/exec``, ``pods/attach`` and ``pods/portforward`` (GET for
    WebSocket, POST for SPDY) go, once the pod is found, to the cluster's
@@ -636,12 +636,13 @@ class ApiServer:
             return self._log(call, rt, namespace, name)
         if info.subresource == "status":
             return self._status(call, info.verb, rt, namespace, name)
-        if info.subresource == "scale" and (rt.group, rt.plural) == ("apps", "deployments"):
+        if info.subresource == "scale" and rt.group == "apps":
             return self._scale(call, info.verb, rt, namespace, name)
         raise ApiError(404, NOT_FOUND_MESSAGE)
 
     def _scale(self, call: _Call, verb: str, rt: ResourceType, namespace: str, name: str) -> bytes:
-        """``deployments/scale``: an ``autoscaling/v1`` ``Scale`` over ``spec.replicas``."""
+        """``deployments/scale``, ``replicasets/scale``: an ``autoscaling/v1`` ``Scale``
+        over ``spec.replicas``."""
         current = self.store.get(rt, namespace, name)
         if verb == "get":
             return self._respond(call.request, 200, scale_of(current))

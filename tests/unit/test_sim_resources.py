@@ -41,6 +41,7 @@ def test_discovery_facts_are_kubes():
         "serviceaccounts": (("sa",), (), True),
         "services": (("svc",), ("all",), True),
         "deployments": (("deploy",), ("all",), True),
+        "replicasets": (("rs",), ("all",), True),
     }
     assert lookup("", "v1", "namespaces").verbs == (
         "create",
@@ -99,7 +100,7 @@ def test_group_versions_in_kube_order():
         ("apps", ["v1"]),
         ("authentication.k8s.io", ["v1", "v1beta1", "v1alpha1"]),
     ]
-    assert [rt.plural for rt in CATALOG.resources("apps", "v1")] == ["deployments"]
+    assert [rt.plural for rt in CATALOG.resources("apps", "v1")] == ["deployments", "replicasets"]
     assert len(CATALOG.resources("", "v1")) == 7
 
 
