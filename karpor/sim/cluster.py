@@ -50,6 +50,7 @@ from karpor.net.tls import H2, server_options
 from karpor.net.tlstransport import TLSPort
 from karpor.sim.auth import DEFAULT_TOKEN_IDENTITY, Authenticator
 from karpor.sim.controllers import DeploymentController
+from karpor.sim.events import EventRecorder
 from karpor.sim.kubelet import DEFAULT_NODE, Kubelet
 from karpor.sim.logs import DEFAULT_INTERVAL
 from karpor.sim.server import ApiServer, ServerVersion, SimulatorSite
@@ -159,6 +160,7 @@ class SimulatedCluster(Service):
             reactor,
             node_name=self.options.node_name,
             start_delay=self.options.start_delay,
+            events=EventRecorder(self.store, reactor),
         )
         self.deployments = DeploymentController(self.store, reactor)
         self.authenticator = Authenticator(

@@ -59,7 +59,7 @@ from karpor.kube.negotiate import JSON, YAML, Negotiated, Representation
 from karpor.kube.requestinfo import RequestInfo, RequestInfoError, parse_query, parse_request_info
 from karpor.kube.selectors import label_selector_from_object
 from karpor.kube.status import ApiError
-from karpor.sim import discovery, openapi, protobuf
+from karpor.sim import discovery, events, openapi, protobuf
 from karpor.sim import patch as patches
 from karpor.sim.auth import Authenticator, impersonate, self_subject_review
 from karpor.sim.channels import Kind
@@ -175,6 +175,8 @@ class ApiServer:
         self.server_address = server_address
         self.log_interval = log_interval
         self.bookmark_interval = bookmark_interval
+        #: resources served from another's objects (events.k8s.io/v1 events)
+        self._views = events.views(catalog)
         self._flow_schema_uid = str(uuid.uuid4())
         self._priority_level_uid = str(uuid.uuid4())
         self._aggregated = {
@@ -359,6 +361,9 @@ class ApiServer:
         if not rt.stored:
             return self._unstored(call, rt, verb)
         dry_run = self._dry_run(call)
+        view = self._views.get(rt)
+        if view is not None and verb in ("create", "update", "patch", "delete"):
+            return self._view_write(call, rt, view, verb, namespace, path_name, dry_run)
         if verb == "get":
             return self._get(call, rt, namespace, path_name)
         if verb == "list":
@@ -383,13 +388,63 @@ class ApiServer:
             return self._respond(call.request, 200, deleted)
         if verb == "deletecollection":
             removed = self.store.delete_collection(
-                rt,
+                self._stored(rt),
                 namespace or None,
                 label_selector=call.param("labelSelector"),
                 field_selector=call.param("fieldSelector"),
             )
-            return self._respond(call.request, 200, removed)
+            return self._respond(call.request, 200, self._shown_list(rt, removed))
         raise ApiError(405, METHOD_NOT_ALLOWED_MESSAGE)
+
+    # -- views: a resource served from another's objects -----------------------
+
+    def _stored(self, rt: ResourceType) -> ResourceType:
+        """The resource whose objects ``rt`` serves (itself but for views)."""
+        view = self._views.get(rt)
+        return rt if view is None else view.stored
+
+    def _shown(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+        view = self._views.get(rt)
+        return obj if view is None else view.show(obj)
+
+    def _shown_list(self, rt: ResourceType, result: dict[str, Any]) -> dict[str, Any]:
+        view = self._views.get(rt)
+        if view is None:
+            return result
+        items = []
+        for item in result.get("items", []):
+            shown = view.show(item)
+            shown.pop("kind", None)
+            shown.pop("apiVersion", None)
+            items.append(shown)
+        return {**result, "kind": rt.list_kind, "apiVersion": rt.group_version, "items": items}
+
+    def _view_write(
+        self,
+        call: _Call,
+        rt: ResourceType,
+        view: events.View,
+        verb: str,
+        namespace: str,
+        name: str,
+        dry_run: bool,
+    ) -> bytes:
+        """create/update/patch/delete through a view: converted to and from the stored form."""
+        stored = view.stored
+        if verb == "delete":
+            deleted = self.store.delete(stored, namespace, name, dry_run=dry_run)
+            return self._respond(call.request, 200, view.show(deleted))
+        if verb == "patch":
+            current = view.show(self.store.get(stored, namespace, name))
+            wanted = patches.apply(self._patch_type(call), current, call.body())
+        else:
+            wanted = self._object_body(call, rt, namespace, name)
+        obj = view.store_form(wanted)
+        if verb == "create":
+            created = self.store.create(stored, namespace, obj, dry_run=dry_run)
+            return self._respond(call.request, 201, view.show(created))
+        updated = self.store.update(stored, namespace, name, obj, dry_run=dry_run)
+        return self._respond(call.request, 200, view.show(updated))
 
     def _dry_run(self, call: _Call) -> bool:
         values = call.query.get("dryRun", [])
@@ -443,7 +498,7 @@ class ApiServer:
 
     def _get(self, call: _Call, rt: ResourceType, namespace: str, name: str) -> bytes:
         chosen = self._negotiated(call, is_list=False)
-        obj = self.store.get(rt, namespace, name)
+        obj = self._shown(rt, self.store.get(self._stored(rt), namespace, name))
         return self._respond(
             call.request, 200, self._render_one(call, rt, obj, chosen), chosen.media_type
         )
@@ -458,13 +513,14 @@ class ApiServer:
                 400, f'strconv.ParseInt: parsing "{limit_text}": invalid syntax'
             ) from None
         result = self.store.list(
-            rt,
+            self._stored(rt),
             namespace or None,
             label_selector=call.param("labelSelector"),
             field_selector=call.param("fieldSelector"),
             limit=max(limit, 0),
             continue_token=call.param("continue"),
         )
+        result = self._shown_list(rt, result)
         meta = result.get("metadata", {})
         out: dict[str, Any] = result
         if chosen.representation is Representation.TABLE:
@@ -498,15 +554,16 @@ class ApiServer:
         chosen = self._negotiated(call, is_list=True)
         params = WatchParams.from_query(call.query, name)
         transform = None
-        if chosen.representation is not Representation.OBJECT:
+        view = self._views.get(rt)
+        if chosen.representation is not Representation.OBJECT or view is not None:
 
             def transform(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
-                return self._render_one(call, rt, obj, chosen)
+                return self._render_one(call, rt, self._shown(rt, obj), chosen)
 
         request = call.request
         stream = WatchStream(
             self.store,
-            rt,
+            self._stored(rt),
             namespace,
             params,
             self.reactor,

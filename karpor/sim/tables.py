@@ -14,6 +14,7 @@ from typing import Any
 
 from karpor.kube.humanize import age
 from karpor.kube.selectors import format_labels, label_selector_from_object
+from karpor.sim.events import from_events_v1
 from karpor.sim.resources import ResourceType
 
 Row = dict[str, Any]
@@ -648,6 +649,10 @@ PRINTERS: dict[tuple[str, str], tuple[list[Column], Printer]] = {
     ("", "Event"): (EVENT_COLUMNS, _event_cells),
     ("apps", "Deployment"): (DEPLOYMENT_COLUMNS, _deployment_cells),
     ("apps", "ReplicaSet"): (REPLICASET_COLUMNS, _replica_set_cells),
+    ("events.k8s.io", "Event"): (
+        EVENT_COLUMNS,
+        lambda obj, now: _event_cells(from_events_v1(dict(obj)), now),
+    ),
 }
 
 

@@ -219,7 +219,8 @@ def test_pods_describe_and_logs(full: Twins):
     full.both("apply", "-f", "-", input=POD)
     full.both("wait", "--for=condition=Ready", "pod/p1", "--timeout=60s")
     full.both("get", "pods")
-    full.both("describe", "pod", "p1")
+    assert "Started container main" in full.both("describe", "pod", "p1")
+    assert "Scheduled" in full.both("get", "events")
     follow = Lines(full.popen_via("logs", "-f", "p1"))
     try:
         streamed = [follow.next() for _ in range(3)]  # arrive while the stream is open

@@ -144,6 +144,30 @@ def test_describe_pod(kubectl: Kubectl, namespace: str) -> None:
     described = kubectl.out("describe", "pod", "described", "-n", namespace)
     assert "Status:           Running" in described
     assert "Ready             True" in described
+    # the lifecycle events, as a cluster shows them
+    events = described[described.index("Events:") :].splitlines()
+    assert events[1].split() == ["Type", "Reason", "Age", "From", "Message"]
+    rows = [line.split() for line in events[3:]]
+    assert [(row[0], row[1], row[3]) for row in rows] == [
+        ("Normal", "Scheduled", "default-scheduler"),
+        ("Normal", "Pulled", "kubelet"),
+        ("Normal", "Created", "kubelet"),
+        ("Normal", "Started", "kubelet"),
+    ]
+    assert "Successfully assigned " + namespace + "/described to " in events[3]
+    listed = kubectl.out("get", "events", "-n", namespace).splitlines()
+    assert listed[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert [line.split()[2] for line in listed[1:]] == ["Scheduled", "Pulled", "Created", "Started"]
+    assert all(line.split()[3] == "pod/described" for line in listed[1:])
+    modern = json.loads(
+        kubectl.out("get", "events.v1.events.k8s.io", "-n", namespace, "-o", "json")
+    )
+    assert {item["regarding"]["name"] for item in modern["items"]} == {"described"}
+    kubectl.out("delete", "pod", "described", "-n", namespace, "--wait")
+    killing = kubectl.out(
+        "get", "events", "-n", namespace, "--field-selector=reason=Killing", "-o", "name"
+    )
+    assert killing.strip().startswith("event/described.")
 
 
 def test_apply_twice_updates(kubectl: Kubectl, namespace: str) -> None:

@@ -98,6 +98,7 @@ def test_group_versions_in_kube_order():
     assert CATALOG.group_versions() == [
         ("", ["v1"]),
         ("apps", ["v1"]),
+        ("events.k8s.io", ["v1"]),
         ("authentication.k8s.io", ["v1", "v1beta1", "v1alpha1"]),
     ]
     assert [rt.plural for rt in CATALOG.resources("apps", "v1")] == ["deployments", "replicasets"]
