@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+from kubernetes.stream import portforward
 from support.sim import SimCluster, SimRun, start_sim
 
 
@@ -271,3 +274,59 @@ def test_paged_list_carries_remaining_item_count(core: Any, namespace: str) -> N
     # with a selector kube cannot count what remains, and says nothing
     selected = core.list_namespaced_config_map(namespace, limit=2, label_selector="!absent")
     assert selected.metadata._continue and selected.metadata.remaining_item_count is None
+
+
+def _running_pod(
+    core: Any, namespace: str, name: str, annotations: dict[str, str] | None = None
+) -> None:
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, annotations=annotations),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="main", image="busybox")]),
+    )
+    core.create_namespaced_pod(namespace, pod)
+    for _ in range(100):
+        if core.read_namespaced_pod(name, namespace).status.phase == "Running":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"pod {name} did not start")
+
+
+def test_port_forward_over_the_older_websocket_protocol(core: Any, namespace: str) -> None:
+    """The Python client's portforward (``v4.channel.k8s.io``: a data and an error
+    channel per port, the port number first on each) reaches the echo service."""
+    _running_pod(core, namespace, "echo")
+    forward = portforward(
+        core.connect_get_namespaced_pod_portforward, "echo", namespace, ports="8080,9090"
+    )
+    try:
+        for port in (8080, 9090):
+            sock = forward.socket(port)
+            sock.settimeout(10)
+            payload = f"hello {port}\n".encode() * 1000
+            sock.sendall(payload)
+            received = b""
+            while len(received) < len(payload):
+                chunk = sock.recv(65536)
+                assert chunk, "the forward closed early"
+                received += chunk
+            assert received == payload
+            assert forward.error(port) is None
+    finally:
+        forward.close()
+
+    # a port whose target refuses: the kubelet's message on the error channel
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = closed.getsockname()[1]
+    _running_pod(core, namespace, "refused", {"sim.karpor.io/port-80": f"127.0.0.1:{refused}"})
+    failing = portforward(
+        core.connect_get_namespaced_pod_portforward, "refused", namespace, ports="80"
+    )
+    try:
+        sock = failing.socket(80)
+        sock.settimeout(10)
+        assert sock.recv(10) == b""  # the client closes it on the error
+        error = failing.error(80)
+        assert error is not None and error.startswith("error forwarding port 80 to pod refused")
+    finally:
+        failing.close()
