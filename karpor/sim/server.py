@@ -30,7 +30,8 @@ sent one, as kube-apiserver keeps it; else a fresh UUID) and
 request is logged with its ``audit-ID`` as kube's httplog does; errors
 are ``Status`` objects with kube's codes, reasons and messages.
 Responses to get/list/watch honour ``Accept`` (``Table``,
-``PartialObjectMetadata``, JSON or YAML).
+``PartialObjectMetadata``, JSON or YAML); objects and lists of the kinds
+:mod:`karpor.sim.protobuf` encodes go in protobuf to a client that prefers it.
 """
 
 from __future__ import annotations
@@ -236,6 +237,19 @@ class ApiServer:
         request.setHeader(b"content-type", b"application/json")
         return encode_json(obj)
 
+    def _respond_object(self, call: _Call, code: int, obj: Any, media_type: str = JSON) -> bytes:
+        """An object or list: in protobuf when the client prefers it and its
+        kind has an encoding (:mod:`karpor.sim.protobuf`), else as ``media_type``."""
+        if (
+            media_type == JSON
+            and protobuf.encodable(obj)
+            and protobuf.wants_protobuf(call.header("accept"))
+        ):
+            call.request.setResponseCode(code)
+            call.request.setHeader(b"content-type", protobuf.PROTOBUF.encode())
+            return protobuf.encode_object(obj)
+        return self._respond(call.request, code, obj, media_type)
+
     def _error(self, request: Request, err: ApiError) -> bytes:
         return self._respond(request, err.code, err.status())
 
@@ -373,19 +387,19 @@ class ApiServer:
         if verb == "create":
             obj = self._object_body(call, rt, namespace)
             created = self.store.create(rt, namespace, obj, dry_run=dry_run)
-            return self._respond(call.request, 201, created)
+            return self._respond_object(call, 201, created)
         if verb == "update":
             obj = self._object_body(call, rt, namespace, path_name)
             updated = self.store.update(rt, namespace, path_name, obj, dry_run=dry_run)
-            return self._respond(call.request, 200, updated)
+            return self._respond_object(call, 200, updated)
         if verb == "patch":
             patched = self.store.patch(
                 rt, namespace, path_name, self._patch_type(call), call.body(), dry_run=dry_run
             )
-            return self._respond(call.request, 200, patched)
+            return self._respond_object(call, 200, patched)
         if verb == "delete":
             deleted = self.store.delete(rt, namespace, path_name, dry_run=dry_run)
-            return self._respond(call.request, 200, deleted)
+            return self._respond_object(call, 200, deleted)
         if verb == "deletecollection":
             removed = self.store.delete_collection(
                 self._stored(rt),
@@ -464,6 +478,10 @@ class ApiServer:
 
     def _negotiated(self, call: _Call, *, is_list: bool) -> Negotiated:
         chosen = negotiate.negotiate_resource(call.header("accept"), is_list=is_list)
+        if chosen is None and protobuf.wants_protobuf(call.header("accept")):
+            # protobuf only: objects of other kinds go as JSON, which client-go
+            # decodes by the response's Content-Type
+            chosen = Negotiated(Representation.OBJECT)
         if chosen is None:
             raise ApiError(406, negotiate.NOT_ACCEPTABLE_MESSAGE)
         return chosen
@@ -499,8 +517,8 @@ class ApiServer:
     def _get(self, call: _Call, rt: ResourceType, namespace: str, name: str) -> bytes:
         chosen = self._negotiated(call, is_list=False)
         obj = self._shown(rt, self.store.get(self._stored(rt), namespace, name))
-        return self._respond(
-            call.request, 200, self._render_one(call, rt, obj, chosen), chosen.media_type
+        return self._respond_object(
+            call, 200, self._render_one(call, rt, obj, chosen), chosen.media_type
         )
 
     def _list(self, call: _Call, rt: ResourceType, namespace: str) -> bytes:
@@ -548,7 +566,7 @@ class ApiServer:
                     for item in result.get("items", [])
                 ],
             }
-        return self._respond(call.request, 200, out, chosen.media_type)
+        return self._respond_object(call, 200, out, chosen.media_type)
 
     def _watch(self, call: _Call, rt: ResourceType, namespace: str, name: str) -> int:
         chosen = self._negotiated(call, is_list=True)
