@@ -247,6 +247,15 @@ def test_auth_whoami(kubectl: Kubectl, sim_clusters: SimRun) -> None:
     assert rows["Groups"] == "[devs system:authenticated]"
 
 
+def test_request_head_of_100k_over_http2(kubectl: Kubectl) -> None:
+    """kubectl speaks HTTP/2 to the simulator: 1,500 impersonated groups (about
+    100 KiB of headers) pass, as below Go's 1 MiB header limit."""
+    groups = [f"group-{i:04d}-{'x' * 50}" for i in range(1500)]
+    flags = [arg for group in groups for arg in ("--as-group", group)]
+    review = json.loads(kubectl.out("auth", "whoami", "--as", "alice", *flags, "-o", "json"))
+    assert review["status"]["userInfo"]["groups"][:1500] == groups
+
+
 def test_client_certificate_auth(kubectl: Kubectl, sim_clusters: SimRun) -> None:
     cert = Kubectl(kubectl.binary, sim_clusters["sim-1"].cert_kubeconfig, kubectl.label)
     me = cert.out("auth", "whoami")

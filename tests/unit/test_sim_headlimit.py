@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import h2.config
+import h2.connection
+import h2.events
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
@@ -15,6 +18,7 @@ from karpor.sim.headlimit import (
     TOO_LARGE_RESPONSE,
     HeadBudget,
 )
+from karpor.sim.http2 import MAX_HEADER_LIST_SIZE, H2ServerConnection
 from karpor.sim.server import ApiServer, SimulatorSite
 from karpor.sim.store import Store
 
@@ -107,3 +111,52 @@ def test_many_lines_past_the_limit_are_431() -> None:
     for _ in range(HEAD_READ_LIMIT // len(line) + 1):
         protocol.dataReceived(line)  # type: ignore[attr-defined]
     assert transport.value() == TOO_LARGE_RESPONSE
+
+
+def test_http2_header_lists_up_to_go_limit() -> None:
+    clock = Clock()
+    store = Store(clock=clock.seconds)
+    site = SimulatorSite(ApiServer(store, Authenticator(TOKEN, []), clock), reactor=clock)
+    server = H2ServerConnection(site)
+    transport = StringTransport()
+    server.makeConnection(transport)
+    client = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None)
+    )
+    client.initiate_connection()
+    events: list[h2.events.Event] = []
+
+    def pump() -> None:
+        for _ in range(50):
+            out = client.data_to_send()
+            if out:
+                server.dataReceived(out)
+            data = transport.value()
+            if data:
+                transport.clear()
+                events.extend(client.receive_data(data))
+            if not out and not data:
+                return
+
+    pump()
+    assert client.remote_settings.max_header_list_size == MAX_HEADER_LIST_SIZE
+    sid = client.get_next_available_stream_id()
+    client.send_headers(
+        sid,
+        [
+            (b":method", b"GET"),
+            (b":path", b"/version"),
+            (b":scheme", b"https"),
+            (b":authority", b"sim"),
+            (b"authorization", b"Bearer " + TOKEN.encode()),
+            (b"x-big", b"a" * (100 * 1024)),
+        ],
+        end_stream=True,
+    )
+    pump()
+    statuses = [
+        dict(e.headers or [])[b":status"]
+        for e in events
+        if isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid
+    ]
+    assert statuses == [b"200"]
