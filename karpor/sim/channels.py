@@ -427,6 +427,11 @@ def port_forward_error(port: int, pod: str, uid: str, reason: str) -> bytes:
     return f"error forwarding port {port} to pod {pod}, uid {uid}: {reason}".encode()
 
 
+#: the most ports one WebSocket port-forward carries: a channel number is
+#: one byte, and each port takes two channels
+MAX_WEBSOCKET_PORTS = 128
+
+
 def parse_port_forward_ports(query: Mapping[str, Sequence[str]]) -> list[int]:
     """The ports of a WebSocket port-forward request (``ports``, repeated or
     comma-separated); ``ValueError`` with the kubelet's message when none or bad."""
@@ -443,6 +448,11 @@ def parse_port_forward_ports(query: Mapping[str, Sequence[str]]) -> list[int]:
             ports.append(port)
     if not ports:
         raise ValueError('query parameter "port" is required')
+    if len(ports) > MAX_WEBSOCKET_PORTS:
+        raise ValueError(
+            f"at most {MAX_WEBSOCKET_PORTS} ports can be forwarded over one WebSocket "
+            f"(asked for {len(ports)})"
+        )
     return ports
 
 
