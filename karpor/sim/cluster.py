@@ -155,14 +155,16 @@ class SimulatedCluster(Service):
             node_name=self.options.node_name,
             ca_bundle=self.ca.cert_pem.decode(),
         )
+        #: pod lifecycle and controller events, deleted after an hour
+        self.events = EventRecorder(self.store, reactor)
         self.kubelet = Kubelet(
             self.store,
             reactor,
             node_name=self.options.node_name,
             start_delay=self.options.start_delay,
-            events=EventRecorder(self.store, reactor),
+            events=self.events,
         )
-        self.deployments = DeploymentController(self.store, reactor)
+        self.deployments = DeploymentController(self.store, reactor, events=self.events)
         self.authenticator = Authenticator(
             self._token, [self.ca.cert_pem], self.options.token_identity
         )

@@ -30,6 +30,9 @@ Deployments, on one store:
   ``replicas``, ``fullyLabeledReplicas``, ``readyReplicas``,
   ``availableReplicas`` and ``observedGeneration``.  The simulator's
   :class:`~karpor.sim.kubelet.Kubelet` then starts the pods.
+- **events.**  With an :class:`~karpor.sim.events.EventRecorder`, kube's
+  ``ScalingReplicaSet`` (on the Deployment), ``SuccessfulCreate`` and
+  ``SuccessfulDelete`` (on the ReplicaSet), so ``kubectl describe`` shows them.
 - **garbage collection.**  A ReplicaSet whose owning Deployment is gone is
   deleted, and so are the pods of a deleted ReplicaSet (background cascading
   deletion, kube's default).
@@ -55,6 +58,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from karpor.kube.status import ApiError
+from karpor.sim import events as ev
 from karpor.sim.logs import format_rfc3339
 from karpor.sim.resources import CATALOG, Catalog, ResourceType
 from karpor.sim.store import GENERATE_NAME_ALPHABET, Store, Watcher, WatchEvent
@@ -299,9 +303,17 @@ class DeploymentController(Service):
 
     log = Logger()
 
-    def __init__(self, store: Store, reactor: IReactorTime, *, catalog: Catalog = CATALOG) -> None:
+    def __init__(
+        self,
+        store: Store,
+        reactor: IReactorTime,
+        *,
+        catalog: Catalog = CATALOG,
+        events: ev.EventRecorder | None = None,
+    ) -> None:
         self.store = store
         self.reactor = reactor
+        self.events = events
         deployments = catalog.lookup("apps", "v1", "deployments")
         replica_sets = catalog.lookup("apps", "v1", "replicasets")
         pods = catalog.lookup("", "v1", "pods")
@@ -415,6 +427,32 @@ class DeploymentController(Service):
             and not (obj.get("metadata") or {}).get("deletionTimestamp")
         ]
 
+    def _event(self, obj: dict[str, Any], component: str, reason: str, message: str) -> None:
+        if self.events is None:
+            return
+        name = str(obj["metadata"].get("name", ""))
+        self.events.record(
+            ev.controller_event(
+                obj,
+                component,
+                self.reactor.seconds(),
+                self.events.next_name(name),
+                reason=reason,
+                message=message,
+            )
+        )
+
+    def _scaled(self, deployment: dict[str, Any], rs_name: str, before: int, after: int) -> None:
+        """kube's ``ScalingReplicaSet`` event on the Deployment."""
+        if before != after:
+            way = "up" if after > before else "down"
+            self._event(
+                deployment,
+                "deployment-controller",
+                "ScalingReplicaSet",
+                f"Scaled {way} replica set {rs_name} from {before} to {after}",
+            )
+
     # -- deployments -----------------------------------------------------------
 
     def sync(self, namespace: str, name: str) -> None:
@@ -458,6 +496,7 @@ class DeploymentController(Service):
             current = self.store.create(
                 self._replica_sets, namespace, new_replica_set(deployment, newest_old + 1)
             )
+            self._scaled(deployment, current["metadata"]["name"], 0, desired)
         else:
             revision = revision_of(current)
             history = (current["metadata"].get("annotations") or {}).get(
@@ -472,17 +511,21 @@ class DeploymentController(Service):
             )
             wanted["spec"]["replicas"] = desired
             if wanted != current:
+                before = int(current["spec"].get("replicas") or 0)
                 current = self.store.update(
                     self._replica_sets, namespace, current["metadata"]["name"], wanted
                 )
+                self._scaled(deployment, current["metadata"]["name"], before, desired)
         new_pods = self._pods_of(namespace, [current])
         ready, _, _ = _availability(new_pods, 0, self.reactor.seconds())
         if ready >= desired:
             for rs in old:
-                if int(rs["spec"].get("replicas") or 0):
+                before = int(rs["spec"].get("replicas") or 0)
+                if before:
                     scaled = copy.deepcopy(rs)
                     scaled["spec"]["replicas"] = 0
                     self.store.update(self._replica_sets, namespace, rs["metadata"]["name"], scaled)
+                    self._scaled(deployment, rs["metadata"]["name"], before, 0)
         limit = (deployment.get("spec") or {}).get("revisionHistoryLimit")
         limit = DEFAULT_REVISION_HISTORY_LIMIT if limit is None else int(limit)
         for rs in expired_replica_sets(old, limit):
@@ -617,9 +660,22 @@ class DeploymentController(Service):
             doomed = ranked[:surplus]
             for pod in doomed:
                 self._delete(self._pods, namespace, pod["metadata"]["name"])
+                self._event(
+                    rs,
+                    "replicaset-controller",
+                    "SuccessfulDelete",
+                    f"Deleted pod: {pod['metadata']['name']}",
+                )
             owned = [p for p in owned if p not in doomed]
         for _ in range(desired - len(owned)):
-            owned.append(self._create_pod(rs))
+            pod = self._create_pod(rs)
+            owned.append(pod)
+            self._event(
+                rs,
+                "replicaset-controller",
+                "SuccessfulCreate",
+                f"Created pod: {pod['metadata']['name']}",
+            )
         now = self.reactor.seconds()
         min_ready = max(int(spec.get("minReadySeconds") or 0), 0)
         ready, available, wake = _availability(owned, min_ready, now)

@@ -8,7 +8,9 @@ as the scheduler writes it through ``events.k8s.io/v1``: ``eventTime``,
 ``Pulling``/``Pulled``, ``Created`` and ``Started`` (from the ``kubelet``,
 as its ``core/v1`` recorder writes them: ``source``, ``firstTimestamp``,
 ``lastTimestamp``, ``count``), and ``Killing`` when a started pod is
-deleted.
+deleted.  The simulator's controllers record theirs the same way
+(:func:`controller_event`): ``ScalingReplicaSet`` on Deployments,
+``SuccessfulCreate`` and ``SuccessfulDelete`` on ReplicaSets.
 
 Events are stored once, as ``core/v1`` ``Event`` objects;
 ``events.k8s.io/v1`` is a view of the same objects (:func:`to_events_v1`,
@@ -122,6 +124,42 @@ def kubelet_event(
         "eventTime": None,
         "reportingComponent": KUBELET,
         "reportingInstance": node,
+    }
+
+
+def controller_event(
+    obj: dict[str, Any],
+    component: str,
+    now: float,
+    name: str,
+    *,
+    reason: str,
+    message: str,
+) -> dict[str, Any]:
+    """An event a controller (``deployment-controller``, ``replicaset-controller``)
+    records about ``obj``, an ``apps/v1`` object (``core/v1`` style)."""
+    meta = obj.get("metadata") or {}
+    stamp = format_rfc3339(now)
+    return {
+        "metadata": {"name": name, "namespace": meta.get("namespace", "")},
+        "involvedObject": {
+            "kind": obj.get("kind", ""),
+            "namespace": meta.get("namespace", ""),
+            "name": meta.get("name", ""),
+            "uid": meta.get("uid", ""),
+            "apiVersion": obj.get("apiVersion", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": reason,
+        "message": message,
+        "source": {"component": component},
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+        "type": "Normal",
+        "eventTime": None,
+        "reportingComponent": component,
+        "reportingInstance": "",
     }
 
 

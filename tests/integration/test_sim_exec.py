@@ -208,6 +208,8 @@ def test_deployment_lifecycle(
             "jsonpath={.items[*].spec.containers[0].image}",
         ).split()
         assert images == ["nginx:1.27"] * 3
+        described = k.out("describe", "deployment", "web", "-n", ns)
+        assert "ScalingReplicaSet" in described and "deployment-controller" in described
 
         service = k.out("create", "service", "clusterip", "web", "-n", ns, "--tcp=80:8080")
         assert "service/web created" in service

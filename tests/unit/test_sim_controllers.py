@@ -20,6 +20,7 @@ from karpor.sim.controllers import (
     same_template,
     template_hash,
 )
+from karpor.sim.events import EventRecorder
 from karpor.sim.kubelet import Kubelet
 from karpor.sim.resources import CATALOG, ResourceType
 from karpor.sim.store import Store
@@ -33,6 +34,7 @@ def _type(group: str, plural: str) -> ResourceType:
 
 DEPLOYMENTS = _type("apps", "deployments")
 REPLICASETS = _type("apps", "replicasets")
+EVENTS = _type("", "events")
 PODS = _type("", "pods")
 
 
@@ -374,3 +376,47 @@ def test_new_replica_set_and_expiry() -> None:
         rs["metadata"]["annotations"][REVISION_ANNOTATION] for rs in expired_replica_sets(rss, 1)
     ] == ["1", "3"]
     assert expired_replica_sets(rss, 10) == []
+
+
+def test_controllers_record_kubes_events() -> None:
+    c = Cluster()
+    c.controller.stopService()
+    recorder = EventRecorder(c.store, c.clock)
+    c.controller = DeploymentController(c.store, c.clock, events=recorder)
+    c.controller.startService()
+    c.store.create(DEPLOYMENTS, "default", _deployment(2))
+    c.settle()
+    (rs1,) = c.replica_sets()
+    scaled = c.deployment()
+    scaled["spec"]["replicas"] = 1
+    c.store.update(DEPLOYMENTS, "default", "web", scaled)
+    c.settle()
+    events = [
+        (e["involvedObject"]["kind"], e["reason"], e["message"])
+        for e in sorted(
+            c.store.list(EVENTS, "default")["items"], key=lambda e: e["metadata"]["name"]
+        )
+    ]
+    name = rs1["metadata"]["name"]
+    pods = [m for kind, reason, m in events if reason == "SuccessfulCreate"]
+    assert len(pods) == 2 and all(m.startswith(f"Created pod: {name}-") for m in pods)
+    assert (
+        "Deployment",
+        "ScalingReplicaSet",
+        f"Scaled up replica set {name} from 0 to 2",
+    ) in events
+    assert (
+        "Deployment",
+        "ScalingReplicaSet",
+        f"Scaled down replica set {name} from 2 to 1",
+    ) in events
+    deleted = [m for kind, reason, m in events if reason == "SuccessfulDelete"]
+    assert len(deleted) == 1 and deleted[0].removeprefix("Deleted pod: ") not in {
+        p["metadata"]["name"] for p in c.pods()
+    }
+    first = next(
+        e for e in c.store.list(EVENTS, "default")["items"] if e["reason"] == "ScalingReplicaSet"
+    )
+    assert first["source"] == {"component": "deployment-controller"}
+    assert first["involvedObject"]["apiVersion"] == "apps/v1"
+    c.stop()
