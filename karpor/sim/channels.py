@@ -24,7 +24,12 @@ Remote command (``exec``, ``attach``):
 Port-forward: SPDY protocol ``portforward.k8s.io`` (a pair of streams per
 forwarded connection, with ``streamtype`` ``error`` / ``data``, ``port`` and
 ``requestID`` headers), tunnelled in WebSocket binary messages when the
-client offers ``SPDY/3.1+portforward.k8s.io``.
+client offers ``SPDY/3.1+portforward.k8s.io``.  Clients that offer the
+kubelet's older WebSocket protocol instead (``v4.channel.k8s.io``,
+``v4.base64.channel.k8s.io``, ``base64.channel.k8s.io``, or no subprotocol) get one connection per
+port of the ``ports`` query parameter: channel ``2i`` carries port ``i``'s
+data and ``2i+1`` its errors, and the server's first message on each
+channel is the port number (2 bytes, little-endian).
 """
 
 from __future__ import annotations
@@ -75,8 +80,15 @@ SPDY_REMOTE_COMMAND_PROTOCOLS: tuple[str, ...] = (V5, V4, V3, V2, V1)
 WEBSOCKET_REMOTE_COMMAND_PROTOCOLS: tuple[str, ...] = (V5, V4, V4_BASE64, V1, V1_BASE64)
 #: ``X-Stream-Protocol-Version`` values served for port-forward over SPDY.
 SPDY_PORT_FORWARD_PROTOCOLS: tuple[str, ...] = (PORT_FORWARD,)
-#: ``Sec-WebSocket-Protocol`` values served for port-forward over WebSocket.
-WEBSOCKET_PORT_FORWARD_PROTOCOLS: tuple[str, ...] = (PORT_FORWARD_TUNNEL,)
+#: ``Sec-WebSocket-Protocol`` values served for port-forward over WebSocket:
+#: SPDY tunnelled (kubectl 1.30+), or the kubelet's older channel protocol
+#: (the Python client, client-node), binary or base64.
+WEBSOCKET_PORT_FORWARD_PROTOCOLS: tuple[str, ...] = (
+    PORT_FORWARD_TUNNEL,
+    V4,
+    V4_BASE64,
+    V1_BASE64,
+)
 
 Kind = Literal["exec", "attach", "portforward"]
 
@@ -413,3 +425,43 @@ def parse_port_forward_headers(headers: Mapping[str, str], stream_id: int) -> Po
 def port_forward_error(port: int, pod: str, uid: str, reason: str) -> bytes:
     """The error-stream text of a failed forward, as the kubelet words it."""
     return f"error forwarding port {port} to pod {pod}, uid {uid}: {reason}".encode()
+
+
+#: the most ports one WebSocket port-forward carries: a channel number is
+#: one byte, and each port takes two channels
+MAX_WEBSOCKET_PORTS = 128
+
+
+def parse_port_forward_ports(query: Mapping[str, Sequence[str]]) -> list[int]:
+    """The ports of a WebSocket port-forward request (``ports``, repeated or
+    comma-separated); ``ValueError`` with the kubelet's message when none or bad."""
+    ports: list[int] = []
+    for value in [*query.get("ports", []), *query.get("port", [])]:
+        for part in value.split(","):
+            text = part.strip()
+            try:
+                port = int(text)
+            except ValueError:
+                raise ValueError(f"unable to parse {text!r} as a port") from None
+            if not 0 < port < 65536:
+                raise ValueError(f'port "{text}" must be > 0')
+            ports.append(port)
+    if not ports:
+        raise ValueError('query parameter "port" is required')
+    if len(ports) > MAX_WEBSOCKET_PORTS:
+        raise ValueError(
+            f"at most {MAX_WEBSOCKET_PORTS} ports can be forwarded over one WebSocket "
+            f"(asked for {len(ports)})"
+        )
+    return ports
+
+
+def port_prefix(port: int) -> bytes:
+    """The first server message of a WebSocket port-forward channel: the port,
+    two bytes little-endian."""
+    return struct.pack("<H", port)
+
+
+def port_forward_channels(index: int) -> tuple[int, int]:
+    """The data and the error channel of the ``index``-th forwarded port."""
+    return 2 * index, 2 * index + 1

@@ -51,6 +51,7 @@ from karpor.net.tls import H2, server_options
 from karpor.net.tlstransport import TLSPort
 from karpor.sim.auth import DEFAULT_TOKEN_IDENTITY, Authenticator, Authorizer
 from karpor.sim.controllers import DeploymentController
+from karpor.sim.events import EventRecorder
 from karpor.sim.kubelet import DEFAULT_NODE, Kubelet
 from karpor.sim.logs import DEFAULT_INTERVAL
 from karpor.sim.server import ApiServer, ServerVersion, SimulatorSite
@@ -157,13 +158,16 @@ class SimulatedCluster(Service):
             node_name=self.options.node_name,
             ca_bundle=self.ca.cert_pem.decode(),
         )
+        #: pod lifecycle and controller events, deleted after an hour
+        self.events = EventRecorder(self.store, reactor)
         self.kubelet = Kubelet(
             self.store,
             reactor,
             node_name=self.options.node_name,
             start_delay=self.options.start_delay,
+            events=self.events,
         )
-        self.deployments = DeploymentController(self.store, reactor)
+        self.deployments = DeploymentController(self.store, reactor, events=self.events)
         self.authenticator = Authenticator(
             self._token, [self.ca.cert_pem], self.options.token_identity
         )

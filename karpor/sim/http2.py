@@ -12,7 +12,8 @@ channel does, so :class:`~karpor.sim.server.ApiServer` answers both alike.
   anything else.  Upgrades (exec, attach, port-forward) need HTTP/1.1:
   kubectl's upgrade clients force ALPN ``http/1.1``.
 - :class:`H2ServerConnection` announces ``SETTINGS_MAX_CONCURRENT_STREAMS``
-  250 (kube-apiserver's default); each request stream becomes a
+  250 (kube-apiserver's default) and ``SETTINGS_MAX_HEADER_LIST_SIZE`` as
+  Go derives it from its 1 MiB ``MaxHeaderBytes`` (and enforces it); each request stream becomes a
   :class:`H2RequestChannel`, the ``Request``'s channel.  Response bytes go
   out as DATA frames at once (watch events are not held back) within the
   client's flow-control windows; what does not fit waits on that stream
@@ -39,9 +40,14 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from karpor.net.h2window import send_within_window
+from karpor.sim.headlimit import MAX_HEADER_BYTES
 
 #: Streams one client connection may have open (kube-apiserver: 250).
 MAX_CONCURRENT_STREAMS = 250
+#: ``SETTINGS_MAX_HEADER_LIST_SIZE``, as Go's HTTP/2 server derives it from
+#: ``MaxHeaderBytes`` (1 MiB, plus 32 bytes for each of 10 typical headers);
+#: a longer header list is a connection error
+MAX_HEADER_LIST_SIZE = MAX_HEADER_BYTES + 10 * 32
 
 log = Logger()
 
@@ -206,9 +212,12 @@ class H2ServerConnection(Protocol):
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 20,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
             },
         )
+        # what the settings announce is what the HPACK decoder enforces
+        # (h2 would otherwise keep its 64 KiB default)
+        self.h2.decoder.max_header_list_size = MAX_HEADER_LIST_SIZE
         self.streams: dict[int, H2RequestChannel] = {}
         self.closed = False
 

@@ -8,12 +8,18 @@ given the status a kubelet reports for a started pod: phase ``Running``,
 ``ContainersReady`` and ``Ready`` conditions, and one running, ready
 ``containerStatuses`` entry per container.  No process runs; the log lines of
 :mod:`karpor.sim.logs` are derived from the containers' ``startedAt``.
+
+With an :class:`~karpor.sim.events.EventRecorder` it records the events a
+cluster shows for this: ``Scheduled``, then ``Pulled``, ``Created``,
+``Started`` per container, and ``Killing`` per container when a started pod
+is deleted (on the next reactor turn: never from inside a store callback).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -21,6 +27,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from karpor.kube.status import ApiError
+from karpor.sim import events as ev
 from karpor.sim.logs import format_rfc3339
 from karpor.sim.resources import CATALOG, Catalog
 from karpor.sim.store import Store, Watcher, WatchEvent
@@ -118,8 +125,10 @@ class Kubelet(Service):
         host_ip: str = DEFAULT_HOST_IP,
         start_delay: float = 0.5,
         catalog: Catalog = CATALOG,
+        events: ev.EventRecorder | None = None,
     ) -> None:
         self.store = store
+        self.events = events
         self.reactor = reactor
         self.node_name = node_name
         self.host_ip = host_ip
@@ -154,6 +163,8 @@ class Kubelet(Service):
             call = self._pending.pop(key, None)
             if call is not None and call.active():
                 call.cancel()
+            if self.events is not None and _is_running(event.object):
+                self.reactor.callLater(0, self._record, event.object, ev.killing_events)
             return
         if event.type not in ("ADDED", "MODIFIED") or key in self._pending or key == self._starting:
             return
@@ -174,13 +185,42 @@ class Kubelet(Service):
                 bound = dict(pod)
                 bound["spec"] = {**pod.get("spec", {}), "nodeName": self.node_name}
                 pod = self.store.update(self._pods, namespace, name, bound)
+            if self.events is not None:  # the store binds pods as it creates them
+                now = self.reactor.seconds()
+                event_name = self.events.next_name(name)
+                node = str(pod["spec"].get("nodeName") or self.node_name)
+                self.events.record(ev.scheduled_event(pod, node, now, event_name))
             status = running_status(pod, self.reactor.seconds(), self.host_ip)
-            self.store.update_status(self._pods, namespace, name, status)
+            pod = self.store.update_status(self._pods, namespace, name, status)
+            self._record(pod, ev.container_events)
         except ApiError as err:
             # the pod went away or changed under us: the next event retries
             self.log.debug("kubelet: pod {ns}/{name}: {err}", ns=namespace, name=name, err=err)
         finally:
             self._starting = None
+
+    def _record(
+        self,
+        pod: dict[str, Any],
+        events: Callable[[dict[str, Any]], list[tuple[str, str, str]]],
+    ) -> None:
+        """Record the kubelet's ``events`` about ``pod``."""
+        if self.events is None:
+            return
+        now = self.reactor.seconds()
+        name = str((pod.get("metadata") or {}).get("name", ""))
+        for reason, message, path in events(pod):
+            self.events.record(
+                ev.kubelet_event(
+                    pod,
+                    str((pod.get("spec") or {}).get("nodeName") or self.node_name),
+                    now,
+                    self.events.next_name(name),
+                    reason=reason,
+                    message=message,
+                    field_path=path,
+                )
+            )
 
 
 def _is_running(pod: dict[str, Any]) -> bool:

@@ -1,4 +1,5 @@
-"""Decoding Kubernetes protobuf request bodies into JSON objects, sans-IO.
+"""Kubernetes protobuf: request bodies decoded into JSON objects, responses
+encoded from them, sans-IO.
 
 kubectl's typed clients (``kubectl create namespace``, ``create configmap``,
 ``create secret``, ``create serviceaccount``, and from kubectl 1.32 on also
@@ -11,15 +12,21 @@ the magic ``k8s\\0`` followed by a ``runtime.Unknown`` envelope (``typeMeta``,
 
 This module decodes the kinds of :data:`KINDS` (Pod, Service, Deployment,
 Namespace, ConfigMap, Secret, ServiceAccount, SelfSubjectReview) with their
-whole spec: every message reachable from them (``PodSpec``, ``Container``,
-``Volume`` and its sources, ``ServicePort``, ``LabelSelector``,
-``ObjectMeta``...), with the field numbers of ``k8s.io/api``'s
-``generated.proto``.  Pod and Deployment statuses decode as empty objects
-(clients do not send them on create).  Other kinds raise :class:`~karpor.kube.status.ApiError` 415
+whole spec and status: every message reachable from them (``PodSpec``,
+``Container``, ``Volume`` and its sources, ``ServicePort``, ``LabelSelector``,
+``ObjectMeta``, ``PodStatus``...), with the field numbers of ``k8s.io/api``'s
+``generated.proto``.  Other kinds raise :class:`~karpor.kube.status.ApiError` 415
 with a message naming the kind, so the caller knows to send JSON
 (``kubectl create -f`` and ``kubectl apply`` do).
 
-The result is the JSON the same Go object marshals to, as far as requests
+Responses: a client that prefers ``application/vnd.kubernetes.protobuf``
+(client-go with ``ContentType`` protobuf, as kube's own components and
+kubectl's typed clients of late) gets objects and lists of
+:data:`ENCODABLE` kinds in protobuf (:func:`wants_protobuf`,
+:func:`encode_object`), with their statuses; Tables, other kinds and watch
+streams stay JSON (client-go decodes by the response's ``Content-Type``).
+
+The decoded result is the JSON the same Go object marshals to, as far as requests
 go: gogo-protobuf writes every non-pointer scalar, while ``encoding/json``
 drops the zero ones marked ``omitempty``; a field whose zero value JSON keeps
 (a pointer, like ``spec.replicas: 0``, or a field without ``omitempty``) is
@@ -34,6 +41,7 @@ import datetime
 import json
 from typing import Any, NamedTuple
 
+from karpor.kube import negotiate
 from karpor.kube.status import ApiError
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"
@@ -66,6 +74,103 @@ class Field(NamedTuple):
 #: ``core/v1`` and ``apps/v1`` ``generated.proto`` (with the pointer and
 #: ``omitempty`` facts of their ``types.go``), reachable from :data:`KINDS`.
 SCHEMA_TEXT = """\
+PodCondition
+  1 type string?
+  2 status string?
+  3 lastProbeTime time?
+  4 lastTransitionTime time?
+  5 reason string
+  6 message string
+  7 observedGeneration int
+HostIP
+  1 ip string?
+PodIP
+  1 ip string?
+ContainerStatus
+  1 name string?
+  2 state ContainerState
+  3 lastState ContainerState
+  4 ready bool?
+  5 restartCount int?
+  6 image string?
+  7 imageID string?
+  8 containerID string
+  9 started bool?
+ContainerState
+  1 waiting ContainerStateWaiting
+  2 running ContainerStateRunning
+  3 terminated ContainerStateTerminated
+ContainerStateWaiting
+  1 reason string
+  2 message string
+ContainerStateRunning
+  1 startedAt time
+ContainerStateTerminated
+  1 exitCode int?
+  2 signal int
+  3 reason string
+  4 message string
+  5 startedAt time
+  6 finishedAt time
+  7 containerID string
+DeploymentCondition
+  1 type string?
+  2 status string?
+  4 reason string
+  5 message string
+  6 lastUpdateTime time
+  7 lastTransitionTime time
+Event
+  1 metadata ObjectMeta
+  2 involvedObject ObjectReference
+  3 reason string
+  4 message string
+  5 source EventSource
+  6 firstTimestamp time?
+  7 lastTimestamp time?
+  8 count int
+  9 type string
+  10 eventTime microtime?
+  11 series EventSeries
+  12 action string
+  13 related ObjectReference
+  14 reportingComponent string?
+  15 reportingInstance string?
+EventSource
+  1 component string
+  2 host string
+EventSeries
+  1 count int
+  2 lastObservedTime microtime
+ListMeta
+  1 selfLink string
+  2 resourceVersion string
+  3 continue string
+  4 remainingItemCount int?
+PodList
+  1 metadata ListMeta
+  2 items Pod[]
+ServiceList
+  1 metadata ListMeta
+  2 items Service[]
+DeploymentList
+  1 metadata ListMeta
+  2 items Deployment[]
+NamespaceList
+  1 metadata ListMeta
+  2 items Namespace[]
+ConfigMapList
+  1 metadata ListMeta
+  2 items ConfigMap[]
+SecretList
+  1 metadata ListMeta
+  2 items Secret[]
+ServiceAccountList
+  1 metadata ListMeta
+  2 items ServiceAccount[]
+EventList
+  1 metadata ListMeta
+  2 items Event[]
 ObjectMeta
   1 name string
   2 generateName string
@@ -190,6 +295,22 @@ PodSpec
   43 schedulingGroup PodSchedulingGroup
   44 evictionResponders EvictionResponder[]
 PodStatus
+  1 phase string
+  2 conditions PodCondition[]
+  3 message string
+  4 reason string
+  5 hostIP string
+  6 podIP string
+  7 startTime time
+  8 containerStatuses ContainerStatus[]
+  9 qosClass string
+  10 initContainerStatuses ContainerStatus[]
+  11 nominatedNodeName string
+  12 podIPs PodIP[]
+  13 ephemeralContainerStatuses ContainerStatus[]
+  14 resize string
+  16 hostIPs HostIP[]
+  17 observedGeneration int
 ServiceSpec
   1 ports ServicePort[]
   2 selector {string}
@@ -224,6 +345,15 @@ DeploymentSpec
   7 paused bool
   9 progressDeadlineSeconds int?
 DeploymentStatus
+  1 observedGeneration int
+  2 replicas int
+  3 updatedReplicas int
+  4 availableReplicas int
+  5 unavailableReplicas int
+  6 conditions DeploymentCondition[]
+  7 readyReplicas int
+  8 collisionCount int?
+  9 terminatingReplicas int?
 NamespaceSpec
   1 finalizers string[]
 NamespaceStatus
@@ -1060,6 +1190,24 @@ def decode_message(data: bytes, message: str) -> dict[str, Any]:
     return out
 
 
+def split_envelope(body: bytes) -> tuple[str, str, bytes]:
+    """The apiVersion, kind and raw message of a ``k8s\\0``-prefixed
+    ``runtime.Unknown``; ``ValueError`` when malformed."""
+    api_version = kind = ""
+    raw = b""
+    for number, _, value in _fields(body[len(MAGIC) :]):
+        if number == 1 and isinstance(value, bytes):
+            for sub, _, text in _fields(value):
+                if isinstance(text, bytes):
+                    if sub == 1:
+                        api_version = text.decode()
+                    elif sub == 2:
+                        kind = text.decode()
+        elif number == 2 and isinstance(value, bytes):
+            raw = value
+    return api_version, kind, raw
+
+
 def decode_object(body: bytes) -> dict[str, Any]:
     """A ``k8s\\0``-prefixed protobuf object as the JSON object it stands for.
 
@@ -1069,18 +1217,7 @@ def decode_object(body: bytes) -> dict[str, Any]:
     if not body.startswith(MAGIC):
         raise ApiError(400, "provided object is not a Kubernetes protobuf message")
     try:
-        api_version = kind = ""
-        raw = b""
-        for number, _, value in _fields(body[len(MAGIC) :]):
-            if number == 1 and isinstance(value, bytes):
-                for sub, _, text in _fields(value):
-                    if isinstance(text, bytes):
-                        if sub == 1:
-                            api_version = text.decode()
-                        elif sub == 2:
-                            kind = text.decode()
-            elif number == 2 and isinstance(value, bytes):
-                raw = value
+        api_version, kind, raw = split_envelope(body)
         if kind not in KINDS:
             raise ApiError(
                 415,
@@ -1092,3 +1229,140 @@ def decode_object(body: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"unable to decode protobuf body: {exc}") from None
     return obj
+
+
+# -- encoding responses ---------------------------------------------------------------
+
+#: the kinds (and their lists) :func:`encode_object` writes, with their apiVersion
+ENCODABLE: dict[str, str] = {
+    "Pod": "v1",
+    "Service": "v1",
+    "Namespace": "v1",
+    "ConfigMap": "v1",
+    "Secret": "v1",
+    "ServiceAccount": "v1",
+    "Event": "v1",
+    "Deployment": "apps/v1",
+}
+_MASK64 = (1 << 64) - 1
+
+
+def _varint(value: int) -> bytes:
+    value &= _MASK64
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _key(number: int, wire: int) -> bytes:
+    return _varint(number << 3 | wire)
+
+
+def _delimited(number: int, data: bytes) -> bytes:
+    return _key(number, 2) + _varint(len(data)) + data
+
+
+def _timestamp(text: str) -> bytes:
+    stamp = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    seconds = int(stamp.timestamp())
+    nanos = stamp.microsecond * 1000
+    out = _key(1, 0) + _varint(seconds) if seconds else b""
+    return out + (_key(2, 0) + _varint(nanos) if nanos else b"")
+
+
+def _encode_value(number: int, kind: str, value: Any) -> bytes:
+    """One field ``number`` of type ``kind`` holding the JSON ``value``."""
+    if kind in _VARINTS:
+        return _key(number, 0) + _varint(int(value))
+    if kind == "string":
+        return _delimited(number, str(value).encode())
+    if kind == "bytes":
+        return _delimited(number, base64.b64decode(str(value)))
+    if kind in ("time", "microtime"):
+        return _delimited(number, _timestamp(str(value)))
+    if kind == "quantity":
+        return _delimited(number, _delimited(1, str(value).encode()))
+    if kind == "intorstr":
+        if isinstance(value, str):
+            body = _key(1, 0) + _varint(1) + _delimited(3, value.encode())
+        else:
+            body = _key(1, 0) + _varint(0) + _key(2, 0) + _varint(int(value))
+        return _delimited(number, body)
+    if kind == "raw":
+        return _delimited(number, _delimited(1, json.dumps(value).encode()))
+    return _delimited(number, encode_message(value if isinstance(value, dict) else {}, kind))
+
+
+def encode_message(obj: dict[str, Any], message: str) -> bytes:
+    """The JSON form ``obj`` as the protobuf message ``message`` of :data:`SCHEMAS`
+    (the inverse of :func:`decode_message`; members it does not know are dropped)."""
+    out = bytearray()
+    schema = SCHEMAS[message]
+    for number in sorted(schema):
+        spec = schema[number]
+        if spec.inline:
+            out += _delimited(number, encode_message(obj, spec.type))
+            continue
+        value = obj.get(spec.name)
+        if value is None:
+            if spec.keep_zero and spec.type in ("time", "microtime") and spec.name in obj:
+                out += _delimited(number, b"")  # gogo writes the zero time: JSON null
+            continue
+        if spec.map:
+            for key, entry in value.items():
+                body = _encode_value(1, "string", key)
+                if entry is not None:
+                    body += _encode_value(2, spec.type, entry)
+                out += _delimited(number, body)
+        elif spec.repeated:
+            for item in value:
+                out += _encode_value(number, spec.type, item)
+        elif spec.keep_zero or spec.type not in _SCALARS or value not in ("", 0, False):
+            out += _encode_value(number, spec.type, value)
+    return bytes(out)
+
+
+def encode_object(obj: dict[str, Any]) -> bytes:
+    """An object (or list) of :data:`ENCODABLE` as kube-apiserver answers it in
+    protobuf: ``k8s\\0`` and a ``runtime.Unknown`` envelope; ``ValueError`` for
+    another kind."""
+    kind = str(obj.get("kind", ""))
+    if not encodable(obj):
+        raise ValueError(f"cannot encode {kind or 'this object'} as protobuf")
+    type_meta = _encode_value(1, "string", obj.get("apiVersion", "")) + _encode_value(
+        2, "string", kind
+    )
+    return (
+        MAGIC
+        + _delimited(1, type_meta)
+        + _delimited(2, encode_message(obj, kind))
+        + _delimited(3, b"")
+        + _delimited(4, b"")
+    )
+
+
+def encodable(obj: Any) -> bool:
+    """Whether :func:`encode_object` can write ``obj``."""
+    if not isinstance(obj, dict):
+        return False
+    kind = str(obj.get("kind", "")).removesuffix("List")
+    return kind in ENCODABLE and obj.get("apiVersion") == ENCODABLE[kind]
+
+
+def wants_protobuf(accept: str | None) -> bool:
+    """Whether the ``Accept`` header prefers a protobuf object (no ``as=``
+    representation) over everything else it names that this server produces."""
+    for media in negotiate.parse_accept(accept):
+        if media.media_type == PROTOBUF:
+            if "as" not in media.params:
+                return True
+            continue  # a Table or metadata in protobuf: not served, the next one
+        if media.matches("application/json") or media.matches("application/yaml"):
+            return False
+    return False

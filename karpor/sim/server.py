@@ -9,8 +9,8 @@ authenticator, clocks) and answers one request at a time:
    discovery (``/api``, ``/apis``, legacy and aggregated), ``/openapi/v3``;
 3. resource paths, parsed into a :class:`~karpor.kube.requestinfo.RequestInfo`:
    get, list, watch (streamed), create, update, patch, delete,
-   deletecollection, the ``status`` and ``deployments/scale`` subresources,
-   ``pods/log`` (streamed with ``follow``), ``selfsubjectreviews``,
+   deletecollection, the ``status`` and ``scale`` (deployments, replica sets)
+   subresources, ``pods/log`` (streamed with ``follow``), ``selfsubjectreviews``,
    ``selfsubjectaccessreviews`` and ``selfsubjectrulesreviews``
    (:class:`~karpor.sim.auth.Authorizer`, which also authorizes every request);
    ``pods/exec``, ``pods/attach`` and ``pods/portforward`` (GET for
@@ -32,7 +32,8 @@ sent one, as kube-apiserver keeps it; else a fresh UUID) and
 request is logged with its ``audit-ID`` as kube's httplog does; errors
 are ``Status`` objects with kube's codes, reasons and messages.
 Responses to get/list/watch honour ``Accept`` (``Table``,
-``PartialObjectMetadata``, JSON or YAML).
+``PartialObjectMetadata``, JSON or YAML); objects and lists of the kinds
+:mod:`karpor.sim.protobuf` encodes go in protobuf to a client that prefers it.
 """
 
 from __future__ import annotations
@@ -70,10 +71,11 @@ from karpor.kube.reviews import (
 )
 from karpor.kube.selectors import label_selector_from_object
 from karpor.kube.status import ApiError
-from karpor.sim import discovery, openapi, protobuf
+from karpor.sim import discovery, events, openapi, protobuf
 from karpor.sim import patch as patches
 from karpor.sim.auth import Authenticator, Authorizer, impersonate, self_subject_review
 from karpor.sim.channels import Kind
+from karpor.sim.headlimit import LimitedHTTPChannel
 from karpor.sim.http2 import NegotiatingChannel
 from karpor.sim.logs import DEFAULT_INTERVAL, LogFollower, LogOptions, render_lines, resolve
 from karpor.sim.resources import CATALOG, Catalog, ResourceType
@@ -188,6 +190,8 @@ class ApiServer:
         self.server_address = server_address
         self.log_interval = log_interval
         self.bookmark_interval = bookmark_interval
+        #: resources served from another's objects (events.k8s.io/v1 events)
+        self._views = events.views(catalog)
         self._flow_schema_uid = str(uuid.uuid4())
         self._priority_level_uid = str(uuid.uuid4())
         self._aggregated = {
@@ -247,6 +251,19 @@ class ApiServer:
             return yaml.safe_dump(obj, sort_keys=False).encode()
         request.setHeader(b"content-type", b"application/json")
         return encode_json(obj)
+
+    def _respond_object(self, call: _Call, code: int, obj: Any, media_type: str = JSON) -> bytes:
+        """An object or list: in protobuf when the client prefers it and its
+        kind has an encoding (:mod:`karpor.sim.protobuf`), else as ``media_type``."""
+        if (
+            media_type == JSON
+            and protobuf.encodable(obj)
+            and protobuf.wants_protobuf(call.header("accept"))
+        ):
+            call.request.setResponseCode(code)
+            call.request.setHeader(b"content-type", protobuf.PROTOBUF.encode())
+            return protobuf.encode_object(obj)
+        return self._respond(call.request, code, obj, media_type)
 
     def _error(self, request: Request, err: ApiError) -> bytes:
         return self._respond(request, err.code, err.status())
@@ -373,6 +390,9 @@ class ApiServer:
         if not rt.stored:
             return self._unstored(call, rt, verb)
         dry_run = self._dry_run(call)
+        view = self._views.get(rt)
+        if view is not None and verb in ("create", "update", "patch", "delete"):
+            return self._view_write(call, rt, view, verb, namespace, path_name, dry_run)
         if verb == "get":
             return self._get(call, rt, namespace, path_name)
         if verb == "list":
@@ -382,28 +402,78 @@ class ApiServer:
         if verb == "create":
             obj = self._object_body(call, rt, namespace)
             created = self.store.create(rt, namespace, obj, dry_run=dry_run)
-            return self._respond(call.request, 201, created)
+            return self._respond_object(call, 201, created)
         if verb == "update":
             obj = self._object_body(call, rt, namespace, path_name)
             updated = self.store.update(rt, namespace, path_name, obj, dry_run=dry_run)
-            return self._respond(call.request, 200, updated)
+            return self._respond_object(call, 200, updated)
         if verb == "patch":
             patched = self.store.patch(
                 rt, namespace, path_name, self._patch_type(call), call.body(), dry_run=dry_run
             )
-            return self._respond(call.request, 200, patched)
+            return self._respond_object(call, 200, patched)
         if verb == "delete":
             deleted = self.store.delete(rt, namespace, path_name, dry_run=dry_run)
-            return self._respond(call.request, 200, deleted)
+            return self._respond_object(call, 200, deleted)
         if verb == "deletecollection":
             removed = self.store.delete_collection(
-                rt,
+                self._stored(rt),
                 namespace or None,
                 label_selector=call.param("labelSelector"),
                 field_selector=call.param("fieldSelector"),
             )
-            return self._respond(call.request, 200, removed)
+            return self._respond(call.request, 200, self._shown_list(rt, removed))
         raise ApiError(405, METHOD_NOT_ALLOWED_MESSAGE)
+
+    # -- views: a resource served from another's objects -----------------------
+
+    def _stored(self, rt: ResourceType) -> ResourceType:
+        """The resource whose objects ``rt`` serves (itself but for views)."""
+        view = self._views.get(rt)
+        return rt if view is None else view.stored
+
+    def _shown(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+        view = self._views.get(rt)
+        return obj if view is None else view.show(obj)
+
+    def _shown_list(self, rt: ResourceType, result: dict[str, Any]) -> dict[str, Any]:
+        view = self._views.get(rt)
+        if view is None:
+            return result
+        items = []
+        for item in result.get("items", []):
+            shown = view.show(item)
+            shown.pop("kind", None)
+            shown.pop("apiVersion", None)
+            items.append(shown)
+        return {**result, "kind": rt.list_kind, "apiVersion": rt.group_version, "items": items}
+
+    def _view_write(
+        self,
+        call: _Call,
+        rt: ResourceType,
+        view: events.View,
+        verb: str,
+        namespace: str,
+        name: str,
+        dry_run: bool,
+    ) -> bytes:
+        """create/update/patch/delete through a view: converted to and from the stored form."""
+        stored = view.stored
+        if verb == "delete":
+            deleted = self.store.delete(stored, namespace, name, dry_run=dry_run)
+            return self._respond(call.request, 200, view.show(deleted))
+        if verb == "patch":
+            current = view.show(self.store.get(stored, namespace, name))
+            wanted = patches.apply(self._patch_type(call), current, call.body())
+        else:
+            wanted = self._object_body(call, rt, namespace, name)
+        obj = view.store_form(wanted)
+        if verb == "create":
+            created = self.store.create(stored, namespace, obj, dry_run=dry_run)
+            return self._respond(call.request, 201, view.show(created))
+        updated = self.store.update(stored, namespace, name, obj, dry_run=dry_run)
+        return self._respond(call.request, 200, view.show(updated))
 
     def _dry_run(self, call: _Call) -> bool:
         values = call.query.get("dryRun", [])
@@ -423,6 +493,10 @@ class ApiServer:
 
     def _negotiated(self, call: _Call, *, is_list: bool) -> Negotiated:
         chosen = negotiate.negotiate_resource(call.header("accept"), is_list=is_list)
+        if chosen is None and protobuf.wants_protobuf(call.header("accept")):
+            # protobuf only: objects of other kinds go as JSON, which client-go
+            # decodes by the response's Content-Type
+            chosen = Negotiated(Representation.OBJECT)
         if chosen is None:
             raise ApiError(406, negotiate.NOT_ACCEPTABLE_MESSAGE)
         return chosen
@@ -457,9 +531,9 @@ class ApiServer:
 
     def _get(self, call: _Call, rt: ResourceType, namespace: str, name: str) -> bytes:
         chosen = self._negotiated(call, is_list=False)
-        obj = self.store.get(rt, namespace, name)
-        return self._respond(
-            call.request, 200, self._render_one(call, rt, obj, chosen), chosen.media_type
+        obj = self._shown(rt, self.store.get(self._stored(rt), namespace, name))
+        return self._respond_object(
+            call, 200, self._render_one(call, rt, obj, chosen), chosen.media_type
         )
 
     def _list(self, call: _Call, rt: ResourceType, namespace: str) -> bytes:
@@ -472,13 +546,14 @@ class ApiServer:
                 400, f'strconv.ParseInt: parsing "{limit_text}": invalid syntax'
             ) from None
         result = self.store.list(
-            rt,
+            self._stored(rt),
             namespace or None,
             label_selector=call.param("labelSelector"),
             field_selector=call.param("fieldSelector"),
             limit=max(limit, 0),
             continue_token=call.param("continue"),
         )
+        result = self._shown_list(rt, result)
         meta = result.get("metadata", {})
         out: dict[str, Any] = result
         if chosen.representation is Representation.TABLE:
@@ -506,21 +581,22 @@ class ApiServer:
                     for item in result.get("items", [])
                 ],
             }
-        return self._respond(call.request, 200, out, chosen.media_type)
+        return self._respond_object(call, 200, out, chosen.media_type)
 
     def _watch(self, call: _Call, rt: ResourceType, namespace: str, name: str) -> int:
         chosen = self._negotiated(call, is_list=True)
         params = WatchParams.from_query(call.query, name)
         transform = None
-        if chosen.representation is not Representation.OBJECT:
+        view = self._views.get(rt)
+        if chosen.representation is not Representation.OBJECT or view is not None:
 
             def transform(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
-                return self._render_one(call, rt, obj, chosen)
+                return self._render_one(call, rt, self._shown(rt, obj), chosen)
 
         request = call.request
         stream = WatchStream(
             self.store,
-            rt,
+            self._stored(rt),
             namespace,
             params,
             self.reactor,
@@ -662,12 +738,13 @@ class ApiServer:
             return self._log(call, rt, namespace, name)
         if info.subresource == "status":
             return self._status(call, info.verb, rt, namespace, name)
-        if info.subresource == "scale" and (rt.group, rt.plural) == ("apps", "deployments"):
+        if info.subresource == "scale" and rt.group == "apps":
             return self._scale(call, info.verb, rt, namespace, name)
         raise ApiError(404, NOT_FOUND_MESSAGE)
 
     def _scale(self, call: _Call, verb: str, rt: ResourceType, namespace: str, name: str) -> bytes:
-        """``deployments/scale``: an ``autoscaling/v1`` ``Scale`` over ``spec.replicas``."""
+        """``deployments/scale``, ``replicasets/scale``: an ``autoscaling/v1`` ``Scale``
+        over ``spec.replicas``."""
         current = self.store.get(rt, namespace, name)
         if verb == "get":
             return self._respond(call.request, 200, scale_of(current))
@@ -848,7 +925,13 @@ def access_line(timestamp: str, request: Any) -> str:
 
 
 class SimulatorSite(Site):
-    """A ``Site`` serving :class:`SimulatorResource`, quiet unless ``access_log``."""
+    """A ``Site`` serving :class:`SimulatorResource`, quiet unless ``access_log``.
+
+    HTTP/1.1 connections read request heads up to Go's limit (1 MiB,
+    :mod:`karpor.sim.headlimit`).
+    """
+
+    protocol = LimitedHTTPChannel  # type: ignore[assignment]
 
     def __init__(
         self, api: ApiServer, *, access_log: bool = False, reactor: IReactorTime | None = None

@@ -1052,7 +1052,7 @@ class Store:
         assert isinstance(spec, dict)
         if (rt.group, rt.kind) == ("", "Pod"):
             errors.extend(_container_errors(spec, "spec"))
-        elif (rt.group, rt.kind) == ("apps", "Deployment"):
+        elif (rt.group, rt.kind) in (("apps", "Deployment"), ("apps", "ReplicaSet")):
             errors.extend(_deployment_errors(spec))
         elif (rt.group, rt.kind) == ("", "Service"):
             kind = spec.get("type", "ClusterIP")
@@ -1077,6 +1077,8 @@ class Store:
             self._default_service(obj, old)
         elif kind == ("apps", "Deployment"):
             _default_deployment(obj, old)
+        elif kind == ("apps", "ReplicaSet"):
+            _default_replica_set(obj, old)
         elif kind == ("", "Secret"):
             _default_secret(obj)
         elif kind == ("", "Event"):
@@ -1329,6 +1331,17 @@ def _default_deployment(obj: dict[str, Any], old: dict[str, Any] | None) -> None
     if old is None:
         obj["metadata"]["generation"] = 1
         obj["status"] = {}
+
+
+def _default_replica_set(obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    template = spec.setdefault("template", {})
+    template.setdefault("metadata", {}).setdefault("creationTimestamp", None)
+    _default_pod_spec(template.setdefault("spec", {}))
+    if old is None:
+        obj["metadata"]["generation"] = 1
+        obj["status"] = {"replicas": 0}
 
 
 def _default_secret(obj: dict[str, Any]) -> None:

@@ -23,7 +23,11 @@ the session:
 * attach: the pod's shared main process, see :mod:`karpor.sim.execution`;
 * port-forward: SPDY stream pairs to the echo service or a mapped address,
   see :mod:`karpor.sim.portforward`; over WebSocket, SPDY tunnelled in binary
-  messages (``SPDY/3.1+portforward.k8s.io``).
+  messages (``SPDY/3.1+portforward.k8s.io``), or the kubelet's older channel
+  protocol (``v4.channel.k8s.io``: a data and an error channel per port of
+  the ``ports`` query, each opened by a message with the port number), which
+  drives the same :class:`~karpor.sim.portforward.PortForwardApp` through
+  :class:`_WebSocketPortForward`.
 
 Backpressure: each upgraded connection is the transport's push producer. When
 the client stops reading, process output (or port-forward targets) pauses;
@@ -243,10 +247,20 @@ class StreamServer:
         if ws_request is None:
             raise ApiError(400, "unable to upgrade: not a WebSocket request")
         offered = list(ws_request.subprotocols)
+        ports: list[int] = []
         if kind == "portforward":
             chosen = ch.negotiate(offered, ch.WEBSOCKET_PORT_FORWARD_PROTOCOLS)
-            if chosen is None:
-                raise ApiError(400, "unable to upgrade: no tunneling spdy protocols provided")
+            if chosen is None and offered:
+                raise ApiError(
+                    400,
+                    f"unable to upgrade: requested protocol(s) are not supported: {offered}; "
+                    f"supports {list(ch.WEBSOCKET_PORT_FORWARD_PROTOCOLS)}",
+                )
+            if chosen != ch.PORT_FORWARD_TUNNEL:
+                try:
+                    ports = ch.parse_port_forward_ports(_query(request))
+                except ValueError as e:
+                    raise ApiError(400, str(e)) from None
         elif offered:
             chosen = ch.negotiate(offered, ch.WEBSOCKET_REMOTE_COMMAND_PROTOCOLS)
             if chosen is None:
@@ -261,9 +275,11 @@ class StreamServer:
         ws = handshake.connection
         assert ws is not None
         protocol: _Upgraded
-        if kind == "portforward":
-            spdy_version = (chosen or "").removeprefix(ch.TUNNEL_PREFIX)
+        if kind == "portforward" and chosen == ch.PORT_FORWARD_TUNNEL:
+            spdy_version = chosen.removeprefix(ch.TUNNEL_PREFIX)
             protocol = _SpdyProtocol(self, self._spdy_app(kind, pod, None, spdy_version), ws=ws)
+        elif kind == "portforward":
+            protocol = _WebSocketPortForward(self, ws, chosen or "", pod, ports)
         else:
             assert options is not None
             protocol = _WebSocketRemoteCommand(
@@ -725,40 +741,21 @@ class _SpdyRemoteCommand:
         self._conn.resume_input(reason)
 
 
-class _WebSocketRemoteCommand(_Upgraded):
-    """exec/attach over WebSocket channel messages (wsproto framing)."""
+class _WebSocketChannels(_Upgraded):
+    """A WebSocket of kube's channel messages (wsproto framing): whole
+    messages (at most :data:`MAX_MESSAGE` bytes) decoded to their channel
+    for :meth:`channel_message`; :meth:`write` sends one."""
 
-    def __init__(
-        self,
-        server: StreamServer,
-        ws: WsConnection,
-        subprotocol: str,
-        options: StreamOptions,
-        factory: Callable[[ChannelSink], RemoteCommand],
-    ) -> None:
+    def __init__(self, server: StreamServer, ws: WsConnection, subprotocol: str) -> None:
         super().__init__(server)
         self._ws = ws
         self._subprotocol = subprotocol
         self._base64 = ch.is_base64(subprotocol)
-        self._options = options
-        self._session = factory(self)
-        self._resize = ch.ResizeDecoder()
         self._parts: list[bytes | str] = []
         self._size = 0
-        self._done = False
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        # Tell the client the connection is up: an empty message on the
-        # lowest writable channel, as the kubelet and the apiserver do.
-        if self._options.stdout:
-            first = ch.STDOUT
-        elif self._options.stderr:
-            first = ch.STDERR
-        else:
-            first = ch.ERROR
-        self.write(first, b"")
-        self._session.start()
+    def channel_message(self, channel: int, payload: bytes) -> None:
+        """Override: a whole message from the client on ``channel``."""
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -795,19 +792,8 @@ class _WebSocketRemoteCommand(_Upgraded):
             decoded = ch.decode_channel_message(message, base64_codec=self._base64)
         except ch.ChannelMessageError:
             return
-        if decoded is None:
-            return
-        channel, payload = decoded
-        if channel == ch.STDIN:
-            if payload and not self._done:
-                self._session.stdin_data(payload)
-        elif channel == ch.RESIZE:
-            for size in self._resize.receive_data(payload):
-                self._session.resize(size)
-        elif (
-            channel == ch.CLOSE and self._subprotocol == ch.V5 and payload[:1] == bytes([ch.STDIN])
-        ):
-            self._session.stdin_eof()
+        if decoded is not None:
+            self.channel_message(*decoded)
 
     def _send(self, event: Any) -> None:
         if self._lost or self.transport is None:
@@ -815,7 +801,6 @@ class _WebSocketRemoteCommand(_Upgraded):
         with contextlib.suppress(Exception):
             self.transport.write(self._ws.send(event))
 
-    # ChannelSink
     def write(self, channel: int, data: bytes) -> None:
         """One WebSocket message on ``channel``.
 
@@ -838,6 +823,51 @@ class _WebSocketRemoteCommand(_Upgraded):
             self.transport.write(head)
             self.transport.write(data)
 
+
+class _WebSocketRemoteCommand(_WebSocketChannels):
+    """exec/attach over WebSocket channel messages."""
+
+    def __init__(
+        self,
+        server: StreamServer,
+        ws: WsConnection,
+        subprotocol: str,
+        options: StreamOptions,
+        factory: Callable[[ChannelSink], RemoteCommand],
+    ) -> None:
+        super().__init__(server, ws, subprotocol)
+        self._options = options
+        self._session = factory(self)
+        self._resize = ch.ResizeDecoder()
+        self._done = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Tell the client the connection is up: an empty message on the
+        # lowest writable channel, as the kubelet and the apiserver do.
+        if self._options.stdout:
+            first = ch.STDOUT
+        elif self._options.stderr:
+            first = ch.STDERR
+        else:
+            first = ch.ERROR
+        self.write(first, b"")
+        self._session.start()
+
+    def channel_message(self, channel: int, payload: bytes) -> None:
+        """stdin, resize, and (v5) the close of stdin."""
+        if channel == ch.STDIN:
+            if payload and not self._done:
+                self._session.stdin_data(payload)
+        elif channel == ch.RESIZE:
+            for size in self._resize.receive_data(payload):
+                self._session.resize(size)
+        elif (
+            channel == ch.CLOSE and self._subprotocol == ch.V5 and payload[:1] == bytes([ch.STDIN])
+        ):
+            self._session.stdin_eof()
+
+    # ChannelSink (write: see the base class)
     def close_channel(self, channel: int) -> None:
         """WebSocket channels have no end-of-stream signal from the server."""
 
@@ -862,3 +892,78 @@ class _WebSocketRemoteCommand(_Upgraded):
         if not self._done:
             self._done = True
             self._session.disconnected()
+
+
+class _WebSocketPortForward(_WebSocketChannels):
+    """Port-forward over the kubelet's older WebSocket channel protocol.
+
+    Each port of the request is one forwarded connection: its data channel
+    ``2i`` and error channel ``2i+1`` play the SPDY data and error streams
+    of a :class:`~karpor.sim.portforward.PortForwardApp` pair (the channel
+    numbers stand for stream ids).  When every pair is closed the WebSocket
+    closes normally, as the kubelet's handler returns.
+    """
+
+    def __init__(
+        self,
+        server: StreamServer,
+        ws: WsConnection,
+        subprotocol: str,
+        pod: dict[str, Any],
+        ports: list[int],
+    ) -> None:
+        super().__init__(server, ws, subprotocol)
+        self._ports = ports
+        self._open_data = {ch.port_forward_channels(i)[0] for i in range(len(ports))}
+        self._done = False
+        self.app = PortForwardApp(
+            self, pod, server.reactor, allow_remote=server.allow_remote_targets
+        )
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        for index, port in enumerate(self._ports):
+            data, error = ch.port_forward_channels(index)
+            self.write(data, ch.port_prefix(port))
+            self.write(error, ch.port_prefix(port))
+        for index, port in enumerate(self._ports):
+            data, error = ch.port_forward_channels(index)
+            for stream_id, stream_type in ((error, "error"), (data, "data")):
+                headers = {"port": str(port), "streamtype": stream_type, "requestid": str(index)}
+                self.app.stream_opened(stream_id, headers)
+
+    def channel_message(self, channel: int, payload: bytes) -> None:
+        """Bytes for a port's target (the error channels carry nothing from clients)."""
+        if channel in self._open_data and payload:
+            self.app.stream_data(channel, payload, False)
+
+    # SpdyStreams, for the app (channel numbers stand for stream ids)
+    def reply(self, stream_id: int) -> None:
+        """Nothing to reply: the channels opened with their port messages."""
+
+    def send(self, stream_id: int, data: bytes) -> None:
+        """Bytes from the target (data channel) or a failure (error channel)."""
+        if not self._done:
+            self.write(stream_id, data)
+
+    def end(self, stream_id: int) -> None:
+        """A channel is done; once every data channel is, close normally."""
+        self._open_data.discard(stream_id)
+        if not self._open_data and not self._done:
+            self._done = True
+            self._send(CloseConnection(1000, ""))
+            self.await_close()
+
+    def reset(self, stream_id: int) -> None:
+        """As :meth:`end` (a channel cannot be reset)."""
+        self.end(stream_id)
+
+    def output_paused(self) -> None:
+        self.app.pause_output()
+
+    def output_resumed(self) -> None:
+        self.app.resume_output()
+
+    def lost(self) -> None:
+        self._done = True
+        self.app.disconnected()

@@ -14,6 +14,7 @@ from typing import Any
 
 from karpor.kube.humanize import age
 from karpor.kube.selectors import format_labels, label_selector_from_object
+from karpor.sim.events import from_events_v1
 from karpor.sim.resources import ResourceType
 
 Row = dict[str, Any]
@@ -257,6 +258,28 @@ DEPLOYMENT_COLUMNS: list[Column] = [
         "Selector",
         "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be "
         "the ones affected by this deployment.",
+        priority=1,
+    ),
+]
+
+REPLICASET_COLUMNS: list[Column] = [
+    _name_column(),
+    column(
+        "Desired",
+        "Number of desired pods. This is a pointer to distinguish between explicit "
+        "zero and not specified. Defaults to 1.",
+        type="integer",
+    ),
+    column("Current", "Replicas is the most recently observed number of replicas.", type="integer"),
+    column("Ready", "The number of ready replicas for this replica set.", type="integer"),
+    _age_column(),
+    column("Containers", _CONTAINERS_DOC, priority=1),
+    column("Images", _IMAGES_DOC, priority=1),
+    column(
+        "Selector",
+        "Selector is a label query over pods that should match the replica count. Label keys and "
+        "values that must match in order to be controlled by this replica set. It must match the "
+        "pod template's labels.",
         priority=1,
     ),
 ]
@@ -552,6 +575,26 @@ def _deployment_cells(obj: Mapping[str, Any], now: float) -> list[Any]:
     ]
 
 
+def _replica_set_cells(obj: Mapping[str, Any], now: float) -> list[Any]:
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    try:
+        selector = str(label_selector_from_object(spec.get("selector")))
+    except ValueError:
+        selector = "<invalid>"
+    names, images = _container_cells(_get(spec, "template", "spec", "containers") or [])
+    return [
+        _meta(obj).get("name", ""),
+        int(spec.get("replicas") or 0),
+        int(status.get("replicas") or 0),
+        int(status.get("readyReplicas") or 0),
+        _created(obj, now),
+        names,
+        images,
+        selector,
+    ]
+
+
 def _event_cells(obj: Mapping[str, Any], now: float) -> list[Any]:
     first = (
         age(obj["firstTimestamp"], now)
@@ -605,6 +648,11 @@ PRINTERS: dict[tuple[str, str], tuple[list[Column], Printer]] = {
     ("", "Service"): (SERVICE_COLUMNS, _service_cells),
     ("", "Event"): (EVENT_COLUMNS, _event_cells),
     ("apps", "Deployment"): (DEPLOYMENT_COLUMNS, _deployment_cells),
+    ("apps", "ReplicaSet"): (REPLICASET_COLUMNS, _replica_set_cells),
+    ("events.k8s.io", "Event"): (
+        EVENT_COLUMNS,
+        lambda obj, now: _event_cells(from_events_v1(dict(obj)), now),
+    ),
 }
 
 

@@ -221,7 +221,8 @@ def test_pods_describe_and_logs(full: Twins):
     full.both("apply", "-f", "-", input=POD)
     full.both("wait", "--for=condition=Ready", "pod/p1", "--timeout=60s")
     full.both("get", "pods")
-    full.both("describe", "pod", "p1")
+    assert "Started container main" in full.both("describe", "pod", "p1")
+    assert "Scheduled" in full.both("get", "events")
     follow = Lines(full.popen_via("logs", "-f", "p1"))
     try:
         streamed = [follow.next() for _ in range(3)]  # arrive while the stream is open
@@ -263,3 +264,23 @@ def test_get_clusters_wide_yaml_and_watch(full: Twins):
     missing = full.via.run("--context", "karpor", "get", "cluster", "nope", check=False)
     assert missing.returncode != 0
     assert 'clusters.cluster.karpor.io "nope" not found' in missing.stderr
+
+
+def _rolled_out(full: Twins, name: str) -> None:
+    """Wait for the rollout on both sides (its progress lines depend on timing)."""
+    status = ("rollout", "status", f"deployment/{name}", "--timeout=30s")
+    full.via.out(*full.via_args((*status, "-n", full.ns_via)))
+    full.direct.out(*status, "-n", full.ns_direct)
+
+
+def test_deployment_rollout_history_and_undo(full: Twins):
+    full.both("create", "deployment", "web", "--image=nginx:1.27")
+    _rolled_out(full, "web")
+    full.both("set", "image", "deployment/web", "nginx=nginx:1.28")
+    _rolled_out(full, "web")
+    assert "REVISION" in full.both("rollout", "history", "deployment/web")
+    assert "rolled back" in full.both("rollout", "undo", "deployment/web")
+    _rolled_out(full, "web")
+    assert "nginx:1.27" in full.both("rollout", "history", "deployment/web", "--revision=3")
+    full.both("get", "replicasets")
+    full.both("delete", "deployment", "web")

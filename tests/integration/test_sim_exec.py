@@ -188,6 +188,29 @@ def test_deployment_lifecycle(
         ).split()
         assert images == ["nginx:1.28"] * 3
 
+        # ReplicaSets carry the revisions: rollout history and undo work as on a cluster
+        assert _revisions(k.out("rollout", "history", "deployment/web", "-n", ns)) == ["1", "2"]
+        sets = k.out("get", "rs", "-n", ns, "-l", "app=web").splitlines()
+        assert sorted(line.split()[1:4] for line in sets[1:]) == [["0", "0", "0"], ["3", "3", "3"]]
+        assert "deployment.apps/web rolled back" in k.out("rollout", "undo", "deploy/web", "-n", ns)
+        k.out("rollout", "status", "deployment/web", "-n", ns, "--timeout=30s")
+        assert _revisions(k.out("rollout", "history", "deployment/web", "-n", ns)) == ["2", "3"]
+        detail = k.out("rollout", "history", "deployment/web", "-n", ns, "--revision=3")
+        assert "revision #3" in detail and "nginx:1.27" in detail
+        images = k.out(
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ).split()
+        assert images == ["nginx:1.27"] * 3
+        described = k.out("describe", "deployment", "web", "-n", ns)
+        assert "ScalingReplicaSet" in described and "deployment-controller" in described
+
         service = k.out("create", "service", "clusterip", "web", "-n", ns, "--tcp=80:8080")
         assert "service/web created" in service
         target = k.out("get", "svc", "web", "-n", ns, "-o", "jsonpath={.spec.ports[0].targetPort}")
@@ -208,3 +231,10 @@ def test_exec_with_a_client_certificate(
         client = Client(Kubectl(binary, sim_clusters["sim-1"].cert_kubeconfig, "1.33"), websockets)
         r = client.run("exec", "-n", namespace, "box", "--", "sh", "-c", "echo $HOSTNAME")
         assert (r.returncode, r.stdout) == (0, b"box\n"), r.stderr
+
+
+def _revisions(history: str) -> list[str]:
+    """The REVISION column of ``kubectl rollout history``."""
+    lines = [line for line in history.splitlines() if line.strip()]
+    assert lines[1].split()[:2] == ["REVISION", "CHANGE-CAUSE"], history
+    return [line.split()[0] for line in lines[2:]]

@@ -144,6 +144,30 @@ def test_describe_pod(kubectl: Kubectl, namespace: str) -> None:
     described = kubectl.out("describe", "pod", "described", "-n", namespace)
     assert "Status:           Running" in described
     assert "Ready             True" in described
+    # the lifecycle events, as a cluster shows them
+    events = described[described.index("Events:") :].splitlines()
+    assert events[1].split() == ["Type", "Reason", "Age", "From", "Message"]
+    rows = [line.split() for line in events[3:]]
+    assert [(row[0], row[1], row[3]) for row in rows] == [
+        ("Normal", "Scheduled", "default-scheduler"),
+        ("Normal", "Pulled", "kubelet"),
+        ("Normal", "Created", "kubelet"),
+        ("Normal", "Started", "kubelet"),
+    ]
+    assert "Successfully assigned " + namespace + "/described to " in events[3]
+    listed = kubectl.out("get", "events", "-n", namespace).splitlines()
+    assert listed[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert [line.split()[2] for line in listed[1:]] == ["Scheduled", "Pulled", "Created", "Started"]
+    assert all(line.split()[3] == "pod/described" for line in listed[1:])
+    modern = json.loads(
+        kubectl.out("get", "events.v1.events.k8s.io", "-n", namespace, "-o", "json")
+    )
+    assert {item["regarding"]["name"] for item in modern["items"]} == {"described"}
+    kubectl.out("delete", "pod", "described", "-n", namespace, "--wait")
+    killing = kubectl.out(
+        "get", "events", "-n", namespace, "--field-selector=reason=Killing", "-o", "name"
+    )
+    assert killing.strip().startswith("event/described.")
 
 
 def test_apply_twice_updates(kubectl: Kubectl, namespace: str) -> None:
@@ -221,6 +245,15 @@ def test_auth_whoami(kubectl: Kubectl, sim_clusters: SimRun) -> None:
     rows = {line.split()[0]: line.split(None, 1)[1] for line in other.splitlines()[1:]}
     assert rows["Username"] == "alice"
     assert rows["Groups"] == "[devs system:authenticated]"
+
+
+def test_request_head_of_100k_over_http2(kubectl: Kubectl) -> None:
+    """kubectl speaks HTTP/2 to the simulator: 1,500 impersonated groups (about
+    100 KiB of headers) pass, as below Go's 1 MiB header limit."""
+    groups = [f"group-{i:04d}-{'x' * 50}" for i in range(1500)]
+    flags = [arg for group in groups for arg in ("--as-group", group)]
+    review = json.loads(kubectl.out("auth", "whoami", "--as", "alice", *flags, "-o", "json"))
+    assert review["status"]["userInfo"]["groups"][:1500] == groups
 
 
 def test_client_certificate_auth(kubectl: Kubectl, sim_clusters: SimRun) -> None:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
+from kubernetes.stream import portforward
 from support.sim import SimCluster, SimRun, start_sim
+
+from karpor.sim import protobuf
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +246,116 @@ def test_aggregated_discovery(sim_clusters: SimRun) -> None:
         for version in item["versions"]:
             for resource in version["resources"]:
                 assert resource["responseKind"]["kind"]
+
+
+def test_request_head_limit_is_go_1mib(sim_clusters: SimRun) -> None:
+    """A 100 KiB header (a big OIDC token, many impersonated groups) passes, as
+    through kube-apiserver; a head past Go's 1 MiB is a bare 431."""
+    cluster = sim_clusters["sim-1"]
+    big = {"X-Big": "a" * (100 * 1024)}
+    status, _, body = _request(cluster, "/version", token=cluster.token, headers=big)
+    assert status == 200, body
+    huge = {"X-Big": "a" * ((1 << 20) + 8192)}
+    status, headers, body = _request(cluster, "/version", token=cluster.token, headers=huge)
+    assert status == 431
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert body == b"431 Request Header Fields Too Large"
+
+
+def test_paged_list_carries_remaining_item_count(core: Any, namespace: str) -> None:
+    for index in range(5):
+        core.create_namespaced_config_map(namespace, _configmap(f"cm-{index}"))
+    first = core.list_namespaced_config_map(namespace, limit=2)
+    assert [cm.metadata.name for cm in first.items] == ["cm-0", "cm-1"]
+    # kube-root-ca.crt is in every namespace, as on a real cluster
+    assert first.metadata.remaining_item_count == 4
+    second = core.list_namespaced_config_map(namespace, limit=2, _continue=first.metadata._continue)
+    assert [cm.metadata.name for cm in second.items] == ["cm-2", "cm-3"]
+    assert second.metadata.remaining_item_count == 2
+    last = core.list_namespaced_config_map(namespace, limit=10, _continue=second.metadata._continue)
+    assert last.metadata.remaining_item_count is None and not last.metadata._continue
+    # with a selector kube cannot count what remains, and says nothing
+    selected = core.list_namespaced_config_map(namespace, limit=2, label_selector="!absent")
+    assert selected.metadata._continue and selected.metadata.remaining_item_count is None
+
+
+def _running_pod(
+    core: Any, namespace: str, name: str, annotations: dict[str, str] | None = None
+) -> None:
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, annotations=annotations),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="main", image="busybox")]),
+    )
+    core.create_namespaced_pod(namespace, pod)
+    for _ in range(100):
+        if core.read_namespaced_pod(name, namespace).status.phase == "Running":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"pod {name} did not start")
+
+
+def test_port_forward_over_the_older_websocket_protocol(core: Any, namespace: str) -> None:
+    """The Python client's portforward (``v4.channel.k8s.io``: a data and an error
+    channel per port, the port number first on each) reaches the echo service."""
+    _running_pod(core, namespace, "echo")
+    forward = portforward(
+        core.connect_get_namespaced_pod_portforward, "echo", namespace, ports="8080,9090"
+    )
+    try:
+        for port in (8080, 9090):
+            sock = forward.socket(port)
+            sock.settimeout(10)
+            payload = f"hello {port}\n".encode() * 1000
+            sock.sendall(payload)
+            received = b""
+            while len(received) < len(payload):
+                chunk = sock.recv(65536)
+                assert chunk, "the forward closed early"
+                received += chunk
+            assert received == payload
+            assert forward.error(port) is None
+    finally:
+        forward.close()
+
+    # a port whose target refuses: the kubelet's message on the error channel
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = closed.getsockname()[1]
+    _running_pod(core, namespace, "refused", {"sim.karpor.io/port-80": f"127.0.0.1:{refused}"})
+    failing = portforward(
+        core.connect_get_namespaced_pod_portforward, "refused", namespace, ports="80"
+    )
+    try:
+        sock = failing.socket(80)
+        sock.settimeout(10)
+        assert sock.recv(10) == b""  # the client closes it on the error
+        error = failing.error(80)
+        assert error is not None and error.startswith("error forwarding port 80 to pod refused")
+    finally:
+        failing.close()
+
+
+def test_protobuf_answers_for_clients_that_prefer_it(sim_clusters: SimRun) -> None:
+    """As client-go with ``ContentType: application/vnd.kubernetes.protobuf`` asks:
+    namespaces and configmaps in protobuf, equal to their JSON; Tables stay JSON."""
+    cluster = sim_clusters["sim-1"]
+    client_go = {"Accept": "application/vnd.kubernetes.protobuf, application/json"}
+    for path, kind in (
+        ("/api/v1/namespaces", "NamespaceList"),
+        ("/api/v1/namespaces/kube-system/configmaps", "ConfigMapList"),
+        ("/api/v1/namespaces/default", "Namespace"),
+    ):
+        status, headers, body = _request(cluster, path, token=cluster.token, headers=client_go)
+        assert status == 200
+        assert headers["content-type"] == protobuf.PROTOBUF
+        api_version, got_kind, raw = protobuf.split_envelope(body)
+        assert (api_version, got_kind) == ("v1", kind)
+        _, _, as_json = _request(cluster, path, token=cluster.token)
+        want = json.loads(as_json)
+        if kind.endswith("List"):
+            want["metadata"]["resourceVersion"] = ANY  # the lists were not taken at once
+        got = protobuf.decode_message(raw, kind)
+        assert got == {k: v for k, v in want.items() if k not in ("kind", "apiVersion")}
+    table = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}
+    _, headers, _ = _request(cluster, "/api/v1/namespaces", token=cluster.token, headers=table)
+    assert headers["content-type"] == "application/json"

@@ -41,6 +41,7 @@ def test_discovery_facts_are_kubes():
         "serviceaccounts": (("sa",), (), True),
         "services": (("svc",), ("all",), True),
         "deployments": (("deploy",), ("all",), True),
+        "replicasets": (("rs",), ("all",), True),
     }
     assert lookup("", "v1", "namespaces").verbs == (
         "create",
@@ -97,10 +98,11 @@ def test_group_versions_in_kube_order():
     assert CATALOG.group_versions() == [
         ("", ["v1"]),
         ("apps", ["v1"]),
+        ("events.k8s.io", ["v1"]),
         ("authentication.k8s.io", ["v1", "v1beta1", "v1alpha1"]),
         ("authorization.k8s.io", ["v1"]),
     ]
-    assert [rt.plural for rt in CATALOG.resources("apps", "v1")] == ["deployments"]
+    assert [rt.plural for rt in CATALOG.resources("apps", "v1")] == ["deployments", "replicasets"]
     assert len(CATALOG.resources("", "v1")) == 7
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -223,3 +224,36 @@ def test_marker_filter_split_anywhere(items, data) -> None:
         i for i in items if isinstance(i, bytes)
     )
     assert [x for x in out if isinstance(x, int)] == [i for i in items if isinstance(i, int)]
+
+
+@given(st.lists(st.lists(st.integers(1, 65535), min_size=1, max_size=3), min_size=1, max_size=3))
+def test_port_forward_ports_repeated_or_comma_separated(groups: list[list[int]]) -> None:
+    query = {"ports": [",".join(str(p) for p in group) for group in groups]}
+    assert ch.parse_port_forward_ports(query) == [p for group in groups for p in group]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({}, 'query parameter "port" is required'),
+        ({"ports": ["http"]}, "unable to parse 'http' as a port"),
+        ({"ports": ["80,0"]}, 'port "0" must be > 0'),
+        ({"ports": ["70000"]}, 'port "70000" must be > 0'),
+        (
+            {"ports": [",".join(["80"] * 129)]},
+            "at most 128 ports can be forwarded over one WebSocket (asked for 129)",
+        ),
+    ],
+)
+def test_port_forward_ports_refused(query: dict[str, list[str]], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ch.parse_port_forward_ports(query)
+
+
+def test_older_websocket_port_forward_protocol() -> None:
+    assert ch.negotiate(["v4.channel.k8s.io"], ch.WEBSOCKET_PORT_FORWARD_PROTOCOLS) == ch.V4
+    offered = [ch.PORT_FORWARD_TUNNEL, ch.V4]
+    assert ch.negotiate(offered, ch.WEBSOCKET_PORT_FORWARD_PROTOCOLS) == ch.PORT_FORWARD_TUNNEL
+    assert ch.negotiate(["channel.k8s.io"], ch.WEBSOCKET_PORT_FORWARD_PROTOCOLS) is None
+    assert ch.port_prefix(8080) == bytes([0x90, 0x1F])
+    assert [ch.port_forward_channels(i) for i in range(3)] == [(0, 1), (2, 3), (4, 5)]
