@@ -1,0 +1,203 @@
+"""One list out of many clusters' lists, written as their elements arrive (sans-IO).
+
+A fan-out LIST asks every selected cluster at once; :class:`MergedList`
+writes the one response the client reads, as each cluster's elements
+arrive (read by :class:`karpor.kube.liststream.ListStream`):
+
+- every item (and a Table row's ``object``) carries the annotation
+  :data:`CLUSTER_ANNOTATION` naming its cluster;
+- a Table gets a leading ``Cluster`` column (:data:`CLUSTER_COLUMN`), so
+  ``kubectl --context all get pods -A`` prints it; the columns are those of
+  the first cluster whose rows arrive, another cluster's rows are put in
+  that order by column name (a column it lacks is empty);
+- the array comes first and the list's fields after it (JSON objects are
+  unordered; every Kubernetes client decodes them whole): ``kind``,
+  ``apiVersion``, ``columnDefinitions`` and ``metadata`` are known only
+  once the clusters answered, and ``metadata`` carries the composite
+  ``resourceVersion`` and ``continue`` (:func:`encode_versions`,
+  :func:`encode_continue`): one value holding each cluster's own, so a
+  watch or the next page resumes every cluster where it was.
+
+A composite value is ``karpor.`` followed by base64url JSON of a map of
+cluster name to that cluster's value; :func:`decode_versions` and
+:func:`decode_continue` read it back (a value not of that form is a 400
+``Status``, as kube-apiserver answers a malformed one).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from karpor.kube.status import ApiError
+
+#: the annotation naming an item's cluster
+CLUSTER_ANNOTATION = "karpor.io/cluster"
+#: the Table column a fan-out adds first
+CLUSTER_COLUMN: dict[str, Any] = {
+    "name": "Cluster",
+    "type": "string",
+    "format": "",
+    "description": "The cluster the object is in (karpor fan-out).",
+    "priority": 0,
+}
+#: the prefix of a composite resourceVersion or continue token
+COMPOSITE_PREFIX = "karpor."
+#: the longest composite value read
+MAX_COMPOSITE = 64 * 1024
+
+_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def annotate(obj: Any, cluster: str) -> Any:
+    """``obj`` (a decoded object) with :data:`CLUSTER_ANNOTATION` set to
+    ``cluster``; anything but an object is returned as it is."""
+    if not isinstance(obj, dict):
+        return obj
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = obj["metadata"] = {}
+    annotations = metadata.get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = metadata["annotations"] = {}
+    annotations[CLUSTER_ANNOTATION] = cluster
+    return obj
+
+
+def _encode(kind: str, values: Mapping[str, str]) -> str:
+    raw = json.dumps({kind: dict(sorted(values.items()))}, separators=(",", ":")).encode()
+    return COMPOSITE_PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _decode(kind: str, what: str, value: str) -> dict[str, str]:
+    if not value.startswith(COMPOSITE_PREFIX) or len(value) > MAX_COMPOSITE:
+        raise ApiError(
+            400, f"invalid {what}: not one this gateway wrote for many clusters", "BadRequest"
+        )
+    body = value[len(COMPOSITE_PREFIX) :]
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"invalid {what}: not readable", "BadRequest") from None
+    values = doc.get(kind) if isinstance(doc, dict) else None
+    if not isinstance(values, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+    ):
+        raise ApiError(400, f"invalid {what}: not readable", "BadRequest")
+    return values
+
+
+def encode_versions(versions: Mapping[str, str]) -> str:
+    """The composite resourceVersion of ``versions`` (cluster → its resourceVersion)."""
+    return _encode("rv", versions)
+
+
+def decode_versions(value: str) -> dict[str, str]:
+    """Each cluster's resourceVersion in a composite one (400 when malformed)."""
+    return _decode("rv", "resourceVersion", value)
+
+
+def encode_continue(tokens: Mapping[str, str]) -> str:
+    """The composite continue token: each cluster still to page, with its
+    own token ("" when it has more to give from the start; a cluster whose
+    list is complete is left out).  Empty when no cluster has more."""
+    return _encode("continue", tokens) if tokens else ""
+
+
+def decode_continue(value: str) -> dict[str, str]:
+    """Each cluster's continue token in a composite one (400 when malformed)."""
+    return _decode("continue", "continue token", value)
+
+
+class MergedList:
+    """The merged response of one fan-out LIST (see the module docstring);
+    ``table``: the clusters answer Tables (``rows``), else lists (``items``)."""
+
+    def __init__(self, table: bool) -> None:
+        self.table = table
+        self._started = False
+        self._first = True
+        #: the reference columns (names, in order) and their definitions
+        self._columns: list[str] | None = None
+        self._definitions: list[Any] = []
+        self._orders: dict[str, list[int | None] | None] = {}
+        self._kind: str | None = None
+        self._api_version: str | None = None
+
+    def start(self) -> bytes:
+        """The response's first bytes (written before any cluster answers)."""
+        self._started = True
+        return b'{"rows":[' if self.table else b'{"items":['
+
+    def fields(self, cluster: str, fields: Mapping[str, Any]) -> None:
+        """Note a cluster's list fields (``kind``, ``apiVersion``, a Table's
+        ``columnDefinitions``) as its stream read them."""
+        if self._kind is None and isinstance(fields.get("kind"), str):
+            self._kind = fields["kind"]
+        if self._api_version is None and isinstance(fields.get("apiVersion"), str):
+            self._api_version = fields["apiVersion"]
+        if self.table and cluster not in self._orders:
+            definitions = fields.get("columnDefinitions")
+            if isinstance(definitions, list):
+                names = [d.get("name") if isinstance(d, dict) else None for d in definitions]
+                if self._columns is None:
+                    self._columns = [n if isinstance(n, str) else "" for n in names]
+                    self._definitions = definitions
+                    self._orders[cluster] = None  # the reference: as it is
+                else:
+                    self._orders[cluster] = [
+                        names.index(name) if name in names else None for name in self._columns
+                    ]
+
+    def elements(self, cluster: str, elements: Iterable[Any]) -> bytes:
+        """The bytes of a cluster's elements (items or rows), annotated."""
+        parts: list[str] = []
+        table = self.table
+        order = self._orders.get(cluster) if table else None
+        for element in elements:
+            marked = self._row(cluster, element, order) if table else annotate(element, cluster)
+            if self._first:
+                self._first = False
+                parts.append(_DUMPS(marked))
+            else:
+                parts.append("," + _DUMPS(marked))
+        return "".join(parts).encode("utf-8")
+
+    @staticmethod
+    def _row(cluster: str, row: Any, order: list[int | None] | None) -> Any:
+        if not isinstance(row, dict):
+            return row
+        cells = row.get("cells")
+        if isinstance(cells, list):
+            if order is not None:
+                cells = [cells[i] if i is not None and i < len(cells) else "" for i in order]
+            row["cells"] = [cluster, *cells]
+        if "object" in row:
+            annotate(row["object"], cluster)
+        return row
+
+    def finish(
+        self,
+        versions: Mapping[str, str],
+        continues: Mapping[str, str],
+        fallback_kind: str = "List",
+    ) -> bytes:
+        """The response's last bytes: the list's fields, its composite
+        resourceVersion of ``versions`` and continue token of ``continues``."""
+        metadata: dict[str, Any] = {"resourceVersion": encode_versions(versions)}
+        token = encode_continue(continues)
+        if token:
+            metadata["continue"] = token
+        tail: dict[str, Any] = {}
+        if self.table:
+            tail["kind"] = "Table"
+            tail["apiVersion"] = self._api_version or "meta.k8s.io/v1"
+            tail["columnDefinitions"] = [CLUSTER_COLUMN, *self._definitions]
+        else:
+            tail["kind"] = self._kind or fallback_kind
+            tail["apiVersion"] = self._api_version or "v1"
+        tail["metadata"] = metadata
+        return ("]," + _DUMPS(tail)[1:]).encode("utf-8")
