@@ -21,16 +21,14 @@ tunnels are swept (``PING`` when quiet, dropped when dead).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IDelayedCall, IResolutionReceiver
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from karpor import __version__
 from karpor.agent.credentials import AgentCredentials
@@ -39,7 +37,7 @@ from karpor.agent.tunnel import AgentTunnel
 from karpor.config.model import Cluster
 from karpor.http.tunnelwire import Answer
 from karpor.net.tls import client_options
-from karpor.net.tlstransport import ClientTLS, TLSClientEndpoint
+from karpor.net.tlstransport import AddressCollector, ClientTLS, TLSClientEndpoint
 from karpor.upstream.connector import connect, describe_failure
 from karpor.upstream.pool import ClusterPool, UpstreamPools
 
@@ -59,24 +57,6 @@ def gateway_address(server: str) -> tuple[str, int]:
     if parts.scheme != "https" or not parts.hostname:
         raise ValueError(f"the gateway URL must be https://HOST[:PORT], not {server!r}")
     return parts.hostname, parts.port or 443
-
-
-@implementer(IResolutionReceiver)
-class _Resolution:
-    def __init__(self, done: Callable[[list[str]], None]) -> None:
-        self._done = done
-        self._hosts: list[str] = []
-
-    def resolutionBegan(self, resolutionInProgress: object) -> None:
-        pass
-
-    def addressResolved(self, address: Any) -> None:
-        host = str(getattr(address, "host", ""))
-        if host and host not in self._hosts:
-            self._hosts.append(host)
-
-    def resolutionComplete(self) -> None:
-        self._done(self._hosts)
 
 
 class _Address:
@@ -239,7 +219,7 @@ class AgentService(Service):
         if _is_ip(host):
             self._resolved([host])
             return
-        self.reactor.nameResolver.resolveHostName(_Resolution(self._resolved), host, self.port)
+        self.reactor.nameResolver.resolveHostName(AddressCollector(self._resolved), host, self.port)
 
     def _resolved(self, hosts: list[str]) -> None:
         if not self.running:

@@ -154,8 +154,9 @@ _CREDENTIAL = _object(
 )
 
 _ACCESS = _object(
-    "Where the cluster's API server is and how the gateway reaches it. Left out for a "
-    "caller the access policy does not let see where a cluster is.",
+    "Where the cluster's API server is and how the gateway reaches it (an endpoint, or "
+    "tunnel: true). Left out for a caller the access policy does not let see where a "
+    "cluster is.",
     {
         "endpoint": _string("The API server's URL (https://HOST:PORT, an optional path)."),
         "caBundle": _string(
@@ -171,8 +172,12 @@ _ACCESS = _object(
             "The server name sent (SNI) and verified, when not the endpoint's host."
         ),
         "credential": _CREDENTIAL,
+        "tunnel": _boolean(
+            "Reached only through its agent (karpor agent dials out to the gateway); then "
+            "no endpoint, CA or credential is given: the cluster credential stays with the agent."
+        ),
     },
-    ("endpoint",),
+    (),
 )
 
 _SPEC = _object(

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from karpor.kube import protowire
 from karpor.kube.rbacrules import (
     NonResourceRule,
     ResourceRule,
@@ -150,39 +151,10 @@ _PROTOBUF_SPECS: Mapping[str, Mapping[int, tuple[str, str | None]]] = {
 }
 
 
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if at >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, at
-
-
 def _protobuf_fields(data: bytes) -> Iterable[tuple[int, bytes | None]]:
     """``(number, bytes)`` of each field (``None`` for a non-length-delimited one)."""
-    at = 0
-    while at < len(data):
-        key, at = _varint(data, at)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, at = _varint(data, at)
-            yield number, None
-        elif wire == 2:
-            size, at = _varint(data, at)
-            if at + size > len(data):
-                raise ValueError("truncated field")
-            yield number, data[at : at + size]
-            at += size
-        elif wire in (1, 5):
-            at += 8 if wire == 1 else 4
-            yield number, None
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
+    for number, wire, value in protowire.fields(data):
+        yield number, value if wire == protowire.DELIMITED and isinstance(value, bytes) else None
 
 
 def _protobuf_message(data: bytes, message: str) -> dict[str, Any]:

@@ -820,7 +820,7 @@ class TLSClientEndpoint:
         if _is_ip(self._host):
             try_from([self._host], None)
         else:
-            receiver = _Addresses(lambda hosts: try_from(hosts, None))
+            receiver = AddressCollector(lambda hosts: try_from(hosts, None))
             self._reactor.nameResolver.resolveHostName(receiver, self._host, self._port)
         return deferred
 
@@ -876,8 +876,9 @@ def _is_ip(host: str) -> bool:
 
 
 @implementer(IResolutionReceiver)
-class _Addresses:
-    """Collects a name's addresses, then hands them on in the resolver's order."""
+class AddressCollector:
+    """Collects a name's addresses (an ``IResolutionReceiver``), then hands
+    them on in the resolver's order, each once."""
 
     def __init__(self, done: Callable[[list[str]], None]) -> None:
         self._done = done

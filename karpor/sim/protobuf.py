@@ -41,7 +41,7 @@ import datetime
 import json
 from typing import Any, NamedTuple
 
-from karpor.kube import negotiate
+from karpor.kube import negotiate, protowire
 from karpor.kube.status import ApiError
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"
@@ -1019,66 +1019,13 @@ def parse_schema(text: str) -> dict[str, dict[int, Field]]:
 SCHEMAS: dict[str, dict[int, Field]] = parse_schema(SCHEMA_TEXT)
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def done(self) -> bool:
-        return self.pos >= len(self.data)
-
-    def varint(self) -> int:
-        result = shift = 0
-        while True:
-            if self.pos >= len(self.data):
-                raise ValueError("truncated varint")
-            byte = self.data[self.pos]
-            self.pos += 1
-            result |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return result
-            shift += 7
-            if shift > 63:
-                raise ValueError("varint too long")
-
-    def field(self) -> tuple[int, int, int | bytes]:
-        key = self.varint()
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            return number, wire, self.varint()
-        if wire == 2:
-            length = self.varint()
-            end = self.pos + length
-            if end > len(self.data):
-                raise ValueError("truncated field")
-            chunk = self.data[self.pos : end]
-            self.pos = end
-            return number, wire, chunk
-        if wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            if self.pos + size > len(self.data):
-                raise ValueError("truncated field")
-            chunk = self.data[self.pos : self.pos + size]
-            self.pos += size
-            return number, wire, chunk
-        raise ValueError(f"unsupported wire type {wire}")
-
-
-def _fields(data: bytes) -> list[tuple[int, int, int | bytes]]:
-    reader = _Reader(data)
-    out = []
-    while not reader.done():
-        out.append(reader.field())
-    return out
-
-
 def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def _time(data: bytes, *, micro: bool = False) -> str | None:
     seconds = nanos = 0
-    for number, _, value in _fields(data):
+    for number, _, value in protowire.fields(data):
         if isinstance(value, int):
             if number == 1:
                 seconds = _signed(value)
@@ -1095,7 +1042,7 @@ def _time(data: bytes, *, micro: bool = False) -> str | None:
 
 def _well_known(kind: str, data: bytes) -> Any:
     """``quantity``, ``intorstr`` and ``raw`` (length-delimited messages) as JSON values."""
-    values: dict[int, int | bytes] = {number: value for number, _, value in _fields(data)}
+    values: dict[int, int | bytes] = {number: value for number, _, value in protowire.fields(data)}
     if kind == "quantity":
         text = values.get(1, b"")
         return text.decode() if isinstance(text, bytes) else ""
@@ -1133,7 +1080,7 @@ def _value(kind: str, raw: int | bytes, where: str) -> Any:
 def _map_entry(data: bytes, kind: str, where: str) -> tuple[str, Any]:
     key: str = ""
     value: Any = None
-    for number, _, raw in _fields(data):
+    for number, _, raw in protowire.fields(data):
         if number == 1 and isinstance(raw, bytes):
             key = raw.decode()
         elif number == 2:
@@ -1144,10 +1091,11 @@ def _map_entry(data: bytes, kind: str, where: str) -> tuple[str, Any]:
 
 
 def _packed(data: bytes) -> list[int]:
-    reader = _Reader(data)
     out = []
-    while not reader.done():
-        out.append(reader.varint())
+    at = 0
+    while at < len(data):
+        value, at = protowire.read_varint(data, at)
+        out.append(value)
     return out
 
 
@@ -1155,7 +1103,7 @@ def decode_message(data: bytes, message: str) -> dict[str, Any]:
     """Decode ``data`` as the message ``message`` of :data:`SCHEMAS` into JSON form."""
     schema = SCHEMAS[message]
     out: dict[str, Any] = {}
-    for number, _, raw in _fields(data):
+    for number, _, raw in protowire.fields(data):
         spec = schema.get(number)
         if spec is None:
             continue
@@ -1195,9 +1143,9 @@ def split_envelope(body: bytes) -> tuple[str, str, bytes]:
     ``runtime.Unknown``; ``ValueError`` when malformed."""
     api_version = kind = ""
     raw = b""
-    for number, _, value in _fields(body[len(MAGIC) :]):
+    for number, _, value in protowire.fields(body[len(MAGIC) :]):
         if number == 1 and isinstance(value, bytes):
-            for sub, _, text in _fields(value):
+            for sub, _, text in protowire.fields(value):
                 if isinstance(text, bytes):
                     if sub == 1:
                         api_version = text.decode()
@@ -1244,59 +1192,46 @@ ENCODABLE: dict[str, str] = {
     "Event": "v1",
     "Deployment": "apps/v1",
 }
-_MASK64 = (1 << 64) - 1
-
-
-def _varint(value: int) -> bytes:
-    value &= _MASK64
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _key(number: int, wire: int) -> bytes:
-    return _varint(number << 3 | wire)
-
-
-def _delimited(number: int, data: bytes) -> bytes:
-    return _key(number, 2) + _varint(len(data)) + data
 
 
 def _timestamp(text: str) -> bytes:
     stamp = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     seconds = int(stamp.timestamp())
     nanos = stamp.microsecond * 1000
-    out = _key(1, 0) + _varint(seconds) if seconds else b""
-    return out + (_key(2, 0) + _varint(nanos) if nanos else b"")
+    out = protowire.key(1, 0) + protowire.varint(seconds) if seconds else b""
+    return out + (protowire.key(2, 0) + protowire.varint(nanos) if nanos else b"")
 
 
 def _encode_value(number: int, kind: str, value: Any) -> bytes:
     """One field ``number`` of type ``kind`` holding the JSON ``value``."""
     if kind in _VARINTS:
-        return _key(number, 0) + _varint(int(value))
+        return protowire.key(number, 0) + protowire.varint(int(value))
     if kind == "string":
-        return _delimited(number, str(value).encode())
+        return protowire.delimited(number, str(value).encode())
     if kind == "bytes":
-        return _delimited(number, base64.b64decode(str(value)))
+        return protowire.delimited(number, base64.b64decode(str(value)))
     if kind in ("time", "microtime"):
-        return _delimited(number, _timestamp(str(value)))
+        return protowire.delimited(number, _timestamp(str(value)))
     if kind == "quantity":
-        return _delimited(number, _delimited(1, str(value).encode()))
+        return protowire.delimited(number, protowire.delimited(1, str(value).encode()))
     if kind == "intorstr":
         if isinstance(value, str):
-            body = _key(1, 0) + _varint(1) + _delimited(3, value.encode())
+            body = (
+                protowire.key(1, 0) + protowire.varint(1) + protowire.delimited(3, value.encode())
+            )
         else:
-            body = _key(1, 0) + _varint(0) + _key(2, 0) + _varint(int(value))
-        return _delimited(number, body)
+            body = (
+                protowire.key(1, 0)
+                + protowire.varint(0)
+                + protowire.key(2, 0)
+                + protowire.varint(int(value))
+            )
+        return protowire.delimited(number, body)
     if kind == "raw":
-        return _delimited(number, _delimited(1, json.dumps(value).encode()))
-    return _delimited(number, encode_message(value if isinstance(value, dict) else {}, kind))
+        return protowire.delimited(number, protowire.delimited(1, json.dumps(value).encode()))
+    return protowire.delimited(
+        number, encode_message(value if isinstance(value, dict) else {}, kind)
+    )
 
 
 def encode_message(obj: dict[str, Any], message: str) -> bytes:
@@ -1307,19 +1242,19 @@ def encode_message(obj: dict[str, Any], message: str) -> bytes:
     for number in sorted(schema):
         spec = schema[number]
         if spec.inline:
-            out += _delimited(number, encode_message(obj, spec.type))
+            out += protowire.delimited(number, encode_message(obj, spec.type))
             continue
         value = obj.get(spec.name)
         if value is None:
             if spec.keep_zero and spec.type in ("time", "microtime") and spec.name in obj:
-                out += _delimited(number, b"")  # gogo writes the zero time: JSON null
+                out += protowire.delimited(number, b"")  # gogo writes the zero time: JSON null
             continue
         if spec.map:
             for key, entry in value.items():
                 body = _encode_value(1, "string", key)
                 if entry is not None:
                     body += _encode_value(2, spec.type, entry)
-                out += _delimited(number, body)
+                out += protowire.delimited(number, body)
         elif spec.repeated:
             for item in value:
                 out += _encode_value(number, spec.type, item)
@@ -1340,10 +1275,10 @@ def encode_object(obj: dict[str, Any]) -> bytes:
     )
     return (
         MAGIC
-        + _delimited(1, type_meta)
-        + _delimited(2, encode_message(obj, kind))
-        + _delimited(3, b"")
-        + _delimited(4, b"")
+        + protowire.delimited(1, type_meta)
+        + protowire.delimited(2, encode_message(obj, kind))
+        + protowire.delimited(3, b"")
+        + protowire.delimited(4, b"")
     )
 
 
