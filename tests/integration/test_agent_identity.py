@@ -43,21 +43,19 @@ def test_an_agents_credentials_reach_nothing_through_kubectl(
     for path in (
         f"{PROXY}/sim-1/proxy/api/v1/namespaces",
         f"{PROXY}/sim-1",
+        PROXY,  # not even the list of clusters
         "/metrics",
         "/healthz?verbose",
     ):
         denied = kubectl.run("get", "--raw", path, check=False)
         assert denied.returncode != 0
         assert "Forbidden" in denied.stderr or "forbidden" in denied.stderr, denied.stderr
-    # the clusters list shows it none
-    listed = kubectl.run("get", "--raw", PROXY)
-    assert '"items":[]' in listed.stdout.replace(" ", "")
     # revoked: not even authenticated any more (within a second)
     _karpor("revoke", "--state-dir", str(gateway.state_dir), "--user", "system:karpor:agent:sim-1")
 
     def refused() -> subprocess.CompletedProcess[str] | None:
         result = kubectl.run("get", "--raw", PROXY, check=False)
-        return result if result.returncode != 0 else None
+        return result if "Unauthorized" in result.stderr else None
 
     after = wait_for(refused, 5.0, "the revoked agent refused")
     assert after is not None and "Unauthorized" in after.stderr, after
