@@ -26,7 +26,7 @@ from support.jwts import (
 )
 
 import karpor.auth.oidc as oidc_module
-from karpor.auth.identity import Identity
+from karpor.auth.identity import Identity, IssuedBy
 from karpor.auth.jwt import (
     CLOCK_SKEW,
     MAX_KEYS,
@@ -157,6 +157,9 @@ def test_no_token_names_a_system_group() -> None:
 def test_audience_lists_groups_strings_and_rules() -> None:
     identity, exp = check_claims(ISSUER_CONFIG, claims(aud=["x", "karpor"], groups="solo"), NOW)
     assert identity.groups == ("oidc:solo",) and exp == NOW + 300
+    # for the audit log: who vouched for the identity (not part of its equality)
+    assert identity.issued_by == IssuedBy(ISSUER, "1234")
+    assert identity.with_authenticated().issued_by == identity.issued_by
     ruled = JwtIssuer(
         ISSUER, ("karpor",), ClaimMapping("sub", "oidc:"), None, (ClaimRule("hd", "example.com"),)
     )
