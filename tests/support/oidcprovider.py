@@ -44,7 +44,7 @@ CLIENT_ID = "karpor-cli"
 #: login → groups of the provider's users
 USERS = {"alice": ["dev"], "bob": ["ops"]}
 #: seconds the provider's ID tokens live in the session fixture
-ID_TOKEN_TTL = 8
+ID_TOKEN_TTL = 6
 
 
 def _pinned_version() -> str:
