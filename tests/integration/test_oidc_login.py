@@ -28,7 +28,7 @@ import kubernetes
 import pytest
 import yaml
 from support.access import write_yaml
-from support.gateway import GatewayRun, client_context, request, start_gateway
+from support.gateway import GatewayRun, client_context, closed_port, request, start_gateway
 from support.kubectl import Kubectl
 from support.oidcprovider import CLIENT_ID, ProviderRun, browser_script, sign_in
 from support.sim import SimRun, karpor_command
@@ -38,7 +38,12 @@ from karpor.cli import main
 
 pytest_plugins = ("support.oidcprovider",)
 
-POLICY = {"rules": [{"groups": ["oidc:dev"], "clusters": ["sim-1"], "verbs": ["get", "list"]}]}
+POLICY = {
+    "rules": [
+        {"groups": ["oidc:dev"], "clusters": ["sim-1"], "verbs": ["get", "list"]},
+        {"groups": ["oidc:dev"], "nonResourceURLs": ["/metrics"], "verbs": ["get"]},
+    ]
+}
 
 
 @dataclass
@@ -72,6 +77,7 @@ def setup(
         (clusters / f"{name}.yaml").write_text(sim_clusters[name].cluster_file.read_text())
     write_yaml(tmp / "policy.yaml", POLICY)
     audit = tmp / "audit.jsonl"
+    unreachable = f"https://127.0.0.1:{closed_port()}"
     config = {
         "auditLog": str(audit),
         "authentication": {
@@ -86,7 +92,11 @@ def setup(
                         "username": {"claim": "email"},
                         "groups": {"claim": "groups", "prefix": "oidc:"},
                     },
-                }
+                },
+                {  # an issuer nobody answers for: the gateway starts all the same
+                    "issuer": {"url": unreachable, "audiences": ["other"]},
+                    "claimMappings": {"username": {"claim": "sub", "prefix": "other:"}},
+                },
             ]
         },
         "authorization": {"policyFile": str(tmp / "policy.yaml")},
@@ -280,5 +290,18 @@ def test_login_with_the_browser_flow_and_refusals(setup: Setup) -> None:
     )
     assert refused.status == 401
     assert json.loads(refused.body)["message"] == "Unauthorized: signature invalid"
-    outputs = [ok.body.decode(), refused.body.decode(), result.stderr]
+    # the issuers' key states: in verbose health and in the metrics
+    bearer = {"Authorization": f"Bearer {token}"}
+    health = request(setup.gateway.port, "/readyz?verbose", context, headers=bearer)
+    assert health.status == 200
+    text = health.body.decode()
+    assert f"[+]oidc-issuers ok: {setup.provider.issuer} ready; https://127.0.0.1:" in text
+    assert "failing (the discovery document cannot be fetched: ConnectionRefusedError)" in text
+    metrics = request(setup.gateway.port, "/metrics", context, headers=bearer)
+    assert metrics.status == 200
+    exposed = metrics.body.decode()
+    issuer = setup.provider.issuer
+    assert f'karpor_oidc_issuer_state{{issuer="{issuer}",state="ready"}} 1.0' in exposed
+    assert f'karpor_oidc_issuer_state{{issuer="{issuer}",state="pending"}} 0.0' in exposed
+    outputs = [ok.body.decode(), refused.body.decode(), result.stderr, text, exposed]
     no_secret_anywhere(setup, [token, f"{signature[:-4]}AAAA"], outputs)

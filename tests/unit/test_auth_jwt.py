@@ -225,6 +225,24 @@ def test_a_rotated_key_is_fetched_at_most_every_ten_seconds_and_old_keys_serve_m
     assert auth.identify(new, NOW + 11) is not None
 
 
+def test_issuer_states_and_their_watchers() -> None:
+    auth, _ = authenticator()
+    seen: list[tuple[str, str]] = []
+    auth.watch(lambda url, state: seen.append((url, state)))
+    assert seen == [(ISSUER, "pending")]
+    assert auth.states() == [(ISSUER, "pending", "")]
+    auth.keys_failed(ISSUER, "the discovery document answered HTTP 503")
+    assert auth.states() == [(ISSUER, "failing", "the discovery document answered HTTP 503")]
+    auth.keys_failed(ISSUER, "again")  # no change of state: no call
+    auth.keys_arrived(ISSUER, RSA_SET, [], NOW)
+    auth.keys_arrived(ISSUER, RSA_SET, [], NOW + 1)
+    assert auth.states() == [(ISSUER, "ready", "")]
+    assert seen == [(ISSUER, "pending"), (ISSUER, "failing"), (ISSUER, "ready")]
+    auth.keys_failed(ISSUER, "gone")  # keys in hand still serve, but it is failing
+    assert seen[-1] == (ISSUER, "failing")
+    assert auth.identify(sign(claims()), NOW) is not None
+
+
 def test_a_known_token_costs_no_signature_check(monkeypatch: pytest.MonkeyPatch) -> None:
     auth, _ = authenticator(RSA_SET)
     token = sign(claims())
