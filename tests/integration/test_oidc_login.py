@@ -296,7 +296,8 @@ def test_login_with_the_browser_flow_and_refusals(setup: Setup) -> None:
     assert health.status == 200
     text = health.body.decode()
     assert f"[+]oidc-issuers ok: {setup.provider.issuer} ready; https://127.0.0.1:" in text
-    assert "failing (the discovery document cannot be fetched: ConnectionRefusedError)" in text
+    # the issuer nobody answers for (connection refused)
+    assert re.search(r"https://127\.0\.0\.1:\d+ failing \(the discovery document ", text), text
     metrics = request(setup.gateway.port, "/metrics", context, headers=bearer)
     assert metrics.status == 200
     exposed = metrics.body.decode()
