@@ -524,6 +524,7 @@ class GatewayService(ServiceTree):
             # the OpenID providers' keys: fetched now and kept fresh, never awaited
             keys = KeyFetcher(access.oidc, self.reactor)
             keys.start()
+            self.health.oidc_issuers = access.oidc.states
 
         def stop() -> None:
             if front_proxy is not None:
@@ -555,6 +556,8 @@ class GatewayService(ServiceTree):
         too when set; on stop what is pending is recorded."""
         metrics = self.metrics = ProcessMetrics(self.reactor, lambda: self.clusters().keys())
         metrics.serve(self.settings.metrics_address)
+        if self.access is not None and self.access.oidc is not None:
+            self.access.oidc.watch(metrics.recorder.oidc_issuer)
         return metrics.stop
 
     def _load_clusters(self) -> Teardown:

@@ -1,7 +1,9 @@
 """The audit log: one JSON line per request, written when the request ends.
 
 :class:`AuditRecord` holds what is recorded; :meth:`AuditRecord.to_json`
-makes the line (sans-IO).  Nothing secret goes in: identities are names,
+makes the line (sans-IO).  Nothing secret goes in: identities are names
+(for a caller an OpenID provider's token proved, ``authentication``
+names the provider and the token's subject, never the token),
 the path keeps its query string but the values of credential-bearing
 parameters (:data:`SECRET_PARAMETERS`, e.g. ``?access_token=``) are
 replaced by ``REDACTED`` (:func:`redact_target`), and no header is
@@ -36,6 +38,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
+
+from karpor.auth.identity import IssuedBy
 
 #: query parameters whose values are credentials (compared lower-cased,
 #: after percent-decoding the name)
@@ -117,6 +121,9 @@ class AuditRecord:
     exchange_rule: str = ""
     #: for a denial, why (policy wording; never a secret)
     reason: str = ""
+    #: the OpenID provider whose token proved the caller, and the token's
+    #: subject (``None``: another way; never the token)
+    issued_by: IssuedBy | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,6 +155,11 @@ class AuditRecord:
             obj["exchangeRule"] = self.exchange_rule
         if self.reason:
             obj["reason"] = self.reason
+        if self.issued_by is not None:
+            obj["authentication"] = {
+                "issuer": self.issued_by.issuer,
+                "subject": self.issued_by.subject,
+            }
         obj.update(self.extra)
         return obj
 

@@ -11,6 +11,16 @@ UNAUTHENTICATED = "system:unauthenticated"
 
 
 @dataclass(frozen=True)
+class IssuedBy:
+    """Who vouched for an identity a bearer token of an OpenID provider
+    proved: the provider (the token's ``iss``) and the token's ``sub``.
+    For the audit log; never the token."""
+
+    issuer: str
+    subject: str
+
+
+@dataclass(frozen=True)
 class Identity:
     """A caller as Kubernetes sees one: user name, uid, groups and extra.
 
@@ -20,7 +30,9 @@ class Identity:
     asserted by front-proxy headers, a token or ``Impersonate-*`` headers
     never carry it.  Only :func:`karpor.auth.agentidentity.tunnel_cluster`
     reads it (an agent must prove itself by certificate), so it takes no
-    part in equality.
+    part in equality.  ``issued_by`` names the OpenID provider and subject
+    of an identity a provider's token proved (``None`` for every other
+    way); it takes no part in equality either.
     """
 
     user: str
@@ -28,6 +40,7 @@ class Identity:
     uid: str = ""
     extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     client_certificate: bool = field(default=False, compare=False)
+    issued_by: IssuedBy | None = field(default=None, compare=False)
 
     def with_authenticated(self) -> Identity:
         """The identity with ``system:authenticated`` added, as the apiserver does."""
@@ -39,4 +52,5 @@ class Identity:
             self.uid,
             self.extra,
             self.client_certificate,
+            self.issued_by,
         )

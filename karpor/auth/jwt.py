@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from karpor.auth.identity import Identity
+from karpor.auth.identity import Identity, IssuedBy
 
 #: seconds of leeway on ``exp``, ``nbf`` and ``iat`` (clocks differ)
 CLOCK_SKEW = 60.0
@@ -408,7 +408,9 @@ def check_claims(
     # are the cluster's own, and karpor's agents')
     if username.startswith("system:") or any(g.startswith("system:") for g in groups):
         raise JwtError("token maps to a reserved system: name")
-    return Identity(username, groups), exp
+    subject = claims.get("sub")
+    issued_by = IssuedBy(issuer.url, subject if isinstance(subject, str) else "")
+    return Identity(username, groups, issued_by=issued_by), exp
 
 
 def allowed_algorithms(keys: KeySet, announced: Sequence[str] = ()) -> frozenset[str]:

@@ -11,14 +11,16 @@ cluster's context reaches it one of two ways (``routing``):
   request path is the cluster's own (``kubectl get --raw /version``,
   ``kubectl proxy``) and no DNS name is needed.
 Every context trusts the gateway CA and authenticates with the same client
-certificate (inline, so the file is self-contained).
+certificate (inline, so the file is self-contained), a token, or the exec
+credential plugin ``karpor login`` (:func:`login_exec`: the user signs in at
+an OpenID provider).
 """
 
 from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,6 +83,36 @@ def _cluster_entry(base: str, name: str, ca: str, routing: str, host_suffix: str
     return {"server": cluster_server(base, name), "certificate-authority-data": ca}
 
 
+#: the apiVersion of the exec credential plugin's ExecCredential
+EXEC_API_VERSION = "client.authentication.k8s.io/v1"
+
+
+def login_exec(
+    issuer: str,
+    client_id: str,
+    extra_scopes: Sequence[str] = (),
+    certificate_authority: str | None = None,
+    device_code: bool = False,
+    command: str = "karpor",
+) -> dict[str, Any]:
+    """The kubeconfig ``exec`` entry running ``karpor login`` for ``issuer``
+    (with ``device_code``: the device-code flow, for machines without a browser)."""
+    args = ["login", "--issuer", issuer, "--client-id", client_id]
+    if device_code:
+        args.append("--device-code")
+    for scope in extra_scopes:
+        args += ["--extra-scope", scope]
+    if certificate_authority:
+        args += ["--certificate-authority", certificate_authority]
+    return {
+        "apiVersion": EXEC_API_VERSION,
+        "command": command,
+        "args": args,
+        "interactiveMode": "IfAvailable",
+        "provideClusterInfo": False,
+    }
+
+
 def build_kubeconfig(
     server: str,
     ca_pem: bytes,
@@ -89,14 +121,17 @@ def build_kubeconfig(
     key_pem: bytes | None,
     clusters: Iterable[str],
     token: str | None = None,
+    exec_plugin: dict[str, Any] | None = None,
     *,
     routing: str = PATH_ROUTING,
     host_suffix: str = "",
 ) -> dict[str, Any]:
     """A kubeconfig for ``user`` reaching ``clusters`` through the gateway,
     authenticated by a client certificate and key or, with ``token``, by that
-    bearer token (a user of the gateway's token file); the cluster contexts
-    by ``routing`` (:data:`HOST_ROUTING` needs the gateway's ``host_suffix``).
+    bearer token (a user of the gateway's token file), or with
+    ``exec_plugin`` by that exec credential plugin (:func:`login_exec`); the
+    cluster contexts by ``routing`` (:data:`HOST_ROUTING` needs the
+    gateway's ``host_suffix``).
 
     Contexts are sorted by cluster name, then ``karpor``; the current context
     is the first cluster, or ``karpor`` when there is none.
@@ -114,8 +149,10 @@ def build_kubeconfig(
             f"a cluster is named {GATEWAY_CONTEXT!r}, the name of the gateway's own context"
         )
     ca = _b64(ca_pem)
-    credential: dict[str, str]
-    if token is not None:
+    credential: dict[str, Any]
+    if exec_plugin is not None:
+        credential = {"exec": exec_plugin}
+    elif token is not None:
         credential = {"token": token}
     elif cert_pem is not None and key_pem is not None:
         credential = {"client-certificate-data": _b64(cert_pem), "client-key-data": _b64(key_pem)}

@@ -13,6 +13,11 @@ document and the JWKS off the request path and reports back with
 keys keep serving; a token the missing keys would check is refused now
 (401) and works once they are there.
 
+The issuers' states (:data:`PENDING`, :data:`READY`, :data:`FAILING` and
+the last problem) are read by :meth:`~OidcAuthenticator.states` (verbose
+health) and reported to watchers on every change
+(:meth:`~OidcAuthenticator.watch`: the metrics).
+
 Judgements cached (:data:`CACHE_SIZE` entries at most, the oldest dropped
 first): an identity until the token's ``exp`` (plus the clock skew); a
 refusal that no new key could change (expired, wrong audience, bad
@@ -96,11 +101,31 @@ class OidcAuthenticator:
     ) -> None:
         self.issuers = {i.url: IssuerKeys(i) for i in issuers}
         self.request_keys = request_keys
+        self._watchers: list[Callable[[str, str], None]] = []
         self._cache: dict[bytes, _Judgement] = {}
         self._cache_size = cache_size
 
     def __len__(self) -> int:
         return len(self.issuers)
+
+    # -- the issuers' states --------------------------------------------------------
+
+    def states(self) -> list[tuple[str, str, str]]:
+        """``(issuer URL, state, problem)`` of every issuer (problem ``""``
+        unless failing; it names no secret)."""
+        return [(url, s.state, s.problem) for url, s in self.issuers.items()]
+
+    def watch(self, watcher: Callable[[str, str], None]) -> None:
+        """Call ``watcher(issuer URL, state)`` now for every issuer, and
+        whenever an issuer's state changes."""
+        self._watchers.append(watcher)
+        for url, state in self.issuers.items():
+            watcher(url, state.state)
+
+    def _changed(self, url: str, before: str, state: IssuerKeys) -> None:
+        if state.state != before:
+            for watcher in self._watchers:
+                watcher(url, state.state)
 
     # -- the keys, from the adapter ---------------------------------------------------
 
@@ -109,16 +134,20 @@ class OidcAuthenticator:
         state = self.issuers.get(url)
         if state is None:
             return
+        before = state.state
         state.keys = keys
         state.algorithms = allowed_algorithms(keys, announced)
         state.fetched_at = now
         state.problem = ""
+        self._changed(url, before, state)
 
     def keys_failed(self, url: str, problem: str) -> None:
         """Fetching an issuer's keys failed (``problem`` names no secret); old keys stay."""
         state = self.issuers.get(url)
         if state is not None:
+            before = state.state
             state.problem = problem
+            self._changed(url, before, state)
 
     def _ask(self, state: IssuerKeys, now: float) -> None:
         if now - state.asked_at >= REFETCH_INTERVAL:

@@ -12,7 +12,9 @@ supplied with every configured issuer's keys:
   only);
 - TLS checks the issuer's certificate against ``certificateAuthority``
   when the settings give one, else the system's trust store;
-- each fetch is bounded: :data:`FETCH_TIMEOUT` seconds per request, at
+- each fetch is bounded: :data:`FETCH_TIMEOUT` seconds for a response's
+  head and as many again for its body (an issuer that trickles its
+  document never holds the fetch, which would stop every later one), at
   most :data:`MAX_DOCUMENT_BYTES` per document;
 - a failure keeps the keys in hand (the issuer's state says ``failing``
   with the reason); an unreachable issuer at start stops nothing: its
@@ -86,13 +88,14 @@ class KeyFetcher:
         reactor: Any,
         clock: Callable[[], float] = time.time,
         refresh_interval: float = REFRESH_INTERVAL,
+        client: Callable[[JwtIssuer, Any], HTTPClient] = _client,
     ) -> None:
         self._authenticator = authenticator
         self._reactor = reactor
         self._clock = clock
         self._refresh_interval = refresh_interval
         self._clients = {
-            url: _client(state.issuer, reactor) for url, state in authenticator.issuers.items()
+            url: client(state.issuer, reactor) for url, state in authenticator.issuers.items()
         }
         self._in_flight: dict[str, defer.Deferred[None]] = {}
         self._loop: LoopingCall | None = None
@@ -191,16 +194,25 @@ class KeyFetcher:
         except (ResponseFailed, OSError, Exception) as exc:  # every transport error
             raise FetchError(f"the {what} cannot be fetched: {type(exc).__name__}") from None
         body = bytearray()
+        late = FetchError(f"the {what} did not arrive within {FETCH_TIMEOUT:g} s")
+        timed_out = False
 
         def collect(data: bytes) -> None:
+            if timed_out:
+                raise late  # closes the connection
             body.extend(data)
             if len(body) > MAX_DOCUMENT_BYTES:
                 raise FetchError(f"the {what} is larger than {MAX_DOCUMENT_BYTES} bytes")
 
+        collected = treq.collect(response, collect)
+        collected.addTimeout(FETCH_TIMEOUT, self._reactor)
         try:
-            await treq.collect(response, collect)
+            await collected
         except FetchError:
             raise
+        except (defer.CancelledError, defer.TimeoutError):
+            timed_out = True
+            raise late from None
         except Exception as exc:  # the body broke off
             raise FetchError(f"the {what} broke off: {type(exc).__name__}") from None
         if response.code != 200:

@@ -60,6 +60,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from karpor.auth.frontproxy import (
     DEFAULT_REFRESH_INTERVAL,
@@ -271,6 +272,22 @@ def _certificate_authority(c: Checker, obj: Mapping[str, Any], path: str) -> str
     return pem
 
 
+def _issuer_url(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> str | None:
+    """An issuer URL, kept exactly as written: a token's ``iss`` and the
+    discovery document's ``issuer`` must equal it character for character
+    (some providers' end in ``/``), as kube-apiserver compares them."""
+    value = obj.get(key)
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme != "https" or not parts.hostname:
+        c.error(join(path, key), f"must be an https:// URL, not {describe(value)}")
+        return None
+    if parts.query or parts.fragment or parts.username or parts.password:
+        c.error(join(path, key), "must have no query, fragment or user information")
+        return None
+    assert isinstance(value, str)
+    return value
+
+
 def _jwt_issuer(c: Checker, value: Any, at: str) -> JwtIssuer | None:
     entry = c.mapping(value, at, ("issuer", "claimMappings", "claimValidationRules"))
     if entry is None:
@@ -286,7 +303,7 @@ def _jwt_issuer(c: Checker, value: Any, at: str) -> JwtIssuer | None:
     )
     url = audiences = ca = discovery = None
     if issuer is not None:
-        url = parse_server(c, issuer, "url", issuer_field) if "url" in issuer else None
+        url = _issuer_url(c, issuer, "url", issuer_field) if "url" in issuer else None
         if "url" not in issuer:
             c.error(join(issuer_field, "url"), "required")
         audiences = c.strings(issuer, "audiences", issuer_field, empty=False, empty_items=False)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 #: modules providing the subcommands, in the order ``--help`` lists them
 SUBCOMMANDS = (
     "karpor.cli.kubeconfig",  # karpor kubeconfig
+    "karpor.cli.login",  # karpor login (the exec plugin of OIDC kubeconfigs)
     "karpor.cli.agentcredentials",  # karpor agent-credentials
     "karpor.cli.revoke",  # karpor revoke
     "karpor.cli.check",  # karpor check DIR
@@ -25,21 +26,27 @@ SUBCOMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``karpor`` command."""
+#: the subcommand kubectl runs before its requests (exec credential plugin):
+#: it imports only its own module, to start fast
+LOGIN = "login"
+
+
+def build_parser(modules: Sequence[str] = SUBCOMMANDS) -> argparse.ArgumentParser:
+    """The argument parser of the ``karpor`` command (its ``modules``' subcommands)."""
     parser = argparse.ArgumentParser(
         prog="karpor", description="Karpor: one pass to every Kubernetes cluster."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in SUBCOMMANDS:
+    for name in modules:
         importlib.import_module(name).add_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``karpor`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(("karpor.cli.login",) if words[:1] == [LOGIN] else SUBCOMMANDS)
+    args = parser.parse_args(words)
     return int(args.handler(args))
 
 

@@ -5,7 +5,10 @@
     karpor kubeconfig --state-dir DIR --user U [--group G]... --server https://HOST:PORT
                       [-o FILE] [--clusters-dir DIR] [--ttl 90d] [--config FILE]
     karpor kubeconfig --state-dir DIR --token TOKEN [...]
-    [--routing host|path]
+    karpor kubeconfig --state-dir DIR --server URL --oidc-issuer URL --oidc-client-id ID
+                      [--user NAME] [--group G]... [--oidc-extra-scope S]...
+                      [--oidc-device-code] [--oidc-certificate-authority FILE] [-o FILE]
+    (each form also takes [--routing host|path])
 
 The client certificate is signed by the gateway CA kept in ``--state-dir``
 (CN = user, one O per group).  The kubeconfig
@@ -28,6 +31,15 @@ else the one the gateway recorded in the state directory
 cluster.  ``--token TOKEN`` writes a kubeconfig for a user of the token file
 instead (no certificate is issued; the identity, looked up in the token
 file, decides the contexts).  The token never appears in a message.
+
+``--oidc-issuer URL --oidc-client-id ID`` writes a kubeconfig whose user
+signs in at that OpenID provider: no certificate is issued, the user entry
+(named ``--user``, default ``oidc``) runs the exec credential plugin
+``karpor login`` (``client.authentication.k8s.io/v1``, ``interactiveMode:
+IfAvailable``; ``karpor`` must be on the user's ``PATH``).  The identity is
+the provider's to say, so the contexts are filtered by the policy only when
+``--group`` names the user's groups (as the gateway maps them, prefix
+included); else every cluster has one.
 """
 
 from __future__ import annotations
@@ -53,6 +65,7 @@ from karpor.auth.kubeconfig import (
     ROUTINGS,
     build_kubeconfig,
     dump_kubeconfig,
+    login_exec,
     parse_duration,
 )
 from karpor.auth.policy import PolicyError, load_policy
@@ -69,6 +82,8 @@ from karpor.http.route import DEFAULT_HOST_SUFFIX
 DEFAULT_ROUTING = PATH_ROUTING
 
 DEFAULT_TTL = "90d"
+#: the kubeconfig's user entry of an OIDC kubeconfig without --user
+OIDC_USER = "oidc"
 
 #: who may reach which cluster (every authenticated user, until an access policy exists)
 Reachable = Callable[[Identity, Cluster], bool]
@@ -95,12 +110,38 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         ),
     )
     parser.add_argument("--state-dir", required=True, type=Path, help="the gateway's state dir")
-    who = parser.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", help="the user name (certificate CN)")
-    who.add_argument(
+    parser.add_argument(
+        "--user",
+        help="the user name (certificate CN); with --oidc-issuer, only the name of the "
+        "kubeconfig's user entry",
+    )
+    parser.add_argument(
         "--token",
         help="write a kubeconfig with this bearer token of the gateway's token file "
         "(no certificate is issued)",
+    )
+    parser.add_argument(
+        "--oidc-issuer",
+        help="write a kubeconfig signing in at this OpenID provider with 'karpor login' "
+        "(no certificate is issued)",
+    )
+    parser.add_argument("--oidc-client-id", help="the client id registered at the provider")
+    parser.add_argument(
+        "--oidc-extra-scope",
+        action="append",
+        default=[],
+        dest="oidc_extra_scopes",
+        metavar="SCOPE",
+        help="a scope 'karpor login' asks for besides openid and offline_access; repeat",
+    )
+    parser.add_argument(
+        "--oidc-device-code",
+        action="store_true",
+        help="'karpor login' signs in with the device-code flow (machines without a browser)",
+    )
+    parser.add_argument(
+        "--oidc-certificate-authority",
+        help="the PEM file of the CA of the provider's TLS, as 'karpor login' will find it",
     )
     parser.add_argument(
         "--group",
@@ -139,6 +180,24 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         f"(the cluster's proxy path as server); default: {DEFAULT_ROUTING}",
     )
     parser.set_defaults(handler=run)
+
+
+def oidc_exec(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``karpor login`` exec entry the ``--oidc-*`` arguments ask for."""
+    issuer: str = args.oidc_issuer
+    client_id: str | None = getattr(args, "oidc_client_id", None)
+    if not client_id:
+        raise CommandError("--oidc-issuer needs --oidc-client-id")
+    if urlsplit(issuer).scheme != "https" or not urlsplit(issuer).hostname:
+        raise CommandError(f"--oidc-issuer {issuer!r}: an https:// URL is required")
+    ca = getattr(args, "oidc_certificate_authority", None)
+    return login_exec(
+        issuer,
+        client_id,
+        list(getattr(args, "oidc_extra_scopes", [])),
+        str(Path(ca).expanduser().absolute()) if ca else None,
+        bool(getattr(args, "oidc_device_code", False)),
+    )
 
 
 def cluster_names(
@@ -275,14 +334,15 @@ def generate(
     err: TextIO,
     reachable: Reachable = everyone,
     token: str | None = None,
+    exec_plugin: dict[str, Any] | None = None,
     *,
     routing: str = PATH_ROUTING,
     suffix: str = DEFAULT_HOST_SUFFIX,
 ) -> tuple[bytes, list[str], datetime.datetime | None]:
-    """The kubeconfig for ``user`` (with ``token``: a token user, no
-    certificate), cluster contexts by ``routing`` (``suffix``: the
-    gateway's host-routing suffix); also the cluster names and the
-    certificate's expiry."""
+    """The kubeconfig for ``user`` (with ``token``: a token user, with
+    ``exec_plugin``: a user signing in with it; no certificate), cluster
+    contexts by ``routing`` (``suffix``: the gateway's host-routing
+    suffix); also the cluster names and the certificate's expiry."""
     if not user:
         raise CommandError("--user must not be empty")
     if is_reserved(Identity(user, tuple(groups))):
@@ -307,15 +367,41 @@ def generate(
     names = cluster_names(_load_clusters(clusters_dir, err), identity, reachable)
     expiry: datetime.datetime | None = None
     try:
-        how = {"routing": routing, "host_suffix": suffix}
-        if token is not None:
+        if exec_plugin is not None:
             config = build_kubeconfig(
-                server, ca.cert_pem, user, None, None, names, token=token, **how
+                server,
+                ca.cert_pem,
+                user,
+                None,
+                None,
+                names,
+                exec_plugin=exec_plugin,
+                routing=routing,
+                host_suffix=suffix,
+            )
+        elif token is not None:
+            config = build_kubeconfig(
+                server,
+                ca.cert_pem,
+                user,
+                None,
+                None,
+                names,
+                token=token,
+                routing=routing,
+                host_suffix=suffix,
             )
         else:
             issued = ca.issue_client(user, groups, ttl)
             config = build_kubeconfig(
-                server, ca.cert_pem, user, issued.cert_pem, issued.key_pem, names, **how
+                server,
+                ca.cert_pem,
+                user,
+                issued.cert_pem,
+                issued.key_pem,
+                names,
+                routing=routing,
+                host_suffix=suffix,
             )
             expiry = datetime.datetime.now(datetime.UTC) + ttl
     except ValueError as exc:
@@ -330,11 +416,25 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     out = out or sys.stdout
     err = err or sys.stderr
     token: str | None = getattr(args, "token", None)
+    issuer: str | None = getattr(args, "oidc_issuer", None)
     user: str = args.user or ""
     groups: list[str] = list(args.groups)
+    exec_plugin: dict[str, Any] | None = None
     try:
         ttl = datetime.timedelta(seconds=parse_duration(args.ttl))
         token_file, policy_file = access_files(args.state_dir, getattr(args, "config", None))
+        reachable = policy_reachable(policy_file)
+        if sum(x is not None for x in (args.user, token, issuer)) == 0:
+            raise CommandError("give --user, --token or --oidc-issuer")
+        if token is not None and (args.user is not None or issuer is not None):
+            raise CommandError("--token goes alone: not with --user or --oidc-issuer")
+        if issuer is not None:
+            exec_plugin = oidc_exec(args)
+            user = user or OIDC_USER
+            if not groups:
+                reachable = everyone  # the provider says who: every context
+        elif getattr(args, "oidc_client_id", None) is not None:
+            raise CommandError("--oidc-client-id goes with --oidc-issuer")
         if token is not None:
             if groups:
                 raise CommandError(
@@ -352,8 +452,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             args.clusters_dir,
             ttl,
             err,
-            policy_reachable(policy_file),
+            reachable,
             token,
+            exec_plugin,
             routing=routing,
             suffix=suffix,
         )
@@ -373,11 +474,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         where = args.output
     contexts = [*names, "karpor"]
     shown = f" (groups: {', '.join(groups)})" if groups else ""
-    credential = (
-        f"certificate for {user}{shown} valid until {expiry:%Y-%m-%d %H:%M} UTC"
-        if expiry is not None
-        else f"token of {user}{shown} (no certificate issued)"
-    )
+    if exec_plugin is not None:
+        credential = f"user {user} signs in at {issuer} with 'karpor login' (no certificate issued)"
+    elif expiry is not None:
+        credential = f"certificate for {user}{shown} valid until {expiry:%Y-%m-%d %H:%M} UTC"
+    else:
+        credential = f"token of {user}{shown} (no certificate issued)"
     routed = f"by host (*.{suffix})" if routing == HOST_ROUTING else "by path"
     print(
         f"karpor kubeconfig: wrote {where}: contexts {', '.join(contexts)} "

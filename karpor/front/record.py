@@ -141,5 +141,6 @@ def record_request(
             else (),
             exchange_rule=authorized.exchange_rule if authorized is not None else "",
             reason=record.reason,
+            issued_by=identity.issued_by if identity is not None else None,
         )
     )

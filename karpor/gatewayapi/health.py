@@ -12,11 +12,16 @@ serving, so the check does not fail (a failing liveness check would restart
 the process and lose them).  The API serves ``?verbose`` to authenticated
 callers only (:mod:`karpor.gatewayapi.handler`); a failed check without
 ``?verbose`` lists the checks without details (``[-]shutdown failed: reason
-withheld``), as kube-apiserver does.
+withheld``), as kube-apiserver does.  With OpenID providers configured
+(``authentication.jwt``), ``oidc-issuers`` (``/healthz``, ``/readyz``)
+says each issuer's key state (``pending``, ``ready``, ``failing`` with the
+reason); it never fails: other authenticators serve while an issuer's
+tokens get 401.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +40,8 @@ class Health:
     notes: dict[str, str] = field(default_factory=dict)
     #: what of the clusters directory the last reload could not read (empty: all)
     clusters_directory: str = ""
+    #: the OpenID providers' ``(url, state, problem)`` (``None``: none configured)
+    oidc_issuers: Callable[[], list[tuple[str, str, str]]] | None = None
 
     def checks(self, endpoint: str) -> list[tuple[str, bool, str]]:
         """``(name, passed, detail)`` for every check of ``endpoint``
@@ -45,6 +52,8 @@ class Health:
             out.append(("shutdown", not self.draining, "draining" if self.draining else ""))
         if self.clusters_directory and endpoint != "livez":
             out.append(("clusters-directory", True, f"warning: {self.clusters_directory}"))
+        if self.oidc_issuers is not None and endpoint != "livez":
+            out.append(("oidc-issuers", True, describe_issuers(self.oidc_issuers())))
         if self.worker is not None:
             out.append(("worker", True, self.worker))
         if self.supervisor is not None:
@@ -69,6 +78,13 @@ class Health:
             return 500, ("\n".join(lines) + "\n").encode()
         lines.append(f"{endpoint} check passed")
         return 200, ("\n".join(lines) + "\n").encode()
+
+
+def describe_issuers(issuers: list[tuple[str, str, str]]) -> str:
+    """One line for operators: each OpenID provider's key state."""
+    return "; ".join(
+        f"{url} {state}" + (f" ({problem})" if problem else "") for url, state, problem in issuers
+    )
 
 
 def describe_supervisor(state: dict[str, Any]) -> str:

@@ -55,6 +55,10 @@ CLUSTER_STATE_GAUGES = frozenset(
 )
 
 
+#: the states of an OpenID provider's keys (:mod:`karpor.auth.oidc`)
+OIDC_ISSUER_STATES = ("pending", "ready", "failing")
+
+
 @dataclass(frozen=True, slots=True)
 class PoolSizes:
     """The connections a worker holds to one cluster (sampled periodically)."""
@@ -246,6 +250,15 @@ class GatewayMetrics:
             multiprocess_mode="livemostrecent",
             registry=registry,
         )
+        self.oidc_issuer_state = Gauge(
+            "karpor_oidc_issuer_state",
+            "The state of an OpenID provider's signing keys (authentication.jwt): 1 for "
+            "the current state (pending: none yet; ready; failing: the last fetch failed, "
+            "keys in hand still serve), 0 for the others.",
+            ["issuer", "state"],
+            multiprocess_mode="livemostrecent",
+            registry=registry,
+        )
         self.reloads = Counter(
             "karpor_config_reloads",
             "Reloads of the clusters directory (each worker process reloads it itself: "
@@ -408,6 +421,12 @@ class GatewayMetrics:
         """The health probe of ``cluster`` passed (``True``) or failed (each
         verdict: :meth:`karpor.metrics.process.ProcessMetrics.health_listener`)."""
         self.healthy.labels(cluster).set(1 if healthy else 0)
+
+    def oidc_issuer(self, issuer: str, state: str) -> None:
+        """An OpenID provider's key state is now ``state`` (``pending``,
+        ``ready`` or ``failing``; called on every change)."""
+        for name in OIDC_ISSUER_STATES:
+            self.oidc_issuer_state.labels(issuer, name).set(1 if name == state else 0)
 
     def reloaded(self, problems: int) -> None:
         """The clusters directory was reloaded, with ``problems`` bad documents."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from urllib.parse import quote
 
@@ -9,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from karpor.auth.audit import AuditRecord, AuditWriter, redact_target
+from karpor.auth.identity import IssuedBy
 
 TOKEN = "eyJhbGciOi.secret-token"
 
@@ -67,6 +69,13 @@ def test_record_line():
         200,
         1234,
     )
+    assert "authentication" not in obj
+
+
+def test_record_names_the_openid_provider_and_subject():
+    record = dataclasses.replace(RECORD, issued_by=IssuedBy("https://idp.example.com", "u-123"))
+    obj = json.loads(record.to_json())
+    assert obj["authentication"] == {"issuer": "https://idp.example.com", "subject": "u-123"}
 
 
 def test_writer_appends_lines_and_flushes_on_close(tmp_path):

@@ -64,3 +64,21 @@ def test_a_clusters_directory_that_cannot_be_read_is_a_warning():
     assert b"clusters-directory" not in health.report("livez", verbose=True)[1]
     health.clusters_directory = ""
     assert b"clusters-directory" not in health.report("healthz", verbose=True)[1]
+
+
+def test_oidc_issuers_in_verbose_output_never_fail():
+    issuers = [
+        ("https://a.example", "ready", ""),
+        ("https://b.example", "failing", "the JWKS answered HTTP 500"),
+    ]
+    health = Health(loaded=True, oidc_issuers=lambda: issuers)
+    for endpoint in ("healthz", "readyz"):
+        code, body = health.report(endpoint, verbose=True)
+        assert code == 200
+        assert (
+            b"[+]oidc-issuers ok: https://a.example ready; "
+            b"https://b.example failing (the JWKS answered HTTP 500)" in body
+        )
+        assert health.report(endpoint, verbose=False) == (200, b"ok")
+    assert b"oidc-issuers" not in health.report("livez", verbose=True)[1]
+    assert b"oidc-issuers" not in Health(loaded=True).report("readyz", verbose=True)[1]

@@ -26,7 +26,7 @@ from support.jwts import (
 )
 
 import karpor.auth.oidc as oidc_module
-from karpor.auth.identity import Identity
+from karpor.auth.identity import Identity, IssuedBy
 from karpor.auth.jwt import (
     CLOCK_SKEW,
     MAX_KEYS,
@@ -157,6 +157,9 @@ def test_no_token_names_a_system_group() -> None:
 def test_audience_lists_groups_strings_and_rules() -> None:
     identity, exp = check_claims(ISSUER_CONFIG, claims(aud=["x", "karpor"], groups="solo"), NOW)
     assert identity.groups == ("oidc:solo",) and exp == NOW + 300
+    # for the audit log: who vouched for the identity (not part of its equality)
+    assert identity.issued_by == IssuedBy(ISSUER, "1234")
+    assert identity.with_authenticated().issued_by == identity.issued_by
     ruled = JwtIssuer(
         ISSUER, ("karpor",), ClaimMapping("sub", "oidc:"), None, (ClaimRule("hd", "example.com"),)
     )
@@ -220,6 +223,24 @@ def test_a_rotated_key_is_fetched_at_most_every_ten_seconds_and_old_keys_serve_m
     assert asked == [ISSUER, ISSUER]
     auth.keys_arrived(ISSUER, keyset(jwk(RSA_KEY, "k1"), jwk(OTHER_RSA_KEY, "k2")), [], NOW + 11)
     assert auth.identify(new, NOW + 11) is not None
+
+
+def test_issuer_states_and_their_watchers() -> None:
+    auth, _ = authenticator()
+    seen: list[tuple[str, str]] = []
+    auth.watch(lambda url, state: seen.append((url, state)))
+    assert seen == [(ISSUER, "pending")]
+    assert auth.states() == [(ISSUER, "pending", "")]
+    auth.keys_failed(ISSUER, "the discovery document answered HTTP 503")
+    assert auth.states() == [(ISSUER, "failing", "the discovery document answered HTTP 503")]
+    auth.keys_failed(ISSUER, "again")  # no change of state: no call
+    auth.keys_arrived(ISSUER, RSA_SET, [], NOW)
+    auth.keys_arrived(ISSUER, RSA_SET, [], NOW + 1)
+    assert auth.states() == [(ISSUER, "ready", "")]
+    assert seen == [(ISSUER, "pending"), (ISSUER, "failing"), (ISSUER, "ready")]
+    auth.keys_failed(ISSUER, "gone")  # keys in hand still serve, but it is failing
+    assert seen[-1] == (ISSUER, "failing")
+    assert auth.identify(sign(claims()), NOW) is not None
 
 
 def test_a_known_token_costs_no_signature_check(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,6 +38,18 @@ def test_an_issuer_entry_as_kube_apiserver_writes_it() -> None:
     )
 
 
+def test_the_issuer_url_is_kept_exactly_as_written() -> None:
+    # a token's iss is compared character for character: a trailing slash
+    # (Auth0 writes one) is part of the issuer
+    text = GOOD.replace("url: https://issuer.example.com", "url: https://tenant.auth0.com/")
+    [issuer] = parse_settings(text, "/k.yaml").authentication.jwt
+    assert issuer.url == "https://tenant.auth0.com/"
+    oidc = OidcAuthenticator([issuer])
+    oidc.keys_arrived(issuer.url, RSA_SET, [], NOW)
+    token = sign(claims(iss="https://tenant.auth0.com/", hd="example.com"))
+    assert oidc.identify(token, NOW) == Identity("ada@example.com", ("oidc:dev", "oidc:ops"))
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -45,6 +57,11 @@ def test_an_issuer_entry_as_kube_apiserver_writes_it() -> None:
             "  - issuer: {url: http://i.example.com, audiences: [k]}\n"
             "    claimMappings: {username: {claim: email}}\n",
             "authentication.jwt[0].issuer.url: must be an https:// URL",
+        ),
+        (
+            "  - issuer: {url: 'https://i.example.com/?tenant=1', audiences: [k]}\n"
+            "    claimMappings: {username: {claim: email}}\n",
+            "authentication.jwt[0].issuer.url: must have no query, fragment or user information",
         ),
         (
             "  - issuer: {url: https://i.example.com}\n"

@@ -166,3 +166,75 @@ def test_routing_host_and_path(state_dir, clusters_dir, tmp_path):
     assert code == 1 and "host routing is off" in err
     code, _, err = run(*base, "-o", str(tmp_path / "off"))
     assert code == 0 and "clusters by path" in err
+
+
+# -- --oidc-issuer: the user signs in with karpor login --------------------------------
+
+OIDC = ["--oidc-issuer", "https://idp.example.com", "--oidc-client-id", "karpor"]
+POLICY = """\
+rules:
+- {groups: ["oidc:dev"], clusters: [alpha], verbs: [get]}
+"""
+
+
+def test_oidc_kubeconfig_runs_karpor_login(state_dir, clusters_dir, tmp_path):
+    code, out, err = run(
+        "--state-dir", str(state_dir), "--server", "https://127.0.0.1:8443",
+        "--clusters-dir", str(clusters_dir), *OIDC, "--oidc-extra-scope", "groups",
+        "--oidc-device-code", "--oidc-certificate-authority", "idp-ca.pem",
+    )  # fmt: skip
+    assert code == 0, err
+    config = yaml.safe_load(out)
+    assert [c["name"] for c in config["contexts"]] == ["alpha", "beta", "karpor"]
+    [user] = config["users"]
+    assert user["name"] == "oidc"
+    assert user["user"] == {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": "karpor",
+            "args": [
+                "login", "--issuer", "https://idp.example.com", "--client-id", "karpor",
+                "--device-code", "--extra-scope", "groups",
+                "--certificate-authority", str(Path("idp-ca.pem").absolute()),
+            ],
+            "interactiveMode": "IfAvailable",
+            "provideClusterInfo": False,
+        }
+    }  # fmt: skip
+    assert {c["context"]["user"] for c in config["contexts"]} == {"oidc"}
+    assert "signs in at https://idp.example.com with 'karpor login'" in err
+
+
+def test_oidc_contexts_follow_the_policy_for_the_groups_given(state_dir, clusters_dir, tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    settings = tmp_path / "karpor.yaml"
+    settings.write_text(f"authorization: {{policyFile: {policy}}}\n")
+    common = ["--state-dir", str(state_dir), "--server", "https://127.0.0.1:8443",
+              "--clusters-dir", str(clusters_dir), "--config", str(settings), *OIDC]  # fmt: skip
+    code, out, err = run(*common, "--user", "ada", "--group", "oidc:dev")
+    assert code == 0, err
+    config = yaml.safe_load(out)
+    assert [c["name"] for c in config["contexts"]] == ["alpha", "karpor"]
+    assert config["users"][0]["name"] == "ada"
+    # groups unknown: every cluster
+    code, out, err = run(*common)
+    assert code == 0, err
+    assert [c["name"] for c in yaml.safe_load(out)["contexts"]] == ["alpha", "beta", "karpor"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--oidc-issuer", "https://idp"], "needs --oidc-client-id"),
+        (["--oidc-issuer", "http://idp", "--oidc-client-id", "c"], "an https:// URL is required"),
+        (["--oidc-client-id", "c", "--user", "u"], "goes with --oidc-issuer"),
+        (["--token", "t", *OIDC], "--token goes alone"),
+        ([], "give --user, --token or --oidc-issuer"),
+    ],
+)
+def test_oidc_errors(state_dir, args, message):
+    code, out, err = run("--state-dir", str(state_dir), "--server", "https://h:1", *args)
+    assert code == 1
+    assert out == ""
+    assert message in err

@@ -154,6 +154,20 @@ def test_health_reloads_and_upstream_errors() -> None:
     assert value(registry, "karpor_upstream_tls_errors_total", cluster="a") == 2
 
 
+def test_oidc_issuer_state_is_one_of_three() -> None:
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    url = "https://idp.example.com"
+    metrics.oidc_issuer(url, "pending")
+    assert value(registry, "karpor_oidc_issuer_state", issuer=url, state="pending") == 1
+    metrics.oidc_issuer(url, "ready")
+    states = {
+        s: value(registry, "karpor_oidc_issuer_state", issuer=url, state=s)
+        for s in ("pending", "ready", "failing")
+    }
+    assert states == {"pending": 0, "ready": 1, "failing": 0}
+
+
 def test_every_name_is_prefixed() -> None:
     registry = CollectorRegistry()
     GatewayMetrics(registry)
