@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import machine, report, reqresp, simwork, sweep
+from bench import machine, oidcwork, report, reqresp, simwork, sweep
 from bench.fixture import Workspace
 from bench.peers import (
+    Karpor,
     Peer,
     find_kubectl,
     karpor_peer,
+    oidc_peer,
     start_karpor,
     start_kubectl_proxy,
     start_nginx_proxy,
@@ -228,12 +230,16 @@ def run_reqresp(
         except BenchError as exc:
             peers.append(_unavailable("baseline-1", f"karpor at {baseline}", str(exc)))
     for key, label, n, env in karpors:
+        gw: Karpor | None = None
         try:
             gw = start_karpor(procs, ws, key, directory, n, env=env)
             peer = karpor_peer(gw, ws, key, label, n)
         except BenchError as exc:
             peer = _unavailable(key, label, str(exc).splitlines()[0])
         peers.append(peer)
+        if key == "karpor-1" and gw is not None:
+            # the same gateway, authenticated by an OpenID provider's ID token
+            peers.append(oidc_peer(gw, ws, "karpor-1-oidc", "karpor, 1 worker, OIDC token"))
     kubectl = find_kubectl()
     try:
         if kubectl is None:
@@ -262,6 +268,7 @@ def run_reqresp(
     )
     if "latency" in workloads:
         reqresp.python_latency(results, peers, plan.py_requests)
+        oidcwork.token_costs(results, ws)
     if "workers" in workloads:
         reqresp.worker_rows(results, peers)
         if "throughput" not in workloads:

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,14 +192,93 @@ class Workspace:
             )
         return directory
 
-    def gateway_config(self) -> Path:
-        """The karpor ``--config`` file: token authentication from a token file."""
+    def gateway_config(self, oidc: bool = True) -> Path:
+        """The karpor ``--config`` file: token authentication from a token file,
+        and (``oidc``) the OpenID provider the upstream plays when
+        :meth:`oidc_files` made it."""
         tokens = self.root / "tokens.csv"
         tokens.write_text(f'{self.user_token},{BENCH_USER},bench-uid,"{",".join(BENCH_GROUPS)}"\n')
         os.chmod(tokens, 0o600)
-        config = self.root / "karpor.yaml"
-        config.write_text(yaml.safe_dump({"authentication": {"tokenFile": str(tokens)}}))
+        authentication: dict[str, Any] = {"tokenFile": str(tokens)}
+        issuer = self.root / "oidc-issuer"
+        if oidc and issuer.exists():
+            authentication["jwt"] = [
+                {
+                    "issuer": {
+                        "url": issuer.read_text(),
+                        "audiences": ["karpor"],
+                        "certificateAuthority": self.upstream_ca.read_text(),
+                    },
+                    "claimMappings": {
+                        "username": {"claim": "sub", "prefix": ""},
+                        "groups": {"claim": "groups", "prefix": "oidc:"},
+                    },
+                }
+            ]
+        config = self.root / ("karpor.yaml" if oidc else "karpor-no-oidc.yaml")
+        config.write_text(yaml.safe_dump({"authentication": authentication}))
         return config
+
+    def oidc_files(self, issuer: str) -> None:
+        """The upstream as an OpenID provider at ``issuer``: its discovery
+        document and JWKS (``www/``, served by the upstream nginx) and an ID
+        token for the bench user (RS256, valid a day; :attr:`oidc_token`)."""
+        from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: PLC0415
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        numbers = key.public_key().public_numbers()
+        jwk = {
+            "kty": "RSA",
+            "kid": "bench",
+            "alg": "RS256",
+            "use": "sig",
+            "n": b64(numbers.n.to_bytes(256, "big")),
+            "e": b64(numbers.e.to_bytes(3, "big")),
+        }
+        www = self.root / "www"
+        (www / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+        (www / "openid-configuration.json").write_text(
+            json.dumps(
+                {
+                    "issuer": issuer,
+                    "jwks_uri": f"{issuer}/jwks",
+                    "id_token_signing_alg_values_supported": ["RS256"],
+                }
+            )
+        )
+        now = int(time.time())
+        claims = {
+            "iss": issuer,
+            "aud": "karpor",
+            "sub": BENCH_USER,
+            "groups": ["bench"],
+            "iat": now,
+            "exp": now + 86400,
+        }
+        head = b64(json.dumps({"alg": "RS256", "kid": "bench", "typ": "JWT"}).encode())
+        body = b64(json.dumps(claims).encode())
+        signature = key.sign(f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
+        (self.root / "oidc-token").write_text(f"{head}.{body}.{b64(signature)}")
+        from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        (self.root / "oidc.key").write_bytes(pem)
+        os.chmod(self.root / "oidc.key", 0o600)
+        (self.root / "oidc-issuer").write_text(issuer)
+
+    @property
+    def oidc_token(self) -> str | None:
+        """The bench user's ID token (``None`` before :meth:`oidc_files`)."""
+        path = self.root / "oidc-token"
+        return path.read_text() if path.exists() else None
 
     def upstream_kubeconfig(self, port: int) -> Path:
         """A kubeconfig to the upstream with its bearer token (for ``kubectl proxy``)."""

@@ -134,8 +134,10 @@ VERSION_JSON = (
 
 
 def start_upstream(procs: Processes, ws: Workspace, workers: int) -> Peer:
-    """nginx over TLS serving the pod JSON behind a bearer-token check."""
+    """nginx over TLS serving the pod JSON behind a bearer-token check, and
+    playing an OpenID provider (its discovery document and JWKS, public)."""
     port = free_port()
+    ws.oidc_files(f"https://{LOOPBACK}:{port}")
     block = f"""    server {{
         listen {LOOPBACK}:{port} ssl;
         ssl_certificate {ws.root / "upstream.crt"};
@@ -155,6 +157,14 @@ def start_upstream(procs: Processes, ws: Workspace, workers: int) -> Peer:
             if ($http_authorization != "Bearer {ws.upstream_token}") {{ return 401; }}
             default_type application/json;
             return 200 '{VERSION_JSON}';
+        }}
+        location = /.well-known/openid-configuration {{
+            default_type application/json;
+            alias {ws.root / "www" / "openid-configuration.json"};
+        }}
+        location = /jwks {{
+            default_type application/json;
+            alias {ws.root / "www" / "jwks.json"};
         }}
         location / {{ return 404; }}
     }}"""
@@ -296,7 +306,8 @@ def start_karpor(
     import time  # noqa: PLC0415
 
     state_dir = ws.root / f"{name}-state"
-    config = ws.gateway_config() if use_config else None
+    # a karpor of another revision (env) may not know authentication.jwt
+    config = ws.gateway_config(oidc=env is None) if use_config else None
     config_problem = "" if use_config else "not asked"
     while True:
         port = free_port()
@@ -357,6 +368,27 @@ def start_karpor(
             config_problem,
             startup,
         )
+
+
+def oidc_peer(gw: Karpor, ws: Workspace, key: str, label: str) -> Peer:
+    """The gateway reached with the bench user's ID token (the upstream plays
+    the OpenID provider); ready once the gateway fetched the provider's keys."""
+    peer = Peer(key, label, gw.port, KARPOR_PREFIX + POD_PATH, gw.context, token=ws.oidc_token)
+    peer.proc = gw.proc
+    peer.note = "the same gateway, a bearer ID token (RS256, cached after its first check)"
+    if ws.oidc_token is None or gw.config_problem:
+        peer.unavailable = "not measured: no OpenID provider configured"
+        return peer
+
+    def accepted() -> bool:
+        status, _ = https_status(gw.port, peer.path, gw.context, peer.headers())
+        return status == 200
+
+    try:
+        wait_for(f"{label} accepted", accepted, READY_TIMEOUT, gw.proc)
+    except BenchError as exc:
+        peer.unavailable = f"not measured: {str(exc).splitlines()[0]}"
+    return peer
 
 
 def karpor_peer(gw: Karpor, ws: Workspace, key: str, label: str, workers: int) -> Peer:
