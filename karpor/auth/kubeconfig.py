@@ -94,12 +94,15 @@ def login_exec(
     certificate_authority: str | None = None,
     device_code: bool = False,
     command: str = "karpor",
+    listen_address: str | None = None,
 ) -> dict[str, Any]:
     """The kubeconfig ``exec`` entry running ``karpor login`` for ``issuer``
     (with ``device_code``: the device-code flow, for machines without a browser)."""
     args = ["login", "--issuer", issuer, "--client-id", client_id]
     if device_code:
         args.append("--device-code")
+    if listen_address:
+        args += ["--listen-address", listen_address]
     for scope in extra_scopes:
         args += ["--extra-scope", scope]
     if certificate_authority:

@@ -7,7 +7,8 @@
     karpor kubeconfig --state-dir DIR --token TOKEN [...]
     karpor kubeconfig --state-dir DIR --server URL --oidc-issuer URL --oidc-client-id ID
                       [--user NAME] [--group G]... [--oidc-extra-scope S]...
-                      [--oidc-device-code] [--oidc-certificate-authority FILE] [-o FILE]
+                      [--oidc-device-code] [--oidc-listen-address HOST:PORT]
+                      [--oidc-certificate-authority FILE] [-o FILE]
     (each form also takes [--routing host|path])
 
 The client certificate is signed by the gateway CA kept in ``--state-dir``
@@ -140,6 +141,12 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="'karpor login' signs in with the device-code flow (machines without a browser)",
     )
     parser.add_argument(
+        "--oidc-listen-address",
+        metavar="HOST:PORT",
+        help="where 'karpor login' listens for the sign-in redirect (default 127.0.0.1:8000; "
+        "the provider must allow http://HOST:PORT/callback)",
+    )
+    parser.add_argument(
         "--oidc-certificate-authority",
         help="the PEM file of the CA of the provider's TLS, as 'karpor login' will find it",
     )
@@ -197,6 +204,7 @@ def oidc_exec(args: argparse.Namespace) -> dict[str, Any]:
         list(getattr(args, "oidc_extra_scopes", [])),
         str(Path(ca).expanduser().absolute()) if ca else None,
         bool(getattr(args, "oidc_device_code", False)),
+        listen_address=getattr(args, "oidc_listen_address", None),
     )
 
 
