@@ -1,11 +1,13 @@
 """One small request whose answer the gateway reads itself.
 
-A :class:`CapturedExchange` is an :class:`~karpor.upstream.http1.Exchange`
-like :class:`karpor.health.exchange.ProbeExchange`, with a body: it sends
-a complete, already read request body (a ``SelfSubjectAccessReview`` the
-gateway asks a cluster on a caller's behalf) through the cluster's pool,
+A :class:`CapturedExchange` is the smallest
+:class:`~karpor.upstream.http1.Exchange`: it sends a request with a
+complete, already read body, or none (a ``SelfSubjectAccessReview`` the
+gateway asks a cluster on a caller's behalf; a health probe,
+:class:`karpor.health.exchange.ProbeExchange`) through the cluster's pool,
 which adds the credential, and keeps at most ``max_body`` bytes of the
-answer (more is a failure: a 502).  It reports once, to ``done``:
+answer (more is a failure, a 502, or with ``truncate`` the rest is
+dropped).  It reports once, to ``done``:
 ``(code, body, None)`` for an answer, ``(None, b"", error)`` for a failure
 (an :class:`~karpor.kube.status.ApiError` worded without a secret).
 :meth:`CapturedExchange.cancel` (the caller went away) drops it.  The pool's
@@ -41,6 +43,7 @@ class CapturedExchange:
         done: Done,
         head_timeout: float | None,
         max_body: int = MAX_BODY,
+        truncate: bool = False,
     ) -> None:
         self.request = request
         self.credential = UNRESOLVED
@@ -49,6 +52,7 @@ class CapturedExchange:
         self._body = body
         self._done: Done | None = done
         self._max = max_body
+        self._truncate = truncate
         self._carrier: Carrier | None = None
         self._code: int | None = None
         self._answer: list[bytes] = []
@@ -73,8 +77,16 @@ class CapturedExchange:
         return None
 
     def upstream_body(self, data: bytes) -> None:
-        """Keep the answer (past ``max_body``: a failure, the connection dropped)."""
+        """Keep the answer (past ``max_body``: a failure, the connection
+        dropped; with ``truncate``, only what fits is kept)."""
         if self._done is None:
+            return
+        if self._truncate:
+            room = self._max - self._size
+            if room > 0 and data:
+                piece = data[:room]
+                self._answer.append(piece)
+                self._size += len(piece)
             return
         self._size += len(data)
         if self._size > self._max:
