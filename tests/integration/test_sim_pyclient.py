@@ -6,7 +6,6 @@ import http.client
 import json
 import socket
 import ssl
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import portforward
 from support.sim import SimCluster, SimRun, start_sim
+from support.waits import wait_for
 
 from karpor.sim import protobuf
 
@@ -287,11 +287,11 @@ def _running_pod(
         spec=client.V1PodSpec(containers=[client.V1Container(name="main", image="busybox")]),
     )
     core.create_namespaced_pod(namespace, pod)
-    for _ in range(100):
-        if core.read_namespaced_pod(name, namespace).status.phase == "Running":
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"pod {name} did not start")
+
+    def running() -> bool:
+        return bool(core.read_namespaced_pod(name, namespace).status.phase == "Running")
+
+    wait_for(running, 10, f"pod {name} to start")
 
 
 def test_port_forward_over_the_older_websocket_protocol(core: Any, namespace: str) -> None:
