@@ -157,7 +157,14 @@ _ACCESS = _object(
     "Where the cluster's API server is and how the gateway reaches it. Left out for a "
     "caller the access policy does not let see where a cluster is.",
     {
-        "endpoint": _string("The API server's URL (https://HOST:PORT, an optional path)."),
+        "endpoint": _string(
+            "The API server's URL (https://HOST:PORT, an optional path); none for a "
+            "tunnelled cluster."
+        ),
+        "tunnel": _boolean(
+            "Reached only through its agent (karpor agent dials out to the gateway); no "
+            "endpoint, no credential (a karpor extension)."
+        ),
         "caBundle": _string(
             "Base64 PEM certificates the API server's serving certificate is verified "
             "against (public).",
@@ -172,7 +179,6 @@ _ACCESS = _object(
         ),
         "credential": _CREDENTIAL,
     },
-    ("endpoint",),
 )
 
 _SPEC = _object(

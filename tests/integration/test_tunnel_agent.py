@@ -41,6 +41,7 @@ from support.gateway import (
 from support.kubectl import Kubectl
 from support.procs import Process, free_port
 from support.sim import SimRun, karpor_command
+from support.tables import printed_rows
 from support.waits import wait_for
 
 from karpor import __version__ as karpor_version
@@ -252,12 +253,18 @@ def test_restarted_agent_serves_again(setup: Setup) -> None:
 
 
 def test_get_clusters_shows_reach_and_agent(setup: Setup) -> None:
-    table = setup.kubectl().out("--context", "karpor", "get", "clusters", "-o", "wide")
-    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
-    assert rows[TUNNEL][-4:-2] == ["tunnel", "connected"]
-    assert rows[TUNNEL][-1] == karpor_version
-    assert rows[LONELY][-4:] == ["tunnel", "disconnected", "<none>", "<none>"]
-    assert rows[DIRECT][-4] == "direct"
+    """Plain ``get clusters`` shows how each cluster is reached and whether its
+    agent is connected; ``-o wide`` adds since when and the agent's version."""
+    k = setup.kubectl()
+    rows = printed_rows(k.out("--context", "karpor", "get", "clusters"))
+    assert [rows[TUNNEL]["REACH"], rows[TUNNEL]["AGENT"]] == ["tunnel", "connected"]
+    assert [rows[LONELY]["REACH"], rows[LONELY]["AGENT"]] == ["tunnel", "disconnected"]
+    assert [rows[DIRECT]["REACH"], rows[DIRECT]["AGENT"]] == ["direct", "<none>"]
+    assert "AGENT SINCE" not in rows[TUNNEL]
+    wide = printed_rows(k.out("--context", "karpor", "get", "clusters", "-o", "wide"))
+    assert wide[TUNNEL]["AGENT VERSION"] == karpor_version
+    assert wide[TUNNEL]["AGENT SINCE"] != "<none>"
+    assert [wide[LONELY]["AGENT SINCE"], wide[LONELY]["AGENT VERSION"]] == ["<none>", "<none>"]
 
 
 # --- security ------------------------------------------------------------------------------
