@@ -327,7 +327,15 @@ def run(
             (
                 "watch",
                 lambda: _watch_rows(
-                    results, procs, ws, sim, tunnel_agent, watches, events, not quick
+                    # --quick: the tunnel's way only, 20 sparse updates and 1 broadcast
+                    results,
+                    procs,
+                    ws,
+                    sim,
+                    tunnel_agent,
+                    watches,
+                    1 if quick else events,
+                    not quick,
                 ),
             ),
             ("GET", lambda: _wrk_rows(results, wrk_bin, ws, sim, tunnel_agent, duration, rounds)),
