@@ -6,7 +6,7 @@
                     [--install] [--out DIR] [--keep] [--no-plots]
 
 Workloads (``--only`` takes names or numbers): 1 ``latency``, 2 ``throughput``,
-3 ``watch``, 4 ``exec``, 5 ``list``, 6 ``workers``, 7 ``clusters``.
+3 ``watch``, 4 ``exec``, 5 ``list``, 6 ``workers``, 7 ``clusters``, 8 ``tunnel``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import machine, oidcwork, report, reqresp, simwork, sweep
+from bench import machine, oidcwork, report, reqresp, simwork, sweep, tunnelwork
 from bench.fixture import Workspace
 from bench.peers import (
     Karpor,
@@ -43,7 +43,7 @@ from bench.results import Results, Row
 from bench.wrk import find_wrk
 from karpor.app.settings import default_workers
 
-WORKLOADS = ("latency", "throughput", "watch", "exec", "list", "workers", "clusters")
+WORKLOADS = ("latency", "throughput", "watch", "exec", "list", "workers", "clusters", "tunnel")
 REQRESP = {"latency", "throughput", "workers"}
 SIM = {"watch", "exec", "list"}
 HERE = Path(__file__).resolve().parent
@@ -389,6 +389,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "clusters" in workloads:
                 print("workload clusters (sweep)", flush=True)
                 sweep.sweep(results, procs, ws, upstream, plan.cluster_counts, plan.sweep_requests)
+            if "tunnel" in workloads:
+                print("workload tunnel (direct and through an agent, side by side)", flush=True)
+                try:
+                    tunnelwork.run(
+                        results,
+                        procs,
+                        ws,
+                        wrk_bin,
+                        plan.duration,
+                        plan.rounds,
+                        plan.exec_bytes,
+                        max(plan.watches),
+                        plan.watch_events,
+                        args.quick,
+                    )
+                except BenchError as exc:
+                    results.add(Row("tunnel", "-", "(simulator)", "", note=f"not measured: {exc}"))
     except KeyboardInterrupt:
         print(
             "python -m bench: interrupted; every process stopped; RESULTS.md not written",

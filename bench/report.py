@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,6 +201,57 @@ def sections(karpor: str) -> list[Section]:
                 Column("p99", "GET p99 ms", ms),
             ),
             (Ratio("p50", "first", "p50 ÷ fewest"),),
+        ),
+        Section(
+            "tunnel",
+            "8. Through a tunnel: a small GET",
+            "One gateway (1 worker) serves the same simulated cluster twice: `sim-1` "
+            "directly (its endpoint) and `sim-t` only through `karpor agent` beside the "
+            "simulator (no endpoint). Gateway and agent CPU µs/req apart; CPU ÷ direct "
+            "compares gateway + agent with the direct way's gateway.",
+            (
+                Column("p50", "p50 ms", ms),
+                Column("p99", "p99 ms", ms),
+                Column("rps", "req/s", rps),
+                Column("cpu_us", "gateway CPU µs/req", us),
+                Column("agent_cpu_us", "agent CPU µs/req", us),
+                Column("errors", "errors", "{:.0f}"),
+            ),
+            (
+                Ratio("p50", "karpor-direct", "p50 ÷ direct"),
+                Ratio("rps", "karpor-direct", "req/s ÷ direct"),
+                Ratio("cpu_total_us", "karpor-direct", "CPU ÷ direct"),
+            ),
+        ),
+        Section(
+            "tunnel-exec",
+            "8b. Through a tunnel: exec stream",
+            "stdout of `head -c SIZE /dev/zero` in a simulated pod, read by kubectl through "
+            "the gateway, directly and through the tunnel.",
+            (
+                Column("mb_s", "MB/s", "{:.1f}"),
+                Column("start_s", "start s", ms),
+                Column("seconds", "seconds", ms),
+                Column("total_mb_s", "total MB/s", "{:.1f}"),
+            ),
+            (Ratio("mb_s", "karpor-direct", "MB/s ÷ direct"),),
+        ),
+        Section(
+            "tunnel-watch",
+            "8c. Through a tunnel: concurrent watches",
+            "N watches held open through the gateway, directly and all through one agent.",
+            (
+                Column("open_s", "open all s", ms),
+                Column("kib_per_stream", "gateway KiB/stream", "{:.1f}"),
+                Column("rss_mib", "gateway RSS MiB", "{:.1f}"),
+                Column("agent_kib_per_stream", "agent KiB/stream", "{:.1f}"),
+                Column("agent_rss_mib", "agent RSS peak MiB", "{:.1f}"),
+                Column("upstream_conns", "upstream conns", "{:.0f}"),
+                Column("sparse_p50", "sparse event p50 ms", ms),
+                Column("sparse_p99", "sparse event p99 ms", ms),
+                Column("sparse_delivered", "sparse delivered", "{:.0%}"),
+            ),
+            (Ratio("kib_per_stream", "karpor-direct", "KiB/stream ÷ direct"),),
         ),
     ]
 
@@ -413,7 +464,47 @@ def targets(results: Results, karpor: str, sweep_counts: Sequence[int]) -> list[
             None if r is None else r <= 1.2,
             f"{r:.2f}x" if r else "",
         )
+    _tunnel_targets(results, check)
     return out
+
+
+def _tunnel_targets(
+    results: Results, check: Callable[[str, str, float | None, bool | None, str], None]
+) -> None:
+    """The tunnel's targets (issue 16): through the agent ÷ directly through karpor."""
+    v = results.value
+
+    def ratio(workload: str, params: str, metric: str) -> tuple[float | None, str]:
+        tunnel = v(workload, "karpor-tunnel", params, metric)
+        direct = v(workload, "karpor-direct", params, metric)
+        if not tunnel or not direct:
+            return None, ""
+        return tunnel / direct, f"{tunnel / direct:.2f}x ({tunnel:,.2f} vs {direct:,.2f})"
+
+    r, shown = ratio("tunnel", "c=1", "p50")
+    check(
+        "tunnel: p50 of a small GET vs direct", "≤ 1.5x", r, None if r is None else r <= 1.5, shown
+    )
+    r, shown = ratio("tunnel", "c=64", "rps")
+    check(
+        "tunnel: throughput at c=64 vs direct", "≥ 0.6x", r, None if r is None else r >= 0.6, shown
+    )
+    exec_rows = [r for r in results.rows if r.workload == "tunnel-exec" and r.values]
+    r, shown = ratio("tunnel-exec", exec_rows[0].params if exec_rows else "", "mb_s")
+    check("tunnel: exec stream vs direct", "≥ 0.5x", r, None if r is None else r >= 0.5, shown)
+    watch = [
+        row
+        for row in results.rows
+        if row.workload == "tunnel-watch" and row.peer == "karpor-tunnel" and row.values
+    ]
+    kib = watch[0].values.get("kib_per_stream") if watch else None
+    check(
+        f"tunnel: gateway RSS per watch ({watch[0].params if watch else 'n=1000'}, one agent)",
+        "≤ 48 KiB",
+        kib,
+        None if kib is None else kib <= 48,
+        _fmt(kib, " KiB"),
+    )
 
 
 # ---- plots -------------------------------------------------------------------------------

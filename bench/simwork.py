@@ -121,8 +121,20 @@ class Sim:
             conn.close()
 
 
-def start_sim(procs: Processes, ws: Workspace, with_kubectl_proxy: bool = True) -> Sim:
-    """``karpor sim --clusters 1``, a karpor with 1 worker in front, and kubectl proxy."""
+def start_sim(
+    procs: Processes,
+    ws: Workspace,
+    with_kubectl_proxy: bool = True,
+    use_config: bool = False,
+    tunnel_twin: str = "",
+) -> Sim:
+    """``karpor sim --clusters 1``, a karpor with 1 worker in front, and kubectl proxy.
+
+    ``use_config`` starts the gateway with the bench's token authentication
+    (for wrk); ``tunnel_twin`` names a second Cluster file written beside
+    ``sim-1``'s with ``spec.access.tunnel: true`` and no endpoint (the same
+    simulated cluster, reached only through an agent).
+    """
     out = ws.root / "sim-clusters"
     out.mkdir(exist_ok=True)
     token = ws.upstream_token
@@ -163,7 +175,15 @@ def start_sim(procs: Processes, ws: Workspace, with_kubectl_proxy: bool = True) 
         "karpor sim, TLS, one process",
     )
     sim = Sim(proc, port, token, ca_file, out, out / "sim-1.kubeconfig", context, [direct])
-    gw = start_karpor(procs, ws, "karpor-sim", out, 1, use_config=False)
+    if tunnel_twin:
+        twin = {
+            "apiVersion": "cluster.karpor.io/v1beta1",
+            "kind": "Cluster",
+            "metadata": {"name": tunnel_twin},
+            "spec": {"access": {"tunnel": True}},
+        }
+        (out / f"{tunnel_twin}.yaml").write_text(yaml.safe_dump(twin))
+    gw = start_karpor(procs, ws, "karpor-sim", out, 1, use_config=use_config)
     sim.karpor = gw
     sim.peers.append(
         SimPeer(
@@ -213,7 +233,8 @@ def start_sim(procs: Processes, ws: Workspace, with_kubectl_proxy: bool = True) 
     return sim
 
 
-def _ensure_namespace(sim: Sim, name: str) -> None:
+def ensure_namespace(sim: Sim, name: str) -> None:
+    """Create namespace ``name`` in the simulator (already there is fine)."""
     status, body = sim.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
     if status not in (200, 201, 409):
         raise BenchError(f"simulator: cannot create namespace {name}: {status} {body[:200]!r}")
@@ -524,9 +545,11 @@ def _percentiles(values: dict[str, float | str], prefix: str, latencies: list[fl
         values[f"{prefix}_p99"] = latencies[min(last, int(len(latencies) * 0.99))] * 1000
 
 
-def _watch_round(
+def watch_round(
     sim: Sim, peer: SimPeer, count: int, events: int, interval: float
 ) -> dict[str, float | str]:
+    """One round of workload 3: ``count`` watches through ``peer``; its figures
+    (or ``{"error": why}``)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < count + 256:
         # the peer (and the simulator, direct) holds one descriptor per watch
@@ -618,10 +641,10 @@ def watches(
     results: Results, sim: Sim, counts: Sequence[int], events: int, interval: float
 ) -> None:
     """Workload 3 for every sim peer and watch count."""
-    _ensure_namespace(sim, WATCH_NAMESPACE)
+    ensure_namespace(sim, WATCH_NAMESPACE)
     for count in counts:
         for peer in sim.peers:
-            values = _watch_round(sim, peer, count, events, interval)
+            values = watch_round(sim, peer, count, events, interval)
             error = values.pop("error", "")
             numbers = {k: float(v) for k, v in values.items() if not isinstance(v, str)}
             row = results.add(
@@ -667,11 +690,16 @@ def watches(
 # ---- 4. exec -----------------------------------------------------------------------------
 
 
-def _karpor_kubeconfig(ws: Workspace, gw: Karpor) -> Path:
+def karpor_kubeconfig(ws: Workspace, gw: Karpor, cluster: str = "sim-1") -> Path:
+    """A kubeconfig to ``cluster`` through the gateway, with the bench user's certificate."""
+
     def b64(path: Path) -> str:
         return base64.b64encode(path.read_bytes()).decode()
 
-    path = ws.root / "karpor-sim.kubeconfig"
+    path = ws.root / f"karpor-{cluster}.kubeconfig"
+    # issued now from this gateway's CA (client.crt is rewritten by every gateway started)
+    cert, key = ws.client_certificate(gw.state_dir)
+    prefix = KARPOR_SIM_PREFIX.replace("/clusters/sim-1/", f"/clusters/{cluster}/")
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -679,7 +707,7 @@ def _karpor_kubeconfig(ws: Workspace, gw: Karpor) -> Path:
             {
                 "name": "sim-1",
                 "cluster": {
-                    "server": f"https://127.0.0.1:{gw.port}{KARPOR_SIM_PREFIX}",
+                    "server": f"https://127.0.0.1:{gw.port}{prefix}",
                     "certificate-authority-data": b64(gw.state_dir / "ca.crt"),
                 },
             }
@@ -688,8 +716,8 @@ def _karpor_kubeconfig(ws: Workspace, gw: Karpor) -> Path:
             {
                 "name": "bench",
                 "user": {
-                    "client-certificate-data": b64(ws.root / "client.crt"),
-                    "client-key-data": b64(ws.root / "client.key"),
+                    "client-certificate-data": b64(cert),
+                    "client-key-data": b64(key),
                 },
             }
         ],
@@ -718,7 +746,7 @@ class ExecTiming(NamedTuple):
         return self.start + self.stream
 
 
-def _exec_once(
+def exec_once(
     kubectl: Path, kubeconfig: Path, size: int, env: dict[str, str]
 ) -> tuple[ExecTiming | None, str]:
     """The timing of reading ``size`` bytes of exec output, or (None, why not)."""
@@ -766,12 +794,8 @@ def _exec_once(
     return ExecTiming(first_at - started, last_at - first_at, got - first_len), ""
 
 
-def exec_stream(results: Results, ws: Workspace, sim: Sim, size: int) -> None:
-    """Workload 4: exec output throughput straight to the simulator and through karpor."""
-    kubectl = find_kubectl()
-    if kubectl is None:
-        results.add(Row(EXEC, "direct", "simulator (direct)", "", note="not measured: no kubectl"))
-        return
+def ensure_exec_pod(sim: Sim) -> None:
+    """Create the exec pod :data:`EXEC_POD` in the simulator and wait until it runs."""
     status, body = sim.request(
         "POST",
         "/api/v1/namespaces/default/pods",
@@ -788,17 +812,26 @@ def exec_stream(results: Results, ws: Workspace, sim: Sim, size: int) -> None:
         return code == 200 and json.loads(data).get("status", {}).get("phase") == "Running"
 
     wait_for("exec pod running", running, 30)
+
+
+def exec_stream(results: Results, ws: Workspace, sim: Sim, size: int) -> None:
+    """Workload 4: exec output throughput straight to the simulator and through karpor."""
+    kubectl = find_kubectl()
+    if kubectl is None:
+        results.add(Row(EXEC, "direct", "simulator (direct)", "", note="not measured: no kubectl"))
+        return
+    ensure_exec_pod(sim)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(ws.root), "KUBECACHEDIR": str(ws.root / "kc")}
     ways = [("direct", "simulator (direct)", sim.kubeconfig)]
     if sim.karpor is not None:
-        ways.append(("karpor-1", "karpor, 1 worker", _karpor_kubeconfig(ws, sim.karpor)))
+        ways.append(("karpor-1", "karpor, 1 worker", karpor_kubeconfig(ws, sim.karpor)))
     timings: dict[str, list[ExecTiming]] = {key: [] for key, _, _ in ways}
     problems: dict[str, str] = {}
     for _ in range(EXEC_ROUNDS):
         for key, _label, kubeconfig in ways:
             if key in problems:
                 continue
-            timing, problem = _exec_once(kubectl, kubeconfig, size, env)
+            timing, problem = exec_once(kubectl, kubeconfig, size, env)
             if timing is None:
                 problems[key] = problem
             else:
@@ -844,7 +877,7 @@ def exec_stream(results: Results, ws: Workspace, sim: Sim, size: int) -> None:
 
 
 def _fill(sim: Sim, total_bytes: int, each: int = 100_000) -> int:
-    _ensure_namespace(sim, LIST_NAMESPACE)
+    ensure_namespace(sim, LIST_NAMESPACE)
     count = max(1, total_bytes // each)
     conn = http.client.HTTPSConnection(LOOPBACK, sim.port, timeout=60, context=sim.context)
     headers = {"Authorization": f"Bearer {sim.token}", "Content-Type": "application/json"}

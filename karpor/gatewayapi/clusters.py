@@ -14,8 +14,8 @@ Pure building blocks of ``GET /apis/cluster.karpor.io/v1beta1/clusters``:
   ``version`` (the server's gitVersion), ``lastProbeTime`` and ``message``
   (only ``message: not probed yet`` before the first probe);
 * :func:`cluster_table` builds the ``meta.k8s.io/v1`` ``Table`` kubectl prints
-  (Name, Display Name, Provider, Endpoint, Ready, Version, Age, and with
-  ``-o wide`` Reach, Agent, Agent Since, Agent Version; Ready is ``True``,
+  (Name, Display Name, Provider, Endpoint, Ready, Version, Age, Reach,
+  Agent, and with ``-o wide`` Agent Since, Agent Version; Ready is ``True``,
   ``False`` or ``Unknown`` before the first probe; Reach is ``direct`` or ``tunnel``, and for a
   tunnelled cluster Agent says whether its agent is connected to the worker
   that answered, since when and in which version: ``agents``);
@@ -416,14 +416,12 @@ COLUMNS: tuple[dict[str, Any], ...] = (
     {
         "name": "Reach",
         "type": "string",
-        "priority": 1,
         "format": "",
         "description": "How the gateway reaches the cluster: direct, or tunnel (karpor agent).",
     },
     {
         "name": "Agent",
         "type": "string",
-        "priority": 1,
         "format": "",
         "description": "A tunnelled cluster's agent: connected (to the worker that answered) "
         "or disconnected.",

@@ -158,7 +158,15 @@ _ACCESS = _object(
     "tunnel: true). Left out for a caller the access policy does not let see where a "
     "cluster is.",
     {
-        "endpoint": _string("The API server's URL (https://HOST:PORT, an optional path)."),
+        "endpoint": _string(
+            "The API server's URL (https://HOST:PORT, an optional path); none for a "
+            "tunnelled cluster."
+        ),
+        "tunnel": _boolean(
+            "Reached only through its agent (karpor agent dials out to the gateway); then "
+            "no endpoint, CA or credential is given: the cluster credential stays with the "
+            "agent (a karpor extension)."
+        ),
         "caBundle": _string(
             "Base64 PEM certificates the API server's serving certificate is verified "
             "against (public).",
@@ -172,12 +180,7 @@ _ACCESS = _object(
             "The server name sent (SNI) and verified, when not the endpoint's host."
         ),
         "credential": _CREDENTIAL,
-        "tunnel": _boolean(
-            "Reached only through its agent (karpor agent dials out to the gateway); then "
-            "no endpoint, CA or credential is given: the cluster credential stays with the agent."
-        ),
     },
-    (),
 )
 
 _SPEC = _object(

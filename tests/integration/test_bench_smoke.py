@@ -92,3 +92,37 @@ def test_quick_watch_bench_produces_sparse_and_broadcast_numbers(tmp_path):
     assert re.search(r"\| karpor, 1 worker \| n=\d+ \|.* \| 100% \|", section), section
     target = [line for line in text.splitlines() if line.startswith("| watch event p99 while")]
     assert target and "sparse" in target[0] and "| — |" not in target[0], target
+
+
+def _table(text: str, title: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The header and the rows (by their first two cells) of the table under ``## title``."""
+    section = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    rows = {" ".join(_cells(line)[:2]): _cells(line) for line in lines[2:]}
+    return _cells(lines[0]), rows
+
+
+def test_quick_tunnel_bench_compares_the_tunnel_with_direct(tmp_path):
+    """Workload 8: the same simulated cluster through the gateway directly and
+    through ``karpor agent``, side by side, with the tunnel's targets."""
+    text = _quick_run(tmp_path, "tunnel")
+    number = re.compile(r"-?[\d,.]+")
+    direct, tunnel = "karpor → simulator (endpoint)", "karpor → agent → simulator (tunnel)"
+    header, rows = _table(text, "8. Through a tunnel: a small GET")
+    for c in ("c=1", "c=64"):
+        for label in (direct, tunnel):
+            row = rows[f"{label} {c}"]
+            for column in ("p50 ms", "req/s", "gateway CPU µs/req", "agent CPU µs/req"):
+                assert number.fullmatch(row[header.index(column)]), (label, c, column, text)
+        assert rows[f"{direct} {c}"][header.index("p50 ÷ direct")] == "1.00x"
+    header, rows = _table(text, "8b. Through a tunnel: exec stream")
+    for label in (direct, tunnel):
+        row = next(row for key, row in rows.items() if key.startswith(label))
+        assert number.fullmatch(row[header.index("MB/s")]), (label, text)
+    header, rows = _table(text, "8c. Through a tunnel: concurrent watches")
+    row = next(row for key, row in rows.items() if key.startswith(tunnel))
+    assert number.fullmatch(row[header.index("gateway KiB/stream")]), text
+    assert row[header.index("sparse delivered")] == "100%", text
+    targets = [line for line in text.splitlines() if line.startswith("| tunnel: ")]
+    assert len(targets) == 4, targets
+    assert all(_cells(line)[-1] in ("met", "missed") for line in targets), targets

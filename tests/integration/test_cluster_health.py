@@ -40,6 +40,7 @@ from support.gateway import (
 from support.kubectl import Kubectl
 from support.procs import free_port
 from support.sim import SimRun, start_sim
+from support.tables import printed_columns, printed_row, printed_rows
 from support.waits import wait_for
 
 pytestmark = pytest.mark.kubectl
@@ -165,13 +166,9 @@ def test_a_stopped_cluster_turns_unhealthy_fails_fast_and_recovers(setup: Setup)
     assert statuses["flaky"]["version"] == VERSION
     assert statuses["flaky"]["message"] == "/readyz: ok"
     assert statuses["flaky"]["lastProbeTime"].endswith("Z")
-    table = kubectl.out("--context", "karpor", "get", "clusters").splitlines()
-    assert table[0].split() == [
-        "NAME", "DISPLAY", "NAME", "PROVIDER", "ENDPOINT", "READY", "VERSION", "AGE",
-    ]  # fmt: skip
-    rows = {line.split()[0]: line.split() for line in table[1:]}
-    assert rows["flaky"][-3:-1] == ["True", VERSION]
-    assert rows["steady"][-3:-1] == ["True", VERSION]
+    rows = printed_rows(kubectl.out("--context", "karpor", "get", "clusters"))
+    assert [rows["flaky"]["READY"], rows["flaky"]["VERSION"]] == ["True", VERSION]
+    assert [rows["steady"]["READY"], rows["steady"]["VERSION"]] == ["True", VERSION]
     watch = Watch(
         kubectl.popen("--context", "karpor", "get", "clusters", "-w", "--output-watch-events")
     )
@@ -190,8 +187,8 @@ def test_a_stopped_cluster_turns_unhealthy_fails_fast_and_recovers(setup: Setup)
         kubectl.out("--context", "karpor", "get", "cluster", "flaky", "-o", "yaml")
     )
     assert shown["status"]["healthy"] is False and shown["status"]["message"]
-    row = kubectl.out("--context", "karpor", "get", "cluster", "flaky").splitlines()[1].split()
-    assert row[-3] == "False"
+    shown_row = printed_rows(kubectl.out("--context", "karpor", "get", "cluster", "flaky"))
+    assert shown_row["flaky"]["READY"] == "False"
 
     # requests fail fast: a 503 Status naming the cluster and the probe's failure, at
     # once, though a connection attempt would now hang (nothing completes a handshake)
@@ -226,7 +223,9 @@ def test_a_stopped_cluster_turns_unhealthy_fails_fast_and_recovers(setup: Setup)
 
     # the watch saw both turns; the gateway logged one line per turn, no secret
     lines = watch.stop()
-    turns = [line.split()[:2] + line.split()[-3:-2] for line in lines if " flaky " in line]
+    header, events = lines[0], [printed_row(lines[0], line) for line in lines[1:]]
+    assert printed_columns(header)[:2] == ["EVENT", "NAME"]
+    turns = [[e["EVENT"], e["NAME"], e["READY"]] for e in events if e["NAME"] == "flaky"]
     assert ["MODIFIED", "flaky", "False"] in turns
     assert turns[-1] == ["MODIFIED", "flaky", "True"]
     output = setup.gateway.process.output

@@ -25,6 +25,7 @@ import pytest
 from support.gateway import CLOSED_CLUSTER, GatewayRun
 from support.kubectl import Kubectl, normalize
 from support.sim import SimRun
+from support.tables import printed_columns, printed_rows
 
 #: the gateway fixtures (gateway, gateway_clusters_dir, gateway_kubeconfig), registered
 #: once for the session however many modules name them
@@ -193,11 +194,13 @@ def test_basic_verbs(each: Twins):
 
 def test_get_clusters(each: Twins, gateway: GatewayRun):
     out = each.via.out("--context", "karpor", "get", "clusters")
-    lines = out.splitlines()
-    assert lines[0].split() == [
-        "NAME", "DISPLAY", "NAME", "PROVIDER", "ENDPOINT", "READY", "VERSION", "AGE",
+    assert printed_columns(out.splitlines()[0]) == [
+        "NAME", "DISPLAY NAME", "PROVIDER", "ENDPOINT", "READY", "VERSION", "AGE", "REACH",
+        "AGENT",
     ]  # fmt: skip
-    assert [line.split()[0] for line in lines[1:]] == [CLOSED_CLUSTER, "sim-1", "sim-2"]
+    rows = printed_rows(out)
+    assert list(rows) == [CLOSED_CLUSTER, "sim-1", "sim-2"]
+    assert {(row["REACH"], row["AGENT"]) for row in rows.values()} == {("direct", "<none>")}
 
 
 # --- the full set, on the newest ------------------------------------------------------

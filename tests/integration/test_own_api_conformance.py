@@ -63,7 +63,8 @@ def test_explain_clusters(kubectl: Kubectl) -> None:
         assert f"  {field}\t<" in top, top
     access = kubectl.out("--context", "karpor", "explain", "clusters.spec.access")
     assert "FIELD: access <Object>" in access or "RESOURCE: access <Object>" in access, access
-    assert "endpoint\t<string> -required-" in access
+    # a tunnelled cluster has no endpoint (spec.access.tunnel: true)
+    assert "endpoint\t<string>\n" in access and "tunnel\t<boolean>" in access, access
     assert "credential\t<Object>" in access and "caBundle\t<string>" in access
 
 

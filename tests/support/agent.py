@@ -1,21 +1,17 @@
 """``karpor agent`` as a real process, for integration tests.
 
-:func:`write_agent_credentials` writes an agent's credentials file: with
-``karpor agent-credentials`` when the command exists, else (until it
-lands) by issuing the agent's certificate from the gateway CA
-(:func:`agent_certificate`: user ``system:karpor:agent:NAME``, group
-``system:karpor:agents``) and writing the file the placeholder loader
-reads.  :func:`start_agent` runs ``karpor agent`` and waits until it holds
-``tunnels`` tunnels.
+:func:`write_agent_credentials` writes an agent's credentials file with
+``karpor agent-credentials``; :func:`agent_certificate` issues an agent
+identity's certificate from the gateway CA (user
+``system:karpor:agent:NAME``, group ``system:karpor:agents``) for tests
+that open a tunnel by hand.  :func:`start_agent` runs ``karpor agent`` and
+waits until it holds ``tunnels`` tunnels.
 """
 
 from __future__ import annotations
 
-import base64
 import subprocess
 from pathlib import Path
-
-import yaml
 
 from karpor.auth.ca import CertificateAuthority
 from support.procs import Process
@@ -23,12 +19,6 @@ from support.sim import karpor_command
 
 AGENT_GROUP = "system:karpor:agents"
 AGENT_USER_PREFIX = "system:karpor:agent:"
-
-
-def _has_agent_credentials_command() -> bool:
-    from karpor.cli import SUBCOMMANDS  # noqa: PLC0415
-
-    return any("agent" in name and "credentials" in name for name in SUBCOMMANDS)
 
 
 def agent_certificate(state_dir: Path, cluster: str) -> tuple[bytes, bytes, bytes]:
@@ -40,33 +30,22 @@ def agent_certificate(state_dir: Path, cluster: str) -> tuple[bytes, bytes, byte
 
 
 def write_agent_credentials(state_dir: Path, cluster: str, server: str, out: Path) -> Path:
-    """An agent credentials file for ``cluster`` at ``out``."""
-    if _has_agent_credentials_command():
-        argv = [
-            *karpor_command(),
-            "agent-credentials",
-            "--state-dir",
-            str(state_dir),
-            "--cluster",
-            cluster,
-            "--server",
-            server,
-            "-o",
-            str(out),
-        ]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        if result.returncode != 0:
-            raise AssertionError(f"karpor agent-credentials failed:\n{result.stderr}")
-        return out
-    ca, cert, key = agent_certificate(state_dir, cluster)
-    document = {
-        "cluster": cluster,
-        "server": server,
-        "certificateAuthorityData": base64.b64encode(ca).decode(),
-        "clientCertificateData": base64.b64encode(cert).decode(),
-        "clientKeyData": base64.b64encode(key).decode(),
-    }
-    out.write_text(yaml.safe_dump(document))
+    """An agent credentials file for ``cluster`` at ``out`` (``karpor agent-credentials``)."""
+    argv = [
+        *karpor_command(),
+        "agent-credentials",
+        "--state-dir",
+        str(state_dir),
+        "--cluster",
+        cluster,
+        "--server",
+        server,
+        "-o",
+        str(out),
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise AssertionError(f"karpor agent-credentials failed:\n{result.stderr}")
     return out
 
 

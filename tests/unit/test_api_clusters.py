@@ -5,6 +5,8 @@ import dataclasses
 import json
 from types import MappingProxyType
 
+from support.tables import table_rows
+
 from karpor.config.model import Cluster, ExecCredential, TokenCredential, X509Credential
 from karpor.gatewayapi.clusters import (
     ClusterCatalog,
@@ -258,8 +260,11 @@ def test_status_in_the_object_and_the_table():
         "message": "GET /readyz: 500 Internal Server Error",
     }
     now = parse_timestamp(CREATED) + 60
-    rows = cluster_table(catalog.entries(), None, now)["rows"]
-    assert [row["cells"][4:6] for row in rows] == [["True", "v1.31.0"], ["False", "<unknown>"]]
+    rows = table_rows(cluster_table(catalog.entries(), None, now))
+    assert [(row["Ready"], row["Version"]) for row in rows] == [
+        ("True", "v1.31.0"),
+        ("False", "<unknown>"),
+    ]
 
 
 def test_a_status_change_is_a_modified_event_a_probe_time_is_not():
@@ -363,15 +368,31 @@ def test_table_shows_how_a_cluster_is_reached_and_its_agent():
     def lookup(name: str) -> AgentStatus:
         return agents.get(name, AgentStatus(0, None, ""))
 
-    rows = cluster_table(catalog.entries(), 2, now, agents=lookup)["rows"]
-    cells = {row["cells"][0]: row["cells"] for row in rows}
-    assert cells["edge"][3] == "<none>"
-    assert cells["edge"][-4:] == ["tunnel", "connected", "90s", "0.1.0"]
+    table = cluster_table(catalog.entries(), 2, now, agents=lookup)
+    # plain `kubectl get clusters` shows how each is reached; -o wide adds since/version
+    priority = {c["name"]: c["priority"] for c in table["columnDefinitions"]}
+    assert [priority[n] for n in ("Reach", "Agent", "Agent Since", "Agent Version")] == [0, 0, 1, 1]
+    agent_columns = ("Reach", "Agent", "Agent Since", "Agent Version")
+    cells = {row["Name"]: row for row in table_rows(table)}
+    assert cells["edge"]["Endpoint"] == "<none>"
+    assert [cells["edge"][n] for n in agent_columns] == ["tunnel", "connected", "90s", "0.1.0"]
     agents.clear()
-    rows = cluster_table(catalog.entries(), 2, now, agents=lookup)["rows"]
-    cells = {row["cells"][0]: row["cells"] for row in rows}
-    assert cells["edge"][-4:] == ["tunnel", "disconnected", "<none>", "<none>"]
-    assert cells["lonely-edge"][-4:] == ["direct", "<none>", "<none>", "<none>"]
+    cells = {
+        row["Name"]: row
+        for row in table_rows(cluster_table(catalog.entries(), 2, now, agents=lookup))
+    }
+    assert [cells["edge"][n] for n in agent_columns] == [
+        "tunnel",
+        "disconnected",
+        "<none>",
+        "<none>",
+    ]
+    assert [cells["lonely-edge"][n] for n in agent_columns] == [
+        "direct",
+        "<none>",
+        "<none>",
+        "<none>",
+    ]
     obj = cluster_table(catalog.entries(), 2, now, include_object="Object")["rows"]
     edge = next(r["object"] for r in obj if r["object"]["metadata"]["name"] == "edge")
     assert edge["spec"]["access"] == {"tunnel": True}

@@ -4,6 +4,7 @@ import json
 from types import MappingProxyType
 
 import pytest
+from support.tables import table_rows
 from twisted.internet.task import Clock
 
 from karpor.auth.identity import Identity
@@ -301,7 +302,10 @@ def test_where_a_cluster_is_shows_only_to_callers_allowed_to_see_it(world):
     assert b"sim-2.example" not in world.call(path + "/sim-2").body
     assert "access" not in world.call(path + "/sim-2").json()["spec"]
     table = world.call(path, query="includeObject=Object", accept=TABLE).json()
-    assert [row["cells"][3] for row in table["rows"]] == ["https://sim-1.example:6443", "<hidden>"]
+    assert [row["Endpoint"] for row in table_rows(table)] == [
+        "https://sim-1.example:6443",
+        "<hidden>",
+    ]
     assert "access" not in table["rows"][1]["object"]["spec"]
     for accept in ("application/json", TABLE):
         watch = world.call(path, query="watch=1", accept=accept)
