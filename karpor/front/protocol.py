@@ -90,6 +90,7 @@ from karpor.auth.access import Access, Peer
 from karpor.auth.audit import AuditWriter
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.config.model import Cluster
+from karpor.front.h2protocol import H2FrontProtocol, serve_h2
 from karpor.front.pipeline import RequestPipeline
 from karpor.front.record import CountingTransport, RequestRecord, record_request
 from karpor.front.responder import Responder
@@ -223,8 +224,16 @@ class GatewayProtocol(Protocol):
         conn.since = self._factory.now
 
     def handshakeCompleted(self) -> None:
-        """TLS is up: the first request head is read from now on."""
-        self.conn.handshake_completed(self._factory.now)
+        """TLS is up: the first request head is read from now on (or, when
+        ALPN chose ``h2``, an :class:`~karpor.front.h2protocol.H2FrontProtocol`
+        serves the connection from now on)."""
+        factory = self._factory
+        if factory.http2 and getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+            counting = self._counting
+            transport = counting.wrapped if counting is not None else self.transport
+            serve_h2(self, factory, transport, self.client_address)
+            return
+        self.conn.handshake_completed(factory.now)
 
     def timed_out(self) -> None:
         """The current phase outlived its timeout (the factory's sweep):
@@ -528,6 +537,17 @@ class GatewayProtocol(Protocol):
             self.conn.closing = True
             splice.cut(reason)
 
+    # -- Front (for the pipeline) ---------------------------------------------------
+
+    def upgradable(self) -> GatewayProtocol:
+        """The connection an upgrade request is spliced on: this one."""
+        return self
+
+    def api_responder(self, head: RequestHead) -> Responder:
+        """How the own API answers the current request."""
+        responder = self.responder = Responder(self, head)
+        return responder
+
     # -- Channel (for the forwarder) ------------------------------------------------
 
     @property
@@ -702,7 +722,9 @@ class GatewayFactory(Factory):
         self.max_api_body = max_api_body
         #: what happens to each request (authenticate → authorize → gate → forward | own API)
         self.pipeline = RequestPipeline(self)
-        self.protocols: set[GatewayProtocol] = set()
+        #: serve HTTP/2 where a client's ALPN chose it (``clientConnections.http2``)
+        self.http2 = connections.http2
+        self.protocols: set[GatewayProtocol | H2FrontProtocol] = set()
         self.draining = False
         self._drained: Deferred[None] | None = None
         self._timers: list[IDelayedCall] = []
@@ -720,7 +742,7 @@ class GatewayFactory(Factory):
                 log.warn("{line}", line=line)
         return GatewayProtocol(self) if admitted else None
 
-    def connection_opened(self, protocol: GatewayProtocol) -> None:
+    def connection_opened(self, protocol: GatewayProtocol | H2FrontProtocol) -> None:
         """Track an open client connection (drained on stop); the first
         starts the sweep."""
         self.protocols.add(protocol)
@@ -747,7 +769,7 @@ class GatewayFactory(Factory):
             for protocol in list(self.protocols):
                 protocol.cluster_removed(names)
 
-    def connection_closed(self, protocol: GatewayProtocol) -> None:
+    def connection_closed(self, protocol: GatewayProtocol | H2FrontProtocol) -> None:
         """Forget a closed client connection (the last stops the sweep)."""
         self.protocols.discard(protocol)
         sweeper = self._sweeper
