@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from support.gateway import (
@@ -27,6 +28,7 @@ from support.gateway import (
     write_kubeconfig,
 )
 from support.h2client import H2Client
+from support.streams import Connection, established
 
 pytest_plugins = ("support.gateway",)
 
@@ -96,6 +98,9 @@ def test_fifty_watches_share_one_connection(gateway: GatewayRun, gateway_kubecon
         assert {s.status for s in streams} == {200}
         # the streams stay open (watches), all on this one connection
         assert not any(s.ended or s.reset is not None for s in streams)
+        ours = client.sock.getsockname()[1]
+        served = established(gateway.serving_pid, local_port=gateway.port)
+        assert [c for c in served if c.remote_port == ours] == [Connection(gateway.port, ours)]
         # an event reaches every watch
         created = client.get(
             f"{PREFIX}/api/v1/namespaces/default/configmaps",
@@ -110,6 +115,56 @@ def test_fifty_watches_share_one_connection(gateway: GatewayRun, gateway_kubecon
         name = json.loads(created.body)["metadata"]["name"]
         client.get(f"{PREFIX}/api/v1/namespaces/default/configmaps/{name}", method="DELETE")
     finally:
+        client.close()
+
+
+def test_a_slow_stream_is_flow_controlled_and_blocks_no_other(
+    gateway: GatewayRun, gateway_kubeconfig: Path
+) -> None:
+    window = 16_384
+    client = H2Client(gateway.port, _context(gateway_kubeconfig), window=window)
+    namespace = f"h2-{uuid.uuid4().hex[:8]}"
+    base = f"{PREFIX}/api/v1/namespaces"
+    try:
+        json_type = [("content-type", "application/json")]
+        made = client.get(
+            base,
+            method="POST",
+            headers=json_type,
+            body=json.dumps({"metadata": {"name": namespace}}).encode(),
+        )
+        assert made.status == 201, made.body
+        for i in range(8):
+            cm = {"metadata": {"name": f"cm-{i}"}, "data": {"blob": "x" * 100_000}}
+            body = json.dumps(cm).encode()
+            assert (
+                client.get(
+                    f"{base}/{namespace}/configmaps",
+                    method="POST",
+                    headers=json_type,
+                    body=body,
+                ).status
+                == 201
+            )
+        # a large list read by a client that grants no window: it stalls at the window
+        sid = client.start(f"{base}/{namespace}/configmaps")
+        client.withhold(sid)
+        slow = client.streams[sid]
+        client.wait(lambda: len(slow.body) >= window)
+        client.pump(0.5)
+        assert len(slow.body) == window and not slow.ended
+        # meanwhile other streams on the connection are answered at once
+        other = client.get(f"{base}/{namespace}")
+        assert other.status == 200
+        assert json.loads(other.body)["metadata"]["name"] == namespace
+        # once read, the list arrives whole
+        client.release(sid)
+        client.wait(lambda: slow.ended, timeout=30)
+        listed = json.loads(slow.body)
+        names = sorted(i["metadata"]["name"] for i in listed["items"])
+        assert [n for n in names if n.startswith("cm-")] == [f"cm-{i}" for i in range(8)]
+    finally:
+        client.get(f"{base}/{namespace}", method="DELETE")
         client.close()
 
 

@@ -44,8 +44,9 @@ class H2Client:
         #: the server's last GOAWAY's ``last_stream_id`` (``None``: none came)
         self.goaway: int | None = None
         self.closed = False
-        #: acknowledge received DATA (False: a slow reader that grants no window)
-        self.reading = True
+        #: streams whose DATA is not acknowledged (a slow reader: no window
+        #: granted) until :meth:`release`
+        self.withheld: dict[int, int] = {}
         self._send()
 
     def _send(self) -> None:
@@ -71,10 +72,26 @@ class H2Client:
         ]
         self.streams[sid] = Stream()
         self.conn.send_headers(sid, block, end_stream=body is None)
-        if body is not None:
-            self.conn.send_data(sid, body, end_stream=True)
         self._send()
+        if body is not None:
+            self._send_body(sid, body)
         return sid
+
+    def _send_body(self, sid: int, body: bytes) -> None:
+        """Send ``body`` within the server's windows (waiting for them)."""
+        deadline = time.monotonic() + 20
+        while body:
+            room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            if room <= 0:
+                if time.monotonic() > deadline:
+                    raise AssertionError("the server granted no window for the request body")
+                self.pump(0.2)
+                continue
+            self.conn.send_data(sid, body[:room])
+            body = body[room:]
+            self._send()
+        self.conn.end_stream(sid)
+        self._send()
 
     def pump(self, timeout: float = 1.0) -> None:
         """Read and handle what the server sent within ``timeout``."""
@@ -98,8 +115,11 @@ class H2Client:
             elif isinstance(event, h2.events.DataReceived):
                 if stream is not None:
                     stream.body += event.data or b""
-                if self.reading and event.flow_controlled_length:
-                    self.conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                size = event.flow_controlled_length or 0
+                if sid in self.withheld:
+                    self.withheld[sid] += size
+                elif size:
+                    self.conn.acknowledge_received_data(size, sid)
             elif isinstance(event, h2.events.StreamEnded) and stream is not None:
                 stream.ended = True
             elif isinstance(event, h2.events.StreamReset) and stream is not None:
@@ -107,6 +127,17 @@ class H2Client:
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.goaway = event.last_stream_id
         self._send()
+
+    def withhold(self, sid: int) -> None:
+        """Grant stream ``sid`` no more window (read it slowly)."""
+        self.withheld.setdefault(sid, 0)
+
+    def release(self, sid: int) -> None:
+        """Grant ``sid`` the window withheld, and from now on as data comes."""
+        size = self.withheld.pop(sid, 0)
+        if size:
+            self.conn.acknowledge_received_data(size, sid)
+            self._send()
 
     def wait(self, done: Callable[[], bool], timeout: float = 20.0) -> None:
         """Pump until ``done()`` (``AssertionError`` after ``timeout``)."""
