@@ -9,7 +9,8 @@ into the front's (:data:`Event`), in order:
   ``:authority`` as ``Host`` when the request has none) as a
   :class:`~karpor.http.connection.RequestHead`; ``ended`` when no body
   follows; ``error`` set for a request the gateway refuses before it reaches
-  the pipeline (an upgrade-only subresource: :func:`upgrade_refusal`);
+  the pipeline (:func:`request_refusal`: an upgrade-only subresource, a
+  header HTTP/1.1 could not carry safely);
 * :class:`StreamBody` and :class:`StreamEnd`: the request body, its end;
 * :class:`StreamGone`: the client reset the stream (or it cannot go on);
 * :class:`StreamWritable`: a stream whose output waited for the client's
@@ -63,7 +64,7 @@ from hyperframe.frame import GoAwayFrame
 
 from karpor.http.bounds import BUSY, IDLE
 from karpor.http.connection import RequestHead
-from karpor.http.headers import HOP_BY_HOP, Header
+from karpor.http.headers import HOP_BY_HOP, Header, valid_header
 from karpor.kube.status import ApiError
 
 #: ``SETTINGS_MAX_CONCURRENT_STREAMS`` by default (kube-apiserver's)
@@ -163,6 +164,21 @@ def upgrade_refusal(path: bytes) -> ApiError | None:
             "BadRequest",
         )
     return None
+
+
+def request_refusal(head: RequestHead) -> ApiError | None:
+    """The ``400`` for a request the gateway does not take over HTTP/2: a
+    method that is not a token or ``CONNECT``, a header HTTP/1.1 could not
+    carry as one safe line (``h2`` already refuses CR, LF and NUL; the
+    cluster's side may be HTTP/1.1), or an upgrade-only subresource
+    (:func:`upgrade_refusal`); ``None`` for a request to serve."""
+    method = head.method
+    if not valid_header(method, b"") or method == b"CONNECT":
+        return ApiError(400, "the request method is not supported", "BadRequest")
+    for name, value in head.headers:
+        if not valid_header(name, value):
+            return ApiError(400, "malformed HTTP request: an invalid header field", "BadRequest")
+    return upgrade_refusal(head.target)
 
 
 def request_head(headers: list[tuple[bytes, bytes]], ended: bool = True) -> RequestHead:
@@ -304,7 +320,7 @@ class H2FrontConnection:
             self.phase = BUSY
             self.since = now
         self.open.add(stream_id)
-        out.append(StreamRequest(stream_id, head, ended, upgrade_refusal(head.target)))
+        out.append(StreamRequest(stream_id, head, ended, request_refusal(head)))
 
     def _gone(self, stream_id: int, out: list[Event], now: float) -> None:
         if stream_id in self.open:

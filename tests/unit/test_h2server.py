@@ -24,6 +24,7 @@ from karpor.http.h2server import (
     StreamRequest,
     StreamWritable,
     request_head,
+    request_refusal,
     upgrade_refusal,
 )
 
@@ -106,6 +107,29 @@ def test_upgrade_only_subresources_are_refused() -> None:
         assert "HTTP/1.1" in error.message
     assert upgrade_refusal(b"/api/v1/namespaces/d/pods/p/log?follow=true") is None
     assert upgrade_refusal(b"/api/v1/namespaces/exec") is None
+
+
+def test_requests_http11_could_not_carry_safely_are_refused() -> None:
+    ok = request_head(headers(b"/api"))
+    assert request_refusal(ok) is None
+    for head in (
+        request_head(headers(b"/api", b"GET", (b"x-a", b"a\x01b"))),
+        request_head(headers(b"/api", b"GET", (b"x(a", b"b"))),
+        request_head(headers(b"/api", b"GET /x")),
+        request_head(headers(b"/api", b"CONNECT")),
+        request_head(headers(b"/api/v1/namespaces/d/pods/p/exec")),
+    ):
+        refused = request_refusal(head)
+        assert refused is not None and refused.code == 400, head
+
+
+@given(st.binary(max_size=12), st.binary(max_size=12))
+def test_what_passes_is_safe_on_an_http11_line(name: bytes, value: bytes) -> None:
+    head = request_head(headers(b"/api", b"GET", (name, value)))
+    if request_refusal(head) is None:
+        for n, v in head.headers:
+            assert b"\r" not in v and b"\n" not in v and b"\x00" not in v
+            assert n and not set(n) & set(b" :\r\n\x00")
 
 
 def test_settings_announce_the_bounds() -> None:
