@@ -1,5 +1,8 @@
 """The front protocol: HTTP/1.1 from callers (inside TLS), the top of the
-request path.
+request path.  A connection whose TLS handshake chose ALPN ``h2`` is handed,
+at the end of the handshake, to the HTTP/2 adapter
+(:mod:`karpor.front.h2protocol`), which serves each stream through the same
+pipeline.
 
 One :class:`GatewayProtocol` per client connection, a Twisted adapter over
 the sans-IO :class:`~karpor.http.connection.FrontConnection` (which parses
