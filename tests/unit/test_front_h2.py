@@ -18,9 +18,9 @@ import pytest
 from hyperframe.frame import Frame, GoAwayFrame
 from OpenSSL import SSL
 from support.fakeendpoint import FakeEndpoint
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from zope.interface import alsoProvides
+from zope.interface import alsoProvides, implementer
 
 from karpor.app.service import GatewayService, resolve_settings
 from karpor.app.settings import SettingsError, parse_settings
@@ -30,6 +30,7 @@ from karpor.config.model import Cluster, TokenCredential
 from karpor.front.h2protocol import H2FrontProtocol
 from karpor.front.protocol import GatewayFactory, GatewayProtocol
 from karpor.http.bounds import ClientConnectionSettings, sweep_interval
+from karpor.http.headers import split_response
 from karpor.upstream.pool import UpstreamPools
 
 CLUSTER = Cluster(name="a", endpoint="http://10.0.0.9:6443", credential=TokenCredential(token="t"))
@@ -237,3 +238,59 @@ def _handshake(server_context: Any) -> bytes:
             with contextlib.suppress(SSL.WantReadError):
                 b.bio_write(a.bio_read(65536))
     return client.get_alpn_proto_negotiated()
+
+
+class Held:
+    """An own-API handler that answers nothing (the test relays on the stream)."""
+
+    def handle(self, request: Any, responder: Any) -> None:
+        pass
+
+
+@implementer(IPushProducer)
+class Producer:
+    def __init__(self) -> None:
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def test_a_blocked_stream_pauses_its_own_producer_only() -> None:
+    world = World()
+    world.factory.api = Held()
+    transport, proto = world.connect()
+    client = Client(transport, proto)
+    # (a client's connection window is its own choice: Go's is 1 GiB)
+    client.h2.increment_flow_control_window(1 << 20)
+    slow_id, fast_id = client.get(b"/slow"), client.get(b"/fast")
+    slow, fast = proto.streams[slow_id], proto.streams[fast_id]
+    producers = {slow_id: Producer(), fast_id: Producer()}
+    for sid, stream in ((slow_id, slow), (fast_id, fast)):
+        assert stream.relay_head(200, b"OK", split_response([]))
+        stream.stream_from(producers[sid])
+    slow.relay_body(b"x" * 70_000)  # past the client's 65,535-byte stream window
+    assert producers[slow_id].paused and not producers[fast_id].paused
+    fast.relay_body(b"y" * 10)
+    fast.relay_end()
+    client.exchange()
+    assert client.response(fast_id) == (200, b"y" * 10)
+    # the client reads what came: its WINDOW_UPDATE lets the rest go, the producer resumes
+    client.h2.acknowledge_received_data(len(client.response(slow_id)[1]), slow_id)
+    client.exchange()
+    assert not producers[slow_id].paused
+    # a full transport pauses every stream's producer until it drains
+    proto.pauseProducing()
+    assert producers[slow_id].paused
+    proto.resumeProducing()
+    assert not producers[slow_id].paused
+    slow.relay_end()
+    client.exchange()
+    assert client.response(slow_id) == (200, b"x" * 70_000)
+    assert not proto.streams
