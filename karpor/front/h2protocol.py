@@ -121,7 +121,7 @@ class H2FrontProtocol(Protocol):
     def connectionMade(self) -> None:
         """Send the server preface; take the place of a connection."""
         factory = self._factory
-        self.conn.since = factory.now
+        self.conn.since = self.conn.now = factory.now
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.conn.initiate()
         self.flush()

@@ -252,6 +252,8 @@ class H2FrontConnection:
         #: the timeout phase and the caller's clock at its start
         self.phase = IDLE
         self.since = 0.0
+        #: the caller's clock, as last given
+        self.now = 0.0
         #: the connection ended (a protocol error, the client's ``GOAWAY``)
         self.done = False
 
@@ -273,8 +275,11 @@ class H2FrontConnection:
 
     # -- frames from the client ----------------------------------------------
 
-    def receive_data(self, data: bytes, now: float = 0.0) -> list[Event]:
-        """Parse ``data`` from the client into events (see the module docstring)."""
+    def receive_data(self, data: bytes, now: float | None = None) -> list[Event]:
+        """Parse ``data`` from the client into events (see the module
+        docstring); ``now``: the caller's clock (for the phase)."""
+        if now is not None:
+            self.now = now
         if self.done:
             return []
         try:
@@ -291,12 +296,12 @@ class H2FrontConnection:
                     )
                 )
             elif isinstance(event, h2.events.RequestReceived):
-                self._request(event, out, now)
+                self._request(event, out)
             elif isinstance(event, h2.events.StreamEnded):
                 if event.stream_id in self.open:
                     out.append(StreamEnd(event.stream_id or 0))
             elif isinstance(event, h2.events.StreamReset):
-                self._gone(event.stream_id or 0, out, now)
+                self._gone(event.stream_id or 0, out)
             elif isinstance(event, h2.events.WindowUpdated):
                 self._window(event.stream_id or 0, out)
             elif isinstance(event, h2.events.PingAckReceived):
@@ -307,7 +312,7 @@ class H2FrontConnection:
                 out.append(ConnectionDone(False))
         return out
 
-    def _request(self, event: h2.events.RequestReceived, out: list[Event], now: float) -> None:
+    def _request(self, event: h2.events.RequestReceived, out: list[Event]) -> None:
         stream_id = event.stream_id or 0
         ended = event.stream_ended is not None
         if self.goaway == 2 and stream_id > self.last_stream:
@@ -318,13 +323,13 @@ class H2FrontConnection:
         self.last_stream = max(self.last_stream, stream_id)
         if not self.open:
             self.phase = BUSY
-            self.since = now
+            self.since = self.now
         self.open.add(stream_id)
         out.append(StreamRequest(stream_id, head, ended, request_refusal(head)))
 
-    def _gone(self, stream_id: int, out: list[Event], now: float) -> None:
+    def _gone(self, stream_id: int, out: list[Event]) -> None:
         if stream_id in self.open:
-            self._closed(stream_id, now)
+            self._closed(stream_id)
             out.append(StreamGone(stream_id))
 
     def _window(self, stream_id: int, out: list[Event]) -> None:
@@ -355,8 +360,7 @@ class H2FrontConnection:
         try:
             self.h2.send_headers(stream_id, block, end_stream=end)
         except h2.exceptions.ProtocolError:
-            self._out.pop(stream_id, None)
-            self.open.discard(stream_id)
+            self._closed(stream_id)  # reset by the client meanwhile
             return
         if end:
             self._closed(stream_id)
@@ -393,7 +397,7 @@ class H2FrontConnection:
                 conn.send_data(stream_id, piece)
                 sent += len(piece)
         except h2.exceptions.ProtocolError:
-            self.open.discard(stream_id)
+            self._closed(stream_id)
             return len(data)  # the stream is gone: drop the rest
         return sent
 
@@ -405,38 +409,42 @@ class H2FrontConnection:
             out.data = out.data[sent:]
             if out.data:
                 return False
-        del self._out[stream_id]
+        self._out.pop(stream_id, None)
         if out.end:
             self._end_now(stream_id)
         return True
 
-    def end(self, stream_id: int, now: float = 0.0) -> None:
+    def end(self, stream_id: int, now: float | None = None) -> None:
         """End the response on ``stream_id`` (once what waits went)."""
+        if now is not None:
+            self.now = now
         out = self._out.get(stream_id)
         if out is not None:
             out.end = True
             return
-        self._end_now(stream_id, now)
+        self._end_now(stream_id)
 
-    def _end_now(self, stream_id: int, now: float = 0.0) -> None:
+    def _end_now(self, stream_id: int) -> None:
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.end_stream(stream_id)
-        self._closed(stream_id, now)
+        self._closed(stream_id)
 
-    def reset(self, stream_id: int, code: int = _CANCEL, now: float = 0.0) -> None:
+    def reset(self, stream_id: int, code: int = _CANCEL, now: float | None = None) -> None:
         """Reset ``stream_id`` (a response broke off; a refused stream)."""
+        if now is not None:
+            self.now = now
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.reset_stream(stream_id, code)
-        self._closed(stream_id, now)
+        self._closed(stream_id)
 
-    def _closed(self, stream_id: int, now: float = 0.0) -> None:
+    def _closed(self, stream_id: int) -> None:
         self._out.pop(stream_id, None)
         opened = self.open
         if stream_id in opened:
             opened.discard(stream_id)
             if not opened:
                 self.phase = IDLE
-                self.since = now
+                self.since = self.now
 
     def blocked(self, stream_id: int) -> bool:
         """Whether output waits on ``stream_id`` for the client's window."""

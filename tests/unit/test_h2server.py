@@ -174,6 +174,11 @@ def test_phase_is_busy_while_a_stream_is_open() -> None:
     s.send_body(1, b"hi")
     s.end(1, now=9.0)
     assert (s.phase, s.since) == (IDLE, 9.0)
+    # a response of a head alone ends at the caller's clock too (never 0: not timed out at once)
+    c.send_headers(3, headers(b"/"), end_stream=True)
+    s.receive_data(c.data_to_send(), now=12.0)
+    s.send_head(3, 204, [], end=True)
+    assert (s.phase, s.since) == (IDLE, 12.0)
 
 
 def test_connection_specific_response_headers_are_dropped() -> None:
