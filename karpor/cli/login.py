@@ -146,7 +146,7 @@ class _Http:
     """Blocking JSON calls to the provider."""
 
     def __init__(self, cafile: Path | None) -> None:
-        self._context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+        self._tls = ssl.create_default_context(cafile=str(cafile) if cafile else None)
 
     def _read(self, request: urllib.request.Request) -> tuple[int, dict[str, Any]]:
         url = request.full_url
@@ -155,7 +155,7 @@ class _Http:
         try:
             # https only (checked above): no file: or other scheme
             response = urllib.request.urlopen(  # noqa: S310
-                request, timeout=HTTP_TIMEOUT, context=self._context
+                request, timeout=HTTP_TIMEOUT, context=self._tls
             )
         except urllib.error.HTTPError as exc:
             response = exc

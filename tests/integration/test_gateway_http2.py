@@ -235,17 +235,17 @@ def test_rolling_restart_under_http2_load_fails_no_stream(
         thread.start()
         deadline = time.monotonic() + 60
         while len(results) < 100 and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.1)  # the poll of this wait
         run.process.popen.send_signal(signal.SIGHUP)
         # the old worker drains under the load (a GOAWAY on each connection)
         while time.monotonic() < deadline:
             now = set(run.worker_pids())
             if len(now) == 1 and not now & before:
                 break
-            time.sleep(0.2)
+            time.sleep(0.2)  # the poll of this wait
         served = len(results)
         while len(results) < served + 100 and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.1)  # the poll of this wait
         stop.set()
         thread.join(60)
         assert not set(run.worker_pids()) & before, "the worker was not replaced"
