@@ -63,7 +63,8 @@ stopped in reverse (one that fails to start stops those before it):
     directory's ``revoked.json`` are checked again (a change holds within
     1 s; a bad file is logged and the last good one stays).
 ``listener``
-    the TLS port (ALPN ``http/1.1``); a worker has none, it serves the
+    the TLS port (ALPN ``h2`` and ``http/1.1``, or ``http/1.1`` alone
+    when ``clientConnections.http2`` is off); a worker has none, it serves the
     socket the supervisor hands it.
 ``serving``
     ``gateway.json`` in the state directory, and the start-up log line.
@@ -105,7 +106,7 @@ from karpor.gatewayapi.handler import GatewayApi
 from karpor.gatewayapi.health import Health
 from karpor.health.prober import HealthProber
 from karpor.metrics.process import ProcessMetrics
-from karpor.net.tls import server_options
+from karpor.net.tls import H2, HTTP11, server_options
 from karpor.net.tlstransport import TLSPort
 from karpor.upstream.execcredential import (
     ExecCredentialCache,
@@ -494,8 +495,9 @@ class GatewayService(ServiceTree):
     def _open_state(self) -> None:
         """``state``: the CA and the serving certificate; the serving TLS context."""
         prepared = self._state = state.prepare_for(self.settings, self.log)
+        alpn = H2 if self.settings.client_connections.http2 else HTTP11
         self.tls_context = server_options(
-            prepared.serving.cert_pem, prepared.serving.key_pem
+            prepared.serving.cert_pem, prepared.serving.key_pem, alpn=alpn
         ).getContext()
 
     def _open_access(self) -> Teardown | None:

@@ -40,7 +40,10 @@ clientConnections (per field) bounds on client connections, per worker:
                           ``handshakeTimeout`` (10 s),
                           ``headerReadTimeout`` (30 s),
                           ``idleTimeout`` (120 s), ``maxConnections``
-                          (20000); see :mod:`karpor.http.bounds`
+                          (20000), ``maxConcurrentStreams`` (1000
+                          HTTP/2 streams per connection), ``http2``
+                          (true: ALPN offers ``h2``); see
+                          :mod:`karpor.http.bounds`
 hostRouting (see below)   clusters by TLS server name: ``suffix``
                           (``clusters.karpor``): a request for
                           ``NAME.<suffix>`` (SNI, else ``Host``) goes to
@@ -284,6 +287,8 @@ CLIENT_CONNECTIONS_KEYS: tuple[Key, ...] = (
     Key("headerReadTimeout", "header_read_timeout", Checker.seconds, "clientConnections"),
     Key("idleTimeout", "idle_timeout", Checker.seconds, "clientConnections"),
     Key("maxConnections", "max_connections", _count, "clientConnections"),
+    Key("maxConcurrentStreams", "max_concurrent_streams", _count, "clientConnections"),
+    Key("http2", "http2", Checker.boolean, "clientConnections"),
 )
 
 

@@ -16,6 +16,11 @@ caller asks about itself on a cluster (``kubectl auth whoami``, ``auth
 can-i``) is read the same way and answered by the gateway
 (:mod:`karpor.front.reviews`).  Whatever refuses the request is answered
 as a ``Status`` on the front connection.
+
+The request's front (:class:`~karpor.front.front.Front`) is an HTTP/1.1
+connection (:class:`~karpor.front.protocol.GatewayProtocol`) or an HTTP/2
+stream (:class:`~karpor.front.h2protocol.H2Request`): the pipeline is the
+same for both.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from karpor.auth.access import Authorized, Forbidden, request_attributes
 from karpor.auth.identity import Identity
 from karpor.auth.impersonation import impersonation_headers
 from karpor.config.model import Cluster
-from karpor.front.responder import Responder
 from karpor.front.reviews import ClusterReviews
 from karpor.front.tunnel import accept_tunnel, refuse_agent
 from karpor.gatewayapi.request import ApiHandler, ApiRequest
@@ -45,6 +49,7 @@ from karpor.upstream.request import CHUNKED, LENGTH, NO_BODY, UpstreamRequest
 from karpor.upstream.splice import UpgradeForwarder
 
 if TYPE_CHECKING:
+    from karpor.front.front import Front
     from karpor.front.protocol import GatewayFactory, GatewayProtocol
 
 log = Logger()
@@ -59,7 +64,7 @@ class RequestPipeline:
     def __init__(self, factory: GatewayFactory) -> None:
         self._factory = factory
 
-    def _authenticate(self, front: GatewayProtocol, head: RequestHead) -> Identity:
+    def _authenticate(self, front: Front, head: RequestHead) -> Identity:
         """The caller of the request; raises the 401 (and the 403 of an
         agent identity: :func:`~karpor.front.tunnel.refuse_agent`)."""
         identity = self._factory.access.authenticate(front.peer(), head.headers)
@@ -68,7 +73,7 @@ class RequestPipeline:
         refuse_agent(identity)
         return identity
 
-    def handle(self, front: GatewayProtocol, head: RequestHead) -> None:
+    def handle(self, front: Front, head: RequestHead) -> None:
         """Answer the request ``head`` read on ``front`` (its audit begun):
         forward it to its cluster or hand it to the own API, or answer the
         ``Status`` that refuses it (an agent's tunnel request is accepted
@@ -76,7 +81,9 @@ class RequestPipeline:
         try:
             if head.upgrade:
                 tunnels = self._factory.pools.tunnels
-                if tunnels is not None and accept_tunnel(self._factory, tunnels, front, head):
+                if tunnels is not None and accept_tunnel(
+                    self._factory, tunnels, front.upgradable(), head
+                ):
                     return
             target = route_request(
                 head.target, head.headers, front.server_route, self._factory.host_routing
@@ -93,9 +100,7 @@ class RequestPipeline:
             log.failure("request dispatch failed (Audit-Id {auditID})", auditID=front.audit_id())
             front.send_error(ApiError(500, "internal error"))
 
-    def _note_route(
-        self, front: GatewayProtocol, target: ClusterRoute | ApiRoute, head: RequestHead
-    ) -> None:
+    def _note_route(self, front: Front, target: ClusterRoute | ApiRoute, head: RequestHead) -> None:
         """For the metrics: the target the verb is read from, and a
         long-running request counted in flight (until the request is done)."""
         audit = front.audit
@@ -108,7 +113,7 @@ class RequestPipeline:
             audit.kind = kind
             metrics.stream_started(kind)
 
-    def _proxy(self, front: GatewayProtocol, target: ClusterRoute, head: RequestHead) -> None:
+    def _proxy(self, front: Front, target: ClusterRoute, head: RequestHead) -> None:
         factory = self._factory
         identity = self._authenticate(front, head)
         audit = front.audit
@@ -148,7 +153,7 @@ class RequestPipeline:
         request = split_request(head.headers, factory.drop, factory.drop_prefixes)
         identity_headers = impersonation_headers(authorized.upstream)
         if head.upgrade:
-            self._proxy_upgrade(front, target, head, pool, request, identity_headers)
+            self._proxy_upgrade(front.upgradable(), target, head, pool, request, identity_headers)
             return
         body = CHUNKED if request.chunked else LENGTH if request.content_length else NO_BODY
         audit = front.audit
@@ -208,7 +213,7 @@ class RequestPipeline:
 
     def _review(
         self,
-        front: GatewayProtocol,
+        front: Front,
         target: ClusterRoute,
         head: RequestHead,
         identity: Identity,
@@ -247,7 +252,7 @@ class RequestPipeline:
         )
         return True
 
-    def _api(self, front: GatewayProtocol, target: ApiRoute, head: RequestHead) -> None:
+    def _api(self, front: Front, target: ApiRoute, head: RequestHead) -> None:
         identity: Identity | None
         if target.public:
             access = self._factory.access
@@ -260,7 +265,7 @@ class RequestPipeline:
 
     def _read_body(
         self,
-        front: GatewayProtocol,
+        front: Front,
         head: RequestHead,
         path: str,
         query: str,
@@ -293,7 +298,7 @@ class _ApiCall:
     def __init__(
         self,
         factory: GatewayFactory,
-        front: GatewayProtocol,
+        front: Front,
         path: str,
         query: str,
         head: RequestHead,
@@ -337,16 +342,14 @@ class _ApiCall:
             identity=self._identity,
             body=body,
         )
-        responder = Responder(front, head)
-        front.responder = responder
+        responder = front.api_responder(head)
         try:
             self._handler.handle(request, responder)
         except ApiError as e:
             if not responder.started:
-                front.responder = None
                 front.send_error(e)
             else:
-                front.transport.abortConnection()  # type: ignore[union-attr]
+                front.abort()
         except Exception:
             log.failure(
                 "the API handler failed on {method} {path} (Audit-Id {auditID})",
@@ -355,7 +358,6 @@ class _ApiCall:
                 auditID=front.audit_id(),
             )
             if not responder.started:
-                front.responder = None
                 front.send_error(ApiError(500, "internal error"))
             else:
-                front.transport.abortConnection()  # type: ignore[union-attr]
+                front.abort()

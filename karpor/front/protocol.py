@@ -1,5 +1,8 @@
 """The front protocol: HTTP/1.1 from callers (inside TLS), the top of the
-request path.
+request path.  A connection whose TLS handshake chose ALPN ``h2`` is handed,
+at the end of the handshake, to the HTTP/2 adapter
+(:mod:`karpor.front.h2protocol`), which serves each stream through the same
+pipeline.
 
 One :class:`GatewayProtocol` per client connection, a Twisted adapter over
 the sans-IO :class:`~karpor.http.connection.FrontConnection` (which parses
@@ -91,6 +94,7 @@ from karpor.auth.access import Access, Peer
 from karpor.auth.audit import AuditWriter
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.config.model import Cluster
+from karpor.front.h2protocol import H2FrontProtocol, serve_h2
 from karpor.front.pipeline import RequestPipeline
 from karpor.front.record import CountingTransport, RequestRecord, record_request
 from karpor.front.responder import Responder
@@ -232,11 +236,19 @@ class GatewayProtocol(Protocol):
 
     def handshakeCompleted(self) -> None:
         """TLS is up: the first request head is read from now on; the
-        client's server name (SNI) is classified for host routing."""
-        self.conn.handshake_completed(self._factory.now)
-        hosts = self._factory.host_routing
+        client's server name (SNI) is classified for host routing (or, when
+        ALPN chose ``h2``, an :class:`~karpor.front.h2protocol.H2FrontProtocol`
+        serves the connection from now on)."""
+        factory = self._factory
+        hosts = factory.host_routing
         if hosts.enabled:
             self.server_route = hosts.server_name(server_name(self.transport))
+        if factory.http2 and getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+            counting = self._counting
+            transport = counting.wrapped if counting is not None else self.transport
+            serve_h2(self, factory, transport, self.client_address)
+            return
+        self.conn.handshake_completed(factory.now)
 
     def timed_out(self) -> None:
         """The current phase outlived its timeout (the factory's sweep):
@@ -540,6 +552,17 @@ class GatewayProtocol(Protocol):
             self.conn.closing = True
             splice.cut(reason)
 
+    # -- Front (for the pipeline) ---------------------------------------------------
+
+    def upgradable(self) -> GatewayProtocol:
+        """The connection an upgrade request is spliced on: this one."""
+        return self
+
+    def api_responder(self, head: RequestHead) -> Responder:
+        """How the own API answers the current request."""
+        responder = self.responder = Responder(self, head)
+        return responder
+
     # -- Channel (for the forwarder) ------------------------------------------------
 
     @property
@@ -720,7 +743,9 @@ class GatewayFactory(Factory):
         self.max_api_body = max_api_body
         #: what happens to each request (authenticate → authorize → gate → forward | own API)
         self.pipeline = RequestPipeline(self)
-        self.protocols: set[GatewayProtocol] = set()
+        #: serve HTTP/2 where a client's ALPN chose it (``clientConnections.http2``)
+        self.http2 = connections.http2
+        self.protocols: set[GatewayProtocol | H2FrontProtocol] = set()
         self.draining = False
         self._drained: Deferred[None] | None = None
         self._timers: list[IDelayedCall] = []
@@ -738,7 +763,7 @@ class GatewayFactory(Factory):
                 log.warn("{line}", line=line)
         return GatewayProtocol(self) if admitted else None
 
-    def connection_opened(self, protocol: GatewayProtocol) -> None:
+    def connection_opened(self, protocol: GatewayProtocol | H2FrontProtocol) -> None:
         """Track an open client connection (drained on stop); the first
         starts the sweep."""
         self.protocols.add(protocol)
@@ -765,7 +790,7 @@ class GatewayFactory(Factory):
             for protocol in list(self.protocols):
                 protocol.cluster_removed(names)
 
-    def connection_closed(self, protocol: GatewayProtocol) -> None:
+    def connection_closed(self, protocol: GatewayProtocol | H2FrontProtocol) -> None:
         """Forget a closed client connection (the last stops the sweep)."""
         self.protocols.discard(protocol)
         sweeper = self._sweeper

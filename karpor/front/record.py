@@ -33,6 +33,11 @@ class CountingTransport:
         self.written = 0
         directlyProvides(self, *providedBy(transport))
 
+    @property
+    def wrapped(self) -> Any:
+        """The transport counted."""
+        return self._transport
+
     def write(self, data: bytes) -> None:
         """Write ``data``, counted."""
         self.written += len(data)

@@ -43,6 +43,9 @@ DEFAULT_IDLE_TIMEOUT = 120.0
 #: in the bench, below what a worker's memory could hold (a TLS connection
 #: alone costs about 36 KiB)
 DEFAULT_MAX_CONNECTIONS = 20_000
+#: ``maxConcurrentStreams``: HTTP/2 streams per client connection
+#: (``SETTINGS_MAX_CONCURRENT_STREAMS``; kube-apiserver's default)
+DEFAULT_MAX_CONCURRENT_STREAMS = 1000
 #: the smallest ``maxHeaderBytes`` accepted (a kubectl request head with a
 #: bearer token is about 1.5 KiB)
 MIN_HEADER_BYTES = 4096
@@ -78,12 +81,18 @@ class ClientConnectionSettings:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     #: most open client connections per worker (more are closed at accept)
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: most HTTP/2 streams open at once on one client connection
+    max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
+    #: serve HTTP/2 to clients whose ALPN offers ``h2`` (else HTTP/1.1 only)
+    http2: bool = True
 
     def __post_init__(self) -> None:
         if self.max_header_bytes < MIN_HEADER_BYTES:
             raise ValueError(f"maxHeaderBytes must be at least {MIN_HEADER_BYTES}")
         if self.max_connections < 1:
             raise ValueError("maxConnections must be at least 1")
+        if self.max_concurrent_streams < 1:
+            raise ValueError("maxConcurrentStreams must be at least 1")
         for name, value in (
             ("handshakeTimeout", self.handshake_timeout),
             ("headerReadTimeout", self.header_read_timeout),

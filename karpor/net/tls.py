@@ -4,7 +4,9 @@ Both sides pin ALPN to ``http/1.1`` by default: with Twisted 26 and
 pyOpenSSL 26 a server that sets no ``acceptableProtocols`` fails the
 handshake of clients that offer ALPN (kubectl, curl), and an upgrade
 connection must never negotiate HTTP/2.  :data:`H2` offers ``h2`` first:
-the gateway's HTTP/2 stream connections to clusters and the simulator's
+the gateway's HTTP/2 stream connections to clusters, its serving context
+(unless ``clientConnections.http2`` is off: kubectl and client-go ask for
+``http/1.1`` alone on their upgrade connections) and the simulator's
 listener use it.
 """
 

@@ -3,7 +3,8 @@
 transport on the installed Twisted and pyOpenSSL; ``twisted`` serves and
 reaches its clusters with Twisted's own TLS and runs its workers on
 Twisted's stock reactor.  kubectl works through either alike: get, watch,
-exec with stdin and an exit code."""
+exec with stdin and an exit code; both serve HTTP/2 (ALPN ``h2``) and
+HTTP/1.1."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.gateway import GatewayRun, client_context, request, start_gateway, write_kubeconfig
+from support.gateway import (
+    GatewayRun,
+    client_context,
+    credentials_of,
+    request,
+    start_gateway,
+    write_kubeconfig,
+)
+from support.h2client import H2Client
 from support.kubectl import Kubectl
 from support.sim import SimRun
 
@@ -128,3 +137,22 @@ def test_host_routing_reads_the_server_name(
     assert answer.status == 200, answer.body
     address = answer.json()["serverAddressByClientCIDRs"][0]["serverAddress"]
     assert address.endswith(f":{sim_clusters['sim-2'].port}")
+
+
+def test_http2_and_http11_are_served(served: tuple[str, GatewayRun]) -> None:
+    implementation, gateway = served
+    kubeconfig = write_kubeconfig(
+        gateway.state_dir, gateway.state_dir.parent / f"{implementation}-h2.kubeconfig", gateway.url
+    )
+    context = client_context(*credentials_of(kubeconfig, "sim-1"))
+    path = "/apis/cluster.karpor.io/v1beta1/clusters/sim-1/proxy/api/v1/namespaces/default"
+    client = H2Client(gateway.port, context)
+    try:
+        assert client.alpn == "h2"
+        answer = client.get(path)
+        assert answer.status == 200, answer.body
+        assert answer.headers.get(b"audit-id")
+    finally:
+        client.close()
+    context = client_context(*credentials_of(kubeconfig, "sim-1"))
+    assert request(gateway.port, path, context).status == 200
