@@ -18,6 +18,9 @@ impersonation as any request has).  The client's response:
 - a **GET** of one object keeps each cluster's answer (up to
   :data:`MAX_OBJECT` bytes): the object when exactly one cluster has it, a
   ``409`` Status naming the clusters when several do, a ``404`` when none;
+- a non-resource **GET** (discovery: ``/api``, ``/apis``, a group
+  version's resources; ``/version``) answers the union of the clusters'
+  documents (:func:`~karpor.kube.fanout.union_discovery`);
 - when every cluster failed, one ``Status`` says why for each.
 
 Memory is bounded by a read per part plus the largest list element (LIST)
@@ -36,16 +39,16 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from karpor.http.headers import Header, ResponseHeaders
-from karpor.kube.fanout import MergedList, annotate
+from karpor.kube.fanout import MergedList, annotate, union_discovery
 from karpor.kube.liststream import ListError, ListStream
 from karpor.kube.status import ApiError
 from karpor.kube.warning import warning_header
 from karpor.upstream.forward import Forwarder
 from karpor.upstream.pool import ClusterPool
-from karpor.upstream.request import NO_BODY, UpstreamRequest
+from karpor.upstream.request import UpstreamRequest
 
 if TYPE_CHECKING:
-    from karpor.front.protocol import GatewayProtocol
+    from karpor.front.front import Front
 
 log = Logger()
 
@@ -57,6 +60,14 @@ MAX_REASON = 4096
 _JSON: tuple[Header, ...] = ((b"Content-Type", b"application/json"),)
 
 
+#: the ``cluster`` of a fan-out in the audit log and the metrics (a selector
+#: is the client's text: never a metric label)
+FANOUT_CLUSTER = "*"
+#: what each cluster is asked for: JSON (the merge reads it), a Table when the client asked one
+JSON_ACCEPT = b"application/json"
+TABLE_ACCEPT = b"application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+
+
 @dataclass
 class Asked:
     """One cluster of a fan-out and how to ask it."""
@@ -64,6 +75,7 @@ class Asked:
     name: str
     pool: ClusterPool
     request: UpstreamRequest
+    head_timeout: float | None
 
 
 @implementer(IPushProducer)
@@ -142,7 +154,9 @@ class _Part:
 
     def stream_from(self, producer: IPushProducer) -> None:
         self._producer = producer
-        if not self.fanout.started or self.fanout.client_paused:
+        # a list waits for the client's head (and a slow client); a GET's
+        # object and an error's body are read at once (bounded)
+        if self._stream is not None and (not self.fanout.started or self.fanout.client_paused):
             self.pause()
 
     def relay_body(self, data: bytes) -> None:
@@ -199,12 +213,19 @@ class _Part:
     # -- the fan-out's side ------------------------------------------------------------
 
     def start_streaming(self) -> None:
-        """The client's head is out: pass on what was held, let the body flow."""
+        """The client's head is out: pass on what was held, let the body flow
+        (or, for a list that already ended, check that it ended whole)."""
         held, self._held = self._held, []
         for data in held:
-            if self.ended:
-                break
+            if self.failure:
+                return
             self._feed(data)
+        stream = self._stream
+        if self.ended and stream is not None and not self.failure:
+            try:
+                stream.end()
+            except ListError as exc:
+                self.failure = f"its list cannot be read: {exc}"
         if not self.fanout.client_paused:
             self.resume()
 
@@ -267,32 +288,40 @@ class Fanout:
 
     def __init__(
         self,
-        front: GatewayProtocol,
+        front: Front,
         asked: Sequence[Asked],
+        failed: Sequence[tuple[str, str]],
+        *,
         listing: bool,
         table: bool,
-        head_timeout: float | None,
+        discovery: bool = False,
     ) -> None:
         self.front = front
         self.listing = listing
+        #: a request for a non-resource path (discovery, ``/version``): the union
+        self.discovery = discovery
         self.table = table
         self.merged = MergedList(table)
         self.started = False
         self.client_paused = False
         self._finished = False
-        self._head_timeout = head_timeout
         self._asked = list(asked)
         self.parts = [_Part(self, a.name) for a in asked]
+        for name, why in failed:  # not asked: refused or unhealthy here
+            part = _Part(self, name)
+            part.failure = why
+            part.ended = True
+            self.parts.append(part)
 
     # -- the front's side (it calls these like a forwarder's) --------------------------
 
     def start(self) -> None:
         """Ask every cluster at once."""
-        if not self.parts:
+        if not self._asked:
             self._settled()
             return
-        for part, asked in zip(self.parts, self._asked, strict=True):
-            forwarder = Forwarder(part, asked.request, head_timeout=self._head_timeout)
+        for part, asked in zip(self.parts, self._asked, strict=False):
+            forwarder = Forwarder(part, asked.request, head_timeout=asked.head_timeout)
             part.forwarder = forwarder
             asked.pool.submit(forwarder)
 
@@ -384,6 +413,15 @@ class Fanout:
         self.front.relay_body(self.merged.finish(versions, continues))
         self.front.relay_end()
 
+    def _answer_object(self, obj: object, headers: list[Header]) -> None:
+        body = json.dumps(obj, separators=(",", ":")).encode()
+        length = (b"Content-Length", b"%d" % len(body))  # a relayed head keeps its own
+        self.front.relay_head(
+            200, b"OK", ResponseHeaders([*headers, length], len(body), False, False)
+        )
+        self.front.relay_body(body)
+        self.front.relay_end()
+
     def _answer_get(self) -> None:
         self._finished = True
         found = [p for p in self.parts if p.code == 200 and not p.failure]
@@ -391,16 +429,21 @@ class Fanout:
         headers: list[Header] = [*_JSON]
         for name, why in failures:
             headers.append(warning_header(f"cluster {name}: {why}"))
+        if self.discovery and found:
+            try:
+                obj = union_discovery([json.loads(p.kept()) for p in found])
+            except ValueError:
+                self.front.send_error(ApiError(502, "a cluster's discovery answer is not JSON"))
+                return
+            self._answer_object(obj, headers)
+            return
         if len(found) == 1:
             try:
                 obj = annotate(json.loads(found[0].kept()), found[0].name)
             except ValueError:
                 self.front.send_error(ApiError(502, f"cluster {found[0].name}: not JSON"))
                 return
-            body = json.dumps(obj, separators=(",", ":")).encode()
-            self.front.relay_head(200, b"OK", ResponseHeaders([*headers], len(body), False, False))
-            self.front.relay_body(body)
-            self.front.relay_end()
+            self._answer_object(obj, headers)
             return
         if len(found) > 1:
             names = ", ".join(p.name for p in found)
@@ -413,7 +456,7 @@ class Fanout:
             error = _all_failed(failures)
         else:
             error = ApiError(404, "the object is in none of the clusters asked", "NotFound")
-        error.headers = [*error.headers, *headers[1:]]  # the warnings
+        error.headers = (*error.headers, *headers[1:])  # the warnings
         self.front.send_error(error)
 
 

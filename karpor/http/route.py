@@ -151,7 +151,12 @@ def _check_segments(path: bytes) -> None:
 
 
 def _match(path: bytes) -> tuple[bytes, bytes] | None:
-    """``(name, upstream path)`` when ``path`` is a proxy path, else ``None``."""
+    """``(name, upstream path)`` when ``path`` is a proxy path, else ``None``.
+
+    A label selector whose keys have a prefix (``example.com/tier=web``) may
+    span segments: clients that join paths (client-go) send its ``/``
+    unencoded.  Such a name holds a selector byte; a cluster name never holds
+    a ``/``."""
     for prefix in _PREFIXES:
         if path.startswith(prefix):
             name, _, rest = path[len(prefix) :].partition(b"/")
@@ -159,6 +164,15 @@ def _match(path: bytes) -> tuple[bytes, bytes] | None:
                 return name, b"/"
             if rest.startswith(b"proxy/"):
                 return name, rest[5:]
+            if not any(b in _SELECTOR_BYTES for b in rest.split(b"/proxy", 1)[0]):
+                return None
+            segments = rest.split(b"/")
+            for i, segment in enumerate(segments):
+                if segment == b"proxy":
+                    joined = b"/".join([name, *segments[:i]])
+                    if not any(b in _SELECTOR_BYTES for b in joined):
+                        return None
+                    return joined, b"/" + b"/".join(segments[i + 1 :])
             return None
     return None
 
@@ -188,7 +202,9 @@ def route(target: bytes) -> Route:
         # another cluster) the raw path does not show; a selector segment
         # may be percent-encoded (spaces, parentheses), nothing else.
         decoded = unquote_to_bytes(path)
-        named = found[0] if selector is None or found is None else unquote_to_bytes(found[0])
+        named = None
+        if found is not None:
+            named = found[0] if selector is None else unquote_to_bytes(found[0])
         for candidate in (decoded, _SLASHES.sub(b"/", decoded)):
             seen = _match(candidate)
             if seen is not None and (found is None or named != seen[0]):
