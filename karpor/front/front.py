@@ -13,10 +13,22 @@ from karpor.front.record import RequestRecord
 from karpor.gatewayapi.request import Responder
 from karpor.http.connection import RequestHead
 from karpor.kube.status import ApiError
-from karpor.upstream.forward import Channel, Forwarder
+from karpor.upstream.forward import Channel
 
 if TYPE_CHECKING:
     from karpor.front.protocol import GatewayProtocol
+
+
+class ClientExchange(Protocol):
+    """What a front tells the exchange answering its request: a
+    :class:`~karpor.upstream.forward.Forwarder`, or a fan-out across
+    clusters (:class:`~karpor.front.fanout.Fanout`)."""
+
+    def client_lost(self) -> None:
+        """The client went away."""
+
+    def end_stream(self) -> None:
+        """The worker drains: end the response now."""
 
 
 class FrontResponder(Responder, Protocol):
@@ -42,7 +54,7 @@ class Front(Channel, Protocol):
     #: a name, the ``ApiError`` of a bad one, or ``None``)
     server_route: str | ApiError | None
     #: the exchange of the proxied request
-    forwarder: Forwarder | None
+    forwarder: ClientExchange | None
     #: where the request body goes, and its end
     on_body: Callable[[bytes], None] | None
     on_end: Callable[[], None] | None

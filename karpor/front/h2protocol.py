@@ -45,6 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from karpor.auth.access import Peer
+from karpor.front.front import ClientExchange
 from karpor.front.record import RequestRecord, record_request
 from karpor.http.bounds import CLOSING, IDLE
 from karpor.http.connection import RequestHead
@@ -64,7 +65,6 @@ from karpor.http.headers import (
     new_audit_id,
 )
 from karpor.kube.status import ApiError
-from karpor.upstream.forward import Forwarder
 
 if TYPE_CHECKING:
     from karpor.front.protocol import GatewayFactory, GatewayProtocol
@@ -352,7 +352,7 @@ class H2Request:
         self.server_route = protocol.server_route
         self.status = 0
         self.cluster_name: str | None = None
-        self.forwarder: Forwarder | None = None
+        self.forwarder: ClientExchange | None = None
         self.responder: H2Responder | None = None
         self.on_body: Callable[[bytes], None] | None = None
         self.on_end: Callable[[], None] | None = None

@@ -34,13 +34,23 @@ from karpor.auth.access import Authorized, Forbidden, request_attributes
 from karpor.auth.identity import Identity
 from karpor.auth.impersonation import impersonation_headers
 from karpor.config.model import Cluster
+from karpor.front.fanout import FANOUT_CLUSTER, JSON_ACCEPT, TABLE_ACCEPT, Asked, Fanout
 from karpor.front.reviews import ClusterReviews
 from karpor.front.tunnel import accept_tunnel, refuse_agent
+from karpor.gatewayapi.clusters import wants_table
 from karpor.gatewayapi.request import ApiHandler, ApiRequest
 from karpor.http.connection import RequestHead
 from karpor.http.headers import Header, RequestHeaders, split_request
-from karpor.http.route import ApiRoute, ClusterRoute, route_request
+from karpor.http.route import ApiRoute, ClusterRoute, FanoutRoute, Route, route_request
+from karpor.kube.fanout import (
+    COMPOSITE_PREFIX,
+    cluster_target,
+    decode_continue,
+    decode_versions,
+)
+from karpor.kube.requestinfo import RequestInfoError, parse_query, parse_request_info
 from karpor.kube.reviews import REVIEW_PREFIXES, review_kind
+from karpor.kube.selectors import parse_label_selector
 from karpor.kube.status import ApiError
 from karpor.metrics.labels import stream_kind
 from karpor.upstream.forward import Forwarder
@@ -92,6 +102,8 @@ class RequestPipeline:
                 self._note_route(front, target, head)
             if isinstance(target, ClusterRoute):
                 self._proxy(front, target, head)
+            elif isinstance(target, FanoutRoute):
+                self._fanout(front, target, head)
             else:
                 self._api(front, target, head)
         except ApiError as e:
@@ -100,13 +112,13 @@ class RequestPipeline:
             log.failure("request dispatch failed (Audit-Id {auditID})", auditID=front.audit_id())
             front.send_error(ApiError(500, "internal error"))
 
-    def _note_route(self, front: Front, target: ClusterRoute | ApiRoute, head: RequestHead) -> None:
+    def _note_route(self, front: Front, target: Route, head: RequestHead) -> None:
         """For the metrics: the target the verb is read from, and a
         long-running request counted in flight (until the request is done)."""
         audit = front.audit
         metrics = self._factory.metrics
         assert audit is not None and metrics is not None
-        if isinstance(target, ClusterRoute):
+        if not isinstance(target, ApiRoute):
             audit.target = target.target
         kind = stream_kind(audit.target, head.upgrade)
         if kind is not None:
@@ -175,6 +187,107 @@ class RequestPipeline:
             front.on_body = forwarder.body
             front.on_end = forwarder.body_end
         pool.submit(forwarder)
+
+    def _fanout(self, front: Front, target: FanoutRoute, head: RequestHead) -> None:
+        """A read across many clusters (:mod:`karpor.front.fanout`): the
+        clusters the caller may reach (and the selector picks), each
+        authorized for the request; nothing is sent for any other verb."""
+        factory = self._factory
+        identity = self._authenticate(front, head)
+        audit = front.audit
+        if audit is not None:
+            audit.cluster = FANOUT_CLUSTER
+        try:
+            selector = parse_label_selector(target.selector)
+        except ValueError as exc:
+            raise ApiError(400, f"invalid cluster selector: {exc}", "BadRequest") from None
+        access = factory.access
+        clusters = [
+            cluster
+            for _, cluster in sorted(factory.clusters().items())
+            if selector.matches(cluster.labels) and access.reaches(identity, cluster)
+        ]
+        path, _, query = target.target.partition(b"?")
+        try:
+            info = parse_request_info(
+                head.method.decode("latin-1"), path.decode("latin-1"), query.decode("latin-1")
+            )
+        except RequestInfoError as exc:
+            raise ApiError(400, str(exc), "BadRequest") from None
+        if head.method != b"GET" or head.upgrade or info.verb not in ("get", "list", "watch"):
+            names = ", ".join(c.name for c in clusters) or "none"
+            raise ApiError(
+                405,
+                f"a request to many clusters may only read (get, list, watch); nothing was "
+                f"sent to the clusters it would have reached: {names}",
+                "MethodNotAllowed",
+            )
+        if info.verb == "watch":
+            raise ApiError(
+                501,
+                "watching many clusters at once is not served yet: watch one cluster's context",
+                "NotImplemented",
+            )
+        options = parse_query(query.decode("latin-1"))
+        continues = versions = None
+        if options.get("continue", [""])[0]:
+            continues = decode_continue(options["continue"][0])  # 400 when not ours
+            clusters = [c for c in clusters if c.name in continues]  # the rest are done
+        if options.get("resourceVersion", [""])[0].startswith(COMPOSITE_PREFIX):
+            versions = decode_versions(options["resourceVersion"][0])
+        accept = next((v for n, v in head.headers if n.lower() == b"accept"), b"")
+        # a Table when asked for one (lists); plain JSON otherwise (the merge reads
+        # JSON: never protobuf, and discovery in its unaggregated form)
+        table = info.is_resource_request and wants_table(accept.decode("latin-1"))
+        headers = [
+            (n, v)
+            for n, v in split_request(head.headers, factory.drop, factory.drop_prefixes).forward
+            if n.lower() != b"accept"
+        ]
+        headers.append((b"Accept", TABLE_ACCEPT if table else JSON_ACCEPT))
+        asked: list[Asked] = []
+        failed: list[tuple[str, str]] = []
+        gate = factory.health_gate
+        for cluster in clusters:
+            try:
+                authorized = access.authorize(
+                    identity, cluster, head.method, target.target, head.headers
+                )
+            except Forbidden as denied:
+                failed.append((cluster.name, f"forbidden: {denied.message}"))
+                continue
+            unhealthy = gate(cluster) if gate is not None else None
+            pool = factory.pools.get(cluster)
+            problem = unhealthy or pool.error
+            if problem is not None:
+                failed.append((cluster.name, problem.message))
+                continue
+            asked.append(
+                Asked(
+                    cluster.name,
+                    pool,
+                    UpstreamRequest(
+                        b"GET",
+                        cluster_target(target.target, cluster.name, continues, versions),
+                        headers,
+                        NO_BODY,
+                        impersonation_headers(authorized.upstream),
+                        front.client_address,
+                        audit.audit_id if audit is not None else b"",
+                    ),
+                    pool.head_timeout(head.method, target.target),
+                )
+            )
+        fanout = Fanout(
+            front,
+            asked,
+            failed,
+            listing=info.verb == "list",
+            table=table,
+            discovery=not info.is_resource_request,
+        )
+        front.forwarder = fanout
+        fanout.start()
 
     def _proxy_upgrade(
         self,

@@ -94,6 +94,7 @@ from karpor.auth.access import Access, Peer
 from karpor.auth.audit import AuditWriter
 from karpor.auth.authenticate import CertificateAuthenticator
 from karpor.config.model import Cluster
+from karpor.front.front import ClientExchange
 from karpor.front.h2protocol import H2FrontProtocol, serve_h2
 from karpor.front.pipeline import RequestPipeline
 from karpor.front.record import CountingTransport, RequestRecord, record_request
@@ -123,7 +124,6 @@ from karpor.http.route import NO_HOST_ROUTING, HostRouting
 from karpor.kube.status import ApiError
 from karpor.net.tlstransport import server_name
 from karpor.upstream.execcredential import ExecCredentialCache
-from karpor.upstream.forward import Forwarder
 from karpor.upstream.http1 import no_delay
 from karpor.upstream.pool import UpstreamPools
 from karpor.upstream.splice import Splice
@@ -204,7 +204,7 @@ class GatewayProtocol(Protocol):
         self._head: RequestHead | None = None
         self.on_body: Callable[[bytes], None] | None = None
         self.on_end: Callable[[], None] | None = None
-        self.forwarder: Forwarder | None = None
+        self.forwarder: ClientExchange | None = None
         #: a relayed response's producer is registered on the transport
         self._relaying = False
         #: the splice of an upgraded request (or an agent's tunnel)

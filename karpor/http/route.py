@@ -6,6 +6,10 @@ Sans-IO and decided on the *raw* target, before any percent-decoding:
   KubeVela alias ``/apis/cluster.core.oam.dev/v1alpha1/clustergateways/{name}/proxy/{path}``
   go to cluster ``name`` with the upstream target ``/{path}`` (``/proxy``
   alone is ``/``) and the query string byte for byte;
+- the same with ``*`` or a label selector (``env=prod``, ``env%20in%20(a,b)``,
+  ``tier!=edge``: a segment holding ``=``, ``!``, ``,``, a space or ``(``,
+  which no cluster name does; percent-decoded after the path is split) in
+  place of the name goes to many clusters at once (:class:`FanoutRoute`);
 - everything else goes to the gateway's own API.
 
 **Host routing** (:class:`HostRouting`, the ``hostRouting`` setting): a
@@ -77,6 +81,16 @@ class ClusterRoute(NamedTuple):
     by_host: bool = False
 
 
+class FanoutRoute(NamedTuple):
+    """A request for many clusters at once (issue "Fan-out"): every cluster
+    the caller may reach (``selector`` empty: the ``*`` form) or those whose
+    labels match ``selector`` (a label selector, percent-decoded); ``target``
+    is the upstream target, as for :class:`ClusterRoute`."""
+
+    selector: str
+    target: bytes
+
+
 class ApiRoute(NamedTuple):
     """A request for the gateway's own API (path and query raw, as text)."""
 
@@ -89,7 +103,24 @@ class ApiRoute(NamedTuple):
         return self.path in PUBLIC_PATHS
 
 
-Route = ClusterRoute | ApiRoute
+Route = ClusterRoute | FanoutRoute | ApiRoute
+
+#: bytes that make a cluster segment a label selector (never in a cluster name)
+_SELECTOR_BYTES = frozenset(b"=!, (")
+
+
+def _fanout_selector(raw: bytes) -> str | None:
+    """The label selector a cluster segment names (``""`` for ``*``), or
+    ``None`` when it names one cluster."""
+    decoded = unquote_to_bytes(raw) if b"%" in raw else raw
+    if decoded == b"*":
+        return ""
+    if not any(b in _SELECTOR_BYTES for b in decoded):
+        return None
+    try:
+        return decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad("the cluster selector is not UTF-8") from None
 
 
 def _bad(message: str) -> ApiError:
@@ -120,7 +151,12 @@ def _check_segments(path: bytes) -> None:
 
 
 def _match(path: bytes) -> tuple[bytes, bytes] | None:
-    """``(name, upstream path)`` when ``path`` is a proxy path, else ``None``."""
+    """``(name, upstream path)`` when ``path`` is a proxy path, else ``None``.
+
+    A label selector whose keys have a prefix (``example.com/tier=web``) may
+    span segments: clients that join paths (client-go) send its ``/``
+    unencoded.  Such a name holds a selector byte; a cluster name never holds
+    a ``/``."""
     for prefix in _PREFIXES:
         if path.startswith(prefix):
             name, _, rest = path[len(prefix) :].partition(b"/")
@@ -128,6 +164,15 @@ def _match(path: bytes) -> tuple[bytes, bytes] | None:
                 return name, b"/"
             if rest.startswith(b"proxy/"):
                 return name, rest[5:]
+            if not any(b in _SELECTOR_BYTES for b in rest.split(b"/proxy", 1)[0]):
+                return None
+            segments = rest.split(b"/")
+            for i, segment in enumerate(segments):
+                if segment == b"proxy":
+                    joined = b"/".join([name, *segments[:i]])
+                    if not any(b in _SELECTOR_BYTES for b in joined):
+                        return None
+                    return joined, b"/" + b"/".join(segments[i + 1 :])
             return None
     return None
 
@@ -151,13 +196,18 @@ def route(target: bytes) -> Route:
     """
     path, sep, query = _check_target(target)
     found = _match(path)
+    selector = _fanout_selector(found[0]) if found is not None else None
     if b"%" in path or b"//" in path:
         # A decoding or slash-merging reader must not see a proxy path (or
-        # another cluster) the raw path does not show.
+        # another cluster) the raw path does not show; a selector segment
+        # may be percent-encoded (spaces, parentheses), nothing else.
         decoded = unquote_to_bytes(path)
+        named = None
+        if found is not None:
+            named = found[0] if selector is None else unquote_to_bytes(found[0])
         for candidate in (decoded, _SLASHES.sub(b"/", decoded)):
             seen = _match(candidate)
-            if seen is not None and (found is None or found[0] != seen[0]):
+            if seen is not None and (found is None or named != seen[0]):
                 raise _bad(
                     "the proxy path prefix and cluster name must be plain "
                     "(no percent-encoding, no empty segments)"
@@ -165,6 +215,8 @@ def route(target: bytes) -> Route:
     if found is None:
         return ApiRoute(path.decode("latin-1"), query.decode("latin-1"))
     name, upstream = found
+    if selector is not None:
+        return FanoutRoute(selector, upstream + sep + query)
     if len(name) > _MAX_NAME or not _NAME.fullmatch(name):
         raise _bad(
             f"invalid cluster name {name.decode('latin-1')[: _MAX_NAME + 1]!r}: "

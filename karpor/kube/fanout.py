@@ -22,6 +22,10 @@ A composite value is ``karpor.`` followed by base64url JSON of a map of
 cluster name to that cluster's value; :func:`decode_versions` and
 :func:`decode_continue` read it back (a value not of that form is a 400
 ``Status``, as kube-apiserver answers a malformed one).
+
+Discovery across clusters (:func:`union_discovery`) is the union of the
+clusters' API versions, groups and resources, so a client finds what any of
+them serves.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import binascii
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
 
 from karpor.kube.status import ApiError
 
@@ -201,3 +206,74 @@ class MergedList:
             tail["apiVersion"] = self._api_version or "v1"
         tail["metadata"] = metadata
         return ("]," + _DUMPS(tail)[1:]).encode("utf-8")
+
+
+def _union_by(items: list[Any], key: str) -> list[Any]:
+    """``items`` (dicts) once per ``key`` value, the first seen kept, in order."""
+    seen: dict[Any, Any] = {}
+    for item in items:
+        if isinstance(item, dict) and item.get(key) not in seen:
+            seen[item.get(key)] = item
+    return list(seen.values())
+
+
+def union_discovery(docs: list[Any]) -> Any:
+    """One discovery document out of many clusters' (in the clusters' order):
+    the union of their API versions (``APIVersions``), groups and their
+    versions (``APIGroupList``) or resources (``APIResourceList``), so a
+    client resolves what any of the clusters serves; any other document
+    (``/version``, OpenAPI) is the first cluster's."""
+    first = docs[0]
+    kind = first.get("kind") if isinstance(first, dict) else None
+    same = [d for d in docs if isinstance(d, dict) and d.get("kind") == kind]
+    if kind == "APIVersions":
+        versions: list[str] = []
+        for doc in same:
+            versions += [v for v in doc.get("versions") or [] if v not in versions]
+        return {**first, "versions": versions}
+    if kind == "APIResourceList":
+        resources = [r for doc in same for r in doc.get("resources") or []]
+        return {**first, "resources": _union_by(resources, "name")}
+    if kind == "APIGroupList":
+        groups: dict[str, dict[str, Any]] = {}
+        for doc in same:
+            for group in doc.get("groups") or []:
+                if not isinstance(group, dict) or not isinstance(group.get("name"), str):
+                    continue
+                known = groups.get(group["name"])
+                if known is None:
+                    groups[group["name"]] = dict(group)
+                else:
+                    known["versions"] = _union_by(
+                        [*(known.get("versions") or []), *(group.get("versions") or [])],
+                        "groupVersion",
+                    )
+        return {**first, "groups": list(groups.values())}
+    return first
+
+
+def cluster_target(
+    target: bytes,
+    cluster: str,
+    continues: Mapping[str, str] | None,
+    versions: Mapping[str, str] | None,
+) -> bytes:
+    """The request target a fan-out sends ``cluster``: the client's, with a
+    composite ``continue`` token or ``resourceVersion`` replaced by that
+    cluster's own (:func:`decode_continue`, :func:`decode_versions`; a
+    cluster without a resourceVersion in it is asked without one)."""
+    if continues is None and versions is None:
+        return target
+    path, _, query = target.partition(b"?")
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    out: list[tuple[str, str]] = []
+    for key, given in pairs:
+        value = given
+        if key == "continue" and continues is not None:
+            value = continues.get(cluster, "")
+        elif key == "resourceVersion" and versions is not None:
+            value = versions.get(cluster, "")
+        if value or not given:
+            out.append((key, value))
+    rebuilt = urlencode(out, safe=",=!()", quote_via=quote)
+    return path + (b"?" + rebuilt.encode("latin-1") if rebuilt else b"")

@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 from karpor.kube.fanout import (
     CLUSTER_ANNOTATION,
     MergedList,
+    cluster_target,
     decode_continue,
     decode_versions,
     encode_continue,
     encode_versions,
+    union_discovery,
 )
 from karpor.kube.liststream import ListStream
 from karpor.kube.status import ApiError
@@ -96,3 +98,51 @@ def test_a_malformed_composite_value_is_a_400(value: str) -> None:
 def test_a_continue_token_is_not_a_resource_version() -> None:
     with pytest.raises(ApiError):
         decode_versions(encode_continue({"a": "x"}))
+
+
+def test_discovery_is_the_union_of_the_clusters() -> None:
+    assert union_discovery(
+        [
+            {"kind": "APIVersions", "versions": ["v1"]},
+            {"kind": "APIVersions", "versions": ["v1", "v2"]},
+        ]
+    )["versions"] == ["v1", "v2"]
+    groups = union_discovery(
+        [
+            {"kind": "APIGroupList", "groups": [
+                {"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}]},
+            ]},
+            {"kind": "APIGroupList", "groups": [
+                {"name": "apps", "versions": [{"groupVersion": "apps/v2", "version": "v2"}]},
+                {"name": "example.com", "versions": [{"groupVersion": "example.com/v1"}]},
+            ]},
+        ]
+    )["groups"]  # fmt: skip
+    assert [g["name"] for g in groups] == ["apps", "example.com"]
+    assert [v["groupVersion"] for v in groups[0]["versions"]] == ["apps/v1", "apps/v2"]
+    resources = union_discovery(
+        [
+            {"kind": "APIResourceList", "groupVersion": "v1", "resources": [{"name": "pods"}]},
+            {"kind": "APIResourceList", "groupVersion": "v1",
+             "resources": [{"name": "pods"}, {"name": "widgets"}]},
+        ]
+    )["resources"]  # fmt: skip
+    assert [r["name"] for r in resources] == ["pods", "widgets"]
+    version = {"major": "1", "minor": "33"}
+    assert union_discovery([version, {"major": "1", "minor": "30"}]) == version
+
+
+def test_each_cluster_is_asked_with_its_own_continue_token_and_resource_version() -> None:
+    token = encode_continue({"a": "tok/a=", "b": "tb"})
+    rv = encode_versions({"a": "10"})
+    target = (
+        f"/api/v1/pods?limit=5&continue={token}&resourceVersion={rv}&labelSelector=x%3Dy".encode()
+    )
+    assert cluster_target(target, "a", decode_continue(token), decode_versions(rv)) == (
+        b"/api/v1/pods?limit=5&continue=tok%2Fa=&resourceVersion=10&labelSelector=x=y"
+    )
+    # b has no resourceVersion in the composite one: asked without one
+    assert cluster_target(target, "b", decode_continue(token), decode_versions(rv)) == (
+        b"/api/v1/pods?limit=5&continue=tb&labelSelector=x=y"
+    )
+    assert cluster_target(b"/api/v1/pods?limit=5", "a", None, None) == b"/api/v1/pods?limit=5"

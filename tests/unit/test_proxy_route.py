@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from karpor.http.route import ALIAS_PREFIX, KARPOR_PREFIX, ApiRoute, ClusterRoute, route
+from karpor.http.route import (
+    ALIAS_PREFIX,
+    KARPOR_PREFIX,
+    ApiRoute,
+    ClusterRoute,
+    FanoutRoute,
+    route,
+)
 from karpor.kube.status import ApiError
 
 
@@ -194,3 +201,40 @@ def test_arbitrary_targets_never_crash(suffix: bytes) -> None:
     if isinstance(result, ClusterRoute):
         assert suffix.startswith(result.name.encode() + b"/proxy")
         assert b"%" not in result.name.encode()
+
+
+# -- many clusters at once: * and label selectors --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "selector", "upstream"),
+    [
+        (b"/apis/cluster.karpor.io/v1beta1/clusters/*/proxy/api", "", b"/api"),
+        (b"/apis/cluster.karpor.io/v1beta1/clusters/%2A/proxy", "", b"/"),
+        (b"/apis/cluster.karpor.io/v1beta1/clusters/env=prod/proxy/api/v1/pods?x=1", "env=prod",
+         b"/api/v1/pods?x=1"),
+        (b"/apis/cluster.karpor.io/v1beta1/clusters/env%20in%20(a,b)/proxy/api", "env in (a,b)",
+         b"/api"),
+        (b"/apis/cluster.karpor.io/v1beta1/clusters/tier!=edge/proxy/", "tier!=edge", b"/"),
+        # a prefixed key: encoded, or with its slash as client-go sends it
+        (b"/apis/cluster.karpor.io/v1beta1/clusters/a.io%2Fx%3D1/proxy/api", "a.io/x=1", b"/api"),
+        (b"/apis/cluster.karpor.io/v1beta1/clusters/a.io/x=1,b.io/y!=2/proxy/api",
+         "a.io/x=1,b.io/y!=2", b"/api"),
+        (b"/apis/cluster.core.oam.dev/v1alpha1/clustergateways/*/proxy/version", "", b"/version"),
+    ],
+)  # fmt: skip
+def test_a_star_or_a_selector_routes_to_many_clusters(
+    target: bytes, selector: str, upstream: bytes
+) -> None:
+    assert route(target) == FanoutRoute(selector, upstream)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/apis/cluster.karpor.io/v1beta1/clusters/sim-1/other/proxy/x",  # two plain segments
+        b"/apis/cluster.karpor.io/v1beta1/clusters/a.io/x/proxy/api",  # no selector byte
+    ],
+)
+def test_segments_without_a_selector_are_no_fanout(target: bytes) -> None:
+    assert isinstance(route(target), ApiRoute)
