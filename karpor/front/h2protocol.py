@@ -47,6 +47,7 @@ from zope.interface import implementer
 from karpor.auth.access import Peer
 from karpor.front.front import ClientExchange
 from karpor.front.record import RequestRecord, record_request
+from karpor.front.responder import ResponderBase
 from karpor.http.bounds import CLOSING, IDLE
 from karpor.http.connection import RequestHead
 from karpor.http.h2server import (
@@ -617,76 +618,29 @@ class H2Request:
         protocol.stream_done(self)
 
 
-class H2Responder:
+class H2Responder(ResponderBase):
     """How the own API answers on one stream (:class:`karpor.gatewayapi.request.Responder`)."""
 
-    __slots__ = ("_callbacks", "_done", "_lost", "_started", "_stream")
-
     def __init__(self, stream: H2Request) -> None:
+        super().__init__()
         self._stream = stream
-        self._started = False
-        self._done = False
-        self._lost = False
-        self._callbacks: list[Callable[[], None]] = []
 
-    @property
-    def started(self) -> bool:
-        """Whether a response began."""
-        return self._started
+    def _record(self) -> H2Request:
+        return self._stream
 
-    def _headers(self, headers: Sequence[Header]) -> list[Header]:
-        audit = self._stream.audit
-        if audit is None:
-            return list(headers)
-        audit.head_at = time.monotonic()
-        return [*headers, (AUDIT_ID, audit.audit_id)]
+    def _send(self, code: int, headers: Sequence[Header], body: bytes) -> None:
+        self._stream._respond(code, list(headers), body)
 
-    def respond(self, code: int, headers: Sequence[Header], body: bytes) -> None:
-        """Send a complete response."""
-        if self._started or self._lost:
-            return
-        self._started = self._done = True
+    def _send_head(self, code: int, headers: Sequence[Header]) -> None:
         stream = self._stream
-        stream.status = code
-        stream._respond(code, self._headers(headers), body)
-
-    def start(self, code: int, headers: Sequence[Header]) -> None:
-        """Start a streamed response."""
-        if self._started or self._lost:
-            return
-        self._started = True
-        stream = self._stream
-        stream.status = code
-        stream.protocol.conn.send_head(stream.stream_id, code, self._headers(headers), False)
+        stream.protocol.conn.send_head(stream.stream_id, code, list(headers), False)
         stream.protocol.flush()
 
-    def write(self, data: bytes) -> None:
-        """Send a piece of a streamed response."""
-        if self._started and not self._done and not self._lost and data:
-            stream = self._stream
-            stream._bytes_out += len(data)
-            stream.protocol.conn.send_body(stream.stream_id, data)
-            stream.protocol.flush()
+    def _send_data(self, data: bytes) -> None:
+        stream = self._stream
+        stream._bytes_out += len(data)
+        stream.protocol.conn.send_body(stream.stream_id, data)
+        stream.protocol.flush()
 
-    def finish(self) -> None:
-        """End a streamed response."""
-        if not self._started or self._done or self._lost:
-            return
-        self._done = True
+    def _send_end(self) -> None:
         self._stream.relay_end()
-
-    def on_close(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once if the client goes away before :meth:`finish`."""
-        if self._lost:
-            callback()
-        elif not self._done:
-            self._callbacks.append(callback)
-
-    def connection_lost(self) -> None:
-        """The stream was reset or the connection lost."""
-        if self._done or self._lost:
-            return
-        self._lost = True
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback()
