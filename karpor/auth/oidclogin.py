@@ -395,21 +395,6 @@ def next_step(cached: CachedTokens | None, now: float) -> str:
     return REFRESH if cached.refresh_token else SIGN_IN
 
 
-def exec_interactive(exec_info: str | None) -> bool:
-    """Whether kubectl says the plugin may interact with the user: the
-    ``spec.interactive`` of ``KUBERNETES_EXEC_INFO`` (an ExecCredential it
-    sets; absent or unreadable: yes, as when run by hand)."""
-    if not exec_info:
-        return True
-    try:
-        info = json.loads(exec_info)
-    except ValueError:
-        return True
-    spec = info.get("spec") if isinstance(info, dict) else None
-    interactive = spec.get("interactive") if isinstance(spec, dict) else None
-    return interactive is not False
-
-
 def _rfc3339(seconds: float) -> str:
     moment = datetime.datetime.fromtimestamp(int(seconds), datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

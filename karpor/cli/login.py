@@ -72,7 +72,6 @@ from karpor.auth.oidclogin import (
     device_request,
     discovery_url,
     exec_credential,
-    exec_interactive,
     next_step,
     parse_callback,
     parse_device_authorization,
@@ -375,13 +374,6 @@ def login(args: argparse.Namespace, err: TextIO) -> CachedTokens:
             else:
                 _write_cache(path, tokens, args.issuer, args.client_id)
                 return tokens
-        if not exec_interactive(os.environ.get("KUBERNETES_EXEC_INFO")):
-            # kubectl has no terminal to show a sign-in to (a script, a CI job)
-            raise LoginError(
-                f"a sign-in at {args.issuer} is needed and kubectl runs without a terminal: "
-                f"run 'karpor login --issuer {args.issuer} --client-id {args.client_id}' "
-                "in a terminal first"
-            )
         scope = scopes(args.extra_scopes)
         flow = _device_flow if args.device_code else _browser_flow
         tokens = flow(http, provider, args, scope, err)

@@ -27,7 +27,6 @@ from karpor.auth.oidclogin import (
     cache_file_name,
     check_nonce,
     exec_credential,
-    exec_interactive,
     next_step,
     parse_callback,
     parse_device_authorization,
@@ -331,51 +330,6 @@ def test_login_refuses_plain_http(tmp_path: Path):
     err = io.StringIO()
     assert args.handler(args, out=io.StringIO(), err=err) == 1
     assert "over https" in err.getvalue()
-
-
-@pytest.mark.parametrize(
-    ("exec_info", "interactive"),
-    [
-        (None, True),
-        ("", True),
-        ("not json", True),
-        ('{"apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":true}}', True),
-        ('{"apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false}}', False),
-        ('{"spec":{}}', True),
-    ],
-)
-def test_kubectl_says_whether_the_plugin_may_interact(
-    exec_info: str | None, interactive: bool
-) -> None:
-    assert exec_interactive(exec_info) is interactive
-
-
-def test_no_sign_in_without_a_terminal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv(
-        "KUBERNETES_EXEC_INFO",
-        '{"apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false}}',
-    )
-    from karpor.cli import login as login_command  # noqa: PLC0415
-
-    monkeypatch.setattr(
-        login_command._Http,
-        "get",
-        lambda self, url: {
-            "issuer": "https://idp.example.com",
-            "authorization_endpoint": "https://idp.example.com/auth",
-            "token_endpoint": "https://idp.example.com/token",
-            "jwks_uri": "https://idp.example.com/jwks",
-        },
-    )
-    code = main(
-        [
-            "login", "--issuer", "https://idp.example.com", "--client-id", "karpor",
-            "--cache-dir", str(tmp_path),
-        ]
-    )  # fmt: skip
-    assert code == 1 and "runs without a terminal" in capsys.readouterr().err
 
 
 def test_the_kubeconfig_names_the_listen_address(tmp_path: Path) -> None:
