@@ -404,7 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         plan.watch_events,
                         args.quick,
                     )
-                except BenchError as exc:
+                except (BenchError, OSError) as exc:
+                    # one workload's failure loses none of the others' figures
                     results.add(Row("tunnel", "-", "(simulator)", "", note=f"not measured: {exc}"))
     except KeyboardInterrupt:
         print(

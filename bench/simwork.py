@@ -135,11 +135,14 @@ def start_sim(
     ``sim-1``'s with ``spec.access.tunnel: true`` and no endpoint (the same
     simulated cluster, reached only through an agent).
     """
-    out = ws.root / "sim-clusters"
+    # a run of its own (the tunnel workload starts a second simulator): its
+    # log and files are read for its port, never an earlier run's
+    name = "sim-tunnel" if tunnel_twin else "sim"
+    out = ws.root / f"{name}-clusters"
     out.mkdir(exist_ok=True)
     token = ws.upstream_token
     proc = procs.start(
-        "sim",
+        name,
         [
             sys.executable,
             "-m",
@@ -183,7 +186,7 @@ def start_sim(
             "spec": {"access": {"tunnel": True}},
         }
         (out / f"{tunnel_twin}.yaml").write_text(yaml.safe_dump(twin))
-    gw = start_karpor(procs, ws, "karpor-sim", out, 1, use_config=use_config)
+    gw = start_karpor(procs, ws, f"karpor-{name}", out, 1, use_config=use_config)
     sim.karpor = gw
     sim.peers.append(
         SimPeer(
