@@ -817,17 +817,12 @@ def ensure_exec_pod(sim: Sim) -> None:
     wait_for("exec pod running", running, 30)
 
 
-def exec_stream(results: Results, ws: Workspace, sim: Sim, size: int) -> None:
-    """Workload 4: exec output throughput straight to the simulator and through karpor."""
-    kubectl = find_kubectl()
-    if kubectl is None:
-        results.add(Row(EXEC, "direct", "simulator (direct)", "", note="not measured: no kubectl"))
-        return
-    ensure_exec_pod(sim)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(ws.root), "KUBECACHEDIR": str(ws.root / "kc")}
-    ways = [("direct", "simulator (direct)", sim.kubeconfig)]
-    if sim.karpor is not None:
-        ways.append(("karpor-1", "karpor, 1 worker", karpor_kubeconfig(ws, sim.karpor)))
+def exec_rounds(
+    kubectl: Path, ways: Sequence[tuple[str, str, Path]], size: int, env: dict[str, str]
+) -> tuple[dict[str, list[ExecTiming]], dict[str, str]]:
+    """:data:`EXEC_ROUNDS` rounds of one exec through each of ``ways``
+    (key, label, kubeconfig), alternating them: each way's timings, and why
+    a way stopped being measured."""
     timings: dict[str, list[ExecTiming]] = {key: [] for key, _, _ in ways}
     problems: dict[str, str] = {}
     for _ in range(EXEC_ROUNDS):
@@ -839,6 +834,21 @@ def exec_stream(results: Results, ws: Workspace, sim: Sim, size: int) -> None:
                 problems[key] = problem
             else:
                 timings[key].append(timing)
+    return timings, problems
+
+
+def exec_stream(results: Results, ws: Workspace, sim: Sim, size: int) -> None:
+    """Workload 4: exec output throughput straight to the simulator and through karpor."""
+    kubectl = find_kubectl()
+    if kubectl is None:
+        results.add(Row(EXEC, "direct", "simulator (direct)", "", note="not measured: no kubectl"))
+        return
+    ensure_exec_pod(sim)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(ws.root), "KUBECACHEDIR": str(ws.root / "kc")}
+    ways = [("direct", "simulator (direct)", sim.kubeconfig)]
+    if sim.karpor is not None:
+        ways.append(("karpor-1", "karpor, 1 worker", karpor_kubeconfig(ws, sim.karpor)))
+    timings, problems = exec_rounds(kubectl, ways, size, env)
     for key, label, _kubeconfig in ways:
         problem = problems.get(key, "")
         if problem:

@@ -43,12 +43,11 @@ from bench.simwork import (
     EXEC_ROUNDS,
     KARPOR_SIM_PREFIX,
     WATCH_NAMESPACE,
-    ExecTiming,
     Sim,
     SimPeer,
     ensure_exec_pod,
     ensure_namespace,
-    exec_once,
+    exec_rounds,
     karpor_kubeconfig,
     rss_note,
     start_sim,
@@ -204,17 +203,7 @@ def _exec_rows(results: Results, ws: Workspace, sim: Sim, size: int) -> None:
             results.add(Row(TUNNEL_EXEC, key, label, params, note="not measured: no kubectl"))
         return
     env = {"PATH": "/usr/bin:/bin", "HOME": str(ws.root), "KUBECACHEDIR": str(ws.root / "kc")}
-    timings: dict[str, list[ExecTiming]] = {key: [] for key, _, _ in ways}
-    problems: dict[str, str] = {}
-    for _ in range(EXEC_ROUNDS):
-        for key, _label, kubeconfig in ways:
-            if key in problems:
-                continue
-            timing, problem = exec_once(kubectl, kubeconfig, size, env)
-            if timing is None:
-                problems[key] = problem
-            else:
-                timings[key].append(timing)
+    timings, problems = exec_rounds(kubectl, ways, size, env)
     for key, label, _ in ways:
         if key in problems:
             results.add(Row(TUNNEL_EXEC, key, label, params, note=f"not measured: {problems[key]}"))
