@@ -3,7 +3,11 @@
 ::
 
     python -m bench [--quick] [--only W[,W...]] [--duration S] [--workers N]
-                    [--install] [--out DIR] [--keep] [--no-plots]
+                    [--install] [--out DIR] [--keep] [--no-plots] [--merge]
+
+Every run writes ``results.json`` beside RESULTS.md; ``--merge`` keeps from
+it the figures of the workloads the run does not measure, so a run of a few
+workloads updates their tables and leaves the others (each dated).
 
 Workloads (``--only`` takes names or numbers): 1 ``latency``, 2 ``throughput``,
 3 ``watch``, 4 ``exec``, 5 ``list``, 6 ``workers``, 7 ``clusters``, 8 ``tunnel``.
@@ -158,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the scratch directory (configs, logs) and print its path",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the figures of the workloads this run does not measure from DIR/results.json "
+        "(the run that wrote it); RESULTS.md says when each workload was measured",
+    )
     parser.add_argument(
         "--baseline",
         default=None,
@@ -422,6 +432,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
     results.settings["wall time"] = f"{time.monotonic() - started:.0f} s"
+    facts = machine.facts()
+    stamp = f"{facts['date']} ({'quick' if args.quick else 'full'})"
+    for name in workloads:
+        results.measured[name] = stamp
+    saved = args.out / "results.json"
+    if args.merge and saved.exists():
+        results.merge_from(saved, workloads)
     results.targets = report.targets(
         results, karpor_key, plan.cluster_counts if "clusters" in workloads else ()
     )
@@ -437,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         images = report.plots(results, args.out)
-    report.write(results, machine.facts(), karpor_key, args.out / "RESULTS.md", images, plots_note)
+    results.save(saved)
+    report.write(results, facts, karpor_key, args.out / "RESULTS.md", images, plots_note)
     print(f"wrote {args.out / 'RESULTS.md'}" + (f" and {', '.join(images)}" if images else ""))
     return 0

@@ -590,6 +590,14 @@ def write(
         "## Run",
         "",
         *(f"- {k}: {v}" for k, v in results.settings.items()),
+        *(
+            [
+                "- measured (workload: date, mode): "
+                + "; ".join(f"{k}: {v}" for k, v in sorted(results.measured.items()))
+            ]
+            if results.measured
+            else []
+        ),
         "",
         "## Peers",
         "",

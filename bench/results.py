@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -43,6 +46,9 @@ class Results:
     peers: dict[str, str] = field(default_factory=dict)
     targets: list[Target] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)
+    #: workload -> when and how its figures were measured (``--merge`` keeps
+    #: the figures of workloads a run did not measure, with their date)
+    measured: dict[str, str] = field(default_factory=dict)
 
     def add(self, row: Row) -> Row:
         """Record ``row``."""
@@ -64,3 +70,51 @@ class Results:
         """One measured figure, or None."""
         row = self.find(workload, peer, params)
         return None if row is None else row.values.get(metric)
+
+    def save(self, path: Path) -> None:
+        """Write what was measured as JSON (``results.json`` beside RESULTS.md)."""
+        data = {
+            "rows": [asdict(row) for row in self.rows],
+            "notes": self.notes,
+            "peers": self.peers,
+            "measured": self.measured,
+        }
+        path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+    def merge_from(self, path: Path, workloads: Sequence[str]) -> None:
+        """Keep, from the run saved at ``path``, the figures of every workload
+        this run did not measure (``workloads`` are the ones it did)."""
+        data = json.loads(path.read_text())
+        ran = set(workloads)
+
+        def kept(key: str) -> bool:
+            return owner(key, [*ran, *data.get("measured", {})]) not in ran
+
+        old_rows = [Row(**row) for row in data.get("rows", []) if kept(row["workload"])]
+        self.rows[:0] = old_rows
+        for key, lines in data.get("notes", {}).items():
+            if kept(key):
+                self.notes.setdefault(key, list(lines))
+        for key, text in data.get("peers", {}).items():
+            self.peers.setdefault(key, text)
+        for key, when in data.get("measured", {}).items():
+            if key not in ran:
+                self.measured.setdefault(key, when)
+
+
+#: rows whose workload key names no workload of its own, and the workload
+#: that measures them
+SUBTABLES = {"oidc": "latency", "latency-py": "latency"}
+
+
+def owner(key: str, workloads: Iterable[str]) -> str:
+    """The workload (of ``workloads``) that measures rows keyed ``key``: the
+    same name, the one :data:`SUBTABLES` names, or the longest workload name
+    that ``key`` starts with followed by ``-`` (``tunnel-exec`` -> ``tunnel``)."""
+    names = set(workloads)
+    if key in names:
+        return key
+    if key in SUBTABLES:
+        return SUBTABLES[key]
+    prefixes = [w for w in names if key.startswith(w + "-")]
+    return max(prefixes, key=len) if prefixes else key
