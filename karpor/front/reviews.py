@@ -20,7 +20,9 @@ own-API body is (bounded), to a :class:`ClusterReviews`, for a caller
 
 When the cluster cannot answer (unhealthy, unreachable, an error status)
 the access review is not allowed and the rules review is incomplete, each
-with an ``evaluationError`` saying why.
+with an ``evaluationError`` saying why.  The cluster's whole answer, head
+and body, must arrive within :data:`REVIEW_TIMEOUT` (a cluster dribbling
+its body holds nothing longer); past it the review fails the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IDelayedCall
 
 from karpor.auth.access import Reviewer
 from karpor.auth.impersonation import impersonation_headers
@@ -60,6 +64,8 @@ if TYPE_CHECKING:
 _JSON = b"application/json"
 #: the answer to a review from the cluster's ``(code, body)`` (``code`` ``None``: a failure)
 Answer = Callable[[int | None, bytes], dict[str, Any]]
+#: seconds for the cluster's whole answer to a review sent on a caller's behalf
+REVIEW_TIMEOUT = 30.0
 
 
 def _answer(responder: Responder, doc: dict[str, Any]) -> None:
@@ -154,8 +160,12 @@ class ClusterReviews:
         answer with ``answer(code, body)`` (``code`` ``None``: a failure,
         ``body`` its message)."""
         factory, cluster = self._factory, self._cluster
+        deadline: list[IDelayedCall] = []
 
         def done(code: int | None, data: bytes, error: ApiError | None) -> None:
+            for timer in deadline:
+                if timer.active():
+                    timer.cancel()
             if error is not None:
                 data = error.message.encode()
             _answer(responder, answer(code, data))
@@ -187,4 +197,12 @@ class ClusterReviews:
             pool.head_timeout(b"POST", self._target),
         )
         responder.on_close(exchange.cancel)
+
+        def expire() -> None:
+            exchange.cancel()
+            done(
+                None, b"", ApiError(504, f"the cluster did not answer within {REVIEW_TIMEOUT:g} s")
+            )
+
+        deadline.append(pool.reactor.callLater(REVIEW_TIMEOUT, expire))
         pool.submit(exchange)

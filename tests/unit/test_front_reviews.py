@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 from unit.test_front_gateway import ALICE, PREFIX, TOKEN, Harness
 
 from karpor.config.model import Cluster, TokenCredential
+from karpor.front.reviews import REVIEW_TIMEOUT
 from karpor.http.headers import split_response
 from karpor.kube.status import ApiError
 from karpor.upstream.capture import CapturedExchange
@@ -113,6 +114,31 @@ def test_cluster_failure_is_no_with_an_evaluation_error() -> None:
     up.respond(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
     status = answer(h)["status"]
     assert status["allowed"] is False and "answered 500" in status["evaluationError"]
+
+
+def test_a_cluster_dribbling_its_answer_is_cut_at_the_deadline() -> None:
+    h = harness()
+    h.send(post(b"imp", SSAR, _ssar("get")))
+    up = h.accept()
+    # the head in time, then a body that never ends
+    up.respond(b"HTTP/1.1 201 Created\r\nContent-Length: 1000\r\n\r\n{")
+    h.clock.advance(REVIEW_TIMEOUT - 1)
+    assert h.responses() == []
+    h.clock.advance(1)
+    status = answer(h)["status"]
+    assert status["allowed"] is False and "did not answer within" in status["evaluationError"]
+    assert up.transport.disconnecting  # the cluster's connection is dropped
+
+
+def test_an_answer_in_time_cancels_the_deadline() -> None:
+    h = harness()
+    h.send(post(b"imp", SSAR, _ssar("get")))
+    up = h.accept()
+    body = b'{"status": {"allowed": true}}'
+    up.respond(b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    assert answer(h)["status"]["allowed"] is True
+    h.clock.advance(REVIEW_TIMEOUT * 2)
+    assert len(h.responses()) == 1  # no second answer from the expired timer
 
 
 def test_review_body_is_bounded_and_bad_bodies_are_statuses() -> None:
