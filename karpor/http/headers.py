@@ -7,7 +7,9 @@ and the caller's identity headers (``Impersonate-*``, ``X-Remote-*`` and the
 configured front-proxy header names, :func:`request_drops`) are dropped;
 so are the caller's ``X-Forwarded-For``, ``X-Real-IP`` and ``Forwarded``
 (a cluster's audit log takes the source address from them: a caller must
-not choose it) and, from ``Sec-WebSocket-Protocol``, the entries carrying a
+not choose it), ``X-Forwarded-Host`` and ``X-Forwarded-Proto`` (the host and
+scheme the caller reached are the gateway's, not the caller's to claim; Go's
+``httputil.ReverseProxy`` drops them too) and, from ``Sec-WebSocket-Protocol``, the entries carrying a
 bearer token (``base64url.bearer.authorization.k8s.io.<token>``,
 :func:`websocket_protocols`).  What goes upstream is then written by
 :mod:`karpor.upstream.request`: the cluster's ``Host`` and credential, the
@@ -59,6 +61,8 @@ _REQUEST_DROP = HOP_BY_HOP | {
     b"x-forwarded-for",
     b"x-real-ip",
     b"forwarded",
+    b"x-forwarded-host",
+    b"x-forwarded-proto",
     b"audit-id",
     _WEBSOCKET_PROTOCOL,
 }

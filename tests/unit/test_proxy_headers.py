@@ -222,14 +222,25 @@ def test_response_upgrade() -> None:
 # -- source addresses and WebSocket bearer tokens -----------------------------------
 
 
-@given(st.lists(st.sampled_from([b"X-Forwarded-For", b"x-real-ip", b"Forwarded", b"X-REAL-IP"])))
+_SOURCE_CLAIMS = [
+    b"X-Forwarded-For",
+    b"x-real-ip",
+    b"Forwarded",
+    b"X-REAL-IP",
+    b"X-Forwarded-Host",
+    b"x-forwarded-proto",
+]
+
+
+@given(st.lists(st.sampled_from(_SOURCE_CLAIMS)))
 def test_the_callers_source_address_claims_never_pass(names: list[bytes]) -> None:
     req = split_request([(name, b"203.0.113.9") for name in names])
     head = request_head(b"GET", b"/api", req, BLOCK, b"192.0.2.7")
     _, headers = _parse_head(head)
     lowered = [(n.lower(), v) for n, v in headers]
     assert [v for n, v in lowered if n == b"x-forwarded-for"] == [b"192.0.2.7"]
-    assert not {b"x-real-ip", b"forwarded"} & {n for n, _ in lowered}
+    claims = {b"x-real-ip", b"forwarded", b"x-forwarded-host", b"x-forwarded-proto"}
+    assert not claims & {n for n, _ in lowered}
     h2 = h2_request_headers(b"GET", b"/api", req, [(b":authority", b"c")], b"192.0.2.7")
     assert [v for n, v in h2 if n == b"x-forwarded-for"] == [b"192.0.2.7"]
     assert b"203.0.113.9" not in head and all(b"203.0.113.9" not in v for _, v in h2)
