@@ -14,7 +14,10 @@ assembled for the front (sans-IO but for the files it reloads).
   a connection whose certificate verified against the requestheader CA with
   an allowed CN; the bearer token of the token file; a bearer JWT of a
   configured OpenID provider (:mod:`karpor.auth.oidc`; its 401 says why in
-  general terms).  When nothing
+  general terms).  A bearer token comes from ``Authorization``, or, on a
+  WebSocket upgrade without one, from ``Sec-WebSocket-Protocol``
+  (``base64url.bearer.authorization.k8s.io.<token>``, as kube-apiserver
+  reads it from browsers, which cannot set headers).  When nothing
   succeeded, a credential that was presented and refused is a 401; no
   credential at all is ``system:anonymous`` (group
   ``system:unauthenticated``) with ``anonymous: true``, else a 401.  Only
@@ -97,6 +100,7 @@ from karpor.auth.revocation import (
 from karpor.auth.sections import AuthenticationSettings, AuthorizationSettings
 from karpor.auth.tokens import TokenAuthenticator, TokenFile, load_token_file
 from karpor.config.model import Cluster
+from karpor.http.headers import websocket_bearer
 from karpor.kube.clusterstatus import not_found
 from karpor.kube.requestinfo import RequestInfoError, parse_request_info
 from karpor.kube.status import ApiError
@@ -608,12 +612,23 @@ def _skipped(value: object) -> list[tuple[str, str]]:
 
 
 def _bearer(headers: Sequence[Header]) -> str | None:
-    """The bearer token of the first ``Authorization`` header (``None``: none)."""
+    """The bearer token of the first ``Authorization`` header, else, on a
+    WebSocket upgrade, the one in ``Sec-WebSocket-Protocol``
+    (:func:`~karpor.http.headers.websocket_bearer`, as kube-apiserver
+    accepts from browsers); ``None``: none."""
+    protocols = upgrade = None
     for name, value in headers:
-        if len(name) == 13 and name.lower() == b"authorization":
+        size = len(name)
+        if size == 13 and name.lower() == b"authorization":
             if value[:7].lower() != _BEARER:
                 return ""  # another scheme: a credential no authenticator accepts
             return value[7:].strip().decode("latin-1")
+        if size == 22 and protocols is None and name.lower() == b"sec-websocket-protocol":
+            protocols = value
+        elif size == 7 and name.lower() == b"upgrade":
+            upgrade = value
+    if protocols is not None and upgrade is not None and upgrade.strip().lower() == b"websocket":
+        return websocket_bearer(protocols)
     return None
 
 

@@ -9,9 +9,11 @@ so are the caller's ``X-Forwarded-For``, ``X-Real-IP`` and ``Forwarded``
 (a cluster's audit log takes the source address from them: a caller must
 not choose it), ``X-Forwarded-Host`` and ``X-Forwarded-Proto`` (the host and
 scheme the caller reached are the gateway's, not the caller's to claim; Go's
-``httputil.ReverseProxy`` drops them too) and, from ``Sec-WebSocket-Protocol``, the entries carrying a
-bearer token (``base64url.bearer.authorization.k8s.io.<token>``,
-:func:`websocket_protocols`).  What goes upstream is then written by
+``httputil.ReverseProxy`` drops them too) and, from
+``Sec-WebSocket-Protocol``, the entries carrying a bearer token
+(``base64url.bearer.authorization.k8s.io.<token>``,
+:func:`websocket_protocols`; the gateway authenticates the caller by it when
+there is no ``Authorization``, :func:`websocket_bearer`).  What goes upstream is then written by
 :mod:`karpor.upstream.request`: the cluster's ``Host`` and credential, the
 identity headers the gateway decides on, and ``X-Forwarded-For`` holding the
 one address the gateway saw are added; the body framing is restated by the
@@ -37,6 +39,7 @@ gateway's, which is also the id the cluster received.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import os
 import re
@@ -160,6 +163,31 @@ def websocket_protocols(value: bytes) -> bytes:
         if entry and entry[: len(_BEARER_PROTOCOL)].lower() != _BEARER_PROTOCOL:
             kept.append(entry)
     return b", ".join(kept)
+
+
+def websocket_bearer(value: bytes) -> str | None:
+    """The bearer token a WebSocket client put in ``Sec-WebSocket-Protocol``
+    (a browser cannot set ``Authorization``): the base64url (unpadded)
+    text after ``base64url.bearer.authorization.k8s.io.``, as kube-apiserver
+    reads it.  ``None`` when no entry carries one; ``""`` (a credential no
+    authenticator accepts) when one is empty, not base64url, not text, or
+    given twice."""
+    prefix = _BEARER_PROTOCOL + b"."
+    found: str | None = None
+    for raw in value.split(b","):
+        entry = raw.strip()
+        if entry[: len(prefix)] != prefix:
+            continue
+        if found is not None:
+            return ""
+        encoded = entry[len(prefix) :]
+        try:
+            found = base64.urlsafe_b64decode(encoded + b"=" * (-len(encoded) % 4)).decode()
+        except (binascii.Error, ValueError):
+            return ""
+        if not found or "=" in encoded.decode("latin-1"):
+            return ""
+    return found
 
 
 def _connection_tokens(values: list[bytes]) -> frozenset[bytes]:

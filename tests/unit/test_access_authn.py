@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from karpor.auth.access import ANONYMOUS, Access, Forbidden, Peer
 from karpor.auth.identity import Identity
@@ -13,6 +16,7 @@ from karpor.auth.requestheader import RequestHeaderConfig
 from karpor.auth.revocation import ReloadingFile, RevocationList
 from karpor.auth.tokens import TokenFile, load_token_file, parse_token_file
 from karpor.config.model import Cluster
+from karpor.http.headers import websocket_bearer
 from karpor.kube.status import ApiError
 
 ALICE = Identity("alice", ("dev",))
@@ -36,6 +40,47 @@ def test_token_then_nothing() -> None:
     with pytest.raises(ApiError) as denied:
         a.authenticate(Peer(), [])
     assert denied.value.code == 401
+
+
+def _ws(protocols: bytes) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"Connection", b"Upgrade"),
+        (b"Upgrade", b"websocket"),
+        (b"Sec-WebSocket-Protocol", protocols),
+    ]
+
+
+def test_a_websocket_upgrade_may_carry_its_token_in_the_subprotocols() -> None:
+    a = access(anonymous=True)
+    token = base64.urlsafe_b64encode(b"tok-1").rstrip(b"=")
+    offered = b"v5.channel.k8s.io, base64url.bearer.authorization.k8s.io." + token
+    assert a.authenticate(Peer(), _ws(offered)) == Identity("bob", ("ops", "dev"), "7")
+    # Authorization wins when both are there
+    with pytest.raises(ApiError):
+        a.authenticate(Peer(), [(b"Authorization", b"Bearer wrong"), *_ws(offered)])
+    # not on a plain request
+    plain = [(b"Sec-WebSocket-Protocol", offered)]
+    assert a.authenticate(Peer(), plain) == ANONYMOUS
+    # a wrong, empty, padded, undecodable or doubled token is a refused credential
+    wrong = base64.urlsafe_b64encode(b"nope").rstrip(b"=")
+    for bad in (
+        b"base64url.bearer.authorization.k8s.io." + wrong,
+        b"base64url.bearer.authorization.k8s.io.",
+        b"base64url.bearer.authorization.k8s.io." + base64.urlsafe_b64encode(b"tok-1"),
+        b"base64url.bearer.authorization.k8s.io.!!!",
+        offered + b", base64url.bearer.authorization.k8s.io." + token,
+    ):
+        with pytest.raises(ApiError) as refused:
+            a.authenticate(Peer(), _ws(bad))
+        assert refused.value.code == 401
+
+
+@given(st.binary(min_size=1, max_size=64).filter(lambda b: b.isascii() and b.strip() == b))
+def test_websocket_bearer_round_trips(token: bytes) -> None:
+    encoded = base64.urlsafe_b64encode(token).rstrip(b"=")
+    protocols = b"v4.channel.k8s.io, base64url.bearer.authorization.k8s.io." + encoded
+    assert websocket_bearer(protocols) == token.decode()
+    assert websocket_bearer(b"v4.channel.k8s.io") is None
 
 
 def test_anonymous_only_without_a_refused_credential() -> None:
