@@ -50,7 +50,9 @@ otherwise close and reopen connections from one reactor turn to the next).
 A request that is not long-running waits at most
 ``response_header_timeout`` seconds for the cluster's response head
 (:meth:`ClusterPool.head_timeout`; ``504`` after that, the connection
-closed: :mod:`karpor.upstream.deadline`).
+closed: :mod:`karpor.upstream.deadline`), and, before that, as long again
+in the queue for a free connection (``504``, nothing sent: one timer per
+pool, armed for the oldest waiting request while any waits).
 
 :meth:`UpstreamPools.pools` lists every pool still holding connections, for
 the periodic sampling of their sizes (:mod:`karpor.metrics.sampling`).
@@ -176,7 +178,9 @@ class ClusterPool:
         self._idle: list[UpstreamConnection] = []
         self._open = 0
         self._dedicated = 0
-        self._waiting: deque[Exchange] = deque()
+        #: exchanges waiting for a free connection, and since when
+        self._waiting: deque[tuple[float, Exchange]] = deque()
+        self._queue_timer: IDelayedCall | None = None
         #: the exchange each connection being opened is for
         self._connecting: dict[UpstreamConnection, Exchange] = {}
         self._sweeper: IDelayedCall | None = None
@@ -316,7 +320,39 @@ class ClusterPool:
         if self._open < self._settings.max_connections:
             self._connect(exchange)
         else:
-            self._waiting.append(exchange)
+            self._waiting.append((self._reactor.seconds(), exchange))
+            if self._queue_timer is None and exchange.head_timeout is not None:
+                self._queue_timer = self._reactor.callLater(exchange.head_timeout, self._expire)
+
+    def _expire(self) -> None:
+        """Fail the queued exchanges that waited their head timeout for a
+        connection; re-arm for the next one due."""
+        self._queue_timer = None
+        now = self._reactor.seconds()
+        kept: deque[tuple[float, Exchange]] = deque()
+        due: float | None = None
+        for since, exchange in self._waiting:
+            if exchange.cancelled:
+                continue
+            limit = exchange.head_timeout
+            if limit is not None and now - since >= limit:
+                name = self.cluster.name
+                exchange.upstream_failed(
+                    ApiError(
+                        504,
+                        f'Timeout: no connection to cluster "{name}" became free within '
+                        f"{limit:g}s (all {self._settings.max_connections} busy)",
+                        "Timeout",
+                        details={"name": name, "group": "cluster.karpor.io", "kind": "clusters"},
+                    )
+                )
+                continue
+            kept.append((since, exchange))
+            if limit is not None:
+                due = since + limit if due is None else min(due, since + limit)
+        self._waiting = kept
+        if due is not None:
+            self._queue_timer = self._reactor.callLater(max(due - now, 0.0), self._expire)
 
     # -- credentials -------------------------------------------------------------
 
@@ -409,9 +445,12 @@ class ClusterPool:
 
     def _next_waiting(self) -> Exchange | None:
         while self._waiting:
-            exchange = self._waiting.popleft()
+            _, exchange = self._waiting.popleft()
             if not exchange.cancelled:
                 return exchange
+        timer, self._queue_timer = self._queue_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         return None
 
     # -- connections -------------------------------------------------------------
