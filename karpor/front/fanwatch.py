@@ -24,8 +24,14 @@ request).  The client's response:
   warning;
 - a cluster that answers ``410`` (or an ``ERROR`` event) ends the merged
   stream with an ``ERROR`` event (``410``: list again);
-- ``timeoutSeconds`` goes to every cluster; a cluster's watch ending then
-  is not asked again past it, and the merged stream ends when all did.
+- ``timeoutSeconds`` goes to every cluster; the merged stream ends when it
+  runs out, and at the latest after
+  :data:`~karpor.kube.fanwatch.MAX_WATCH_SECONDS` (one timer per watch):
+  the client then watches again, authenticated and authorized anew (the
+  clusters asked again within a merged stream are asked as the client's
+  request was authorized when it came);
+- more than :data:`~karpor.kube.fanwatch.MAX_WATCH_CLUSTERS` clusters is a
+  ``400`` (nothing is sent).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from zope.interface import implementer
 from karpor.front.fanout import MAX_REASON, Asked
 from karpor.http.headers import Header, ResponseHeaders
 from karpor.kube.fanwatch import (
+    MAX_WATCH_CLUSTERS,
     EventStream,
     MergedWatch,
     WatchError,
@@ -285,14 +292,12 @@ class _Part:
         now = watch.clock.seconds()
         served = not fruitless and (self._served or now - self._since >= SERVED)
         self._fruitless = 0 if served else self._fruitless + 1
-        timeout: int | None = None
-        if watch.deadline is not None:
-            left = watch.deadline - now
-            if left < 1:
-                self.done = True
-                watch.part_done()
-                return
-            timeout = math.ceil(left)
+        left = watch.deadline - now
+        if left < 1:
+            self.done = True
+            watch.part_done()
+            return
+        timeout = math.ceil(left)  # no longer than the merged stream lasts
         delay = rewatch_delay(self._fruitless)
         if delay is None:
             watch.finish(b"")  # the client watches again, and learns why
@@ -308,8 +313,9 @@ class FanWatch:
 
     ``versions``: the clusters' resourceVersions of the composite one the
     client gave (``{}``: none); ``table``: the clusters answer Tables;
-    ``timeout``: the client's ``timeoutSeconds`` (``None``: none);
-    ``clock``: the reactor the re-watches are timed on.
+    ``timeout``: how long the merged stream lasts (seconds:
+    :func:`~karpor.kube.fanwatch.watch_timeout`); ``clock``: the reactor
+    the re-watches and the end are timed on.
     """
 
     def __init__(
@@ -320,7 +326,7 @@ class FanWatch:
         *,
         versions: Mapping[str, str],
         table: bool,
-        timeout: float | None,
+        timeout: float,
         clock: IReactorTime,
     ) -> None:
         self.front = front
@@ -331,8 +337,10 @@ class FanWatch:
         self.merged = MergedWatch(kept, [a.name for a in asked], table)
         self.parts = [_Part(self, a) for a in asked]
         self.failed = list(failed)
-        #: when the client's ``timeoutSeconds`` runs out (``None``: never)
-        self.deadline = clock.seconds() + timeout if timeout is not None else None
+        self._timeout = timeout
+        #: when the merged stream ends
+        self.deadline = clock.seconds() + timeout
+        self._end_timer: IDelayedCall | None = None
         self.started = False
         self.client_paused = False
         self._finished = False
@@ -341,15 +349,30 @@ class FanWatch:
 
     def start(self) -> None:
         """Watch every cluster at once."""
+        if len(self.parts) > MAX_WATCH_CLUSTERS:
+            self._finished = True
+            self.front.send_error(
+                ApiError(
+                    400,
+                    f"a merged watch asks at most {MAX_WATCH_CLUSTERS} clusters, this one "
+                    f"{len(self.parts)}: narrow the cluster selector",
+                    "BadRequest",
+                )
+            )
+            return
         if not self.parts:
             self._settled()
             return
+        self._end_timer = self.clock.callLater(self._timeout, self.finish, b"")
         for part in self.parts:
             part.ask()
 
     def client_lost(self) -> None:
         """The client went away: drop every cluster's watch."""
         self._finished = True
+        timer, self._end_timer = self._end_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         for part in self.parts:
             part.stop()
 

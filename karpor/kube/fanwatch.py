@@ -27,7 +27,9 @@ stream of events, each as it arrives (:class:`MergedWatch`):
 A cluster's watch that ends is asked again from its last resourceVersion
 (:func:`watch_target`) after :func:`rewatch_delay`: at once after a watch
 that served, then with a growing back-off, given up after
-:data:`REWATCH_LIMIT` fruitless tries in a row.
+:data:`REWATCH_LIMIT` fruitless tries in a row.  A merged watch asks at
+most :data:`MAX_WATCH_CLUSTERS` clusters and lasts at most
+:data:`MAX_WATCH_SECONDS` (:func:`watch_timeout`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ REWATCH_LIMIT = 5
 #: the first back-off (seconds) after a fruitless watch, doubled each time up to :data:`REWATCH_MAX`
 REWATCH_BASE = 0.5
 REWATCH_MAX = 8.0
+#: the most clusters one merged watch asks (every event carries each one's
+#: resourceVersion: the composite must stay readable, ``MAX_COMPOSITE``)
+MAX_WATCH_CLUSTERS = 256
+#: the longest a merged watch lasts (seconds; kube-apiserver's
+#: ``--min-request-timeout``): then the client watches again, authorized anew
+MAX_WATCH_SECONDS = 1800.0
 #: the annotation of the bookmark that ends a watch's initial events
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
@@ -295,14 +303,15 @@ def watch_target(target: bytes, resource_version: str | None, timeout: int | Non
     return path + b"?" + urlencode(out, safe=",=!()", quote_via=quote).encode("latin-1")
 
 
-def watch_timeout(options: Mapping[str, Sequence[str]]) -> float | None:
-    """The client's ``timeoutSeconds`` (``None``: none, or not a positive number)."""
+def watch_timeout(options: Mapping[str, Sequence[str]]) -> float:
+    """How long a merged watch lasts: the client's ``timeoutSeconds``, at
+    most (and without one) :data:`MAX_WATCH_SECONDS`."""
     values = options.get("timeoutSeconds")
     try:
         seconds = int(values[0]) if values else 0
     except ValueError:
-        return None
-    return float(seconds) if seconds > 0 else None
+        seconds = 0
+    return float(seconds) if 0 < seconds < MAX_WATCH_SECONDS else MAX_WATCH_SECONDS
 
 
 def status_message(body: bytes) -> str:

@@ -14,7 +14,7 @@ from karpor.front.fanout import Asked
 from karpor.front.fanwatch import FanWatch
 from karpor.http.headers import ResponseHeaders
 from karpor.kube.fanout import CLUSTER_ANNOTATION, decode_versions
-from karpor.kube.fanwatch import REWATCH_LIMIT
+from karpor.kube.fanwatch import MAX_WATCH_CLUSTERS, MAX_WATCH_SECONDS, REWATCH_LIMIT
 from karpor.kube.status import ApiError
 from karpor.upstream.forward import Forwarder
 from karpor.upstream.pool import ClusterPool
@@ -68,7 +68,7 @@ def _event(name: str, rv: str, event_type: str = "ADDED") -> bytes:
 
 
 class Setup:
-    def __init__(self, *names: str, timeout: float | None = None, failed: int = 0) -> None:
+    def __init__(self, *names: str, timeout: float = MAX_WATCH_SECONDS, failed: int = 0) -> None:
         self.clock = Clock()
         self.front = RecordingChannel()
         self.pools = {name: _Pool() for name in names}
@@ -146,7 +146,9 @@ def test_a_watch_that_ends_is_asked_again_from_its_last_version() -> None:
     s.last("a").upstream_end()
     s.clock.advance(0)
     assert len(s.pools["a"].submitted) == 2
-    assert s.last("a").request.target == b"/api/v1/pods?watch=true&resourceVersion=5"
+    assert s.last("a").request.target == (
+        b"/api/v1/pods?watch=true&resourceVersion=5&timeoutSeconds=1800"
+    )
     s.answer("a")
     s.last("a").upstream_body(_event("p3", "6"))
     _, events = s.received()
@@ -188,7 +190,7 @@ def test_a_410_ends_the_merged_stream_so_the_client_lists_again() -> None:
     assert events[-1]["object"]["code"] == 410 and t.front.finished == [False]
 
 
-def test_no_rewatch_past_the_clients_timeout() -> None:
+def test_the_merged_stream_ends_with_the_clients_timeout() -> None:
     s = Setup("a", "b", timeout=30)
     s.answer("a")
     s.answer("b")
@@ -196,11 +198,39 @@ def test_no_rewatch_past_the_clients_timeout() -> None:
     s.last("a").upstream_end()
     s.clock.advance(0)
     assert s.last("a").request.target.endswith(b"timeoutSeconds=20")
-    s.clock.advance(25)
     s.answer("a")
-    s.last("a").upstream_end()
-    s.last("b").upstream_end()
-    assert len(s.pools["a"].submitted) == 2 and s.front.finished == [False]
+    s.clock.advance(19)
+    assert s.front.finished == []
+    s.clock.advance(1)
+    assert s.front.finished == [False]  # ended cleanly, every cluster's watch dropped
+    assert s.carriers["a"].aborted and s.carriers["b"].aborted
+    assert s.clock.getDelayedCalls() == []
+
+
+def test_a_watch_without_a_timeout_lasts_at_most_the_cap() -> None:
+    s = Setup("a")
+    s.answer("a")
+    s.clock.advance(MAX_WATCH_SECONDS - 1)
+    assert s.front.finished == []
+    s.clock.advance(1)
+    assert s.front.finished == [False]
+
+
+def test_a_draining_worker_ends_the_stream_cleanly() -> None:
+    s = Setup("a", "b")
+    s.answer("a")
+    s.answer("b")
+    s.watch.end_stream()
+    assert s.front.finished == [True] and s.carriers["a"].aborted
+    assert s.clock.getDelayedCalls() == []
+
+
+def test_too_many_clusters_is_a_400_and_nothing_is_sent() -> None:
+    names = [f"c{i}" for i in range(MAX_WATCH_CLUSTERS + 1)]
+    s = Setup(*names)
+    (error,) = s.front.errors
+    assert error.code == 400 and "at most" in error.message
+    assert all(not pool.submitted for pool in s.pools.values())
 
 
 def test_every_cluster_failing_is_one_status_naming_each() -> None:

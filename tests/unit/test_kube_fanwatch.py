@@ -13,6 +13,7 @@ from karpor.kube.fanout import CLUSTER_ANNOTATION, decode_versions, encode_versi
 from karpor.kube.fanwatch import (
     INITIAL_EVENTS_END,
     MAX_EVENT,
+    MAX_WATCH_SECONDS,
     REWATCH_LIMIT,
     REWATCH_MAX,
     EventStream,
@@ -159,8 +160,10 @@ def test_a_rewatch_asks_from_the_last_resource_version_without_initial_events() 
     )
     assert watch_target(target, None, None) == target
     assert watch_timeout({"timeoutSeconds": ["30"]}) == 30.0
-    assert watch_timeout({"timeoutSeconds": ["0"]}) is None
-    assert watch_timeout({}) is None
+    # none, or a longer one: the cap
+    assert watch_timeout({"timeoutSeconds": ["0"]}) == MAX_WATCH_SECONDS
+    assert watch_timeout({"timeoutSeconds": ["99999"]}) == MAX_WATCH_SECONDS
+    assert watch_timeout({}) == MAX_WATCH_SECONDS
 
 
 def test_a_composite_start_is_what_the_first_event_extends() -> None:
