@@ -242,8 +242,13 @@ class _Part:
     def abort(self) -> None:
         self.forwarder = None
         self._producer = None
-        if not self.done and self.watch.started:
-            self._ended(fruitless=True)
+        if self.done:
+            return
+        if not self.watch.started:  # broke off: asked again once the stream starts
+            self._events = None
+            self._held = [b""]
+            return
+        self._ended(fruitless=True)
 
     # -- the watch's side ------------------------------------------------------------
 
@@ -436,6 +441,7 @@ class FanWatch:
         for part in self.parts:
             if part.code != 200:
                 part.stop()
+                self.merged.drop(part.name)
         self.front.stream_from(_AllParts(self))
         for part in ok:
             part.start_streaming()

@@ -178,6 +178,10 @@ class MergedWatch:
         self._columns: list[str] | None = None
         self._orders: dict[str, list[int | None] | None] = {}
 
+    def drop(self, cluster: str) -> None:
+        """``cluster`` is not watched after all (it failed at the start)."""
+        self._clusters.discard(cluster)
+
     def composite(self) -> str:
         """The composite resourceVersion as of now."""
         return encode_versions(self.versions)

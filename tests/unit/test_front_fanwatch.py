@@ -239,3 +239,12 @@ def test_every_cluster_failing_is_one_status_naming_each() -> None:
     (error,) = s.front.errors
     assert error.code == 503 and "a: refused" in error.message
     assert "gone-cluster: unhealthy" in error.message
+
+
+def test_a_watch_broken_off_before_the_stream_began_is_asked_again() -> None:
+    s = Setup("a", "b")
+    s.answer("a")
+    s.last("a").upstream_failed(ApiError(502, "reset"))  # after its head: broke off
+    s.answer("b")
+    s.clock.advance(1)
+    assert len(s.pools["a"].submitted) == 2 and s.front.finished == []

@@ -102,6 +102,11 @@ def test_the_initial_events_end_only_once_every_cluster_sent_its_own() -> None:
     assert "annotations" not in first["object"]["metadata"]
     (second,) = lines(merged.event("b", json.loads(json.dumps(mark))))
     assert second["object"]["metadata"]["annotations"] == {INITIAL_EVENTS_END: "true"}
+    # a cluster that failed at the start is not waited for
+    alone = MergedWatch({}, ["a", "b"], table=False)
+    alone.drop("b")
+    (only,) = lines(alone.event("a", json.loads(json.dumps(mark))))
+    assert only["object"]["metadata"]["annotations"] == {INITIAL_EVENTS_END: "true"}
     assert decode_versions(second["object"]["metadata"]["resourceVersion"]) == {"a": "5", "b": "5"}
 
 
