@@ -10,7 +10,8 @@ it the figures of the workloads the run does not measure, so a run of a few
 workloads updates their tables and leaves the others (each dated).
 
 Workloads (``--only`` takes names or numbers): 1 ``latency``, 2 ``throughput``,
-3 ``watch``, 4 ``exec``, 5 ``list``, 6 ``workers``, 7 ``clusters``, 8 ``tunnel``.
+3 ``watch``, 4 ``exec``, 5 ``list``, 6 ``workers``, 7 ``clusters``, 8 ``tunnel``,
+``fanout-watch``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import machine, oidcwork, report, reqresp, simwork, sweep, tunnelwork
+from bench import fanoutwatchwork, machine, oidcwork, report, reqresp, simwork, sweep, tunnelwork
 from bench.fixture import Workspace
 from bench.peers import (
     Karpor,
@@ -47,7 +48,17 @@ from bench.results import Results, Row
 from bench.wrk import find_wrk
 from karpor.app.settings import default_workers
 
-WORKLOADS = ("latency", "throughput", "watch", "exec", "list", "workers", "clusters", "tunnel")
+WORKLOADS = (
+    "latency",
+    "throughput",
+    "watch",
+    "exec",
+    "list",
+    "workers",
+    "clusters",
+    "tunnel",
+    "fanout-watch",
+)
 REQRESP = {"latency", "throughput", "workers"}
 SIM = {"watch", "exec", "list"}
 HERE = Path(__file__).resolve().parent
@@ -417,6 +428,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except (BenchError, OSError) as exc:
                     # one workload's failure loses none of the others' figures
                     results.add(Row("tunnel", "-", "(simulator)", "", note=f"not measured: {exc}"))
+            if "fanout-watch" in workloads:
+                print("workload fanout-watch (merged and single-cluster watches)", flush=True)
+                try:
+                    fanoutwatchwork.run(results, procs, ws, args.quick)
+                except (BenchError, OSError) as exc:
+                    results.add(
+                        Row("fanout-watch", "-", "(simulator)", "", note=f"not measured: {exc}")
+                    )
     except KeyboardInterrupt:
         print(
             "python -m bench: interrupted; every process stopped; RESULTS.md not written",

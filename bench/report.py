@@ -237,6 +237,21 @@ def sections(karpor: str) -> list[Section]:
             (Ratio("mb_s", "karpor-direct", "MB/s ÷ direct"),),
         ),
         Section(
+            "fanout-watch",
+            "9. A merged watch over 20 clusters",
+            "`karpor sim --clusters 20` behind one gateway (1 worker): one fan-out watch "
+            "(`clusters/*`) beside one watch per cluster, in alternating rounds; a ConfigMap "
+            "created in the simulator, the clusters in turn, and the time until the client "
+            "read its event. CPU µs/event: the gateway's process tree.",
+            (
+                Column("p50", "event p50 ms", ms),
+                Column("p99", "event p99 ms", ms),
+                Column("cpu_us", "CPU µs/event", us),
+                Column("events", "events", "{:.0f}"),
+            ),
+            (Ratio("p99", "karpor-single", "p99 ÷ single"),),
+        ),
+        Section(
             "tunnel-watch",
             "8c. Through a tunnel: concurrent watches",
             "N watches held open through the gateway, directly and all through one agent.",
@@ -465,6 +480,7 @@ def targets(results: Results, karpor: str, sweep_counts: Sequence[int]) -> list[
             f"{r:.2f}x" if r else "",
         )
     _tunnel_targets(results, check)
+    _fanout_watch_targets(results, check)
     return out
 
 
@@ -504,6 +520,22 @@ def _tunnel_targets(
         kib,
         None if kib is None else kib <= 48,
         _fmt(kib, " KiB"),
+    )
+
+
+def _fanout_watch_targets(
+    results: Results, check: Callable[[str, str, float | None, bool | None, str], None]
+) -> None:
+    """The merged watch's target (issue 18): p99 added over single-cluster watches."""
+    merged = results.value("fanout-watch", "karpor-merged", "clusters=20", "p99")
+    single = results.value("fanout-watch", "karpor-single", "clusters=20", "p99")
+    added = merged - single if merged is not None and single is not None else None
+    check(
+        "fanout-watch: p99 event delivery added by a merged watch over 20 clusters",
+        "≤ 50 ms",
+        added,
+        None if added is None else added <= 50,
+        "" if added is None else f"{added:+.2f} ms ({merged:.2f} vs {single:.2f})",
     )
 
 

@@ -35,6 +35,7 @@ from karpor.auth.identity import Identity
 from karpor.auth.impersonation import impersonation_headers
 from karpor.config.model import Cluster
 from karpor.front.fanout import FANOUT_CLUSTER, JSON_ACCEPT, TABLE_ACCEPT, Asked, Fanout
+from karpor.front.fanwatch import FanWatch
 from karpor.front.reviews import ClusterReviews
 from karpor.front.tunnel import accept_tunnel, refuse_agent
 from karpor.gatewayapi.clusters import wants_table
@@ -48,6 +49,7 @@ from karpor.kube.fanout import (
     decode_continue,
     decode_versions,
 )
+from karpor.kube.fanwatch import watch_timeout
 from karpor.kube.requestinfo import RequestInfoError, parse_query, parse_request_info
 from karpor.kube.reviews import REVIEW_PREFIXES, review_kind
 from karpor.kube.selectors import parse_label_selector
@@ -222,13 +224,8 @@ class RequestPipeline:
                 f"sent to the clusters it would have reached: {names}",
                 "MethodNotAllowed",
             )
-        if info.verb == "watch":
-            raise ApiError(
-                501,
-                "watching many clusters at once is not served yet: watch one cluster's context",
-                "NotImplemented",
-            )
         options = parse_query(query.decode("latin-1"))
+        watching = info.verb == "watch"
         continues = versions = None
         if options.get("continue", [""])[0]:
             continues = decode_continue(options["continue"][0])  # 400 when not ours
@@ -275,9 +272,22 @@ class RequestPipeline:
                         front.client_address,
                         audit.audit_id if audit is not None else b"",
                     ),
-                    pool.head_timeout(head.method, target.target),
+                    # a watch's head comes at once: the limit of a list's
+                    pool.head_timeout(head.method, path if watching else target.target),
                 )
             )
+        if watching:
+            front.forwarder = watch = FanWatch(
+                front,
+                asked,
+                failed,
+                versions=versions or {},
+                table=table,
+                timeout=watch_timeout(options),
+                clock=factory.clock(),
+            )
+            watch.start()
+            return
         fanout = Fanout(
             front,
             asked,

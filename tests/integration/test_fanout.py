@@ -1,11 +1,15 @@
 """Reads across many clusters at once (``clusters/*/proxy``, ``clusters/SELECTOR/proxy``)
 through the session gateway: sim-1 and sim-2 answer, ``closed`` (a cluster on
-a closed port) fails and is named in a warning; kubectl and the Python client.
+a closed port) fails and is named in a warning; kubectl and the Python client
+(lists, gets, merged watches).
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import subprocess
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from support.gateway import GatewayRun
 from support.kubectl import Kubectl
@@ -148,3 +152,128 @@ def test_chunked_lists_page_through_every_cluster(kubectl_binary: Path, simulate
     # every namespace of both clusters, each once, though each page held one per cluster
     assert sorted(paged.stdout.split()) == sorted(whole.stdout.split())
     assert len(whole.stdout.split()) > 2
+
+
+class _Lines:
+    """A streaming kubectl's output lines, read in a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def until(self, *texts: str) -> list[str]:
+        """The lines up to the one holding every text (each seen in some line)."""
+        seen: list[str] = []
+        while True:
+            line = self.lines.get(timeout=60)
+            if line is None:
+                stderr = self.proc.stderr.read() if self.proc.stderr else ""
+                raise AssertionError(f"kubectl ended early: {stderr}")
+            seen.append(line)
+            if all(any(text in s for s in seen) for text in texts):
+                return seen
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        _, stderr = self.proc.communicate(timeout=10)
+        return stderr
+
+
+def _pod(name: str) -> client.V1Pod:
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox")]),
+    )
+
+
+def test_kubectl_watches_pods_changing_in_two_clusters(
+    kubectl_binary: Path, everywhere: Path, gateway_kubeconfig: Path
+) -> None:
+    tag = f"fw-{uuid.uuid4().hex[:6]}"
+    apis = {
+        name: client.CoreV1Api(config.new_client_from_config(str(gateway_kubeconfig), context=name))
+        for name in ("sim-1", "sim-2")
+    }
+    created: list[tuple[str, str]] = []
+
+    def create(cluster: str, suffix: str) -> str:
+        name = f"{tag}-{suffix}"
+        apis[cluster].create_namespaced_pod("default", _pod(name))
+        created.append((cluster, name))
+        return name
+
+    listed = create("sim-1", "listed")  # so kubectl prints the list (and its header)
+    watch = _Lines(Kubectl(kubectl_binary, everywhere).popen("get", "pods", "-A", "-w"))
+    try:
+        header, *_ = watch.until(listed)  # the merged list came: the watch is next
+        assert "CLUSTER" in header.split()
+        later = [(cluster, create(cluster, f"later-{cluster}")) for cluster in apis]
+        lines = watch.until(*(name for _, name in later))
+        for cluster, name in later:
+            row = next(line for line in lines if name in line)
+            assert cluster in row.split(), row  # the CLUSTER cell
+    finally:
+        stderr = watch.stop()
+        for cluster, name in created:
+            apis[cluster].delete_namespaced_pod(name, "default", grace_period_seconds=0)
+    # the unreachable cluster is named in a warning, the others served
+    assert "closed" in stderr, stderr
+
+
+def test_python_watch_resumes_from_a_merged_lists_resource_version(
+    gateway_kubeconfig: Path, simulated: Path
+) -> None:
+    tag = f"fw-{uuid.uuid4().hex[:6]}"
+    apis = {
+        name: client.CoreV1Api(config.new_client_from_config(str(gateway_kubeconfig), context=name))
+        for name in ("sim-1", "sim-2")
+    }
+    fan = client.CoreV1Api(config.new_client_from_config(str(simulated), context="fan"))
+    made: list[tuple[str, str]] = []
+
+    def make(cluster: str, suffix: str) -> str:
+        name = f"{tag}-{suffix}"
+        meta = client.V1ObjectMeta(name=name)
+        apis[cluster].create_namespaced_config_map("default", client.V1ConfigMap(metadata=meta))
+        made.append((cluster, name))
+        return name
+
+    def watched(rv: str, count: int) -> tuple[list[tuple[str, str, str]], str]:
+        """The first ``count`` events of ours from ``rv``, and the RV to resume from."""
+        w = watch.Watch()
+        out: list[tuple[str, str, str]] = []
+        stream = w.stream(
+            fan.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=30
+        )
+        for event in stream:
+            obj = event["object"]
+            if obj.metadata.name.startswith(tag):
+                cluster = obj.metadata.annotations[CLUSTER_ANNOTATION]
+                out.append((event["type"], cluster, obj.metadata.name))
+                if len(out) == count:
+                    w.stop()
+        assert w.resource_version is not None
+        return out, w.resource_version
+
+    try:
+        make("sim-1", "before")
+        listed: Any = fan.list_namespaced_config_map("default")
+        a, b = make("sim-1", "a"), make("sim-2", "b")
+        events, last = watched(listed.metadata.resource_version, 2)
+        # only the changes after the list, from both clusters
+        assert sorted(events) == [("ADDED", "sim-1", a), ("ADDED", "sim-2", b)]
+        # each event's resourceVersion is the composite one as of it
+        assert set(decode_versions(last)) == {"sim-1", "sim-2"}
+        c = make("sim-2", "c")
+        resumed, _ = watched(last, 1)
+        assert resumed == [("ADDED", "sim-2", c)]
+    finally:
+        for cluster, name in made:
+            apis[cluster].delete_namespaced_config_map(name, "default")
