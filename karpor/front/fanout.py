@@ -212,12 +212,14 @@ class _Part:
         if stream is None:  # an error's body, or a GET's object: kept, bounded
             limit = MAX_OBJECT if self.code == 200 else MAX_REASON
             room = limit - self._kept_size
-            if room <= 0:
-                if self.code == 200:
+            if len(data) > room:
+                if self.code == 200:  # never an object cut short
                     self._abort(f"its object is larger than {MAX_OBJECT} bytes")
-                return
-            self._kept.append(data[:room])
-            self._kept_size += min(len(data), room)
+                    return
+                data = data[: max(room, 0)]  # an error's reason: its first bytes
+            if data:
+                self._kept.append(data)
+                self._kept_size += len(data)
             return
         if not self.fanout.started:
             self._held.append(data)  # what came before the pause took hold
