@@ -293,7 +293,8 @@ def run(results: Results, procs: Processes, ws: Workspace, quick: bool) -> None:
     results.note(
         FANOUT,
         f"Every cluster is one nginx over TLS; a cluster's list is {PODS} pods "
-        f"({len(_pod_list(PODS)) / 1e3:.0f} kB), sent at {RATE / 1e3:.0f} kB/s (nginx limit_rate: as a remote cluster's list takes time) or at "
+        f"({len(_pod_list(PODS)) / 1e3:.0f} kB), sent at {RATE / 1e3:.0f} kB/s "
+        "(nginx limit_rate: a remote cluster's list takes time) or at "
         f"once; {rounds} rounds, medians; a round's single-cluster figure is its slowest of "
         "the N clusters' LISTs made one after another (p50 ms: the median of all of them). "
         "CPU ms: the gateway tree's CPU per request (fan-out: per fan-out request; "
