@@ -2,12 +2,13 @@
 
 One gateway (1 worker) serves N Cluster files (N = 10, 20, 100; labels say
 which count a cluster belongs to, so the fan-out names its clusters with a
-label selector) that all point at one nginx over TLS playing the clusters:
+label selector) that all point at one small HTTPS server playing the
+clusters (:mod:`bench.fanoutclusters`):
 
-- ``/api/v1/pods``: a PodList of :data:`PODS` pods (~60 kB) sent at
-  :data:`RATE` bytes/s (nginx ``limit_rate``), so that each cluster's LIST
-  takes ~100 ms as a remote cluster's would: the fan-out's time shows its
-  concurrency (N lists one after another would take N times as long);
+- ``/api/v1/pods``: a PodList of :data:`PODS` pods (~32 kB) answered after
+  :data:`DELAY` s, as a remote cluster's LIST takes time: the fan-out's time
+  shows its concurrency (N lists one after another would take N times as
+  long);
 - ``/api/v1/namespaces``: the same list at once: the fan-out's own cost
   (reading, annotating and writing N lists) with nothing to wait for.
 
@@ -28,8 +29,10 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import ssl
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ from typing import Any
 import yaml
 
 from bench.fixture import Workspace
-from bench.peers import _nginx_conf, _start_nginx, start_karpor
+from bench.peers import start_karpor
 from bench.procs import (
     LOOPBACK,
     BenchError,
@@ -57,9 +60,9 @@ FANOUT_RSS = "fanout-rss"
 #: the cluster counts of a full run, and of --quick
 COUNTS = (10, 20, 100)
 QUICK_COUNTS = (10, 20)
-#: pods in each cluster's list (~32 kB), and the rate nginx sends it at (bytes/s: ~100 ms)
+#: pods in each cluster's list (~32 kB), and how long a cluster takes to answer it
 PODS = 100
-RATE = 250_000
+DELAY = 0.1
 #: the memory bound's clusters, and items of ITEM bytes per cluster (10 MB)
 RSS_CLUSTERS = 20
 RSS_ITEMS = 1000
@@ -70,7 +73,7 @@ FANOUT_KEY = "fanout"
 SINGLE_LABEL = "slowest single-cluster LIST (through karpor)"
 FANOUT_LABEL = "fan-out LIST (clusters/SELECTOR/proxy)"
 #: the two kinds of list: path, what the params say
-KINDS = (("/api/v1/pods", "~100 ms lists"), ("/api/v1/namespaces", "instant lists"))
+KINDS = (("/api/v1/pods", "100 ms lists"), ("/api/v1/namespaces", "instant lists"))
 
 
 def _pod_list(count: int) -> bytes:
@@ -103,39 +106,44 @@ def _config_map_list(count: int, size: int) -> bytes:
 
 
 def start_clusters(procs: Processes, ws: Workspace) -> int:
-    """nginx over TLS playing every cluster (see the module docstring); its port."""
+    """The server playing every cluster (:mod:`bench.fanoutclusters`; see the
+    module docstring); its port."""
     www = ws.root / "fanout-www"
     www.mkdir(exist_ok=True)
     (www / "pods.json").write_bytes(_pod_list(PODS))
     (www / "configmaps.json").write_bytes(_config_map_list(RSS_ITEMS, ITEM))
     port = free_port()
-    check = f'if ($http_authorization != "Bearer {ws.upstream_token}") {{ return 401; }}'
-    block = f"""    server {{
-        listen {LOOPBACK}:{port} ssl;
-        ssl_certificate {ws.root / "upstream.crt"};
-        ssl_certificate_key {ws.root / "upstream.key"};
-        default_type application/json;
-        location = /api/v1/pods {{ {check} limit_rate {RATE}; alias {www / "pods.json"}; }}
-        location = /api/v1/namespaces {{ {check} alias {www / "pods.json"}; }}
-        location = /api/v1/configmaps {{ {check} alias {www / "configmaps.json"}; }}
-        location = /readyz {{ {check} return 200 "ok"; }}
-        location / {{ return 404; }}
-    }}"""
-    conf = _nginx_conf(ws, "fanout-clusters", 2, block)
-    proc = _start_nginx(procs, ws, "fanout-clusters", conf)
+    proc = procs.start(
+        "fanout-clusters",
+        [
+            sys.executable,
+            "-m",
+            "bench.fanoutclusters",
+            str(port),
+            str(ws.root / "upstream.crt"),
+            str(ws.root / "upstream.key"),
+            ws.upstream_token,
+            f"/api/v1/pods={www / 'pods.json'}:{DELAY}",
+            f"/api/v1/namespaces={www / 'pods.json'}:0",
+            f"/api/v1/configmaps={www / 'configmaps.json'}:0",
+        ],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
     context = client_context(ws.upstream_ca)
     headers = {"Authorization": f"Bearer {ws.upstream_token}"}
-    wait_for(
-        "nginx (the clusters) serving",
-        lambda: https_status(port, "/readyz", context, headers)[0] == 200,
-        30,
-        proc,
-    )
+
+    def serving() -> bool:
+        try:
+            return https_status(port, "/readyz", context, headers)[0] == 200
+        except OSError:
+            return False
+
+    wait_for("the clusters' server serving", serving, 30, proc)
     return port
 
 
 def clusters_dir(ws: Workspace, port: int, most: int) -> Path:
-    """``most`` Cluster files ``fan-000`` … for nginx at ``port``; a cluster
+    """``most`` Cluster files ``fan-000`` … for the server at ``port``; a cluster
     of index i has the label ``gN=y`` for every count N > i."""
     directory = ws.root / "fanout-clusters"
     directory.mkdir(exist_ok=True)
@@ -246,6 +254,8 @@ def _rounds(
             note=f"warnings: {warned[:200]}" if warned else "",
         )
     )
+    if warned:
+        print(f"  {params}: {warned[:300]}", flush=True)
     print(
         f"  {params:28} fan-out {fan * 1000:8.1f} ms (CPU {fan_cpu / rounds * 1000:.1f} ms)"
         f"   slowest single {single * 1000:7.1f} ms (CPU {single_cpu / len(singles) * 1000:.2f}"
@@ -259,7 +269,7 @@ def _memory(results: Results, client: _Client, pid: int) -> None:
     client.get(path)  # warm: every pool's connection open, the code paths run once
     baseline = tree_rss_kib(pid)
     with RssSampler(pid) as sampler:
-        seconds, got, _ = client.get(path)
+        seconds, got, warned = client.get(path)
     values = {
         "seconds": seconds,
         "mbytes": got / 1e6,
@@ -268,8 +278,9 @@ def _memory(results: Results, client: _Client, pid: int) -> None:
         "rss_peak_mib": sampler.peak_kib / 1024,
     }
     params = f"{RSS_CLUSTERS} clusters x {RSS_ITEMS * ITEM / 1e6:.0f} MB"
-    results.add(Row(FANOUT_RSS, FANOUT_KEY, FANOUT_LABEL, params, values))
-    print(f"  memory {params}: {values}", flush=True)
+    note = f"warnings: {warned[:300]}" if warned else ""
+    results.add(Row(FANOUT_RSS, FANOUT_KEY, FANOUT_LABEL, params, values, note=note))
+    print(f"  memory {params}: {values} {note}", flush=True)
 
 
 def run(results: Results, procs: Processes, ws: Workspace, quick: bool) -> None:
@@ -292,9 +303,9 @@ def run(results: Results, procs: Processes, ws: Workspace, quick: bool) -> None:
         client.close()
     results.note(
         FANOUT,
-        f"Every cluster is one nginx over TLS; a cluster's list is {PODS} pods "
-        f"({len(_pod_list(PODS)) / 1e3:.0f} kB), sent at {RATE / 1e3:.0f} kB/s "
-        "(nginx limit_rate: a remote cluster's list takes time) or at "
+        "Every cluster is one small HTTPS server (Python asyncio, its own process); a "
+        f"cluster's list is {PODS} pods ({len(_pod_list(PODS)) / 1e3:.0f} kB), answered "
+        f"after {DELAY * 1000:.0f} ms (a remote cluster's LIST takes time) or at "
         f"once; {rounds} rounds, medians; a round's single-cluster figure is its slowest of "
         "the N clusters' LISTs made one after another (p50 ms: the median of all of them). "
         "CPU ms: the gateway tree's CPU per request (fan-out: per fan-out request; "

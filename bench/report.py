@@ -256,7 +256,7 @@ def sections(karpor: str) -> list[Section]:
         Section(
             "fanout",
             "9. One LIST across many clusters",
-            "One gateway (1 worker); N clusters, all one nginx over TLS. The fan-out LIST "
+            "One gateway (1 worker); N clusters, all one small HTTPS server. The fan-out LIST "
             "(`clusters/SELECTOR/proxy`) beside the slowest of the N single-cluster LISTs "
             "made through the same gateway; seconds to the last byte.",
             (
@@ -502,7 +502,7 @@ def _fanout_targets(
 ) -> None:
     """The fan-out's targets (issue 18): the fan-out LIST ÷ the slowest single-cluster LIST."""
     for count, limit in ((20, 1.5), (100, 3.0)):
-        params = f"n={count}, ~100 ms lists"
+        params = f"n={count}, 100 ms lists"
         fan = results.value("fanout", "fanout", params, "seconds")
         single = results.value("fanout", "single", params, "seconds")
         r = fan / single if fan and single else None

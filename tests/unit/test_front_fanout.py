@@ -4,6 +4,7 @@ GET's object, parts of one namespace, and what its observer hears."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, cast
 
 import pytest
@@ -89,7 +90,7 @@ def asked(name: str, target: bytes = b"/api/v1/pods", key: str = "", refusal: st
 
 
 def run(
-    parts: list[Asked], failed: list[tuple[str, str]] = (), listing: bool = True
+    parts: list[Asked], failed: Sequence[tuple[str, str]] = (), listing: bool = True
 ) -> tuple[Fanout, FakeFront, Heard]:
     front, heard = FakeFront(), Heard()
     fanout = Fanout(
