@@ -11,7 +11,7 @@ workloads updates their tables and leaves the others (each dated).
 
 Workloads (``--only`` takes names or numbers): 1 ``latency``, 2 ``throughput``,
 3 ``watch``, 4 ``exec``, 5 ``list``, 6 ``workers``, 7 ``clusters``, 8 ``tunnel``,
-``fanout-watch``.
+9 ``fanout-watch``, 10 ``fanout``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import fanoutwatchwork, machine, oidcwork, report, reqresp, simwork, sweep, tunnelwork
+from bench import (
+    fanoutwatchwork,
+    fanoutwork,
+    machine,
+    oidcwork,
+    report,
+    reqresp,
+    simwork,
+    sweep,
+    tunnelwork,
+)
 from bench.fixture import Workspace
 from bench.peers import (
     Karpor,
@@ -58,6 +68,7 @@ WORKLOADS = (
     "clusters",
     "tunnel",
     "fanout-watch",
+    "fanout",
 )
 REQRESP = {"latency", "throughput", "workers"}
 SIM = {"watch", "exec", "list"}
@@ -436,6 +447,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results.add(
                         Row("fanout-watch", "-", "(simulator)", "", note=f"not measured: {exc}")
                     )
+            if "fanout" in workloads:
+                print("workload fanout (one LIST across N clusters vs the slowest one)", flush=True)
+                try:
+                    fanoutwork.run(results, procs, ws, args.quick)
+                except (BenchError, OSError) as exc:
+                    results.add(Row("fanout", "-", "(nginx)", "", note=f"not measured: {exc}"))
     except KeyboardInterrupt:
         print(
             "python -m bench: interrupted; every process stopped; RESULTS.md not written",

@@ -268,6 +268,34 @@ def sections(karpor: str) -> list[Section]:
             ),
             (Ratio("kib_per_stream", "karpor-direct", "KiB/stream ÷ direct"),),
         ),
+        Section(
+            "fanout",
+            "9. One LIST across many clusters",
+            "One gateway (1 worker); N clusters, all one small HTTPS server. The fan-out LIST "
+            "(`clusters/SELECTOR/proxy`) beside the slowest of the N single-cluster LISTs "
+            "made through the same gateway; seconds to the last byte.",
+            (
+                Column("seconds", "seconds", "{:.3f}"),
+                Column("p50", "single p50 ms", ms),
+                Column("mbytes", "MB", "{:.2f}"),
+                Column("cpu_ms", "CPU ms/req", ms),
+                Column("cpu_ms_cluster", "CPU ms/cluster", ms),
+            ),
+            (Ratio("seconds", "single", "÷ slowest single"),),
+        ),
+        Section(
+            "fanout-rss",
+            "9b. A fan-out LIST's memory",
+            "The gateway tree's RSS growth while one fan-out LIST of large lists streams.",
+            (
+                Column("seconds", "seconds", ms),
+                Column("mbytes", "MB", "{:.0f}"),
+                Column("mb_s", "MB/s", "{:.1f}"),
+                Column("rss_growth_mib", "RSS growth MiB", "{:.1f}"),
+                Column("rss_peak_mib", "RSS peak MiB", "{:.1f}"),
+            ),
+            (),
+        ),
     ]
 
 
@@ -481,7 +509,35 @@ def targets(results: Results, karpor: str, sweep_counts: Sequence[int]) -> list[
         )
     _tunnel_targets(results, check)
     _fanout_watch_targets(results, check)
+    _fanout_targets(results, check)
     return out
+
+
+def _fanout_targets(
+    results: Results, check: Callable[[str, str, float | None, bool | None, str], None]
+) -> None:
+    """The fan-out's targets (issue 18): the fan-out LIST ÷ the slowest single-cluster LIST."""
+    for count, limit in ((20, 1.5), (100, 3.0)):
+        params = f"n={count}, 100 ms lists"
+        fan = results.value("fanout", "fanout", params, "seconds")
+        single = results.value("fanout", "single", params, "seconds")
+        r = fan / single if fan and single else None
+        check(
+            f"fan-out LIST over {count} clusters vs the slowest single",
+            f"≤ {limit:g}x",
+            r,
+            None if r is None else r <= limit,
+            f"{r:.2f}x ({fan:.3f} s vs {single:.3f} s)" if r and fan and single else "",
+        )
+    rss = [r for r in results.rows if r.workload == "fanout-rss" and r.values]
+    growth = rss[0].values.get("rss_growth_mib") if rss else None
+    check(
+        f"fan-out LIST RSS growth ({rss[0].params if rss else '20 clusters x 10 MB'})",
+        "≤ 64 MiB",
+        growth,
+        None if growth is None else growth <= 64,
+        _fmt(growth, " MiB"),
+    )
 
 
 def _tunnel_targets(

@@ -430,6 +430,16 @@ class Access:
             return identity.user != ANONYMOUS_USER
         return policy.reaches(identity, cluster)
 
+    def granted_namespaces(
+        self, identity: Identity, cluster: Cluster, verb: str
+    ) -> tuple[list[str], list[str]]:
+        """The namespaces (names, patterns) where rules restricted to
+        namespaces let ``identity`` ``verb`` on ``cluster``
+        (:meth:`karpor.auth.policy.Policy.granted_namespaces`)."""
+        if is_reserved(identity):
+            return [], []
+        return self.policy.granted_namespaces(identity, cluster, verb)
+
     def authorize(
         self,
         caller: Identity,

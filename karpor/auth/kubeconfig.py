@@ -1,8 +1,12 @@
 """User kubeconfigs for the gateway (sans-IO): what ``karpor kubeconfig`` writes.
 
-One context per cluster the user may reach, named after the cluster, plus
-a context ``karpor`` for the gateway's own API (``https://HOST:PORT``).  A
-cluster's context reaches it one of two ways (``routing``):
+One context per cluster the user may reach, named after the cluster, the
+fan-out contexts (:data:`FANOUT_CONTEXT` for every cluster, and one per
+label selector the user names: their server is the fan-out proxy path
+``clusters/*/proxy`` or ``clusters/SELECTOR/proxy``, whatever the
+routing, since a host name cannot hold a selector), plus a context
+``karpor`` for the gateway's own API (``https://HOST:PORT``).  A cluster's
+context reaches it one of two ways (``routing``):
 
 * :data:`PATH_ROUTING`: its server is the cluster's proxy path on the
   gateway (``https://HOST:PORT/apis/cluster.karpor.io/v1beta1/clusters/NAME/proxy``);
@@ -22,7 +26,7 @@ import base64
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import yaml
 
@@ -30,6 +34,8 @@ from karpor.kube.discovery import GROUP_VERSION
 
 #: the context (and kubeconfig cluster) of the gateway's own API
 GATEWAY_CONTEXT = "karpor"
+#: the context reading every cluster the user may reach at once (``clusters/*/proxy``)
+FANOUT_CONTEXT = "all"
 #: cluster contexts by TLS server name (``tls-server-name: NAME.<suffix>``)
 HOST_ROUTING = "host"
 #: cluster contexts by proxy path
@@ -70,6 +76,14 @@ def normalize_server(server: str) -> str:
 def cluster_server(server: str, cluster: str) -> str:
     """The URL of ``cluster`` through the gateway at ``server``."""
     return f"{normalize_server(server)}/apis/{GROUP_VERSION}/clusters/{cluster}/proxy"
+
+
+def fanout_server(server: str, selector: str) -> str:
+    """The URL of the fan-out over the clusters ``selector`` (a label
+    selector; ``""``: every cluster, ``*``) picks, through the gateway at
+    ``server`` (the selector percent-encoded as one path segment)."""
+    segment = quote(selector, safe="") if selector else "*"
+    return f"{normalize_server(server)}/apis/{GROUP_VERSION}/clusters/{segment}/proxy"
 
 
 def _cluster_entry(base: str, name: str, ca: str, routing: str, host_suffix: str) -> dict[str, str]:
@@ -128,16 +142,20 @@ def build_kubeconfig(
     *,
     routing: str = PATH_ROUTING,
     host_suffix: str = "",
+    fanouts: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """A kubeconfig for ``user`` reaching ``clusters`` through the gateway,
     authenticated by a client certificate and key or, with ``token``, by that
     bearer token (a user of the gateway's token file), or with
     ``exec_plugin`` by that exec credential plugin (:func:`login_exec`); the
     cluster contexts by ``routing`` (:data:`HOST_ROUTING` needs the
-    gateway's ``host_suffix``).
+    gateway's ``host_suffix``); ``fanouts``: the fan-out contexts, each
+    ``(context name, label selector)`` (``""``: every cluster), always by
+    path (:func:`fanout_server`).
 
-    Contexts are sorted by cluster name, then ``karpor``; the current context
-    is the first cluster, or ``karpor`` when there is none.
+    Contexts are sorted by cluster name, then the fan-out contexts in the
+    order given, then ``karpor``; the current context is the first cluster,
+    or ``karpor`` when there is none.
     """
     base = normalize_server(server)
     if routing not in ROUTINGS:
@@ -164,6 +182,11 @@ def build_kubeconfig(
     entries: list[tuple[str, dict[str, str]]] = [
         (name, _cluster_entry(base, name, ca, routing, host_suffix)) for name in names
     ]
+    for name, selector in fanouts:
+        if name == GATEWAY_CONTEXT or any(name == taken for taken, _ in entries):
+            raise ValueError(f"the context name {name!r} is taken (by a cluster or a context)")
+        server = fanout_server(base, selector)
+        entries.append((name, {"server": server, "certificate-authority-data": ca}))
     entries.append((GATEWAY_CONTEXT, {"server": base, "certificate-authority-data": ca}))
     return {
         "apiVersion": "v1",

@@ -549,6 +549,30 @@ class Policy:
         groups = _groups_of(identity)
         return any(r.applies_to(identity.user, groups) and r.covers(cluster) for r in self.rules)
 
+    def granted_namespaces(
+        self, identity: Identity, cluster: Cluster, verb: str
+    ) -> tuple[list[str], list[str]]:
+        """Where rules restricted to namespaces let ``identity`` ``verb``
+        resources on ``cluster``: ``(names, patterns)``, each sorted, once
+        (patterns hold a glob character: they cannot be enumerated)."""
+        if not self.enforcing:
+            return [], []
+        groups = _groups_of(identity)
+        names: set[str] = set()
+        patterns: set[str] = set()
+        for rule in self.rules:
+            if (
+                rule.namespaces is None
+                or rule.non_resource_urls is not None
+                or ("*" not in rule.verbs and verb not in rule.verbs)
+                or not rule.applies_to(identity.user, groups)
+                or not rule.covers(cluster)
+            ):
+                continue
+            for namespace in rule.namespaces:
+                (patterns if any(c in namespace for c in "*?[") else names).add(namespace)
+        return sorted(names), sorted(patterns)
+
     def names(self, identity: Identity, name: str) -> bool:
         """Whether some rule lets ``identity`` reach a cluster called
         ``name``, whatever its labels: the caller may learn whether such a

@@ -9,14 +9,19 @@
                       [--user NAME] [--group G]... [--oidc-extra-scope S]...
                       [--oidc-device-code] [--oidc-listen-address HOST:PORT]
                       [--oidc-certificate-authority FILE] [-o FILE]
-    (each form also takes [--routing host|path])
+    (each form also takes [--routing host|path] [--set NAME=SELECTOR]...)
 
 The client certificate is signed by the gateway CA kept in ``--state-dir``
 (CN = user, one O per group).  The kubeconfig
 (:func:`karpor.auth.kubeconfig.build_kubeconfig`) has one context per
 cluster of the clusters directory (``--clusters-dir``, else the one the
 gateway recorded in the state directory when it last started) and the
-``karpor`` context.  ``--routing`` says how a cluster's context reaches
+``karpor`` context; when the user reaches a cluster, also the fan-out
+context ``all`` (every cluster they may reach, at once: ``clusters/*/proxy``)
+and one context per ``--set NAME=SELECTOR`` (the clusters whose labels match
+the label selector: ``clusters/SELECTOR/proxy``).  Fan-out contexts are
+always written by path, whatever ``--routing`` says (a host name cannot
+hold ``*`` or a selector).  ``--routing`` says how a cluster's context reaches
 it: ``path`` (the default, :data:`DEFAULT_ROUTING`) writes the cluster's
 proxy path as server; ``host`` writes ``server: https://GATEWAY`` and
 ``tls-server-name: NAME.<suffix>`` (the gateway's ``hostRouting.suffix``,
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -61,6 +67,8 @@ from karpor.auth.agentidentity import is_reserved
 from karpor.auth.ca import CertificateAuthority, write_private
 from karpor.auth.identity import Identity
 from karpor.auth.kubeconfig import (
+    FANOUT_CONTEXT,
+    GATEWAY_CONTEXT,
     HOST_ROUTING,
     PATH_ROUTING,
     ROUTINGS,
@@ -74,6 +82,7 @@ from karpor.auth.tokens import TokenFileError, load_token_file
 from karpor.config.directory import load_directory
 from karpor.config.model import Cluster
 from karpor.http.route import DEFAULT_HOST_SUFFIX
+from karpor.kube.selectors import SelectorError, parse_label_selector
 
 #: how cluster contexts reach their cluster unless ``--routing`` says.
 #: Every client tested honours ``tls-server-name`` (kubectl 1.27-1.33, the
@@ -85,6 +94,14 @@ DEFAULT_ROUTING = PATH_ROUTING
 DEFAULT_TTL = "90d"
 #: the kubeconfig's user entry of an OIDC kubeconfig without --user
 OIDC_USER = "oidc"
+
+#: the longest label selector ``--set`` takes
+MAX_SET_SELECTOR = 1024
+#: a ``--set`` context name: a DNS-1123 label
+_CONTEXT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+#: the characters that make a proxy path's cluster segment a selector
+#: (:mod:`karpor.http.route`): a selector without one would name a cluster
+_SELECTOR_CHARS = frozenset("=!, (")
 
 #: who may reach which cluster (every authenticated user, until an access policy exists)
 Reachable = Callable[[Identity, Cluster], bool]
@@ -186,7 +203,61 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         "tls-server-name NAME.<suffix>; request paths are the cluster's own) or path "
         f"(the cluster's proxy path as server); default: {DEFAULT_ROUTING}",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="sets",
+        metavar="NAME=SELECTOR",
+        help="add a context NAME reading at once every cluster whose labels match the label "
+        "selector SELECTOR (e.g. 'prod=env=prod', 'eu=region in (eu-1,eu-2)'); repeat",
+    )
     parser.set_defaults(handler=run)
+
+
+def parse_set(text: str) -> tuple[str, str]:
+    """``(context name, label selector)`` of a ``--set NAME=SELECTOR``
+    argument; :class:`CommandError` saying what is wrong."""
+    name, eq, selector = text.partition("=")
+    name, selector = name.strip(), selector.strip()
+    if not eq or not name:
+        raise CommandError(f"--set {text[:80]!r}: write NAME=SELECTOR (e.g. prod=env=prod)")
+    if not _CONTEXT_NAME.fullmatch(name):
+        raise CommandError(
+            f"--set {name[:80]!r}: the context name must be a DNS-1123 label (lower-case "
+            "letters, digits and '-', at most 63)"
+        )
+    if name in (FANOUT_CONTEXT, GATEWAY_CONTEXT):
+        raise CommandError(f"--set {name}: the context name {name!r} is reserved")
+    if not selector:
+        raise CommandError(
+            f"--set {name}=: the selector is empty (the {FANOUT_CONTEXT!r} context reads "
+            "every cluster)"
+        )
+    if len(selector) > MAX_SET_SELECTOR:
+        raise CommandError(f"--set {name}: the selector is longer than {MAX_SET_SELECTOR}")
+    try:
+        parse_label_selector(selector)
+    except (SelectorError, ValueError) as exc:
+        reason = exc.message if isinstance(exc, SelectorError) else str(exc)
+        raise CommandError(f"--set {name}={selector!r}: not a label selector: {reason}") from None
+    if not _SELECTOR_CHARS.intersection(selector):
+        raise CommandError(
+            f"--set {name}={selector!r}: a selector of a label key alone would read as a "
+            f"cluster name; write a comparison (e.g. '{selector} in (a,b)', '{selector}!=x')"
+        )
+    return name, selector
+
+
+def parse_sets(texts: Iterable[str]) -> list[tuple[str, str]]:
+    """Every ``--set`` argument parsed (:func:`parse_set`); a name given twice is an error."""
+    sets: list[tuple[str, str]] = []
+    for text in texts:
+        name, selector = parse_set(text)
+        if any(name == seen for seen, _ in sets):
+            raise CommandError(f"--set {name}: the context name is given twice")
+        sets.append((name, selector))
+    return sets
 
 
 def oidc_exec(args: argparse.Namespace) -> dict[str, Any]:
@@ -346,11 +417,14 @@ def generate(
     *,
     routing: str = PATH_ROUTING,
     suffix: str = DEFAULT_HOST_SUFFIX,
+    sets: Iterable[tuple[str, str]] = (),
 ) -> tuple[bytes, list[str], datetime.datetime | None]:
     """The kubeconfig for ``user`` (with ``token``: a token user, with
     ``exec_plugin``: a user signing in with it; no certificate), cluster
     contexts by ``routing`` (``suffix``: the gateway's host-routing
-    suffix); also the cluster names and the certificate's expiry."""
+    suffix), the fan-out contexts (``all`` and ``sets``: ``(name,
+    selector)``) when the user reaches a cluster; also the names of the
+    contexts but ``karpor`` and the certificate's expiry."""
     if not user:
         raise CommandError("--user must not be empty")
     if is_reserved(Identity(user, tuple(groups))):
@@ -373,6 +447,7 @@ def generate(
     ca = CertificateAuthority.load(state_dir)
     identity = Identity(user, tuple(groups))
     names = cluster_names(_load_clusters(clusters_dir, err), identity, reachable)
+    fanouts = fanout_contexts(names, sets, err)
     expiry: datetime.datetime | None = None
     try:
         if exec_plugin is not None:
@@ -386,6 +461,7 @@ def generate(
                 exec_plugin=exec_plugin,
                 routing=routing,
                 host_suffix=suffix,
+                fanouts=fanouts,
             )
         elif token is not None:
             config = build_kubeconfig(
@@ -398,6 +474,7 @@ def generate(
                 token=token,
                 routing=routing,
                 host_suffix=suffix,
+                fanouts=fanouts,
             )
         else:
             issued = ca.issue_client(user, groups, ttl)
@@ -410,13 +487,42 @@ def generate(
                 names,
                 routing=routing,
                 host_suffix=suffix,
+                fanouts=fanouts,
             )
             expiry = datetime.datetime.now(datetime.UTC) + ttl
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     wildcard = f"*.{suffix}" if routing == HOST_ROUTING else None
     _check_server_covered(state_dir, server, err, wildcard)
-    return dump_kubeconfig(config), names, expiry
+    return dump_kubeconfig(config), [*names, *(name for name, _ in fanouts)], expiry
+
+
+def fanout_contexts(
+    names: list[str], sets: Iterable[tuple[str, str]], err: TextIO
+) -> list[tuple[str, str]]:
+    """The fan-out contexts for a user reaching the clusters ``names``:
+    ``all`` (unless a cluster has that name: a warning) and ``sets``; none
+    when the user reaches no cluster."""
+    wanted = list(sets)
+    if not names:
+        if wanted:
+            print(
+                "karpor kubeconfig: warning: the user reaches no cluster: no --set context "
+                "is written",
+                file=err,
+            )
+        return []
+    for name, _ in wanted:
+        if name in names:
+            raise CommandError(f"--set {name}: a cluster has that name (its context)")
+    if FANOUT_CONTEXT in names:
+        print(
+            f"karpor kubeconfig: warning: a cluster is named {FANOUT_CONTEXT!r}: the context "
+            f"{FANOUT_CONTEXT!r} is that cluster's, not every cluster's (use --set)",
+            file=err,
+        )
+        return wanted
+    return [(FANOUT_CONTEXT, ""), *wanted]
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -450,6 +556,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
                 )
             identity = token_identity(token_file, token)
             user, groups = identity.user, list(identity.groups)
+        sets = parse_sets(getattr(args, "sets", None) or [])
         suffix = host_suffix(args.state_dir, getattr(args, "config", None))
         routing = choose_routing(getattr(args, "routing", None), suffix)
         data, names, expiry = generate(
@@ -465,6 +572,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             exec_plugin,
             routing=routing,
             suffix=suffix,
+            sets=sets,
         )
     except (CommandError, ValueError, OSError) as exc:
         print(f"karpor kubeconfig: error: {exc}", file=err)
@@ -495,6 +603,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         file=err,
     )
     if routing == HOST_ROUTING and names:
+        print(
+            "karpor kubeconfig: note: the fan-out contexts reach the gateway by path "
+            "(a host name cannot name many clusters)",
+            file=err,
+        )
         print(
             "karpor kubeconfig: note: kubectl caches discovery per server URL, which "
             "host-routed contexts share: set KUBECACHEDIR per context (or use wildcard "

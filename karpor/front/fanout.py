@@ -23,6 +23,12 @@ impersonation as any request has).  The client's response:
   documents (:func:`~karpor.kube.fanout.union_discovery`);
 - when every cluster failed, one ``Status`` says why for each.
 
+A cluster where the caller may list only in some namespaces is asked once
+per such namespace (the pipeline's parts: :attr:`Asked.key` ``NAME/NS``),
+its lists merged as any cluster's.  When the fan-out ends, its
+:class:`FanoutObserver` (the audit log, the metrics) hears of every
+cluster asked or refused (:meth:`FanoutObserver.cluster_done`).
+
 Memory is bounded by a read per part plus the largest list element (LIST)
 or :data:`MAX_OBJECT` per cluster (GET).
 """
@@ -30,14 +36,16 @@ or :data:`MAX_OBJECT` per cluster (GET).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from karpor.auth.access import Authorized
 from karpor.http.headers import Header, ResponseHeaders
 from karpor.kube.fanout import MergedList, annotate, union_discovery
 from karpor.kube.liststream import ListError, ListStream
@@ -76,6 +84,37 @@ class Asked:
     pool: ClusterPool
     request: UpstreamRequest
     head_timeout: float | None
+    #: the part's name in a composite continue token, in warnings and the
+    #: audit log (``""``: the cluster's name; ``NAME/NS``: one namespace of it)
+    key: str = ""
+    #: what the policy decided for this part (the audit log's identity)
+    authorized: Authorized | None = None
+    #: for a part of one namespace, why the cluster was not asked whole (the
+    #: warning when the resource turns out to be cluster-scoped: a 404)
+    refusal: str = ""
+
+
+#: the reasons a cluster failed in a fan-out (the metric's ``reason``)
+FAILURE_REASONS = ("forbidden", "unavailable", "error", "broken")
+
+
+class FanoutObserver(Protocol):
+    """Told of every cluster a fan-out asked or refused, once it ends."""
+
+    def cluster_done(
+        self,
+        name: str,
+        asked: Asked | None,
+        status: int,
+        failure: str,
+        reason: str,
+        received: int,
+        seconds: float,
+    ) -> None:
+        """``name`` (``asked``: how, ``None`` when refused before asking)
+        answered ``status`` (``0``: no answer) and ``received`` bytes in
+        ``seconds``; ``failure``: why it failed ("" when it did not),
+        ``reason`` one of :data:`FAILURE_REASONS` (or "")."""
 
 
 @implementer(IPushProducer)
@@ -111,9 +150,15 @@ class _AllParts:
 class _Part:
     """One cluster's share of a fan-out: the channel of its forwarder."""
 
-    def __init__(self, fanout: Fanout, name: str) -> None:
+    def __init__(self, fanout: Fanout, name: str, asked: Asked | None = None) -> None:
         self.fanout = fanout
         self.name = name
+        self.asked = asked
+        #: the part's key (:attr:`Asked.key`)
+        self.key = (asked.key if asked is not None else "") or name
+        #: bytes received of the cluster's answer, and when the part ended
+        self.received = 0
+        self.ended_at = 0.0
         self.forwarder: Forwarder | None = None
         #: set once the head arrived (the status) or the part failed
         self.code: int | None = None
@@ -162,16 +207,19 @@ class _Part:
     def relay_body(self, data: bytes) -> None:
         if self.ended:
             return
+        self.received += len(data)
         stream = self._stream
         if stream is None:  # an error's body, or a GET's object: kept, bounded
             limit = MAX_OBJECT if self.code == 200 else MAX_REASON
             room = limit - self._kept_size
-            if room <= 0:
-                if self.code == 200:
+            if len(data) > room:
+                if self.code == 200:  # never an object cut short
                     self._abort(f"its object is larger than {MAX_OBJECT} bytes")
-                return
-            self._kept.append(data[:room])
-            self._kept_size += min(len(data), room)
+                    return
+                data = data[: max(room, 0)]  # an error's reason: its first bytes
+            if data:
+                self._kept.append(data)
+                self._kept_size += len(data)
             return
         if not self.fanout.started:
             self._held.append(data)  # what came before the pause took hold
@@ -198,6 +246,7 @@ class _Part:
         if self.ended:
             return
         self.ended = True
+        self.ended_at = time.monotonic()
         self.forwarder = None
         stream = self._stream
         if stream is not None and self.fanout.started:
@@ -260,6 +309,7 @@ class _Part:
             return
         self.failure = why
         self.ended = True
+        self.ended_at = time.monotonic()
         self.forwarder = None
         if self.code is None:
             self.fanout.part_settled()
@@ -295,8 +345,11 @@ class Fanout:
         listing: bool,
         table: bool,
         discovery: bool = False,
+        observer: FanoutObserver | None = None,
     ) -> None:
         self.front = front
+        self.observer = observer
+        self._ticks = time.monotonic()
         self.listing = listing
         #: a request for a non-resource path (discovery, ``/version``): the union
         self.discovery = discovery
@@ -306,7 +359,7 @@ class Fanout:
         self.client_paused = False
         self._finished = False
         self._asked = list(asked)
-        self.parts = [_Part(self, a.name) for a in asked]
+        self.parts = [_Part(self, a.name, a) for a in asked]
         for name, why in failed:  # not asked: refused or unhealthy here
             part = _Part(self, name)
             part.failure = why
@@ -330,9 +383,12 @@ class Fanout:
         self._finished = True
         for part in self.parts:
             forwarder, part.forwarder = part.forwarder, None
+            if not part.ended and not part.failure and part.asked is not None:
+                part.failure = "the client went away"
             part.ended = True
             if forwarder is not None:
                 forwarder.client_lost()
+        self._observe()
 
     def end_stream(self) -> None:
         """The worker drains: end the response now (its list is cut short)."""
@@ -363,12 +419,44 @@ class Fanout:
     def _failures(self) -> list[tuple[str, str]]:
         out = []
         for part in self.parts:
-            if part.failure:
-                out.append((part.name, part.failure))
-            elif part.code is not None and part.code != 200 and (self.listing or part.code != 404):
-                reason = _status_reason(part.kept()) if part.ended else ""
-                out.append((part.name, f"answered {part.code}" + (f": {reason}" if reason else "")))
+            why = self._failure(part)
+            if why:
+                out.append((part.key, why))
         return out
+
+    def _failure(self, part: _Part) -> str:
+        """Why ``part`` failed ("" when it did not)."""
+        if part.failure:
+            return part.failure
+        if part.code is None or part.code == 200 or (not self.listing and part.code == 404):
+            return ""
+        if part.code == 404 and part.asked is not None and part.asked.refusal:
+            return part.asked.refusal  # cluster-scoped: not to be listed per namespace
+        reason = _status_reason(part.kept()) if part.ended else ""
+        return f"answered {part.code}" + (f": {reason}" if reason else "")
+
+    def _observe(self) -> None:
+        """Tell the observer of every part (once, as the fan-out ends)."""
+        observer, self.observer = self.observer, None
+        if observer is None:
+            return
+        now = time.monotonic()
+        for part in self.parts:
+            why = self._failure(part)
+            if not why:
+                reason = ""
+            elif part.asked is None:
+                reason = "forbidden" if why.startswith("forbidden") else "unavailable"
+            elif part.code is None:
+                reason = "unavailable"
+            elif part.code != 200:
+                reason = "forbidden" if part.code in (401, 403, 404) else "error"
+            else:
+                reason = "broken"
+            seconds = (part.ended_at or now) - self._ticks if part.asked is not None else 0.0
+            observer.cluster_done(
+                part.name, part.asked, part.code or 0, why, reason, part.received, seconds
+            )
 
     def _settled(self) -> None:
         """Every part's head (or failure) is known: answer the head."""
@@ -382,6 +470,7 @@ class Fanout:
         failures = self._failures()
         if not ok and self.parts:
             self._finished = True
+            self._observe()
             self.client_lost()
             self.front.send_error(_all_failed(failures))
             return
@@ -407,11 +496,12 @@ class Fanout:
             if part.code == 200 and not part.failure:
                 rv, token = part.versions()
                 if rv is not None:
-                    versions[part.name] = rv
+                    versions.setdefault(part.name, rv)
                 if token is not None:
-                    continues[part.name] = token
+                    continues[part.key] = token
         self.front.relay_body(self.merged.finish(versions, continues))
         self.front.relay_end()
+        self._observe()
 
     def _answer_object(self, obj: object, headers: list[Header]) -> None:
         body = json.dumps(obj, separators=(",", ":")).encode()
@@ -424,6 +514,7 @@ class Fanout:
 
     def _answer_get(self) -> None:
         self._finished = True
+        self._observe()
         found = [p for p in self.parts if p.code == 200 and not p.failure]
         failures = self._failures()
         headers: list[Header] = [*_JSON]

@@ -36,6 +36,7 @@ from karpor.auth.impersonation import impersonation_headers
 from karpor.config.model import Cluster
 from karpor.front.fanout import FANOUT_CLUSTER, JSON_ACCEPT, TABLE_ACCEPT, Asked, Fanout
 from karpor.front.fanwatch import FanWatch
+from karpor.front.record import FanoutRecord
 from karpor.front.reviews import ClusterReviews
 from karpor.front.tunnel import accept_tunnel, refuse_agent
 from karpor.gatewayapi.clusters import wants_table
@@ -50,7 +51,13 @@ from karpor.kube.fanout import (
     decode_versions,
 )
 from karpor.kube.fanwatch import watch_timeout
-from karpor.kube.requestinfo import RequestInfoError, parse_query, parse_request_info
+from karpor.kube.namespacing import namespaced_target, narrowable
+from karpor.kube.requestinfo import (
+    RequestInfo,
+    RequestInfoError,
+    parse_query,
+    parse_request_info,
+)
 from karpor.kube.reviews import REVIEW_PREFIXES, review_kind
 from karpor.kube.selectors import parse_label_selector
 from karpor.kube.status import ApiError
@@ -65,6 +72,10 @@ if TYPE_CHECKING:
     from karpor.front.protocol import GatewayFactory, GatewayProtocol
 
 log = Logger()
+
+#: the most namespaces of one cluster a fan-out LIST asks one by one (a
+#: caller whose policy names more gets the first, and a warning)
+MAX_NAMESPACE_PARTS = 32
 
 
 class RequestPipeline:
@@ -229,7 +240,9 @@ class RequestPipeline:
         continues = versions = None
         if options.get("continue", [""])[0]:
             continues = decode_continue(options["continue"][0])  # 400 when not ours
-            clusters = [c for c in clusters if c.name in continues]  # the rest are done
+            # the rest are done (NAME/NS: one namespace of a cluster, still paging)
+            pending = {key.partition("/")[0] for key in continues}
+            clusters = [c for c in clusters if c.name in pending]
         if options.get("resourceVersion", [""])[0].startswith(COMPOSITE_PREFIX):
             versions = decode_versions(options["resourceVersion"][0])
         accept = next((v for n, v in head.headers if n.lower() == b"accept"), b"")
@@ -244,37 +257,31 @@ class RequestPipeline:
         headers.append((b"Accept", TABLE_ACCEPT if table else JSON_ACCEPT))
         asked: list[Asked] = []
         failed: list[tuple[str, str]] = []
-        gate = factory.health_gate
         for cluster in clusters:
             try:
                 authorized = access.authorize(
                     identity, cluster, head.method, target.target, head.headers
                 )
             except Forbidden as denied:
-                failed.append((cluster.name, f"forbidden: {denied.message}"))
+                refusal = f"forbidden: {denied.message}"
+                if info.verb == "list" and narrowable(info):
+                    self._namespace_parts(
+                        front, identity, cluster, head, target.target, info, refusal,
+                        (continues, versions), headers, (asked, failed),
+                    )  # fmt: skip
+                else:
+                    failed.append((cluster.name, refusal))
                 continue
-            unhealthy = gate(cluster) if gate is not None else None
-            pool = factory.pools.get(cluster)
-            problem = unhealthy or pool.error
-            if problem is not None:
-                failed.append((cluster.name, problem.message))
-                continue
-            asked.append(
-                Asked(
-                    cluster.name,
-                    pool,
-                    UpstreamRequest(
-                        b"GET",
-                        cluster_target(target.target, cluster.name, continues, versions),
-                        headers,
-                        NO_BODY,
-                        impersonation_headers(authorized.upstream),
-                        front.client_address,
-                        audit.audit_id if audit is not None else b"",
-                    ),
-                    # a watch's head comes at once: the limit of a list's
-                    pool.head_timeout(head.method, path if watching else target.target),
-                )
+            if continues is not None and cluster.name not in continues:
+                continue  # its namespaces paged one by one (never whole)
+            self._ask(
+                front,
+                asked,
+                failed,
+                cluster,
+                authorized,
+                cluster_target(target.target, cluster.name, continues, versions),
+                headers,
             )
         if watching:
             front.forwarder = watch = FanWatch(
@@ -295,9 +302,118 @@ class RequestPipeline:
             listing=info.verb == "list",
             table=table,
             discovery=not info.is_resource_request,
+            observer=FanoutRecord(audit, factory.audit, factory.metrics, front.client_address)
+            if factory.audit is not None or factory.metrics is not None
+            else None,
         )
         front.forwarder = fanout
         fanout.start()
+
+    def _namespace_parts(
+        self,
+        front: Front,
+        identity: Identity,
+        cluster: Cluster,
+        head: RequestHead,
+        whole: bytes,
+        info: RequestInfo,
+        refusal: str,
+        paging: tuple[dict[str, str] | None, dict[str, str] | None],
+        headers: list[Header],
+        out: tuple[list[Asked], list[tuple[str, str]]],
+    ) -> None:
+        """A LIST across all namespaces the caller may not make on
+        ``cluster`` (``refusal``: why): its parts, one per namespace the
+        policy names for the caller there (at most
+        :data:`MAX_NAMESPACE_PARTS`); namespaces named by a pattern cannot
+        be listed so (a warning).  ``paging``: the client's composite
+        continue token and resourceVersion, decoded."""
+        asked, failed = out
+        continues, versions = paging
+        access = self._factory.access
+        names, patterns = access.granted_namespaces(identity, cluster, info.verb)
+        if not names and not patterns:
+            failed.append((cluster.name, refusal))
+            return
+        if patterns:
+            failed.append(
+                (
+                    cluster.name,
+                    f"the namespaces matching {', '.join(patterns)} are left out: "
+                    "a pattern cannot be listed across namespaces (list them one at a time)",
+                )
+            )
+        if len(names) > MAX_NAMESPACE_PARTS:
+            failed.append(
+                (
+                    cluster.name,
+                    f"only the first {MAX_NAMESPACE_PARTS} of the {len(names)} namespaces "
+                    "the access policy names were asked",
+                )
+            )
+        for namespace in names[:MAX_NAMESPACE_PARTS]:
+            key = f"{cluster.name}/{namespace}"
+            if continues is not None and key not in continues:
+                continue  # that namespace's list is complete
+            narrowed = namespaced_target(whole, info, namespace)
+            try:
+                authorized = access.authorize(
+                    identity, cluster, head.method, narrowed, head.headers
+                )
+            except Forbidden:
+                continue  # the policy changed under us: that namespace is left out
+            one = {cluster.name: continues[key]} if continues is not None else None
+            narrowed = cluster_target(narrowed, cluster.name, one, versions)
+            if not self._ask(
+                front, asked, failed, cluster, authorized, narrowed, headers, key, refusal
+            ):
+                return  # unhealthy: said once
+
+    def _ask(
+        self,
+        front: Front,
+        asked: list[Asked],
+        failed: list[tuple[str, str]],
+        cluster: Cluster,
+        authorized: Authorized,
+        upstream_target: bytes,
+        headers: list[Header],
+        key: str = "",
+        refusal: str = "",
+    ) -> bool:
+        """Add ``cluster`` (asked ``upstream_target``) to the fan-out's
+        ``asked``, or to ``failed`` when it cannot serve now (``False``)."""
+        factory = self._factory
+        gate = factory.health_gate
+        audit = front.audit
+        unhealthy = gate(cluster) if gate is not None else None
+        pool = factory.pools.get(cluster)
+        problem = unhealthy or pool.error
+        if problem is not None:
+            failed.append((cluster.name, problem.message))
+            return False
+        asked.append(
+            Asked(
+                cluster.name,
+                pool,
+                UpstreamRequest(
+                    b"GET",
+                    upstream_target,
+                    headers,
+                    NO_BODY,
+                    impersonation_headers(authorized.upstream),
+                    front.client_address,
+                    audit.audit_id if audit is not None else b"",
+                ),
+                # a watch's head comes at once: the limit of a list's (the
+                # path without ?watch=true)
+                pool.head_timeout(b"GET", upstream_target.partition(b"?")[0]),
+                key,
+                authorized,
+                refusal,
+            )
+        )
+        return True
 
     def _proxy_upgrade(
         self,

@@ -3,7 +3,9 @@ metrics (:class:`~karpor.metrics.gateway.GatewayMetrics`) and, with an
 audit log, one :class:`~karpor.auth.audit.AuditRecord`, written when the
 request ends (a splice when it closes) from its :class:`RequestRecord`;
 the bytes a client connection wrote are counted by a
-:class:`CountingTransport`."""
+:class:`CountingTransport`.  A fan-out request also has one audit line per
+cluster it asked or refused, and its failed clusters counted
+(:class:`FanoutRecord`)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from karpor.http.connection import RequestHead
 from karpor.metrics.labels import GATEWAY, request_verb
 
 if TYPE_CHECKING:
+    from karpor.front.fanout import Asked
     from karpor.metrics.gateway import GatewayMetrics
 
 
@@ -149,3 +152,72 @@ def record_request(
             issued_by=identity.issued_by if identity is not None else None,
         )
     )
+
+
+class FanoutRecord:
+    """A fan-out's :class:`~karpor.front.fanout.FanoutObserver`: one audit
+    line per cluster asked or refused (``cluster``: its name; ``path``: what
+    it was asked; ``code``: its answer, ``0`` when none; ``reason``: why it
+    failed; ``bytesOut``: the bytes it sent; ``fanout: true``), beside the
+    request's own line (``cluster: "*"``), and the failed clusters counted
+    (``karpor_fanout_cluster_failures_total``)."""
+
+    def __init__(
+        self,
+        record: RequestRecord | None,
+        writer: AuditWriter | None,
+        metrics: GatewayMetrics | None,
+        source: bytes,
+    ) -> None:
+        self._record = record
+        self._writer = writer
+        self._metrics = metrics
+        self._source = source
+
+    def cluster_done(
+        self,
+        name: str,
+        asked: Asked | None,
+        status: int,
+        failure: str,
+        reason: str,
+        received: int,
+        seconds: float,
+    ) -> None:
+        """Record one cluster of the fan-out (see the class docstring)."""
+        if reason and self._metrics is not None:
+            self._metrics.fanout_cluster_failed(name, reason)
+        record, writer = self._record, self._writer
+        if writer is None or record is None:
+            return
+        identity = record.identity
+        authorized = asked.authorized if asked is not None else None
+        attrs = authorized.attrs if authorized is not None else None
+        upstream = authorized.upstream if authorized is not None else None
+        writer.write(
+            AuditRecord(
+                time=record.started,
+                request_id=record.audit_id.decode("ascii"),
+                user=identity.user if identity is not None else "",
+                groups=identity.groups if identity is not None else (),
+                source=self._source.decode("latin-1"),
+                cluster=name,
+                verb=attrs.verb if attrs is not None else "",
+                namespace=attrs.namespace if attrs is not None else "",
+                resource=attrs.resource if attrs is not None else "",
+                subresource=attrs.subresource if attrs is not None else "",
+                path=asked.request.target.decode("latin-1") if asked is not None else "",
+                method="GET",
+                status=status,
+                bytes_out=received,
+                duration=seconds,
+                impersonated_user=upstream.user if upstream is not None else None,
+                impersonated_groups=tuple(g for g in upstream.groups if g != "system:authenticated")
+                if upstream is not None
+                else (),
+                exchange_rule=authorized.exchange_rule if authorized is not None else "",
+                reason=failure,
+                issued_by=identity.issued_by if identity is not None else None,
+                extra={"fanout": True},
+            )
+        )

@@ -191,6 +191,13 @@ class GatewayMetrics:
             ["cluster"],
             registry=registry,
         )
+        self.fanout_failures = Counter(
+            "karpor_fanout_cluster_failures",
+            "Clusters that failed their part of a request to many clusters, by cluster and "
+            "reason (forbidden, unavailable, error, broken).",
+            ["cluster", "reason"],
+            registry=registry,
+        )
         self.tls_errors = Counter(
             "karpor_upstream_tls_errors",
             "TLS handshakes with a cluster that failed (certificate not verified, "
@@ -363,6 +370,11 @@ class GatewayMetrics:
     def connect_error(self, cluster: str) -> None:
         """A connection to ``cluster`` could not be opened."""
         self.connect_errors.labels(cluster).inc()
+
+    def fanout_cluster_failed(self, cluster: str, reason: str) -> None:
+        """``cluster`` failed its part of a fan-out (``reason``: forbidden,
+        unavailable, error, broken); rare: counted at once."""
+        self.fanout_failures.labels(cluster, reason).inc()
 
     def tls_error(self, cluster: str) -> None:
         """A TLS handshake with ``cluster`` failed."""

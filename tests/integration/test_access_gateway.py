@@ -462,7 +462,7 @@ def test_kubectl_with_a_token_kubeconfig_and_a_certificate(
     assert result.returncode == 0, result.stderr
     assert TEAM not in result.stderr
     config = yaml.safe_load(out.read_text())
-    assert sorted(c["name"] for c in config["contexts"]) == ["karpor", "sim-1"]
+    assert sorted(c["name"] for c in config["contexts"]) == ["all", "karpor", "sim-1"]
     team = Kubectl(binary, out)
     assert team.run("get", "pods", "-n", "team-a", "--context", "sim-1").returncode == 0
     denied = team.run("get", "pods", "-n", "team-b", "--context", "sim-1", check=False)
@@ -472,7 +472,7 @@ def test_kubectl_with_a_token_kubeconfig_and_a_certificate(
         state, setup.tmp / "dev.kubeconfig", setup.gateway.url, "dana", ("devs",)
     )
     dev = yaml.safe_load(dev_config.read_text())
-    assert sorted(c["name"] for c in dev["contexts"]) == ["karpor", "sim-1"]
+    assert sorted(c["name"] for c in dev["contexts"]) == ["all", "karpor", "sim-1"]
     admin = write_kubeconfig(state, setup.tmp / "admin.kubeconfig", setup.gateway.url, "admin")
     whoami = Kubectl(binary, admin).run("auth", "whoami", "-o", "json", "--context", "sim-2")
     info = json.loads(whoami.stdout)["status"]["userInfo"]

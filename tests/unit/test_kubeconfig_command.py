@@ -61,7 +61,7 @@ def test_writes_a_kubeconfig_file(state_dir, clusters_dir, tmp_path):
     assert out == ""
     assert os.stat(target).st_mode & 0o777 == 0o600
     config = yaml.safe_load(target.read_text())
-    assert [c["name"] for c in config["contexts"]] == ["alpha", "beta", "karpor"]
+    assert [c["name"] for c in config["contexts"]] == ["alpha", "beta", "all", "karpor"]
     assert config["current-context"] == "alpha"
     [user] = config["users"]
     cert = x509.load_pem_x509_certificate(base64.b64decode(user["user"]["client-certificate-data"]))
@@ -75,7 +75,7 @@ def test_writes_a_kubeconfig_file(state_dir, clusters_dir, tmp_path):
     assert datetime.timedelta(days=2) <= lifetime <= datetime.timedelta(days=2, minutes=10)
     # the bad document is a warning; the summary names the contexts
     assert "a.yaml: document 2" in err
-    assert "contexts alpha, beta, karpor" in err
+    assert "contexts alpha, beta, all, karpor" in err
     assert "secret-token" not in err + target.read_text()
 
 
@@ -84,7 +84,7 @@ def test_prints_to_stdout_and_uses_the_recorded_clusters_dir(state_dir, clusters
     code, out, err = run("--state-dir", str(state_dir), "--user", "bob")
     assert code == 0, err
     config = yaml.safe_load(out)
-    assert [c["name"] for c in config["contexts"]] == ["alpha", "beta", "karpor"]
+    assert [c["name"] for c in config["contexts"]] == ["alpha", "beta", "all", "karpor"]
     servers = {c["name"]: c["cluster"]["server"] for c in config["clusters"]}
     assert servers["karpor"] == "https://localhost:9443"
 
@@ -168,6 +168,85 @@ def test_routing_host_and_path(state_dir, clusters_dir, tmp_path):
     assert code == 0 and "clusters by path" in err
 
 
+# -- fan-out contexts: all, --set NAME=SELECTOR ------------------------------------------
+
+FANOUT = "https://127.0.0.1:8443/apis/cluster.karpor.io/v1beta1/clusters/{}/proxy"
+
+
+def test_fanout_contexts_all_and_sets(state_dir, clusters_dir, tmp_path):
+    base = (
+        *("--state-dir", str(state_dir), "--user", "alice"),
+        *("--clusters-dir", str(clusters_dir), "--server", "https://127.0.0.1:8443"),
+    )
+    target = tmp_path / "sets"
+    code, _, err = run(*base, "--set", "prod=env=prod", "--set", "eu= region in (eu-1,eu-2)",
+                       "-o", str(target))  # fmt: skip
+    assert code == 0, err
+    config = yaml.safe_load(target.read_text())
+    names = [c["name"] for c in config["contexts"]]
+    assert names == ["alpha", "beta", "all", "prod", "eu", "karpor"]
+    assert "contexts alpha, beta, all, prod, eu, karpor" in err
+    servers = _clusters_of(target)
+    assert servers["all"]["server"] == FANOUT.format("*")
+    assert servers["prod"]["server"] == FANOUT.format("env%3Dprod")
+    assert servers["eu"]["server"] == FANOUT.format("region%20in%20%28eu-1%2Ceu-2%29")
+    assert {c["context"]["user"] for c in config["contexts"]} == {"alice"}
+    # host routing: the fan-out contexts stay on the path form
+    state.write_record(state_dir, state.GatewayRecord(None, None, "k.example"))
+    code, _, err = run(*base, "--routing", "host", "--set", "prod=env=prod",
+                       "-o", str(target))  # fmt: skip
+    assert code == 0, err
+    assert "fan-out contexts reach the gateway by path" in err
+    servers = _clusters_of(target)
+    assert servers["all"] == {
+        "server": FANOUT.format("*"),
+        "certificate-authority-data": servers["alpha"]["certificate-authority-data"],
+    }
+    assert servers["prod"]["server"] == FANOUT.format("env%3Dprod")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("prod", "write NAME=SELECTOR"),
+        ("=env=prod", "write NAME=SELECTOR"),
+        ("Prod=env=prod", "must be a DNS-1123 label"),
+        ("all=env=prod", "is reserved"),
+        ("karpor=env=prod", "is reserved"),
+        ("prod=", "the selector is empty"),
+        ("prod=env in (a", "not a label selector"),
+        ("prod=env", "would read as a cluster name"),
+        ("alpha=env=prod", "a cluster has that name"),
+        ("prod=" + "x" * 1100 + "=1", "longer than 1024"),
+    ],
+)
+def test_set_errors(state_dir, clusters_dir, value, message):
+    code, out, err = run(
+        "--state-dir", str(state_dir), "--user", "alice", "--clusters-dir", str(clusters_dir),
+        "--server", "https://127.0.0.1:8443", "--set", value,
+    )  # fmt: skip
+    assert code == 1 and out == ""
+    assert message in err, err
+
+
+def test_set_twice_and_a_cluster_called_all(state_dir, clusters_dir, tmp_path):
+    base = (
+        *("--state-dir", str(state_dir), "--user", "alice"),
+        *("--clusters-dir", str(clusters_dir), "--server", "https://127.0.0.1:8443"),
+    )
+    code, _, err = run(*base, "--set", "p=env=prod", "--set", "p=env=dev")
+    assert code == 1 and "given twice" in err
+    (clusters_dir / "c.yaml").write_text(CLUSTER.format(name="all"))
+    code, out, err = run(*base, "--set", "p=env=prod")
+    assert code == 0, err
+    assert "a cluster is named 'all'" in err
+    config = yaml.safe_load(out)
+    assert [c["name"] for c in config["contexts"]] == ["all", "alpha", "beta", "p", "karpor"]
+    assert {c["name"]: c["cluster"] for c in config["clusters"]}["all"]["server"].endswith(
+        "/clusters/all/proxy"
+    )
+
+
 # -- --oidc-issuer: the user signs in with karpor login --------------------------------
 
 OIDC = ["--oidc-issuer", "https://idp.example.com", "--oidc-client-id", "karpor"]
@@ -185,7 +264,7 @@ def test_oidc_kubeconfig_runs_karpor_login(state_dir, clusters_dir, tmp_path):
     )  # fmt: skip
     assert code == 0, err
     config = yaml.safe_load(out)
-    assert [c["name"] for c in config["contexts"]] == ["alpha", "beta", "karpor"]
+    assert [c["name"] for c in config["contexts"]] == ["alpha", "beta", "all", "karpor"]
     [user] = config["users"]
     assert user["name"] == "oidc"
     assert user["user"] == {
@@ -215,12 +294,17 @@ def test_oidc_contexts_follow_the_policy_for_the_groups_given(state_dir, cluster
     code, out, err = run(*common, "--user", "ada", "--group", "oidc:dev")
     assert code == 0, err
     config = yaml.safe_load(out)
-    assert [c["name"] for c in config["contexts"]] == ["alpha", "karpor"]
+    assert [c["name"] for c in config["contexts"]] == ["alpha", "all", "karpor"]
     assert config["users"][0]["name"] == "ada"
     # groups unknown: every cluster
     code, out, err = run(*common)
     assert code == 0, err
-    assert [c["name"] for c in yaml.safe_load(out)["contexts"]] == ["alpha", "beta", "karpor"]
+    assert [c["name"] for c in yaml.safe_load(out)["contexts"]] == [
+        "alpha",
+        "beta",
+        "all",
+        "karpor",
+    ]
 
 
 @pytest.mark.parametrize(
