@@ -117,6 +117,22 @@ class FanoutObserver(Protocol):
         ``reason`` one of :data:`FAILURE_REASONS` (or "")."""
 
 
+def failure_reason(why: str, asked: bool, code: int | None) -> str:
+    """The :data:`FAILURE_REASONS` entry of a cluster's part that failed
+    for ``why`` ("" when it did not fail): refused before it was asked
+    (``asked`` false), never answered (``code`` ``None``), answered an
+    error, or answered 200 and then broke."""
+    if not why:
+        return ""
+    if not asked:
+        return "forbidden" if why.startswith("forbidden") else "unavailable"
+    if code is None:
+        return "unavailable"
+    if code != 200:
+        return "forbidden" if code in (401, 403, 404) else "error"
+    return "broken"
+
+
 @implementer(IPushProducer)
 class _Idle:
     """The request body producer a part never uses (a fan-out sends no body)."""
@@ -443,16 +459,7 @@ class Fanout:
         now = time.monotonic()
         for part in self.parts:
             why = self._failure(part)
-            if not why:
-                reason = ""
-            elif part.asked is None:
-                reason = "forbidden" if why.startswith("forbidden") else "unavailable"
-            elif part.code is None:
-                reason = "unavailable"
-            elif part.code != 200:
-                reason = "forbidden" if part.code in (401, 403, 404) else "error"
-            else:
-                reason = "broken"
+            reason = failure_reason(why, part.asked is not None, part.code)
             seconds = (part.ended_at or now) - self._ticks if part.asked is not None else 0.0
             observer.cluster_done(
                 part.name, part.asked, part.code or 0, why, reason, part.received, seconds

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
-from karpor.front.fanout import MAX_REASON, Asked
+from karpor.front.fanout import MAX_REASON, Asked, FanoutObserver, failure_reason
 from karpor.http.headers import Header, ResponseHeaders
 from karpor.kube.fanwatch import (
     MAX_WATCH_CLUSTERS,
@@ -113,6 +113,8 @@ class _Part:
         self.failure = ""
         #: no longer watched (stopped, or past the client's timeout)
         self.done = False
+        #: bytes the cluster sent (every ask), for the audit line
+        self.received = 0
         self._producer: IPushProducer | None = None
         self._paused = False
         self._events: EventStream | None = None
@@ -187,6 +189,7 @@ class _Part:
     def relay_body(self, data: bytes) -> None:
         if self.done:
             return
+        self.received += len(data)
         if self._events is None:  # an error's answer: its reason kept (bounded)
             room = MAX_REASON - self._kept_size
             if room > 0 and not self.watch.started:
@@ -333,9 +336,12 @@ class FanWatch:
         table: bool,
         timeout: float,
         clock: IReactorTime,
+        observer: FanoutObserver | None = None,
     ) -> None:
         self.front = front
         self.clock = clock
+        #: told of every cluster once the merged stream ends (audit, metrics)
+        self.observer = observer
         selected = {a.name for a in asked} | {name for name, _ in failed}
         # a cluster not selected now is not the client's to carry on
         kept = {name: rv for name, rv in versions.items() if name in selected}
@@ -380,6 +386,22 @@ class FanWatch:
             timer.cancel()
         for part in self.parts:
             part.stop()
+        self._observe()
+
+    def _observe(self) -> None:
+        """Tell the observer of every cluster (once, as the stream ends)."""
+        observer, self.observer = self.observer, None
+        if observer is None:
+            return
+        seconds = max(0.0, self._timeout - (self.deadline - self.clock.seconds()))
+        for name, why in self.failed:
+            observer.cluster_done(name, None, 0, why, failure_reason(why, False, None), 0, 0.0)
+        for part in self.parts:
+            why = part.reason() if part.code != 200 else ""
+            reason = failure_reason(why, True, part.code)
+            observer.cluster_done(
+                part.name, part.asked, part.code or 0, why, reason, part.received, seconds
+            )
 
     def end_stream(self) -> None:
         """The worker drains: end the stream now (cleanly where the framing allows)."""

@@ -283,6 +283,11 @@ class RequestPipeline:
                 cluster_target(target.target, cluster.name, continues, versions),
                 headers,
             )
+        observer = (
+            FanoutRecord(audit, factory.audit, factory.metrics, front.client_address)
+            if factory.audit is not None or factory.metrics is not None
+            else None
+        )
         if watching:
             front.forwarder = watch = FanWatch(
                 front,
@@ -292,6 +297,7 @@ class RequestPipeline:
                 table=table,
                 timeout=watch_timeout(options),
                 clock=factory.clock(),
+                observer=observer,
             )
             watch.start()
             return
@@ -302,9 +308,7 @@ class RequestPipeline:
             listing=info.verb == "list",
             table=table,
             discovery=not info.is_resource_request,
-            observer=FanoutRecord(audit, factory.audit, factory.metrics, front.client_address)
-            if factory.audit is not None or factory.metrics is not None
-            else None,
+            observer=observer,
         )
         front.forwarder = fanout
         fanout.start()

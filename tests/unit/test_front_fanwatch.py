@@ -67,8 +67,26 @@ def _event(name: str, rv: str, event_type: str = "ADDED") -> bytes:
     return json.dumps({"type": event_type, "object": obj}).encode() + b"\n"
 
 
+class _Observer:
+    def __init__(self) -> None:
+        self.told: list[tuple[str, int, str, str, int]] = []
+
+    def cluster_done(
+        self,
+        name: str,
+        asked: Asked | None,
+        status: int,
+        failure: str,
+        reason: str,
+        received: int,
+        seconds: float,
+    ) -> None:
+        self.told.append((name, status, failure, reason, received))
+
+
 class Setup:
     def __init__(self, *names: str, timeout: float = MAX_WATCH_SECONDS, failed: int = 0) -> None:
+        self.observer = _Observer()
         self.clock = Clock()
         self.front = RecordingChannel()
         self.pools = {name: _Pool() for name in names}
@@ -84,6 +102,7 @@ class Setup:
             table=False,
             timeout=timeout,
             clock=self.clock,
+            observer=self.observer,
         )
         self.watch.start()
         self.carriers: dict[str, _Carrier] = {}
@@ -248,3 +267,18 @@ def test_a_watch_broken_off_before_the_stream_began_is_asked_again() -> None:
     s.answer("b")
     s.clock.advance(1)
     assert len(s.pools["a"].submitted) == 2 and s.front.finished == []
+
+
+def test_every_cluster_gets_its_audit_line_once_when_the_stream_ends() -> None:
+    s = Setup("a", "b", timeout=30, failed=1)
+    s.answer("a")
+    s.answer("b", code=403)
+    s.last("a").upstream_body(_event("p1", "5"))
+    assert s.observer.told == []  # nothing while it streams
+    s.clock.advance(30)
+    told = {name: rest for name, *rest in s.observer.told}
+    assert told["gone-cluster"] == [0, "unhealthy", "unavailable", 0]
+    assert told["a"][:3] == [200, "", ""] and told["a"][3] == len(_event("p1", "5"))
+    assert told["b"][0] == 403 and told["b"][2] == "forbidden"
+    s.watch.client_lost()
+    assert len(s.observer.told) == 3  # once
