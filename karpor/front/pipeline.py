@@ -54,12 +54,14 @@ from karpor.kube.selectors import parse_label_selector
 from karpor.kube.status import ApiError
 from karpor.metrics.labels import stream_kind
 from karpor.upstream.forward import Forwarder
+from karpor.upstream.h2 import is_long_running
 from karpor.upstream.pool import ClusterPool
 from karpor.upstream.request import CHUNKED, LENGTH, NO_BODY, UpstreamRequest
 from karpor.upstream.splice import UpgradeForwarder
 
 if TYPE_CHECKING:
     from karpor.front.front import Front
+    from karpor.front.limits import Admission, Limiter
     from karpor.front.protocol import GatewayFactory, GatewayProtocol
 
 log = Logger()
@@ -162,6 +164,9 @@ class RequestPipeline:
         pool = factory.pools.get(cluster)
         if pool.error is not None:
             raise pool.error
+        limiter = factory.limiter
+        if limiter is not None:
+            self._admit(front, limiter, identity, cluster.name, target.target, head.upgrade)
         request = split_request(head.headers, factory.drop, factory.drop_prefixes)
         identity_headers = impersonation_headers(authorized.upstream)
         if head.upgrade:
@@ -187,6 +192,27 @@ class RequestPipeline:
             front.on_body = forwarder.body
             front.on_end = forwarder.body_end
         pool.submit(forwarder)
+
+    @staticmethod
+    def _admit(
+        front: Front,
+        limiter: Limiter,
+        identity: Identity,
+        cluster: str | None,
+        target: bytes,
+        upgrade: bool,
+    ) -> Admission:
+        """Admit the request by the limits (raises the ``429``); what it
+        holds is released when it ends (with its record)."""
+        audit = front.audit
+        kind = audit.kind if audit is not None else None
+        long_running = kind is not None or upgrade or is_long_running(target)
+        admission = limiter.admit(identity, cluster, long_running)
+        if audit is not None:
+            audit.admission = admission
+        else:  # no record to end it: nothing is held past this request's answer
+            admission.release()
+        return admission
 
     def _fanout(self, front: Front, target: FanoutRoute, head: RequestHead) -> None:
         """A read across many clusters (:mod:`karpor.front.fanout`): the
@@ -248,6 +274,12 @@ class RequestPipeline:
         asked: list[Asked] = []
         failed: list[tuple[str, str]] = []
         gate = factory.health_gate
+        limiter = factory.limiter
+        admission = (
+            self._admit(front, limiter, identity, None, target.target, False)
+            if limiter is not None
+            else None
+        )
         for cluster in clusters:
             try:
                 authorized = access.authorize(
@@ -262,6 +294,12 @@ class RequestPipeline:
             if problem is not None:
                 failed.append((cluster.name, problem.message))
                 continue
+            if admission is not None and limiter is not None:
+                try:
+                    limiter.admit_cluster(admission, identity, cluster.name)
+                except ApiError as refused:
+                    failed.append((cluster.name, refused.message))
+                    continue
             asked.append(
                 Asked(
                     cluster.name,

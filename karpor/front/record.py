@@ -20,6 +20,7 @@ from karpor.http.connection import RequestHead
 from karpor.metrics.labels import GATEWAY, request_verb
 
 if TYPE_CHECKING:
+    from karpor.front.limits import Admission
     from karpor.metrics.gateway import GatewayMetrics
 
 
@@ -56,6 +57,7 @@ class RequestRecord:
     """What the audit log and the metrics will say of the current request."""
 
     __slots__ = (
+        "admission",
         "audit_id",
         "authorized",
         "cluster",
@@ -86,6 +88,8 @@ class RequestRecord:
         self.cluster = ""
         self.authorized: Authorized | None = None
         self.reason = ""
+        #: what the request holds of the limits (released when it ends)
+        self.admission: Admission | None = None
 
 
 def record_request(
