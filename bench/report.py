@@ -253,6 +253,31 @@ def sections(karpor: str) -> list[Section]:
             ),
             (Ratio("kib_per_stream", "karpor-direct", "KiB/stream ÷ direct"),),
         ),
+        Section(
+            "limits",
+            "9. The limits' cost per request",
+            "karpor without a `limits` section and with every limit set (none reached: "
+            "each request admitted and released through the table of counts the workers "
+            "share), side by side, 1 and N workers; a small GET to the nginx upstream.",
+            (
+                Column("p50", "p50 ms", ms),
+                Column("p99", "p99 ms", ms),
+                Column("rps", "req/s", rps),
+                Column("cpu_us", "CPU µs/req", us),
+                Column("errors", "errors", "{:.0f}"),
+            ),
+            (
+                Ratio("p50", "karpor-1", "p50 ÷ no limits (1 worker)"),
+                Ratio("cpu_us", "karpor-1", "CPU ÷ no limits (1 worker)"),
+            ),
+        ),
+        Section(
+            "limits-inproc",
+            "9b. The limiter in-process",
+            "`Limiter.admit(...).release()` of one request, in a loop; microseconds.",
+            (Column("admit_us", "admit + release µs", "{:.2f}"),),
+            (),
+        ),
     ]
 
 
@@ -465,6 +490,7 @@ def targets(results: Results, karpor: str, sweep_counts: Sequence[int]) -> list[
             f"{r:.2f}x" if r else "",
         )
     _tunnel_targets(results, check)
+    _limits_targets(results, check)
     return out
 
 
@@ -504,6 +530,23 @@ def _tunnel_targets(
         kib,
         None if kib is None else kib <= 48,
         _fmt(kib, " KiB"),
+    )
+
+
+def _limits_targets(
+    results: Results, check: Callable[[str, str, float | None, bool | None, str], None]
+) -> None:
+    """The limits' target (issue 20): their CPU per request next to none."""
+    v = results.value
+    limited = v("limits", "karpor-1-limits", "c=64", "cpu_us")
+    plain = v("limits", "karpor-1", "c=64", "cpu_us")
+    r = limited / plain if limited and plain else None
+    check(
+        "limits: CPU per request at c=64, 1 worker, vs no limits",
+        "≤ 1.05x",
+        r,
+        None if r is None else r <= 1.05,
+        f"{r:.3f}x ({limited:,.0f} vs {plain:,.0f} µs)" if r and limited and plain else "",
     )
 
 

@@ -616,7 +616,7 @@ class GatewayService(ServiceTree):
             tunnels.close()
             pools.close()
             self.limiter = None
-            limiter.table.close()
+            limiter.close()
 
         return close
 

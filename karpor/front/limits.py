@@ -125,30 +125,56 @@ class RejectionMetrics(Protocol):
 
 class Admission:
     """What an admitted request holds (its user's count, its clusters'
-    in-flight counts); :meth:`release` it when the request ends."""
+    in-flight counts: views of their cells); :meth:`release` it when the
+    request ends."""
 
-    __slots__ = ("_cluster", "_extra", "_table", "_user")
+    __slots__ = ("_cell", "_cluster", "_extra", "_user")
 
-    def __init__(self, table: CountTable, user: int) -> None:
-        self._table = table
-        self._user = user
-        self._cluster = -1
-        self._extra: list[int] | None = None
+    def __init__(self, cell: int) -> None:
+        self._cell = cell
+        self._user: memoryview[int] | None = None
+        self._cluster: memoryview[int] | None = None
+        self._extra: list[memoryview[int]] | None = None
 
     def release(self) -> None:
         """The request ended: give back what it held (idempotent)."""
-        table = self._table
-        if self._user >= 0:
-            table.user_counts[self._user] -= 1
-            self._user = -1
-        if self._cluster >= 0:
-            table.cluster_counts[self._cluster] -= 1
-            self._cluster = -1
+        cell = self._cell
+        user, self._user = self._user, None
+        if user is not None:
+            user[cell] -= 1
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            cluster[cell] -= 1
         extra, self._extra = self._extra, None
         if extra:
-            counts = table.cluster_counts
-            for position in extra:
-                counts[position] -= 1
+            for counts in extra:
+                counts[cell] -= 1
+
+
+class _UserSlot:
+    """A user's slot in the table as this process caches it: the slot, its
+    key, and views of its in-flight and watch counts (one int per cell)."""
+
+    __slots__ = ("inflight", "key", "slot", "watches")
+
+    def __init__(self, table: CountTable, slot: int, key: int) -> None:
+        cells = table.cells
+        base = 2 * slot * cells
+        self.slot = slot
+        self.key = key
+        self.inflight = table.user_counts[base + INFLIGHT * cells : base + (INFLIGHT + 1) * cells]
+        self.watches = table.user_counts[base + WATCHES * cells : base + (WATCHES + 1) * cells]
+
+
+class _ClusterSlot:
+    """A cluster's slot as this process caches it (a view of its counts)."""
+
+    __slots__ = ("counts", "key", "slot")
+
+    def __init__(self, table: CountTable, slot: int, key: int) -> None:
+        self.slot = slot
+        self.key = key
+        self.counts = table.cluster_counts[slot * table.cells : (slot + 1) * table.cells]
 
 
 def too_many(message: str, retry_after: int) -> ApiError:
@@ -177,9 +203,8 @@ class Limiter:
         self.table = table
         self.metrics = metrics
         self._clock = clock
-        self._users: dict[str, tuple[int, int]] = {}
-        self._clusters: dict[str, tuple[int, int]] = {}
-        self._cells = table.cells
+        self._users: dict[str, _UserSlot] = {}
+        self._clusters: dict[str, _ClusterSlot] = {}
         self._cell = table.cell
         self.configure(settings)
 
@@ -200,31 +225,33 @@ class Limiter:
 
     # -- slots -------------------------------------------------------------------
 
-    def _user_slot(self, user: str, now: float) -> int:
+    def _user_slot(self, user: str, now: float) -> _UserSlot:
         cached = self._users.get(user)
         table = self.table
-        if cached is not None and table.user_keys[cached[0]] == cached[1]:
-            return cached[0]
+        if cached is not None and table.user_keys[cached.slot] == cached.key:
+            return cached
         key = key_of(user)
         slot = table.user_slot(key, now)
+        entry = _UserSlot(table, slot, key)
         if slot:
             if len(self._users) >= SLOT_CACHE:
                 self._users.clear()
-            self._users[user] = (slot, key)
-        return slot
+            self._users[user] = entry
+        return entry
 
-    def _cluster_slot(self, cluster: str) -> int:
+    def _cluster_slot(self, cluster: str) -> _ClusterSlot:
         cached = self._clusters.get(cluster)
         table = self.table
-        if cached is not None and table.cluster_keys[cached[0]] == cached[1]:
-            return cached[0]
+        if cached is not None and table.cluster_keys[cached.slot] == cached.key:
+            return cached
         key = key_of(cluster)
         slot = table.cluster_slot(key)
+        entry = _ClusterSlot(table, slot, key)
         if slot:
             if len(self._clusters) >= SLOT_CACHE:
                 self._clusters.clear()
-            self._clusters[cluster] = (slot, key)
-        return slot
+            self._clusters[cluster] = entry
+        return entry
 
     # -- admission ---------------------------------------------------------------
 
@@ -234,81 +261,74 @@ class Limiter:
         return too_many(message, after)
 
     def admit(self, identity: Identity, cluster: str | None, long_running: bool) -> Admission:
-        """Admit a request of ``identity`` to ``cluster`` (a watch, log
+        """Admit a request of ``identity`` to ``cluster`` (``None``: a
+        fan-out, whose clusters :meth:`admit_cluster` adds; a watch, log
         follow or upgrade when ``long_running``), or raise the ``429``
         :class:`~karpor.kube.status.ApiError` refusing it."""
-        table = self.table
-        cells = self._cells
-        cell = self._cell
-        position = -1
-        exempt = self._exempt and not self._exempt.isdisjoint(identity.groups)
+        admission = Admission(self._cell)
+        exempt = bool(self._exempt) and not self._exempt.isdisjoint(identity.groups)
         if self._limits_users and not exempt:
-            now = self._clock()
-            user = identity.user
-            slot = self._user_slot(user, now)
-            counts = table.user_counts
-            base = (2 * slot + (WATCHES if long_running else INFLIGHT)) * cells
-            limit = self._watches if long_running else self._inflight
-            label = cluster if cluster is not None else FANOUT_LABEL
-            if limit is not None and sum(counts[base : base + cells]) >= limit:
-                what = (
-                    "long-running requests (watch, logs -f, exec)"
-                    if long_running
-                    else "requests in flight"
-                )
-                key = "watches" if long_running else "inflight"
-                raise self._refuse(
-                    "user-watches" if long_running else "user-inflight",
-                    label,
-                    user,
-                    f"too many {what} for user {user!r} across the gateway "
-                    f"(limits.user.{key}: {limit})",
-                    CONCURRENCY_RETRY_AFTER,
-                )
-            if self._qps is not None:
-                tat = table.user_tat[slot]
-                interval = self._interval
-                new_tat = (tat if tat > now else now) + interval
-                if new_tat - now > self._tolerance:
-                    wait = new_tat - now - self._tolerance
-                    raise self._refuse(
-                        "user-qps",
-                        label,
-                        user,
-                        f"too many requests per second for user {user!r} across the gateway "
-                        f"(limits.user.qps: {self._qps:g})",
-                        max(1, math.ceil(wait)),
-                    )
-                table.user_tat[slot] = new_tat
-            table.user_seen[slot] = now
-            position = base + cell
-            counts[position] += 1
-        admission = Admission(table, position)
+            admission._user = self._admit_user(identity.user, cluster, long_running)
         if cluster is not None:
             try:
-                admission._cluster = self._hold_cluster(identity, cluster, bool(exempt))
+                admission._cluster = self._hold_cluster(identity, cluster, exempt)
             except ApiError:
                 admission.release()
                 raise
         return admission
 
+    def _admit_user(self, user: str, cluster: str | None, long_running: bool) -> memoryview[int]:
+        """Count a request of ``user`` (raises the ``429``); the view of its count."""
+        now = self._clock()
+        entry = self._user_slot(user, now)
+        if long_running:
+            counts, limit = entry.watches, self._watches
+        else:
+            counts, limit = entry.inflight, self._inflight
+        if limit is not None and sum(counts) >= limit:
+            key = "watches" if long_running else "inflight"
+            what = "long-running requests (watch, logs -f, exec)" if long_running else "requests"
+            raise self._refuse(
+                f"user-{key}",
+                cluster if cluster is not None else FANOUT_LABEL,
+                user,
+                f"too many {what} in flight for user {user!r} across the gateway "
+                f"(limits.user.{key}: {limit})",
+                CONCURRENCY_RETRY_AFTER,
+            )
+        table = self.table
+        slot = entry.slot
+        if self._qps is not None:
+            tat = table.user_tat[slot]
+            new_tat = (tat if tat > now else now) + self._interval
+            if new_tat - now > self._tolerance:
+                raise self._refuse(
+                    "user-qps",
+                    cluster if cluster is not None else FANOUT_LABEL,
+                    user,
+                    f"too many requests per second for user {user!r} across the gateway "
+                    f"(limits.user.qps: {self._qps:g})",
+                    max(1, math.ceil(new_tat - now - self._tolerance)),
+                )
+            table.user_tat[slot] = new_tat
+        table.user_seen[slot] = now
+        counts[self._cell] += 1
+        return counts
+
     def admit_cluster(self, admission: Admission, identity: Identity, cluster: str) -> None:
         """Count one more cluster in flight for ``admission`` (a fan-out's
         part), or raise the ``429`` refusing that part."""
-        exempt = self._exempt and not self._exempt.isdisjoint(identity.groups)
-        position = self._hold_cluster(identity, cluster, bool(exempt))
+        exempt = bool(self._exempt) and not self._exempt.isdisjoint(identity.groups)
+        counts = self._hold_cluster(identity, cluster, exempt)
         if admission._extra is None:
-            admission._extra = [position]
+            admission._extra = [counts]
         else:
-            admission._extra.append(position)
+            admission._extra.append(counts)
 
-    def _hold_cluster(self, identity: Identity, cluster: str, exempt: bool) -> int:
-        slot = self._cluster_slot(cluster)
-        cells = self._cells
-        base = slot * cells
-        counts = self.table.cluster_counts
+    def _hold_cluster(self, identity: Identity, cluster: str, exempt: bool) -> memoryview[int]:
+        counts = self._cluster_slot(cluster).counts
         limit = self._cluster_inflight
-        if limit is not None and not exempt and sum(counts[base : base + cells]) >= limit:
+        if limit is not None and not exempt and sum(counts) >= limit:
             raise self._refuse(
                 "cluster-inflight",
                 cluster,
@@ -317,15 +337,20 @@ class Limiter:
                 f"(limits.cluster.inflight: {limit})",
                 CONCURRENCY_RETRY_AFTER,
             )
-        position = base + self._cell
-        counts[position] += 1
-        return position
+        counts[self._cell] += 1
+        return counts
 
     def inflight(self, clusters: Iterable[str]) -> Mapping[str, int]:
         """The requests in flight on each of ``clusters`` across the gateway
         (for the ``karpor_cluster_inflight`` gauge)."""
         table = self.table
         return {name: table.cluster_total(key_of(name)) for name in clusters}
+
+    def close(self) -> None:
+        """Forget the cached views and unmap the table (on stop)."""
+        self._users.clear()
+        self._clusters.clear()
+        self.table.close()
 
     def note_overflows(self) -> None:
         """Log (once per call) the lookups that found the table full since the last call."""

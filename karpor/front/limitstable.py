@@ -276,7 +276,9 @@ class CountTable:
         ):
             getattr(self, name).release()
         if isinstance(self._buffer, mmap.mmap):
-            self._buffer.close()
+            # views held by requests still in flight keep it mapped until they go
+            with contextlib.suppress(BufferError):
+                self._buffer.close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

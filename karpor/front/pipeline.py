@@ -5,7 +5,9 @@ connection, top to bottom.
 (:func:`karpor.http.route.route_request`); a cluster request is authenticated
 (401), authorized by the policy (403), refused at once when its cluster's
 last health probe failed (the factory's ``health_gate``: 503) or its pool
-cannot serve (``pool.error``), then forwarded as one
+cannot serve (``pool.error``), refused over the limits (the factory's
+``limiter``: 429, :mod:`karpor.front.limits`; what the request holds is
+released with its record when it ends), then forwarded as one
 :class:`~karpor.upstream.request.UpstreamRequest` (an upgrade request over
 a dedicated connection, :class:`~karpor.upstream.splice.UpgradeForwarder`);
 a request to the gateway's own API is authenticated (not on the public

@@ -402,7 +402,7 @@ def test_users_past_the_bound_share_the_overflow_slot() -> None:
     held[0].release()
     clock.now += limitstable.IDLE + 1
     limiter.admit(Identity("late-2", ()), "c", False)  # took u0's idle slot
-    assert limiter._users["late-2"][0] != 0
+    assert limiter._users["late-2"].slot != 0
 
 
 @settings(max_examples=30, deadline=None)
