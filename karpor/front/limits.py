@@ -280,7 +280,9 @@ class Limiter:
     def _admit_user(self, user: str, cluster: str | None, long_running: bool) -> memoryview[int]:
         """Count a request of ``user`` (raises the ``429``); the view of its count."""
         now = self._clock()
-        entry = self._user_slot(user, now)
+        entry = self._users.get(user)
+        if entry is None or self.table.user_keys[entry.slot] != entry.key:
+            entry = self._user_slot(user, now)
         if long_running:
             counts, limit = entry.watches, self._watches
         else:
@@ -326,7 +328,10 @@ class Limiter:
             admission._extra.append(counts)
 
     def _hold_cluster(self, identity: Identity, cluster: str, exempt: bool) -> memoryview[int]:
-        counts = self._cluster_slot(cluster).counts
+        entry = self._clusters.get(cluster)
+        if entry is None or self.table.cluster_keys[entry.slot] != entry.key:
+            entry = self._cluster_slot(cluster)
+        counts = entry.counts
         limit = self._cluster_inflight
         if limit is not None and not exempt and sum(counts) >= limit:
             raise self._refuse(
