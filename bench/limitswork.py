@@ -47,22 +47,28 @@ def _settings() -> LimitSettings:
     )
 
 
-def in_process(results: Results, requests: int = 200_000) -> None:
-    """Time admit + release of ``requests`` requests, with and without limits."""
+def in_process(results: Results, requests: int = 40_000, repeats: int = 7) -> None:
+    """Time admit + release of one request, with and without limits:
+    ``repeats`` loops of ``requests`` each, alternating the two, the
+    fastest loop of each kept (the machine is shared: the minimum is the
+    figure least disturbed by other processes)."""
     identity = Identity(BENCH_USER, tuple(BENCH_GROUPS))
-    for key, label, settings in (
-        ("karpor-limits", "Limiter, every limit set", _settings()),
-        ("karpor", "Limiter, no limits section", None),
-    ):
-        limiter = Limiter(CountTable.in_memory(), settings)
-        admit = limiter.admit
-        admit(identity, "upstream", False).release()  # the user's and cluster's slots
-        started = time.perf_counter()
-        for _ in range(requests):
-            admit(identity, "upstream", False).release()
-        us = (time.perf_counter() - started) / requests * 1e6
-        results.add(Row(LIMITS_INPROC, key, label, "in-process", {"admit_us": us}))
-        print(f"  {label:40} admit + release {us:.2f} µs", flush=True)
+    ways = [
+        ("karpor-limits", "Limiter, every limit set", Limiter(CountTable.in_memory(), _settings())),
+        ("karpor", "Limiter, no limits section", Limiter(CountTable.in_memory(), None)),
+    ]
+    best = {key: float("inf") for key, _, _ in ways}
+    for _ in range(repeats):
+        for key, _, limiter in ways:
+            admit = limiter.admit
+            admit(identity, "upstream", False).release()  # the user's and cluster's slots
+            started = time.perf_counter()
+            for _ in range(requests):
+                admit(identity, "upstream", False).release()
+            best[key] = min(best[key], (time.perf_counter() - started) / requests * 1e6)
+    for key, label, _ in ways:
+        results.add(Row(LIMITS_INPROC, key, label, "in-process", {"admit_us": best[key]}))
+        print(f"  {label:40} admit + release {best[key]:.2f} µs (fastest of {repeats})", flush=True)
 
 
 def run(
