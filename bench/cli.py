@@ -11,7 +11,7 @@ workloads updates their tables and leaves the others (each dated).
 
 Workloads (``--only`` takes names or numbers): 1 ``latency``, 2 ``throughput``,
 3 ``watch``, 4 ``exec``, 5 ``list``, 6 ``workers``, 7 ``clusters``, 8 ``tunnel``,
-9 ``fanout-watch``, 10 ``fanout``.
+9 ``fanout-watch``, 10 ``fanout``, 11 ``limits``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from types import FrameType
 from bench import (
     fanoutwatchwork,
     fanoutwork,
+    limitswork,
     machine,
     oidcwork,
     report,
@@ -69,6 +70,7 @@ WORKLOADS = (
     "tunnel",
     "fanout-watch",
     "fanout",
+    "limits",
 )
 REQRESP = {"latency", "throughput", "workers"}
 SIM = {"watch", "exec", "list"}
@@ -453,6 +455,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     fanoutwork.run(results, procs, ws, args.quick)
                 except (BenchError, OSError) as exc:
                     results.add(Row("fanout", "-", "(nginx)", "", note=f"not measured: {exc}"))
+            if "limits" in workloads:
+                print("workload limits (karpor with and without limits, side by side)", flush=True)
+                try:
+                    limitswork.run(
+                        results,
+                        procs,
+                        ws,
+                        upstream,
+                        wrk_bin,
+                        plan.duration,
+                        plan.rounds,
+                        args.workers,
+                    )
+                except (BenchError, OSError) as exc:
+                    results.add(Row("limits", "-", "(karpor)", "", note=f"not measured: {exc}"))
     except KeyboardInterrupt:
         print(
             "python -m bench: interrupted; every process stopped; RESULTS.md not written",

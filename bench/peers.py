@@ -21,6 +21,9 @@ import ssl
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from bench.fixture import KARPOR_PREFIX, POD_PATH, Workspace
 from bench.procs import (
@@ -296,10 +299,12 @@ def start_karpor(
     workers: int,
     use_config: bool = True,
     env: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Karpor:
     """``twistd -n --pidfile= karpor …`` with ``workers``; ready when ``/readyz`` says ok.
 
-    The token-authentication ``--config`` is tried first; a gateway that
+    The token-authentication ``--config`` (plus the settings of ``extra``)
+    is tried first; a gateway that
     refuses it (an unknown key before the access work lands) is started
     again without it, and the refusal is recorded in ``config_problem``.
     """
@@ -308,6 +313,10 @@ def start_karpor(
     state_dir = ws.root / f"{name}-state"
     # a karpor of another revision (env) may not know authentication.jwt
     config = ws.gateway_config(oidc=env is None) if use_config else None
+    if config is not None and extra:  # more settings (the limits workload's)
+        merged = {**yaml.safe_load(config.read_text()), **extra}
+        config = config.with_name(f"{name}.yaml")
+        config.write_text(yaml.safe_dump(merged))
     config_problem = "" if use_config else "not asked"
     while True:
         port = free_port()

@@ -270,7 +270,7 @@ def sections(karpor: str) -> list[Section]:
         ),
         Section(
             "fanout",
-            "9. One LIST across many clusters",
+            "10. One LIST across many clusters",
             "One gateway (1 worker); N clusters, all one small HTTPS server. The fan-out LIST "
             "(`clusters/SELECTOR/proxy`) beside the slowest of the N single-cluster LISTs "
             "made through the same gateway; seconds to the last byte.",
@@ -285,7 +285,7 @@ def sections(karpor: str) -> list[Section]:
         ),
         Section(
             "fanout-rss",
-            "9b. A fan-out LIST's memory",
+            "10b. A fan-out LIST's memory",
             "The gateway tree's RSS growth while one fan-out LIST of large lists streams.",
             (
                 Column("seconds", "seconds", ms),
@@ -294,6 +294,32 @@ def sections(karpor: str) -> list[Section]:
                 Column("rss_growth_mib", "RSS growth MiB", "{:.1f}"),
                 Column("rss_peak_mib", "RSS peak MiB", "{:.1f}"),
             ),
+            (),
+        ),
+        Section(
+            "limits",
+            "11. The limits' cost per request",
+            "karpor without a `limits` section and with every limit set (none reached: "
+            "each request admitted and released through the table of counts the workers "
+            "share), side by side, 1 and N workers; a small GET to the nginx upstream.",
+            (
+                Column("p50", "p50 ms", ms),
+                Column("p99", "p99 ms", ms),
+                Column("rps", "req/s", rps),
+                Column("cpu_us", "CPU µs/req", us),
+                Column("errors", "errors", "{:.0f}"),
+            ),
+            (
+                Ratio("p50", "karpor-1", "p50 ÷ no limits (1 worker)"),
+                Ratio("cpu_us", "karpor-1", "CPU ÷ no limits (1 worker)"),
+            ),
+        ),
+        Section(
+            "limits-inproc",
+            "11b. The limiter in-process",
+            "`Limiter.admit(...).release()` of one request, in a loop (the fastest of 7 "
+            "loops of 40,000, the two alternating); microseconds.",
+            (Column("admit_us", "admit + release µs", "{:.2f}"),),
             (),
         ),
     ]
@@ -510,6 +536,7 @@ def targets(results: Results, karpor: str, sweep_counts: Sequence[int]) -> list[
     _tunnel_targets(results, check)
     _fanout_watch_targets(results, check)
     _fanout_targets(results, check)
+    _limits_targets(results, check)
     return out
 
 
@@ -592,6 +619,23 @@ def _fanout_watch_targets(
         added,
         None if added is None else added <= 50,
         "" if added is None else f"{added:+.2f} ms ({merged:.2f} vs {single:.2f})",
+    )
+
+
+def _limits_targets(
+    results: Results, check: Callable[[str, str, float | None, bool | None, str], None]
+) -> None:
+    """The limits' target (issue 20): their CPU per request next to none."""
+    v = results.value
+    limited = v("limits", "karpor-1-limits", "c=64", "cpu_us")
+    plain = v("limits", "karpor-1", "c=64", "cpu_us")
+    r = limited / plain if limited and plain else None
+    check(
+        "limits: CPU per request at c=64, 1 worker, vs no limits",
+        "≤ 1.05x",
+        r,
+        None if r is None else r <= 1.05,
+        f"{r:.3f}x ({limited:,.0f} vs {plain:,.0f} µs)" if r and limited and plain else "",
     )
 
 

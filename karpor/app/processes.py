@@ -17,6 +17,12 @@ environment the workers inherit; it counts worker restarts there itself
 ``metricsAddress`` it serves the merged ``/metrics`` there in plain HTTP
 (:mod:`karpor.metrics.listener`; a change needs a restart).
 
+Limits: the supervisor creates the table of counts the workers share
+(:mod:`karpor.front.limitstable`, ``limits.table`` in the metrics
+directory), names it in the workers' environment, and frees an exited
+worker's cell (its counts).  The table is made whether or not ``limits``
+is set, so a SIGHUP may add limits to a running gateway.
+
 With ``requestHeader.fromCluster`` the supervisor reads the host cluster's
 front-proxy ConfigMap once before starting workers
 (:func:`karpor.auth.frontproxysource.check`), so a failure ends the process
@@ -44,6 +50,7 @@ from karpor.app.supervisor import Supervisor
 from karpor.app.tree import Part, ServiceTree, Teardown
 from karpor.auth.access import AccessError
 from karpor.auth.frontproxysource import check as check_front_proxy
+from karpor.front import limitstable
 from karpor.metrics import listener, multiprocess
 from karpor.metrics.exposition import Exposition
 from karpor.metrics.supervisor import SupervisorMetrics
@@ -71,6 +78,28 @@ def worker_command(
         ]
 
     return command
+
+
+class _WorkerEvents:
+    """The supervisor's metrics, and an exited worker's limit counts freed."""
+
+    def __init__(self, metrics: SupervisorMetrics, table: limitstable.CountTable | None) -> None:
+        self._metrics = metrics
+        self._table = table
+
+    def worker_restarted(self) -> None:
+        """A worker died unexpectedly and is being replaced."""
+        self._metrics.worker_restarted()
+
+    def rolled(self) -> None:
+        """A rolling restart began."""
+        self._metrics.rolled()
+
+    def worker_gone(self, pid: int) -> None:
+        """Worker ``pid`` exited: its live gauges and its limit counts no longer count."""
+        self._metrics.worker_gone(pid)
+        if self._table is not None:
+            self._table.release_pid(pid)
 
 
 class ProcessPoolService(ServiceTree):
@@ -107,6 +136,8 @@ class ProcessPoolService(ServiceTree):
         self._state: state.GatewayState | None = None
         #: the workers' shared metrics directory, and whether it is temporary
         self.metrics_dir: Path | None = None
+        #: the limits' counts the workers share (:mod:`karpor.front.limitstable`)
+        self.limits_table: limitstable.CountTable | None = None
         self._metrics_temporary = False
         starts: dict[str, Callable[[], Teardown | None]] = {
             "state": self._open_state,
@@ -134,6 +165,9 @@ class ProcessPoolService(ServiceTree):
         self.metrics_dir = multiprocess.prepare_for(prepared.directory, prepared.read_only)
         self._metrics_temporary = prepared.read_only
         multiprocess.use(self.metrics_dir)
+        path = str(self.metrics_dir / limitstable.FILENAME)
+        self.limits_table = limitstable.CountTable.create(path, max(settings.workers, 1))
+        os.environ[limitstable.ENV] = path
 
     def _start_supervisor(self) -> Teardown:
         """``supervisor``: open the slots' sockets and start the workers;
@@ -147,7 +181,7 @@ class ProcessPoolService(ServiceTree):
             worker_command(self._arguments),
             drain_timeout=settings.drain_timeout,
             session_drain_timeout=settings.session_drain_timeout,
-            metrics=SupervisorMetrics(str(self.metrics_dir)),
+            metrics=_WorkerEvents(SupervisorMetrics(str(self.metrics_dir)), self.limits_table),
         )
         supervisor.startService()
         return supervisor.stopService

@@ -42,7 +42,8 @@ stopped in reverse (one that fails to start stops those before it):
     ``file: document N: field: message`` and skipped), and the
     :class:`~karpor.config.reload.ChangeWatcher` that reloads it.
 ``upstream``
-    the upstream pools, and one
+    the limits (:func:`~karpor.front.limits.open_limiter`: the
+    supervisor's shared count table, or one of this process), the upstream pools, and one
     :class:`~karpor.upstream.execcredential.ExecCredentialCache` shared by
     the clusters with exec-plugin credentials (plugins run in the reactor's
     thread pool, never blocking the reactor: a worker runs without signal
@@ -101,6 +102,7 @@ from karpor.config.model import Cluster
 from karpor.config.readability import Readability, Report
 from karpor.config.registry import Registry, Snapshot, changes
 from karpor.config.reload import ChangeWatcher
+from karpor.front.limits import Limiter, open_limiter
 from karpor.front.protocol import GatewayFactory
 from karpor.gatewayapi.handler import GatewayApi
 from karpor.gatewayapi.health import Health
@@ -372,6 +374,8 @@ class GatewayService(ServiceTree):
         self.prober: HealthProber | None = None
         #: this process's metrics (``/metrics``), once started
         self.metrics: ProcessMetrics | None = None
+        #: the limits on forwarded requests (:mod:`karpor.front.limits`), once started
+        self.limiter: Limiter | None = None
         starts: dict[str, Callable[[], Teardown | None]] = {
             "state": self._open_state,
             "access": self._open_access,
@@ -600,11 +604,19 @@ class GatewayService(ServiceTree):
             response_header_timeout=self.settings.upstream.response_header_timeout,
             tunnels=tunnels,
         )
-        metrics.watch_pools(pools.pools)
+        limiter = self.limiter = open_limiter(self.settings.limits, metrics.recorder)
+
+        def inflight() -> Any:
+            limiter.note_overflows()
+            return limiter.inflight(self.clusters()).items()
+
+        metrics.watch_pools(pools.pools, inflight)
 
         def close() -> None:
             tunnels.close()
             pools.close()
+            self.limiter = None
+            limiter.close()
 
         return close
 
@@ -667,6 +679,7 @@ class GatewayService(ServiceTree):
             metrics=self.metrics.recorder,
             connections=self.settings.client_connections,
             host_routing=self.settings.host_routing,
+            limiter=self.limiter,
         )
 
     def _start_listening(self) -> Teardown:

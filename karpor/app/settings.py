@@ -50,6 +50,11 @@ hostRouting (see below)   clusters by TLS server name: ``suffix``
                           cluster NAME, its path the cluster's own; the
                           serving certificate covers ``*.<suffix>``;
                           ``""`` turns it off (:mod:`karpor.http.route`)
+limits     (none)         per-user and per-cluster limits, gateway-wide:
+                          ``user: {inflight, watches, qps, burst}``,
+                          ``cluster: {inflight}``, ``exempt: {groups}``;
+                          a limit left out is none (``429`` past one;
+                          :mod:`karpor.front.limits`)
 tlsImplementation fast    ``fast``: karpor's TLS transport and worker
                           reactor (falling back on their own where the
                           installed Twisted or pyOpenSSL lacks what they
@@ -110,6 +115,7 @@ from karpor.config.validation import (
     quote,
     section_parser,
 )
+from karpor.front.limits import ClusterLimits, Exemptions, LimitSettings, UserLimits
 from karpor.health.probe import ProbeSettings
 from karpor.http.bounds import ClientConnectionSettings
 from karpor.http.route import HostRouting, check_host_suffix
@@ -178,6 +184,8 @@ class Settings:
     client_connections: ClientConnectionSettings = field(default_factory=ClientConnectionSettings)
     #: clusters by TLS server name or ``Host`` (``hostRouting``)
     host_routing: HostRouting = field(default_factory=HostRouting)
+    #: per-user and per-cluster limits (``limits``; ``None``: none)
+    limits: LimitSettings | None = None
     #: ``fast`` or ``twisted`` (``tlsImplementation``, :mod:`karpor.net.implementation`)
     tls_implementation: str = "fast"
     #: the ``--config`` file these came from ("" for none)
@@ -292,6 +300,42 @@ CLIENT_CONNECTIONS_KEYS: tuple[Key, ...] = (
 )
 
 
+def _rate(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> float | None:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        c.error(join(path, key), "must be a positive number (requests per second)")
+        return None
+    return float(value)
+
+
+def _groups(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> tuple[str, ...] | None:
+    return c.strings(obj, key, path, empty_items=False)
+
+
+#: the keys of ``limits`` and of its sections
+LIMITS_USER_KEYS: tuple[Key, ...] = (
+    Key("inflight", "inflight", _count, "limits"),
+    Key("watches", "watches", _count, "limits"),
+    Key("qps", "qps", _rate, "limits"),
+    Key("burst", "burst", _count, "limits"),
+)
+LIMITS_KEYS: tuple[Key, ...] = (
+    Key("user", "user", section_parser(UserLimits, LIMITS_USER_KEYS), "limits"),
+    Key(
+        "cluster",
+        "cluster",
+        section_parser(ClusterLimits, (Key("inflight", "inflight", _count, "limits"),)),
+        "limits",
+    ),
+    Key(
+        "exempt",
+        "exempt",
+        section_parser(Exemptions, (Key("groups", "groups", _groups, "limits"),)),
+        "limits",
+    ),
+)
+
+
 #: sections whose fields have flags of their own: attribute -> the fields' keys
 SECTION_FIELDS: dict[str, tuple[Key, ...]] = {"health_probe": HEALTH_PROBE_KEYS}
 
@@ -331,6 +375,7 @@ KEYS: tuple[Key, ...] = (
         "clientConnections",
     ),
     Key("tlsImplementation", "tls_implementation", _tls_implementation, "tlsImplementation"),
+    Key("limits", "limits", section_parser(LimitSettings, LIMITS_KEYS), "limits"),
     Key(
         "hostRouting",
         "host_routing",

@@ -31,7 +31,9 @@ Every change is logged, and the state (pids, generations, restarts) is pushed
 to the workers for their health output.  The request path is entirely in the
 workers: nothing is shared between them but the metrics directory
 (:mod:`karpor.metrics.multiprocess`), where the supervisor counts restarts
-and removes each exited worker's live gauges (``metrics``).
+and removes each exited worker's live gauges (``metrics``), and the limits'
+table of counts in it (:mod:`karpor.front.limitstable`), whose cell of an
+exited worker ``metrics.worker_gone`` frees.
 """
 
 from __future__ import annotations

@@ -603,6 +603,8 @@ class H2Request:
         audit, self.audit = self.audit, None
         protocol = self.protocol
         factory = protocol.factory
+        if audit is not None and audit.admission is not None:
+            audit.admission.release()
         if audit is not None and (factory.metrics is not None or factory.audit is not None):
             record_request(
                 audit,

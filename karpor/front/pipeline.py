@@ -5,7 +5,9 @@ connection, top to bottom.
 (:func:`karpor.http.route.route_request`); a cluster request is authenticated
 (401), authorized by the policy (403), refused at once when its cluster's
 last health probe failed (the factory's ``health_gate``: 503) or its pool
-cannot serve (``pool.error``), then forwarded as one
+cannot serve (``pool.error``), refused over the limits (the factory's
+``limiter``: 429, :mod:`karpor.front.limits`; what the request holds is
+released with its record when it ends), then forwarded as one
 :class:`~karpor.upstream.request.UpstreamRequest` (an upgrade request over
 a dedicated connection, :class:`~karpor.upstream.splice.UpgradeForwarder`);
 a request to the gateway's own API is authenticated (not on the public
@@ -63,12 +65,14 @@ from karpor.kube.selectors import parse_label_selector
 from karpor.kube.status import ApiError
 from karpor.metrics.labels import stream_kind
 from karpor.upstream.forward import Forwarder
+from karpor.upstream.h2 import is_long_running
 from karpor.upstream.pool import ClusterPool
 from karpor.upstream.request import CHUNKED, LENGTH, NO_BODY, UpstreamRequest
 from karpor.upstream.splice import UpgradeForwarder
 
 if TYPE_CHECKING:
     from karpor.front.front import Front
+    from karpor.front.limits import Admission, Limiter
     from karpor.front.protocol import GatewayFactory, GatewayProtocol
 
 log = Logger()
@@ -175,6 +179,9 @@ class RequestPipeline:
         pool = factory.pools.get(cluster)
         if pool.error is not None:
             raise pool.error
+        limiter = factory.limiter
+        if limiter is not None:
+            self._admit(front, limiter, identity, cluster.name, target.target, head.upgrade)
         request = split_request(head.headers, factory.drop, factory.drop_prefixes)
         identity_headers = impersonation_headers(authorized.upstream)
         if head.upgrade:
@@ -200,6 +207,27 @@ class RequestPipeline:
             front.on_body = forwarder.body
             front.on_end = forwarder.body_end
         pool.submit(forwarder)
+
+    @staticmethod
+    def _admit(
+        front: Front,
+        limiter: Limiter,
+        identity: Identity,
+        cluster: str | None,
+        target: bytes,
+        upgrade: bool,
+    ) -> Admission:
+        """Admit the request by the limits (raises the ``429``); what it
+        holds is released when it ends (with its record)."""
+        audit = front.audit
+        kind = audit.kind if audit is not None else None
+        long_running = kind is not None or upgrade or is_long_running(target)
+        admission = limiter.admit(identity, cluster, long_running)
+        if audit is not None:
+            audit.admission = admission
+        else:  # no record to end it: nothing is held past this request's answer
+            admission.release()
+        return admission
 
     def _fanout(self, front: Front, target: FanoutRoute, head: RequestHead) -> None:
         """A read across many clusters (:mod:`karpor.front.fanout`): the
@@ -257,6 +285,13 @@ class RequestPipeline:
         headers.append((b"Accept", TABLE_ACCEPT if table else JSON_ACCEPT))
         asked: list[Asked] = []
         failed: list[tuple[str, str]] = []
+        limiter = factory.limiter
+        admission = (
+            self._admit(front, limiter, identity, None, target.target, False)
+            if limiter is not None
+            else None
+        )
+        counted = (identity, admission)
         for cluster in clusters:
             try:
                 authorized = access.authorize(
@@ -267,7 +302,7 @@ class RequestPipeline:
                 if info.verb == "list" and narrowable(info):
                     self._namespace_parts(
                         front, identity, cluster, head, target.target, info, refusal,
-                        (continues, versions), headers, (asked, failed),
+                        (continues, versions), headers, (asked, failed), admission,
                     )  # fmt: skip
                 else:
                     failed.append((cluster.name, refusal))
@@ -282,6 +317,7 @@ class RequestPipeline:
                 authorized,
                 cluster_target(target.target, cluster.name, continues, versions),
                 headers,
+                counted=counted,
             )
         observer = (
             FanoutRecord(audit, factory.audit, factory.metrics, front.client_address)
@@ -325,6 +361,7 @@ class RequestPipeline:
         paging: tuple[dict[str, str] | None, dict[str, str] | None],
         headers: list[Header],
         out: tuple[list[Asked], list[tuple[str, str]]],
+        admission: Admission | None = None,
     ) -> None:
         """A LIST across all namespaces the caller may not make on
         ``cluster`` (``refusal``: why): its parts, one per namespace the
@@ -369,8 +406,9 @@ class RequestPipeline:
             one = {cluster.name: continues[key]} if continues is not None else None
             narrowed = cluster_target(narrowed, cluster.name, one, versions)
             if not self._ask(
-                front, asked, failed, cluster, authorized, narrowed, headers, key, refusal
-            ):
+                front, asked, failed, cluster, authorized, narrowed, headers, key, refusal,
+                counted=(identity, admission),
+            ):  # fmt: skip
                 return  # unhealthy: said once
 
     def _ask(
@@ -384,9 +422,13 @@ class RequestPipeline:
         headers: list[Header],
         key: str = "",
         refusal: str = "",
+        counted: tuple[Identity, Admission | None] | None = None,
     ) -> bool:
         """Add ``cluster`` (asked ``upstream_target``) to the fan-out's
-        ``asked``, or to ``failed`` when it cannot serve now (``False``)."""
+        ``asked``, or to ``failed`` when it cannot serve now (``False``):
+        unhealthy, or over its in-flight limit (``counted``: the caller and
+        the fan-out's admission, which holds one place on the cluster per
+        request asked)."""
         factory = self._factory
         gate = factory.health_gate
         audit = front.audit
@@ -396,6 +438,13 @@ class RequestPipeline:
         if problem is not None:
             failed.append((cluster.name, problem.message))
             return False
+        limiter = factory.limiter
+        if counted is not None and counted[1] is not None and limiter is not None:
+            try:
+                limiter.admit_cluster(counted[1], counted[0], cluster.name)
+            except ApiError as refused:
+                failed.append((cluster.name, refused.message))
+                return False
         asked.append(
             Asked(
                 cluster.name,

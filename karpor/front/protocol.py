@@ -130,6 +130,7 @@ from karpor.upstream.splice import Splice
 from karpor.upstream.tunnel import AgentLink
 
 if TYPE_CHECKING:
+    from karpor.front.limits import Limiter
     from karpor.metrics.gateway import GatewayMetrics
 
 log = Logger()
@@ -414,6 +415,8 @@ class GatewayProtocol(Protocol):
         """Record the metrics and write the audit record of the request that just ended."""
         audit, self.audit = self.audit, None
         factory = self._factory
+        if audit is not None and audit.admission is not None:
+            audit.admission.release()
         if audit is None or (factory.metrics is None and factory.audit is None):
             return
         counting = self._counting
@@ -710,8 +713,11 @@ class GatewayFactory(Factory):
         metrics: GatewayMetrics | None = None,
         connections: ClientConnectionSettings | None = None,
         host_routing: HostRouting = NO_HOST_ROUTING,
+        limiter: Limiter | None = None,
     ) -> None:
         self.clusters = clusters
+        #: the limits on forwarded requests (:mod:`karpor.front.limits`; ``None``: none)
+        self.limiter = limiter
         #: clusters by TLS server name or ``Host`` (:mod:`karpor.http.route`; off by default)
         self.host_routing = host_routing
         #: the bounds on client connections

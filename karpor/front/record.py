@@ -23,6 +23,7 @@ from karpor.metrics.labels import GATEWAY, request_verb
 
 if TYPE_CHECKING:
     from karpor.front.fanout import Asked
+    from karpor.front.limits import Admission
     from karpor.metrics.gateway import GatewayMetrics
 
 
@@ -59,6 +60,7 @@ class RequestRecord:
     """What the audit log and the metrics will say of the current request."""
 
     __slots__ = (
+        "admission",
         "audit_id",
         "authorized",
         "cluster",
@@ -89,6 +91,8 @@ class RequestRecord:
         self.cluster = ""
         self.authorized: Authorized | None = None
         self.reason = ""
+        #: what the request holds of the limits (released when it ends)
+        self.admission: Admission | None = None
 
 
 def record_request(

@@ -51,6 +51,7 @@ CLUSTER_STATE_GAUGES = frozenset(
         "karpor_upstream_idle_connections",
         "karpor_upstream_h2_streams",
         "karpor_cluster_healthy",
+        "karpor_cluster_inflight",
     }
 )
 
@@ -159,6 +160,22 @@ class GatewayMetrics:
             "and verb.",
             ["cluster", "verb"],
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.rejected_requests = Counter(
+            "karpor_rejected_requests",
+            "Requests refused 429 by the limits, by reason (user-inflight, user-watches, "
+            "user-qps, cluster-inflight), cluster (* for a fan-out refused for its user) "
+            "and user_bucket (a stable hash bucket 0-15 of the user: users are never labels).",
+            ["reason", "cluster", "user_bucket"],
+            registry=registry,
+        )
+        self.cluster_inflight = Gauge(
+            "karpor_cluster_inflight",
+            "Requests in flight on each cluster across the gateway, long-running ones "
+            "included (sampled every few seconds).",
+            ["cluster"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.streams = Gauge(
@@ -293,6 +310,8 @@ class GatewayMetrics:
         self._kinds = {kind: self.streams.labels(kind) for kind in STREAM_KINDS}
         self._pools: dict[tuple[str, str], Any] = {}
         self._pool_values: dict[tuple[str, str], int] = {}
+        self._rejected: dict[tuple[str, str, str], Any] = {}
+        self._inflight: dict[str, tuple[Any, int]] = {}
 
     # -- the request path ------------------------------------------------------------
 
@@ -364,6 +383,28 @@ class GatewayMetrics:
     def stream_ended(self, kind: str) -> None:
         """A long-running request of ``kind`` ended."""
         self._kinds[kind].dec()
+
+    def rejected(self, reason: str, cluster: str, bucket: str) -> None:
+        """A request was refused by the limits (:mod:`karpor.front.limits`)."""
+        key = (reason, cluster, bucket)
+        child = self._rejected.get(key)
+        if child is None:
+            child = self._rejected[key] = self.rejected_requests.labels(*key)
+        child.inc()
+
+    def cluster_inflight_sample(self, counts: Iterable[tuple[str, int]]) -> None:
+        """Set ``karpor_cluster_inflight`` from a sample (values written only
+        when they change; clusters missing from ``counts`` go to 0)."""
+        seen = dict(counts)
+        for name in self._inflight.keys() - seen.keys():
+            seen[name] = 0
+        for name, value in seen.items():
+            entry = self._inflight.get(name)
+            if entry is not None and entry[1] == value:
+                continue
+            child = entry[0] if entry is not None else self.cluster_inflight.labels(name)
+            child.set(value)
+            self._inflight[name] = (child, value)
 
     # -- upstream connections (karpor.upstream.connector.UpstreamErrors) --------------------
 

@@ -73,9 +73,14 @@ class ProcessMetrics:
         self.recorder.flush()
         return self._exposition.render(accept)
 
-    def watch_pools(self, pools: Callable[[], Iterable[SampledPool]]) -> None:
-        """Sample ``pools()`` periodically (and before each rendering)."""
-        self._sampler = PoolSampler(self.recorder, pools, self._reactor)
+    def watch_pools(
+        self,
+        pools: Callable[[], Iterable[SampledPool]],
+        inflight: Callable[[], Iterable[tuple[str, int]]] | None = None,
+    ) -> None:
+        """Sample ``pools()`` (and ``inflight()``, the clusters' requests in
+        flight) periodically and before each rendering."""
+        self._sampler = PoolSampler(self.recorder, pools, self._reactor, inflight=inflight)
         self._sampler.start()
 
     def serve(self, address: str | None) -> None:

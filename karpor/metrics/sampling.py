@@ -1,4 +1,5 @@
-"""Pool sizes sampled into gauges, every few seconds.
+"""Pool sizes (and the clusters' in-flight requests) sampled into gauges,
+every few seconds.
 
 Pool sizes change on every connection opened or closed; updating gauges
 there would put a shared-file write on every change.  Instead each gateway
@@ -63,8 +64,9 @@ def sample(pools: Iterable[SampledPool]) -> list[PoolSizes]:
 
 
 class PoolSampler:
-    """Samples ``pools()`` into ``metrics`` every ``interval`` seconds
-    (and on :meth:`sample_now`)."""
+    """Samples ``pools()`` (and ``inflight()``: ``(cluster, requests in
+    flight)`` pairs) into ``metrics`` every ``interval`` seconds (and on
+    :meth:`sample_now`)."""
 
     def __init__(
         self,
@@ -72,9 +74,11 @@ class PoolSampler:
         pools: Callable[[], Iterable[SampledPool]],
         clock: Any,
         interval: float = SAMPLE_INTERVAL,
+        inflight: Callable[[], Iterable[tuple[str, int]]] | None = None,
     ) -> None:
         self._metrics = metrics
         self._pools = pools
+        self._inflight = inflight
         self._interval = interval
         self._loop = LoopingCall(self.sample_now)
         self._loop.clock = clock
@@ -91,3 +95,5 @@ class PoolSampler:
     def sample_now(self) -> None:
         """Take a sample."""
         self._metrics.pool_sizes(sample(self._pools()))
+        if self._inflight is not None:
+            self._metrics.cluster_inflight_sample(self._inflight())
