@@ -4,8 +4,9 @@ The demo starts :class:`~karpor.sim.cluster.SimulatedCluster` ``sim-1`` and
 ``sim-2`` on free loopback ports, writes their Cluster files (and direct
 kubeconfigs) into ``STATE_DIR/clusters``, serves the gateway on ``--port``
 (8443 by default) with that clusters directory, writes an admin kubeconfig
-(``STATE_DIR/admin.kubeconfig``: user ``admin``, group ``system:masters``)
-and prints the one line to try::
+(``STATE_DIR/admin.kubeconfig``: user ``admin``, group ``system:masters``;
+a context per cluster, ``all`` across both, ``karpor`` for the gateway's own
+API) and prints the one line to try::
 
     kubectl --kubeconfig karpor-demo/admin.kubeconfig --context sim-1 get pods -A
 
@@ -31,7 +32,7 @@ from karpor.app.settings import Settings
 from karpor.app.state import create_directory
 from karpor.app.tree import ServiceTree
 from karpor.auth.ca import write_private
-from karpor.auth.kubeconfig import build_kubeconfig, dump_kubeconfig
+from karpor.auth.kubeconfig import FANOUT_CONTEXT, build_kubeconfig, dump_kubeconfig
 from karpor.sim.cluster import SimulatedCluster
 
 CLUSTER_NAMES = ("sim-1", "sim-2")
@@ -93,7 +94,13 @@ class AdminKubeconfig(Service):
         ca = serving.state.ca
         issued = ca.issue_client(ADMIN_USER, ADMIN_GROUPS)
         config = build_kubeconfig(
-            serving.url, ca.cert_pem, ADMIN_USER, issued.cert_pem, issued.key_pem, CLUSTER_NAMES
+            serving.url,
+            ca.cert_pem,
+            ADMIN_USER,
+            issued.cert_pem,
+            issued.key_pem,
+            CLUSTER_NAMES,
+            fanouts=((FANOUT_CONTEXT, ""),),
         )
         write_private(self.path, dump_kubeconfig(config))
         line = f"kubectl --kubeconfig {shown_path(self.path)} --context sim-1 get pods -A"

@@ -52,6 +52,11 @@ def test_demo_prints_a_working_kubectl_line(tmp_path: Path, kubectl_bins: dict[s
         assert [line.split()[0] for line in clusters.splitlines()[1:]] == ["sim-1", "sim-2"]
         sim2 = kubectl("--kubeconfig", kubeconfig, "--context", "sim-2", "get", "namespaces")
         assert "kube-system" in sim2
+        # the fan-out context: one table over both clusters, with their names
+        every = kubectl("--kubeconfig", kubeconfig, "--context", "all", "get", "namespaces")
+        rows = [line.split() for line in every.splitlines()]
+        assert rows[0][0] == "CLUSTER"
+        assert {"sim-1", "sim-2"} <= {row[0] for row in rows[1:] if "kube-system" in row}
         assert f"serving https://127.0.0.1:{port}" in demo.output
     assert (tmp_path / "karpor-demo" / "admin.kubeconfig").stat().st_mode & 0o077 == 0
     assert (tmp_path / "karpor-demo" / "ca.key").stat().st_mode & 0o077 == 0
