@@ -1,0 +1,160 @@
+"""A terminal session as asciicast v2 lines (sans-IO).
+
+The asciicast v2 format (asciinema's): a first line holding the header
+object ``{"version": 2, "width": W, "height": H, "timestamp": T, "env":
+{...}, "title": "..."}``, then one line per event, a JSON array ``[time,
+code, data]``: ``time`` in seconds since the start (a float), ``code``
+``"o"`` (output), ``"i"`` (input) or ``"r"`` (resize, data ``"WxH"``).
+
+:class:`AsciicastEncoder` turns a session's channel payloads into those
+lines (:class:`~karpor.http.sessionframes.ChannelSink`): stdout and
+stderr are output, stdin input, the resize channel's
+``{"Width": W, "Height": H}`` a resize; the error channel is not a
+terminal's and is left to the caller.  Bytes are decoded as UTF-8 with one
+incremental decoder per channel, so a character split across frames is
+whole in the recording; undecodable bytes become U+FFFD.  Each payload
+costs one decode and one ``json.dumps`` (C code): no loop per byte.
+
+The header is written with the first event (or :meth:`AsciicastEncoder.take`):
+a resize that comes before anything else sets its size (kubectl sends the
+terminal's size first), otherwise it says :data:`DEFAULT_WIDTH` by
+:data:`DEFAULT_HEIGHT`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Callable
+
+from karpor.http.sessionframes import RESIZE, STDERR, STDIN, STDOUT
+
+DEFAULT_WIDTH = 80
+DEFAULT_HEIGHT = 24
+#: largest resize message read (a JSON object of two numbers)
+MAX_RESIZE = 256
+
+_dumps = json.dumps
+
+
+def _decoder() -> codecs.IncrementalDecoder:
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+
+def header_line(width: int, height: int, timestamp: int, env: dict[str, str], title: str) -> str:
+    """The header line (newline-terminated)."""
+    header = {
+        "version": 2,
+        "width": width,
+        "height": height,
+        "timestamp": timestamp,
+        "env": env,
+        "title": title,
+    }
+    return _dumps(header, separators=(",", ":")) + "\n"
+
+
+def parse_resize(payload: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a resize message, or ``None`` when it is not one."""
+    if len(payload) > MAX_RESIZE:
+        return None
+    try:
+        size = json.loads(payload)
+        width, height = int(size["Width"]), int(size["Height"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not (0 < width < 1 << 16 and 0 < height < 1 << 16):
+        return None
+    return width, height
+
+
+class AsciicastEncoder:
+    """One session's asciicast lines (see the module docstring).
+
+    ``clock`` gives monotonic seconds; the session starts at ``clock()``
+    when the encoder is made; ``timestamp`` is the start in seconds since
+    the epoch (the header's).  Lines accumulate until :meth:`take`.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        timestamp: int,
+        env: dict[str, str],
+        title: str,
+    ) -> None:
+        self._clock = clock
+        self._start = clock()
+        self._timestamp = timestamp
+        self._env = env
+        self._title = title
+        self._header = False
+        self._lines: list[str] = []
+        #: characters held in :attr:`_lines`
+        self.pending = 0
+        self._decoders = {STDIN: _decoder(), STDOUT: _decoder(), STDERR: _decoder()}
+
+    def _ensure_header(self, width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT) -> None:
+        if not self._header:
+            self._header = True
+            line = header_line(width, height, self._timestamp, self._env, self._title)
+            self._lines.append(line)
+            self.pending += len(line)
+
+    def channel_data(self, from_client: bool, channel: int, data: bytes) -> None:
+        """A payload piece of ``channel`` (an event, or nothing for other channels)."""
+        if channel in (STDOUT, STDERR):
+            code = '"o",'
+        elif channel == STDIN:
+            code = '"i",'
+        elif channel == RESIZE:
+            self._resize(data)
+            return
+        else:
+            return
+        text = self._decoders[channel].decode(data)
+        if not text:
+            return
+        if not self._header:
+            self._ensure_header()
+        line = f"[{self._clock() - self._start:.6f},{code}{_dumps(text)}]\n"
+        self._lines.append(line)
+        self.pending += len(line)
+
+    def _resize(self, data: bytes) -> None:
+        size = parse_resize(data)
+        if size is None:
+            return
+        if not self._header:
+            self._ensure_header(*size)
+            return
+        line = f'[{self._clock() - self._start:.6f},"r","{size[0]}x{size[1]}"]\n'
+        self._lines.append(line)
+        self.pending += len(line)
+
+    def finish(self) -> None:
+        """The session ended: what the decoders hold (an incomplete character) goes out."""
+        for channel, decoder in self._decoders.items():
+            text = decoder.decode(b"", final=True)
+            if text:
+                self._ensure_header()
+                code = "i" if channel == STDIN else "o"
+                line = f"[{self._clock() - self._start:.6f},{_dumps(code)},{_dumps(text)}]\n"
+                self._lines.append(line)
+                self.pending += len(line)
+
+    def take(self) -> bytes:
+        """The lines so far (the header first, at the latest now), as UTF-8."""
+        self._ensure_header()
+        lines, self._lines = self._lines, []
+        self.pending = 0
+        return "".join(lines).encode("utf-8")
+
+
+__all__ = [
+    "DEFAULT_HEIGHT",
+    "DEFAULT_WIDTH",
+    "AsciicastEncoder",
+    "header_line",
+    "parse_resize",
+]
