@@ -6,7 +6,8 @@
                     [--install] [--out DIR] [--keep] [--no-plots]
 
 Workloads (``--only`` takes names or numbers): 1 ``latency``, 2 ``throughput``,
-3 ``watch``, 4 ``exec``, 5 ``list``, 6 ``workers``, 7 ``clusters``, 8 ``tunnel``.
+3 ``watch``, 4 ``exec``, 5 ``list``, 6 ``workers``, 7 ``clusters``, 8 ``tunnel``,
+9 ``recording`` (exec with and without session recording).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import machine, oidcwork, report, reqresp, simwork, sweep, tunnelwork
+from bench import machine, oidcwork, recordingwork, report, reqresp, simwork, sweep, tunnelwork
 from bench.fixture import Workspace
 from bench.peers import (
     Karpor,
@@ -43,7 +44,17 @@ from bench.results import Results, Row
 from bench.wrk import find_wrk
 from karpor.app.settings import default_workers
 
-WORKLOADS = ("latency", "throughput", "watch", "exec", "list", "workers", "clusters", "tunnel")
+WORKLOADS = (
+    "latency",
+    "throughput",
+    "watch",
+    "exec",
+    "list",
+    "workers",
+    "clusters",
+    "tunnel",
+    "recording",
+)
 REQRESP = {"latency", "throughput", "workers"}
 SIM = {"watch", "exec", "list"}
 HERE = Path(__file__).resolve().parent
@@ -407,6 +418,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except (BenchError, OSError) as exc:
                     # one workload's failure loses none of the others' figures
                     results.add(Row("tunnel", "-", "(simulator)", "", note=f"not measured: {exc}"))
+            if "recording" in workloads:
+                print("workload recording (exec with and without recording)", flush=True)
+                try:
+                    recordingwork.run(results, procs, ws, min(plan.exec_bytes, 64 << 20))
+                except (BenchError, OSError) as exc:
+                    results.add(
+                        Row("recording", "-", "(simulator)", "", note=f"not measured: {exc}")
+                    )
     except KeyboardInterrupt:
         print(
             "python -m bench: interrupted; every process stopped; RESULTS.md not written",

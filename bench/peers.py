@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from bench.fixture import KARPOR_PREFIX, POD_PATH, Workspace
 from bench.procs import (
     LOOPBACK,
@@ -296,6 +298,7 @@ def start_karpor(
     workers: int,
     use_config: bool = True,
     env: dict[str, str] | None = None,
+    extra_config: dict[str, object] | None = None,
 ) -> Karpor:
     """``twistd -n --pidfile= karpor …`` with ``workers``; ready when ``/readyz`` says ok.
 
@@ -308,6 +311,10 @@ def start_karpor(
     state_dir = ws.root / f"{name}-state"
     # a karpor of another revision (env) may not know authentication.jwt
     config = ws.gateway_config(oidc=env is None) if use_config else None
+    if extra_config is not None:  # keys of the workload's own, beside (or without) those
+        merged = yaml.safe_load(config.read_text()) if config is not None else {}
+        config = ws.root / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({**merged, **extra_config}))
     config_problem = "" if use_config else "not asked"
     while True:
         port = free_port()

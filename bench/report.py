@@ -253,6 +253,23 @@ def sections(karpor: str) -> list[Section]:
             ),
             (Ratio("kib_per_stream", "karpor-direct", "KiB/stream ÷ direct"),),
         ),
+        Section(
+            "recording",
+            "9. Session recording: exec stream",
+            "One gateway (1 worker) serves the same simulated cluster twice: `sim-1` not "
+            "recorded and `sim-r` recorded (asciicast files). kubectl reads SIZE bytes of "
+            "stdout: text lines, or NUL bytes (the worst case for the recording's JSON). "
+            "CPU is the gateway's process tree per MB streamed.",
+            (
+                Column("mb_s", "MB/s", "{:.1f}"),
+                Column("cpu_ms_per_mb", "gateway CPU ms/MB", "{:.2f}"),
+                Column("seconds", "seconds", ms),
+            ),
+            (
+                Ratio("mb_s", "karpor-plain", "MB/s ÷ not recorded"),
+                Ratio("cpu_ms_per_mb", "karpor-plain", "CPU ÷ not recorded"),
+            ),
+        ),
     ]
 
 
@@ -465,6 +482,7 @@ def targets(results: Results, karpor: str, sweep_counts: Sequence[int]) -> list[
             f"{r:.2f}x" if r else "",
         )
     _tunnel_targets(results, check)
+    _recording_targets(results, check)
     return out
 
 
@@ -504,6 +522,28 @@ def _tunnel_targets(
         kib,
         None if kib is None else kib <= 48,
         _fmt(kib, " KiB"),
+    )
+
+
+def _recording_targets(
+    results: Results, check: Callable[[str, str, float | None, bool | None, str], None]
+) -> None:
+    """Recording's target (issue 20): ≤ 10% more gateway CPU on an exec stream of text."""
+    rows = [
+        r
+        for r in results.rows
+        if r.workload == "recording" and r.values and r.params.startswith("text")
+    ]
+    params = rows[0].params if rows else ""
+    recorded = results.value("recording", "karpor-recorded", params, "cpu_ms_per_mb")
+    plain = results.value("recording", "karpor-plain", params, "cpu_ms_per_mb")
+    r = recorded / plain if recorded and plain else None
+    check(
+        "recording: gateway CPU per exec MB (text) vs not recorded",
+        "≤ 1.1x",
+        r,
+        None if r is None else r <= 1.1,
+        f"{r:.2f}x ({recorded:.2f} vs {plain:.2f} ms/MB)" if r else "",
     )
 
 

@@ -8,14 +8,15 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from karpor.auth.audit import AuditWriter, SessionRecord, rotate_files
 
 
-def lines_of(path: Path) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
+def lines_of(path: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for candidate in sorted(path.parent.glob(path.name + "*")):
         if candidate.suffix != ".lock":
             out += [json.loads(line) for line in candidate.read_text().splitlines()]

@@ -21,6 +21,7 @@ from karpor.config.validation import FileProblems, parse_value
 from karpor.http.sessionframes import session_frames, unmask
 from karpor.kube.execsession import (
     SessionOutcome,
+    SessionRequest,
     bounded_command,
     exit_code,
     is_copy_command,
@@ -181,7 +182,7 @@ def test_a_character_split_across_frames_is_recorded_whole(text: str, cuts: list
 
 
 def test_the_recording_is_asciicast_v2() -> None:
-    client, server, expected = websocket_session()
+    _, _, expected = websocket_session()
     cast = parse_cast(encode(expected))
     # the first resize, before any output, is the header's size
     assert (cast.header["width"], cast.header["height"]) == (101, 33)
@@ -281,8 +282,13 @@ def recordings(directory: Path, **kwargs: object) -> tuple[Recordings, Clock, Fa
     )
 
 
-REQUEST = session_request(b"/api/v1/namespaces/ns/pods/box/exec?command=sh&tty=1")
-assert REQUEST is not None
+def _request() -> SessionRequest:
+    request = session_request(b"/api/v1/namespaces/ns/pods/box/exec?command=sh&tty=1")
+    assert request is not None
+    return request
+
+
+REQUEST = _request()
 
 
 def test_a_recording_is_written_as_the_session_runs(tmp_path: Path) -> None:
