@@ -272,36 +272,54 @@ class WebSocketFrames:
                     self._frame_end(side, from_client)
                 continue
             head = side.head
-            need = _head_size(head)
-            take = min(need - len(head), size - pos)
-            head += data[pos : pos + take]
-            pos += take
-            need = _head_size(head)
-            if len(head) < need:
-                continue
-            self._frame_head(side, bytes(head))
-            head.clear()
+            if not head and size - pos >= 14:  # a whole head is here: read it in place
+                second = data[pos + 1]
+                length = second & 0x7F
+                at = pos + 2
+                if length == 126:
+                    length = int.from_bytes(data[at : at + 2], "big")
+                    at += 2
+                elif length == 127:
+                    length = int.from_bytes(data[at : at + 8], "big")
+                    at += 8
+                mask = b""
+                if second & 0x80:
+                    mask = data[at : at + 4]
+                    at += 4
+                self._frame_start(side, data[pos], length, mask)
+                pos = at
+            else:
+                need = _head_size(head)
+                take = min(need - len(head), size - pos)
+                head += data[pos : pos + take]
+                pos += take
+                need = _head_size(head)
+                if len(head) < need:
+                    continue
+                length = head[1] & 0x7F
+                at = 2
+                if length == 126:
+                    length = int.from_bytes(head[2:4], "big")
+                    at = 4
+                elif length == 127:
+                    length = int.from_bytes(head[2:10], "big")
+                    at = 10
+                mask = bytes(head[at : at + 4]) if head[1] & 0x80 else b""
+                self._frame_start(side, head[0], length, mask)
+                head.clear()
             if not side.remaining and side.data:
                 self._frame_end(side, from_client)
 
-    def _frame_head(self, side: _WsSide, head: bytes) -> None:
-        opcode = head[0] & 0x0F
-        length = head[1] & 0x7F
-        at = 2
-        if length == 126:
-            length = int.from_bytes(head[2:4], "big")
-            at = 4
-        elif length == 127:
-            length = int.from_bytes(head[2:10], "big")
-            at = 10
-        side.mask = head[at : at + 4] if head[1] & 0x80 else b""
+    def _frame_start(self, side: _WsSide, first: int, length: int, mask: bytes) -> None:
+        opcode = first & 0x0F
+        side.mask = mask
         side.offset = 0
         side.remaining = length
         side.data = opcode < 8
         if opcode in (1, 2):  # a new message (0: a continuation)
             side.channel = -1
             side.b64.clear()
-        side.fin = bool(head[0] & 0x80)
+        side.fin = bool(first & 0x80)
 
     def _payload(self, side: _WsSide, from_client: bool, piece: bytes) -> None:
         if side.channel < 0 and piece:

@@ -35,6 +35,12 @@ negotiated, which follows the frames both ways (frame heads and the SPDY
 client's header blocks only), and writes its ending (a ``Failure`` on the
 error stream or channel, a WebSocket close 1011) before closing; without a
 clean ending the client connection is dropped.
+
+An exec, attach or port-forward may have a
+:class:`~karpor.upstream.sessiontap.SessionTap` (an audit log, or a
+recorded cluster): it sees every byte both ways before it is relayed
+(counts, the exit code, the recording), and may cut the session when its
+recording can no longer be written; then nothing more is relayed.
 """
 
 from __future__ import annotations
