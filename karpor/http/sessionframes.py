@@ -66,7 +66,9 @@ class ChannelSink(TypingProtocol):
     """Where the demultiplexed pieces go."""
 
     def channel_data(self, from_client: bool, channel: int, data: bytes) -> None:
-        """A piece of a payload on ``channel``, from the client or the cluster."""
+        """A piece of a payload on ``channel``, from the client or the cluster
+        (a bytes-like object, often a ``memoryview`` of what was read: copy
+        what must be kept)."""
 
 
 class SessionFrames(TypingProtocol):
@@ -146,6 +148,7 @@ class SpdyFrames:
 
     def _follow(self, data: bytes, side: int) -> None:
         pos, size = 0, len(data)
+        view = memoryview(data)  # payload pieces are views: never copied here
         head = self._head[side]
         remaining = self._remaining
         sink = self._sink
@@ -156,7 +159,7 @@ class SpdyFrames:
                 remaining[side] = left - take
                 channel = self._channel[side]
                 if channel >= 0:
-                    sink.channel_data(side == 0, channel, data[pos : pos + take])
+                    sink.channel_data(side == 0, channel, view[pos : pos + take])  # type: ignore[arg-type]
                 elif side == 0 and self._collect:
                     self._control += data[pos : pos + take]
                     if not remaining[side]:
@@ -256,13 +259,14 @@ class WebSocketFrames:
 
     def _follow(self, data: bytes, side: _WsSide, from_client: bool) -> None:
         pos, size = 0, len(data)
+        view = memoryview(data)  # payload pieces are views: never copied here
         while pos < size and not self.lost:
             left = side.remaining
             if left:
                 take = left if left < size - pos else size - pos
                 side.remaining = left - take
                 if side.data:
-                    piece = data[pos : pos + take]
+                    piece: bytes = view[pos : pos + take]  # type: ignore[assignment]
                     if side.mask:
                         piece = unmask(piece, side.mask, side.offset)
                         side.offset = (side.offset + take) & 3

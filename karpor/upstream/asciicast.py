@@ -160,6 +160,22 @@ class AsciicastEncoder:
         self._lines.clear()
         return lines
 
+    def write_to(self, write: Callable[[memoryview], int]) -> None:
+        """Hand the lines so far to ``write`` (``os.write`` of a file: the
+        count written) until all are written, without copying them first;
+        what ``write`` raises propagates (the lines are then dropped)."""
+        self._ensure_header()
+        lines = self._lines
+        try:
+            view = memoryview(lines)
+            try:
+                while view:
+                    view = view[write(view) :]
+            finally:
+                view.release()
+        finally:
+            lines.clear()
+
 
 __all__ = [
     "DEFAULT_HEIGHT",

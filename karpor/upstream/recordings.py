@@ -133,11 +133,9 @@ class RecordingFile:
         """Write what is held; ``False`` once a write failed."""
         if self.failed or self._fd < 0:
             return not self.failed
-        data = memoryview(self.encoder.take())
+        fd = self._fd
         try:
-            while data:
-                written = os.write(self._fd, data)
-                data = data[written:]
+            self.encoder.write_to(lambda view: os.write(fd, view))
         except OSError as exc:
             self.failed = True
             reason = FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else NOT_WRITABLE

@@ -26,7 +26,14 @@ from pathlib import Path
 import pytest
 import yaml
 from support.asciicast import Cast, read_cast
-from support.gateway import GatewayRun, start_gateway, write_kubeconfig
+from support.gateway import (
+    GatewayRun,
+    client_context,
+    credentials_of,
+    request,
+    start_gateway,
+    write_kubeconfig,
+)
 from support.kubectl import Kubectl
 from support.sim import SimRun
 from support.streams import wait_until
@@ -212,6 +219,17 @@ def test_an_unwritable_directory_refuses_the_session(setup: Setup) -> None:
         assert "the session recording directory is not writable" in stderr, stderr
         assert str(setup.recordings) not in stderr
         assert len(os.listdir(aside)) == before
+        # loud in health and metrics (the refusal's worker is the only one)
+        ca, cert, key = credentials_of(setup.kubeconfig, RECORDED)
+        context = client_context(ca, cert, key)
+        health = request(setup.gateway.port, "/readyz?verbose", context)
+        assert health.status == 200, health.body  # every other request is still served
+        assert b"[+]session-recording ok: warning: the session recording directory is not " in (
+            health.body
+        )
+        metrics = request(setup.gateway.port, "/metrics", context).body.decode()
+        assert f'karpor_recording_failures_total{{cluster="{RECORDED}"}}' in metrics
+        assert "karpor_recording_directory_writable 0.0" in metrics
     finally:
         setup.recordings.unlink()
         aside.rename(setup.recordings)

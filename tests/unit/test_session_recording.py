@@ -68,6 +68,7 @@ class Events:
         self.pieces: list[tuple[bool, int, bytes]] = []
 
     def channel_data(self, from_client: bool, channel: int, data: bytes) -> None:
+        data = bytes(data)
         if self.pieces and self.pieces[-1][:2] == (from_client, channel):
             self.pieces[-1] = (from_client, channel, self.pieces[-1][2] + data)
         else:
