@@ -18,10 +18,12 @@ about 20 times ``json.dumps``'s speed on terminal text, which is what
 keeps recording's cost a small fraction of the splice's), and no loop per
 byte; lines are kept as UTF-8 bytes.
 
-The header is written with the first event (or :meth:`AsciicastEncoder.take`):
-a resize that comes before anything else sets its size (kubectl sends the
-terminal's size first), otherwise it says :data:`DEFAULT_WIDTH` by
-:data:`DEFAULT_HEIGHT`.
+The header is written with the first lines handed out
+(:meth:`AsciicastEncoder.take`, :meth:`AsciicastEncoder.write_to`): the
+first resize that comes before then sets its size (kubectl sends the
+terminal's size as the session starts; the output that may precede it
+is shown at that size), otherwise it says :data:`DEFAULT_WIDTH` by
+:data:`DEFAULT_HEIGHT`; later resizes are ``"r"`` events.
 """
 
 from __future__ import annotations
@@ -94,7 +96,10 @@ class AsciicastEncoder:
         self._timestamp = timestamp
         self._env = env
         self._title = title
+        #: the header was handed out
         self._header = False
+        #: the header's size: the first resize before it was handed out
+        self._size: tuple[int, int] | None = None
         self._lines = bytearray()
         self._decoders = {STDIN: _decoder(), STDOUT: _decoder(), STDERR: _decoder()}
 
@@ -103,9 +108,10 @@ class AsciicastEncoder:
         """Bytes of lines held (until :meth:`take`)."""
         return len(self._lines)
 
-    def _ensure_header(self, width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT) -> None:
+    def _ensure_header(self) -> None:
         if not self._header:
             self._header = True
+            width, height = self._size or (DEFAULT_WIDTH, DEFAULT_HEIGHT)
             line = header_line(width, height, self._timestamp, self._env, self._title)
             self._lines[:0] = line.encode("utf-8")
 
@@ -123,8 +129,6 @@ class AsciicastEncoder:
         text = self._decoders[channel].decode(data)
         if not text:
             return
-        if not self._header:
-            self._ensure_header()
         lines = self._lines
         lines += b"[%.6f," % (self._clock() - self._start)
         lines += code
@@ -135,8 +139,8 @@ class AsciicastEncoder:
         size = parse_resize(data)
         if size is None:
             return
-        if not self._header:
-            self._ensure_header(*size)
+        if not self._header and self._size is None:
+            self._size = size
             return
         self._lines += b'[%.6f,"r","%dx%d"]\n' % (self._clock() - self._start, *size)
 
@@ -145,7 +149,6 @@ class AsciicastEncoder:
         for channel, decoder in self._decoders.items():
             text = decoder.decode(b"", final=True)
             if text:
-                self._ensure_header()
                 code = b'"i",' if channel == STDIN else b'"o",'
                 self._lines += b"[%.6f,%b%b]\n" % (
                     self._clock() - self._start,
