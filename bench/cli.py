@@ -11,7 +11,8 @@ workloads updates their tables and leaves the others (each dated).
 
 Workloads (``--only`` takes names or numbers): 1 ``latency``, 2 ``throughput``,
 3 ``watch``, 4 ``exec``, 5 ``list``, 6 ``workers``, 7 ``clusters``, 8 ``tunnel``,
-9 ``fanout-watch``, 10 ``fanout``, 11 ``limits``.
+9 ``fanout-watch``, 10 ``fanout``, 11 ``limits``, 12 ``recording`` (exec with
+and without session recording).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from bench import (
     limitswork,
     machine,
     oidcwork,
+    recordingwork,
     report,
     reqresp,
     simwork,
@@ -71,6 +73,7 @@ WORKLOADS = (
     "fanout-watch",
     "fanout",
     "limits",
+    "recording",
 )
 REQRESP = {"latency", "throughput", "workers"}
 SIM = {"watch", "exec", "list"}
@@ -470,6 +473,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 except (BenchError, OSError) as exc:
                     results.add(Row("limits", "-", "(karpor)", "", note=f"not measured: {exc}"))
+            if "recording" in workloads:
+                print("workload recording (exec with and without recording)", flush=True)
+                try:
+                    recordingwork.run(results, procs, ws, min(plan.exec_bytes, 64 << 20))
+                except (BenchError, OSError) as exc:
+                    results.add(
+                        Row("recording", "-", "(simulator)", "", note=f"not measured: {exc}")
+                    )
     except KeyboardInterrupt:
         print(
             "python -m bench: interrupted; every process stopped; RESULTS.md not written",

@@ -313,10 +313,10 @@ def start_karpor(
     state_dir = ws.root / f"{name}-state"
     # a karpor of another revision (env) may not know authentication.jwt
     config = ws.gateway_config(oidc=env is None) if use_config else None
-    if config is not None and extra:  # more settings (the limits workload's)
-        merged = {**yaml.safe_load(config.read_text()), **extra}
-        config = config.with_name(f"{name}.yaml")
-        config.write_text(yaml.safe_dump(merged))
+    if extra is not None:  # keys of the workload's own, beside (or without) those
+        merged = yaml.safe_load(config.read_text()) if config is not None else {}
+        config = ws.root / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({**merged, **extra}))
     config_problem = "" if use_config else "not asked"
     while True:
         port = free_port()

@@ -322,6 +322,23 @@ def sections(karpor: str) -> list[Section]:
             (Column("admit_us", "admit + release µs", "{:.2f}"),),
             (),
         ),
+        Section(
+            "recording",
+            "12. Session recording: exec stream",
+            "One gateway (1 worker) serves the same simulated cluster twice: `sim-1` not "
+            "recorded and `sim-r` recorded (asciicast files). kubectl reads SIZE bytes of "
+            "stdout: text lines, or NUL bytes (the worst case for the recording's JSON). "
+            "CPU is the gateway's process tree per MB streamed.",
+            (
+                Column("mb_s", "MB/s", "{:.1f}"),
+                Column("cpu_ms_per_mb", "gateway CPU ms/MB", "{:.2f}"),
+                Column("seconds", "seconds", ms),
+            ),
+            (
+                Ratio("mb_s", "karpor-plain", "MB/s ÷ not recorded"),
+                Ratio("cpu_ms_per_mb", "karpor-plain", "CPU ÷ not recorded"),
+            ),
+        ),
     ]
 
 
@@ -537,6 +554,7 @@ def targets(results: Results, karpor: str, sweep_counts: Sequence[int]) -> list[
     _fanout_watch_targets(results, check)
     _fanout_targets(results, check)
     _limits_targets(results, check)
+    _recording_targets(results, check)
     return out
 
 
@@ -636,6 +654,28 @@ def _limits_targets(
         r,
         None if r is None else r <= 1.05,
         f"{r:.3f}x ({limited:,.0f} vs {plain:,.0f} µs)" if r and limited and plain else "",
+    )
+
+
+def _recording_targets(
+    results: Results, check: Callable[[str, str, float | None, bool | None, str], None]
+) -> None:
+    """Recording's target (issue 20): ≤ 10% more gateway CPU on an exec stream of text."""
+    rows = [
+        r
+        for r in results.rows
+        if r.workload == "recording" and r.values and r.params.startswith("text")
+    ]
+    params = rows[0].params if rows else ""
+    recorded = results.value("recording", "karpor-recorded", params, "cpu_ms_per_mb")
+    plain = results.value("recording", "karpor-plain", params, "cpu_ms_per_mb")
+    r = recorded / plain if recorded and plain else None
+    check(
+        "recording: gateway CPU per exec MB (text) vs not recorded",
+        "≤ 1.1x",
+        r,
+        None if r is None else r <= 1.1,
+        f"{r:.2f}x ({recorded:.2f} vs {plain:.2f} ms/MB)" if r else "",
     )
 
 

@@ -127,6 +127,7 @@ def start_sim(
     with_kubectl_proxy: bool = True,
     use_config: bool = False,
     tunnel_twin: str = "",
+    name: str = "",
 ) -> Sim:
     """``karpor sim --clusters 1``, a karpor with 1 worker in front, and kubectl proxy.
 
@@ -137,7 +138,7 @@ def start_sim(
     """
     # a run of its own (the tunnel workload starts a second simulator): its
     # log and files are read for its port, never an earlier run's
-    name = "sim-tunnel" if tunnel_twin else "sim"
+    name = name or ("sim-tunnel" if tunnel_twin else "sim")
     out = ws.root / f"{name}-clusters"
     out.mkdir(exist_ok=True)
     token = ws.upstream_token
@@ -750,9 +751,14 @@ class ExecTiming(NamedTuple):
 
 
 def exec_once(
-    kubectl: Path, kubeconfig: Path, size: int, env: dict[str, str]
+    kubectl: Path,
+    kubeconfig: Path,
+    size: int,
+    env: dict[str, str],
+    command: Sequence[str] = (),
 ) -> tuple[ExecTiming | None, str]:
-    """The timing of reading ``size`` bytes of exec output, or (None, why not)."""
+    """The timing of reading ``size`` bytes of exec output (of ``command``,
+    by default ``head -c SIZE /dev/zero``), or (None, why not)."""
     started = time.monotonic()
     proc = subprocess.Popen(
         [
@@ -762,10 +768,7 @@ def exec_once(
             "exec",
             EXEC_POD,
             "--",
-            "head",
-            "-c",
-            str(size),
-            "/dev/zero",
+            *(command or ("head", "-c", str(size), "/dev/zero")),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

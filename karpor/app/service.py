@@ -117,6 +117,7 @@ from karpor.upstream.execcredential import (
     subprocess_runner,
 )
 from karpor.upstream.pool import UpstreamPools
+from karpor.upstream.recordings import Recordings
 from karpor.upstream.tunnel import Tunnels
 
 #: the demo's state directory when none is given (in the working directory)
@@ -542,13 +543,18 @@ class GatewayService(ServiceTree):
 
     def _open_audit(self) -> Teardown | None:
         """``audit``: the ``auditLog`` writer (one that cannot be opened ends the process)."""
-        path = self.settings.audit_log
-        if path is None:
+        settings = self.settings.audit_log
+        if settings is None:
             return None
         try:
-            self.audit = AuditWriter(path)
+            self.audit = AuditWriter(
+                settings.path,
+                max_bytes=settings.max_size_mb * 1024 * 1024,
+                max_backups=settings.max_backups,
+                stdout=settings.stdout,
+            )
         except OSError as exc:
-            raise SystemExit(f"karpor: auditLog {path}: {exc.strerror or exc}") from None
+            raise SystemExit(f"karpor: auditLog {settings.path}: {exc.strerror or exc}") from None
 
         def close() -> None:
             audit, self.audit = self.audit, None
@@ -680,7 +686,19 @@ class GatewayService(ServiceTree):
             connections=self.settings.client_connections,
             host_routing=self.settings.host_routing,
             limiter=self.limiter,
+            recordings=self._recordings(),
         )
+
+    def _recordings(self) -> Recordings | None:
+        """The ``sessionRecording`` directory (``None``: nothing recorded), in
+        the health report and the metrics."""
+        settings = self.settings.session_recording
+        if settings is None:
+            return None
+        assert self.metrics is not None
+        recordings = Recordings(settings, self.reactor, self.metrics.recorder)
+        self.health.recordings = recordings.health
+        return recordings
 
     def _start_listening(self) -> Teardown:
         """``listener``: the TLS port (not in a worker); it stops listening on stop."""

@@ -60,6 +60,12 @@ tlsImplementation fast    ``fast``: karpor's TLS transport and worker
                           installed Twisted or pyOpenSSL lacks what they
                           need); ``twisted``: Twisted's own TLS and stock
                           reactor (:mod:`karpor.net.implementation`)
+auditLog   (none)         the audit log: a path, ``-`` (standard
+                          output) or ``{path, maxSizeMB, maxBackups,
+                          stdout}`` (:mod:`karpor.auth.sections`)
+sessionRecording (none)   exec/attach recordings: ``{dir, clusters}``
+                          (:mod:`karpor.config.recording`); re-read
+                          with the file on SIGHUP (the workers roll)
 ========== ============== ===========================================
 
 ``healthProbe`` fields have flags of their own (``--health-probe-interval``,
@@ -93,6 +99,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from karpor.auth.sections import (
+    AuditLogSettings,
     AuthenticationSettings,
     AuthorizationSettings,
     parse_audit_log,
@@ -100,6 +107,7 @@ from karpor.auth.sections import (
     parse_authorization,
 )
 from karpor.config.hostnames import parse_host_names
+from karpor.config.recording import SessionRecordingSettings, parse_session_recording
 from karpor.config.textfile import TextFileError, read_text
 from karpor.config.validation import (
     Checker,
@@ -166,8 +174,8 @@ class Settings:
     session_drain_timeout: float = DEFAULT_SESSION_DRAIN_TIMEOUT
     #: ``text`` (human-readable lines) or ``json`` (one JSON object per line)
     log_format: str = "text"
-    #: where the audit log goes (a file, ``-`` for standard output, ``None``: none)
-    audit_log: str | None = None
+    #: where the audit log goes (a file and/or standard output, rotation; ``None``: none)
+    audit_log: AuditLogSettings | None = None
     authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
     authorization: AuthorizationSettings = field(default_factory=AuthorizationSettings)
     #: extra names the serving certificate covers (``servingNames``)
@@ -188,6 +196,8 @@ class Settings:
     limits: LimitSettings | None = None
     #: ``fast`` or ``twisted`` (``tlsImplementation``, :mod:`karpor.net.implementation`)
     tls_implementation: str = "fast"
+    #: exec and attach sessions recorded (``sessionRecording``; ``None``: none)
+    session_recording: SessionRecordingSettings | None = None
     #: the ``--config`` file these came from ("" for none)
     source: str = ""
 
@@ -382,6 +392,7 @@ KEYS: tuple[Key, ...] = (
         section_parser(HostRouting, HOST_ROUTING_KEYS),
         "hostRouting",
     ),
+    Key("sessionRecording", "session_recording", parse_session_recording, "sessionRecording"),
 )
 
 

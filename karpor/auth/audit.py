@@ -21,14 +21,36 @@ waits for more.  Lines therefore reach the file as soon as the thread runs
 timer.  The queue is bounded (:data:`MAX_QUEUED` lines): when the disk
 cannot keep up, further lines are dropped and counted, and the count is
 written as a ``{"kind": "AuditDropped", ...}`` line once the writer catches
-up.  :meth:`AuditWriter.reopen` reopens the file (after log rotation);
+up.  :meth:`AuditWriter.reopen` reopens the file;
 :meth:`AuditWriter.flush` waits until what is queued is written;
 :meth:`AuditWriter.close` writes what is queued and stops the thread.
+With ``stdout`` every batch also goes to standard output.
+
+Exec, attach and port-forward sessions get a second line when they end
+(:class:`SessionRecord`, ``"kind": "SessionEnd"``): who, where
+(cluster, namespace, pod, container), the command, ``tty``, the exit code
+the error channel reported, the duration, the bytes each way, and the
+recording's file name or why there is none.  Every line carries the
+request's ``Audit-Id`` (``requestID``), the one its client received.
+
+Rotation and several writers (every worker process appends to the same
+file): before each batch the thread compares the path's file with its own
+(one ``stat``): a file moved away (logrotate, or another worker's rotation)
+is reopened, so no signal is needed; and when the batch would take the
+file past ``max_bytes`` (``auditLog.maxSizeMB``), the writer takes an
+exclusive ``flock`` on ``PATH.lock``, checks again that the path is still
+its file (another worker may just have rotated it: then it only reopens),
+renames ``PATH`` to ``PATH.1`` (``PATH.1`` to ``PATH.2``…, keeping
+``max_backups``), and reopens.  Only one process rotates a given file; a
+batch written by another process between the rename and its reopen lands,
+whole, at the end of ``PATH.1``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import json
 import os
 import sys
@@ -59,6 +81,23 @@ SECRET_PARAMETERS = frozenset(
 MAX_QUEUED = 100_000
 #: most characters of a request target the log keeps
 MAX_PATH = 4096
+#: rotated audit files kept by default (``auditLog.maxBackups``)
+DEFAULT_MAX_BACKUPS = 5
+
+
+def rotate_files(path: str, backups: int) -> None:
+    """Shift ``PATH.N-1`` … ``PATH.1`` up by one and ``PATH`` to ``PATH.1``
+    (``backups`` 0: ``PATH`` is removed); the oldest beyond ``backups`` goes."""
+    if backups <= 0:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return
+    for n in range(backups - 1, 0, -1):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}.{n}", f"{path}.{n + 1}")
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(path, f"{path}.1")
+
 
 _REDACTED = "REDACTED"
 
@@ -168,6 +207,79 @@ class AuditRecord:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
+@dataclass(frozen=True)
+class SessionRecord:
+    """What the audit log keeps of one exec, attach or port-forward session,
+    written when it ends (besides its request's :class:`AuditRecord`)."""
+
+    #: when the session started (the ``101``; seconds since the epoch)
+    time: float
+    #: the request's ``Audit-Id`` (the one its client saw)
+    request_id: str
+    user: str
+    groups: Sequence[str] = ()
+    source: str = ""
+    cluster: str = ""
+    namespace: str = ""
+    pod: str = ""
+    #: ``exec``, ``attach`` or ``portforward``
+    subresource: str = ""
+    container: str = ""
+    command: Sequence[str] = ()
+    tty: bool = False
+    stdin: bool = False
+    ports: Sequence[str] = ()
+    #: the negotiated stream protocol
+    protocol: str = ""
+    #: the command's exit code (``None``: unknown, or no command)
+    exit_code: int | None = None
+    #: the failure the error channel reported ("" for none)
+    error: str = ""
+    duration: float = 0.0
+    bytes_from_client: int = 0
+    bytes_to_client: int = 0
+    #: the recording's file name in the recording directory ("": none)
+    recording: str = ""
+    #: why there is no recording (or why it stopped)
+    not_recorded: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as the JSON object written."""
+        obj: dict[str, Any] = {
+            "kind": "SessionEnd",
+            "time": _rfc3339(self.time),
+            "requestID": self.request_id,
+            "user": self.user,
+            "groups": list(self.groups),
+            "sourceIP": self.source,
+            "cluster": self.cluster,
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "subresource": self.subresource,
+            "container": self.container,
+            "command": list(self.command),
+            "tty": self.tty,
+            "stdin": self.stdin,
+            "protocol": self.protocol,
+            "exitCode": self.exit_code,
+            "durationSeconds": round(self.duration, 6),
+            "bytesFromClient": self.bytes_from_client,
+            "bytesToClient": self.bytes_to_client,
+            "recording": self.recording or None,
+        }
+        if self.ports:
+            obj["ports"] = list(self.ports)
+        if self.error:
+            obj["error"] = self.error
+        if self.not_recorded:
+            obj["notRecorded"] = self.not_recorded
+        return obj
+
+    def to_json(self) -> str:
+        """One line of JSON, newline-terminated."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
 class AuditWriter:
     """Writes audit lines from a thread, never blocking the caller.
 
@@ -176,9 +288,23 @@ class AuditWriter:
     construction (start-up), so a bad path fails early.
     """
 
-    def __init__(self, destination: str, max_queued: int = MAX_QUEUED) -> None:
+    def __init__(
+        self,
+        destination: str,
+        max_queued: int = MAX_QUEUED,
+        *,
+        max_bytes: int = 0,
+        max_backups: int = DEFAULT_MAX_BACKUPS,
+        stdout: bool = False,
+    ) -> None:
         self.destination = destination
         self._max = max_queued
+        #: rotate the file past this size (0: never)
+        self.max_bytes = max_bytes if destination != "-" else 0
+        #: rotated files kept (``PATH.1`` … ``PATH.N``)
+        self.max_backups = max_backups
+        #: also write every line to standard output
+        self._stdout = sys.stdout.fileno() if stdout and destination != "-" else -1
         self._queue: deque[str] = deque()
         self._cond = threading.Condition()
         self._dropped = 0
@@ -186,6 +312,7 @@ class AuditWriter:
         self._closing = False
         self._reopen = False
         self._fd = self._open()
+        self._identity = self._file_identity(self._fd)
         self._thread = threading.Thread(target=self._run, name="karpor-audit", daemon=True)
         self._thread.start()
 
@@ -199,7 +326,53 @@ class AuditWriter:
             self.destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
 
-    def write(self, record: AuditRecord | str) -> None:
+    def _file_identity(self, fd: int) -> tuple[int, int]:
+        if self.destination == "-":
+            return (0, 0)
+        stat = os.fstat(fd)
+        return (stat.st_dev, stat.st_ino)
+
+    def _replace_fd(self) -> None:
+        try:
+            fd = self._open()
+        except OSError:
+            return  # keep writing to the old file
+        os.close(self._fd)
+        self._fd = fd
+        self._identity = self._file_identity(fd)
+
+    def _before_write(self, size: int) -> None:
+        """Reopen a file that was moved away (logrotate); rotate one that
+        would grow past :attr:`max_bytes` (see the module docstring)."""
+        if self.destination == "-":
+            return
+        try:
+            stat = os.stat(self.destination)
+        except OSError:
+            stat = None
+        if stat is None or (stat.st_dev, stat.st_ino) != self._identity:
+            self._replace_fd()
+            return
+        if not self.max_bytes or not stat.st_size or stat.st_size + size <= self.max_bytes:
+            return
+        try:
+            lock = os.open(self.destination + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return  # cannot rotate: keep appending
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current: os.stat_result | None = os.stat(self.destination)
+            except OSError:
+                current = None
+            # another process may have rotated while this one waited for the lock
+            if current is not None and (current.st_dev, current.st_ino) == self._identity:
+                rotate_files(self.destination, self.max_backups)
+            self._replace_fd()
+        finally:
+            os.close(lock)  # releases the lock
+
+    def write(self, record: AuditRecord | SessionRecord | str) -> None:
         """Queue one record (or a ready line) for writing; returns at once."""
         line = record if isinstance(record, str) else record.to_json()
         with self._cond:
@@ -244,20 +417,18 @@ class AuditWriter:
                 reopen, self._reopen = self._reopen, False
                 closing = self._closing
             if reopen and self.destination != "-":
-                try:
-                    fd = self._open()
-                except OSError:
-                    pass  # keep writing to the old file
-                else:
-                    os.close(self._fd)
-                    self._fd = fd
+                self._replace_fd()
             if dropped:
                 lines.append(
                     json.dumps({"kind": "AuditDropped", "dropped": dropped}, separators=(",", ":"))
                     + "\n"
                 )
             if lines:
-                self._write_all("".join(lines).encode("utf-8"))
+                data = "".join(lines).encode("utf-8")
+                self._before_write(len(data))
+                self._write_all(self._fd, data)
+                if self._stdout >= 0:
+                    self._write_all(self._stdout, data)
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
@@ -266,11 +437,12 @@ class AuditWriter:
                     os.close(self._fd)
                 return
 
-    def _write_all(self, data: bytes) -> None:
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
             try:
-                written = os.write(self._fd, view)
+                written = os.write(fd, view)
             except InterruptedError:
                 continue
             except OSError:

@@ -2,7 +2,8 @@
 
 ::
 
-    auditLog: /var/log/karpor/audit.jsonl      # "-" for standard output
+    auditLog: /var/log/karpor/audit.jsonl      # "-" for standard output; or:
+    # auditLog: {path: /var/log/karpor/audit.jsonl, maxSizeMB: 100, maxBackups: 5, stdout: false}
     authentication:
       clientCertificates: true                 # default true
       tokenFile: /etc/karpor/tokens.csv
@@ -62,6 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from karpor.auth.audit import DEFAULT_MAX_BACKUPS
 from karpor.auth.frontproxy import (
     DEFAULT_REFRESH_INTERVAL,
     SERVICE_ACCOUNT_CA_FILE,
@@ -69,7 +71,15 @@ from karpor.auth.frontproxy import (
 )
 from karpor.auth.jwt import ClaimMapping, ClaimRule, JwtIssuer
 from karpor.auth.requestheader import RequestHeaderConfig
-from karpor.config.validation import Checker, Key, describe, item, join, section_parser
+from karpor.config.validation import (
+    Checker,
+    Key,
+    describe,
+    item,
+    join,
+    parse_section,
+    section_parser,
+)
 
 
 @dataclass(frozen=True)
@@ -128,11 +138,64 @@ class AuthorizationSettings:
     policy_file: str | None = field(default=None)
 
 
-def parse_audit_log(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> str | None:
-    """``auditLog``: a file path, or ``-`` for standard output."""
+@dataclass(frozen=True)
+class AuditLogSettings:
+    """``auditLog``: where the audit log goes (:mod:`karpor.auth.audit`)."""
+
+    #: a file path, or ``-`` for standard output only
+    path: str
+    #: rotate the file past this many MiB (0: never; ``maxSizeMB``)
+    max_size_mb: int = 0
+    #: rotated files kept (``maxBackups``)
+    max_backups: int = DEFAULT_MAX_BACKUPS
+    #: write every line to standard output too (``stdout``)
+    stdout: bool = False
+
+
+def _non_negative(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> int | None:
+    number = c.integer(obj, key, path)
+    if number is not None and number < 0:
+        c.error(join(path, key), "must be 0 or more")
+        return None
+    return number
+
+
+def _audit_path(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> str | None:
     if obj.get(key) == "-":
         return "-"
     return c.path(obj, key, path)
+
+
+#: the keys of ``auditLog`` in its mapping form
+AUDIT_LOG_KEYS: tuple[Key, ...] = (
+    Key("path", "path", _audit_path, "auditLog"),
+    Key("maxSizeMB", "max_size_mb", _non_negative, "auditLog"),
+    Key("maxBackups", "max_backups", _non_negative, "auditLog"),
+    Key("stdout", "stdout", Checker.boolean, "auditLog"),
+)
+
+
+def parse_audit_log(
+    c: Checker, obj: Mapping[str, Any], key: str, path: str
+) -> AuditLogSettings | None:
+    """``auditLog``: a file path, ``-`` for standard output, or a mapping
+    (``path``, ``maxSizeMB``, ``maxBackups``, ``stdout``; ``stdout: true``
+    without ``path``: standard output only)."""
+    value = obj.get(key)
+    if not isinstance(value, Mapping):
+        where = _audit_path(c, obj, key, path)
+        return AuditLogSettings(where) if where is not None else None
+    field = join(path, key)
+    before = len(c.errors)
+    values = parse_section(c, value, AUDIT_LOG_KEYS, field)
+    if len(c.errors) > before:
+        return None
+    if "path" not in values:
+        if not values.get("stdout"):
+            c.error(join(field, "path"), "is required (or stdout: true)")
+            return None
+        values["path"] = "-"
+    return AuditLogSettings(**values)
 
 
 def parse_names(c: Checker, obj: Mapping[str, Any], key: str, path: str) -> tuple[str, ...] | None:

@@ -40,6 +40,7 @@ from karpor.front.fanout import FANOUT_CLUSTER, JSON_ACCEPT, TABLE_ACCEPT, Asked
 from karpor.front.fanwatch import FanWatch
 from karpor.front.record import FanoutRecord
 from karpor.front.reviews import ClusterReviews
+from karpor.front.sessions import session_tap
 from karpor.front.tunnel import accept_tunnel, refuse_agent
 from karpor.gatewayapi.clusters import wants_table
 from karpor.gatewayapi.request import ApiHandler, ApiRequest
@@ -68,6 +69,7 @@ from karpor.upstream.forward import Forwarder
 from karpor.upstream.h2 import is_long_running
 from karpor.upstream.pool import ClusterPool
 from karpor.upstream.request import CHUNKED, LENGTH, NO_BODY, UpstreamRequest
+from karpor.upstream.sessiontap import SessionTap
 from karpor.upstream.splice import UpgradeForwarder
 
 if TYPE_CHECKING:
@@ -185,7 +187,10 @@ class RequestPipeline:
         request = split_request(head.headers, factory.drop, factory.drop_prefixes)
         identity_headers = impersonation_headers(authorized.upstream)
         if head.upgrade:
-            self._proxy_upgrade(front.upgradable(), target, head, pool, request, identity_headers)
+            upgradable = front.upgradable()
+            self._proxy_upgrade(
+                upgradable, target, head, pool, request, identity_headers, (cluster, identity)
+            )
             return
         body = CHUNKED if request.chunked else LENGTH if request.content_length else NO_BODY
         audit = front.audit
@@ -476,8 +481,11 @@ class RequestPipeline:
         pool: ClusterPool,
         request: RequestHeaders,
         identity_headers: Sequence[Header],
+        session: tuple[Cluster, Identity] | None = None,
     ) -> None:
-        """Send an upgrade request (over a dedicated connection)."""
+        """Send an upgrade request (over a dedicated connection); an exec,
+        attach or port-forward gets its :class:`SessionTap` (recorded on a
+        recorded cluster: :func:`~karpor.front.sessions.session_tap`)."""
         if request.upgrade is None:
             front.conn.failed = True
             raise ApiError(400, "invalid Upgrade header")
@@ -485,6 +493,9 @@ class RequestPipeline:
             # the body would be read as tunnel bytes: nothing sane can follow
             front.conn.failed = True
             raise ApiError(400, "an upgrade request cannot carry a body")
+        tap: SessionTap | None = None
+        if session is not None:
+            tap = session_tap(self._factory, session[0], target.target, session[1], front)
         audit = front.audit
         forwarder = UpgradeForwarder(
             front,
@@ -499,6 +510,7 @@ class RequestPipeline:
                 request.upgrade,
             ),
             clock=pool.reactor,
+            tap=tap,
         )
         front.forwarder = forwarder
         pool.submit(forwarder)

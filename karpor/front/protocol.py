@@ -126,6 +126,7 @@ from karpor.net.tlstransport import server_name
 from karpor.upstream.execcredential import ExecCredentialCache
 from karpor.upstream.http1 import no_delay
 from karpor.upstream.pool import UpstreamPools
+from karpor.upstream.recordings import Recordings
 from karpor.upstream.splice import Splice
 from karpor.upstream.tunnel import AgentLink
 
@@ -417,6 +418,8 @@ class GatewayProtocol(Protocol):
         factory = self._factory
         if audit is not None and audit.admission is not None:
             audit.admission.release()
+        if audit is not None and audit.session is not None:
+            audit.session.finish()  # the recording closes, whatever else is kept
         if audit is None or (factory.metrics is None and factory.audit is None):
             return
         counting = self._counting
@@ -714,10 +717,13 @@ class GatewayFactory(Factory):
         connections: ClientConnectionSettings | None = None,
         host_routing: HostRouting = NO_HOST_ROUTING,
         limiter: Limiter | None = None,
+        recordings: Recordings | None = None,
     ) -> None:
         self.clusters = clusters
         #: the limits on forwarded requests (:mod:`karpor.front.limits`; ``None``: none)
         self.limiter = limiter
+        #: the session recording directory (``None``: nothing is recorded)
+        self.recordings = recordings
         #: clusters by TLS server name or ``Host`` (:mod:`karpor.http.route`; off by default)
         self.host_routing = host_routing
         #: the bounds on client connections

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 from zope.interface import directlyProvides, providedBy
 
 from karpor.auth.access import Authorized
-from karpor.auth.audit import AuditRecord, AuditWriter
+from karpor.auth.audit import AuditRecord, AuditWriter, SessionRecord
 from karpor.auth.identity import Identity
 from karpor.http.connection import RequestHead
+from karpor.kube.execsession import bounded_command
 from karpor.metrics.labels import GATEWAY, request_verb
+from karpor.upstream.sessiontap import SessionTap
 
 if TYPE_CHECKING:
     from karpor.front.fanout import Asked
@@ -70,6 +72,7 @@ class RequestRecord:
         "kind",
         "out_mark",
         "reason",
+        "session",
         "started",
         "target",
         "ticks",
@@ -93,6 +96,8 @@ class RequestRecord:
         self.reason = ""
         #: what the request holds of the limits (released when it ends)
         self.admission: Admission | None = None
+        #: an exec, attach or port-forward's tap (its session audit line)
+        self.session: SessionTap | None = None
 
 
 def record_request(
@@ -156,6 +161,36 @@ def record_request(
             issued_by=identity.issued_by if identity is not None else None,
         )
     )
+    session = record.session
+    summary = session.finish() if session is not None else None
+    if summary is not None:
+        request = summary.request
+        writer.write(
+            SessionRecord(
+                time=summary.started,
+                request_id=record.audit_id.decode("ascii"),
+                user=identity.user if identity is not None else "",
+                groups=identity.groups if identity is not None else (),
+                source=source.decode("latin-1"),
+                cluster=record.cluster,
+                namespace=request.namespace,
+                pod=request.pod,
+                subresource=request.subresource,
+                container=request.container,
+                command=bounded_command(request.command),
+                tty=request.tty,
+                stdin=request.stdin,
+                ports=request.ports,
+                protocol=summary.protocol,
+                exit_code=summary.outcome.exit_code,
+                error=summary.outcome.message,
+                duration=summary.duration,
+                bytes_from_client=summary.bytes_from_client,
+                bytes_to_client=summary.bytes_to_client,
+                recording=summary.recording,
+                not_recorded=summary.not_recorded,
+            )
+        )
 
 
 class FanoutRecord:

@@ -16,7 +16,12 @@ withheld``), as kube-apiserver does.  With OpenID providers configured
 (``authentication.jwt``), ``oidc-issuers`` (``/healthz``, ``/readyz``)
 says each issuer's key state (``pending``, ``ready``, ``failing`` with the
 reason); it never fails: other authenticators serve while an issuer's
-tokens get 401.
+tokens get 401.  With ``sessionRecording``, ``session-recording``
+(``/healthz``, ``/readyz``) says where sessions are recorded, or warns
+that the directory is not writable (or full) and how many sessions were
+refused or cut; it does not fail either: only sessions on recorded
+clusters need the directory (they are refused), every other request is
+served.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class Health:
     clusters_directory: str = ""
     #: the OpenID providers' ``(url, state, problem)`` (``None``: none configured)
     oidc_issuers: Callable[[], list[tuple[str, str, str]]] | None = None
+    #: the session recording directory's state (``None``: nothing is recorded)
+    recordings: Callable[[], str] | None = None
 
     def checks(self, endpoint: str) -> list[tuple[str, bool, str]]:
         """``(name, passed, detail)`` for every check of ``endpoint``
@@ -54,6 +61,8 @@ class Health:
             out.append(("clusters-directory", True, f"warning: {self.clusters_directory}"))
         if self.oidc_issuers is not None and endpoint != "livez":
             out.append(("oidc-issuers", True, describe_issuers(self.oidc_issuers())))
+        if self.recordings is not None and endpoint != "livez":
+            out.append(("session-recording", True, self.recordings()))
         if self.worker is not None:
             out.append(("worker", True, self.worker))
         if self.supervisor is not None:

@@ -304,6 +304,22 @@ class GatewayMetrics:
             registry=registry,
         )
         self.directory_readable.set(1)
+        self.recording_failures = Counter(
+            "karpor_recording_failures",
+            "Exec and attach sessions on recorded clusters (sessionRecording) refused, or "
+            "cut, because their recording could not be written, by cluster.",
+            ["cluster"],
+            registry=registry,
+        )
+        self.recording_dir_writable = Gauge(
+            "karpor_recording_directory_writable",
+            "Whether the last recording the worker opened or wrote succeeded (1) or failed "
+            "(0: the directory is not writable or full; sessions on recorded clusters are "
+            "refused); the lowest over the worker processes.",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+        self.recording_dir_writable.set(1)
         self._children: dict[tuple[str, str, int], _Children] = {}
         self._latency: dict[tuple[str, str], Any] = {}
         self._bytes: dict[str, tuple[Any, Any]] = {}
@@ -486,6 +502,14 @@ class GatewayMetrics:
         self.reloads.inc()
         if problems:
             self.reload_errors.inc()
+
+    def recording_failed(self, cluster: str) -> None:
+        """A session on ``cluster`` was refused or cut for want of a recording."""
+        self.recording_failures.labels(cluster).inc()
+
+    def recording_writable(self, writable: bool) -> None:
+        """Whether the last recording written could be."""
+        self.recording_dir_writable.set(1 if writable else 0)
 
     def directory_read(self, readable: bool) -> None:
         """A load of the clusters directory could read it all (``True``), or not."""

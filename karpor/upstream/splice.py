@@ -35,6 +35,12 @@ negotiated, which follows the frames both ways (frame heads and the SPDY
 client's header blocks only), and writes its ending (a ``Failure`` on the
 error stream or channel, a WebSocket close 1011) before closing; without a
 clean ending the client connection is dropped.
+
+An exec, attach or port-forward may have a
+:class:`~karpor.upstream.sessiontap.SessionTap` (an audit log, or a
+recorded cluster): it sees every byte both ways before it is relayed
+(counts, the exit code, the recording), and may cut the session when its
+recording can no longer be written; then nothing more is relayed.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from karpor.http.headers import ResponseHeaders
 from karpor.http.sessionend import SessionEnd, session_end
 from karpor.upstream.forward import Channel, Forwarder
 from karpor.upstream.request import UpstreamRequest
+from karpor.upstream.sessiontap import SessionTap
 
 #: Seconds a closing side of a splice may take to flush and close cleanly.
 CLOSE_GRACE = 10.0
@@ -131,8 +138,11 @@ class Splice:
         clock: IReactorTime,
         close_grace: float = CLOSE_GRACE,
         ending: SessionEnd | None = None,
+        tap: SessionTap | None = None,
     ) -> None:
         self._transports = (client, upstream)
+        #: sees every byte both ways (counts, exit code, recording)
+        self._tap = tap
         #: follows the session's frames, for :meth:`cut`
         self._ending = ending
         self._readings = (client_reading, upstream_reading)
@@ -167,14 +177,18 @@ class Splice:
                 bulk()
         client.registerProducer(_Pauser(self, _CLIENT, upstream_reading), True)  # type: ignore[attr-defined]
         upstream.registerProducer(_Pauser(self, _UPSTREAM, client_reading), True)  # type: ignore[attr-defined]
-        ending = self._ending
+        ending, tap = self._ending, self._tap
         if to_client:
             if ending is not None:
                 ending.from_server(to_client)
+            if tap is not None:
+                tap.from_server(to_client)
             client.write(to_client)
         if to_upstream:
             if ending is not None:
                 ending.from_client(to_upstream)
+            if tap is not None:
+                tap.from_client(to_upstream)
             upstream.write(to_upstream)
 
     # -- bytes -----------------------------------------------------------------
@@ -184,6 +198,11 @@ class Splice:
         if not self._upstream_gone and not self._cut:
             if self._ending is not None:
                 self._ending.from_client(data)
+            tap = self._tap
+            if tap is not None:
+                tap.from_client(data)
+                if self._cut:  # the recording failed: the session was cut
+                    return
             self._to_upstream(data)
 
     def upstream_data(self, data: bytes) -> None:
@@ -191,6 +210,11 @@ class Splice:
         if not self._client_gone and not self._cut:
             if self._ending is not None:
                 self._ending.from_server(data)
+            tap = self._tap
+            if tap is not None:
+                tap.from_server(data)
+                if self._cut:  # the recording failed: the session was cut
+                    return
             self._to_client(data)
 
     def cut(self, message: str) -> None:
@@ -287,8 +311,11 @@ class UpgradeForwarder(Forwarder):
         *,
         clock: IReactorTime,
         close_grace: float = CLOSE_GRACE,
+        tap: SessionTap | None = None,
     ) -> None:
         super().__init__(channel, request)
+        #: the session's bytes, exit code and recording (``None``: not kept)
+        self.tap = tap
         self.retriable = False
         self._tunnel_channel = channel
         self._clock = clock
@@ -314,8 +341,14 @@ class UpgradeForwarder(Forwarder):
             self._clock,
             self._close_grace,
             ending=session_end(response.forward),
+            tap=self.tap,
         )
         self.splice = splice
+        recordable = True
+        if self.tap is not None:
+            recordable = self.tap.switched(response.forward, splice.cut)
         early = channel.spliced(splice)
         splice.start(to_upstream=early)
+        if not recordable:
+            splice.cut("the session must be recorded but its protocol cannot be")
         return splice

@@ -8,6 +8,7 @@ import pytest
 
 from karpor.auth.requestheader import RequestHeaderConfig
 from karpor.auth.sections import (
+    AuditLogSettings,
     AuthenticationSettings,
     AuthorizationSettings,
     RequestHeaderSettings,
@@ -24,9 +25,11 @@ def parse(parser: FieldParser, value: Any, base_dir: str, key: str = "authentica
 
 
 def test_audit_log():
-    assert parse(parse_audit_log, "-", "/etc/karpor") == "-"
-    assert parse(parse_audit_log, "audit.jsonl", "/var/log") == "/var/log/audit.jsonl"
-    assert parse(parse_audit_log, "/abs/a.jsonl", "/var/log") == "/abs/a.jsonl"
+    assert parse(parse_audit_log, "-", "/etc/karpor") == AuditLogSettings("-")
+    assert parse(parse_audit_log, "audit.jsonl", "/var/log") == AuditLogSettings(
+        "/var/log/audit.jsonl"
+    )
+    assert parse(parse_audit_log, "/abs/a.jsonl", "/var/log") == AuditLogSettings("/abs/a.jsonl")
     with pytest.raises(ValueError, match=r"^auditLog: must be a path"):
         parse(parse_audit_log, 3, "/", "auditLog")
 

@@ -26,6 +26,7 @@ from karpor.app.settings import Settings
 from karpor.app.supervisor import Supervisor
 from karpor.app.tree import Part, PeriodicCall, ServiceTree
 from karpor.app.worker import WorkerRuntime, WorkerService
+from karpor.auth.sections import AuditLogSettings
 from karpor.metrics import multiprocess
 from karpor.net.tlstransport import TLSPort
 
@@ -157,7 +158,7 @@ def gateway_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Setting
         {"clusters_dir": str(clusters), "state_dir": str(tmp_path / "state"), "port": "9443"},
         demo=False,
     )
-    return dataclasses.replace(settings, audit_log=str(tmp_path / "audit.log"))
+    return dataclasses.replace(settings, audit_log=AuditLogSettings(str(tmp_path / "audit.log")))
 
 
 def test_the_gateway_starts_its_parts_in_order_and_stops_them_in_reverse(gateway_settings):
@@ -361,7 +362,9 @@ def test_a_worker_serves_once_its_gateway_started_and_stopping_it_drains(gateway
 
 def test_a_worker_whose_gateway_fails_to_start_never_reports_ready(gateway_settings):
     events: list[str] = []
-    settings = dataclasses.replace(gateway_settings, audit_log="/nonexistent/dir/audit.log")
+    settings = dataclasses.replace(
+        gateway_settings, audit_log=AuditLogSettings("/nonexistent/dir/audit.log")
+    )
     gateway = GatewayService(settings, reactor=MemoryReactorClock(), listen=False)
     worker = WorkerService(cast(WorkerRuntime, FakeRuntime(events)), 3, 4)
     gateway.setServiceParent(worker)
