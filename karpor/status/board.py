@@ -67,6 +67,9 @@ class StatusBoard:
         self._last: Observation | None = None
         self.fleet = Fleet()
         self.facts: GatewayFacts | None = None
+        #: observations taken, and the clusters' part of the document as of one
+        self._rounds = 0
+        self._clusters: tuple[int, list[dict[str, Any]]] = (-1, [])
 
     def observe(self, sample: Sample, fleet: Fleet, facts: GatewayFacts) -> list[Problem]:
         """Take one round's observation; return the problems it found."""
@@ -77,6 +80,7 @@ class StatusBoard:
         self._last = now
         self.fleet = fleet
         self.facts = facts
+        self._rounds += 1
         return found
 
     def cluster(self, name: str) -> ClusterInfo | None:
@@ -90,6 +94,10 @@ class StatusBoard:
         """The ``/status.json`` document at ``now``."""
         latest = self.history.latest
         windows = {name: self.history.window(seconds) for name, seconds in WINDOWS.items()}
+        if self._clusters[0] != self._rounds:
+            # the same until the next observation: built once per round
+            built = [self._cluster(info, latest, windows) for info in self.fleet.clusters]
+            self._clusters = (self._rounds, built)
         return {
             "kind": "KarporStatus",
             "version": VERSION,
@@ -98,7 +106,7 @@ class StatusBoard:
             "sampleInterval": self.interval,
             "windows": {name: seconds for name, seconds in WINDOWS.items()},
             "gateway": self._gateway(now, latest, windows["5m"]),
-            "clusters": [self._cluster(info, latest, windows) for info in self.fleet.clusters],
+            "clusters": self._clusters[1],
             "problems": [
                 {
                     "time": rfc3339(p.time),
