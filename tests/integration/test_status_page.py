@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support.browser import dump_dom, screenshot
+from support.browser import dump_dom
 from support.gateway import (
     GatewayRun,
     client_context,
@@ -127,7 +127,8 @@ def setup(sim_clusters: SimRun, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def test_a_browser_shows_every_cluster_and_marks_the_unhealthy_one(
     setup: Setup, tmp_path: Path
 ) -> None:
-    dom = dump_dom(setup.url("/"), tmp_path / "profile")
+    shot = tmp_path / "status-page.png"
+    dom = dump_dom(setup.url("/"), tmp_path / "profile", screenshot=shot)
     # the script ran and rendered the page again from /status.json
     assert 'data-refreshed="' in dom
     assert 'data-cluster="sim-1" data-health="healthy"' in dom
@@ -145,7 +146,6 @@ def test_a_browser_shows_every_cluster_and_marks_the_unhealthy_one(
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in detail and "env=prod" in detail
     assert "<script>alert(1)</script>" not in detail
     assert detail.count('<svg class="chart"') == 6
-    shot = screenshot(setup.url("/"), tmp_path / "status-page.png", tmp_path / "profile")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

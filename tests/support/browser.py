@@ -1,7 +1,7 @@
 """Headless Chromium, driven from its command line (no Python dependency).
 
 :func:`dump_dom` loads a page, lets its scripts run for a budget of virtual
-time and returns the DOM as HTML; :func:`screenshot` saves a PNG.  Both run
+time and returns the DOM as HTML, saving a PNG of the page when asked.  It runs
 Chromium without a sandbox (tests run as root in CI), GPU, QUIC, first-run
 chores or network services of its own, with a profile directory of the
 test's.  Tests skip when Debian's ``chromium`` is not installed
@@ -49,28 +49,21 @@ def _run(profile: Path, *args: str) -> str:
     return result.stdout
 
 
-def dump_dom(url: str, profile: Path, budget_ms: int = 1500) -> str:
-    """The DOM of ``url`` after ``budget_ms`` of virtual time (scripts ran)."""
-    return _run(profile, f"--virtual-time-budget={budget_ms}", "--dump-dom", url)
-
-
-def screenshot(
+def dump_dom(
     url: str,
-    out: Path,
     profile: Path,
+    *,
+    screenshot: Path | None = None,
     size: tuple[int, int] = (1280, 900),
     budget_ms: int = 1500,
-    *extra: str,
-) -> Path:
-    """Save a PNG of ``url`` (a ``size`` window) to ``out``."""
-    _run(
-        profile,
-        f"--virtual-time-budget={budget_ms}",
-        f"--window-size={size[0]},{size[1]}",
-        f"--screenshot={out}",
-        *extra,
-        url,
-    )
-    if not out.exists():
-        raise AssertionError(f"chromium wrote no screenshot to {out}")
-    return out
+) -> str:
+    """The DOM of ``url`` after ``budget_ms`` of virtual time (its scripts
+    ran); with ``screenshot``, a PNG of the page in a ``size`` window too
+    (the same run)."""
+    args = [f"--virtual-time-budget={budget_ms}", f"--window-size={size[0]},{size[1]}"]
+    if screenshot is not None:
+        args.append(f"--screenshot={screenshot}")
+    dom = _run(profile, *args, "--dump-dom", url)
+    if screenshot is not None and not screenshot.exists():
+        raise AssertionError(f"chromium wrote no screenshot to {screenshot}")
+    return dom
