@@ -428,6 +428,7 @@ def test_in_process_mode_serves_its_own_metrics(setup: Setup, tmp_path: Path) ->
             return doc if "sim-2" in healthy else None
 
         doc = wait_for(status, DEADLINE, "sim-2 healthy on the status page", step=0.5)
+        assert doc is not None
         assert doc["gateway"]["mode"] == "single"
         assert [w["pid"] for w in doc["gateway"]["workers"]] == [gateway.pid]
     finally:
