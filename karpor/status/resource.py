@@ -38,7 +38,7 @@ _CLUSTERS = b"/clusters/"
 
 
 def _static(name: str) -> bytes:
-    return resources.files("karpor.status").joinpath("static", name).read_bytes()
+    return resources.files("karpor.status").joinpath("static").joinpath(name).read_bytes()
 
 
 class StatusResource(Resource):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from karpor.status.derive import bucket_increase, increase, quantile, window
@@ -43,6 +43,7 @@ def test_quantiles_of_nothing_and_of_the_inf_bucket() -> None:
     assert quantile(0.99, cumulative(per_bucket)) == BOUNDS[-2]
 
 
+@settings(max_examples=50)
 @given(_counts, st.floats(0, 1), st.floats(0, 1))
 def test_quantiles_are_ordered_and_within_the_bounds(
     per_bucket: list[int], q1: float, q2: float
@@ -56,6 +57,7 @@ def test_quantiles_are_ordered_and_within_the_bounds(
     assert 0 <= a <= b <= BOUNDS[-2]
 
 
+@settings(max_examples=50)
 @given(_counts, _counts)
 def test_bucket_increases_are_never_negative_and_stay_cumulative(
     old: list[int], new: list[int]
@@ -65,6 +67,7 @@ def test_bucket_increases_are_never_negative_and_stay_cumulative(
     assert out == sorted(out)
 
 
+@settings(max_examples=50)
 @given(_counts, _counts, st.floats(0.1, 3600))
 def test_a_window_of_growing_counters_counts_the_difference(
     first: list[int], more: list[int], seconds: float

@@ -1,7 +1,7 @@
 // The status page's refresh: every few seconds, /status.json is fetched and
 // the page's <main> is rendered again from it, with the same markup the
 // server renders (karpor/status/page.py: keep the two in step).  Text is
-// only ever set as text (textContent, attribute values): never as HTML.
+// only ever set as text (text nodes, attribute values): never as HTML.
 "use strict";
 (function () {
   var SVG = "http://www.w3.org/2000/svg";
@@ -196,8 +196,18 @@
         problems(mine, "The last problems of " + name + ", newest first")])];
   }
 
+  // A reader's place is kept: no refresh while a link in the page has the
+  // keyboard focus or text in it is selected (the next one renders).
+  function inUse(main) {
+    var active = document.activeElement;
+    if (active && active !== document.body && main.contains(active)) return true;
+    var sel = window.getSelection ? window.getSelection() : null;
+    return !!(sel && !sel.isCollapsed && main.contains(sel.anchorNode));
+  }
+
   function render(doc) {
     var body = document.body, main = document.getElementById("content");
+    if (inUse(main)) return;
     var parts = body.dataset.view === "cluster" ? clusterView(doc, body.dataset.cluster) : overview(doc);
     main.replaceChildren.apply(main, parts);
     var updated = document.getElementById("updated");
