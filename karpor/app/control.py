@@ -5,8 +5,10 @@ both sides adopt it (``reactor.adoptStreamConnection``) and speak AMP:
 
 * worker → supervisor: :class:`Ready` once it serves (its listener adopted);
 * supervisor → worker: :class:`Drain` (stop accepting, finish in-flight
-  requests, end long-running streams at the deadline, exit 0) and
-  :class:`State` (the supervisor's state, shown in the gateway's health output).
+  requests, end long-running streams at the deadline, exit 0),
+  :class:`State` (the supervisor's state, shown in the gateway's health
+  output) and :class:`Report` (what the worker knows of its clusters, for
+  the status page: :mod:`karpor.status.clusters`).
 
 When the control connection drops (the supervisor died), a worker drains and
 exits: no orphan keeps serving with nobody to supervise it.
@@ -42,3 +44,18 @@ class State(amp.Command):
     arguments = [(b"state", amp.Unicode())]
     response = []
     requiresAnswer = False
+
+
+#: characters of a report per :class:`Report` answer (an AMP value holds at
+#: most 65,535 bytes; reports are ASCII JSON)
+REPORT_CHUNK = 16000
+
+
+class Report(amp.Command):
+    """The worker's status report (JSON text, :class:`karpor.status.clusters.WorkerReport`),
+    asked for in pieces: ``chunk`` is the text from ``offset`` on (at most
+    :data:`REPORT_CHUNK` characters), ``total`` its whole length; asking at
+    offset 0 makes a fresh report, later offsets read the same one."""
+
+    arguments = [(b"offset", amp.Integer())]
+    response = [(b"chunk", amp.Unicode()), (b"total", amp.Integer())]

@@ -130,6 +130,7 @@ def make_demo_service(settings: Settings, reactor: Any = None, out: Any = None) 
         port=settings.port,
         host=settings.host,
         workers=1,
+        metrics_address=settings.metrics_address,
         clusters_dir=str(clusters_dir),
         state_dir=str(state_dir),
         source=settings.source,

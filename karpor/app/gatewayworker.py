@@ -68,6 +68,10 @@ class GatewayWorkerApp:
         """Shown in the health output (``/healthz?verbose``)."""
         self.service.health.supervisor = state
 
+    def status_report(self) -> str:
+        """What this worker knows of its clusters (the status page)."""
+        return self.service.status_report().to_text()
+
 
 def parse(argv: Sequence[str]) -> tuple[int, int, Options]:
     """``--slot S --generation G -- <twistd karpor options>``."""

@@ -15,7 +15,8 @@ the workers share their metric values through
 environment the workers inherit; it counts worker restarts there itself
 (:class:`~karpor.metrics.supervisor.SupervisorMetrics`).  With
 ``metricsAddress`` it serves the merged ``/metrics`` there in plain HTTP
-(:mod:`karpor.metrics.listener`; a change needs a restart).
+(:mod:`karpor.metrics.listener`; a change needs a restart), and the fleet
+status page (:mod:`karpor.app.statuspage`).
 
 Limits: the supervisor creates the table of counts the workers share
 (:mod:`karpor.front.limitstable`, ``limits.table`` in the metrics
@@ -44,7 +45,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
-from karpor.app import state
+from karpor.app import state, statuspage
 from karpor.app.settings import Settings
 from karpor.app.supervisor import Supervisor
 from karpor.app.tree import Part, ServiceTree, Teardown
@@ -187,12 +188,27 @@ class ProcessPoolService(ServiceTree):
         return supervisor.stopService
 
     def _serve_metrics(self) -> Teardown | None:
-        """``metrics-listener``: every worker's metrics at ``metricsAddress``."""
-        address = self.settings.metrics_address
+        """``metrics-listener``: every worker's metrics at ``metricsAddress``,
+        and the status page."""
+        address, supervisor = self.settings.metrics_address, self.supervisor
         if address is None:
             return None
+        assert supervisor is not None
         view = Exposition(directory=str(self.metrics_dir), registry=None, clusters=None)
-        return listener.listen(self.reactor, address, view.render).stopListening
+        page = statuspage.for_supervisor(
+            self.reactor,
+            view.collect,
+            supervisor,
+            self._state.directory if self._state is not None else None,
+        )
+        port = listener.listen(self.reactor, address, view.render, page.resource)
+        page.start()
+
+        def stop() -> Any:
+            page.stop()
+            return port.stopListening()
+
+        return stop
 
     def _record(self) -> None:
         """``serving``: ``gateway.json`` names the clusters directory and the URL."""

@@ -35,7 +35,8 @@ stopped in reverse (one that fails to start stops those before it):
     the ``auditLog`` :class:`~karpor.auth.audit.AuditWriter`, closed on stop.
 ``metrics``
     this process's metrics (:class:`~karpor.metrics.process.ProcessMetrics`),
-    served at ``metricsAddress`` too when set.
+    served at ``metricsAddress`` too when set, with the fleet status page
+    (:mod:`karpor.app.statuspage`).
 ``clusters``
     the clusters directory loaded into a
     :class:`~karpor.config.registry.Registry` (a bad document is logged as
@@ -88,7 +89,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
 
-from karpor.app import state
+from karpor.app import state, statuspage
 from karpor.app.logs import LoggedService
 from karpor.app.settings import Settings, SettingsError, load_settings, merge
 from karpor.app.tree import Part, PeriodicCall, ServiceTree, Teardown
@@ -110,6 +111,7 @@ from karpor.health.prober import HealthProber
 from karpor.metrics.process import ProcessMetrics
 from karpor.net.tls import H2, HTTP11, server_options
 from karpor.net.tlstransport import TLSPort
+from karpor.status.clusters import WorkerReport, worker_report
 from karpor.upstream.execcredential import (
     ExecCredentialCache,
     ProcessResult,
@@ -478,6 +480,26 @@ class GatewayService(ServiceTree):
         )
         return snapshot
 
+    def status_report(self) -> WorkerReport:
+        """What this process knows of its clusters, for the status page
+        (:mod:`karpor.status.clusters`: no credential)."""
+        api, tunnels, snapshot = self.api, self.tunnels, self.registry.current
+
+        def status(name: str) -> Any:
+            entry = api.catalog.get(name) if api is not None else None
+            return entry.status if entry is not None else None
+
+        problems = [str(p) for p in snapshot.errors]
+        if self.health.clusters_directory:
+            problems.insert(0, self.health.clusters_directory)
+        return worker_report(
+            snapshot.clusters,
+            status,
+            tunnels.status if tunnels is not None else None,
+            snapshot.generation,
+            problems,
+        )
+
     def _files_changed(self, snapshot: Snapshot) -> set[str]:
         """Names of clusters whose named files changed since last seen."""
         state = {
@@ -567,10 +589,26 @@ class GatewayService(ServiceTree):
         """``metrics``: this process's metrics, served at ``metricsAddress``
         too when set; on stop what is pending is recorded."""
         metrics = self.metrics = ProcessMetrics(self.reactor, lambda: self.clusters().keys())
-        metrics.serve(self.settings.metrics_address)
+        page = None
+        if self.settings.metrics_address is not None:
+            page = statuspage.in_process(
+                self.reactor,
+                metrics.collect,
+                self.status_report,
+                lambda: self._state.directory if self._state is not None else None,
+            )
+        metrics.serve(self.settings.metrics_address, page.resource if page else None)
         if self.access is not None and self.access.oidc is not None:
             self.access.oidc.watch(metrics.recorder.oidc_issuer)
-        return metrics.stop
+        if page is None:
+            return metrics.stop
+        page.start()
+
+        def stop() -> None:
+            page.stop()
+            metrics.stop()
+
+        return stop
 
     def _load_clusters(self) -> Teardown:
         """``clusters``: load the clusters directory and watch it (and the

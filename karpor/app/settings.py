@@ -29,7 +29,8 @@ healthProbe (see below)   cluster health probes: ``interval`` (10 s),
 metricsAddress (none)     ``HOST:PORT`` where the supervisor serves
                           ``/metrics`` in plain HTTP without
                           authentication, for a scraper (``[::1]:9090``
-                          for IPv6)
+                          for IPv6), and the fleet status page
+                          (:mod:`karpor.status`)
 upstream   (see below)    the clusters' side: ``responseHeaderTimeout``
                           (60 s): how long a cluster may take to send
                           the response head of a request that is not

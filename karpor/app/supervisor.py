@@ -172,6 +172,8 @@ class Slot(Service):
         self.current: Worker | None = None
         #: deaths in a row of young workers
         self.failures = 0
+        #: workers of the slot that died and were replaced
+        self.restarts = 0
 
     def startService(self) -> None:
         """Open the socket (if not yet open) and start the slot's worker."""
@@ -525,6 +527,7 @@ class Supervisor(ServiceTree):
             return
         # The slot's current worker died: replace it (its socket stays open).
         self._restarts += 1
+        slot.restarts += 1
         if self._metrics is not None:
             self._metrics.worker_restarted()
         young = time.monotonic() - worker.started < self.min_uptime
@@ -561,6 +564,7 @@ class Supervisor(ServiceTree):
                     "generation": w.generation,
                     "state": w.state,
                     "current": w.home is not None and w.home.current is w,
+                    "restarts": w.home.restarts if w.home is not None else 0,
                 }
                 for w in sorted(self._all, key=lambda w: (w.slot, w.generation))
             ],
@@ -570,11 +574,42 @@ class Supervisor(ServiceTree):
             "crashLooping": [slot.index for slot in self._slots if slot.failures > 1],
         }
 
+    def worker_reports(self) -> defer.Deferred[list[str]]:
+        """The status reports of the serving workers (JSON texts,
+        :class:`~karpor.app.control.Report`); a worker that does not answer
+        is left out."""
+        asks = [
+            defer.ensureDeferred(_ask_report(w.control))
+            for w in sorted(self._live(), key=lambda w: (w.slot, w.generation))
+            if w.control is not None and w.state == "ready"
+        ]
+        d: defer.Deferred[Any] = defer.DeferredList(asks, consumeErrors=True)
+        d.addCallback(lambda results: [text for ok, text in results if ok])
+        return d
+
     def _publish(self) -> None:
         text = json.dumps(self.state())
         for worker in self._live():
             if worker.control is not None and worker.state == "ready":
                 worker.control.callRemote(control.State, state=text)
+
+
+#: the most pieces a worker's status report is read in (a bound on its size)
+MAX_REPORT_PIECES = 64
+
+
+async def _ask_report(worker: amp.AMP) -> str:
+    """A worker's whole status report, read piece by piece."""
+    pieces: list[str] = []
+    offset = 0
+    while len(pieces) < MAX_REPORT_PIECES:
+        answer = await worker.callRemote(control.Report, offset=offset)
+        chunk: str = answer["chunk"]
+        pieces.append(chunk)
+        offset += len(chunk)
+        if not chunk or offset >= answer["total"]:
+            break
+    return "".join(pieces)
 
 
 __all__ = ["CONTROL_FD", "LISTEN_FD", "Slot", "Supervisor", "Worker", "describe_exit"]

@@ -57,6 +57,9 @@ class WorkerApp(Protocol):
     def supervisor_state(self, state: dict[str, Any]) -> None:
         """Take the supervisor's latest state (for the health output)."""
 
+    def status_report(self) -> str:
+        """What this worker tells the status page (JSON text, ASCII)."""
+
 
 class WorkerControl(amp.AMP):
     """The worker's end of the control connection."""
@@ -64,6 +67,7 @@ class WorkerControl(amp.AMP):
     def __init__(self, runtime: WorkerRuntime) -> None:
         super().__init__()
         self._runtime = runtime
+        self._report = ""
 
     @control.Drain.responder
     def drain(self, deadline: float, sessions: float | None = None) -> dict[str, Any]:
@@ -76,6 +80,15 @@ class WorkerControl(amp.AMP):
         """The supervisor's state changed."""
         self._runtime.app.supervisor_state(json.loads(state))
         return {}
+
+    @control.Report.responder
+    def report(self, offset: int) -> dict[str, Any]:
+        """A piece of this worker's status report (a fresh one at offset 0)."""
+        if offset <= 0:
+            self._report = self._runtime.app.status_report()
+            offset = 0
+        text = self._report
+        return {"chunk": text[offset : offset + control.REPORT_CHUNK], "total": len(text)}
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """The supervisor is gone: drain and exit."""

@@ -73,6 +73,13 @@ class Exposition:
         self._view = _CurrentView(source, clusters)
         self._before = before
 
+    def collect(self) -> list[Metric]:
+        """The metric families ``/metrics`` renders (for the status page,
+        :mod:`karpor.status.sample`)."""
+        if self._before is not None:
+            self._before()
+        return list(self._view.collect())
+
     def render(self, accept: str = "") -> tuple[bytes, bytes]:
         """``(content type, body)`` for a scraper sending ``accept``."""
         if self._before is not None:

@@ -73,6 +73,11 @@ class ProcessMetrics:
         self.recorder.flush()
         return self._exposition.render(accept)
 
+    def collect(self) -> list[Any]:
+        """The metric families ``/metrics`` renders (for the status page)."""
+        self.recorder.flush()
+        return self._exposition.collect()
+
     def watch_pools(
         self,
         pools: Callable[[], Iterable[SampledPool]],
@@ -83,13 +88,14 @@ class ProcessMetrics:
         self._sampler = PoolSampler(self.recorder, pools, self._reactor, inflight=inflight)
         self._sampler.start()
 
-    def serve(self, address: str | None) -> None:
+    def serve(self, address: str | None, pages: Any = None) -> None:
         """Serve ``/metrics`` in plain HTTP at ``address`` too (``metricsAddress``
-        with ``workers: 0``; ``None``: not)."""
+        with ``workers: 0``; ``None``: not), and ``pages`` (a ``twisted.web``
+        resource: the status page) at its other paths."""
         if address is not None:
             from karpor.metrics import listener  # noqa: PLC0415 - twisted.web, only when asked
 
-            self._port = listener.listen(self._reactor, address, self.render)
+            self._port = listener.listen(self._reactor, address, self.render, pages)
 
     def _sample(self) -> None:
         if self._sampler is not None:

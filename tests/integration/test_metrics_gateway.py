@@ -14,7 +14,7 @@ simulated clusters (their own ``karpor sim``, with its access log on).
   ``audit-ID`` it received, as kube-apiserver's httplog does);
 - a killed worker is counted as a restart and its in-flight gauges go, its
   counts stay;
-- with ``--workers 0`` the gateway serves its own metrics.
+- with ``--workers 0`` the gateway serves its own metrics (and its status page).
 """
 
 from __future__ import annotations
@@ -415,5 +415,21 @@ def test_in_process_mode_serves_its_own_metrics(setup: Setup, tmp_path: Path) ->
         )
         assert value(samples, "karpor_cluster_healthy", cluster="sim-2") == 1
         assert not any(name == "karpor_worker_restarts_total" for name, _ in samples)
+
+        # the status page of the gateway in this process (issue 22)
+        def status() -> dict[str, Any] | None:
+            plain = http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=30)
+            try:
+                plain.request("GET", "/status.json")
+                doc: dict[str, Any] = json.loads(plain.getresponse().read())
+            finally:
+                plain.close()
+            healthy = {c["name"] for c in doc["clusters"] if c["health"] == "healthy"}
+            return doc if "sim-2" in healthy else None
+
+        doc = wait_for(status, DEADLINE, "sim-2 healthy on the status page", step=0.5)
+        assert doc is not None
+        assert doc["gateway"]["mode"] == "single"
+        assert [w["pid"] for w in doc["gateway"]["workers"]] == [gateway.pid]
     finally:
         gateway.stop()

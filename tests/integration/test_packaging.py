@@ -1,4 +1,5 @@
-"""The built wheel carries the twistd plugin, and twistd lists it."""
+"""The built wheel carries the twistd plugin (and the status page's script
+and stylesheet), and twistd lists it."""
 
 import subprocess
 import sys
@@ -20,6 +21,8 @@ def test_wheel_contains_the_twistd_plugin(tmp_path):
     assert "twisted/__init__.py" not in names
     assert "twisted/plugins/__init__.py" not in names
     assert "karpor/app/service.py" in names
+    assert "karpor/status/static/status.js" in names
+    assert "karpor/status/static/status.css" in names
 
 
 def test_twistd_lists_karpor(tmp_path):

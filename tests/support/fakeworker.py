@@ -90,6 +90,9 @@ class FakeApp:
     def supervisor_state(self, state: dict[str, Any]) -> None:
         self.state = state
 
+    def status_report(self) -> str:
+        return '{"clusters":[],"generation":0,"problems":[]}'
+
 
 def main() -> None:
 
