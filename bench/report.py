@@ -84,18 +84,23 @@ def sections(karpor: str) -> list[Section]:
         Section(
             "latency-py",
             "1b. Latency at concurrency 1, one Python client",
-            "Sequential GETs on one keep-alive connection from the bench's own Python "
-            "client (the same client for every peer; karpor reached with a client "
-            "certificate, which wrk cannot present; `karpor-1-oidc` with an OpenID ID token, "
-            "on the same gateway). Slower than wrk by the client's own cost: compare the "
-            "ratios, not the figures with table 1. CPU µs/req: the peer's process tree "
-            "while the measured requests ran, so a cached ID token and a client "
-            "certificate compare side by side.",
+            "Sequential GETs on one keep-alive connection per row from the bench's own "
+            "Python client (the same client for every peer; karpor reached with a client "
+            "certificate, which wrk cannot present; `karpor-1-token` with the token file's "
+            "static token and `karpor-1-oidc` with an OpenID ID token, on the same gateway). "
+            "The rows take turns by 200 requests, the order rotated each round, so that the "
+            "shared machine's changes of speed fall on every row alike. Slower than wrk by "
+            "the client's own cost: compare the ratios, not the figures with table 1. CPU "
+            "µs/req: the peer's process tree while the row's measured requests ran, so a "
+            "cached ID token, a static token and a client certificate compare side by side. "
+            "new conns: connections opened during the measured requests (0: the warm-up's "
+            "connection served them all, no TLS handshake among them).",
             (
                 Column("p50", "p50 ms", ms),
                 Column("p90", "p90 ms", ms),
                 Column("p99", "p99 ms", ms),
                 Column("p99.9", "p99.9 ms", ms),
+                Column("connections", "new conns", "{:.0f}"),
                 Column("cpu_us", "CPU µs/req", us),
             ),
             (

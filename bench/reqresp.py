@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import http.client
+import ssl
 import statistics
 import time
 from collections.abc import Sequence
@@ -145,55 +146,141 @@ def worker_rows(results: Results, peers: Sequence[Peer]) -> None:
             results.add(Row(WORKERS, peer.key, peer.label, row.params, dict(row.values), row.note))
 
 
-def python_latency(results: Results, peers: Sequence[Peer], requests: int) -> None:
-    """Workload 1 again with one Python client: sequential GETs on one keep-alive connection.
+class _Client:
+    """One keep-alive connection of the Python client to one peer, one way
+    of authenticating, and what its measured requests cost."""
 
-    The same client for every peer, so its own cost cancels in the ratios;
-    karpor is reached with the bench user's client certificate, which wrk
-    cannot present (the OIDC peer with its ID token), so the peer's CPU time
-    per request (its process tree's, while the measured requests ran)
-    compares the ways of authenticating side by side.
-    """
+    def __init__(
+        self, peer: Peer, key: str, label: str, context: ssl.SSLContext | None, token: str | None
+    ) -> None:
+        self.peer = peer
+        self.key = key
+        self.label = label
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        #: connections opened (http.client opens a new one when the peer closed the last)
+        self.connections = 0
+        self.samples: list[float] = []
+        self.cpu_s = 0.0
+        self.note = ""
+        self.conn: http.client.HTTPConnection
+        if context is None:
+            self.conn = http.client.HTTPConnection(LOOPBACK, peer.port, timeout=10)
+        else:
+            self.conn = http.client.HTTPSConnection(
+                LOOPBACK, peer.port, timeout=10, context=context
+            )
+        connect = self.conn.connect
+
+        def counted() -> None:
+            self.connections += 1
+            connect()
+
+        self.conn.connect = counted  # type: ignore[method-assign]
+
+    def get(self, requests: int, measured: bool) -> None:
+        """``requests`` sequential GETs; timed (and their CPU counted) when ``measured``."""
+        root = self.peer.proc.pid if self.peer.proc is not None else None
+        before = tree_cpu_seconds(root) if measured and root is not None else 0.0
+        try:
+            for _ in range(requests):
+                started = time.perf_counter()
+                self.conn.request("GET", self.peer.path, headers=self.headers)
+                response = self.conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    self.note = f"not measured: answered {response.status}"
+                    return
+                if measured:
+                    self.samples.append(time.perf_counter() - started)
+        except OSError as exc:
+            self.note = f"not measured: {exc}"
+        finally:
+            if measured and root is not None:
+                self.cpu_s += tree_cpu_seconds(root) - before
+
+
+def _clients(peers: Sequence[Peer]) -> list[_Client]:
+    """The Python client's ways to every peer: karpor with its client
+    certificate and (``karpor-1``) also with the static token of the token
+    file, the OIDC peer with its ID token, the others as wrk reaches them."""
+    clients: list[_Client] = []
     for peer in peers:
         if not peer.port:
             continue
-        context = peer.cert_context or peer.context
-        headers = {} if peer.cert_context is not None else peer.headers()
-        conn: http.client.HTTPConnection
-        if context is None:
-            conn = http.client.HTTPConnection(LOOPBACK, peer.port, timeout=10)
+        if peer.cert_context is not None:
+            clients.append(
+                _Client(
+                    peer, peer.key, peer.label + " (client certificate)", peer.cert_context, None
+                )
+            )
+            if peer.key == "karpor-1" and peer.token:
+                clients.append(
+                    _Client(
+                        peer,
+                        peer.key + STATIC_TOKEN,
+                        peer.label + " (static token)",
+                        peer.context,
+                        peer.token,
+                    )
+                )
         else:
-            conn = http.client.HTTPSConnection(LOOPBACK, peer.port, timeout=10, context=context)
-        samples: list[float] = []
-        note = ""
-        root = peer.proc.pid if peer.proc is not None else None
-        cpu_before = 0.0
-        try:
-            for i in range(requests + requests // 10):
-                if i == requests // 10 and root is not None:
-                    cpu_before = tree_cpu_seconds(root)
-                started = time.perf_counter()
-                conn.request("GET", peer.path, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                if response.status != 200:
-                    note = f"not measured: answered {response.status}"
-                    break
-                if i >= requests // 10:  # the first tenth warms up
-                    samples.append(time.perf_counter() - started)
-        except OSError as exc:
-            note = f"not measured: {exc}"
-        finally:
-            conn.close()
+            clients.append(_Client(peer, peer.key, peer.label, peer.context, peer.token))
+    return clients
+
+
+#: the key suffix of karpor-1 reached by the Python client with the static token
+STATIC_TOKEN = "-token"
+
+
+def python_latency(
+    results: Results, peers: Sequence[Peer], requests: int, chunk: int = 200
+) -> None:
+    """Workload 1 again with one Python client: sequential GETs, one keep-alive
+    connection per peer and way of authenticating.
+
+    The same client for every peer, so its own cost cancels in the ratios;
+    karpor is reached with the bench user's client certificate, which wrk
+    cannot present, and ``karpor-1`` also with the token file's static
+    token (the OIDC peer with its ID token, on the same gateway), so the
+    peer's CPU time per request (its process tree's, while the measured
+    requests ran) compares the ways of authenticating side by side.  The
+    peers take turns by ``chunk`` requests (the order rotated each round),
+    so that a shared machine's changes of speed fall on every peer alike;
+    ``connections`` counts the connections opened for the measured
+    requests (0: the warm-up's one served them all).
+    """
+    clients = _clients(peers)
+    for client in clients:
+        client.get(max(1, requests // 10), measured=False)  # warm-up, and the connection
+        client.connections = 0
+    chunk = max(1, min(chunk, requests))
+    rounds = max(1, requests // chunk)
+    for r in range(rounds):
+        turn = clients[r % len(clients) :] + clients[: r % len(clients)] if clients else []
+        for client in turn:
+            if not client.note:
+                client.get(chunk, measured=True)
+    for client in clients:
+        client.conn.close()
+        samples = sorted(client.samples)
         values: dict[str, float] = {}
-        if samples and not note and root is not None:
-            values["cpu_us"] = (tree_cpu_seconds(root) - cpu_before) / len(samples) * 1e6
-        if samples and not note:
-            samples.sort()
+        if samples and not client.note:
+            if client.peer.proc is not None:
+                values["cpu_us"] = client.cpu_s / len(samples) * 1e6
             for q in (50.0, 90.0, 99.0, 99.9):
                 index = min(len(samples) - 1, int(len(samples) * q / 100))
                 values[f"p{q:g}"] = samples[index] * 1000
             values["rps"] = len(samples) / sum(samples)
-        label = peer.label + (" (client certificate)" if peer.cert_context is not None else "")
-        results.add(Row(LATENCY_PY, peer.key, label, "c=1", values, note))
-        print(f"  {label:32} python c=1 " + (f"p50 {values['p50']:.2f} ms" if values else note))
+            values["connections"] = float(client.connections)
+        results.add(Row(LATENCY_PY, client.key, client.label, "c=1", values, client.note))
+        print(
+            f"  {client.label:32} python c=1 "
+            + (
+                f"p50 {values['p50']:.2f} ms"
+                + (f"  CPU {values['cpu_us']:6.0f} µs/req" if "cpu_us" in values else "")
+                + f"  {client.connections} new connection(s)"
+                if values
+                else client.note
+            ),
+            flush=True,
+        )

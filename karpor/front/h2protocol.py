@@ -24,8 +24,10 @@ upstream holds at most one stream window.
 Upgrades stay on HTTP/1.1: a request for exec, attach or port-forward over
 HTTP/2 is answered ``400`` (:func:`~karpor.http.h2server.upgrade_refusal`).
 
-Bounds: ``clientConnections.maxConcurrentStreams`` streams per connection,
-``maxHeaderBytes`` per header block, the idle timeout of a connection with
+Bounds: ``clientConnections.maxConcurrentStreams`` streams per connection
+(one more is refused, ``REFUSED_STREAM``), ``maxHeaderBytes`` per header
+list (a larger one is a ``431`` on its stream; see
+:mod:`karpor.http.h2server`), the idle timeout of a connection with
 no stream (the worker's sweep, :mod:`karpor.http.bounds`), the own API's
 body limit.  Draining sends ``GOAWAY`` (race-free, see
 :mod:`karpor.http.h2server`): streams already started finish, new ones go

@@ -65,7 +65,11 @@ worker closes new connections at accept.  What the parser refuses is
 answered with a ``Status`` before the close: a transfer coding other than
 ``chunked`` 501, an HTTP version other than 1.0 and 1.1 400 or 505, a
 broken head or chunked body 400 (a body broken after its response began
-drops the connection).
+drops the connection).  The close after a refused head lingers
+(:class:`~karpor.http.bounds.Linger`): write side shut down, what the
+client still sends read and dropped (up to ``maxHeaderBytes``, at least
+256 KiB) for up to half a second, so that its
+answer is not lost to a reset.
 """
 
 from __future__ import annotations
@@ -105,8 +109,10 @@ from karpor.http.bounds import (
     CLOSING,
     HANDSHAKE,
     HEAD,
+    LINGER_SECONDS,
     ClientConnectionSettings,
     ConnectionCap,
+    Linger,
     head_timed_out,
     phase_limits,
     sweep_interval,
@@ -213,6 +219,8 @@ class GatewayProtocol(Protocol):
         self._splice: Splice | AgentLink | None = None
         self.responder: Responder | None = None
         self._idle_timer: IDelayedCall | None = None
+        #: what the close after a refused request head may still drop
+        self._linger: Linger | None = None
         #: the cluster the request in progress goes to (its streams end if it is removed)
         self.cluster_name: str | None = None
         #: the cluster the connection's TLS server name names (host routing;
@@ -257,9 +265,12 @@ class GatewayProtocol(Protocol):
         a handshake is aborted; a request head that began gets a ``408``
         and the connection closes; an idle connection (or one that sent
         nothing) closes silently, as Go closes it; one that was closing is
-        aborted (its client does not take the last bytes)."""
+        aborted (its client does not take the last bytes), once a lingering
+        close (:meth:`_close_lingering`) ended."""
         conn = self.conn
         phase = conn.phase
+        if self._linger is not None and self._idle_timer is not None:
+            return  # a lingering close: its own timer ends it first
         if phase in (HANDSHAKE, CLOSING):
             conn.phase = BUSY  # aborted: never again
             self.transport.abortConnection()  # type: ignore[union-attr]
@@ -316,6 +327,8 @@ class GatewayProtocol(Protocol):
         client is gone, as if it had closed."""
         if self._splice is not None:
             self._splice.client_eof()
+        elif self._linger is not None:
+            self.transport.loseConnection()  # type: ignore[union-attr]  # the answer goes first
         elif not self.disconnected:
             self.transport.abortConnection()  # type: ignore[union-attr]
 
@@ -331,6 +344,9 @@ class GatewayProtocol(Protocol):
             splice.client_data(data)
             return
         conn.receive_data(data, self._factory.now)
+        if conn.closing:
+            self._discarded(len(data))
+            return
         if conn.holding:
             self._pause(_HELD)
         if conn.events:
@@ -395,6 +411,41 @@ class GatewayProtocol(Protocol):
     def _close(self) -> None:
         # aborted if its last bytes are not taken within a handshake timeout
         if self.conn.close(self._factory.now):
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _close_lingering(self) -> None:
+        """Close after a refused request head as Go's ``closeWriteAndWait``
+        does (:class:`~karpor.http.bounds.Linger`): the sending side shut
+        down once the answer is out (``close_notify`` over TLS; the fallback
+        TLS of Twisted cannot half-close and only lingers), then what the
+        client still sends is dropped until it stops, the budget is spent or
+        :data:`~karpor.http.bounds.LINGER_SECONDS` passed."""
+        if not self.conn.close(self._factory.now):
+            return
+        self._linger = Linger(self.conn.max_header_bytes)
+        transport: Any = self.transport
+        if self._pauses:
+            self._pauses.clear()
+            transport.resumeProducing()
+        half_close = getattr(transport, "loseWriteConnection", None)
+        if half_close is not None:
+            half_close()
+        timer = self._idle_timer
+        if timer is not None and timer.active():
+            timer.cancel()
+        clock: Any = self._factory.clock()
+        self._idle_timer = clock.callLater(LINGER_SECONDS, self._linger_ended)
+
+    def _discarded(self, size: int) -> None:
+        """``size`` bytes arrived after the close began: dropped, and the
+        lingering close (if it is one) ends once its budget is spent."""
+        linger = self._linger
+        if linger is not None and not linger.discard(size):
+            self._linger_ended()
+
+    def _linger_ended(self) -> None:
+        self._idle_timer = None
+        if not self.disconnected:
             self.transport.loseConnection()  # type: ignore[union-attr]
 
     # -- requests -----------------------------------------------------------------
@@ -479,7 +530,10 @@ class GatewayProtocol(Protocol):
         self.cluster_name = None
         conn = self.conn
         if conn.end_response(close, self._factory.now):
-            self._close()
+            if conn.refused_head:
+                self._close_lingering()
+            else:
+                self._close()
             return
         # what was held (the next pipelined request, or the bytes after an
         # upgrade request answered without switching) is handled now

@@ -19,6 +19,16 @@ in one :data:`PHASES` phase, noted with the time it entered it:
   for it are gone (aborted after another ``handshakeTimeout``: a client
   that does not read cannot hold the connection either).
 
+A connection closed after refusing a request head (431, 414, 400, 501,
+505: the client may still be sending it) lingers as Go's
+``closeWriteAndWait`` does: its sending side is shut down once the answer
+is out (``close_notify`` over TLS), and what the client still sends is
+read and dropped (:class:`Linger`: at most another ``maxHeaderBytes``,
+or :data:`LINGER_BYTES` when that is more) for up to
+:data:`LINGER_SECONDS` before the close, so that the close does
+not meet unread bytes and reset the connection under an answer the client
+has not read yet.
+
 No timer runs per connection: each worker sweeps its connections every
 :func:`sweep_interval` seconds (:func:`phase_limits` gives the elapsed time
 past which each phase has expired, one sweep's coarseness included, so a
@@ -59,6 +69,13 @@ IDLE = 3
 #: when still open after another ``handshakeTimeout``
 CLOSING = 4
 PHASES = (HANDSHAKE, HEAD, BUSY, IDLE, CLOSING)
+
+#: how long a connection closing after a refused request head still reads
+#: (and drops) what its client sends (Go's ``rstAvoidanceDelay``)
+LINGER_SECONDS = 0.5
+#: the least it drops meanwhile before it closes at once (Go's
+#: ``maxPostHandlerReadBytes``, what its server reads of a body left unread)
+LINGER_BYTES = 256 << 10
 
 #: a request line whose URL is this close to ``maxHeaderBytes`` when the
 #: head outgrows it was too long by its URL alone (the method, blanks and
@@ -183,6 +200,25 @@ def parser_error(message: str) -> ApiError:
     return ApiError(
         400, f"malformed HTTP request: {message}" if message else "malformed HTTP request"
     )
+
+
+class Linger:
+    """What a connection closing after a refused request head may still
+    read and drop (see the module docstring): ``max_bytes`` (the
+    connection's ``maxHeaderBytes``, at least :data:`LINGER_BYTES`), then
+    it closes at once; the time limit, :data:`LINGER_SECONDS`, is its
+    caller's timer."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, max_header_bytes: int) -> None:
+        #: bytes it may still drop
+        self.left = max(max_header_bytes, LINGER_BYTES)
+
+    def discard(self, size: int) -> bool:
+        """``size`` more bytes were read and dropped; whether to read on."""
+        self.left -= size
+        return self.left > 0
 
 
 class ConnectionCap:

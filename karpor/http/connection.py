@@ -197,6 +197,10 @@ class FrontConnection:
         self.holding = False
         #: nothing more is parsed (a protocol error, or the caller's word)
         self.failed = False
+        #: a request head was refused (a 431, 414, 400, 501 or 505 answers
+        #: it): the close after its answer lingers
+        #: (:class:`~karpor.http.bounds.Linger`), the client may still be sending
+        self.refused_head = False
         self.closing = False
         #: the worker drains: the last response says ``Connection: close``
         self.draining = False
@@ -343,6 +347,7 @@ class FrontConnection:
         """A request cannot be read on from: its error is an event, in turn."""
         self.failed = True
         in_body = self.in_message and self._delivered
+        self.refused_head = not in_body
         error = ProtocolError(refusal, self._url, in_body)
         if self._queue is not None:
             self._queue.append(error)

@@ -18,11 +18,17 @@ into the front's (:data:`Event`), in order:
 * :class:`ConnectionDone`: the connection is over (a protocol error: its
   ``GOAWAY`` is queued; or the client's ``GOAWAY``).
 
-Bounds, as on HTTP/1.1: ``SETTINGS_MAX_CONCURRENT_STREAMS`` is
-``max_streams`` (enforced by ``h2``: a client opening more is a connection
-error); ``SETTINGS_MAX_HEADER_LIST_SIZE`` and the HPACK decoder's limit are
-``max_header_bytes`` (a larger header block is a connection error,
-``ENHANCE_YOUR_CALM``).  Request bodies are flow-controlled: bytes are
+Bounds, as on HTTP/1.1, refusing the one stream past them as Go and
+kube-apiserver do, not the connection: ``SETTINGS_MAX_CONCURRENT_STREAMS``
+is ``max_streams``, and a stream a client opens past it is reset
+(``RST_STREAM`` ``REFUSED_STREAM``: never processed, the client may retry
+it); ``SETTINGS_MAX_HEADER_LIST_SIZE`` is ``max_header_bytes``, and a
+request whose header list is larger (counted as HTTP/2 counts it, 32 bytes
+a field beside its name and value) is answered ``431`` on its stream.  The
+header block is still decoded (the HPACK state the connection shares must
+stay whole), up to :data:`HEADER_LIST_HARD_FACTOR` times
+``max_header_bytes``: a larger one is a connection error
+(``ENHANCE_YOUR_CALM``), so memory stays bounded.  Request bodies are flow-controlled: bytes are
 acknowledged (``WINDOW_UPDATE``) only as the caller hands them on
 (:meth:`~H2FrontConnection.acknowledge`), so a stream the caller paused
 holds at most one stream window (64 KiB) of its client.
@@ -53,6 +59,8 @@ The connection's timeout phase (:mod:`karpor.http.bounds`) is kept in
 from __future__ import annotations
 
 import contextlib
+from itertools import chain
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -76,6 +84,9 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 _MAX_STREAM_ID = 2**31 - 1
 #: the opaque data of the drain's ``PING``
 DRAIN_PING = b"karpor\x00\x01"
+#: a header list up to this many times ``max_header_bytes`` is refused on
+#: its stream (431); a larger one ends the connection (the HPACK decoder's limit)
+HEADER_LIST_HARD_FACTOR = 2
 _NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 _REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
 _CANCEL = h2.errors.ErrorCodes.CANCEL
@@ -214,6 +225,59 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool = True) -> Requ
     return RequestHead(method, target, plain, True, True, False)
 
 
+def header_list_size(headers: list[tuple[bytes, bytes]]) -> int:
+    """The size of a header list as ``SETTINGS_MAX_HEADER_LIST_SIZE``
+    counts it: each field's name and value, and 32 bytes for each."""
+    return sum(map(len, chain.from_iterable(headers))) + 32 * len(headers)
+
+
+def header_list_too_large(max_header_bytes: int) -> ApiError:
+    """The ``431`` for a request whose header list is over ``max_header_bytes``."""
+    return ApiError(
+        431,
+        f"the request header fields are too large (limited to {max_header_bytes} bytes)",
+        "RequestEntityTooLarge",
+    )
+
+
+class _RefusingConnection(h2.connection.H2Connection):
+    """``h2``'s server connection refusing a stream past
+    ``SETTINGS_MAX_CONCURRENT_STREAMS`` with ``RST_STREAM``
+    ``REFUSED_STREAM`` instead of ending the connection (``h2`` raises a
+    connection error): the stream is taken as any other (its header block
+    decoded, so the HPACK state stays whole; its id counted), then reset
+    at once, and nothing of it is told to the caller.  Relies on
+    ``H2Connection._receive_headers_frame`` checking the count of open
+    streams through :attr:`open_inbound_streams` (``h2`` 4)."""
+
+    def __init__(self, config: h2.config.H2Configuration, max_streams: int) -> None:
+        super().__init__(config=config)
+        self.max_streams = max_streams
+        #: while a stream past the limit is taken: no stream counts as open
+        self._taking = False
+
+    @property
+    def open_inbound_streams(self) -> int:
+        """The client's open streams (none while one past the limit is taken)."""
+        if self._taking:
+            return 0
+        count: int = super().open_inbound_streams
+        return count
+
+    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        stream_id = frame.stream_id
+        if stream_id in self.streams or super().open_inbound_streams < self.max_streams:
+            result: tuple[list[Any], list[Any]] = super()._receive_headers_frame(frame)
+            return result
+        self._taking = True
+        try:
+            frames, events = super()._receive_headers_frame(frame)
+        finally:
+            self._taking = False
+        self.reset_stream(stream_id, _REFUSED)
+        return frames, [e for e in events if getattr(e, "stream_id", None) != stream_id]
+
+
 class _Out:
     """Response bytes waiting for the client's window on one stream."""
 
@@ -231,7 +295,7 @@ class H2FrontConnection:
         self, max_streams: int = DEFAULT_MAX_STREAMS, max_header_bytes: int = 1 << 20
     ) -> None:
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        conn = self.h2 = h2.connection.H2Connection(config=config)
+        conn = self.h2 = _RefusingConnection(config, max_streams)
         conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -239,8 +303,9 @@ class H2FrontConnection:
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_bytes,
             },
         )
-        conn.decoder.max_header_list_size = max_header_bytes
+        conn.decoder.max_header_list_size = max_header_bytes * HEADER_LIST_HARD_FACTOR
         self.max_streams = max_streams
+        self.max_header_bytes = max_header_bytes
         self._out: dict[int, _Out] = {}
         #: streams whose request arrived and whose response is not over
         self.open: set[int] = set()
@@ -319,13 +384,18 @@ class H2FrontConnection:
             # opened after the last GOAWAY: never processed, retried elsewhere
             self.reset(stream_id, _REFUSED)
             return
-        head = request_head(list(event.headers or []), ended)
+        fields = list(event.headers or [])
+        head = request_head(fields, ended)
         self.last_stream = max(self.last_stream, stream_id)
         if not self.open:
             self.phase = BUSY
             self.since = self.now
         self.open.add(stream_id)
-        out.append(StreamRequest(stream_id, head, ended, request_refusal(head)))
+        if header_list_size(fields) > self.max_header_bytes:
+            refusal: ApiError | None = header_list_too_large(self.max_header_bytes)
+        else:
+            refusal = request_refusal(head)
+        out.append(StreamRequest(stream_id, head, ended, refusal))
 
     def _gone(self, stream_id: int, out: list[Event]) -> None:
         if stream_id in self.open:

@@ -5,7 +5,8 @@ library sends).
 The gateway (one worker) runs with small ``clientConnections`` values
 (a 64 KiB head, 0.5 s timeouts) and an audit log:
 
-* an oversized head is a 431 (414 for the URL) ``Status``, then the close;
+* an oversized head is a 431 (414 for the URL) ``Status``, then the close
+  (lingering: a client still sending gets the answer, not a reset);
   a huge header is cut off, not read; the audit log keeps a bounded URL;
 * a partial ClientHello, half a head and an idle keep-alive connection are
   closed after their timeouts (half a head with a 408); a watch outlives
@@ -18,6 +19,7 @@ The gateway (one worker) runs with small ``clientConnections`` values
 from __future__ import annotations
 
 import json
+import select
 import shutil
 import socket
 import ssl
@@ -129,6 +131,23 @@ def test_an_oversized_header_is_431_then_the_connection_closes(gw: Bounded) -> N
 def test_an_oversized_url_is_414(gw: Bounded) -> None:
     code, _ = refused(gw, b"GET /healthz?" + b"q" * (2 * LIMIT) + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     assert code == 414
+
+
+def test_a_client_still_sending_after_its_head_was_refused_gets_the_answer(gw: Bounded) -> None:
+    # the gateway answers once the head is over the limit; the client sends
+    # on after the answer arrived (before reading it), as a client sending
+    # a long URL does: a closed socket meeting those bytes resets the
+    # connection, and the client's next write fails before it reads
+    with gw.tls() as sock:
+        sock.sendall(b"GET /healthz?" + b"q" * (LIMIT + 4096))
+        readable, _, _ = select.select([sock], [], [], 10)
+        assert readable
+        sock.sendall(b"q" * 32768)
+        time.sleep(0.02)  # a reset, if any, is back by now (loopback)
+        sock.sendall(b"q" * 32768 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        response, closed = read_until_closed(sock)
+    assert closed and response
+    assert status_of(response)[0] == 414
 
 
 def test_a_huge_header_is_cut_off_not_read(gw: Bounded) -> None:

@@ -36,6 +36,8 @@ from karpor.http.bounds import (
     HANDSHAKE,
     HEAD,
     IDLE,
+    LINGER_BYTES,
+    LINGER_SECONDS,
     ClientConnectionSettings,
     ConnectionCap,
     head_too_large,
@@ -77,6 +79,25 @@ class Api:
         responder.respond(200, [(b"Content-Type", b"text/plain")], b"ok")
 
 
+class HalfClosable(StringTransport):
+    """A client transport that can shut down its sending side, as TCP and TLS can."""
+
+    write_closed = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
+def lingers_then_closes(w: World, client: HalfClosable) -> bool:
+    """The close after a refused request head: the sending side shut down
+    at once, what follows dropped, the connection closed
+    :data:`LINGER_SECONDS` later."""
+    if client.disconnecting or not client.write_closed:
+        return False
+    w.clock.advance(LINGER_SECONDS)
+    return bool(client.disconnecting)
+
+
 class World:
     def __init__(self, connections: ClientConnectionSettings = SMALL, tls: bool = False) -> None:
         self.clock = MemoryReactorClock()
@@ -92,10 +113,10 @@ class World:
         )
         self.tls = tls
 
-    def connect(self) -> tuple[StringTransport, GatewayProtocol]:
+    def connect(self) -> tuple[HalfClosable, GatewayProtocol]:
         proto = self.factory.buildProtocol(None)
         assert proto is not None
-        client = StringTransport(lenient=True)
+        client = HalfClosable(lenient=True)
         if self.tls:
             alsoProvides(client, ISSLTransport)
         proto.makeConnection(client)
@@ -239,13 +260,18 @@ def big_header_request(size: int) -> bytes:
 def test_a_head_over_the_limit_is_431_and_closes_whatever_the_reads(piece: int) -> None:
     w = World()
     client, proto = w.connect()
-    data = big_header_request(4 * LIMIT)
+    data = big_header_request(2 * LIMIT)
     fed = 0
+    answered_at = 0
     while fed < len(data) and not client.disconnecting:
         proto.dataReceived(data[fed : fed + piece])
-        fed += piece
-    assert client.disconnecting
-    assert fed <= LIMIT + piece  # nothing past the limit was read on
+        fed = min(len(data), fed + piece)
+        if client.value() and not answered_at:
+            answered_at = fed
+    assert 0 < answered_at <= LIMIT + piece  # nothing past the limit was parsed
+    # what came after the answer was dropped (less than the linger's budget)
+    assert fed == len(data) < answered_at + LINGER_BYTES
+    assert lingers_then_closes(w, client)
     code, status, headers = only_status(client)
     assert code == 431 and headers[b"connection"] == b"close"
     assert str(LIMIT) in status["message"]
@@ -256,7 +282,53 @@ def test_a_url_over_the_limit_is_414() -> None:
     client, proto = w.connect()
     proto.dataReceived(b"GET /" + b"u" * (2 * LIMIT) + b" HTTP/1.1\r\n\r\n")
     code, _, _ = only_status(client)
-    assert code == 414 and client.disconnecting
+    assert code == 414 and lingers_then_closes(w, client)
+
+
+def test_a_refused_head_lingers_dropping_what_follows_then_closes() -> None:
+    w = World()
+    client, proto = w.connect()
+    proto.dataReceived(big_header_request(2 * LIMIT)[: LIMIT + 100])
+    answer = client.value()
+    assert only_status(client)[0] == 431
+    # the answer is out and the sending side shut down, the reading goes on
+    assert client.write_closed and not client.disconnecting
+    proto.dataReceived(b"a" * 1000 + b"\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n")
+    assert client.value() == answer and not w.endpoint.attempts  # dropped, not parsed
+    w.clock.advance(LINGER_SECONDS * 0.9)
+    assert not client.disconnecting
+    w.clock.advance(LINGER_SECONDS * 0.2)
+    assert client.disconnecting
+
+
+def test_a_lingering_close_ends_when_its_budget_is_spent() -> None:
+    w = World()
+    client, proto = w.connect()
+    proto.dataReceived(big_header_request(2 * LIMIT)[: LIMIT + 100])
+    assert client.write_closed and not client.disconnecting
+    proto.dataReceived(b"a" * (LINGER_BYTES - 1))  # LIMIT is less: LINGER_BYTES are dropped
+    assert not client.disconnecting
+    proto.dataReceived(b"a")  # the budget spent: no more
+    assert client.disconnecting
+
+
+def test_a_lingering_close_ends_when_the_client_stops_sending() -> None:
+    w = World()
+    client, proto = w.connect()
+    proto.dataReceived(b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n")
+    assert client.write_closed and not client.disconnecting
+    proto.readConnectionLost()  # an orderly close, not an abort: the answer goes first
+    assert client.disconnecting and not getattr(client, "disconnected", False)
+
+
+def test_a_lingering_close_whose_client_reads_nothing_is_aborted_after_it() -> None:
+    w = World()
+    client, proto = w.connect()
+    proto.dataReceived(b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n")
+    w.clock.advance(LINGER_SECONDS)
+    assert client.disconnecting and not getattr(client, "disconnected", False)
+    w.clock.pump([TICK] * 8)  # the closing phase's timeout, as for any close
+    assert getattr(client, "disconnected", False)
 
 
 def test_a_head_just_under_the_limit_and_a_larger_body_pass() -> None:
@@ -287,7 +359,7 @@ def test_a_pipelined_head_over_the_limit_is_answered_in_turn() -> None:
     up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     [(first, _, body), (second, headers, _)] = responses(client.value())
     assert (first, body, second) == (200, b"ok", 431)
-    assert headers[b"connection"] == b"close" and client.disconnecting
+    assert headers[b"connection"] == b"close" and lingers_then_closes(w, client)
 
 
 def test_the_audit_log_keeps_a_bounded_prefix_of_a_url() -> None:
@@ -438,7 +510,7 @@ def test_an_unknown_transfer_coding_is_501_and_nothing_goes_upstream(
     )
     proto.dataReceived(after_head)
     code, _, headers = only_status(client)
-    assert code == 501 and headers[b"connection"] == b"close" and client.disconnecting
+    assert code == 501 and headers[b"connection"] == b"close" and lingers_then_closes(w, client)
     assert not w.endpoint.attempts
 
 
@@ -488,7 +560,7 @@ def test_other_http_versions_are_refused(request_line: bytes, code: int) -> None
     client, proto = w.connect()
     proto.dataReceived(request_line)
     got, _, headers = only_status(client)
-    assert got == code and headers[b"connection"] == b"close" and client.disconnecting
+    assert got == code and headers[b"connection"] == b"close" and lingers_then_closes(w, client)
 
 
 def test_connection_naming_content_length_keeps_the_body() -> None:

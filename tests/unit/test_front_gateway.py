@@ -29,6 +29,7 @@ from karpor.config.model import Cluster, ExecCredential, TokenCredential
 from karpor.front.protocol import DRAIN_IDLE_GRACE, GatewayFactory, GatewayProtocol
 from karpor.front.responder import Responder as FrontResponder
 from karpor.gatewayapi.request import ApiRequest, Responder
+from karpor.http.bounds import LINGER_SECONDS
 from karpor.metrics.gateway import GatewayMetrics
 from karpor.upstream.execcredential import ExecCredentialCache, ProcessResult
 from karpor.upstream.http1 import DedicatedConnection, UpstreamConnection
@@ -621,6 +622,7 @@ def test_malformed_request_is_400_and_closes() -> None:
     h.send(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
     code, headers, _ = h.responses()[0]
     assert code == 400 and header(headers, b"Connection") == b"close"
+    h.clock.advance(LINGER_SECONDS)  # the close lingers for what the client still sends
     assert h.client.disconnecting
 
 

@@ -13,7 +13,9 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
+import h2.settings
 import pytest
 from hyperframe.frame import Frame, GoAwayFrame
 from OpenSSL import SSL
@@ -294,3 +296,41 @@ def test_a_blocked_stream_pauses_its_own_producer_only() -> None:
     client.exchange()
     assert client.response(slow_id) == (200, b"x" * 70_000)
     assert not proto.streams
+
+
+def test_a_stream_past_the_limit_or_with_too_many_headers_is_refused_alone() -> None:
+    world = World(dataclasses.replace(SMALL, max_header_bytes=8192))
+    world.factory.api = Held()
+    transport, proto = world.connect()
+    client = Client(transport, proto)
+    held = [client.get(b"/held/%d" % i) for i in range(9)]  # SMALL's limit
+    # a client ignoring the announced limit (h2 itself respects it: force it)
+    client.h2.remote_settings = h2.settings.Settings(
+        client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100}
+    )
+    extra = client.get(b"/one-too-many")
+    [reset] = [e for e in client.events if isinstance(e, h2.events.StreamReset)]
+    assert (reset.stream_id, reset.error_code) == (extra, h2.errors.ErrorCodes.REFUSED_STREAM)
+    assert set(proto.streams) == set(held) and not transport.disconnecting
+    # a stream ends: the next is served; a header list over maxHeaderBytes is a 431 on its stream
+    proto.streams[held[0]].relay_head(200, b"OK", split_response([]))
+    proto.streams[held[0]].relay_end()
+    client.exchange()
+    world.factory.api = Api()
+    sid = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(
+        sid,
+        [
+            (b":method", b"GET"),
+            (b":path", b"/version"),
+            (b":scheme", b"https"),
+            (b":authority", b"g"),
+            (b"x-big", b"a" * 9000),
+        ],
+        end_stream=True,
+    )
+    client.exchange()
+    code, body = client.response(sid)
+    assert code == 431 and json.loads(body)["reason"] == "RequestEntityTooLarge"
+    assert client.response(client.get(b"/version")) == (200, b"/version")
+    assert not transport.disconnecting

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from karpor.http.bounds import BUSY, IDLE
 from karpor.http.h2server import (
     DRAIN_PING,
+    HEADER_LIST_HARD_FACTOR,
     ConnectionDone,
     Event,
     H2FrontConnection,
@@ -23,10 +24,13 @@ from karpor.http.h2server import (
     StreamGone,
     StreamRequest,
     StreamWritable,
+    header_list_size,
     request_head,
     request_refusal,
     upgrade_refusal,
 )
+
+_REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
 
 
 def client(window: int = 65_535) -> h2.connection.H2Connection:
@@ -138,30 +142,117 @@ def test_settings_announce_the_bounds() -> None:
     assert c.remote_settings.max_header_list_size == 8192
 
 
-def test_streams_past_the_limit_end_the_connection() -> None:
+def lift_client_limit(c: h2.connection.H2Connection) -> None:
+    """Make the client ignore the server's announced stream limit (``h2``
+    itself respects it: a misbehaving client is forced)."""
+    c.remote_settings = h2.settings.Settings(
+        client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000}
+    )
+
+
+def resets(c: h2.connection.H2Connection, data: bytes) -> dict[int, int]:
+    """The streams the server reset in ``data``, with their error codes."""
+    return {
+        e.stream_id: e.error_code
+        for e in c.receive_data(data)
+        if isinstance(e, h2.events.StreamReset)
+    }
+
+
+def test_a_stream_past_the_limit_is_refused_and_the_connection_goes_on() -> None:
     c, s = pair(max_streams=2)
     for _ in range(2):
         c.send_headers(c.get_next_available_stream_id(), headers(b"/"), end_stream=True)
     events = s.receive_data(c.data_to_send())
     assert [type(e) for e in events].count(StreamRequest) == 2
-    # a client ignoring the announced limit (h2 itself refuses to: force it)
-    c.remote_settings = h2.settings.Settings(
-        client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 10}
-    )
-    c.send_headers(c.get_next_available_stream_id(), headers(b"/"), end_stream=True)
+    lift_client_limit(c)
+    # two more: one with a header new to the HPACK table, one with a body
+    # the client sends before it hears of the refusal
+    c.send_headers(5, headers(b"/3", b"GET", (b"x-new", b"first seen here")), end_stream=True)
+    c.send_headers(7, headers(b"/4", b"POST"), end_stream=False)
+    c.send_data(7, b"body", end_stream=True)
+    events = s.receive_data(c.data_to_send())
+    assert events == [] and not s.done and s.open == {1, 3}
+    assert resets(c, s.data_to_send()) == {5: _REFUSED, 7: _REFUSED}
+    # a stream ends: the next one is taken, its header decoded from the
+    # HPACK table the refused stream's block filled
+    s.send_head(1, 200, [], end=True)
+    c.receive_data(s.data_to_send())
+    c.send_headers(9, headers(b"/5", b"GET", (b"x-new", b"first seen here")), end_stream=True)
+    [request, _end] = s.receive_data(c.data_to_send())
+    assert isinstance(request, StreamRequest) and request.error is None
+    assert (request.stream_id, request.head.target) == (9, b"/5")
+    assert (b"x-new", b"first seen here") in request.head.headers
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=3),
+    st.lists(st.tuples(st.booleans(), st.integers(0, 5)), min_size=1, max_size=25),
+)
+def test_any_interleaving_refuses_exactly_the_streams_past_the_limit(
+    limit: int, steps: list[tuple[bool, int]]
+) -> None:
+    c, s = pair(max_streams=limit)
+    lift_client_limit(c)
+    served: list[int] = []  # taken, not answered yet
+    for n, (open_one, pick) in enumerate(steps):
+        if open_one or not served:
+            sid = c.get_next_available_stream_id()
+            # a header value new each time: the HPACK table changes with every block
+            c.send_headers(sid, headers(b"/%d" % n, b"GET", (b"x-n", b"v%d" % n)), end_stream=True)
+            events = s.receive_data(c.data_to_send())
+            refused = resets(c, s.data_to_send())
+            if len(served) < limit:
+                request = events[0]
+                assert isinstance(request, StreamRequest) and request.head.target == b"/%d" % n
+                assert (b"x-n", b"v%d" % n) in request.head.headers
+                assert not refused
+                served.append(sid)
+            else:
+                assert events == [] and refused == {sid: _REFUSED}
+        else:
+            sid = served.pop(pick % len(served))
+            s.send_head(sid, 200, [], end=True)
+            c.receive_data(s.data_to_send())
+        assert not s.done and s.open == set(served)
+
+
+def test_a_header_list_over_max_header_bytes_is_431_on_its_stream() -> None:
+    c, s = pair(max_header_bytes=4096)
+    big = (b"x-big", b"a" * 5000)
+    c.send_headers(1, headers(b"/", b"GET", big), end_stream=True)
+    [request, _end] = s.receive_data(c.data_to_send())
+    assert isinstance(request, StreamRequest) and request.error is not None
+    assert request.error.code == 431 and "4096" in request.error.message
+    assert not s.done
+    # the connection goes on, its HPACK table whole
+    c.send_headers(3, headers(b"/next", b"GET", (big[0], b"small")), end_stream=True)
+    [request, _end] = s.receive_data(c.data_to_send())
+    assert isinstance(request, StreamRequest) and request.error is None
+    assert (request.head.target, request.head.headers[0]) == (b"/next", (b"x-big", b"small"))
+    # up to the limit itself, a request passes
+    c2, s2 = pair(max_header_bytes=8192)
+    c2.send_headers(1, headers(b"/", b"GET", big), end_stream=True)
+    request = s2.receive_data(c2.data_to_send())[0]
+    assert isinstance(request, StreamRequest) and request.error is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.binary(max_size=40), st.binary(max_size=40)), max_size=8))
+def test_the_header_list_size_is_http2s(fields: list[tuple[bytes, bytes]]) -> None:
+    assert header_list_size(fields) == sum(32 + len(n) + len(v) for n, v in fields)
+
+
+def test_a_header_block_past_the_hard_bound_ends_the_connection() -> None:
+    c, s = pair(max_header_bytes=4096)
+    too_big = (b"x-big", b"a" * (4096 * HEADER_LIST_HARD_FACTOR))
+    c.send_headers(1, headers(b"/", b"GET", too_big), end_stream=True)
     events = s.receive_data(c.data_to_send())
     assert [type(e) for e in events] == [ConnectionDone]
     assert s.done
-
-
-def test_header_block_over_max_header_bytes_ends_the_connection() -> None:
-    c, s = pair(max_header_bytes=4096)
-    c.send_headers(1, headers(b"/", b"GET", (b"x-big", b"a" * 5000)), end_stream=True)
-    events = s.receive_data(c.data_to_send())
-    assert [type(e) for e in events] == [ConnectionDone]
-    c2, s2 = pair(max_header_bytes=8192)
-    c2.send_headers(1, headers(b"/", b"GET", (b"x-big", b"a" * 5000)), end_stream=True)
-    assert isinstance(s2.receive_data(c2.data_to_send())[0], StreamRequest)
+    [goaway] = [f for f in frames(s.data_to_send()) if isinstance(f, GoAwayFrame)]
+    assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
 
 
 def test_phase_is_busy_while_a_stream_is_open() -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.http1 import encode, requests_strategy, splits
 
-from karpor.http.bounds import BUSY, HANDSHAKE, HEAD, IDLE
+from karpor.http.bounds import BUSY, HANDSHAKE, HEAD, IDLE, LINGER_BYTES, Linger
 from karpor.http.connection import (
     CLOSING_STATE,
     DRAINING,
@@ -233,6 +233,7 @@ def test_each_refused_head_maps_to_its_status(data: bytes, code: int) -> None:
     c.receive_data(b"GET / HTTP/1.1\r\n\r\n", 0.0)
     assert take(c) == []  # nothing is parsed after it
     assert c.end_response(False, 0.0)  # the connection closes after its answer
+    assert c.refused_head  # and lingers: the client may still be sending the head
 
 
 def test_a_broken_chunked_body_is_a_400_in_the_body() -> None:
@@ -240,6 +241,25 @@ def test_a_broken_chunked_body_is_a_400_in_the_body() -> None:
     c.receive_data(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 0.0)
     error = error_of(c)
     assert error.error.code == 400 and error.in_body
+    assert not c.refused_head  # its head was answered: the close does not linger
+
+
+def test_an_ordinary_close_does_not_linger() -> None:
+    c = conn()
+    c.receive_data(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 0.0)
+    take(c)
+    assert c.end_response(True, 0.0) and not c.refused_head
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=1, max_value=1 << 20), st.lists(st.integers(0, 1 << 17)))
+def test_a_linger_drops_its_budget_then_stops(limit: int, reads: list[int]) -> None:
+    linger = Linger(limit)
+    budget = max(limit, LINGER_BYTES)  # another head's worth, at least LINGER_BYTES
+    dropped = 0
+    for size in reads:
+        dropped += size
+        assert linger.discard(size) == (dropped < budget)
 
 
 def test_a_head_is_bounded_whatever_the_reads() -> None:
