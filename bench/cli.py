@@ -6,7 +6,8 @@
                     [--install] [--out DIR] [--keep] [--no-plots]
 
 Workloads (``--only`` takes names or numbers): 1 ``latency``, 2 ``throughput``,
-3 ``watch``, 4 ``exec``, 5 ``list``, 6 ``workers``, 7 ``clusters``, 8 ``tunnel``.
+3 ``watch``, 4 ``exec``, 5 ``list``, 6 ``workers``, 7 ``clusters``, 8 ``tunnel``,
+9 ``h2``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import machine, oidcwork, report, reqresp, simwork, sweep, tunnelwork
+from bench import h2work, machine, oidcwork, report, reqresp, simwork, sweep, tunnelwork
 from bench.fixture import Workspace
 from bench.peers import (
     Karpor,
@@ -43,7 +44,17 @@ from bench.results import Results, Row
 from bench.wrk import find_wrk
 from karpor.app.settings import default_workers
 
-WORKLOADS = ("latency", "throughput", "watch", "exec", "list", "workers", "clusters", "tunnel")
+WORKLOADS = (
+    "latency",
+    "throughput",
+    "watch",
+    "exec",
+    "list",
+    "workers",
+    "clusters",
+    "tunnel",
+    "h2",
+)
 REQRESP = {"latency", "throughput", "workers"}
 SIM = {"watch", "exec", "list"}
 HERE = Path(__file__).resolve().parent
@@ -330,8 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if overrides:
         plan = dataclasses.replace(plan, **overrides)  # type: ignore[arg-type]
     missing = machine.missing_tools()
-    if args.install and (missing or (not args.no_plots and not machine.have_matplotlib())):
-        for problem in machine.install(missing, plots=not args.no_plots):
+    optional = machine.missing_optional() if "h2" in workloads else []
+    if args.install and (
+        missing or optional or (not args.no_plots and not machine.have_matplotlib())
+    ):
+        for problem in machine.install(missing + optional, plots=not args.no_plots):
             print(f"python -m bench: --install: {problem}", file=sys.stderr)
         missing = machine.missing_tools()
     if missing:
@@ -407,6 +421,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except (BenchError, OSError) as exc:
                     # one workload's failure loses none of the others' figures
                     results.add(Row("tunnel", "-", "(simulator)", "", note=f"not measured: {exc}"))
+            if "h2" in workloads:
+                print("workload h2 (h2load beside wrk; opening watches over HTTP/2)", flush=True)
+                h2work.run(
+                    results,
+                    procs,
+                    ws,
+                    upstream,
+                    wrk_bin,
+                    plan.duration,
+                    plan.rounds,
+                    args.workers,
+                    max(plan.watches)
+                    if args.watches
+                    else (h2work.QUICK_WATCHES if args.quick else h2work.WATCHES),
+                )
     except KeyboardInterrupt:
         print(
             "python -m bench: interrupted; every process stopped; RESULTS.md not written",

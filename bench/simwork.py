@@ -127,6 +127,7 @@ def start_sim(
     with_kubectl_proxy: bool = True,
     use_config: bool = False,
     tunnel_twin: str = "",
+    name: str = "",
 ) -> Sim:
     """``karpor sim --clusters 1``, a karpor with 1 worker in front, and kubectl proxy.
 
@@ -137,7 +138,7 @@ def start_sim(
     """
     # a run of its own (the tunnel workload starts a second simulator): its
     # log and files are read for its port, never an earlier run's
-    name = "sim-tunnel" if tunnel_twin else "sim"
+    name = name or ("sim-tunnel" if tunnel_twin else "sim")
     out = ws.root / f"{name}-clusters"
     out.mkdir(exist_ok=True)
     token = ws.upstream_token
@@ -505,6 +506,10 @@ class _Clients:
                 proc.join()
         for conn in self.conns:
             conn.close()
+
+
+#: the watch clients of workload 3, for other workloads opening watches the same way
+WatchClients = _Clients
 
 
 class _Writer:
