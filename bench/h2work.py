@@ -241,8 +241,12 @@ def throughput(
 class _Connection(asyncio.Protocol):
     """One HTTP/2 connection of the watch client: streams started, heads received."""
 
-    def __init__(self, authority: str, progress: asyncio.Event) -> None:
+    def __init__(
+        self, authority: str, progress: asyncio.Event, extra: list[tuple[bytes, bytes]]
+    ) -> None:
         self.authority = authority
+        #: headers every request carries (a bearer token, straight to the simulator)
+        self.extra = extra
         #: set whenever a stream is answered (the opener waits on it)
         self.progress = progress
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
@@ -293,6 +297,7 @@ class _Connection(asyncio.Protocol):
             (b":path", path.encode()),
             (b"accept", b"application/json"),
             (b"user-agent", b"bench-h2-watch"),
+            *self.extra,
         ]
         self.conn.send_headers(stream, headers, end_stream=True)
         self.waiting.add(stream)
@@ -348,7 +353,12 @@ class Opened:
 
 
 async def _open_h2(
-    port: int, context: ssl.SSLContext, paths: list[str], timeout: float, hold: Callable[[], None]
+    port: int,
+    context: ssl.SSLContext,
+    paths: list[str],
+    timeout: float,
+    hold: Callable[[], None],
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> Opened:
     """Open ``paths`` as streams, a connection at a time filled to the server's
     stream limit, at most :data:`OPENING` of them waiting for their head at
@@ -364,7 +374,10 @@ async def _open_h2(
         while left:
             if not connections or not connections[-1].capacity():
                 _, proto = await loop.create_connection(
-                    lambda: _Connection(authority, progress), LOOPBACK, port, ssl=context
+                    lambda: _Connection(authority, progress, extra or []),
+                    LOOPBACK,
+                    port,
+                    ssl=context,
                 )
                 connections.append(proto)
                 await asyncio.wait_for(proto.settled.wait(), timeout)
@@ -428,6 +441,51 @@ def _watch_row(
     print(f"  {row.label:44} n={count:<6} {shown}", flush=True)
 
 
+def _open_h2_row(
+    results: Results,
+    key: str,
+    label: str,
+    port: int,
+    context: ssl.SSLContext,
+    paths: list[str],
+    root: int,
+    extra: list[tuple[bytes, bytes]],
+) -> None:
+    """Open ``paths`` from one HTTP/2 client; a row with the figures of the
+    process tree at ``root``."""
+    count = len(paths)
+    rss0, cpu0 = tree_rss_kib(root), tree_cpu_seconds(root)
+    held: dict[str, float] = {}
+
+    def hold() -> None:
+        time.sleep(0.5)
+        held["rss"] = tree_rss_kib(root)
+        held["cpu"] = tree_cpu_seconds(root)
+
+    try:
+        opened = asyncio.run(_open_h2(port, context, paths, 120 + count * 0.1, hold, extra))
+    except (BenchError, OSError, TimeoutError) as exc:
+        _watch_row(results, key, label, count, {}, f"not measured: {exc}")
+        return
+    if opened.failures:
+        why = f"{opened.failures} watches failed to open: {opened.first_failure}"
+        _watch_row(results, key, label, count, {}, f"not measured: {why}")
+        return
+    _watch_row(
+        results,
+        key,
+        label,
+        count,
+        {
+            "open_s": opened.seconds,
+            "connections": float(opened.connections),
+            "kib_per_watch": (held["rss"] - rss0) / count,
+            "rss_mib": held["rss"] / 1024,
+            "cpu_us_per_watch": (held["cpu"] - cpu0) / count * 1e6,
+        },
+    )
+
+
 def watch_opening(results: Results, procs: Processes, ws: Workspace, count: int) -> None:
     """Open ``count`` watches through karpor (HTTP/2 and HTTP/1.1) and kubectl proxy."""
     sim = start_sim(procs, ws, name="sim-h2")
@@ -442,39 +500,29 @@ def watch_opening(results: Results, procs: Processes, ws: Workspace, count: int)
         context.set_alpn_protocols(["h2"])
         timeout = 120 + count * 0.1
         # HTTP/2 first: the gateway's heap has held no watch before
-        root = gw.proc.pid
-        rss0, cpu0 = tree_rss_kib(root), tree_cpu_seconds(root)
-        held: dict[str, float] = {}
-
-        def hold() -> None:
-            time.sleep(0.5)
-            held["rss"] = tree_rss_kib(root)
-            held["cpu"] = tree_cpu_seconds(root)
-
-        label = "karpor, 1 worker, HTTP/2 (one client)"
-        try:
-            paths = _paths(sim, count, karpor.prefix)
-            opened = asyncio.run(_open_h2(gw.port, context, paths, timeout, hold))
-        except (BenchError, OSError, TimeoutError) as exc:
-            _watch_row(results, H2_KEY, label, count, {}, f"not measured: {exc}")
-        else:
-            if opened.failures:
-                why = f"{opened.failures} watches failed to open: {opened.first_failure}"
-                _watch_row(results, H2_KEY, label, count, {}, f"not measured: {why}")
-            else:
-                _watch_row(
-                    results,
-                    H2_KEY,
-                    label,
-                    count,
-                    {
-                        "open_s": opened.seconds,
-                        "connections": float(opened.connections),
-                        "kib_per_watch": (held["rss"] - rss0) / count,
-                        "rss_mib": held["rss"] / 1024,
-                        "cpu_us_per_watch": (held["cpu"] - cpu0) / count * 1e6,
-                    },
-                )
+        _open_h2_row(
+            results,
+            H2_KEY,
+            "karpor, 1 worker, HTTP/2 (one client)",
+            gw.port,
+            context,
+            _paths(sim, count, karpor.prefix),
+            gw.proc.pid,
+            [],
+        )
+        time.sleep(1.0)  # the gateway's streams ended
+        direct = client_context(sim.ca_file)
+        direct.set_alpn_protocols(["h2"])
+        _open_h2_row(
+            results,
+            "direct",
+            "simulator (direct), HTTP/2 (one client)",
+            sim.port,
+            direct,
+            _paths(sim, count, ""),
+            sim.proc.pid,
+            [(b"authorization", f"Bearer {sim.token}".encode())],
+        )
         time.sleep(1.0)  # the gateway's streams ended
         for peer, key, label in (
             (karpor, H1_KEY, "karpor, 1 worker, HTTP/1.1 (a connection per watch)"),
@@ -493,7 +541,9 @@ def watch_opening(results: Results, procs: Processes, ws: Workspace, count: int)
         "`h2` and multiplexes (Go's transport opens another connection only once the "
         "server's SETTINGS_MAX_CONCURRENT_STREAMS streams are open on one: karpor's "
         "default is 1,000, as kube-apiserver's); to `kubectl proxy` (plain HTTP, no h2c) it "
-        "opens one HTTP/1.1 connection per watch. The HTTP/1.1 rows are read by forked "
+        "opens one HTTP/1.1 connection per watch. The direct row is the same HTTP/2 client "
+        "straight to the simulator (Python; it registers every watch): the pace every peer "
+        "is held to. The HTTP/1.1 rows are read by forked "
         "client processes as in workload 3 (64 connections being opened at a time). RSS "
         "and CPU are the peer's process tree (karpor's supervisor and worker) from before "
         "the watches opened to 0.5 s after the last one's head; kubectl proxy's RSS "
