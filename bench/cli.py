@@ -12,7 +12,7 @@ workloads updates their tables and leaves the others (each dated).
 Workloads (``--only`` takes names or numbers): 1 ``latency``, 2 ``throughput``,
 3 ``watch``, 4 ``exec``, 5 ``list``, 6 ``workers``, 7 ``clusters``, 8 ``tunnel``,
 9 ``fanout-watch``, 10 ``fanout``, 11 ``limits``, 12 ``recording`` (exec with
-and without session recording).
+and without session recording), 13 ``h2``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from types import FrameType
 from bench import (
     fanoutwatchwork,
     fanoutwork,
+    h2work,
     limitswork,
     machine,
     oidcwork,
@@ -74,6 +75,7 @@ WORKLOADS = (
     "fanout",
     "limits",
     "recording",
+    "h2",
 )
 REQRESP = {"latency", "throughput", "workers"}
 SIM = {"watch", "exec", "list"}
@@ -367,8 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if overrides:
         plan = dataclasses.replace(plan, **overrides)  # type: ignore[arg-type]
     missing = machine.missing_tools()
-    if args.install and (missing or (not args.no_plots and not machine.have_matplotlib())):
-        for problem in machine.install(missing, plots=not args.no_plots):
+    optional = machine.missing_optional() if "h2" in workloads else []
+    if args.install and (
+        missing or optional or (not args.no_plots and not machine.have_matplotlib())
+    ):
+        for problem in machine.install(missing + optional, plots=not args.no_plots):
             print(f"python -m bench: --install: {problem}", file=sys.stderr)
         missing = machine.missing_tools()
     if missing:
@@ -481,6 +486,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results.add(
                         Row("recording", "-", "(simulator)", "", note=f"not measured: {exc}")
                     )
+            if "h2" in workloads:
+                print("workload h2 (h2load beside wrk; opening watches over HTTP/2)", flush=True)
+                h2work.run(
+                    results,
+                    procs,
+                    ws,
+                    upstream,
+                    wrk_bin,
+                    plan.duration,
+                    plan.rounds,
+                    args.workers,
+                    max(plan.watches)
+                    if args.watches
+                    else (h2work.QUICK_WATCHES if args.quick else h2work.WATCHES),
+                )
     except KeyboardInterrupt:
         print(
             "python -m bench: interrupted; every process stopped; RESULTS.md not written",

@@ -1,7 +1,8 @@
 """The machine a run measures on, the tools it needs, and installing them.
 
 wrk and nginx come from the distribution's packages (``--install`` runs
-``apt-get install -y wrk nginx`` as root); kubectl from PATH or the Cloud
+``apt-get install -y wrk nginx`` as root, and ``nghttp2-client`` for h2load,
+which workload 9 needs); kubectl from PATH or the Cloud
 SDK's ``kubectl.1.NN``; matplotlib (for the PNG plots, optional) is looked
 for in the running Python and in ``bench/.deps`` (``--install`` puts it
 there with ``pip install --target``, never into the project's venv).
@@ -23,6 +24,8 @@ from bench.peers import find_kubectl
 
 DEPS = Path(__file__).resolve().parent / ".deps"
 APT_PACKAGES = ("wrk", "nginx")
+#: packages of workloads that report "not measured" without them: h2load (workload 9)
+OPTIONAL_PACKAGES = {"nghttp2-client": "h2load"}
 
 
 def use_deps() -> None:
@@ -45,6 +48,11 @@ def missing_tools() -> list[str]:
     """The required Debian packages whose binaries are not found."""
     found = {"wrk": shutil.which("wrk"), "nginx": shutil.which("nginx") or _sbin("nginx")}
     return [name for name in APT_PACKAGES if not found[name]]
+
+
+def missing_optional() -> list[str]:
+    """The optional Debian packages whose binaries are not found."""
+    return [name for name, binary in OPTIONAL_PACKAGES.items() if not shutil.which(binary)]
 
 
 def _sbin(name: str) -> str | None:
@@ -121,6 +129,7 @@ def facts() -> dict[str, str]:
     kubectl_version = _first_line([str(kubectl), "version", "--client"]) if kubectl else "not found"
     nginx = shutil.which("nginx") or _sbin("nginx")
     wrk = shutil.which("wrk")
+    h2load = shutil.which("h2load")
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -140,4 +149,5 @@ def facts() -> dict[str, str]:
         "kubectl": f"{kubectl} ({kubectl_version})" if kubectl else "not found",
         "nginx": _first_line([nginx, "-v"]) if nginx else "not found",
         "wrk": _first_line([wrk, "-v"]) if wrk else "not found",
+        "h2load": _first_line([h2load, "--version"]) if h2load else "not found",
     }

@@ -344,6 +344,39 @@ def sections(karpor: str) -> list[Section]:
                 Ratio("cpu_ms_per_mb", "karpor-plain", "CPU ÷ not recorded"),
             ),
         ),
+        Section(
+            "h2",
+            "13. HTTP/2 to the gateway: throughput",
+            "The small GET through one gateway with h2load (HTTP/2, 8 connections x 16 "
+            "streams) and with wrk (HTTP/1.1, 64 connections), rounds alternating the two; "
+            "medians. h2load reports no percentiles (its mean time per request is shown). "
+            "CPU µs/req as in table 2.",
+            (
+                Column("rps", "req/s", rps),
+                Column("p50", "p50 ms", ms),
+                Column("p99", "p99 ms", ms),
+                Column("mean_ms", "mean ms", ms),
+                Column("cpu_us", "CPU µs/req", us),
+                Column("ok_share", "2xx", "{:.2%}"),
+                Column("rps_vs_h1", "req/s ÷ HTTP/1.1", "{:.2f}x"),
+                Column("cpu_vs_h1", "CPU ÷ HTTP/1.1", "{:.2f}x"),
+            ),
+            (),
+        ),
+        Section(
+            "h2-watch",
+            "13b. Opening watches from one client",
+            "N watches opened as a client-go process opens them (see the notes); the time "
+            "until every watch has its response head, and the peer's RSS and CPU per watch.",
+            (
+                Column("open_s", "open all s", ms),
+                Column("connections", "client connections", "{:,.0f}"),
+                Column("kib_per_watch", "KiB/watch", "{:.1f}"),
+                Column("rss_mib", "RSS MiB", "{:.1f}"),
+                Column("cpu_us_per_watch", "CPU µs/watch", us),
+            ),
+            (Ratio("open_s", "kubectl-proxy", "open ÷ kubectl proxy"),),
+        ),
     ]
 
 
@@ -560,6 +593,7 @@ def targets(results: Results, karpor: str, sweep_counts: Sequence[int]) -> list[
     _fanout_targets(results, check)
     _limits_targets(results, check)
     _recording_targets(results, check)
+    _h2_targets(results, check)
     return out
 
 
@@ -681,6 +715,50 @@ def _recording_targets(
         r,
         None if r is None else r <= 1.1,
         f"{r:.2f}x ({recorded:.2f} vs {plain:.2f} ms/MB)" if r else "",
+    )
+
+
+def _h2_targets(
+    results: Results, check: Callable[[str, str, float | None, bool | None, str], None]
+) -> None:
+    """HTTP/2's targets (issue 21): h2load against wrk, opening watches against kubectl proxy."""
+    h2 = [r for r in results.rows if r.workload == "h2" and r.peer == "karpor-h2"]
+    values = h2[0].values if h2 else {}
+    r = values.get("rps_vs_h1")
+    check(
+        "HTTP/2 throughput (h2load 8x16) vs karpor's HTTP/1.1 at c=64 (wrk)",
+        "≥ 1.5x",
+        r,
+        None if r is None else r >= 1.5,
+        f"{r:.2f}x ({values['rps']:,.0f} req/s)" if r else "",
+    )
+    share = values.get("ok_share")
+    check(
+        "h2load answers 2xx",
+        "100%",
+        share,
+        None if share is None else share == 1.0,
+        f"{share:.2%}" if share is not None else "",
+    )
+    watch = [r for r in results.rows if r.workload == "h2-watch" and r.values]
+    params = watch[0].params if watch else "n=10000"
+    mine = results.value("h2-watch", "karpor-h2", params, "open_s")
+    theirs = results.value("h2-watch", "kubectl-proxy", params, "open_s")
+    r = mine / theirs if mine and theirs else None
+    check(
+        f"opening watches ({params}) from one HTTP/2 client vs kubectl proxy",
+        "≤ 1x",
+        r,
+        None if r is None else r <= 1,
+        f"{r:.2f}x ({mine:.2f} vs {theirs:.2f} s)" if r and mine and theirs else "",
+    )
+    kib = results.value("h2-watch", "karpor-h2", params, "kib_per_watch")
+    check(
+        f"RSS per watch over HTTP/2 ({params})",
+        "≤ 24 KiB",
+        kib,
+        None if kib is None else kib <= 24,
+        _fmt(kib, " KiB"),
     )
 
 

@@ -508,6 +508,10 @@ class _Clients:
             conn.close()
 
 
+#: the watch clients of workload 3, for other workloads opening watches the same way
+WatchClients = _Clients
+
+
 class _Writer:
     """PUTs and POSTs straight to the simulator on one keep-alive connection."""
 

@@ -68,6 +68,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 from hyperframe.frame import GoAwayFrame
 
 from karpor.http.bounds import BUSY, IDLE
@@ -278,6 +279,37 @@ class _RefusingConnection(h2.connection.H2Connection):
         return frames, [e for e in events if getattr(e, "stream_id", None) != stream_id]
 
 
+class _LiteralEncoder(hpack.Encoder):
+    """HPACK without Huffman coding: hpack codes strings byte by byte in
+    Python, and a response's new strings (its ``Audit-Id``, ``Date``) are
+    new every time; literal strings are a few bytes longer on the wire."""
+
+    def encode(self, headers: Any, huffman: bool = False) -> bytes:
+        """The header block of ``headers`` (never Huffman-coded)."""
+        return super().encode(headers, huffman=False)
+
+
+def _response_block(code: int, headers: list[Header]) -> list[Header]:
+    """The header block of a response head: ``:status``, then the headers
+    with lower-case names and surrounding blanks stripped, without the
+    connection-specific ones (``Connection``, ``Transfer-Encoding``, …,
+    ``Proxy-*``) HTTP/2 forbids; credentials (``Authorization``, a short
+    ``Cookie``) never indexed by HPACK.  What h2's outbound normalization
+    and validation would do, in one pass (they are off)."""
+    block: list[Header] = [(b":status", b"%d" % code)]
+    append = block.append
+    for name, value in headers:
+        lname = name.lower().strip()
+        if lname in _DROPPED or lname.startswith(b"proxy-"):
+            continue
+        stripped = value.strip()
+        if lname == b"authorization" or (lname == b"cookie" and len(stripped) < 20):
+            append(hpack.NeverIndexedHeaderTuple(lname, stripped))
+        else:
+            append((lname, stripped))
+    return block
+
+
 class _Out:
     """Response bytes waiting for the client's window on one stream."""
 
@@ -294,7 +326,14 @@ class H2FrontConnection:
     def __init__(
         self, max_streams: int = DEFAULT_MAX_STREAMS, max_header_bytes: int = 1 << 20
     ) -> None:
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # the response heads are normalized here (:func:`_response_block`), once,
+        # instead of by h2's chain of generators per header
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         conn = self.h2 = _RefusingConnection(config, max_streams)
         conn.local_settings = h2.settings.Settings(
             client=False,
@@ -304,6 +343,7 @@ class H2FrontConnection:
             },
         )
         conn.decoder.max_header_list_size = max_header_bytes * HEADER_LIST_HARD_FACTOR
+        conn.encoder = _LiteralEncoder()
         self.max_streams = max_streams
         self.max_header_bytes = max_header_bytes
         self._out: dict[int, _Out] = {}
@@ -422,11 +462,7 @@ class H2FrontConnection:
 
     def send_head(self, stream_id: int, code: int, headers: list[Header], end: bool) -> None:
         """Queue a response head (``end``: no body follows, the stream is done)."""
-        block = [(b":status", b"%d" % code)]
-        for name, value in headers:
-            lname = name.lower()
-            if lname not in _DROPPED and not lname.startswith(b"proxy-"):
-                block.append((lname, value))
+        block = _response_block(code, headers)
         try:
             self.h2.send_headers(stream_id, block, end_stream=end)
         except h2.exceptions.ProtocolError:
@@ -437,7 +473,7 @@ class H2FrontConnection:
 
     def send_interim(self, stream_id: int, code: int, headers: list[Header]) -> None:
         """Queue a ``1xx`` head (``100 Continue``)."""
-        block = [(b":status", b"%d" % code)] + [(n.lower(), v) for n, v in headers]
+        block = _response_block(code, headers)
         with contextlib.suppress(h2.exceptions.ProtocolError):
             self.h2.send_headers(stream_id, block)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
+import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -219,6 +221,32 @@ def test_client_certificate_token_and_nothing(setup: Setup) -> None:
     for path in ("/healthz", "/livez", "/readyz", "/readyz/ping", "/livez/ping", "/version"):
         assert setup.get("", path).status == 200, path
     assert setup.get("", "/apis/cluster.karpor.io/v1beta1/clusters").status == 401
+
+
+def test_h2load_with_a_token_is_all_2xx(setup: Setup) -> None:
+    """The same token authentication over HTTP/2: h2load (nghttp2-client,
+    installed by .ci/run), 2 connections x 8 streams, every answer 2xx; a
+    wrong token is 401 on every stream."""
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        pytest.skip("h2load not installed (apt-get install -y nghttp2-client)")
+    url = (
+        f"https://127.0.0.1:{setup.gateway.port}"
+        "/apis/cluster.karpor.io/v1beta1/clusters/sim-1/proxy/api/v1/namespaces/default"
+    )
+
+    def run(token: str) -> str:
+        argv = [h2load, "-c2", "-m8", "-n200", "-H", f"authorization: Bearer {token}", url]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Application protocol: h2" in done.stdout, done.stdout
+        return done.stdout
+
+    out = run(READER)
+    assert re.search(r"^requests: 200 total, 200 started, 200 done, 200 succeeded", out, re.M), out
+    assert re.search(r"^status codes: 200 2xx, 0 3xx, 0 4xx, 0 5xx", out, re.M), out
+    out = run("not-a-token")
+    assert re.search(r"^status codes: 0 2xx, 0 3xx, 200 4xx, 0 5xx", out, re.M), out
 
 
 def test_expired_and_foreign_certificates_are_401(setup: Setup) -> None:

@@ -8,6 +8,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.settings
+import hpack
 from hyperframe.frame import Frame, GoAwayFrame, PingFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -429,3 +430,40 @@ def test_any_interleaving_of_streams_yields_each_its_answer(
     assert ended == set(expected)
     assert got == expected
     assert not s.open
+
+
+def test_response_head_is_normalized_as_h2_would() -> None:
+    """The response head goes out normalized by karpor (h2's own outbound
+    normalization and validation are off, for speed): names lower-cased,
+    surrounding blanks stripped, connection-specific headers dropped, a
+    credential never indexed by HPACK; 1xx heads alike."""
+    c, s = pair()
+    c.send_headers(1, headers(b"/api"), end_stream=True)
+    s.receive_data(c.data_to_send())
+    messy = [
+        (b"Content-Type", b" application/json "),
+        (b"Connection", b"close"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Proxy-Authenticate", b"Basic"),
+        (b"Authorization", b"Bearer not-for-a-table"),
+        (b"Cookie", b"a=b"),
+        (b"Warning", b'299 - "x"\t'),
+    ]
+    s.send_interim(1, 100, [(b"X-Note", b" early ")])
+    s.send_head(1, 200, messy, True)
+    events = c.receive_data(s.data_to_send())
+    early = [e for e in events if isinstance(e, h2.events.InformationalResponseReceived)]
+    assert [tuple(h) for h in early[0].headers] == [(b":status", b"100"), (b"x-note", b"early")]
+    received = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert len(received) == 1
+    block = received[0].headers
+    assert [tuple(h) for h in block] == [
+        (b":status", b"200"),
+        (b"content-type", b"application/json"),
+        (b"authorization", b"Bearer not-for-a-table"),
+        (b"warning", b'299 - "x"'),
+        (b"cookie", b"a=b"),  # the client's h2 moves cookies last
+    ]
+    never = {h[0] for h in block if isinstance(h, hpack.NeverIndexedHeaderTuple)}
+    assert never == {b"authorization", b"cookie"}
