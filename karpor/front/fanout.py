@@ -134,33 +134,52 @@ def failure_reason(why: str, asked: bool, code: int | None) -> str:
 
 
 @implementer(IPushProducer)
-class _Idle:
-    """The request body producer a part never uses (a fan-out sends no body)."""
+class Idle:
+    """The request body producer a part never uses (a read sends no body)."""
 
     def pauseProducing(self) -> None: ...
     def resumeProducing(self) -> None: ...
     def stopProducing(self) -> None: ...
 
 
-@implementer(IPushProducer)
-class _AllParts:
-    """Registered on the client's transport: pauses and resumes every part."""
+class PausablePart(Protocol):
+    """A cluster's part of a many-cluster read, as :class:`AllParts` sees it."""
 
-    def __init__(self, fanout: Fanout) -> None:
-        self._fanout = fanout
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+
+
+class ManyParts(Protocol):
+    """A read across many clusters (:class:`Fanout`, the merged watch), as
+    :class:`AllParts` sees it."""
+
+    client_paused: bool
+
+    @property
+    def parts(self) -> Sequence[PausablePart]: ...
+    def client_lost(self) -> None: ...
+
+
+@implementer(IPushProducer)
+class AllParts:
+    """Registered on the client's transport: pauses and resumes every part
+    of ``owner``; a client gone drops them all."""
+
+    def __init__(self, owner: ManyParts) -> None:
+        self._owner = owner
 
     def pauseProducing(self) -> None:
-        self._fanout.client_paused = True
-        for part in self._fanout.parts:
+        self._owner.client_paused = True
+        for part in self._owner.parts:
             part.pause()
 
     def resumeProducing(self) -> None:
-        self._fanout.client_paused = False
-        for part in self._fanout.parts:
+        self._owner.client_paused = False
+        for part in self._owner.parts:
             part.resume()
 
     def stopProducing(self) -> None:
-        self._fanout.client_lost()
+        self._owner.client_lost()
 
 
 class _Part:
@@ -196,7 +215,7 @@ class _Part:
     # -- the forwarder's Channel -------------------------------------------------
 
     def reading(self) -> IPushProducer:
-        return _Idle()
+        return Idle()
 
     def pause_for_upstream(self) -> None: ...
     def resume_for_upstream(self) -> None: ...
@@ -486,7 +505,7 @@ class Fanout:
         for name, why in failures:
             headers.append(warning_header(f"cluster {name}: {why}"))
         self.front.relay_head(200, b"OK", ResponseHeaders(headers, None, False, False))
-        self.front.stream_from(_AllParts(self))
+        self.front.stream_from(AllParts(self))
         self.write(self.merged.start())
         for part in ok:
             part.start_streaming()

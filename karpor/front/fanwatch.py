@@ -41,9 +41,15 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from zope.interface import implementer
 
-from karpor.front.fanout import MAX_REASON, Asked, FanoutObserver, failure_reason
+from karpor.front.fanout import (
+    MAX_REASON,
+    AllParts,
+    Asked,
+    FanoutObserver,
+    Idle,
+    failure_reason,
+)
 from karpor.http.headers import Header, ResponseHeaders
 from karpor.kube.fanwatch import (
     MAX_WATCH_CLUSTERS,
@@ -66,36 +72,6 @@ if TYPE_CHECKING:
 SERVED = 5.0
 
 _JSON: tuple[Header, ...] = ((b"Content-Type", b"application/json"),)
-
-
-@implementer(IPushProducer)
-class _Idle:
-    """The request body producer a part never uses (a watch sends no body)."""
-
-    def pauseProducing(self) -> None: ...
-    def resumeProducing(self) -> None: ...
-    def stopProducing(self) -> None: ...
-
-
-@implementer(IPushProducer)
-class _AllParts:
-    """Registered on the client's transport: pauses and resumes every part."""
-
-    def __init__(self, watch: FanWatch) -> None:
-        self._watch = watch
-
-    def pauseProducing(self) -> None:
-        self._watch.client_paused = True
-        for part in self._watch.parts:
-            part.pause()
-
-    def resumeProducing(self) -> None:
-        self._watch.client_paused = False
-        for part in self._watch.parts:
-            part.resume()
-
-    def stopProducing(self) -> None:
-        self._watch.client_lost()
 
 
 class _Part:
@@ -156,7 +132,7 @@ class _Part:
     # -- the forwarder's Channel -------------------------------------------------
 
     def reading(self) -> IPushProducer:
-        return _Idle()
+        return Idle()
 
     def pause_for_upstream(self) -> None: ...
     def resume_for_upstream(self) -> None: ...
@@ -464,6 +440,6 @@ class FanWatch:
             if part.code != 200:
                 part.stop()
                 self.merged.drop(part.name)
-        self.front.stream_from(_AllParts(self))
+        self.front.stream_from(AllParts(self))
         for part in ok:
             part.start_streaming()
