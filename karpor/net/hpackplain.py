@@ -130,9 +130,15 @@ def _read_integer(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
 
 
 def _read_string(data: bytes, pos: int) -> tuple[bytes, int]:
-    if pos >= len(data) or data[pos] & 0x80:  # Huffman-coded (or no string)
+    if pos >= len(data):
         raise _NotPlain
-    size, pos = _read_integer(data, pos, 7)
+    size = data[pos]
+    if size & 0x80:  # Huffman-coded
+        raise _NotPlain
+    if size < 0x7F:
+        pos += 1
+    else:
+        size, pos = _read_integer(data, pos, 7)
     end = pos + size
     if end > len(data):
         raise _NotPlain
@@ -151,13 +157,18 @@ def decode_plain(data: bytes, limit: int) -> list[tuple[bytes, bytes]]:
     total = 0
     while pos < size:
         first = data[pos]
-        if first & 0x80:  # indexed
-            index, pos = _read_integer(data, pos, 7)
+        if first & 0x80:  # indexed (a static index is one byte)
+            index = first & 0x7F
             if not 0 < index <= _STATIC_SIZE:
                 raise _NotPlain
+            pos += 1
             name, value = _STATIC[index - 1]
         elif first & 0xF0 == 0:  # literal without indexing
-            index, pos = _read_integer(data, pos, 4)
+            if first < 0x0F:
+                index = first
+                pos += 1
+            else:
+                index, pos = _read_integer(data, pos, 4)
             if index == 0:
                 name, pos = _read_string(data, pos)
             elif index <= _STATIC_SIZE:
