@@ -76,6 +76,26 @@ def tunnel_document(name: str, impersonate: bool = False) -> dict[str, object]:
     }
 
 
+#: the gateway's policy: the admin may do everything; ``opsuser`` reaches
+#: ``tun`` as ``mapped-admin`` (identity exchange, as for a direct cluster)
+POLICY = {
+    "rules": [
+        {"users": ["admin"], "clusters": ["*"], "verbs": ["*"]},
+        {"users": ["admin"], "clusters": ["*"], "nonResourceURLs": ["*"], "verbs": ["*"]},
+        {"users": ["admin"], "nonResourceURLs": ["/metrics"], "verbs": ["get"]},
+        {"users": ["opsuser"], "clusters": [TUNNEL], "verbs": ["*"]},
+    ],
+    "identityExchange": [
+        {
+            "name": "ops-on-the-tunnel",
+            "type": "StaticMapping",
+            "source": {"user": "opsuser", "cluster": TUNNEL},
+            "target": {"user": "mapped-admin", "groups": ["mapped-group"]},
+        }
+    ],
+}
+
+
 @dataclass
 class Setup:
     gateway: GatewayRun
@@ -118,7 +138,17 @@ def setup(
     direct = yaml.safe_load(sim.cluster_file.read_text())
     direct["metadata"]["name"] = DIRECT
     (clusters_dir / f"{DIRECT}.yaml").write_text(yaml.safe_dump(direct))
-    run = start_gateway(clusters_dir, base / "state", "--workers", str(WORKERS))
+    (base / "policy.yaml").write_text(yaml.safe_dump(POLICY))
+    config = {"authorization": {"policyFile": str(base / "policy.yaml")}}
+    (base / "config.yaml").write_text(yaml.safe_dump(config))
+    run = start_gateway(
+        clusters_dir,
+        base / "state",
+        "--workers",
+        str(WORKERS),
+        "--config",
+        str(base / "config.yaml"),
+    )
     setup: Setup | None = None
     try:
         kubeconfig = write_kubeconfig(run.state_dir, base / "admin.kubeconfig", run.url)
@@ -229,7 +259,8 @@ def test_identity_on_a_tunnelled_cluster_is_decided_as_for_a_direct_one(setup: S
     for a direct cluster: on ``tun`` (``spec.impersonate``) the caller, or
     whom ``--as`` names; on ``direct`` the cluster's own credential.  When the
     gateway impersonates, ``can-i`` is also asked of the cluster as that
-    identity: through the agent, whose credential the gateway never holds."""
+    identity: through the agent, whose credential the gateway never holds.
+    An identity-exchange rule of the policy maps ``opsuser`` on ``tun``."""
     k = setup.kubectl()
 
     def whoami(cluster: str, *extra: str) -> dict[str, Any]:
@@ -247,8 +278,26 @@ def test_identity_on_a_tunnelled_cluster_is_decided_as_for_a_direct_one(setup: S
     assert "testers" in jane["extra"]["karpor.io/cluster-groups"]
     direct = whoami(DIRECT)
     assert direct["extra"]["karpor.io/cluster-identity"] == ["credential"]
+    # an identity-exchange rule of the policy maps opsuser on the tunnelled cluster
+    ops = client_context(*_issued(setup, "opsuser"))
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    r = request(
+        setup.gateway.port,
+        setup.proxy(TUNNEL, "/apis/authentication.k8s.io/v1/selfsubjectreviews"),
+        ops,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(review).encode(),
+    )
+    assert r.status == 201, r.body
+    mapped = r.json()["status"]["userInfo"]
+    assert mapped["username"] == "opsuser"
+    assert mapped["extra"]["karpor.io/cluster-user"] == ["mapped-admin"]
+    assert mapped["extra"]["karpor.io/identity-exchange"] == ["ops-on-the-tunnel"]
+    listed = request(setup.gateway.port, setup.proxy(TUNNEL, "/api/v1/namespaces"), ops)
+    assert listed.status == 200, listed.body  # through the agent, as mapped-admin
     ns = ("--context", TUNNEL, "-n", setup.namespace)
-    assert k.out(*ns, "--as", "jane", "auth", "can-i", "create", "configmaps").strip() == "yes"
+    assert k.out(*ns, "auth", "can-i", "create", "configmaps").strip() == "yes"
 
 
 # --- no agent, any worker, a restarted agent -------------------------------------------------
@@ -432,6 +481,13 @@ def _open_tunnel(setup: Setup, context: ssl.SSLContext) -> bytes:
                 break
             answer += chunk
     return answer.split(b"\r\n\r\n", 1)[0]
+
+
+def _issued(setup: Setup, user: str) -> tuple[bytes, bytes, bytes]:
+    """(gateway CA, certificate, key) PEM of a user issued by the gateway CA."""
+    ca = CertificateAuthority.load(setup.gateway.state_dir)
+    issued = ca.issue_client(user, ())
+    return ca.cert_pem, issued.cert_pem, issued.key_pem
 
 
 def _agent_context(setup: Setup, cluster: str) -> ssl.SSLContext:
@@ -625,7 +681,10 @@ def test_an_agent_keeps_a_tunnel_to_every_replica(setup: Setup) -> None:
     state = setup.base / "replica-state"
     shutil.copytree(setup.gateway.state_dir, state)
     clusters_dir = setup.base / "clusters"
-    replica = start_gateway(clusters_dir, state, "--workers", "1", "--host", "127.0.0.2", port=port)
+    config = str(setup.base / "config.yaml")  # the same policy
+    replica = start_gateway(
+        clusters_dir, state, "--workers", "1", "--host", "127.0.0.2", "--config", config, port=port
+    )
     agent: Process | None = None
     try:
         credentials = setup.base / "replicas.agent"
