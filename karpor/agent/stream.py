@@ -268,6 +268,11 @@ class AgentStream:
         transport = self._carrier.transport
         if transport is not None:
             transport.registerProducer(self, True)  # type: ignore[attr-defined]
+            # large reads and writes (as a gateway's splice does): a session's
+            # bytes go on as DATA frames of up to the gateway's frame size
+            bulk = getattr(transport, "bulk", None)
+            if bulk is not None:
+                bulk()
         return self
 
     def upstream_body(self, data: bytes) -> None:

@@ -49,7 +49,11 @@ from karpor.http.tunnelwire import (
 )
 from karpor.kube.status import ApiError
 from karpor.net.h2window import send_within_window
+from karpor.net.hpackplain import use_plain_hpack
 from karpor.upstream.connector import describe_failure
+from karpor.upstream.h2 import CONNECTION_WINDOW as UPSTREAM_CONNECTION_WINDOW
+from karpor.upstream.h2 import MAX_FRAME_SIZE as UPSTREAM_MAX_FRAME_SIZE
+from karpor.upstream.h2 import SESSION_WINDOW as UPSTREAM_SESSION_WINDOW
 from karpor.upstream.http1 import no_delay
 from karpor.upstream.pool import ClusterPool
 from karpor.upstream.request import CHUNKED, LENGTH, NO_BODY, UpstreamRequest
@@ -61,10 +65,17 @@ MAX_STREAMS = 10_000
 #: The largest request head (decompressed) the agent takes: the gateway's
 #: own bound on a client's request head, plus room for what it adds.
 MAX_HEADER_LIST = 1024 * 1024 + 64 * 1024
-#: Each stream's receive window (request bodies, session bytes).
+#: Each stream's receive window (request bodies).
 STREAM_WINDOW = 65_535
-#: The connection's receive window.
-CONNECTION_WINDOW = 32 * 1024 * 1024
+#: The receive window of an upgrade session's stream (what the client sends
+#: into exec, cp, port-forward): the gateway's own
+#: (:data:`~karpor.upstream.h2.SESSION_WINDOW`).
+SESSION_WINDOW = UPSTREAM_SESSION_WINDOW
+#: The connection's receive window: the most HTTP/2 allows (each stream's
+#: window alone bounds what the agent holds).
+CONNECTION_WINDOW = UPSTREAM_CONNECTION_WINDOW
+#: The largest DATA frame the agent takes (the gateway's own).
+MAX_FRAME_SIZE = UPSTREAM_MAX_FRAME_SIZE
 #: Seconds without a received byte before the agent sends a ``PING``.
 PING_INTERVAL = 5.0
 #: Seconds without a received byte after which the tunnel is dead.
@@ -169,18 +180,25 @@ class AgentTunnel(Protocol):
             client_side=False,
             header_encoding=None,
             validate_inbound_headers=False,
+            normalize_inbound_headers=False,
             validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         conn = self.h2 = h2.connection.H2Connection(config=config)
+        use_plain_hpack(conn)
         conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
             },
         )
         conn.decoder.max_header_list_size = MAX_HEADER_LIST
+        # settings given as initial values apply at once (no ACK to wait
+        # for): the frame size h2 reads it from is set at its start
+        conn.max_inbound_frame_size = MAX_FRAME_SIZE
         conn.initiate_connection()
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65_535)
         self.flush()
@@ -237,6 +255,8 @@ class AgentTunnel(Protocol):
             self.reset(stream_id)
             return
         ended = event.stream_ended is not None
+        if asked.upgrade is not None:
+            self._widen(stream_id)
         if asked.upgrade is not None or ended:
             body = NO_BODY
         elif asked.content_length is not None:
@@ -266,6 +286,16 @@ class AgentTunnel(Protocol):
         except Exception:
             log.failure("forwarding a tunnel stream failed")
             stream.upstream_failed(ApiError(500, "internal error in the agent"))
+
+    def _widen(self, stream_id: int) -> None:
+        """Open an upgrade stream's receive window to :data:`SESSION_WINDOW`."""
+        conn = self.h2
+        if conn is None:
+            return
+        try:
+            conn.increment_flow_control_window(SESSION_WINDOW - STREAM_WINDOW, stream_id)
+        except h2.exceptions.ProtocolError:
+            return
 
     def _data(self, event: h2.events.DataReceived) -> None:
         stream_id = event.stream_id or 0

@@ -43,6 +43,12 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the agent until SIGINT/SIGTERM; the exit status."""
+    if "twisted.internet.reactor" not in sys.modules:
+        # the gateway workers' event loop (no legacy log context per event)
+        from karpor.net import implementation  # noqa: PLC0415
+        from karpor.net import reactor as event_loop  # noqa: PLC0415
+
+        event_loop.install(implementation.choose(implementation.FAST).gateway_reactor)
     from twisted.internet import reactor  # noqa: PLC0415 - installed only when running
 
     from karpor.agent.credentials import AgentCredentialsError, load_agent_credentials  # noqa: PLC0415

@@ -33,9 +33,13 @@ only while the client transport takes them, handed to ``h2`` in batches of
 :data:`ACK_BATCH` bytes (``h2`` itself sends an update per half window), and
 our frames go out in one write per read.  When it pauses, the stream
 stops acknowledging, so the cluster's send window for that stream closes
-after at most one window (64 KiB) while the other streams on the connection
-go on (the connection window is sized for every stream's window).  A client
+after at most one window (:data:`STREAM_WINDOW`, 64 KiB; an upgrade
+session through an agent's tunnel :data:`SESSION_WINDOW`, 1 MiB) while the
+other streams on the connection go on (the connection window is HTTP/2's
+largest: only the stream windows bound what the gateway holds).  A client
 that goes away resets its stream (``RST_STREAM`` ``CANCEL``) and no other.
+Header blocks are plain HPACK (:mod:`karpor.net.hpackplain`: no Huffman,
+no dynamic table), cheap in Python at both ends.
 
 A lost connection ends every stream on it for its client (a watch client
 re-watches, as after a kube-apiserver restart).  After a ``GOAWAY`` no new
@@ -89,6 +93,7 @@ from karpor.http.headers import (
 from karpor.http.tunnelwire import SWITCHED_HEADER, UPGRADE_HEADER
 from karpor.kube.status import ApiError
 from karpor.net.h2window import send_within_window
+from karpor.net.hpackplain import use_plain_hpack
 from karpor.upstream.connector import Connector, UpstreamErrors, describe_failure
 from karpor.upstream.deadline import HeadDeadline, timeout_error
 from karpor.upstream.http1 import Exchange, Tunnel, no_delay
@@ -97,9 +102,21 @@ from karpor.upstream.request import NO_BODY, h2_header_list
 #: Each stream's receive window (SETTINGS_INITIAL_WINDOW_SIZE, the default):
 #: the most a paused client lets the cluster send ahead.
 STREAM_WINDOW = 65_535
-#: The connection's receive window: large enough that paused streams (each
-#: holding up to its own window) never stall the others.
-CONNECTION_WINDOW = 32 * 1024 * 1024
+#: The receive window of an upgrade session's stream through an agent's
+#: tunnel (:class:`SessionStream`: exec, attach, cp, port-forward): the most
+#: a paused client lets the agent send ahead on it, so the most the gateway
+#: holds per session.  With 64 KiB the agent sent one window per round trip
+#: through two Python processes (the stream ran at a sixth of a direct one).
+SESSION_WINDOW = 1024 * 1024
+#: The connection's receive window: the most HTTP/2 allows, so that paused
+#: streams (each holding up to its own window, which alone bounds what the
+#: gateway holds) never stall the others.
+CONNECTION_WINDOW = 2**31 - 1
+#: The largest DATA frame the gateway takes (SETTINGS_MAX_FRAME_SIZE; the
+#: default is 16 KiB): an agent sends a session's bytes in a quarter as many
+#: frames, each parsed by ``h2`` in Python.  ``h2`` holds at most one frame
+#: per connection while it is incomplete.
+MAX_FRAME_SIZE = 64 * 1024
 #: Received bytes a streaming (unpaused) stream gathers before handing them
 #: to ``h2`` (``acknowledge_received_data``): one call per this many bytes
 #: rather than one per DATA frame.  Well under half the stream window, where
@@ -485,15 +502,28 @@ class SessionStream(H2Stream):
 
 @implementer(IHandshakeListener)
 class H2UpstreamConnection(Protocol):
-    """An HTTP/2 client connection to one cluster carrying many streams."""
+    """An HTTP/2 client connection to one cluster carrying many streams.
+
+    ``h2`` neither re-validates nor normalizes the header lists we send
+    (built from a request llhttp parsed, names lower-cased, the gateway's
+    own headers checked with :func:`~karpor.http.headers.valid_header`)
+    nor normalizes those we receive (:meth:`_response` checks each); on an
+    agent's tunnel, where every request is a HEADERS frame, that work was
+    a tenth of the ``h2`` cost of a small request."""
 
     def __init__(self, multiplexer: Multiplexer, tls: bool = True) -> None:
         self.multiplexer = multiplexer
         self._tls = tls
         config = h2.config.H2Configuration(
-            client_side=True, header_encoding=None, validate_inbound_headers=False
+            client_side=True,
+            header_encoding=None,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(config=config)
+        use_plain_hpack(self.h2)
         self.streams: dict[int, H2Stream] = {}
         #: the TLS handshake is done (and ALPN said ``h2``)
         self.negotiated = False
@@ -546,6 +576,7 @@ class H2UpstreamConnection(Protocol):
             {
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME_SIZE,
             }
         )
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65_535)
@@ -606,6 +637,8 @@ class H2UpstreamConnection(Protocol):
         conn.send_headers(
             stream_id, headers, end_stream=request.body == NO_BODY and request.upgrade is None
         )
+        if request.upgrade is not None:
+            conn.increment_flow_control_window(SESSION_WINDOW - STREAM_WINDOW, stream_id)
         exchange.attach(stream)
         self.flush()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -25,12 +26,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
+from prometheus_client.parser import text_string_to_metric_families
 from support.agent import agent_certificate, start_agent, write_agent_credentials
 from support.gateway import (
     GatewayRun,
@@ -71,6 +74,26 @@ def tunnel_document(name: str, impersonate: bool = False) -> dict[str, object]:
         "metadata": {"name": name},
         "spec": {"impersonate": impersonate, "access": {"tunnel": True}},
     }
+
+
+#: the gateway's policy: the admin may do everything; ``opsuser`` reaches
+#: ``tun`` as ``mapped-admin`` (identity exchange, as for a direct cluster)
+POLICY = {
+    "rules": [
+        {"users": ["admin"], "clusters": ["*"], "verbs": ["*"]},
+        {"users": ["admin"], "clusters": ["*"], "nonResourceURLs": ["*"], "verbs": ["*"]},
+        {"users": ["admin"], "nonResourceURLs": ["/metrics"], "verbs": ["get"]},
+        {"users": ["opsuser"], "clusters": [TUNNEL], "verbs": ["*"]},
+    ],
+    "identityExchange": [
+        {
+            "name": "ops-on-the-tunnel",
+            "type": "StaticMapping",
+            "source": {"user": "opsuser", "cluster": TUNNEL},
+            "target": {"user": "mapped-admin", "groups": ["mapped-group"]},
+        }
+    ],
+}
 
 
 @dataclass
@@ -115,7 +138,17 @@ def setup(
     direct = yaml.safe_load(sim.cluster_file.read_text())
     direct["metadata"]["name"] = DIRECT
     (clusters_dir / f"{DIRECT}.yaml").write_text(yaml.safe_dump(direct))
-    run = start_gateway(clusters_dir, base / "state", "--workers", str(WORKERS))
+    (base / "policy.yaml").write_text(yaml.safe_dump(POLICY))
+    config = {"authorization": {"policyFile": str(base / "policy.yaml")}}
+    (base / "config.yaml").write_text(yaml.safe_dump(config))
+    run = start_gateway(
+        clusters_dir,
+        base / "state",
+        "--workers",
+        str(WORKERS),
+        "--config",
+        str(base / "config.yaml"),
+    )
     setup: Setup | None = None
     try:
         kubeconfig = write_kubeconfig(run.state_dir, base / "admin.kubeconfig", run.url)
@@ -169,14 +202,23 @@ def test_python_client_list_create_watch(setup: Setup) -> None:
     api.delete_namespaced_config_map("py", setup.namespace)
 
 
-def test_watch_and_logs_follow_stream(setup: Setup) -> None:
-    """A watch's event and ``logs -f`` lines arrive while the streams stay open."""
+@pytest.fixture(scope="module")
+def talker(setup: Setup) -> str:
+    """A pod writing log lines (and configmap ``listed``, for the watches)."""
     k = setup.kubectl()
     ns = ("--context", TUNNEL, "-n", setup.namespace)
     k.out(*ns, "run", "talker", "--image=busybox", "--restart=Never")
     k.out(*ns, "wait", "--for=condition=Ready", "pod/talker", "--timeout=30s")
     k.out(*ns, "create", "configmap", "listed")
-    logs = Process(k.command(*ns, "logs", "-f", "talker"))
+    return "talker"
+
+
+@pytest.mark.parametrize("version", ["1.27", "1.30", "1.33"])
+def test_watch_and_logs_follow_stream(setup: Setup, talker: str, version: str) -> None:
+    """A watch's event and ``logs -f`` lines arrive while the streams stay open."""
+    k = setup.kubectl(version)
+    ns = ("--context", TUNNEL, "-n", setup.namespace)
+    logs = Process(k.command(*ns, "logs", "-f", talker))
     watch = Process(k.command(*ns, "get", "configmaps", "--watch", "-o", "name"))
     try:
         wait_for(
@@ -185,8 +227,9 @@ def test_watch_and_logs_follow_stream(setup: Setup) -> None:
         assert logs.popen.poll() is None  # still following
         # the list came (the watch starts after it): an object created now is an event
         watch.wait_for_line(r"configmap/listed", DEADLINE)
-        k.out(*ns, "create", "configmap", "watched")
-        watch.wait_for_line(r"configmap/watched", DEADLINE)
+        watched = f"watched-{version.replace('.', '-')}"
+        k.out(*ns, "create", "configmap", watched)
+        watch.wait_for_line(rf"configmap/{watched}", DEADLINE)
         assert watch.popen.poll() is None
     finally:
         logs.stop()
@@ -209,6 +252,52 @@ def test_impersonating_cluster_sees_the_caller(setup: Setup) -> None:
     user = r.json()["status"]["userInfo"]
     assert user["username"] == "admin"
     assert "system:masters" in user["groups"]
+
+
+def test_identity_on_a_tunnelled_cluster_is_decided_as_for_a_direct_one(setup: Setup) -> None:
+    """What the cluster sees through the tunnel is decided by the gateway as
+    for a direct cluster: on ``tun`` (``spec.impersonate``) the caller, or
+    whom ``--as`` names; on ``direct`` the cluster's own credential.  When the
+    gateway impersonates, ``can-i`` is also asked of the cluster as that
+    identity: through the agent, whose credential the gateway never holds.
+    An identity-exchange rule of the policy maps ``opsuser`` on ``tun``."""
+    k = setup.kubectl()
+
+    def whoami(cluster: str, *extra: str) -> dict[str, Any]:
+        out = k.out("--context", cluster, *extra, "auth", "whoami", "-o", "json")
+        info: dict[str, Any] = json.loads(out)["status"]["userInfo"]
+        return info
+
+    tun = whoami(TUNNEL)
+    assert tun["username"] == "admin"
+    assert tun["extra"]["karpor.io/cluster-identity"] == ["impersonated"]
+    assert tun["extra"]["karpor.io/cluster-user"] == ["admin"]
+    jane = whoami(TUNNEL, "--as", "jane", "--as-group", "testers")
+    assert jane["username"] == "jane"
+    assert jane["extra"]["karpor.io/cluster-user"] == ["jane"]
+    assert "testers" in jane["extra"]["karpor.io/cluster-groups"]
+    direct = whoami(DIRECT)
+    assert direct["extra"]["karpor.io/cluster-identity"] == ["credential"]
+    # an identity-exchange rule of the policy maps opsuser on the tunnelled cluster
+    ops = client_context(*_issued(setup, "opsuser"))
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    r = request(
+        setup.gateway.port,
+        setup.proxy(TUNNEL, "/apis/authentication.k8s.io/v1/selfsubjectreviews"),
+        ops,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(review).encode(),
+    )
+    assert r.status == 201, r.body
+    mapped = r.json()["status"]["userInfo"]
+    assert mapped["username"] == "opsuser"
+    assert mapped["extra"]["karpor.io/cluster-user"] == ["mapped-admin"]
+    assert mapped["extra"]["karpor.io/identity-exchange"] == ["ops-on-the-tunnel"]
+    listed = request(setup.gateway.port, setup.proxy(TUNNEL, "/api/v1/namespaces"), ops)
+    assert listed.status == 200, listed.body  # through the agent, as mapped-admin
+    ns = ("--context", TUNNEL, "-n", setup.namespace)
+    assert k.out(*ns, "auth", "can-i", "create", "configmaps").strip() == "yes"
 
 
 # --- no agent, any worker, a restarted agent -------------------------------------------------
@@ -333,6 +422,50 @@ def test_get_clusters_shows_reach_and_agent(setup: Setup) -> None:
     assert [wide[LONELY]["AGENT SINCE"], wide[LONELY]["AGENT VERSION"]] == ["<none>", "<none>"]
 
 
+def _samples(setup: Setup) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The gateway's ``/metrics`` (as an authorized caller scrapes it)."""
+    r = request(setup.gateway.port, "/metrics", setup.admin_context())
+    assert r.status == 200, r.body
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(r.body.decode())
+        for sample in family.samples
+    }
+
+
+def test_tunnel_metrics_at_the_gateway(setup: Setup) -> None:
+    """``/metrics`` of the gateway (any worker answers for all): tunnels
+    connected (one per worker), connects, bytes both ways, and the streams a
+    held watch keeps open on the tunnel."""
+    context = setup.admin_context()
+    path = setup.proxy(TUNNEL, f"/api/v1/namespaces/{setup.namespace}/configmaps?watch=true")
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", setup.gateway.port, context=context, timeout=DEADLINE
+    )
+    tun = (("cluster", TUNNEL),)
+    try:
+        conn.request("GET", path)
+        assert conn.getresponse().status == 200
+
+        def counted() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+            samples = _samples(setup)
+            if samples.get(("karpor_tunnels", tun)) != WORKERS:
+                return None
+            if samples.get(("karpor_upstream_h2_streams", tun), 0) < 1:
+                return None
+            return samples
+
+        samples = wait_for(counted, DEADLINE, "both tunnels and the watch's stream counted")
+        assert samples is not None
+        assert samples[("karpor_tunnel_connects_total", tun)] >= WORKERS
+        for direction in ("in", "out"):
+            key = ("karpor_tunnel_bytes_total", (("cluster", TUNNEL), ("direction", direction)))
+            assert samples[key] > 0, direction
+        assert samples.get(("karpor_tunnels", (("cluster", LONELY),)), 0) == 0
+    finally:
+        conn.close()
+
+
 # --- security ------------------------------------------------------------------------------
 
 
@@ -348,6 +481,13 @@ def _open_tunnel(setup: Setup, context: ssl.SSLContext) -> bytes:
                 break
             answer += chunk
     return answer.split(b"\r\n\r\n", 1)[0]
+
+
+def _issued(setup: Setup, user: str) -> tuple[bytes, bytes, bytes]:
+    """(gateway CA, certificate, key) PEM of a user issued by the gateway CA."""
+    ca = CertificateAuthority.load(setup.gateway.state_dir)
+    issued = ca.issue_client(user, ())
+    return ca.cert_pem, issued.cert_pem, issued.key_pem
 
 
 def _agent_context(setup: Setup, cluster: str) -> ssl.SSLContext:
@@ -459,6 +599,24 @@ def test_exec_through_the_tunnel(setup: Setup, pod: str, version: str, websocket
     assert b"err" in r.stderr
 
 
+@pytest.mark.parametrize(("version", "websockets"), [("1.33", True), ("1.27", False)])
+def test_attach_through_the_tunnel(setup: Setup, pod: str, version: str, websockets: bool) -> None:
+    """``kubectl attach -i``: the pod's main process echoes every line it reads."""
+    k = setup.kubectl(version)
+    env = {**os.environ}
+    if not websockets:
+        env["KUBECTL_REMOTE_COMMAND_WEBSOCKETS"] = "false"
+    lines = f"attached with kubectl {version}\nsecond line\n".encode()
+    r = subprocess.run(
+        k.command("--context", TUNNEL, "-n", setup.namespace, "attach", "-i", pod),
+        input=lines,
+        capture_output=True,
+        env=env,
+        timeout=DEADLINE,
+    )
+    assert (r.returncode, r.stdout) == (0, lines), r.stderr
+
+
 def test_cp_both_ways_through_the_tunnel(setup: Setup, pod: str) -> None:
     k = setup.kubectl()
     ns = ("--context", TUNNEL, "-n", setup.namespace)
@@ -471,11 +629,16 @@ def test_cp_both_ways_through_the_tunnel(setup: Setup, pod: str) -> None:
     assert back.read_bytes() == payload
 
 
-@pytest.mark.parametrize("websockets", [True, False])
-def test_port_forward_through_the_tunnel(setup: Setup, pod: str, websockets: bool) -> None:
-    k = setup.kubectl("1.33")
+@pytest.mark.parametrize(
+    ("version", "websockets"), [("1.33", True), ("1.33", False), ("1.30", None), ("1.27", None)]
+)
+def test_port_forward_through_the_tunnel(
+    setup: Setup, pod: str, version: str, websockets: bool | None
+) -> None:
+    """``None``: the version's own default (SPDY for 1.27 and 1.30)."""
+    k = setup.kubectl(version)
     env = {**os.environ}
-    if not websockets:
+    if websockets is False:
         env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "false"
     port = free_port()
     argv = k.command("--context", TUNNEL, "-n", setup.namespace, "port-forward")
@@ -502,6 +665,57 @@ def test_port_forward_through_the_tunnel(setup: Setup, pod: str, websockets: boo
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def test_an_agent_keeps_a_tunnel_to_every_replica(setup: Setup) -> None:
+    """Two replicas behind one name (a headless Service's DNS): the module's
+    gateway on 127.0.0.1 and a second one, with a copy of its state (the
+    same CA), on 127.0.0.2, the same port; ``gw.test`` resolves to both for
+    an agent run in a mount namespace of its own (its ``/etc/hosts``).  The
+    agent keeps a tunnel to each worker of each, and both serve ``tun``."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare to give the agent its own /etc/hosts")
+    port = setup.gateway.port
+    hosts = setup.base / "replicas.hosts"
+    hosts.write_text("127.0.0.1 gw.test\n127.0.0.2 gw.test\n")
+    state = setup.base / "replica-state"
+    shutil.copytree(setup.gateway.state_dir, state)
+    clusters_dir = setup.base / "clusters"
+    config = str(setup.base / "config.yaml")  # the same policy
+    replica = start_gateway(
+        clusters_dir, state, "--workers", "1", "--host", "127.0.0.2", "--config", config, port=port
+    )
+    agent: Process | None = None
+    try:
+        credentials = setup.base / "replicas.agent"
+        document = yaml.safe_load(setup.credentials.read_text())
+        entry = document["clusters"][0]["cluster"]
+        entry["server"] = f"https://gw.test:{port}"
+        entry["tls-server-name"] = "localhost"  # in both replicas' serving certificates
+        credentials.write_text(yaml.safe_dump(document))
+        credentials.chmod(0o600)
+        agent_argv = [
+            *karpor_command(), "agent", "--credentials", str(credentials),
+            "--kubeconfig", str(setup.agent_kubeconfig),
+        ]  # fmt: skip
+        script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+        agent = Process(["unshare", "--mount", "sh", "-c", script, str(hosts), *agent_argv])
+        try:
+            for address, workers in (("127.0.0.1", WORKERS), ("127.0.0.2", 1)):
+                for worker in range(workers):
+                    agent.wait_for_line(rf"tunnel to {address}\S* up: worker {worker}/{workers}")
+        except AssertionError:
+            if "mount" in agent.output and "up: worker" not in agent.output:
+                pytest.skip(f"cannot give the agent its own /etc/hosts: {agent.output[-300:]}")
+            raise
+        path = setup.proxy(TUNNEL, f"/api/v1/namespaces/{setup.namespace}")
+        r = request(port, path, setup.admin_context(), host="127.0.0.2")
+        assert r.status == 200, r.body
+        assert r.json()["metadata"]["name"] == setup.namespace
+    finally:
+        if agent is not None:
+            agent.stop()
+        replica.stop()
 
 
 def test_revoked_agent_is_cut(setup: Setup) -> None:

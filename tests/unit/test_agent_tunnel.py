@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+import h2.config
+import h2.connection
 from twisted.internet.task import Clock
 
-from karpor.agent.tunnel import DEAD_AFTER, PING_INTERVAL, AgentTunnel
-from karpor.http.tunnelwire import TUNNEL_PATH, Answer, switch_response
+from karpor.agent.tunnel import (
+    DEAD_AFTER,
+    MAX_FRAME_SIZE,
+    PING_INTERVAL,
+    SESSION_WINDOW,
+    AgentTunnel,
+)
+from karpor.http.tunnelwire import TUNNEL_PATH, UPGRADE_HEADER, Answer, switch_response
+from karpor.upstream.pool import ClusterPool
 
 
 class Transport:
@@ -73,3 +82,51 @@ def test_a_silent_gateway_is_pinged_then_dropped() -> None:
     clock.advance(DEAD_AFTER - PING_INTERVAL)
     agent.sweep(clock.seconds())
     assert transport.aborted
+
+
+class _WaitingPool:
+    """A pool that takes a stream and leaves it waiting for a connection."""
+
+    error = None
+
+    def head_timeout(self, method: bytes, target: bytes) -> None:
+        return None
+
+    def submit(self, stream: Any) -> None:
+        return None
+
+
+def test_large_frames_on_an_upgrade_stream_are_taken() -> None:
+    """The agent announces MAX_FRAME_SIZE (larger than HTTP/2's 16 KiB) and
+    takes frames that large; an upgrade stream's window is SESSION_WINDOW."""
+    ended: list[str] = []
+    agent = AgentTunnel(
+        "gw",
+        "1.0",
+        lambda: cast(ClusterPool, _WaitingPool()),
+        Clock(),
+        lambda t, a: None,
+        lambda t, why: ended.append(why),
+    )
+    transport = Transport()
+    agent.makeConnection(transport)
+    transport.data = b""  # the upgrade request
+    agent.dataReceived(switch_response(0, 1))
+    gateway = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None)
+    )
+    gateway.initiate_connection()
+    gateway.receive_data(transport.data)
+    transport.data = b""
+    assert gateway.max_outbound_frame_size == MAX_FRAME_SIZE
+    request = [(b":method", b"POST"), (b":path", b"/exec"), (b":scheme", b"https")]
+    request += [(b":authority", b"c"), (UPGRADE_HEADER, b"websocket")]
+    gateway.send_headers(1, request)
+    agent.dataReceived(gateway.data_to_send())
+    gateway.receive_data(transport.data)
+    transport.data = b""
+    assert gateway.local_flow_control_window(1) == SESSION_WINDOW
+    gateway.send_data(1, b"x" * MAX_FRAME_SIZE)
+    agent.dataReceived(gateway.data_to_send())
+    assert not transport.aborted, ended
+    assert 1 in agent.streams
