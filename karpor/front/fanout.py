@@ -209,7 +209,8 @@ class _Part:
     def relay_head(self, code: int, reason: bytes, response: ResponseHeaders) -> bool:
         self.code = code
         if code == 200 and self.fanout.listing:
-            self._stream = ListStream("rows" if self.fanout.table else "items")
+            table = self.fanout.table
+            self._stream = ListStream("rows" if table else "items", keep_text=not table)
         self.fanout.part_settled()
         return True
 
@@ -253,7 +254,7 @@ class _Part:
         merged = self.fanout.merged
         merged.fields(self.name, stream.fields)
         if elements:
-            self.fanout.write(merged.elements(self.name, elements))
+            self.fanout.write(merged.elements(self.name, elements, stream.texts or None))
 
     def relay_chunked(self) -> bool:
         return False

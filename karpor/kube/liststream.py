@@ -4,7 +4,9 @@ A fan-out request merges many clusters' lists into one without holding
 any of them whole: :class:`ListStream` is fed a JSON list response in
 pieces of any size (:meth:`ListStream.feed`) and hands back each element
 of its array (``items`` of a ``*List``, ``rows`` of a ``Table``) as soon as
-it is complete, decoded; the other top-level fields (``kind``,
+it is complete, decoded (and, if asked, its JSON text as it came:
+:attr:`ListStream.texts`, so a merge may pass it on without encoding it
+again); the other top-level fields (``kind``,
 ``apiVersion``, ``metadata``, a Table's ``columnDefinitions``) are kept in
 :attr:`ListStream.fields` as they are read.
 
@@ -51,8 +53,12 @@ class ListStream:
     (a ``Table``).
     """
 
-    def __init__(self, array: str = "items") -> None:
+    def __init__(self, array: str = "items", keep_text: bool = False) -> None:
         self.array = array
+        #: with ``keep_text``: the JSON text of each element the last
+        #: :meth:`feed` returned, in order (else always empty)
+        self.texts: list[str] = []
+        self._keep_text = keep_text
         #: the top-level fields read so far, but the array
         self.fields: dict[str, Any] = {}
         #: whether the array was seen (a list without one has no elements)
@@ -80,6 +86,8 @@ class ListStream:
         else:
             self._buffer += text
         out: list[Any] = []
+        if self._keep_text:
+            self.texts = []
         self._run(out)
         if len(self._buffer) - self._pos > MAX_PENDING:
             raise ListError(
@@ -122,6 +130,8 @@ class ListStream:
                 if after >= end and isinstance(element, int | float):
                     break  # a number may go on in the next piece
                 out.append(element)
+                if self._keep_text:
+                    self.texts.append(buf[pos:after])
                 pos = after
                 state = _ARRAY_NEXT
             elif state == _ARRAY_NEXT:
