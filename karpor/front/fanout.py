@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -339,6 +339,14 @@ class _Part:
             forwarder.client_lost()  # drop the cluster's connection
 
 
+def _settled_part(part: _Part) -> bool:
+    return part.settled
+
+
+def _ended_part(part: _Part) -> bool:
+    return part.ended
+
+
 def _status_reason(body: bytes) -> str:
     """A cluster's error answer in a few words (its Status message when it sent one)."""
     try:
@@ -376,6 +384,8 @@ class Fanout:
         self.client_paused = False
         self._finished = False
         self._asked = list(asked)
+        #: the first part not known to be settled, not known to have ended
+        self._unsettled = self._unended = 0
         self.parts = [_Part(self, a.name, a) for a in asked]
         for name, why in failed:  # not asked: refused or unhealthy here
             part = _Part(self, name)
@@ -417,15 +427,26 @@ class Fanout:
 
     # -- the parts' side -------------------------------------------------------------
 
+    def _all(self, done: Callable[[_Part], bool], cursor: str) -> bool:
+        """Whether ``done`` holds for every part (it never turns false again
+        once true: the parts before the ``cursor`` attribute's index are not
+        asked again, so a fan-out over N clusters asks N times, not N²)."""
+        parts = self.parts
+        index: int = getattr(self, cursor)
+        while index < len(parts) and done(parts[index]):
+            index += 1
+        setattr(self, cursor, index)
+        return index == len(parts)
+
     def part_settled(self) -> None:
-        if not self.started and all(p.settled for p in self.parts):
+        if not self.started and self._all(_settled_part, "_unsettled"):
             self._settled()
 
     def part_ended(self, part: _Part) -> None:
         if not self.started:
             self.part_settled()
             return
-        if all(p.ended for p in self.parts):
+        if self._all(_ended_part, "_unended"):
             self._finish()
 
     def write(self, data: bytes) -> None:

@@ -34,7 +34,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -252,33 +252,50 @@ class MergedList:
                     ]
 
     def elements(
-        self, cluster: str, elements: Iterable[Any], texts: Sequence[str] | None = None
+        self, cluster: str, elements: Sequence[Any], texts: Sequence[str] | None = None
     ) -> bytes:
         """The bytes of a cluster's elements (items or rows), annotated;
         ``texts``: each element's JSON text as it came (the items are then
         passed on as they came, but for the annotation: :func:`annotate_text`)."""
-        parts: list[str] = []
-        table = self.table
-        order = self._orders.get(cluster) if table else None
-        entry = None if table or texts is None else _DUMPS({CLUSTER_ANNOTATION: cluster})[1:-1]
-        for index, element in enumerate(elements):
-            text = None
-            if entry is not None:
-                assert texts is not None
-                text = annotate_text(texts[index], element, cluster, entry)
-            if text is None:
-                marked = self._row(cluster, element, order) if table else annotate(element, cluster)
-                text = _DUMPS(marked)
-            if self._first:
-                self._first = False
-                parts.append(text)
-            else:
-                parts.append("," + text)
+        if not self.table and texts is not None:
+            parts = self._items(cluster, elements, texts)
+        else:
+            order = self._orders.get(cluster) if self.table else None
+            parts = []
+            for element in elements:
+                marked = (
+                    self._row(cluster, element, order) if self.table else annotate(element, cluster)
+                )
+                parts += (",", _DUMPS(marked))
+        if self._first and parts:
+            self._first = False
+            parts[0] = ""  # no comma before the first element
         out = "".join(parts)
         try:
             return out.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate (an escape) decoded: escape it again
             return out.encode("utf-8", "backslashreplace")
+
+    @staticmethod
+    def _items(cluster: str, items: Sequence[Any], texts: Sequence[str]) -> list[str]:
+        """The pieces of text of ``items``, each after a comma."""
+        entry = _DUMPS({CLUSTER_ANNOTATION: cluster})[1:-1]
+        alone = f'"annotations":{{{entry}}}'  # in a metadata without anything else
+        first = alone + ","
+        parts: list[str] = []
+        for item, text in zip(items, texts, strict=True):
+            # most items, inline: "metadata" once, no escape, no annotations yet
+            if text.count('"metadata"') == 1 and "\\u" not in text and type(item) is dict:
+                metadata = item.get("metadata")
+                if type(metadata) is dict and "annotations" not in metadata:
+                    found = _METADATA.search(text)
+                    if found is not None:
+                        at = found.end()
+                        parts += (",", text[:at], first if metadata else alone, text[at:])
+                        continue
+            marked = annotate_text(text, item, cluster, entry)
+            parts += (",", marked if marked is not None else _DUMPS(annotate(item, cluster)))
+        return parts
 
     @staticmethod
     def _row(cluster: str, row: Any, order: list[int | None] | None) -> Any:

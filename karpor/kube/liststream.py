@@ -30,6 +30,8 @@ MAX_PENDING = 32 << 20
 
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
+_DECODE = _DECODER.raw_decode
+_COMMA = re.compile(r"[ \t\n\r]*,[ \t\n\r]*")
 
 # states
 _START = 0  # before the object's "{"
@@ -121,19 +123,33 @@ class ListStream:
                     continue
                 if state == _VALUE:
                     raise ListError(f"{self.array} is not a list")
-                try:
-                    element, after = _DECODER.raw_decode(buf, pos)
-                except json.JSONDecodeError:
-                    if value_end(buf, pos) is not None:
-                        raise ListError("an element of the list is not JSON") from None
-                    break  # unfinished: wait for more
-                if after >= end and isinstance(element, int | float):
-                    break  # a number may go on in the next piece
-                out.append(element)
-                if self._keep_text:
-                    self.texts.append(buf[pos:after])
-                pos = after
-                state = _ARRAY_NEXT
+                # the elements one after another, each "," (and the
+                # whitespace around it) in one match: most of a list
+                texts = self.texts if self._keep_text else None
+                wait = False
+                while True:
+                    try:
+                        element, after = _DECODE(buf, pos)
+                    except json.JSONDecodeError:
+                        if value_end(buf, pos) is not None:
+                            raise ListError("an element of the list is not JSON") from None
+                        wait = True  # unfinished: wait for more
+                        break
+                    if after >= end and isinstance(element, int | float):
+                        wait = True  # a number may go on in the next piece
+                        break
+                    out.append(element)
+                    if texts is not None:
+                        texts.append(buf[pos:after])
+                    pos = after
+                    state = _ARRAY_NEXT
+                    comma = _COMMA.match(buf, pos)
+                    if comma is None or comma.end() >= end or buf[comma.end()] == "]":
+                        break
+                    pos = comma.end()
+                    state = _ARRAY
+                if wait:
+                    break
             elif state == _ARRAY_NEXT:
                 if ch == ",":
                     state = _ARRAY
