@@ -30,7 +30,9 @@ MAX_PENDING = 32 << 20
 
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
-_DECODE = _DECODER.raw_decode
+#: the C scanner behind ``raw_decode`` (without its Python frame; it raises
+#: StopIteration or JSONDecodeError where raw_decode raises the latter)
+_SCAN = _DECODER.scan_once
 _COMMA = re.compile(r"[ \t\n\r]*,[ \t\n\r]*")
 
 # states
@@ -129,8 +131,8 @@ class ListStream:
                 wait = False
                 while True:
                     try:
-                        element, after = _DECODE(buf, pos)
-                    except json.JSONDecodeError:
+                        element, after = _SCAN(buf, pos)
+                    except (StopIteration, json.JSONDecodeError):
                         if value_end(buf, pos) is not None:
                             raise ListError("an element of the list is not JSON") from None
                         wait = True  # unfinished: wait for more
