@@ -33,7 +33,8 @@ _DECODER = json.JSONDecoder()
 #: the C scanner behind ``raw_decode`` (without its Python frame; it raises
 #: StopIteration or JSONDecodeError where raw_decode raises the latter)
 _SCAN = _DECODER.scan_once
-_COMMA = re.compile(r"[ \t\n\r]*,[ \t\n\r]*")
+#: a comma between elements, with the whitespace around it, and another element in view
+_COMMA = re.compile(r"[ \t\n\r]*,[ \t\n\r]*(?=[^ \t\n\r\]])")
 
 # states
 _START = 0  # before the object's "{"
@@ -146,7 +147,7 @@ class ListStream:
                     pos = after
                     state = _ARRAY_NEXT
                     comma = _COMMA.match(buf, pos)
-                    if comma is None or comma.end() >= end or buf[comma.end()] == "]":
+                    if comma is None:
                         break
                     pos = comma.end()
                     state = _ARRAY
