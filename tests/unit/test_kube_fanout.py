@@ -262,3 +262,12 @@ def test_an_ordinary_item_keeps_its_text_but_for_the_annotation(text: str, expec
 )
 def test_an_unusual_item_is_decoded_and_encoded_whole(text: str) -> None:
     assert annotate_text(text, json.loads(text), "c", '"karpor.io/cluster":"c"') is None
+
+
+@pytest.mark.parametrize("table", [False, True])
+def test_a_lone_surrogate_a_cluster_escaped_is_passed_on_escaped(table: bool) -> None:
+    merged = MergedList(table=table)
+    element = {"cells": ["\ud800"]} if table else {"metadata": {}, "a": "\ud800"}
+    out = merged.start() + merged.elements("c", [element]) + merged.finish({}, {})
+    got = json.loads(out)["rows" if table else "items"][0]
+    assert got == ({"cells": ["c", "\ud800"]} if table else annotate(element, "c"))
