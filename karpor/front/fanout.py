@@ -8,7 +8,10 @@ impersonation as any request has).  The client's response:
 
 - waits for every part's response head (or failure), so that its own head
   can carry a ``Warning`` per cluster that failed (unreachable, refused,
-  answered an error); meanwhile the parts' bodies are paused;
+  answered an error); meanwhile the parts' bodies are paused (what came
+  before the pause took hold is read and merged already, held for the
+  client: the merge overlaps the wait for the slowest cluster, and a list
+  that cannot be read is a warning like any failure);
 - a **LIST** then streams: each cluster's list is read as it arrives
   (:class:`~karpor.kube.liststream.ListStream`) and its items (or Table
   rows) written at once, annotated with their cluster
@@ -184,6 +187,7 @@ class _Part:
         self._producer: IPushProducer | None = None
         self._paused = False
         self._stream: ListStream | None = None
+        #: the merged elements (MergedList.encode) waiting for the client's head
         self._held: list[bytes] = []
         self._kept: list[bytes] = []
         self._kept_size = 0
@@ -238,9 +242,6 @@ class _Part:
                 self._kept.append(data)
                 self._kept_size += len(data)
             return
-        if not self.fanout.started:
-            self._held.append(data)  # what came before the pause took hold
-            return
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
@@ -254,7 +255,11 @@ class _Part:
         merged = self.fanout.merged
         merged.fields(self.name, stream.fields)
         if elements:
-            self.fanout.write(merged.elements(self.name, elements, stream.texts or None))
+            data = merged.encode(self.name, elements, stream.texts or None)
+            if self.fanout.started:
+                self.fanout.write(merged.lead(data))
+            else:  # what came before the pause took hold: merged while others answer
+                self._held.append(data)
 
     def relay_chunked(self) -> bool:
         return False
@@ -266,7 +271,7 @@ class _Part:
         self.ended_at = time.monotonic()
         self.forwarder = None
         stream = self._stream
-        if stream is not None and self.fanout.started:
+        if stream is not None:
             try:
                 stream.end()
             except ListError as exc:
@@ -279,19 +284,12 @@ class _Part:
     # -- the fan-out's side ------------------------------------------------------------
 
     def start_streaming(self) -> None:
-        """The client's head is out: pass on what was held, let the body flow
-        (or, for a list that already ended, check that it ended whole)."""
+        """The client's head is out: pass on what was merged meanwhile, let
+        the body flow."""
         held, self._held = self._held, []
+        merged = self.fanout.merged
         for data in held:
-            if self.failure:
-                return
-            self._feed(data)
-        stream = self._stream
-        if self.ended and stream is not None and not self.failure:
-            try:
-                stream.end()
-            except ListError as exc:
-                self.failure = f"its list cannot be read: {exc}"
+            self.fanout.write(merged.lead(data))
         if not self.fanout.client_paused:
             self.resume()
 

@@ -254,7 +254,23 @@ class MergedList:
     def elements(
         self, cluster: str, elements: Sequence[Any], texts: Sequence[str] | None = None
     ) -> bytes:
-        """The bytes of a cluster's elements (items or rows), annotated;
+        """The bytes of a cluster's elements (items or rows), annotated, to
+        be written next (:meth:`encode` and :meth:`lead`)."""
+        return self.lead(self.encode(cluster, elements, texts))
+
+    def lead(self, data: bytes) -> bytes:
+        """``data`` (of :meth:`encode`) as written next: the first elements
+        written lose their leading comma."""
+        if self._first and data:
+            self._first = False
+            return data[1:]
+        return data
+
+    def encode(
+        self, cluster: str, elements: Sequence[Any], texts: Sequence[str] | None = None
+    ) -> bytes:
+        """The bytes of a cluster's elements (items or rows), annotated, each
+        after a comma (written through :meth:`lead`, in any order);
         ``texts``: each element's JSON text as it came (the items are then
         passed on as they came, but for the annotation: :func:`annotate_text`)."""
         if not self.table and texts is not None:
@@ -267,9 +283,6 @@ class MergedList:
                     self._row(cluster, element, order) if self.table else annotate(element, cluster)
                 )
                 parts += (",", _DUMPS(marked))
-        if self._first and parts:
-            self._first = False
-            parts[0] = ""  # no comma before the first element
         out = "".join(parts)
         try:
             return out.encode("utf-8")

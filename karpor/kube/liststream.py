@@ -23,6 +23,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 #: the most characters that may wait for one element (or field) to complete
@@ -32,7 +33,7 @@ _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 #: the C scanner behind ``raw_decode`` (without its Python frame; it raises
 #: StopIteration or JSONDecodeError where raw_decode raises the latter)
-_SCAN = _DECODER.scan_once
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 #: a comma between elements, with the whitespace around it, and another element in view
 _COMMA = re.compile(r"[ \t\n\r]*,[ \t\n\r]*(?=[^ \t\n\r\]])")
 
