@@ -8,7 +8,10 @@ impersonation as any request has).  The client's response:
 
 - waits for every part's response head (or failure), so that its own head
   can carry a ``Warning`` per cluster that failed (unreachable, refused,
-  answered an error); meanwhile the parts' bodies are paused;
+  answered an error); meanwhile the parts' bodies are paused (what came
+  before the pause took hold is read and merged already, held for the
+  client: the merge overlaps the wait for the slowest cluster, and a list
+  that cannot be read is a warning like any failure);
 - a **LIST** then streams: each cluster's list is read as it arrives
   (:class:`~karpor.kube.liststream.ListStream`) and its items (or Table
   rows) written at once, annotated with their cluster
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -203,6 +206,7 @@ class _Part:
         self._producer: IPushProducer | None = None
         self._paused = False
         self._stream: ListStream | None = None
+        #: the merged elements (MergedList.encode) waiting for the client's head
         self._held: list[bytes] = []
         self._kept: list[bytes] = []
         self._kept_size = 0
@@ -228,7 +232,8 @@ class _Part:
     def relay_head(self, code: int, reason: bytes, response: ResponseHeaders) -> bool:
         self.code = code
         if code == 200 and self.fanout.listing:
-            self._stream = ListStream("rows" if self.fanout.table else "items")
+            table = self.fanout.table
+            self._stream = ListStream("rows" if table else "items", keep_text=not table)
         self.fanout.part_settled()
         return True
 
@@ -256,9 +261,6 @@ class _Part:
                 self._kept.append(data)
                 self._kept_size += len(data)
             return
-        if not self.fanout.started:
-            self._held.append(data)  # what came before the pause took hold
-            return
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
@@ -272,7 +274,11 @@ class _Part:
         merged = self.fanout.merged
         merged.fields(self.name, stream.fields)
         if elements:
-            self.fanout.write(merged.elements(self.name, elements))
+            data = merged.encode(self.name, elements, stream.texts or None)
+            if self.fanout.started:
+                self.fanout.write(merged.lead(data))
+            else:  # what came before the pause took hold: merged while others answer
+                self._held.append(data)
 
     def relay_chunked(self) -> bool:
         return False
@@ -284,7 +290,7 @@ class _Part:
         self.ended_at = time.monotonic()
         self.forwarder = None
         stream = self._stream
-        if stream is not None and self.fanout.started:
+        if stream is not None:
             try:
                 stream.end()
             except ListError as exc:
@@ -297,19 +303,12 @@ class _Part:
     # -- the fan-out's side ------------------------------------------------------------
 
     def start_streaming(self) -> None:
-        """The client's head is out: pass on what was held, let the body flow
-        (or, for a list that already ended, check that it ended whole)."""
+        """The client's head is out: pass on what was merged meanwhile, let
+        the body flow."""
         held, self._held = self._held, []
+        merged = self.fanout.merged
         for data in held:
-            if self.failure:
-                return
-            self._feed(data)
-        stream = self._stream
-        if self.ended and stream is not None and not self.failure:
-            try:
-                stream.end()
-            except ListError as exc:
-                self.failure = f"its list cannot be read: {exc}"
+            self.fanout.write(merged.lead(data))
         if not self.fanout.client_paused:
             self.resume()
 
@@ -357,6 +356,14 @@ class _Part:
             forwarder.client_lost()  # drop the cluster's connection
 
 
+def _settled_part(part: _Part) -> bool:
+    return part.settled
+
+
+def _ended_part(part: _Part) -> bool:
+    return part.ended
+
+
 def _status_reason(body: bytes) -> str:
     """A cluster's error answer in a few words (its Status message when it sent one)."""
     try:
@@ -394,6 +401,8 @@ class Fanout:
         self.client_paused = False
         self._finished = False
         self._asked = list(asked)
+        #: the first part not known to be settled, not known to have ended
+        self._unsettled = self._unended = 0
         self.parts = [_Part(self, a.name, a) for a in asked]
         for name, why in failed:  # not asked: refused or unhealthy here
             part = _Part(self, name)
@@ -435,15 +444,26 @@ class Fanout:
 
     # -- the parts' side -------------------------------------------------------------
 
+    def _all(self, done: Callable[[_Part], bool], cursor: str) -> bool:
+        """Whether ``done`` holds for every part (it never turns false again
+        once true: the parts before the ``cursor`` attribute's index are not
+        asked again, so a fan-out over N clusters asks N times, not N²)."""
+        parts = self.parts
+        index: int = getattr(self, cursor)
+        while index < len(parts) and done(parts[index]):
+            index += 1
+        setattr(self, cursor, index)
+        return index == len(parts)
+
     def part_settled(self) -> None:
-        if not self.started and all(p.settled for p in self.parts):
+        if not self.started and self._all(_settled_part, "_unsettled"):
             self._settled()
 
     def part_ended(self, part: _Part) -> None:
         if not self.started:
             self.part_settled()
             return
-        if all(p.ended for p in self.parts):
+        if self._all(_ended_part, "_unended"):
             self._finish()
 
     def write(self, data: bytes) -> None:

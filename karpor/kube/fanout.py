@@ -33,7 +33,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -55,6 +56,14 @@ COMPOSITE_PREFIX = "karpor."
 MAX_COMPOSITE = 64 * 1024
 
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_DECODER = json.JSONDecoder()
+_WS = "[ \t\n\r]*"
+#: a plain key (no escape in it) and its colon; a separator after a value
+_KEY = re.compile(f'{_WS}"([^"\\\\]*)"{_WS}:{_WS}')
+_SEP = re.compile(f"{_WS}([,}}])")
+#: the text from a ``"metadata"`` (or ``"annotations"``) key to its object's "{"
+_METADATA = re.compile(f'"metadata"{_WS}:{_WS}{{')
+_ANNOTATIONS = re.compile(f'"annotations"{_WS}:{_WS}{{')
 
 
 def annotate(obj: Any, cluster: str) -> Any:
@@ -70,6 +79,91 @@ def annotate(obj: Any, cluster: str) -> Any:
         annotations = metadata["annotations"] = {}
     annotations[CLUSTER_ANNOTATION] = cluster
     return obj
+
+
+def _metadata_at(text: str, obj: dict[str, Any]) -> int:
+    """Where the object of ``text``'s top-level ``metadata`` key begins (the
+    index after its "{"), or -1 when it cannot be told cheaply and surely.
+
+    ``obj`` is ``text`` decoded and has a ``metadata`` object.  When the
+    text holds ``"metadata"`` only once and no ``\\u`` escape (which could
+    spell a key another way; no other escape gives a letter), that one is the
+    top-level key (a string containing it would have its quotes escaped);
+    else the top-level keys are walked (values skipped by the C decoder), and
+    a second ``metadata`` key (whose value a decoder keeps) or a key written
+    with an escape is -1.
+    """
+    if text.count('"metadata"') == 1 and "\\u" not in text:
+        found = _METADATA.search(text)
+        return found.end() if found is not None else -1
+    at = -1
+    pos = 1
+    try:
+        while True:
+            key = _KEY.match(text, pos)
+            if key is None:
+                return -1
+            pos = key.end()
+            if key.group(1) == "metadata":
+                if at >= 0 or text[pos] != "{":
+                    return -1
+                at = pos + 1
+            pos = _DECODER.raw_decode(text, pos)[1]
+            sep = _SEP.match(text, pos)
+            if sep is None:
+                return -1
+            if sep.group(1) == "}":
+                return at
+            pos = sep.end()
+    except (ValueError, IndexError):
+        return -1
+
+
+def annotate_text(text: str, obj: Any, cluster: str, entry: str) -> str | None:
+    """``text`` (an item's JSON text, ``obj`` it decoded) with
+    :data:`CLUSTER_ANNOTATION` set to ``cluster`` (``entry``: that
+    annotation's JSON text, ``"karpor.io/cluster":"NAME"``), the rest of the
+    text as it came; ``None`` when the item's shape is unusual (not an
+    object, no ``metadata`` object, ``annotations`` not an object, a key
+    that cannot be located surely): then decode and encode it whole
+    (:func:`annotate`).  Decoded, the result equals :func:`annotate`'s.
+
+    Only ``metadata`` is touched: the entry is put first in its
+    ``annotations`` (added when there is none) when the text holds
+    ``"annotations"`` once; else ``metadata`` alone is encoded again.
+    """
+    if not isinstance(obj, dict):
+        return None
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        return None
+    annotations = metadata.get("annotations")
+    if annotations is not None and not isinstance(annotations, dict):
+        return None
+    if annotations is None and "annotations" in metadata:  # null: annotate() replaces it
+        return None
+    at = _metadata_at(text, obj)
+    if at < 0:
+        return None
+    if annotations is None:
+        tail = "}," if metadata else "}"
+        return f'{text[:at]}"annotations":{{{entry}{tail}{text[at:]}'
+    if (
+        CLUSTER_ANNOTATION not in annotations
+        and text.count('"annotations"') == 1
+        and "\\u" not in text
+    ):
+        found = _ANNOTATIONS.search(text, at)
+        if found is not None:
+            put = found.end()
+            comma = "," if annotations else ""
+            return f"{text[:put]}{entry}{comma}{text[put:]}"
+    try:
+        end = _DECODER.raw_decode(text, at - 1)[1]
+    except ValueError:
+        return None
+    annotations[CLUSTER_ANNOTATION] = cluster
+    return f"{text[: at - 1]}{_DUMPS(metadata)}{text[end:]}"
 
 
 def _encode(kind: str, values: Mapping[str, str]) -> str:
@@ -157,19 +251,64 @@ class MergedList:
                         names.index(name) if name in names else None for name in self._columns
                     ]
 
-    def elements(self, cluster: str, elements: Iterable[Any]) -> bytes:
-        """The bytes of a cluster's elements (items or rows), annotated."""
+    def elements(
+        self, cluster: str, elements: Sequence[Any], texts: Sequence[str] | None = None
+    ) -> bytes:
+        """The bytes of a cluster's elements (items or rows), annotated, to
+        be written next (:meth:`encode` and :meth:`lead`)."""
+        return self.lead(self.encode(cluster, elements, texts))
+
+    def lead(self, data: bytes) -> bytes:
+        """``data`` (of :meth:`encode`) as written next: the first elements
+        written lose their leading comma."""
+        if self._first and data:
+            self._first = False
+            return data[1:]
+        return data
+
+    def encode(
+        self, cluster: str, elements: Sequence[Any], texts: Sequence[str] | None = None
+    ) -> bytes:
+        """The bytes of a cluster's elements (items or rows), annotated, each
+        after a comma (written through :meth:`lead`, in any order);
+        ``texts``: each element's JSON text as it came (the items are then
+        passed on as they came, but for the annotation: :func:`annotate_text`)."""
+        if not self.table and texts is not None:
+            parts = self._items(cluster, elements, texts)
+        else:
+            order = self._orders.get(cluster) if self.table else None
+            parts = []
+            for element in elements:
+                marked = (
+                    self._row(cluster, element, order) if self.table else annotate(element, cluster)
+                )
+                parts += (",", _DUMPS(marked))
+        out = "".join(parts)
+        try:
+            return out.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (an escape) decoded: escape it again
+            return out.encode("utf-8", "backslashreplace")
+
+    @staticmethod
+    def _items(cluster: str, items: Sequence[Any], texts: Sequence[str]) -> list[str]:
+        """The pieces of text of ``items``, each after a comma."""
+        entry = _DUMPS({CLUSTER_ANNOTATION: cluster})[1:-1]
+        alone = f'"annotations":{{{entry}}}'  # in a metadata without anything else
+        first = alone + ","
         parts: list[str] = []
-        table = self.table
-        order = self._orders.get(cluster) if table else None
-        for element in elements:
-            marked = self._row(cluster, element, order) if table else annotate(element, cluster)
-            if self._first:
-                self._first = False
-                parts.append(_DUMPS(marked))
-            else:
-                parts.append("," + _DUMPS(marked))
-        return "".join(parts).encode("utf-8")
+        for item, text in zip(items, texts, strict=True):
+            # most items, inline: "metadata" once, no escape, no annotations yet
+            if text.count('"metadata"') == 1 and "\\u" not in text and type(item) is dict:
+                metadata = item.get("metadata")
+                if type(metadata) is dict and "annotations" not in metadata:
+                    found = _METADATA.search(text)
+                    if found is not None:
+                        at = found.end()
+                        parts += (",", text[:at], first if metadata else alone, text[at:])
+                        continue
+            marked = annotate_text(text, item, cluster, entry)
+            parts += (",", marked if marked is not None else _DUMPS(annotate(item, cluster)))
+        return parts
 
     @staticmethod
     def _row(cluster: str, row: Any, order: list[int | None] | None) -> Any:

@@ -4,7 +4,9 @@ A fan-out request merges many clusters' lists into one without holding
 any of them whole: :class:`ListStream` is fed a JSON list response in
 pieces of any size (:meth:`ListStream.feed`) and hands back each element
 of its array (``items`` of a ``*List``, ``rows`` of a ``Table``) as soon as
-it is complete, decoded; the other top-level fields (``kind``,
+it is complete, decoded (and, if asked, its JSON text as it came:
+:attr:`ListStream.texts`, so a merge may pass it on without encoding it
+again); the other top-level fields (``kind``,
 ``apiVersion``, ``metadata``, a Table's ``columnDefinitions``) are kept in
 :attr:`ListStream.fields` as they are read.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 #: the most characters that may wait for one element (or field) to complete
@@ -28,6 +31,11 @@ MAX_PENDING = 32 << 20
 
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
+#: the C scanner behind ``raw_decode`` (without its Python frame; it raises
+#: StopIteration or JSONDecodeError where raw_decode raises the latter)
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+#: a comma between elements, with the whitespace around it, and another element in view
+_COMMA = re.compile(r"[ \t\n\r]*,[ \t\n\r]*(?=[^ \t\n\r\]])")
 
 # states
 _START = 0  # before the object's "{"
@@ -51,8 +59,12 @@ class ListStream:
     (a ``Table``).
     """
 
-    def __init__(self, array: str = "items") -> None:
+    def __init__(self, array: str = "items", keep_text: bool = False) -> None:
         self.array = array
+        #: with ``keep_text``: the JSON text of each element the last
+        #: :meth:`feed` returned, in order (else always empty)
+        self.texts: list[str] = []
+        self._keep_text = keep_text
         #: the top-level fields read so far, but the array
         self.fields: dict[str, Any] = {}
         #: whether the array was seen (a list without one has no elements)
@@ -80,6 +92,8 @@ class ListStream:
         else:
             self._buffer += text
         out: list[Any] = []
+        if self._keep_text:
+            self.texts = []
         self._run(out)
         if len(self._buffer) - self._pos > MAX_PENDING:
             raise ListError(
@@ -113,17 +127,33 @@ class ListStream:
                     continue
                 if state == _VALUE:
                     raise ListError(f"{self.array} is not a list")
-                try:
-                    element, after = _DECODER.raw_decode(buf, pos)
-                except json.JSONDecodeError:
-                    if value_end(buf, pos) is not None:
-                        raise ListError("an element of the list is not JSON") from None
-                    break  # unfinished: wait for more
-                if after >= end and isinstance(element, int | float):
-                    break  # a number may go on in the next piece
-                out.append(element)
-                pos = after
-                state = _ARRAY_NEXT
+                # the elements one after another, each "," (and the
+                # whitespace around it) in one match: most of a list
+                texts = self.texts if self._keep_text else None
+                wait = False
+                while True:
+                    try:
+                        element, after = _SCAN(buf, pos)
+                    except (StopIteration, json.JSONDecodeError):
+                        if value_end(buf, pos) is not None:
+                            raise ListError("an element of the list is not JSON") from None
+                        wait = True  # unfinished: wait for more
+                        break
+                    if after >= end and isinstance(element, int | float):
+                        wait = True  # a number may go on in the next piece
+                        break
+                    out.append(element)
+                    if texts is not None:
+                        texts.append(buf[pos:after])
+                    pos = after
+                    state = _ARRAY_NEXT
+                    comma = _COMMA.match(buf, pos)
+                    if comma is None:
+                        break
+                    pos = comma.end()
+                    state = _ARRAY
+                if wait:
+                    break
             elif state == _ARRAY_NEXT:
                 if ch == ",":
                     state = _ARRAY

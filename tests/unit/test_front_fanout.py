@@ -197,3 +197,19 @@ def test_the_fanout_record_writes_one_audit_line_per_cluster() -> None:
     assert lines[0]["user"] == "alice" and lines[0]["requestID"] == lines[1]["requestID"]
     assert lines[0]["bytesOut"] == 123 and lines[0]["verb"] == "list"
     assert failures == [("closed", "unavailable")]
+
+
+def test_lists_read_while_other_clusters_answer_merge_in_any_order() -> None:
+    fanout, front, heard = run([asked("one"), asked("two"), asked("bad")])
+    pods = {"kind": "PodList", "metadata": {"resourceVersion": "1"}}
+    # the last cluster answers first (merged and held until every head is known)
+    answer(fanout, 1, 200, json.dumps({**pods, "items": [{"metadata": {"name": "b"}}]}).encode())
+    answer(fanout, 2, 200, b'{"kind":"PodList","items":[{"metadata":{}},{"metadata":')
+    assert front.code == 0 and fanout.parts[2].failure.startswith("its list cannot be read")
+    answer(fanout, 0, 200, json.dumps({**pods, "items": [{"metadata": {"name": "a"}}]}).encode())
+    merged = json.loads(front.body)
+    got = sorted((i["metadata"]["name"], i["metadata"]["annotations"]) for i in merged["items"])
+    assert got == [("a", {"karpor.io/cluster": "one"}), ("b", {"karpor.io/cluster": "two"})]
+    # the list that broke before the merged head went out: a warning, none of its items
+    assert any("bad: its list cannot be read" in w for w in front.warnings()), front.warnings()
+    assert ("bad", 200, "broken") in [c[:3] for c in heard.clusters]

@@ -6,12 +6,14 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from karpor.kube.fanout import (
     CLUSTER_ANNOTATION,
     MergedList,
+    annotate,
+    annotate_text,
     cluster_target,
     decode_continue,
     decode_versions,
@@ -146,3 +148,126 @@ def test_each_cluster_is_asked_with_its_own_continue_token_and_resource_version(
         b"/api/v1/pods?limit=5&continue=tb&labelSelector=x=y"
     )
     assert cluster_target(b"/api/v1/pods?limit=5", "a", None, None) == b"/api/v1/pods?limit=5"
+
+
+# -- the items passed on as their text came, but for the annotation -----------------
+
+keys = st.sampled_from(
+    ["metadata", "annotations", CLUSTER_ANNOTATION, "name", "spec", "kind", 'x"metadata"']
+) | st.text(max_size=6)
+leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from(['"metadata"', 'a\\"metadata":{', "\\u", "\ud800", "é"])
+    | st.text(max_size=6)
+)
+#: a JSON value whose objects are lists of (key, value) pairs: keys may repeat
+trees = st.recursive(
+    leaves,
+    lambda inner: (
+        st.lists(inner, max_size=3).map(tuple) | st.lists(st.tuples(keys, inner), max_size=4)
+    ),
+    max_leaves=10,
+)
+metadata_trees = st.lists(
+    st.tuples(keys, trees)
+    | st.tuples(st.just("annotations"), st.lists(st.tuples(keys, st.text(max_size=4)), max_size=3))
+    | st.tuples(st.just("annotations"), st.none()),
+    max_size=4,
+)
+items = st.lists(
+    st.tuples(keys, trees) | st.tuples(st.just("metadata"), metadata_trees), max_size=5
+)
+
+
+def plain(value: Any, data: st.DataObject) -> str:
+    """``value`` as JSON, its non-ASCII characters escaped or not as drawn
+    (a lone surrogate always escaped: the text is UTF-8)."""
+    lone = isinstance(value, str) and any(0xD800 <= ord(c) < 0xE000 for c in value)
+    return json.dumps(value, ensure_ascii=lone or data.draw(st.booleans()))
+
+
+def render(value: Any, data: st.DataObject) -> str:
+    """``value`` as JSON text, with whitespace, escapes and key order as drawn."""
+    space = data.draw(st.sampled_from(["", " ", "\n  ", "\t"]))
+    if isinstance(value, list):  # an object: (key, value) pairs
+        pairs = []
+        for key, inner in value:
+            if data.draw(st.booleans()):
+                name = plain(key, data)
+            else:  # every character escaped
+                name = '"' + "".join(f"\\u{ord(c):04x}" for c in key) + '"'
+            pairs.append(f"{space}{name}{space}:{space}{render(inner, data)}")
+        return "{" + ",".join(pairs) + space + "}"
+    if isinstance(value, tuple):
+        return "[" + ",".join(space + render(inner, data) for inner in value) + "]"
+    return plain(value, data)
+
+
+@settings(max_examples=60)
+@given(items, st.data())
+def test_an_item_passed_on_as_text_is_what_annotating_it_decoded_gives(
+    item: list[tuple[str, Any]], data: st.DataObject
+) -> None:
+    text = render(item, data)
+    stream = ListStream(keep_text=True)
+    elements = stream.feed(b'{"items":[' + text.encode() + b"]}")
+    assert stream.texts == [text]
+    merged = MergedList(table=False)
+    got = merged.start() + merged.elements("c-1", elements, stream.texts) + merged.finish({}, {})
+    expected = annotate(json.loads(text), "c-1")
+    assert json.loads(got)["items"] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '{"metadata":{"name":"p"},"spec":{"a":"\\u003c"}}',
+            '{"metadata":{"annotations":{"karpor.io/cluster":"c"},"name":"p"},"spec":{"a":"\\u003c"}}',
+        ),
+        (
+            '{ "kind" : "Pod", "metadata" : { } }',
+            '{ "kind" : "Pod", "metadata" : {"annotations":{"karpor.io/cluster":"c"} } }',
+        ),
+        (
+            '{"metadata":{"annotations":{"a":"b"}},"status":{}}',
+            '{"metadata":{"annotations":{"karpor.io/cluster":"c","a":"b"}},"status":{}}',
+        ),
+        (  # a Deployment: its template's metadata is not the item's
+            '{"metadata":{"name":"d"},"spec":{"template":{"metadata":{"name":"t"}}}}',
+            '{"metadata":{"annotations":{"karpor.io/cluster":"c"},"name":"d"},'
+            '"spec":{"template":{"metadata":{"name":"t"}}}}',
+        ),
+        (  # the annotation there already, or "annotations" twice: metadata encoded again
+            '{"metadata":{"annotations":{"karpor.io/cluster":"x"}}, "spec":{"annotations":{}}}',
+            '{"metadata":{"annotations":{"karpor.io/cluster":"c"}}, "spec":{"annotations":{}}}',
+        ),
+    ],
+)
+def test_an_ordinary_item_keeps_its_text_but_for_the_annotation(text: str, expected: str) -> None:
+    assert annotate_text(text, json.loads(text), "c", '"karpor.io/cluster":"c"') == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"metadata":{"name":"a"},"metadata":{"name":"b"}}',  # a key twice: the last counts
+        '{"\\u006detadata":{"name":"a"},"spec":{"metadata":{}}}',  # a key spelled with escapes
+        '{"metadata":{"annotations":null}}',
+        '{"metadata":[]}',
+        "[]",
+    ],
+)
+def test_an_unusual_item_is_decoded_and_encoded_whole(text: str) -> None:
+    assert annotate_text(text, json.loads(text), "c", '"karpor.io/cluster":"c"') is None
+
+
+@pytest.mark.parametrize("table", [False, True])
+def test_a_lone_surrogate_a_cluster_escaped_is_passed_on_escaped(table: bool) -> None:
+    merged = MergedList(table=table)
+    element = {"cells": ["\ud800"]} if table else {"metadata": {}, "a": "\ud800"}
+    out = merged.start() + merged.elements("c", [element]) + merged.finish({}, {})
+    got = json.loads(out)["rows" if table else "items"][0]
+    assert got == ({"cells": ["c", "\ud800"]} if table else annotate(element, "c"))

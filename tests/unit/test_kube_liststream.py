@@ -27,13 +27,16 @@ def pod(i: int) -> dict[str, Any]:
 
 
 def read(raw: bytes, cuts: list[int], array: str = "items") -> tuple[list[Any], ListStream]:
-    stream = ListStream(array)
+    """The elements of ``raw`` fed in pieces cut at ``cuts``; each element's
+    text (:attr:`ListStream.texts`) checked to decode to it."""
+    stream = ListStream(array, keep_text=True)
     out: list[Any] = []
     last = 0
-    for cut in sorted(set(cuts)):
-        out += stream.feed(raw[last:cut])
+    for cut in [*sorted(set(cuts)), len(raw)]:
+        elements = stream.feed(raw[last:cut])
+        assert [json.loads(text) for text in stream.texts] == elements
+        out += elements
         last = cut
-    out += stream.feed(raw[last:])
     stream.end()
     return out, stream
 
