@@ -28,7 +28,7 @@ from karpor.kube.execsession import (
     session_request,
 )
 from karpor.sim.spdy import Data, FrameEncoder, SynStream
-from karpor.upstream.asciicast import AsciicastEncoder
+from karpor.upstream.asciicast import MAX_PIECES, AsciicastEncoder
 from karpor.upstream.recordings import FULL, NOT_WRITABLE, RecordingRefused, Recordings
 from karpor.upstream.sessiontap import SessionTap
 
@@ -204,6 +204,38 @@ def test_the_recording_is_asciicast_v2() -> None:
     assert (cast.header["width"], cast.header["height"]) == (90, 10)
     assert cast.resizes() == ["70x20"] and cast.output() == "a\ufffd"
     assert parse_cast(encode([(False, 1, b"x")])).header["width"] == 80  # no resize: 80x24
+
+
+def _events(texts: list[str]) -> AsciicastEncoder:
+    encoder = AsciicastEncoder(lambda: 0.0, 1700000000, {}, "t")
+    for text in texts:
+        encoder.channel_data(False, 1, text.encode())
+    return encoder
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.one_of(st.lists(st.text(max_size=40), max_size=30), st.just(["x"] * 400)),
+    st.integers(min_value=1, max_value=1 << 16),
+)
+def test_short_writes_write_every_line_once(texts: list[str], most: int) -> None:
+    """``write_to`` hands pieces (at most ``MAX_PIECES`` a call) to a write
+    that may write less than asked (at most ``most`` bytes a call): the file
+    gets the lines ``take`` would give, once, in order."""
+    encoder, lines = _events(texts), _events(texts).take()
+    written = bytearray()
+
+    def write(pieces: list[bytes]) -> int:
+        assert 0 < len(pieces) <= MAX_PIECES
+        data = b"".join(pieces)[:most]
+        written.extend(data)
+        return len(data)
+
+    header = lines.index(b"\n") + 1
+    assert encoder.pending == len(lines) - header  # the header is not counted
+    encoder.write_to(write)
+    assert encoder.pending == 0
+    assert bytes(written) == lines
 
 
 def test_session_request_and_copy_commands() -> None:
