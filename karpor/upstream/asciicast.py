@@ -13,13 +13,17 @@ stderr are output, stdin input, the resize channel's
 terminal's and is left to the caller.  Bytes are decoded as UTF-8
 incrementally per channel (the few bytes of a character split across
 frames wait for the next piece), so such a character is whole in the
-recording; undecodable bytes become U+FFFD.  Each payload costs one
-decode (of the piece itself: no copy) and one JSON string encoding, by
-``orjson`` (SIMD C: about 20 times ``json.dumps``'s speed on terminal
-text), and no loop per byte; each event is kept as three byte strings
-(time and code, the JSON string, the end) handed to the file's
-``writev`` as they are, so an event's text is never copied in Python
-before the kernel copies it to the file.
+recording; undecodable bytes become U+FFFD.  Each event costs one
+decode (of the piece itself when alone: no copy) and one JSON string
+encoding, by ``orjson`` (SIMD C: about 20 times ``json.dumps``'s speed on
+terminal text), and no loop per byte.  Small pieces of one channel coming within
+:data:`HOLD_SECONDS` of the first (at most :data:`HOLD_BYTES` together)
+are held and made one event, at the first one's time (timing kept to
+10 ms, finer than a player's frames); a piece that large is an event of
+its own, decoded where it lies.  Lines are copied into one buffer per
+session reused from write to write (no allocation per event lives until
+the write: freed at once, the next event's memory is the same, still in
+the cache) and handed to the file's ``writev`` as a view.
 
 The header is written with the first lines handed out
 (:meth:`AsciicastEncoder.take`, :meth:`AsciicastEncoder.write_to`): the
