@@ -98,9 +98,9 @@ class AsciicastEncoder:
 
     ``clock`` gives monotonic seconds; the session starts at ``clock()``
     when the encoder is made; ``timestamp`` is the start in seconds since
-    the epoch (the header's).  Lines accumulate until :meth:`take` or
-    :meth:`write_to`, as a list of pieces (an event's time and code, its
-    JSON string, its end) so that no event is copied before it is written.
+    the epoch (the header's).  Lines accumulate (in the line buffer, at
+    most :data:`MAX_BUFFER` bytes, then as they are) until :meth:`take` or
+    :meth:`write_to`; held pieces are an event by then at the latest.
     """
 
     def __init__(
