@@ -10,13 +10,20 @@ code, data]``: ``time`` in seconds since the start (a float), ``code``
 lines (:class:`~karpor.http.sessionframes.ChannelSink`): stdout and
 stderr are output, stdin input, the resize channel's
 ``{"Width": W, "Height": H}`` a resize; the error channel is not a
-terminal's and is left to the caller.  Bytes are decoded as UTF-8 with one
-incremental decoder per channel, so a character split across frames is
-whole in the recording; undecodable bytes become U+FFFD.  Each payload
-costs one decode and one JSON string encoding, by ``orjson`` (SIMD C:
-about 20 times ``json.dumps``'s speed on terminal text, which is what
-keeps recording's cost a small fraction of the splice's), and no loop per
-byte; lines are kept as UTF-8 bytes.
+terminal's and is left to the caller.  Bytes are decoded as UTF-8
+incrementally per channel (the few bytes of a character split across
+frames wait for the next piece), so such a character is whole in the
+recording; undecodable bytes become U+FFFD.  Each event costs one
+decode (of the piece itself when alone: no copy) and one JSON string
+encoding, by ``orjson`` (SIMD C: about 20 times ``json.dumps``'s speed on
+terminal text), and no loop per byte.  Small pieces of one channel coming within
+:data:`HOLD_SECONDS` of the first (at most :data:`HOLD_BYTES` together)
+are held and made one event, at the first one's time (timing kept to
+10 ms, finer than a player's frames); a piece that large is an event of
+its own, decoded where it lies.  Lines are copied into one buffer per
+session reused from write to write (no allocation per event lives until
+the write: freed at once, the next event's memory is the same, still in
+the cache) and handed to the file's ``writev`` as a view.
 
 The header is written with the first lines handed out
 (:meth:`AsciicastEncoder.take`, :meth:`AsciicastEncoder.write_to`): the
@@ -41,12 +48,22 @@ DEFAULT_HEIGHT = 24
 #: largest resize message read (a JSON object of two numbers)
 MAX_RESIZE = 256
 
+#: small pieces of one channel coming within this many seconds of the
+#: first are one event (asciinema shows at most 60 frames a second)
+HOLD_SECONDS = 0.01
+#: most bytes of pieces held for one event; a piece this large is an event
+#: of its own
+HOLD_BYTES = 16 * 1024
+#: the line buffer's first size, and its largest (a line that does not fit
+#: is kept as it is, after the buffer)
+MIN_BUFFER = 4 * 1024
+MAX_BUFFER = 128 * 1024
+#: most pieces handed to one write (``os.writev``'s limit is 1024)
+MAX_PIECES = 512
+
 _dumps = json.dumps
 _string = orjson.dumps
-
-
-def _decoder() -> codecs.IncrementalDecoder:
-    return codecs.getincrementaldecoder("utf-8")(errors="replace")
+_utf8_decode = codecs.utf_8_decode
 
 
 def header_line(width: int, height: int, timestamp: int, env: dict[str, str], title: str) -> str:
@@ -81,7 +98,9 @@ class AsciicastEncoder:
 
     ``clock`` gives monotonic seconds; the session starts at ``clock()``
     when the encoder is made; ``timestamp`` is the start in seconds since
-    the epoch (the header's).  Lines accumulate until :meth:`take`.
+    the epoch (the header's).  Lines accumulate (in the line buffer, at
+    most :data:`MAX_BUFFER` bytes, then as they are) until :meth:`take` or
+    :meth:`write_to`; held pieces are an event by then at the latest.
     """
 
     def __init__(
@@ -100,40 +119,96 @@ class AsciicastEncoder:
         self._header = False
         #: the header's size: the first resize before it was handed out
         self._size: tuple[int, int] | None = None
-        self._lines = bytearray()
-        self._decoders = {STDIN: _decoder(), STDOUT: _decoder(), STDERR: _decoder()}
+        #: the lines: in a buffer reused from flush to flush (no allocation
+        #: per event), then those that did not fit in it
+        self._buf = bytearray(MIN_BUFFER)
+        self._fill = 0
+        self._more: list[bytes] = []
+        self._more_bytes = 0
+        #: per terminal channel: the bytes of a character not complete yet
+        self._rest = {STDIN: b"", STDOUT: b"", STDERR: b""}
+        #: the small pieces held to make one event: their channel (-1:
+        #: none), the time of the first, their bytes
+        self._held_channel = -1
+        self._held_at = 0.0
+        self._held = bytearray()
 
     @property
     def pending(self) -> int:
-        """Bytes of lines held (until :meth:`take`)."""
-        return len(self._lines)
+        """Bytes of lines (and of output held for an event) held (until :meth:`take`)."""
+        return self._fill + self._more_bytes + len(self._held)
 
-    def _ensure_header(self) -> None:
-        if not self._header:
-            self._header = True
-            width, height = self._size or (DEFAULT_WIDTH, DEFAULT_HEIGHT)
-            line = header_line(width, height, self._timestamp, self._env, self._title)
-            self._lines[:0] = line.encode("utf-8")
+    def _header_line(self) -> bytes:
+        """The header line when it has not been handed out yet, else ``b""``."""
+        if self._header:
+            return b""
+        self._header = True
+        width, height = self._size or (DEFAULT_WIDTH, DEFAULT_HEIGHT)
+        return header_line(width, height, self._timestamp, self._env, self._title).encode()
+
+    def _line(self, part: bytes) -> None:
+        """Add ``part`` of a line: copied into the buffer when it fits (the
+        buffer grows up to :data:`MAX_BUFFER`), else kept after it."""
+        size = len(part)
+        fill = self._fill
+        end = fill + size
+        buf = self._buf
+        if end > len(buf) and not self._more and end <= MAX_BUFFER:
+            grown = bytearray(max(end, min(2 * len(buf), MAX_BUFFER)))
+            grown[:fill] = buf[:fill]
+            buf = self._buf = grown
+        if end <= len(buf) and not self._more:
+            buf[fill:end] = part  # the same length: no resize
+            self._fill = end
+        else:
+            self._more.append(part)
+            self._more_bytes += size
 
     def channel_data(self, from_client: bool, channel: int, data: bytes) -> None:
         """A payload piece of ``channel`` (an event, or nothing for other channels)."""
-        if channel in (STDOUT, STDERR):
-            code = b'"o",'
-        elif channel == STDIN:
-            code = b'"i",'
-        elif channel == RESIZE:
-            self._resize(data)
+        if channel > STDERR:
+            if channel == RESIZE:
+                self._release()
+                self._resize(data)
             return
+        now = self._clock()
+        held = self._held
+        if self._held_channel == channel:
+            if now - self._held_at < HOLD_SECONDS and len(held) + len(data) <= HOLD_BYTES:
+                held += data
+                return
+            self._release()
+        elif self._held_channel >= 0:
+            self._release()
+        if len(data) >= HOLD_BYTES:  # a large piece is an event of its own, not copied
+            self._encode(channel, data, now)
         else:
-            return
-        text = self._decoders[channel].decode(data)
-        if not text:
-            return
-        lines = self._lines
-        lines += b"[%.6f," % (self._clock() - self._start)
-        lines += code
-        lines += _string(text)
-        lines += b"]\n"
+            held += data
+            self._held_channel = channel
+            self._held_at = now
+
+    def _release(self) -> None:
+        """The held pieces, as one event."""
+        channel = self._held_channel
+        if channel >= 0:
+            self._held_channel = -1
+            self._encode(channel, self._held, self._held_at)
+            self._held.clear()
+
+    def _encode(self, channel: int, data: bytes | bytearray, at: float) -> None:
+        rest = self._rest[channel]
+        if rest:
+            data = rest + data
+        # the incremental decoder's own step, without its copy of every piece
+        text, used = _utf8_decode(data, "replace", False)
+        self._rest[channel] = bytes(data[used:]) if used < len(data) else b""
+        if text:
+            self._event(b'"i",' if channel == STDIN else b'"o",', text, at)
+
+    def _event(self, code: bytes, text: str, at: float) -> None:
+        self._line(b"[%.6f,%b" % (at - self._start, code))
+        self._line(_string(text))
+        self._line(b"]\n")
 
     def _resize(self, data: bytes) -> None:
         size = parse_resize(data)
@@ -142,47 +217,70 @@ class AsciicastEncoder:
         if not self._header and self._size is None:
             self._size = size
             return
-        self._lines += b'[%.6f,"r","%dx%d"]\n' % (self._clock() - self._start, *size)
+        line = b'[%.6f,"r","%dx%d"]\n' % (self._clock() - self._start, *size)
+        self._line(line)
 
     def finish(self) -> None:
-        """The session ended: what the decoders hold (an incomplete character) goes out."""
-        for channel, decoder in self._decoders.items():
-            text = decoder.decode(b"", final=True)
-            if text:
-                code = b'"i",' if channel == STDIN else b'"o",'
-                self._lines += b"[%.6f,%b%b]\n" % (
-                    self._clock() - self._start,
-                    code,
-                    _string(text),
-                )
+        """The session ended: what is held (pieces, an incomplete character) goes out."""
+        self._release()
+        now = self._clock()
+        for channel, rest in self._rest.items():
+            if rest:
+                self._rest[channel] = b""
+                text = rest.decode("utf-8", "replace")
+                self._event(b'"i",' if channel == STDIN else b'"o",', text, now)
 
     def take(self) -> bytes:
         """The lines so far (the header first, at the latest now), as UTF-8."""
-        self._ensure_header()
-        lines = bytes(self._lines)
-        self._lines.clear()
+        self._release()
+        lines = b"".join((self._header_line(), self._buf[: self._fill], *self._more))
+        self._fill = 0
+        self._more, self._more_bytes = [], 0
         return lines
 
-    def write_to(self, write: Callable[[memoryview], int]) -> None:
-        """Hand the lines so far to ``write`` (``os.write`` of a file: the
-        count written) until all are written, without copying them first;
-        what ``write`` raises propagates (the lines are then dropped)."""
-        self._ensure_header()
-        lines = self._lines
+    def write_to(self, write: Callable[[list[bytes]], int]) -> None:
+        """Hand the lines so far to ``write`` (``os.writev`` of a file: the
+        count written), at most :data:`MAX_PIECES` pieces a call (the buffer
+        is one), until all are written, without joining them first; what
+        ``write`` raises propagates (the lines are then dropped)."""
+        self._release()
+        header = self._header_line()
+        view = memoryview(self._buf)[: self._fill]
+        pieces: list[bytes] = [header] if header else []
+        if view:
+            pieces.append(view)  # type: ignore[arg-type]
+        pieces += self._more
+        self._fill = 0
+        self._more, self._more_bytes = [], 0
         try:
-            view = memoryview(lines)
-            try:
-                while view:
-                    view = view[write(view) :]
-            finally:
-                view.release()
+            _write_all(write, pieces)
         finally:
-            lines.clear()
+            view.release()
+
+
+def _write_all(write: Callable[[list[bytes]], int], pieces: list[bytes]) -> None:
+    """Hand ``pieces`` to ``write`` until all are written (short writes go on)."""
+    start = 0
+    while start < len(pieces):
+        batch = pieces[start : start + MAX_PIECES]
+        written = write(batch)
+        for piece in batch:
+            if written < len(piece):
+                break
+            written -= len(piece)
+            start += 1
+        if written:  # a short write ended inside a piece: the rest of it next
+            pieces[start] = pieces[start][written:]
 
 
 __all__ = [
     "DEFAULT_HEIGHT",
     "DEFAULT_WIDTH",
+    "HOLD_BYTES",
+    "HOLD_SECONDS",
+    "MAX_BUFFER",
+    "MAX_PIECES",
+    "MIN_BUFFER",
     "AsciicastEncoder",
     "header_line",
     "parse_resize",

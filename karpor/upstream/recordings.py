@@ -135,7 +135,7 @@ class RecordingFile:
             return not self.failed
         fd = self._fd
         try:
-            self.encoder.write_to(lambda view: os.write(fd, view))
+            self.encoder.write_to(lambda pieces: os.writev(fd, pieces))
         except OSError as exc:
             self.failed = True
             reason = FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else NOT_WRITABLE

@@ -4,6 +4,7 @@ recording files."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import stat
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.asciicast import parse_cast
+from support.asciicast import Cast, parse_cast
 from twisted.internet.task import Clock
 
 from karpor.config.model import Cluster
@@ -28,7 +29,7 @@ from karpor.kube.execsession import (
     session_request,
 )
 from karpor.sim.spdy import Data, FrameEncoder, SynStream
-from karpor.upstream.asciicast import AsciicastEncoder
+from karpor.upstream.asciicast import HOLD_BYTES, MAX_PIECES, AsciicastEncoder
 from karpor.upstream.recordings import FULL, NOT_WRITABLE, RecordingRefused, Recordings
 from karpor.upstream.sessiontap import SessionTap
 
@@ -204,6 +205,78 @@ def test_the_recording_is_asciicast_v2() -> None:
     assert (cast.header["width"], cast.header["height"]) == (90, 10)
     assert cast.resizes() == ["70x20"] and cast.output() == "a\ufffd"
     assert parse_cast(encode([(False, 1, b"x")])).header["width"] == 80  # no resize: 80x24
+
+
+def test_small_pieces_close_in_time_are_one_event() -> None:
+    """Pieces of one channel within ``HOLD_SECONDS`` of the first are one
+    event at the first's time; another channel, a resize, a large piece,
+    a flush (``take``) or the end releases what is held, so order is kept."""
+    now = [0.0]
+    encoder = AsciicastEncoder(lambda: now[0], 1700000000, {}, "t")
+    encoder.channel_data(False, 1, b"ab")
+    now[0] = 0.005
+    encoder.channel_data(False, 1, b"cd")
+    assert encoder.pending == 4  # held, not yet an event
+    encoder.channel_data(False, 2, b"err")  # another channel: "abcd" goes out
+    now[0] = 0.5
+    encoder.channel_data(False, 2, b"more")  # past the window: a new event
+    encoder.channel_data(True, 4, b'{"Width":70,"Height":20}')
+    encoder.channel_data(True, 4, b'{"Width":71,"Height":20}')
+    now[0] = 0.6
+    encoder.channel_data(True, 0, b"x")
+    encoder.channel_data(False, 1, b"L" * HOLD_BYTES)  # large: its own event
+    encoder.channel_data(False, 1, b"y")
+    first = parse_cast(encoder.take().decode())
+    now[0] = 0.7
+    encoder.channel_data(False, 1, b"z")
+    encoder.finish()
+    events = first.events + parse_cast(first_header(first) + encoder.take().decode()).events
+    assert events == [
+        (0.0, "o", "abcd"),
+        (0.005, "o", "err"),
+        (0.5, "o", "more"),
+        (0.5, "r", "71x20"),  # the first resize set the header's size
+        (0.6, "i", "x"),
+        (0.6, "o", "L" * HOLD_BYTES),
+        (0.6, "o", "y"),  # released by take (the flush)
+        (0.7, "o", "z"),  # released by finish
+    ]
+
+
+def first_header(cast: Cast) -> str:
+    """The header line of ``cast`` (to parse the lines that follow it)."""
+    return json.dumps(cast.header) + "\n"
+
+
+def _events(texts: list[str]) -> AsciicastEncoder:
+    ticks = itertools.count()  # a second between pieces: an event each
+    encoder = AsciicastEncoder(lambda: float(next(ticks)), 1700000000, {}, "t")
+    for text in texts:
+        encoder.channel_data(False, 1, text.encode())
+    return encoder
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.one_of(st.lists(st.text(max_size=40), max_size=30), st.just(["x"] * 400)),
+    st.integers(min_value=1, max_value=1 << 16),
+)
+def test_short_writes_write_every_line_once(texts: list[str], most: int) -> None:
+    """``write_to`` hands pieces (at most ``MAX_PIECES`` a call) to a write
+    that may write less than asked (at most ``most`` bytes a call): the file
+    gets the lines ``take`` would give, once, in order."""
+    encoder, lines = _events(texts), _events(texts).take()
+    written = bytearray()
+
+    def write(pieces: list[bytes]) -> int:
+        assert 0 < len(pieces) <= MAX_PIECES
+        data = b"".join(pieces)[:most]
+        written.extend(data)
+        return len(data)
+
+    encoder.write_to(write)
+    assert encoder.pending == 0
+    assert bytes(written) == lines
 
 
 def test_session_request_and_copy_commands() -> None:
