@@ -2,7 +2,7 @@
 
 wrk and nginx come from the distribution's packages (``--install`` runs
 ``apt-get install -y wrk nginx`` as root, and ``nghttp2-client`` for h2load,
-which workload 9 needs); kubectl from PATH or the Cloud
+which workload 13 needs); kubectl from PATH or the Cloud
 SDK's ``kubectl.1.NN``; matplotlib (for the PNG plots, optional) is looked
 for in the running Python and in ``bench/.deps`` (``--install`` puts it
 there with ``pip install --target``, never into the project's venv).
@@ -24,7 +24,7 @@ from bench.peers import find_kubectl
 
 DEPS = Path(__file__).resolve().parent / ".deps"
 APT_PACKAGES = ("wrk", "nginx")
-#: packages of workloads that report "not measured" without them: h2load (workload 9)
+#: packages of workloads that report "not measured" without them: h2load (workload 13)
 OPTIONAL_PACKAGES = {"nghttp2-client": "h2load"}
 
 
