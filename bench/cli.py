@@ -4,6 +4,7 @@
 
     python -m bench [--quick] [--only W[,W...]] [--duration S] [--workers N]
                     [--install] [--out DIR] [--keep] [--no-plots] [--merge]
+                    [--rewrite]
 
 Every run writes ``results.json`` beside RESULTS.md; ``--merge`` keeps from
 it the figures of the workloads the run does not measure, so a run of a few
@@ -192,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="measure nothing: write RESULTS.md and the plots again from DIR/results.json",
+    )
+    parser.add_argument(
         "--merge",
         action="store_true",
         help="keep the figures of the workloads this run does not measure from DIR/results.json "
@@ -351,6 +357,8 @@ def run_sim(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite; the exit status."""
     args = build_parser().parse_args(argv)
+    if args.rewrite:
+        return rewrite(args)
     workloads = selected(args.only)
     plan = QUICK if args.quick else FULL
     overrides: dict[str, object] = {}
@@ -523,8 +531,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved = args.out / "results.json"
     if args.merge and saved.exists():
         results.merge_from(saved, workloads)
+    _report(results, args, facts, karpor_key, plan.cluster_counts)
+    return 0
+
+
+def _report(
+    results: Results,
+    args: argparse.Namespace,
+    facts: dict[str, str],
+    karpor_key: str,
+    cluster_counts: Sequence[int],
+) -> None:
+    """The targets, the plots, ``results.json`` and RESULTS.md in ``args.out``."""
     results.targets = report.targets(
-        results, karpor_key, plan.cluster_counts if "clusters" in workloads else ()
+        results, karpor_key, cluster_counts if "clusters" in results.measured else ()
     )
     args.out.mkdir(parents=True, exist_ok=True)
     images: list[str] = []
@@ -538,7 +558,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         images = report.plots(results, args.out)
-    results.save(saved)
+    results.save(args.out / "results.json")
     report.write(results, facts, karpor_key, args.out / "RESULTS.md", images, plots_note)
     print(f"wrote {args.out / 'RESULTS.md'}" + (f" and {', '.join(images)}" if images else ""))
+
+
+def rewrite(args: argparse.Namespace) -> int:
+    """``--rewrite``: RESULTS.md and the plots again from ``results.json``
+    (the report's code may have changed; nothing is measured)."""
+    saved = args.out / "results.json"
+    if not saved.exists():
+        print(f"python -m bench: --rewrite: no {saved}", file=sys.stderr)
+        return 2
+    results = Results()
+    results.merge_from(saved, [])
+    results.settings = {"written": "again from results.json (`--rewrite`), nothing measured"}
+    plan = QUICK if args.quick else FULL
+    cluster_counts = args.clusters or plan.cluster_counts
+    _report(results, args, machine.facts(), f"karpor-{args.workers}", cluster_counts)
     return 0

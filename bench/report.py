@@ -446,6 +446,8 @@ def targets(results: Results, karpor: str, sweep_counts: Sequence[int]) -> list[
     ) -> None:
         if measured is None or ok is None:
             out.append(Target(name, limit, shown or "—", "not measured"))
+        elif limit == "measured":  # a figure the issue asks for, with no bound
+            out.append(Target(name, limit, shown or _fmt(measured), "measured"))
         else:
             out.append(Target(name, limit, shown or _fmt(measured), "met" if ok else "missed"))
 
@@ -682,17 +684,27 @@ def _fanout_watch_targets(
 def _limits_targets(
     results: Results, check: Callable[[str, str, float | None, bool | None, str], None]
 ) -> None:
-    """The limits' target (issue 20): their CPU per request next to none."""
+    """The limiter's cost per request (issue 20 asks for it measured, no
+    bound): in-process, and with wrk side by side (noisier)."""
     v = results.value
-    limited = v("limits", "karpor-1-limits", "c=64", "cpu_us")
-    plain = v("limits", "karpor-1", "c=64", "cpu_us")
-    r = limited / plain if limited and plain else None
+    limited = v("limits-inproc", "karpor-limits", "in-process", "admit_us")
+    plain = v("limits-inproc", "karpor", "in-process", "admit_us")
+    wrk_limited = v("limits", "karpor-1-limits", "c=64", "cpu_us")
+    wrk_plain = v("limits", "karpor-1", "c=64", "cpu_us")
+    shown = ""
+    if limited is not None and plain is not None:
+        shown = f"admit + release {limited:.2f} µs, {limited - plain:+.2f} µs over no limits"
+    if wrk_limited and wrk_plain:
+        shown += (
+            f"; wrk c=64, 1 worker: {wrk_limited / wrk_plain:.2f}x the CPU per request "
+            f"({wrk_limited:,.0f} vs {wrk_plain:,.0f} µs)"
+        )
     check(
-        "limits: CPU per request at c=64, 1 worker, vs no limits",
-        "≤ 1.05x",
-        r,
-        None if r is None else r <= 1.05,
-        f"{r:.3f}x ({limited:,.0f} vs {plain:,.0f} µs)" if r and limited and plain else "",
+        "limits: the limiter's cost per request (every limit set)",
+        "measured",
+        limited,
+        None if limited is None else True,
+        shown,
     )
 
 
