@@ -8,6 +8,7 @@ from pathlib import Path
 # bench/ sits beside the package, not in it: reachable at the end of the path
 sys.path.append(str(Path(__file__).resolve().parents[2]))
 
+from bench import cli
 from bench.results import Results, Row, owner
 
 WORKLOADS = ("latency", "throughput", "tunnel", "fanout", "fanout-watch")
@@ -56,3 +57,15 @@ def test_merge_keeps_what_this_run_did_not_measure(tmp_path: Path) -> None:
     again = Results()
     again.merge_from(saved, [])
     assert len(again.rows) == 3 and again.measured == new.measured
+
+
+def test_rewrite_writes_the_report_again_from_results_json(tmp_path: Path) -> None:
+    saved = Results()
+    saved.add(Row("latency", "karpor-2", "karpor, 2 workers", "c=1", {"p50": 0.4321, "rps": 10}))
+    saved.measured = {"latency": "day 1 (full)"}
+    saved.save(tmp_path / "results.json")
+    assert cli.main(["--rewrite", "--out", str(tmp_path), "--no-plots", "--workers", "2"]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "nothing measured" in text and "latency: day 1 (full)" in text
+    assert "0.43" in text  # the row's p50, in its table
+    assert cli.main(["--rewrite", "--out", str(tmp_path / "none"), "--no-plots"]) == 2
