@@ -572,7 +572,7 @@ def rewrite(args: argparse.Namespace) -> int:
         return 2
     results = Results()
     results.merge_from(saved, [])
-    results.settings = {"written": "again from results.json (`--rewrite`), nothing measured"}
+    results.settings["written"] = "again from results.json (`--rewrite`), nothing measured"
     plan = QUICK if args.quick else FULL
     cluster_counts = args.clusters or plan.cluster_counts
     _report(results, args, machine.facts(), f"karpor-{args.workers}", cluster_counts)

@@ -78,6 +78,7 @@ class Results:
             "notes": self.notes,
             "peers": self.peers,
             "measured": self.measured,
+            "settings": self.settings,
         }
         path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
@@ -100,6 +101,8 @@ class Results:
         for key, when in data.get("measured", {}).items():
             if key not in ran:
                 self.measured.setdefault(key, when)
+        for key, value in data.get("settings", {}).items():
+            self.settings.setdefault(key, value)
 
 
 #: rows whose workload key names no workload of its own, and the workload
