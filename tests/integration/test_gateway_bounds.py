@@ -143,7 +143,7 @@ def test_a_client_still_sending_after_its_head_was_refused_gets_the_answer(gw: B
         readable, _, _ = select.select([sock], [], [], 10)
         assert readable
         sock.sendall(b"q" * 32768)
-        time.sleep(0.02)  # a reset, if any, is back by now (loopback)
+        time.sleep(0.02)  # not a wait: room for a reset to come back (loopback), if any
         sock.sendall(b"q" * 32768 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         response, closed = read_until_closed(sock)
     assert closed and response

@@ -68,18 +68,24 @@ def test_without_kubeconfig_the_agent_uses_the_pods_service_account(
         load_agent_cluster("edge-1", None, "ctx")
 
 
+IN_CLUSTER_ERRORS = [
+    ({}, TOKEN, CA.cert_pem, "Service host/port is not set"),
+    ({**ENV, "KUBERNETES_SERVICE_PORT": ""}, TOKEN, CA.cert_pem, "set but empty"),
+    (ENV, None, CA.cert_pem, "token file does not exist"),
+    (ENV, "", CA.cert_pem, "Token file exists but empty"),
+    (ENV, TOKEN, None, "certification file does not exist"),
+    (ENV, TOKEN, b"not a certificate", "no PEM certificate found"),
+    (ENV, TOKEN + " with spaces", CA.cert_pem, "token must be printable ASCII"),
+    ({**ENV, "KUBERNETES_SERVICE_PORT": "http"}, TOKEN, CA.cert_pem, "not a valid URL"),
+]
+
+
 @pytest.mark.parametrize(
     ("env", "token", "ca", "message"),
-    [
-        ({}, TOKEN, CA.cert_pem, "Service host/port is not set"),
-        ({**ENV, "KUBERNETES_SERVICE_PORT": ""}, TOKEN, CA.cert_pem, "set but empty"),
-        (ENV, None, CA.cert_pem, "token file does not exist"),
-        (ENV, "", CA.cert_pem, "Token file exists but empty"),
-        (ENV, TOKEN, None, "certification file does not exist"),
-        (ENV, TOKEN, b"not a certificate", "no PEM certificate found"),
-        (ENV, TOKEN + " with spaces", CA.cert_pem, "token must be printable ASCII"),
-        ({**ENV, "KUBERNETES_SERVICE_PORT": "http"}, TOKEN, CA.cert_pem, "not a valid URL"),
-    ],
+    IN_CLUSTER_ERRORS,
+    # named by the message: the CA is made at import, so its PEM differs between
+    # pytest-xdist's workers, which must collect the same test ids
+    ids=[case[3] for case in IN_CLUSTER_ERRORS],
 )
 def test_in_cluster_errors_say_what_is_missing(
     tmp_path: Path, env: dict[str, str], token: str | None, ca: bytes | None, message: str
