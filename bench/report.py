@@ -496,6 +496,20 @@ def targets(results: Results, karpor: str, sweep_counts: Sequence[int]) -> list[
         None if r is None else r <= 1,
         f"{r:.2f}x ({k50:.2f} vs {kp50:.2f} ms, {how})" if r and k50 and kp50 else "",
     )
+    kcpu = v("throughput", karpor, "c=64", "cpu_us")
+    for peer, label, bound in (
+        ("kubectl-proxy", "kubectl proxy", 0.33),
+        ("nginx-proxy", "nginx (moonshot)", 2.0),
+    ):
+        other = v("throughput", peer, "c=64", "cpu_us")
+        r = kcpu / other if kcpu and other else None
+        check(
+            f"CPU per proxied GET at c=64 vs {label}",
+            f"≤ {bound:g}x",
+            r,
+            None if r is None else r <= bound,
+            f"{r:.2f}x ({kcpu:,.0f} vs {other:,.0f} µs)" if r and kcpu and other else "",
+        )
     watch = [
         row
         for row in results.rows
