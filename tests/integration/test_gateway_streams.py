@@ -21,15 +21,9 @@ the worker's connections counted.
 from __future__ import annotations
 
 import base64
-import fcntl
 import os
-import pty
-import select
-import signal
 import socket
-import struct
 import subprocess
-import termios
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,6 +40,7 @@ from support.kubectl import Kubectl
 from support.procs import free_port
 from support.sim import SimRun
 from support.streams import Connection, Http11Relay, PeakRss, established, wait_until
+from support.terminal import run_in_pty
 
 pytestmark = pytest.mark.kubectl
 
@@ -313,36 +308,6 @@ def test_port_forward_round_trip(setup: Setup, mode: Mode, cluster: str) -> None
             assert bytes(received) == payload
     finally:
         stop(proc)
-
-
-def run_in_pty(command: list[str], env: dict[str, str], rows: int, cols: int) -> tuple[int, bytes]:
-    """Run ``command`` with a pty of ``rows`` x ``cols`` as its terminal; (status, output)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    proc = subprocess.Popen(
-        command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
-    )
-    os.close(slave)
-    output = bytearray()
-    end = time.monotonic() + DEADLINE
-    try:
-        while time.monotonic() < end:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: every process left the terminal
-                    break
-                if not data:
-                    break
-                output += data
-            elif proc.poll() is not None:
-                break
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        return proc.wait(DEADLINE), bytes(output)
-    finally:
-        os.close(master)
 
 
 @pytest.mark.parametrize(("mode", "cluster"), matrix(FULL))

@@ -8,16 +8,10 @@ with a ``Status``."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
-import select
 import shutil
-import struct
 import subprocess
-import termios
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +31,7 @@ from support.gateway import (
 from support.kubectl import Kubectl
 from support.sim import SimRun
 from support.streams import wait_until
+from support.terminal import run_in_pty
 
 pytestmark = pytest.mark.kubectl
 
@@ -237,33 +232,3 @@ def test_an_unwritable_directory_refuses_the_session(setup: Setup) -> None:
         setup.recordings.unlink()
         aside.rename(setup.recordings)
     assert not [s for s in setup.sessions() if s["command"] == ["echo", "never"]]
-
-
-def run_in_pty(command: list[str], env: dict[str, str], rows: int, cols: int) -> tuple[int, bytes]:
-    """Run ``command`` on a pty of ``rows`` x ``cols``; (status, what it showed)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    proc = subprocess.Popen(
-        command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
-    )
-    os.close(slave)
-    output = bytearray()
-    end = time.monotonic() + DEADLINE
-    try:
-        while time.monotonic() < end:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: every process left the terminal
-                    break
-                if not data:
-                    break
-                output += data
-            elif proc.poll() is not None:
-                break
-        if proc.poll() is None:
-            proc.kill()
-        return proc.wait(DEADLINE), bytes(output)
-    finally:
-        os.close(master)
