@@ -185,7 +185,28 @@ class AllParts:
         self._owner.client_lost()
 
 
-class _Part:
+class PartReading:
+    """The cluster's answer a part reads (its forwarder's producer), paused
+    and resumed once each however often the client pauses: the base of a
+    fan-out's and a merged watch's parts."""
+
+    _producer: IPushProducer | None = None
+    _paused = False
+
+    def pause(self) -> None:
+        """Pause the cluster's answer (the client is slow)."""
+        if self._producer is not None and not self._paused:
+            self._paused = True
+            self._producer.pauseProducing()
+
+    def resume(self) -> None:
+        """Let the cluster's answer flow again."""
+        if self._producer is not None and self._paused:
+            self._paused = False
+            self._producer.resumeProducing()
+
+
+class _Part(PartReading):
     """One cluster's share of a fan-out: the channel of its forwarder."""
 
     def __init__(self, fanout: Fanout, name: str, asked: Asked | None = None) -> None:
@@ -311,16 +332,6 @@ class _Part:
             self.fanout.write(merged.lead(data))
         if not self.fanout.client_paused:
             self.resume()
-
-    def pause(self) -> None:
-        if self._producer is not None and not self._paused:
-            self._paused = True
-            self._producer.pauseProducing()
-
-    def resume(self) -> None:
-        if self._producer is not None and self._paused:
-            self._paused = False
-            self._producer.resumeProducing()
 
     def kept(self) -> bytes:
         """What was kept of the answer (a GET's object, an error's body)."""

@@ -48,6 +48,7 @@ from karpor.front.fanout import (
     Asked,
     FanoutObserver,
     Idle,
+    PartReading,
     failure_reason,
 )
 from karpor.http.headers import Header, ResponseHeaders
@@ -74,7 +75,7 @@ SERVED = 5.0
 _JSON: tuple[Header, ...] = ((b"Content-Type", b"application/json"),)
 
 
-class _Part:
+class _Part(PartReading):
     """One cluster's watch in a fan-out watch: the channel of its forwarders
     (one per time the cluster is asked)."""
 
@@ -243,16 +244,6 @@ class _Part:
             self._feed(data)
         if not self.watch.client_paused:
             self.resume()
-
-    def pause(self) -> None:
-        if self._producer is not None and not self._paused:
-            self._paused = True
-            self._producer.pauseProducing()
-
-    def resume(self) -> None:
-        if self._producer is not None and self._paused:
-            self._paused = False
-            self._producer.resumeProducing()
 
     def reason(self) -> str:
         """Why the first ask failed, for a warning."""
