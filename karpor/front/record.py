@@ -133,32 +133,17 @@ def record_request(
     if writer is None:
         return
     identity = record.identity
-    upstream = authorized.upstream if authorized is not None else None
     writer.write(
         AuditRecord(
-            time=record.started,
-            request_id=record.audit_id.decode("ascii"),
-            user=identity.user if identity is not None else "",
-            groups=identity.groups if identity is not None else (),
-            source=source.decode("latin-1"),
+            **_caller(record, authorized, source),
             cluster=record.cluster,
-            verb=attrs.verb if attrs is not None else "",
-            namespace=attrs.namespace if attrs is not None else "",
-            resource=attrs.resource if attrs is not None else "",
-            subresource=attrs.subresource if attrs is not None else "",
             path=head.target.decode("latin-1") if head is not None else "",
             method=head.method.decode("latin-1") if head is not None else "",
             status=status,
             bytes_in=bytes_in,
             bytes_out=bytes_out,
             duration=time.time() - record.started,
-            impersonated_user=upstream.user if upstream is not None else None,
-            impersonated_groups=tuple(g for g in upstream.groups if g != "system:authenticated")
-            if upstream is not None
-            else (),
-            exchange_rule=authorized.exchange_rule if authorized is not None else "",
             reason=record.reason,
-            issued_by=identity.issued_by if identity is not None else None,
         )
     )
     session = record.session
@@ -191,6 +176,32 @@ def record_request(
                 not_recorded=summary.not_recorded,
             )
         )
+
+
+def _caller(record: RequestRecord, authorized: Authorized | None, source: bytes) -> dict[str, Any]:
+    """The fields of an audit line about who asked what (the request's and
+    a fan-out's per cluster): the caller, the request's attributes as the
+    policy saw them, and the identity the cluster was shown."""
+    identity = record.identity
+    attrs = authorized.attrs if authorized is not None else None
+    upstream = authorized.upstream if authorized is not None else None
+    return {
+        "time": record.started,
+        "request_id": record.audit_id.decode("ascii"),
+        "user": identity.user if identity is not None else "",
+        "groups": identity.groups if identity is not None else (),
+        "source": source.decode("latin-1"),
+        "verb": attrs.verb if attrs is not None else "",
+        "namespace": attrs.namespace if attrs is not None else "",
+        "resource": attrs.resource if attrs is not None else "",
+        "subresource": attrs.subresource if attrs is not None else "",
+        "impersonated_user": upstream.user if upstream is not None else None,
+        "impersonated_groups": tuple(g for g in upstream.groups if g != "system:authenticated")
+        if upstream is not None
+        else (),
+        "exchange_rule": authorized.exchange_rule if authorized is not None else "",
+        "issued_by": identity.issued_by if identity is not None else None,
+    }
 
 
 class FanoutRecord:
@@ -229,34 +240,17 @@ class FanoutRecord:
         record, writer = self._record, self._writer
         if writer is None or record is None:
             return
-        identity = record.identity
         authorized = asked.authorized if asked is not None else None
-        attrs = authorized.attrs if authorized is not None else None
-        upstream = authorized.upstream if authorized is not None else None
         writer.write(
             AuditRecord(
-                time=record.started,
-                request_id=record.audit_id.decode("ascii"),
-                user=identity.user if identity is not None else "",
-                groups=identity.groups if identity is not None else (),
-                source=self._source.decode("latin-1"),
+                **_caller(record, authorized, self._source),
                 cluster=name,
-                verb=attrs.verb if attrs is not None else "",
-                namespace=attrs.namespace if attrs is not None else "",
-                resource=attrs.resource if attrs is not None else "",
-                subresource=attrs.subresource if attrs is not None else "",
                 path=asked.request.target.decode("latin-1") if asked is not None else "",
                 method="GET",
                 status=status,
                 bytes_out=received,
                 duration=seconds,
-                impersonated_user=upstream.user if upstream is not None else None,
-                impersonated_groups=tuple(g for g in upstream.groups if g != "system:authenticated")
-                if upstream is not None
-                else (),
-                exchange_rule=authorized.exchange_rule if authorized is not None else "",
                 reason=failure,
-                issued_by=identity.issued_by if identity is not None else None,
                 extra={"fanout": True},
             )
         )
