@@ -27,7 +27,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -439,10 +439,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "clusters" in workloads:
                 print("workload clusters (sweep)", flush=True)
                 sweep.sweep(results, procs, ws, upstream, plan.cluster_counts, plan.sweep_requests)
-            if "tunnel" in workloads:
-                print("workload tunnel (direct and through an agent, side by side)", flush=True)
-                try:
-                    tunnelwork.run(
+            # each: (name, what it prints, where a failure is noted, the step); one
+            # workload's failure loses none of the others' figures
+            steps: list[tuple[str, str, str, Callable[[], object]]] = [
+                (
+                    "tunnel",
+                    "direct and through an agent, side by side",
+                    "(simulator)",
+                    lambda: tunnelwork.run(
                         results,
                         procs,
                         ws,
@@ -453,28 +457,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                         max(plan.watches),
                         plan.watch_events,
                         args.quick,
-                    )
-                except (BenchError, OSError) as exc:
-                    # one workload's failure loses none of the others' figures
-                    results.add(Row("tunnel", "-", "(simulator)", "", note=f"not measured: {exc}"))
-            if "fanout-watch" in workloads:
-                print("workload fanout-watch (merged and single-cluster watches)", flush=True)
-                try:
-                    fanoutwatchwork.run(results, procs, ws, args.quick)
-                except (BenchError, OSError) as exc:
-                    results.add(
-                        Row("fanout-watch", "-", "(simulator)", "", note=f"not measured: {exc}")
-                    )
-            if "fanout" in workloads:
-                print("workload fanout (one LIST across N clusters vs the slowest one)", flush=True)
-                try:
-                    fanoutwork.run(results, procs, ws, args.quick)
-                except (BenchError, OSError) as exc:
-                    results.add(Row("fanout", "-", "(nginx)", "", note=f"not measured: {exc}"))
-            if "limits" in workloads:
-                print("workload limits (karpor with and without limits, side by side)", flush=True)
-                try:
-                    limitswork.run(
+                    ),
+                ),
+                (
+                    "fanout-watch",
+                    "merged and single-cluster watches",
+                    "(simulator)",
+                    lambda: fanoutwatchwork.run(results, procs, ws, args.quick),
+                ),
+                (
+                    "fanout",
+                    "one LIST across N clusters vs the slowest one",
+                    "(nginx)",
+                    lambda: fanoutwork.run(results, procs, ws, args.quick),
+                ),
+                (
+                    "limits",
+                    "karpor with and without limits, side by side",
+                    "(karpor)",
+                    lambda: limitswork.run(
                         results,
                         procs,
                         ws,
@@ -483,17 +484,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                         plan.duration,
                         plan.rounds,
                         args.workers,
-                    )
-                except (BenchError, OSError) as exc:
-                    results.add(Row("limits", "-", "(karpor)", "", note=f"not measured: {exc}"))
-            if "recording" in workloads:
-                print("workload recording (exec with and without recording)", flush=True)
+                    ),
+                ),
+                (
+                    "recording",
+                    "exec with and without recording",
+                    "(simulator)",
+                    lambda: recordingwork.run(results, procs, ws, min(plan.exec_bytes, 64 << 20)),
+                ),
+            ]
+            for name, what, where, step in steps:
+                if name not in workloads:
+                    continue
+                print(f"workload {name} ({what})", flush=True)
                 try:
-                    recordingwork.run(results, procs, ws, min(plan.exec_bytes, 64 << 20))
+                    step()
                 except (BenchError, OSError) as exc:
-                    results.add(
-                        Row("recording", "-", "(simulator)", "", note=f"not measured: {exc}")
-                    )
+                    results.add(Row(name, "-", where, "", note=f"not measured: {exc}"))
             if "h2" in workloads:
                 print("workload h2 (h2load beside wrk; opening watches over HTTP/2)", flush=True)
                 h2work.run(
